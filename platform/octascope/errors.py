@@ -1,0 +1,24 @@
+"""User-facing errors.
+
+Every error a user can cause (bad file, bad config, an image with no lattice) is an
+:class:`OctascopeError`. The CLI prints its one-line message and exits non-zero without a
+traceback; set ``OCTASCOPE_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+
+class OctascopeError(Exception):
+    """Base class of errors whose message tells the user the problem and the fix."""
+
+
+class InputError(OctascopeError, ValueError):
+    """The input (image, columns, truth) cannot be analysed as given."""
+
+
+class PluginError(OctascopeError, LookupError):
+    """A plugin name or plugin parameter is unknown or invalid."""
+
+
+class ConfigError(OctascopeError, ValueError):
+    """A configuration value is missing or inconsistent."""

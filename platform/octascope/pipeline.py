@@ -1,0 +1,159 @@
+"""The analysis pipeline: source image -> denoiser -> locator -> classifier -> network -> metrics.
+
+Usable without Hydra::
+
+    import octascope
+    result = octascope.analyze(image, denoiser="bm3d", locator="gaussian", truth=truth)
+
+A stage may be given as a registered name, as ``(name, params)``, as a mapping with a
+``name`` key and parameters, or as an already-built stage object.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from .errors import InputError, PluginError
+from .model import Image, Result, Truth, validate_columns
+from .registry import Registry, get_registry
+
+StageSpec = Any  # str | tuple[str, Mapping] | Mapping | stage object
+
+DEFAULT_METRICS: tuple[str, ...] = ("octahedral", "lattice", "accuracy")
+
+#: Fewest located columns that can hold one perovskite unit cell with its neighbours.
+MIN_COLUMNS = 9
+
+
+def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> Any:
+    """Turn a stage specification into a stage object (see module docstring)."""
+    if isinstance(spec, str):
+        return registry.create(stage, spec)
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+        return registry.create(stage, spec[0], **dict(spec[1] or {}))
+    if isinstance(spec, Mapping):
+        params = dict(spec)
+        name = params.pop("name", None)
+        if not name:
+            raise PluginError(f"{stage} configuration {spec} has no 'name'; choose one of: {', '.join(registry.names(stage))}")
+        return registry.create(stage, name, **params)
+    if getattr(spec, "name", None) and callable(
+        getattr(spec, {"denoiser": "denoise", "locator": "locate", "classifier": "classify", "network": "build", "metric": "compute"}[stage], None)
+    ):
+        return spec
+    raise PluginError(f"cannot use {spec!r} as a {stage}; give a registered name, (name, params) or a {stage} object")
+
+
+def _default_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_pipeline(
+    image: Image,
+    *,
+    denoiser: Any,
+    locator: Any,
+    classifier: Any,
+    network: Any,
+    metrics: Sequence[Any] = (),
+    truth: Truth | None = None,
+    progress: Callable[[str], None] | None = _default_progress,
+) -> Result:
+    """Run built stage objects on one image and return the :class:`~octascope.model.Result`.
+
+    Parameters
+    ----------
+    image : Image
+        Calibrated input image.
+    denoiser, locator, classifier, network : stage objects
+        One object per stage (see :mod:`octascope.stages`).
+    metrics : sequence of Metric
+        Metrics computed in order on the result so far; each sees the earlier metrics' tables.
+    truth : Truth, optional
+        Ground truth for accuracy metrics.
+    progress : callable, optional
+        Called with one line per stage start and end; ``None`` for silence.
+    """
+    say = progress or (lambda _msg: None)
+    result = Result(image=image, truth=truth)
+    stages = [("denoiser", denoiser), ("locator", locator), ("classifier", classifier), ("network", network)]
+    n_steps = len(stages) + len(metrics)
+    result.plugins = {stage: obj.name for stage, obj in stages}
+    result.plugins["metrics"] = [m.name for m in metrics]
+
+    def timed(step: int, label: str, fn: Callable[[], Any]) -> Any:
+        say(f"[{step}/{n_steps}] {label} ...")
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        result.timings_s[label] = dt
+        say(f"[{step}/{n_steps}] {label} done in {dt:.2f} s")
+        return out
+
+    result.denoised = timed(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
+    if result.denoised.shape != image.shape:
+        raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {result.denoised.shape}")
+    columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(result.denoised))
+    validate_columns(columns)
+    if len(columns) < MIN_COLUMNS:
+        raise InputError(
+            f"found {len(columns)} atomic columns, too few for a lattice (need >= {MIN_COLUMNS}); "
+            "check the pixel size, denoise the image, or lower the locator threshold"
+        )
+    result.columns = columns
+    result.columns = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
+    result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
+    for k, metric in enumerate(metrics, start=5):
+        out = timed(k, f"metric:{metric.name}", lambda m=metric: m.compute(result, truth))
+        result.tables.update(out.tables)
+        result.scalars.update(out.scalars)
+        result.figures.update(out.figures)
+    result.timings_s["total"] = sum(v for k, v in result.timings_s.items() if k != "total")
+    return result
+
+
+def analyze(
+    image: Image,
+    *,
+    denoiser: StageSpec = "none",
+    locator: StageSpec = "gaussian",
+    classifier: StageSpec = "lattice",
+    network: StageSpec = "nearest",
+    metrics: Sequence[StageSpec] | None = None,
+    truth: Truth | None = None,
+    registry: Registry | None = None,
+    progress: Callable[[str], None] | None = _default_progress,
+) -> Result:
+    """Analyse one image with plugins chosen by name (no Hydra involved).
+
+    Parameters
+    ----------
+    image : Image
+        Calibrated input image.
+    denoiser, locator, classifier, network : str, (str, dict), dict or stage object
+        The implementation of each stage; names are those of the plugin registry.
+    metrics : sequence, optional
+        Metrics to compute; by default :data:`DEFAULT_METRICS` (``accuracy`` only when truth is given).
+    truth : Truth, optional
+        Ground truth for the ``accuracy`` metric.
+    registry : Registry, optional
+        Plugin registry; by default all built-in and installed plugins.
+
+    Returns
+    -------
+    Result
+        Columns, octahedra, metric tables and scalars, stage timings [s].
+    """
+    registry = registry or get_registry()
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m != "accuracy" or truth is not None]
+    built = dict(
+        denoiser=resolve_stage(registry, "denoiser", denoiser),
+        locator=resolve_stage(registry, "locator", locator),
+        classifier=resolve_stage(registry, "classifier", classifier),
+        network=resolve_stage(registry, "network", network),
+        metrics=[resolve_stage(registry, "metric", m) for m in metrics],
+    )
+    return run_pipeline(image, truth=truth, progress=progress, **built)

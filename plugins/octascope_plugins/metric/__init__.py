@@ -1,0 +1,8 @@
+"""Metrics plugins."""
+
+from octascope.hookspecs import hookimpl
+
+
+@hookimpl
+def octascope_register_metrics():
+    return []

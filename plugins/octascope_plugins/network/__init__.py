@@ -1,0 +1,8 @@
+"""Networks plugins."""
+
+from octascope.hookspecs import hookimpl
+
+
+@hookimpl
+def octascope_register_networks():
+    return []
