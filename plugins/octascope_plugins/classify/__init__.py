@@ -1,8 +1,10 @@
-"""Classifiers plugins."""
+"""Classifier plugins (columns -> columns with species)."""
 
 from octascope.hookspecs import hookimpl
+
+from .lattice import LatticeClassifier
 
 
 @hookimpl
 def octascope_register_classifiers():
-    return []
+    return [LatticeClassifier]

@@ -2,7 +2,9 @@
 
 from octascope.hookspecs import hookimpl
 
+from .accuracy import AccuracyMetric
+
 
 @hookimpl
 def octascope_register_metrics():
-    return []
+    return [AccuracyMetric]

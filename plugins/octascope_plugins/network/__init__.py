@@ -1,8 +1,10 @@
-"""Networks plugins."""
+"""Network-builder plugins (classified columns -> octahedral network)."""
 
 from octascope.hookspecs import hookimpl
+
+from .nearest import NearestNetwork
 
 
 @hookimpl
 def octascope_register_networks():
-    return []
+    return [NearestNetwork]

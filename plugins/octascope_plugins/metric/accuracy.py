@@ -1,0 +1,158 @@
+"""Accuracy against ground truth: detection, position, species, tilt and bond length."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from octascope.model import MetricOutput, Result, Truth
+
+_SPECIES = ("Pb", "X", "Cs")
+
+
+def match_points(found_xy: np.ndarray, true_xy: np.ndarray, tolerance_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of found to true points within a tolerance.
+
+    Pairs are accepted greedily in order of increasing distance, each point used at most once.
+    With a tolerance well below half the nearest-neighbour spacing (0.6 Å vs 3.1 Å here) a
+    point has at most one candidate and this equals the optimal assignment.
+
+    Returns
+    -------
+    found_idx, true_idx : numpy.ndarray of int
+        Positional indices of matched pairs.
+    """
+    if len(found_xy) == 0 or len(true_xy) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    pairs = cKDTree(found_xy).query_ball_tree(cKDTree(true_xy), r=tolerance_A)
+    fi = np.repeat(np.arange(len(found_xy)), [len(p) for p in pairs])
+    ti = np.fromiter((t for p in pairs for t in p), dtype=int, count=len(fi))
+    d = np.linalg.norm(found_xy[fi] - true_xy[ti], axis=1)
+    order = np.argsort(d, kind="stable")
+    used_f = np.zeros(len(found_xy), bool)
+    used_t = np.zeros(len(true_xy), bool)
+    keep = []
+    for k in order:  # loop over candidate pairs (≈ one per column), not pixels
+        if not used_f[fi[k]] and not used_t[ti[k]]:
+            used_f[fi[k]] = used_t[ti[k]] = True
+            keep.append(k)
+    keep = np.asarray(keep, dtype=int)
+    return fi[keep], ti[keep]
+
+
+def _prf(n_match: int, n_found: int, n_true: int) -> tuple[float, float, float]:
+    precision = n_match / n_found if n_found else float("nan")
+    recall = n_match / n_true if n_true else float("nan")
+    f1 = 2 * n_match / (n_found + n_true) if (n_found + n_true) else float("nan")
+    return precision, recall, f1
+
+
+def outer_cell_mask(xy_A: np.ndarray, species: np.ndarray, shell: np.ndarray | None = None) -> np.ndarray:
+    """Columns of the outermost unit cell: ``shell == 0`` when truth has a shell index, else
+    columns within one Pb-Pb spacing of the convex hull of all columns."""
+    if shell is not None:
+        return np.asarray(shell) == 0
+    from scipy.spatial import ConvexHull
+
+    from octascope.geometry import estimate_square_basis
+
+    a = float(np.mean(np.linalg.norm(estimate_square_basis(xy_A[species == "Pb"]), axis=1)))
+    hull = ConvexHull(xy_A)
+    eq = hull.equations  # outward normals: n·x + b <= 0 inside, -(n·x + b) = distance to a facet
+    depth = -(xy_A @ eq[:, :2].T + eq[:, 2])
+    return depth.min(axis=1) < a
+
+
+class AccuracyMetric:
+    """Detection, localisation, classification and geometry errors against ground truth.
+
+    Found and true columns are matched one-to-one within ``match_tolerance_A``. Reported:
+    precision, recall and F1 of detection (all columns and the outermost unit cell), position
+    RMSE per true species [pm], species accuracy over matched columns, and, when truth
+    octahedra are given, the error of θ1/θ2/θ3 [deg] and L1/L2 [Å] of matched octahedra
+    (non-edge octahedra of the ``octahedra`` table of the ``octahedral`` metric, which must run
+    first).
+
+    Parameters
+    ----------
+    match_tolerance_A : float
+        Largest distance between a found and a true column to count as the same column [Å].
+    """
+
+    name: ClassVar[str] = "accuracy"
+
+    def __init__(self, *, match_tolerance_A: float = 0.6):
+        if match_tolerance_A <= 0:
+            raise ValueError("match_tolerance_A must be > 0")
+        self.match_tolerance_A = match_tolerance_A
+
+    def compute(self, result: Result, truth: Truth | None) -> MetricOutput:
+        if truth is None or result.columns is None:
+            return MetricOutput()
+        found = result.columns
+        true = truth.columns
+        f_xy = found[["x_A", "y_A"]].to_numpy(float)
+        t_xy = true[["x_A", "y_A"]].to_numpy(float)
+        fi, ti = match_points(f_xy, t_xy, self.match_tolerance_A)
+        s: dict[str, float] = {}
+        s["n_columns_found"] = len(found)
+        s["n_columns_true"] = len(true)
+        s["detection_precision"], s["detection_recall"], s["detection_f1"] = _prf(len(fi), len(found), len(true))
+
+        t_species = true["species"].astype(str).to_numpy()
+        outer = outer_cell_mask(t_xy, t_species, true["shell"].to_numpy() if "shell" in true else None)
+        # found columns near an outer true column (or unmatched ones close to the outer region) count for the outer score
+        matched_outer = outer[ti]
+        f_outer = np.zeros(len(found), bool)
+        f_outer[fi[matched_outer]] = True
+        unmatched = np.setdiff1d(np.arange(len(found)), fi)
+        if len(unmatched) and outer.any():
+            d, nearest = cKDTree(t_xy).query(f_xy[unmatched], k=1)
+            f_outer[unmatched] = outer[nearest]
+        s["detection_precision_outer"], s["detection_recall_outer"], s["detection_f1_outer"] = _prf(
+            int(matched_outer.sum()), int(f_outer.sum()), int(outer.sum()))
+
+        err = f_xy[fi] - t_xy[ti]
+        sq = (err**2).sum(axis=1)
+        s["rmse_pm_all"] = float(np.sqrt(sq.mean()) * 100) if len(sq) else float("nan")
+        for sp in _SPECIES:
+            m = t_species[ti] == sp
+            s[f"rmse_pm_{sp}"] = float(np.sqrt(sq[m].mean()) * 100) if m.any() else float("nan")
+        matches = pd.DataFrame({
+            "found_row": found.index.to_numpy()[fi], "true_row": true.index.to_numpy()[ti],
+            "x_A": t_xy[ti, 0], "y_A": t_xy[ti, 1], "dx_pm": err[:, 0] * 100, "dy_pm": err[:, 1] * 100,
+            "true_species": t_species[ti],
+        })
+        if "species" in found:
+            f_species = found["species"].astype(str).to_numpy()[fi]
+            matches["found_species"] = f_species
+            s["species_accuracy"] = float((f_species == t_species[ti]).mean()) if len(fi) else float("nan")
+            for sp in _SPECIES:
+                m = t_species[ti] == sp
+                s[f"species_accuracy_{sp}"] = float((f_species[m] == sp).mean()) if m.any() else float("nan")
+
+        tables = {"accuracy_matches": matches}
+        octs = result.tables.get("octahedra")
+        if truth.octahedra is not None and octs is not None and len(octs):
+            use = octs[~octs["edge"].astype(bool)] if "edge" in octs else octs
+            to = truth.octahedra
+            oi, tj = match_points(use[["x_A", "y_A"]].to_numpy(float), to[["x_A", "y_A"]].to_numpy(float),
+                                  self.match_tolerance_A)
+            s["n_octahedra_matched"] = len(oi)
+            s["octahedra_recall"] = len(oi) / len(to) if len(to) else float("nan")
+            geo = {"octahedron_x_A": to["x_A"].to_numpy()[tj], "octahedron_y_A": to["y_A"].to_numpy()[tj]}
+            for q in ("theta1_deg", "theta2_deg", "theta3_deg", "L1_A", "L2_A"):
+                if q in use and q in to:
+                    e = use[q].to_numpy(float)[oi] - to[q].to_numpy(float)[tj]
+                    e = e[np.isfinite(e)]
+                    geo[f"{q}_error"] = use[q].to_numpy(float)[oi] - to[q].to_numpy(float)[tj]
+                    unit = "deg" if q.endswith("deg") else "pm"
+                    scale = 1.0 if unit == "deg" else 100.0
+                    base = q.replace("_deg", "").replace("_A", "")
+                    s[f"{base}_mae_{unit}"] = float(np.abs(e).mean() * scale) if len(e) else float("nan")
+                    s[f"{base}_bias_{unit}"] = float(e.mean() * scale) if len(e) else float("nan")
+            tables["accuracy_octahedra"] = pd.DataFrame(geo)
+        return MetricOutput(tables=tables, scalars=s)
