@@ -2,9 +2,10 @@
 
 from octascope.hookspecs import hookimpl
 
+from .bm3d import BM3DDenoiser
 from .none import NoDenoiser
 
 
 @hookimpl
 def octascope_register_denoisers():
-    return [NoDenoiser]
+    return [NoDenoiser, BM3DDenoiser]

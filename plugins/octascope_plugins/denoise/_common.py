@@ -1,0 +1,65 @@
+"""Helpers shared by the denoisers: intensity normalisation and noise estimation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from octascope.errors import InputError
+from octascope.model import Image
+
+
+def check_finite(data: np.ndarray, who: str) -> None:
+    """Raise :class:`InputError` when ``data`` holds NaN or Inf pixels."""
+    if not np.all(np.isfinite(data)):
+        n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        raise InputError(
+            f"{who}: image has {n_bad} NaN/Inf pixels; replace them (numpy.nan_to_num or inpainting) before denoising"
+        )
+
+
+def normalise(data: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Map an image linearly onto [0, 1].
+
+    Returns
+    -------
+    scaled : numpy.ndarray
+        ``(data - offset) / scale`` as float64.
+    offset, scale : float
+        The minimum and the range of ``data`` [image units]; ``scale`` is 1 for a flat image.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    lo, hi = float(data.min()), float(data.max())
+    scale = hi - lo if hi > lo else 1.0
+    return (data - lo) / scale, lo, scale
+
+
+def estimate_noise_sigma(data: np.ndarray) -> float:
+    """Standard deviation of additive white noise, estimated from the image itself.
+
+    Uses the robust median absolute deviation of the finest diagonal wavelet band
+    (Donoho & Johnstone), as implemented by :func:`skimage.restoration.estimate_sigma`.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image [image units].
+
+    Returns
+    -------
+    float
+        Noise standard deviation [image units].
+    """
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(np.asarray(data, dtype=np.float64)))
+
+
+def finish(image: Image, denoised: np.ndarray, settings: dict[str, Any], variance: np.ndarray | None = None) -> Image:
+    """The denoised copy of ``image``: same calibration, settings recorded in ``metadata['denoiser']``."""
+    return image.replace(
+        data=np.asarray(denoised, dtype=np.float32),
+        variance=None if variance is None else np.asarray(variance, dtype=np.float32),
+        metadata={**image.metadata, "denoiser": settings},
+    )
