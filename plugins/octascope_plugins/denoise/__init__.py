@@ -2,10 +2,11 @@
 
 from octascope.hookspecs import hookimpl
 
+from .absf import ABSFDenoiser
 from .bm3d import BM3DDenoiser
 from .none import NoDenoiser
 
 
 @hookimpl
 def octascope_register_denoisers():
-    return [NoDenoiser, BM3DDenoiser]
+    return [NoDenoiser, BM3DDenoiser, ABSFDenoiser]
