@@ -1,0 +1,238 @@
+"""Reading microscope images with their calibration, and ground-truth tables.
+
+Formats: TIFF, DM3/DM4 and Velox EMD through RosettaSciIO (with the pixel-size calibration
+stored in the file), NPY and PNG (no calibration: give ``pixel_size_A``). A ``pixel_size_A``
+argument always overrides the file's calibration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .model import Image, Truth, validate_columns
+
+#: file suffix -> reader name
+FORMATS = {
+    ".tif": "tiff", ".tiff": "tiff",
+    ".dm3": "dm", ".dm4": "dm",
+    ".emd": "emd",
+    ".npy": "npy",
+    ".png": "png",
+}
+
+_LENGTH_TO_A = {
+    "a": 1.0, "å": 1.0, "Å": 1.0, "angstrom": 1.0, "ang": 1.0,
+    "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4, "mm": 1e7, "m": 1e10,
+}
+
+PACKAGE_PREFIX = "octascope://"
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Resolve ``octascope://...`` to a file inside the installed package; expand ``~``."""
+    text = str(path)
+    if text.startswith(PACKAGE_PREFIX):
+        return Path(__file__).parent / text[len(PACKAGE_PREFIX):]
+    return Path(text).expanduser()
+
+
+def _scale_to_A(scale: Any, units: Any) -> float | None:
+    if units is None or scale is None:
+        return None
+    factor = _LENGTH_TO_A.get(str(units).strip().lower()) or _LENGTH_TO_A.get(str(units).strip())
+    if factor is None:
+        return None
+    value = float(scale) * factor
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _pick_signal(signals: list[dict], signal_index: int | None, signal: str | None, path: Path) -> dict:
+    images = [s for s in signals if np.asarray(s["data"]).ndim >= 2]
+    if not images:
+        raise InputError(f"{path.name} holds no image data; give a file with a 2-D image")
+    if signal_index is not None:
+        if not 0 <= signal_index < len(images):
+            raise InputError(f"{path.name} holds {len(images)} images; choose source.signal_index in 0..{len(images) - 1}")
+        return images[signal_index]
+    if signal is not None:
+        titles = [str(s.get("metadata", {}).get("General", {}).get("title", "")) for s in images]
+        hits = [s for s, t in zip(images, titles) if signal.lower() in t.lower()]
+        if not hits:
+            raise InputError(f"no image titled like '{signal}' in {path.name}; titles are {titles}")
+        return hits[0]
+    if len(images) > 1:
+        titles = [str(s.get("metadata", {}).get("General", {}).get("title", "")) for s in images]
+        # Velox files hold HAADF, DF and DPC segments beside iDPC: prefer iDPC, say so otherwise
+        for s, t in zip(images, titles):
+            if "idpc" in t.lower():
+                return s
+        raise InputError(
+            f"{path.name} holds {len(images)} images {titles}; choose one with source.signal=<title> or source.signal_index=N"
+        )
+    return images[0]
+
+
+def _read_rsciio(path: Path, kind: str) -> list[dict]:
+    if kind == "tiff":
+        from rsciio.tiff import file_reader
+    elif kind == "dm":
+        from rsciio.digitalmicrograph import file_reader
+    else:
+        from rsciio.emd import file_reader
+    try:
+        return file_reader(str(path))
+    except Exception as exc:  # the readers raise many kinds of errors for damaged files
+        raise InputError(f"could not read {path.name} as {kind.upper()}: {exc.__class__.__name__}: {exc}; check the file") from exc
+
+
+def read_image(
+    path: str | Path,
+    *,
+    pixel_size_A: float | None = None,
+    frame: int | None = None,
+    signal_index: int | None = None,
+    signal: str | None = None,
+    signal_type: str = "unknown",
+) -> Image:
+    """Read a 2-D microscope image with its pixel size.
+
+    Parameters
+    ----------
+    path : str or Path
+        TIFF, DM3/DM4, Velox EMD, NPY or PNG file (``octascope://`` = inside the package).
+    pixel_size_A : float, optional
+        Pixel size [Å]; overrides the file's calibration; required for NPY/PNG and uncalibrated files.
+    frame : int, optional
+        Frame to take from a 3-D stack (frames along the first axis).
+    signal_index : int, optional
+        Which image of a multi-image file (EMD) to take.
+    signal : str, optional
+        Take the image of a multi-image file whose title contains this text (e.g. ``iDPC``).
+    signal_type : str
+        Kind of contrast stored in the returned Image (``idpc``, ``haadf``, ...).
+
+    Returns
+    -------
+    Image
+
+    Raises
+    ------
+    InputError
+        Missing file, unsupported format, a stack without ``frame``, NaN/Inf or constant pixels,
+        missing or non-positive pixel size.
+    """
+    p = resolve_path(path)
+    if not p.exists():
+        raise InputError(f"image file not found: {p}; check source.path")
+    if p.is_dir():
+        raise InputError(f"{p} is a directory; give source.path to an image file")
+    kind = FORMATS.get(p.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"unsupported image format '{p.suffix or p.name}'; use one of {', '.join(sorted(set(FORMATS)))} "
+            "(or convert the file, e.g. to TIFF)"
+        )
+    calib: float | None = None
+    metadata: dict[str, Any] = {"path": str(p), "format": kind}
+    if kind == "npy":
+        try:
+            data = np.load(p, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"could not read {p.name} as NPY: {exc}; save a plain numeric array with numpy.save") from exc
+    elif kind == "png":
+        import imageio.v3 as iio
+
+        data = np.asarray(iio.imread(p))
+        if data.ndim == 3 and data.shape[-1] in (3, 4):
+            data = data[..., :3].astype(np.float32).mean(axis=-1)
+    else:
+        sig = _pick_signal(_read_rsciio(p, kind), signal_index, signal, p)
+        data = np.asarray(sig["data"])
+        axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
+        scales = [_scale_to_A(a.get("scale"), a.get("units")) for a in axes[-2:]]
+        if len(scales) == 2 and None not in scales:
+            if abs(scales[0] - scales[1]) > 0.01 * max(scales):
+                raise InputError(
+                    f"{p.name} has non-square pixels ({scales[1]:.4g} x {scales[0]:.4g} Å); resample to square pixels first"
+                )
+            calib = float(np.mean(scales))
+        title = sig.get("metadata", {}).get("General", {}).get("title")
+        if title:
+            metadata["title"] = str(title)
+            if signal_type == "unknown":
+                for key in ("idpc", "haadf", "abf", "icom", "dpc"):
+                    if key in str(title).lower():
+                        signal_type = key
+                        break
+
+    if data.ndim == 3 and frame is None:
+        raise InputError(
+            f"{p.name} is a stack of {data.shape[0]} frames (shape {data.shape}); pick one with "
+            f"source.frame=N (0..{data.shape[0] - 1}) or sum the stack first"
+        )
+    if data.ndim == 3:
+        if not -data.shape[0] <= frame < data.shape[0]:
+            raise InputError(f"frame {frame} out of range: {p.name} has {data.shape[0]} frames (0..{data.shape[0] - 1})")
+        data = data[frame]
+    if data.ndim != 2:
+        raise InputError(f"{p.name} has {data.ndim} dimensions (shape {data.shape}); a 2-D image is needed")
+    data = data.astype(np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InputError(
+            f"{p.name} has {int((~finite).sum())} NaN/Inf pixels; replace them (e.g. numpy.nan_to_num) and save again"
+        )
+    if float(data.max() - data.min()) <= 1e-12 * max(1.0, float(np.abs(data).max())):
+        raise InputError(f"{p.name} is a constant image (every pixel = {float(data.flat[0]):g}); check that the right file/frame is given")
+    if pixel_size_A is not None:
+        if not np.isfinite(pixel_size_A) or pixel_size_A <= 0:
+            raise InputError(f"pixel size {pixel_size_A} Å is not positive; give source.pixel_size_A > 0 (e.g. 0.168)")
+        ps = float(pixel_size_A)
+        metadata["pixel_size_from"] = "override"
+    elif calib is not None:
+        ps = calib
+        metadata["pixel_size_from"] = "file"
+    else:
+        raise InputError(
+            f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
+        )
+    return Image(data=data, pixel_size_A=ps, signal=signal_type, source=str(p), metadata=metadata)
+
+
+def read_truth(columns_path: str | Path, octahedra_path: str | Path | None = None) -> Truth:
+    """Read ground truth: a CSV of columns (``x_A, y_A, species``) and optionally of octahedra.
+
+    Raises
+    ------
+    InputError
+        If a file is missing or lacks the required columns.
+    """
+    cp = resolve_path(columns_path)
+    if not cp.exists():
+        raise InputError(f"truth file not found: {cp}; check source.truth_path")
+    cols = pd.read_csv(cp)
+    missing = [c for c in ("x_A", "y_A", "species") if c not in cols]
+    if missing:
+        raise InputError(f"truth file {cp.name} lacks columns {missing}; it needs x_A, y_A, species")
+    validate_columns(cols)
+    octs = None
+    if octahedra_path is not None:
+        op = resolve_path(octahedra_path)
+        if not op.exists():
+            raise InputError(f"truth octahedra file not found: {op}; check source.truth_octahedra_path")
+        octs = pd.read_csv(op)
+        if not {"x_A", "y_A"} <= set(octs):
+            raise InputError(f"truth octahedra file {op.name} lacks x_A, y_A columns")
+    return Truth(columns=cols, octahedra=octs, metadata={"columns_path": str(cp)})
+
+
+def sidecar(path: str | Path, suffix: str) -> Path | None:
+    """``<image>.<suffix>`` beside an image file if it exists (e.g. ``particle.truth_columns.csv``)."""
+    p = resolve_path(path)
+    candidate = p.with_name(p.stem + suffix)
+    return candidate if candidate.exists() else None

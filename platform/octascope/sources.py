@@ -1,0 +1,77 @@
+"""Where the image of a run comes from: a file, the synthetic generator, or the simulator.
+
+Every source takes the same file keys; a non-null ``path`` means "read this file", whatever
+the kind, so ``source.path=particle.emd`` is the one override needed to analyse a user's file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+from .io import read_image, read_truth, sidecar
+from .model import Image, Truth
+
+FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path")
+KINDS = ("file", "synthetic", "simulated")
+
+
+def load_file(
+    path: str,
+    *,
+    pixel_size_A: float | None = None,
+    frame: int | None = None,
+    signal_index: int | None = None,
+    signal: str | None = None,
+    signal_type: str = "unknown",
+    truth_path: str | None = "auto",
+    truth_octahedra_path: str | None = "auto",
+) -> tuple[Image, Truth | None]:
+    """Read an image file and, if available, its ground truth.
+
+    ``truth_path="auto"`` looks for ``<image stem>.truth_columns.csv`` beside the image (and
+    ``<stem>.truth_octahedra.csv``); ``None`` reads no truth.
+    """
+    image = read_image(path, pixel_size_A=pixel_size_A, frame=frame, signal_index=signal_index,
+                       signal=signal, signal_type=signal_type)
+    if truth_path == "auto":
+        truth_path = sidecar(path, ".truth_columns.csv")
+    if truth_octahedra_path == "auto":
+        truth_octahedra_path = sidecar(path, ".truth_octahedra.csv") if truth_path else None
+    truth = read_truth(truth_path, truth_octahedra_path) if truth_path else None
+    return image, truth
+
+
+def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]:
+    """Produce the image (and truth, when known) of a run.
+
+    Parameters
+    ----------
+    kind : str
+        ``file``, ``synthetic`` (:func:`octascope.synthetic.make_synthetic`) or ``simulated``
+        (:func:`octascope.sim.source.simulated_source`).
+    **params
+        The source's parameters; a non-null ``path`` reads that file whatever the kind.
+    """
+    path = params.pop("path", None)
+    if path or kind == "file":
+        if not path:
+            raise ConfigError("source kind 'file' needs a path; give source.path=<image file>")
+        file_params = {k: params[k] for k in FILE_KEYS if k in params and (params[k] is not None or k.startswith("truth"))}
+        return load_file(path, **file_params)
+    params = {k: v for k, v in params.items() if k not in FILE_KEYS[2:]}
+    if kind == "synthetic":
+        from .synthetic import SyntheticSpec, make_synthetic
+
+        spec = dict(params.pop("spec", None) or {})
+        if "n_cells" in spec:
+            spec["n_cells"] = tuple(spec["n_cells"])
+        unknown = sorted(set(spec) - set(SyntheticSpec.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"synthetic source has no parameter(s) {unknown}; see conf/source/synthetic.yaml")
+        return make_synthetic(SyntheticSpec(**spec))
+    if kind == "simulated":
+        from .sim.source import simulated_source
+
+        return simulated_source(**params)
+    raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
