@@ -1,10 +1,12 @@
-"""Metrics plugins."""
+"""Metric plugins (result so far -> tables, scalars, figures)."""
 
 from octascope.hookspecs import hookimpl
 
 from .accuracy import AccuracyMetric
+from .lattice import LatticeMetric
+from .octahedral import OctahedralMetric
 
 
 @hookimpl
 def octascope_register_metrics():
-    return [AccuracyMetric]
+    return [AccuracyMetric, OctahedralMetric, LatticeMetric]
