@@ -1,0 +1,208 @@
+"""The ``atomap`` locator: the real Atomap package, for side-by-side comparison with ``gaussian``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from octascope.errors import PluginError
+from octascope.model import Image, make_columns
+
+from .peaks import find_candidates
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence Atomap/HyperSpy warnings, log records and progress output."""
+    loggers = [logging.getLogger(name) for name in ("hyperspy", "atomap")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def atomap_refine(
+    data: np.ndarray,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    *,
+    com_radius_px: float = 3.0,
+    percent_to_nn: float = 0.4,
+    rotation_enabled: bool = True,
+) -> dict[str, np.ndarray]:
+    """Refine positions with Atomap: centre of mass, then one 2-D Gaussian fit per column.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image, columns bright.
+    x_px, y_px : numpy.ndarray
+        Start positions [px].
+    com_radius_px : float
+        Radius of Atomap's centre-of-mass mask [px].
+    percent_to_nn : float
+        Atomap's Gaussian mask radius as a fraction of the distance to the nearest neighbour [1].
+    rotation_enabled : bool
+        Let the Gaussians rotate (elliptical fit).
+
+    Returns
+    -------
+    dict
+        ``x``, ``y`` [px], ``sigma_x``, ``sigma_y`` [px], ``rotation`` [rad, Atomap's
+        convention], ``amplitude`` (peak height), ``fitted`` (False where Atomap fell back to
+        the centre of mass).
+    """
+    with _quiet():
+        import atomap.api as am
+
+        positions = np.column_stack([np.asarray(x_px, float), np.asarray(y_px, float)])
+        sub = am.Sublattice(positions, image=np.asarray(data, dtype=np.float64))
+        sub.find_nearest_neighbors()
+        sub.refine_atom_positions_using_center_of_mass(mask_radius=com_radius_px, show_progressbar=False)
+        sub.refine_atom_positions_using_2d_gaussian(percent_to_nn=percent_to_nn, rotation_enabled=rotation_enabled,
+                                                    show_progressbar=False)
+        sx, sy = sub.sigma_x, sub.sigma_y
+        volume = sub.atom_amplitude_gaussian2d
+        fitted = np.array([bool(a._gaussian_fitted) and a.amplitude_gaussian > 0 for a in sub.atom_list])
+        return {
+            "x": sub.x_position, "y": sub.y_position, "sigma_x": sx, "sigma_y": sy, "rotation": sub.rotation,
+            # HyperSpy's Gaussian2D amplitude is the integral; the peak height is A / (2 pi sx sy)
+            "amplitude": volume / (2 * np.pi * sx * sy), "fitted": fitted,
+        }
+
+
+def atomap_to_columns(fit: dict[str, np.ndarray], pixel_size_A: float, shape: tuple[int, int],
+                      edge_px: float) -> pd.DataFrame:
+    """Column table from :func:`atomap_refine` output.
+
+    ``rotation_deg`` is the major-axis angle in octascope's convention (from +x towards +y);
+    HyperSpy's ``rotation`` turns the other way in that frame, hence the sign flip.
+    """
+    sx, sy, rot = fit["sigma_x"], fit["sigma_y"], fit["rotation"]
+    major, minor = np.maximum(sx, sy), np.minimum(sx, sy)
+    major_angle = np.where(sx >= sy, rot, rot + np.pi / 2)
+    rotation_deg = np.degrees(-major_angle) % 180.0
+    x, y = fit["x"], fit["y"]
+    h, w = shape
+    edge = (x < edge_px) | (y < edge_px) | (x > w - 1 - edge_px) | (y > h - 1 - edge_px)
+    ok = fit["fitted"]
+    nan = np.where(ok, 1.0, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ellipticity = major / minor
+    return make_columns(
+        x, y, pixel_size_A,
+        amplitude=fit["amplitude"] * nan, sigma_major_A=major * pixel_size_A * nan,
+        sigma_minor_A=minor * pixel_size_A * nan, rotation_deg=rotation_deg * nan, ellipticity=ellipticity * nan,
+        edge=edge, fit_ok=ok,
+    )
+
+
+class AtomapLocator:
+    """Column finding with the real Atomap package (one SciPy Gaussian fit per column).
+
+    The reference the batched ``gaussian`` locator is compared with: the same candidates (local
+    maxima of the smoothed image, or Atomap's own ``get_atom_positions``), then
+    ``atomap.Sublattice`` with ``find_nearest_neighbors``,
+    ``refine_atom_positions_using_center_of_mass`` and
+    ``refine_atom_positions_using_2d_gaussian``. Atomap subtracts a low-percentile background
+    instead of fitting one, so ``background``, ``residual`` and the position uncertainties are
+    left NaN.
+
+    Parameters
+    ----------
+    candidates : str
+        ``"local_max"`` (octascope's candidate finder, as in ``gaussian``) or ``"atomap"``
+        (``atomap.get_atom_positions`` with ``separation_A``).
+    separation_A : float
+        Minimum candidate separation for ``candidates="atomap"`` [Å].
+    neighbourhood_px : int
+        Local-maximum neighbourhood for ``candidates="local_max"`` [px].
+    smooth_sigma_px : float
+        Smoothing before the local-maximum search [px].
+    threshold_sigma : float
+        Minimum candidate prominence in units of the smoothed noise [1].
+    threshold_rel : float
+        Minimum candidate prominence relative to the dynamic range [1].
+    com_radius_px : float
+        Centre-of-mass mask radius [px].
+    percent_to_nn : float
+        Gaussian mask radius as a fraction of the nearest-neighbour distance [1] (Atomap's default 0.4).
+    rotation_enabled : bool
+        Fit elliptical, rotating Gaussians.
+    edge_A : float
+        Columns closer than this to the image border are flagged ``edge`` [Å].
+    """
+
+    name: ClassVar[str] = "atomap"
+
+    def __init__(
+        self,
+        *,
+        candidates: str = "local_max",
+        separation_A: float = 1.2,
+        neighbourhood_px: int = 7,
+        smooth_sigma_px: float = 1.0,
+        threshold_sigma: float = 8.0,
+        threshold_rel: float = 0.1,
+        com_radius_px: float = 3.0,
+        percent_to_nn: float = 0.4,
+        rotation_enabled: bool = True,
+        edge_A: float = 1.5,
+    ) -> None:
+        if candidates not in ("local_max", "atomap"):
+            raise PluginError(f"locator 'atomap': candidates='{candidates}' is unknown; use 'local_max' or 'atomap'")
+        if not 0 < percent_to_nn <= 1:
+            raise PluginError(f"locator 'atomap': percent_to_nn must be in (0, 1], got {percent_to_nn}")
+        if separation_A <= 0 or com_radius_px <= 0:
+            raise PluginError("locator 'atomap': separation_A and com_radius_px must be > 0")
+        self.candidates = candidates
+        self.separation_A = float(separation_A)
+        self.neighbourhood_px = int(neighbourhood_px)
+        self.smooth_sigma_px = float(smooth_sigma_px)
+        self.threshold_sigma = float(threshold_sigma)
+        self.threshold_rel = float(threshold_rel)
+        self.com_radius_px = float(com_radius_px)
+        self.percent_to_nn = float(percent_to_nn)
+        self.rotation_enabled = bool(rotation_enabled)
+        self.edge_A = float(edge_A)
+
+    def _candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray]:
+        if self.candidates == "atomap":
+            with _quiet():
+                import atomap.api as am
+                import hyperspy.api as hs
+
+                sep = max(1, int(round(self.separation_A / image.pixel_size_A)))
+                xy = am.get_atom_positions(hs.signals.Signal2D(image.data), separation=sep)
+            xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+            return xy[:, 0], xy[:, 1]
+        return find_candidates(image.data, neighbourhood_px=self.neighbourhood_px,
+                               smooth_sigma_px=self.smooth_sigma_px, threshold_sigma=self.threshold_sigma,
+                               threshold_rel=self.threshold_rel,
+                               background_window_px=2 * max(3, int(round(1.5 / image.pixel_size_A))) + 1)
+
+    def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
+        """Refine given start positions [px] with Atomap and return the column table."""
+        if len(x_px) < 2:
+            # Atomap needs a nearest neighbour for its masks
+            return make_columns(x_px, y_px, image.pixel_size_A, fit_ok=np.zeros(len(x_px), bool))
+        fit = atomap_refine(image.data, x_px, y_px, com_radius_px=self.com_radius_px,
+                            percent_to_nn=self.percent_to_nn, rotation_enabled=self.rotation_enabled)
+        return atomap_to_columns(fit, image.pixel_size_A, image.shape, self.edge_A / image.pixel_size_A)
+
+    def locate(self, image: Image) -> pd.DataFrame:
+        """Find columns and refine them with Atomap; see the class docstring."""
+        x, y = self._candidates(image)
+        return self.refine(image, x, y)
