@@ -158,5 +158,8 @@ class LatticeMetric:
         if self.figures and len(use):
             from octascope import figures as figs
 
-            figures = figs.lattice_figures(table)
+            basis = None
+            if result.octahedra is not None and np.isfinite(np.asarray(result.octahedra.lattice_vectors_A, float)).all():
+                basis = np.asarray(result.octahedra.lattice_vectors_A, float)
+            figures = figs.lattice_figures(table, basis)
         return MetricOutput(tables={"lattice": table}, scalars=scalars, figures=figures)
