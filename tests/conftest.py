@@ -1,0 +1,28 @@
+"""Shared fixtures: small synthetic images with known answers, an isolated working directory."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def small_synthetic():
+    """A 6x6-cell particle, 8° rotation, 0.2 Å/px, dose 2000 e/Å², rotated by 7° in the frame."""
+    from octascope.synthetic import SyntheticSpec, make_synthetic
+
+    return make_synthetic(SyntheticSpec(n_cells=(6, 6), rotation_deg=8.0, particle_angle_deg=7.0, seed=1))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty directory (outputs and the MLflow store land there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path

@@ -1,0 +1,92 @@
+"""Classifier `lattice` and network `nearest` on columns with known species and geometry."""
+
+import numpy as np
+import pytest
+
+from octascope.errors import InputError
+from octascope.model import make_columns
+from octascope.synthetic import SyntheticSpec, make_synthetic
+from octascope_plugins.classify.lattice import LatticeClassifier
+from octascope_plugins.network.nearest import NearestNetwork
+
+AMP = {"Pb": 1.0, "X": 0.39, "Cs": 0.41}
+
+
+def truth_columns(angle_deg=0.0, n=(8, 8), missing=0.0, seed=0):
+    image, truth = make_synthetic(SyntheticSpec(n_cells=n, particle_angle_deg=angle_deg, rotation_deg=9.0,
+                                                missing_fraction=missing, seed=seed, dose_e_per_A2=None))
+    t = truth.columns
+    rng = np.random.default_rng(seed)
+    amp = t.species.map(AMP).to_numpy() * (1 + 0.05 * rng.standard_normal(len(t)))
+    cols = make_columns(t.x_A / image.pixel_size_A, t.y_A / image.pixel_size_A, image.pixel_size_A, amplitude=amp)
+    return image, truth, cols
+
+
+@pytest.mark.parametrize("angle", [0.0, 17.0, 45.0])
+def test_lattice_classifier_recovers_species(angle):
+    image, truth, cols = truth_columns(angle)
+    out = LatticeClassifier().classify(image, cols)
+    assert (out.species.to_numpy() == truth.columns.species.to_numpy()).mean() == 1.0
+    assert out.attrs["lattice_constant_A"] == pytest.approx(6.25, rel=1e-3)
+    assert len(cols.columns) == len(cols.columns)  # input untouched
+    assert (cols.species == "unknown").all()
+
+
+def test_lattice_classifier_threshold_is_configurable():
+    image, truth, cols = truth_columns()
+    # mean amplitude ~0.53: Pb (1.0) passes 1.2x and 1.5x the mean, not 2.2x
+    ok = LatticeClassifier(pb_amplitude_factor=1.2).classify(image, cols)
+    assert (ok.species.to_numpy() == truth.columns.species.to_numpy()).all()
+    with pytest.raises(InputError, match="pb_amplitude_factor"):
+        LatticeClassifier(pb_amplitude_factor=2.2).classify(image, cols)
+
+
+def test_lattice_classifier_background_peak_is_unknown():
+    image, truth, cols = truth_columns()
+    extra = make_columns([5.0], [5.0], image.pixel_size_A, amplitude=[0.4])
+    out = LatticeClassifier().classify(image, __import__("pandas").concat([cols, extra], ignore_index=True))
+    assert out.species.iloc[-1] == "unknown"
+
+
+def test_equal_amplitudes_give_clear_error():
+    image, truth, cols = truth_columns()
+    cols = cols.assign(amplitude=1.0)
+    with pytest.raises(InputError, match="Pb columns"):
+        LatticeClassifier().classify(image, cols)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0])
+def test_nearest_network_links_true_neighbours(angle):
+    image, truth, cols = truth_columns(angle, n=(7, 7))
+    classified = LatticeClassifier().classify(image, cols)
+    octs = NearestNetwork().build(image, classified)
+    t = octs.table
+    assert len(t) == 49 and not t.edge.any()
+    tc = truth.columns
+    # every right neighbour is the X half a lattice step along +i
+    for key, (di, dj) in {"x_right": (0.5, 0), "x_left": (-0.5, 0), "x_up": (0, 0.5), "x_down": (0, -0.5)}.items():
+        pb_i, pb_j = tc.i.to_numpy()[t.pb], tc.j.to_numpy()[t.pb]
+        # a1 may come out along +x or any lattice direction; compare as sets of offsets
+        off = np.column_stack([tc.i.to_numpy()[t[key]] - pb_i, tc.j.to_numpy()[t[key]] - pb_j])
+        assert np.allclose(np.abs(off).sum(axis=1), 0.5)
+    # shell: 7x7 block -> shells 0..3 with 24, 16, 8, 1 octahedra
+    assert t.shell.value_counts().sort_index().tolist() == [24, 16, 8, 1]
+    assert t.rim.sum() == 24
+    assert len(octs.bonds) == 4 * 49
+
+
+def test_nearest_network_flags_missing_x():
+    image, truth, cols = truth_columns(n=(5, 5))
+    classified = LatticeClassifier().classify(image, cols)
+    x_rows = classified.index[classified.species == "X"][:3]
+    octs = NearestNetwork().build(image, classified.drop(index=x_rows))
+    assert 1 <= octs.table.edge.sum() <= 6
+    assert (octs.table.loc[octs.table.edge, ["x_right", "x_left", "x_up", "x_down"]] == -1).any(axis=1).all()
+
+
+def test_network_needs_a_unit_cell():
+    image, truth, cols = truth_columns(n=(5, 5))
+    classified = LatticeClassifier().classify(image, cols)
+    tiny = classified[classified.species == "Pb"].head(3)
+    with pytest.raises(InputError, match="less than one unit cell"):
+        NearestNetwork().build(image, tiny)
