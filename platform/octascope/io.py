@@ -61,7 +61,9 @@ def _pick_signal(signals: list[dict], signal_index: int | None, signal: str | No
         return images[signal_index]
     if signal is not None:
         titles = [str(s.get("metadata", {}).get("General", {}).get("title", "")) for s in images]
-        hits = [s for s, t in zip(images, titles) if signal.lower() in t.lower()]
+        # an exact title first: 'DF' must not pick 'HAADF', nor 'BF' pick 'ABF'
+        hits = [s for s, t in zip(images, titles) if signal.lower() == t.lower()]
+        hits = hits or [s for s, t in zip(images, titles) if signal.lower() in t.lower()]
         if not hits:
             raise InputError(f"no image titled like '{signal}' in {path.name}; titles are {titles}")
         return hits[0]
