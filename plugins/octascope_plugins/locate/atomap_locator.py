@@ -69,7 +69,7 @@ def atomap_refine(
 
         positions = np.column_stack([np.asarray(x_px, float), np.asarray(y_px, float)])
         sub = am.Sublattice(positions, image=np.asarray(data, dtype=np.float64))
-        sub.find_nearest_neighbors()
+        sub.find_nearest_neighbors(nearest_neighbors=min(9, len(positions) - 1))
         sub.refine_atom_positions_using_center_of_mass(mask_radius=com_radius_px, show_progressbar=False)
         sub.refine_atom_positions_using_2d_gaussian(percent_to_nn=percent_to_nn, rotation_enabled=rotation_enabled,
                                                     show_progressbar=False)

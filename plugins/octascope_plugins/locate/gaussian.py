@@ -109,6 +109,7 @@ class _Patches:
         self.x = self.xi.to(img.dtype)
         self.y = self.yi.to(img.dtype)
         self.shape = (h, w)
+        self.radius = radius_px
 
 
 def _model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: bool):
@@ -210,7 +211,7 @@ def fit_gaussians(
     *,
     patch_radius_px: int,
     sigma_init_px: float,
-    neighbour_rounds: int = 2,
+    neighbour_rounds: int = 3,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
     max_residual: float = 0.08,
@@ -260,6 +261,10 @@ def fit_gaussians(
     dev = resolve_device(device)
     dtype = torch.float64
     n = len(x_px)
+    if n == 0:
+        empty = np.zeros(0)
+        return GaussianFit(empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
+                           np.zeros(0, bool), np.zeros(0, bool), 0)
     rng = np.random.default_rng(seed)
     img = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=dev)
     start_x = torch.as_tensor(np.asarray(x_px, dtype=np.float64), dtype=dtype, device=dev)
@@ -278,7 +283,10 @@ def fit_gaussians(
         if p is None:
             p = _initial_params(patches, start_x, start_y, sigma_init_px)
         else:
-            target = target - _others(p, ok, patches) * patches.weight
+            target = target - _others(p, ok, patches, img) * patches.weight
+            # failed fits start again from their start position on the cleaned patch
+            if bool((~ok).any()):
+                p[~ok] = _initial_params(_subset(patches, ~ok, target), start_x[~ok], start_y[~ok], sigma_init_px)
         p, cost, it = _levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
                                           max_iterations=max_iterations, tolerance=tolerance)
         iterations += it
@@ -351,20 +359,30 @@ def _subset(patches: _Patches, idx, target) -> _Patches:
     return sub
 
 
-def _others(p: "torch.Tensor", ok: "torch.Tensor", patches: _Patches) -> "torch.Tensor":
-    """Model of all *other* columns on each column's patch (N, M), background excluded."""
-    import torch
+def _others(p: "torch.Tensor", ok: "torch.Tensor", patches: _Patches, img: "torch.Tensor") -> "torch.Tensor":
+    """Model of all *other* columns on each column's patch (N, M), background excluded.
 
+    Every column is rendered on a disk of twice the patch radius, so the tail of a neighbour
+    whose centre lies outside a patch is still subtracted from it.
+    """
     h, w = patches.shape
     q = p.clone()
     q[:, _B] = 0
     q[~ok, _A] = 0
+    wide = _Patches(img, q[:, _X], q[:, _Y], 2 * patches.radius)
+    rendered, _ = _model(q, wide.x, wide.y, jacobian=False)
+    inside = wide.weight > 0
+    total = torch_zeros_like_image(img)
+    total.index_add_(0, (wide.yi_c * w + wide.xi_c)[inside], rendered[inside])
     own, _ = _model(q, patches.x, patches.y, jacobian=False)
-    inside = patches.weight > 0
-    total = torch.zeros(h * w, dtype=p.dtype, device=p.device)
-    flat = patches.yi_c * w + patches.xi_c
-    total.index_add_(0, flat[inside], own[inside])
-    return total[flat] - own
+    return total[patches.yi_c * w + patches.xi_c] - own
+
+
+def torch_zeros_like_image(img: "torch.Tensor") -> "torch.Tensor":
+    """Flat zero buffer the size of ``img``."""
+    import torch
+
+    return torch.zeros(img.numel(), dtype=img.dtype, device=img.device)
 
 
 def drop_duplicates(x: np.ndarray, y: np.ndarray, score: np.ndarray, min_separation: float) -> np.ndarray:
@@ -448,7 +466,7 @@ class GaussianLocator:
         com_radius_px: float = 3.0,
         patch_radius_A: float = 1.5,
         sigma_init_A: float = 0.5,
-        neighbour_rounds: int = 2,
+        neighbour_rounds: int = 3,
         max_iterations: int = 100,
         tolerance: float = 1e-6,
         max_residual: float = 0.08,
