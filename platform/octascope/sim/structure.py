@@ -1,0 +1,230 @@
+"""CsPbX3 nanocube structures: CsX-terminated, charge-balanced, cubic or Pbnm-tilted, halide mixing.
+
+Geometry
+--------
+The cube has ``n_cells`` corner-sharing PbX6 octahedra along each edge (pseudocubic cells of edge
+``a_A``). Pb sits at integer lattice coordinates (i, j, k) = 0 .. n-1, each Pb owns six X at
+half-integer offsets along one axis (X shared between neighbouring octahedra), and Cs sits at the
+(n+1)³ cube-corner sites (i+½, j+½, k+½), i = -1 .. n-1, so the outer layer on every face is a CsX
+plane (CsX termination). The lattice coordinates (Pb at integers, not centred) are kept in ``atoms.arrays["lattice"]`` (units of
+``a_A``) so that projected columns and octahedra can be found without guessing after MD.
+
+Composition
+-----------
+Before balancing: Pb n³, X 3n²(n+1), Cs (n+1)³; the net charge (Cs⁺, Pb²⁺, X⁻) is +(3n+1).
+Charge balance removes 3n+1 surface Cs: first the 8 cube corners, then (seeded random) edge sites,
+then face sites. Balanced composition: Cs_{(n+1)³-3n-1} Pb_{n³} X_{3n²(n+1)}; e.g. n = 6:
+Cs324 Pb216 X756 (1296 atoms, edge ≈ 3.8 nm Cs-Cs).
+
+Tilts
+-----
+Octahedron (i, j, k) is rotated by R = Rz(s_z γ) Ry(s_y β) Rx(s_x α) with Glazer a⁻a⁻c⁺ signs
+(``phase="orthorhombic"``, Pbnm with c⁺ along z, the beam direction): s_z = (-1)^(i+j) (in phase
+along z), s_x = s_y = (-1)^(i+j+k) (antiphase). Each shared X sits at the mean of the positions its two
+octahedra predict (surface X: the one prediction). ``phase="cubic"`` means no tilts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+HALIDES = ("I", "Br")
+MIXING = ("uniform", "corner", "face", "shell", "paper")
+#: Fraction of the Br placed on corner sites by the method paper's recipe (1700 corner + 100 random).
+PAPER_CORNER_SHARE = 1700 / 1800
+CHARGE = {"Cs": 1, "Pb": 2, "I": -1, "Br": -1}
+
+
+def _rotation(alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """Rotation matrices Rz(γ) Ry(β) Rx(α) for arrays of angles [rad], shape (N, 3, 3)."""
+    ca, sa, cb, sb, cg, sg = np.cos(alpha), np.sin(alpha), np.cos(beta), np.sin(beta), np.cos(gamma), np.sin(gamma)
+    one, zero = np.ones_like(alpha), np.zeros_like(alpha)
+    rx = np.stack([one, zero, zero, zero, ca, -sa, zero, sa, ca], -1).reshape(-1, 3, 3)
+    ry = np.stack([cb, zero, sb, zero, one, zero, -sb, zero, cb], -1).reshape(-1, 3, 3)
+    rz = np.stack([cg, -sg, zero, sg, cg, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def _grid(*ranges: np.ndarray) -> np.ndarray:
+    return np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, len(ranges)).astype(float)
+
+
+def build_nanocube(
+    *,
+    n_cells: int = 6,
+    a_A: float = 6.29,
+    phase: str = "orthorhombic",
+    tilt_deg: Sequence[float] = (6.0, 6.0, 9.0),
+    br_fraction: float = 0.0,
+    mixing: str = "uniform",
+    charge_balance: bool = True,
+    seed: int = 0,
+):
+    """Build a CsX-terminated CsPbX3 nanocube centred at the origin.
+
+    Parameters
+    ----------
+    n_cells : int
+        PbX6 octahedra along each cube edge [pseudocubic unit cells].
+    a_A : float
+        Pseudocubic lattice parameter = twice the Pb-X bond length [Å] (6.29 for CsPbI3).
+    phase : {"orthorhombic", "cubic"}
+        Pbnm (a⁻a⁻c⁺ tilts of ``tilt_deg``) or untilted cubic start.
+    tilt_deg : sequence of 3 float
+        Octahedral rotation about x, y, z [deg] for the orthorhombic start (z is the beam axis).
+    br_fraction : float
+        Fraction of halide sites occupied by Br [0-1]; the rest is I.
+    mixing : {"uniform", "corner", "face", "shell", "paper"}
+        Where the Br goes: uniform-random; the X sites nearest the (-x, -y, -z) corner; the
+        lowest-x slab; the outermost sites first; or the method paper's recipe (94.4 % of the Br on
+        corner sites, the rest on random non-corner sites, as its 1700 + 100 of the 9.5 nm QD).
+    charge_balance : bool
+        Remove 3n+1 surface Cs so the particle is neutral.
+    seed : int
+        Random seed for the halide and Cs-vacancy choices.
+
+    Returns
+    -------
+    ase.Atoms
+        Symbols Cs, Pb, I, Br; ``arrays["lattice"]`` (N, 3) lattice coordinates [units of a_A];
+        ``info`` holds the parameters and the composition.
+    """
+    from ase import Atoms
+
+    n = int(n_cells)
+    if n < 1:
+        raise InputError(f"n_cells={n_cells} must be >= 1 octahedron per edge; e.g. structure.n_cells=6")
+    if not a_A > 0:
+        raise InputError(f"a_A={a_A} must be > 0 Å; CsPbI3 is about 6.29")
+    if phase not in ("orthorhombic", "cubic"):
+        raise InputError(f"phase={phase!r} is unknown; use 'orthorhombic' or 'cubic'")
+    if mixing not in MIXING:
+        raise InputError(f"mixing={mixing!r} is unknown; use one of {list(MIXING)}")
+    if not 0.0 <= br_fraction <= 1.0:
+        raise InputError(f"br_fraction={br_fraction} must lie in [0, 1]")
+    tilt = np.deg2rad(np.asarray(tilt_deg, dtype=float)) if phase == "orthorhombic" else np.zeros(3)
+    if tilt.shape != (3,):
+        raise InputError(f"tilt_deg={tilt_deg} must hold three angles (about x, y, z) in degrees")
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n)
+
+    pb = _grid(idx, idx, idx)
+    par = pb.sum(1)
+    s_xy = (-1.0) ** (pb[:, 0] + pb[:, 1])
+    s_anti = (-1.0) ** par
+    rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])  # (n³, 3, 3)
+    pb_index = {tuple(p.astype(int)): m for m, p in enumerate(pb)}
+
+    x_lat, x_pos = [], []
+    for axis in range(3):
+        ranges = [idx, idx, idx]
+        ranges[axis] = np.arange(-1, n)  # X between Pb (.., m, ..) and (.., m+1, ..)
+        lo = _grid(*ranges)
+        hi = lo.copy()
+        hi[:, axis] += 1
+        d = np.zeros(3)
+        d[axis] = 0.5
+        pred_sum = np.zeros((len(lo), 3))
+        count = np.zeros(len(lo))
+        for side, sign in ((lo, +1.0), (hi, -1.0)):
+            inside = np.all((side >= 0) & (side < n), axis=1)
+            m = np.array([pb_index[tuple(s.astype(int))] for s in side[inside]], dtype=int)
+            pred_sum[inside] += pb[m] + sign * (rot[m] @ d)
+            count[inside] += 1
+        lat = lo.copy()
+        lat[:, axis] += 0.5
+        x_lat.append(lat)
+        x_pos.append(pred_sum / count[:, None])
+    x_lat = np.concatenate(x_lat)
+    x_pos = np.concatenate(x_pos)
+
+    cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
+    if charge_balance:
+        cs = np.delete(cs, _cs_vacancies(cs, n, 3 * n + 1, rng), axis=0)
+
+    halide = _place_bromide(x_lat, n, br_fraction, mixing, rng)
+    symbols = ["Pb"] * len(pb) + list(halide) + ["Cs"] * len(cs)
+    lattice = np.concatenate([pb, x_lat, cs])
+    positions = np.concatenate([pb, x_pos, cs]) * a_A
+    centre = (n - 1) / 2.0
+    atoms = Atoms(symbols=symbols, positions=positions - centre * a_A, pbc=False)
+    atoms.arrays["lattice"] = lattice
+    counts = {el: int(np.sum(np.array(symbols) == el)) for el in ("Cs", "Pb", "I", "Br")}
+    atoms.info.update(
+        n_cells=n, a_A=float(a_A), phase=phase, tilt_deg=[float(t) for t in np.rad2deg(tilt)],
+        br_fraction=float(br_fraction), mixing=mixing, seed=int(seed), composition=counts,
+        charge=int(sum(CHARGE[el] * c for el, c in counts.items())),
+    )
+    return atoms
+
+
+def _cs_vacancies(cs: np.ndarray, n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of Cs to remove: corners, then edges, then faces, in seeded random order within each."""
+    at_face = np.isclose(np.abs(cs - (n - 1) / 2.0), (n) / 2.0)  # on the outer plane along each axis
+    n_faces = at_face.sum(1)
+    order = np.lexsort((rng.random(len(cs)), -n_faces))
+    return np.sort(order[:count])
+
+
+def _place_bromide(x_lat: np.ndarray, n: int, fraction: float, mixing: str, rng: np.random.Generator) -> np.ndarray:
+    """Halide symbol per X site."""
+    n_x = len(x_lat)
+    n_br = int(round(fraction * n_x))
+    tie = rng.random(n_x)
+    if mixing == "uniform":
+        chosen = rng.permutation(n_x)[:n_br]
+    elif mixing == "corner":
+        chosen = np.lexsort((tie, np.linalg.norm(x_lat + 0.5, axis=1)))[:n_br]
+    elif mixing == "face":
+        chosen = np.lexsort((tie, x_lat[:, 0]))[:n_br]
+    elif mixing == "shell":
+        depth = np.min(np.minimum(x_lat + 0.5, n - 0.5 - x_lat), axis=1)
+        chosen = np.lexsort((tie, depth))[:n_br]
+    else:  # paper: corner sites, plus random non-corner ones
+        n_corner = int(round(PAPER_CORNER_SHARE * n_br))
+        corner = np.lexsort((tie, np.linalg.norm(x_lat + 0.5, axis=1)))[:n_corner]
+        rest = np.setdiff1d(np.arange(n_x), corner)
+        chosen = np.concatenate([corner, rng.choice(rest, n_br - n_corner, replace=False)])
+    symbols = np.full(n_x, "I", dtype=object)
+    symbols[chosen] = "Br"
+    return symbols
+
+
+def check_structure(atoms, *, min_distance_A: float = 1.5) -> None:
+    """Raise :class:`InputError` if two atoms are closer than ``min_distance_A`` [Å]."""
+    from scipy.spatial import cKDTree
+
+    pos = atoms.get_positions()
+    if len(pos) < 2:
+        return
+    d, j = cKDTree(pos).query(pos, k=2)
+    worst = int(np.argmin(d[:, 1]))
+    if d[worst, 1] < min_distance_A:
+        raise InputError(
+            f"atoms {worst} and {int(j[worst, 1])} overlap ({d[worst, 1]:.2f} Å apart, minimum {min_distance_A} Å); "
+            "fix the structure (remove duplicates or increase the lattice parameter)"
+        )
+
+
+def composition_formula(atoms) -> str:
+    """Hill-style formula in Cs, Pb, I, Br order, e.g. ``Cs324Pb216I756``."""
+    sym = np.array(atoms.get_chemical_symbols())
+    return "".join(f"{el}{int((sym == el).sum())}" for el in ("Cs", "Pb", "I", "Br") if (sym == el).any())
+
+
+def write_structure(atoms, path) -> None:
+    """Write extended XYZ (keeps ``arrays["lattice"]`` and ``info``)."""
+    from ase.io import write
+
+    write(str(path), atoms, format="extxyz")
+
+
+def read_structure(path):
+    """Read an extended XYZ written by :func:`write_structure`."""
+    from ase.io import read
+
+    return read(str(path), format="extxyz")
