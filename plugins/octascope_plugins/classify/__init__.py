@@ -3,8 +3,9 @@
 from octascope.hookspecs import hookimpl
 
 from .lattice import LatticeClassifier
+from .sofs import SofsClassifier
 
 
 @hookimpl
 def octascope_register_classifiers():
-    return [LatticeClassifier]
+    return [LatticeClassifier, SofsClassifier]

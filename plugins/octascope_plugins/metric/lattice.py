@@ -61,7 +61,7 @@ def ellipticity_scalars(columns: pd.DataFrame, species: str = "X") -> dict[str, 
         return {}
     sel = (columns["species"] == species).to_numpy()
     if "edge" in columns:
-        sel &= ~columns["edge"].to_numpy(bool)
+        sel = sel & ~columns["edge"].to_numpy(bool)
     e = columns.loc[sel, "ellipticity"].to_numpy(float)
     e = e[np.isfinite(e)]
     key = species.lower()

@@ -3,8 +3,9 @@
 from octascope.hookspecs import hookimpl
 
 from .nearest import NearestNetwork
+from .sofs import SofsNetwork
 
 
 @hookimpl
 def octascope_register_networks():
-    return [NearestNetwork]
+    return [NearestNetwork, SofsNetwork]

@@ -1,0 +1,173 @@
+"""SOFS classifier and network builder on column tables with known species and geometry."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import octascope
+from octascope.errors import InputError
+from octascope.model import Image, Result
+from octascope.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns
+from octascope_plugins.classify.sofs import SofsClassifier
+from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
+from octascope_plugins.network.sofs import SofsNetwork
+
+IMAGE = Image(np.zeros((16, 16), np.float32), pixel_size_A=0.2)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def particle(angle_deg=0.0, n=12, shape="square", missing=0.05, spurious=0.05, tilt_deg=10.0, pos_noise_A=0.03, seed=0):
+    """Column table of a particle with amplitudes, missing columns and background peaks.
+
+    Returns the table (``x_A``, ``y_A``, ``amplitude``) and the truth (``species`` incl.
+    ``spurious``, ``i``, ``j``, ``interior``: every Pb site within 1.5 cells present).
+    """
+    rng = np.random.default_rng(seed)
+    cols, _ = perovskite_columns(SyntheticSpec(n_cells=(n, n), a_A=6.25, rotation_deg=tilt_deg))
+    if shape == "L":  # remove the top-right quarter
+        cols = cols[~((cols.i > n / 2 - 0.5) & (cols.j > n / 2 - 0.5)).to_numpy()]
+    pb_sites = {(int(i), int(j)) for i, j in cols.loc[cols.species == "Pb", ["i", "j"]].to_numpy()}
+    interior = np.ones(len(cols), bool)
+    ci, cj = cols.i.to_numpy(), cols.j.to_numpy()
+    for di in np.arange(-2, 3):
+        for dj in np.arange(-2, 3):
+            I, J = np.floor(ci) + di, np.floor(cj) + dj
+            near = (np.abs(I - ci) <= 1.5) & (np.abs(J - cj) <= 1.5)
+            present = np.array([(int(a), int(b)) in pb_sites for a, b in zip(I, J)])
+            interior &= ~near | present
+    cols = cols.assign(interior=interior)
+    cols = cols[((cols.species == "Pb") | (rng.random(len(cols)) >= missing)).to_numpy()].reset_index(drop=True)
+    ang = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    xy = cols[["x_A", "y_A"]].to_numpy() @ rot.T + 200.0 + rng.normal(0, pos_noise_A, (len(cols), 2))
+    amp = cols.species.map(Z_COLUMN).to_numpy(float) / Z_COLUMN["Pb"] * (1 + 0.05 * rng.standard_normal(len(cols)))
+    n_sp = int(round(spurious * len(cols)))
+    lo, hi = xy.min(0) - 6, xy.max(0) + 6
+    sp_xy = rng.uniform(lo, hi, (n_sp, 2))
+    table = pd.DataFrame({"x_A": np.r_[xy[:, 0], sp_xy[:, 0]], "y_A": np.r_[xy[:, 1], sp_xy[:, 1]],
+                          "amplitude": np.r_[amp, rng.uniform(0.05, 0.25, n_sp)]})
+    truth = pd.DataFrame({"species": np.r_[cols.species.to_numpy(), np.full(n_sp, "spurious")],
+                          "i": np.r_[cols.i, np.full(n_sp, np.nan)], "j": np.r_[cols.j, np.full(n_sp, np.nan)],
+                          "interior": np.r_[cols.interior.to_numpy(), np.zeros(n_sp, bool)]})
+    return table, truth
+
+
+CASES = [(0.0, "square"), (17.0, "square"), (45.0, "square"), (17.0, "L")]
+
+
+@pytest.mark.parametrize("angle_deg,shape", CASES)
+def test_species_accuracy_interior(angle_deg, shape):
+    table, truth = particle(angle_deg, shape=shape)
+    out = SofsClassifier().classify(IMAGE, table)
+    assert out.index.equals(table.index) and "species" not in table  # a copy, input untouched
+    sp = out.species.to_numpy()
+    interior = truth.interior.to_numpy()
+    assert interior.sum() > 200
+    acc = np.mean(sp[interior] == truth.species.to_numpy()[interior])
+    assert acc >= 0.99, f"interior species accuracy {acc:.4f}"
+    spurious = truth.species.to_numpy() == "spurious"
+    assert not (sp[spurious] == "Pb").any()
+    assert np.mean(sp[spurious] == "X") <= 0.15
+    # X confidence is a link probability in (0, 1]
+    conf = out.species_confidence.to_numpy()[sp == "X"]
+    assert ((conf > 0) & (conf <= 1)).all()
+
+
+@pytest.mark.parametrize("spurious", [0.0, 0.05])
+@pytest.mark.parametrize("angle_deg,shape", CASES)
+def test_network_matches_truth_neighbours_and_tilt(angle_deg, shape, spurious):
+    table, truth = particle(angle_deg, shape=shape, pos_noise_A=0.0, spurious=spurious)
+    classified = SofsClassifier().classify(IMAGE, table)
+    net = SofsNetwork().build(IMAGE, classified)
+    # truth network from the lattice indices of the real columns
+    real = truth.species.to_numpy() != "spurious"
+    ref = octahedra_from_indices(pd.concat([table[real], truth[real]], axis=1)).table.set_index("pb")
+    got = net.table.set_index("pb")
+    assert set(got.index) == set(ref.index)
+    ok = ~got["edge"].to_numpy()
+    assert ok.mean() > 0.6
+    names = ["x_right", "x_left", "x_up", "x_down"]
+    wrong = got.loc[ok, names].to_numpy() != ref.loc[got.index[ok], names].to_numpy()
+    # a background peak sitting on the site of a missing X may take its place: allow 1 % of bonds then
+    assert wrong.mean() <= (0.01 if spurious else 0.0), f"{wrong.sum()} of {wrong.size} bonds differ from the truth"
+    # every edge octahedron lacks an X or has a one-sided rim X; complete interior ones are not edge
+    complete_ref = (ref[["x_right", "x_left", "x_up", "x_down"]] >= 0).all(1)
+    interior_pb = pd.Series(truth.interior[real].to_numpy(), index=table.index[real])
+    must_be_ok = complete_ref & interior_pb.reindex(ref.index).to_numpy()
+    assert not got.loc[must_be_ok[must_be_ok].index, "edge"].any()
+    # the metric on this network recovers the 10° tilt exactly (no position noise)
+    res = Result(image=IMAGE, denoised=IMAGE, columns=classified, octahedra=net)
+    octs = OctahedralMetric(figures=False, uncertainty=False).compute(res, None).tables["octahedra"]
+    good = octs[~octs.edge]
+    if spurious:
+        assert np.median(good.theta3_deg) == pytest.approx(10.0, abs=1e-6)
+    else:
+        np.testing.assert_allclose(good.theta3_deg, 10.0, atol=1e-6)
+    assert set(np.unique(net.table.shell)) >= {0, 1, 2}
+
+
+def test_depth_limit_reseeds_and_still_covers():
+    table, truth = particle(17.0, shape="L")
+    full = SofsClassifier().classify(IMAGE, table)
+    short = SofsClassifier(depth_limit=1).classify(IMAGE, table)
+    assert short.attrs["sofs"]["n_seeds"] > full.attrs["sofs"]["n_seeds"]
+    interior = truth.interior.to_numpy()
+    assert np.mean(short.species.to_numpy()[interior] == truth.species.to_numpy()[interior]) >= 0.99
+
+
+def test_branching_one_keeps_single_links_but_reseeds():
+    table, truth = particle(0.0, missing=0.0, spurious=0.0)
+    out = SofsClassifier(branching=1).classify(IMAGE, table)
+    assert (out.species.to_numpy() == truth.species.to_numpy()).mean() >= 0.99
+
+
+def test_rim_x_found_from_one_side_only_is_flagged():
+    table, truth = particle(0.0, missing=0.0, spurious=0.0, pos_noise_A=0.0)
+    # outer X left of Pb (0, 5): drop its two X-X neighbours (the vertical X of Pb (0, 5))
+    gone = ((truth.i == 0) & truth.j.isin([4.5, 5.5])).to_numpy()
+    table, truth = table[~gone], truth[~gone]
+    out = SofsClassifier().classify(IMAGE, table)
+    rim = ((truth.i == -0.5) & (truth.j == 5)).to_numpy()
+    assert out.species.to_numpy()[rim][0] == "X" and out.edge.to_numpy()[rim][0]
+    other_rim = ((truth.i == -0.5) & (truth.j == 8)).to_numpy()
+    assert out.species.to_numpy()[other_rim][0] == "X" and not out.edge.to_numpy()[other_rim][0]
+    net = SofsNetwork().build(IMAGE, out)
+    pb = net.table[(net.table.i - net.table.i.min() == 0)]
+    assert pb.edge.sum() >= 1
+
+
+def test_bad_inputs():
+    table, _ = particle(0.0, n=4, missing=0.0, spurious=0.0)
+    with pytest.raises(InputError, match="Pb"):
+        SofsClassifier().classify(IMAGE, table.assign(amplitude=0.4))  # all columns of equal intensity
+    small = table[(table.amplitude < 0.7) | (np.arange(len(table)) < 3)]  # three Pb: less than one unit cell
+    with pytest.raises(InputError, match="unit cell|Pb"):
+        SofsClassifier().classify(IMAGE, small)
+    with pytest.raises(InputError, match="amplitude"):
+        SofsClassifier().classify(IMAGE, table.drop(columns="amplitude"))
+    with pytest.raises(InputError, match="species"):
+        SofsNetwork().build(IMAGE, table)
+    # no X at all: an empty, fully flagged network, no crash
+    classified = SofsClassifier().classify(IMAGE, table)
+    only_pb_cs = classified.assign(species=np.where(classified.species == "X", "unknown", classified.species))
+    net = SofsNetwork().build(IMAGE, only_pb_cs)
+    assert len(net.table) == 16 and net.table.edge.all() and (net.table.x_right == -1).all()
+    with pytest.raises(InputError):
+        SofsClassifier(branching=0)
+
+
+def test_registered_and_configs_document_every_parameter():
+    reg = octascope.get_registry()
+    for stage, path, cls in (("classifier", "classifier/sofs.yaml", SofsClassifier), ("network", "network/sofs.yaml", SofsNetwork)):
+        assert reg.get(stage, "sofs") is cls
+        conf = yaml.safe_load((CONF / path).read_text())
+        params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+        assert conf.pop("name") == "sofs"
+        assert conf == params
+        reg.create(stage, "sofs", **conf)
