@@ -60,7 +60,8 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
 
     def body() -> tuple[Any, dict[str, Path]]:
         result = run_pipeline(image, truth=truth, progress=progress, **stages)
-        files = write_outputs(result, output_dir, config=cfg)
+        formats = tuple(cfg.get("figure_formats") or ())
+        files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
         return result, files
 
     if not track.get("enabled", True):
@@ -129,10 +130,15 @@ def _hydra_task(cfg: Any) -> None:
 
 
 def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
+    """Remove the run directory Hydra made, and its empty parents below the working directory."""
+    cwd = Path.cwd().resolve()
+    path = path.resolve()
+    while path != cwd and cwd in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
 
 
 def list_plugins(stage: str | None = None) -> str:
