@@ -120,6 +120,11 @@ def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, A
         for fmt in figure_formats:
             written[f"{name}.{fmt}"] = atomic_write(
                 run_dir / f"{name}.{fmt}", lambda tmp, f=fig, fm=fmt: f.savefig(tmp, format=fm, dpi=150, bbox_inches="tight"))
+    if result.figures:
+        import matplotlib.pyplot as plt
+
+        for fig in result.figures.values():
+            plt.close(fig)
     if config is not None:
         import yaml
 
