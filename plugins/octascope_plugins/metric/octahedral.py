@@ -10,6 +10,11 @@ L1 = σ1 + σ2, L2 = σ3 + σ4.
 A missing neighbour leaves its φ and σ NaN; θ1/θ2 then use the bond that is present (L1/L2 need
 both), θ3 the θ that are present. Edge-flagged octahedra stay in the table and are left out of
 statistics and maps.
+
+Uncertainties (``*_err_deg``, ``*_err_A``, 1σ) are first-order propagations of the column
+position variances (:mod:`octascope.uncertainty`: fit covariance plus the denoiser's Monte Carlo
+variance) through the bond vectors, keeping the correlation through the shared Pb column. The
+local lattice directions are averages over several Pb columns and are treated as exact.
 """
 
 from __future__ import annotations
