@@ -99,3 +99,19 @@ def test_unknown_group_option_fails(in_tmp, capsys):
     code, out, err = run_cli(["denoiser=nope", *FAST], capsys)
     assert code != 0
     assert "denoiser" in err
+
+
+def test_multirun_sweep_one_mlflow_run_per_job(in_tmp, capsys):
+    from mlflow.tracking import MlflowClient
+
+    code, out, err = run_cli(["--multirun", "classifier.pb_amplitude_factor=1.4,1.6", "source.spec.n_cells=[5,5]",
+                              "progress=false", "figure_formats=[]", "metric=[accuracy]"], capsys)
+    assert code == 0, err
+    jobs = sorted(p for p in (in_tmp / "multirun").glob("*/*/*") if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    assert all((p / "columns.csv").exists() for p in jobs)
+    client = MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("octascope").experiment_id])
+    assert sorted(r.data.params["classifier.pb_amplitude_factor"] for r in runs) == ["1.4", "1.6"]
+    assert sorted(r.data.tags["hydra.job.num"] for r in runs) == ["0", "1"]
+    assert all(r.data.metrics["detection_f1"] == 1.0 for r in runs)
