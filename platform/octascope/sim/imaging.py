@@ -145,10 +145,11 @@ def _frame_atoms(symbols: Sequence[str], positions: np.ndarray, frame: Frame, pa
     from ase import Atoms
 
     out = []
+    z0 = positions[:, :, 2].min()
+    cell = (frame.field_of_view_A, frame.field_of_view_A, float(positions[:, :, 2].max() - z0 + 2 * padding_z_A))
     for pos in positions:
         xy = frame.to_image(pos[:, :2])
-        z = pos[:, 2] - pos[:, 2].min() + padding_z_A
-        cell = (frame.field_of_view_A, frame.field_of_view_A, float(z.max() + padding_z_A))
+        z = pos[:, 2] - z0 + padding_z_A
         out.append(Atoms(symbols=list(symbols), positions=np.column_stack([xy, z]), cell=cell, pbc=True))
     return out
 

@@ -1,0 +1,193 @@
+"""Simulated images with ground truth: structure → MD → imaging → noise → truth, each step cached.
+
+``simulated_source(**params)`` is what ``source=simulated`` calls; :func:`simulate` returns every
+intermediate (structure, trajectory, clean image, 3-D octahedra) for scripts and validation.
+Parameters are plain mappings, one per step, each passed to its function:
+
+- ``structure`` → :func:`octascope.sim.structure.build_nanocube`
+- ``md`` → :func:`octascope.sim.md.run_md` (``run_md=False`` images the relaxed-free start structure)
+- ``imaging`` → :func:`octascope.sim.imaging.simulate_image`
+- ``noise`` → :func:`octascope.sim.noise.apply_noise`
+
+MD trajectories and clean images are cached on disk (:mod:`octascope.sim.cache`) by the hash of
+their own parameters and of their inputs, so a dose or noise sweep re-uses one image and an imaging
+sweep re-uses one trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..model import Image, Truth
+from .cache import cached, step_key
+from .imaging import Frame, SimulatedImage, simulate_image
+from .md import Trajectory, run_md
+from .noise import apply_noise, distort_positions
+from .structure import build_nanocube, composition_formula
+from .truth import octahedra_3d, project_columns, projected_octahedra
+
+#: Parameters that change nothing physical and stay out of the cache keys.
+_NOT_KEYED = {"progress", "workdir", "num_workers", "device", "n_threads", "on_snapshot"}
+
+
+@dataclass
+class Simulation:
+    """Every product of one simulation."""
+
+    atoms: Any
+    trajectory: Trajectory | None
+    clean: SimulatedImage
+    image: Image
+    truth: Truth
+    octahedra_3d: pd.DataFrame
+    bonds_3d: pd.DataFrame
+    keys: dict = field(default_factory=dict)
+
+
+def _check(name: str, given: Mapping[str, Any] | None, func) -> dict:
+    import inspect
+
+    given = dict(given or {})
+    allowed = {p for p in inspect.signature(func).parameters if p not in ("atoms", "sim", "symbols", "positions")}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(allowed)}")
+    return given
+
+
+def _keyed(p: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in p.items() if k not in _NOT_KEYED}
+
+
+def simulate(
+    *,
+    structure: Mapping[str, Any] | None = None,
+    md: Mapping[str, Any] | None = None,
+    imaging: Mapping[str, Any] | None = None,
+    noise: Mapping[str, Any] | None = None,
+    run_md: bool = True,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> Simulation:
+    """Run (or load from the cache) structure → MD → imaging → noise → truth.
+
+    Parameters
+    ----------
+    structure, md, imaging, noise : Mapping, optional
+        Keyword arguments of each step's function (defaults where missing).
+    run_md : bool
+        Run molecular dynamics; ``False`` images the built structure as a single snapshot.
+    cache_dir : str, optional
+        Cache directory (default ``$OCTASCOPE_CACHE`` or ``~/.cache/octascope``).
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Simulation
+    """
+    from .md import run_md as _run_md
+
+    s_par = _check("structure", structure, build_nanocube)
+    m_par = _check("md", md, _run_md)
+    i_par = _check("imaging", imaging, simulate_image)
+    n_par = _check("noise", noise, apply_noise)
+    atoms = build_nanocube(**s_par)
+    s_key = step_key("structure", s_par)
+    symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
+    trajectory = None
+    if run_md:
+        m_par.setdefault("progress", progress)
+
+        def do_md(folder: Path) -> None:
+            _run_md(atoms, **m_par).save(folder / "trajectory.npz")
+
+        m_key, m_dir, _ = cached("md", _keyed(m_par), [s_key], do_md, cache_dir=cache_dir)
+        trajectory = Trajectory.load(m_dir / "trajectory.npz")
+        positions = trajectory.positions
+        lattice = trajectory.lattice
+    else:
+        m_key = s_key
+        pos = atoms.get_positions()
+        positions = (pos - pos.mean(0))[None]
+        lattice = atoms.arrays["lattice"]
+    i_par.setdefault("progress", False)
+    n_snap = i_par.get("max_snapshots", 8)
+    if n_snap is not None and len(positions) > n_snap:
+        positions = positions[np.linspace(0, len(positions) - 1, n_snap).round().astype(int)]
+
+    def do_image(folder: Path) -> None:
+        sim = simulate_image(symbols, positions, **i_par)
+        np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
+        (folder / "image.json").write_text(json.dumps({
+            "pixel_size_A": sim.pixel_size_A, "signal": sim.signal, "info": sim.info,
+            "frame": {"centre_A": sim.frame.centre_A, "rotation_deg": sim.frame.rotation_deg,
+                      "field_of_view_A": sim.frame.field_of_view_A}}, default=str))
+
+    i_key, i_dir, _ = cached("image", _keyed(i_par), [m_key], do_image, cache_dir=cache_dir)
+    meta = json.loads((i_dir / "image.json").read_text())
+    with np.load(i_dir / "image.npz") as z:
+        clean = SimulatedImage(com=z["com"], image=z["image"], pixel_size_A=meta["pixel_size_A"], signal=meta["signal"],
+                               frame=Frame(tuple(meta["frame"]["centre_A"]), meta["frame"]["rotation_deg"],
+                                           meta["frame"]["field_of_view_A"]), info=meta["info"])
+    noisy = apply_noise(clean, **n_par)
+    dose = n_par.get("dose_e_per_A2", 500.0)
+
+    columns = project_columns(symbols, lattice, positions, to_image=clean.frame.to_image)
+    drift = tuple(n_par.get("drift_A", (0.0, 0.0)))
+    xy = distort_positions(columns[["x_A", "y_A"]].to_numpy(), shape=clean.image.shape,
+                           pixel_size_A=clean.pixel_size_A, drift_A=drift)
+    columns["x_A"], columns["y_A"] = xy[:, 0], xy[:, 1]
+    columns["x_px"], columns["y_px"] = xy[:, 0] / clean.pixel_size_A, xy[:, 1] / clean.pixel_size_A
+    octa = projected_octahedra(columns)
+    octa3, bonds3 = octahedra_3d(symbols, lattice, positions)
+    keys = {"structure": s_key, "md": m_key if run_md else None, "image": i_key}
+    metadata = {"composition": composition_formula(atoms), "n_snapshots": int(len(positions)), "keys": keys,
+                "structure": s_par, "md": _keyed(m_par) if run_md else None, "imaging": _keyed(i_par), "noise": n_par,
+                "frame": meta["frame"]}
+    image = Image(data=noisy, pixel_size_A=clean.pixel_size_A, signal=clean.signal, dose_e_per_A2=dose,
+                  source=f"simulated:{i_key}", metadata=metadata)
+    truth = Truth(columns=columns, octahedra=octa, clean=clean.image, metadata=metadata)
+    return Simulation(atoms=atoms, trajectory=trajectory, clean=clean, image=image, truth=truth,
+                      octahedra_3d=octa3, bonds_3d=bonds3, keys=keys)
+
+
+def simulated_source(
+    *,
+    structure: Mapping[str, Any] | None = None,
+    md: Mapping[str, Any] | None = None,
+    imaging: Mapping[str, Any] | None = None,
+    noise: Mapping[str, Any] | None = None,
+    run_md: bool = True,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> tuple[Image, Truth]:
+    """A simulated image and its ground truth (see :func:`simulate` for the parameters)."""
+    sim = simulate(structure=structure, md=md, imaging=imaging, noise=noise, run_md=run_md, cache_dir=cache_dir,
+                   progress=progress)
+    return sim.image, sim.truth
+
+
+def write_bundle(sim: Simulation, out: str | Path, *, command: str = "") -> Path:
+    """Write ``image.npy``, ``truth_columns.csv``, ``truth_octahedra.csv``, ``meta.json`` to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "image.npy", sim.image.data.astype(np.float32))
+    cols = sim.truth.columns[["x_A", "y_A", "species", "i", "j", "n_atoms", "n_Pb", "n_Cs", "n_I", "n_Br",
+                              "br_fraction", "shell"]]
+    cols.to_csv(out / "truth_columns.csv", index=False, float_format="%.4f")
+    sim.truth.octahedra.to_csv(out / "truth_octahedra.csv", index=False, float_format="%.4f")
+    meta = {"pixel_size_A": sim.image.pixel_size_A, "signal": sim.image.signal,
+            "dose_e_per_A2": sim.image.dose_e_per_A2, "shape": list(sim.image.shape),
+            "composition": sim.truth.metadata["composition"], "regenerate": command,
+            "parameters": {k: sim.truth.metadata[k] for k in ("structure", "md", "imaging", "noise")},
+            "keys": sim.keys, "frame": sim.truth.metadata["frame"]}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    return out
