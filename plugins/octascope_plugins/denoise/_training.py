@@ -1,0 +1,189 @@
+"""Single-image network training infrastructure: device, determinism, padding, AMP, progress, checkpoints.
+
+Shared by the ``s2sred`` and ``dip`` denoisers. Imports torch at module level, so import this
+module only inside ``denoise`` methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from octascope.errors import ConfigError, PluginError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device_name(device: str, who: str) -> str:
+    """Validate a ``device`` parameter (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise PluginError(f"{who} device '{device}' is unknown; use auto, cpu, cuda or cuda:N")
+    return str(device)
+
+
+def select_device(device: str, who: str) -> torch.device:
+    """The torch device for ``device``; CUDA asked for but absent falls back to CPU with a warning."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"{who}: device '{device}' asked for but CUDA is not available; running on the CPU instead",
+                      RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and switch on deterministic algorithms, restoring the global settings afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def pad_to_multiple(data: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad a 2-D array at the bottom/right up to a multiple of ``multiple`` (at least one).
+
+    Returns the padded array and the original shape (crop ``[:h, :w]`` to undo).
+    """
+    h, w = data.shape
+    ph = max(multiple, -(-h // multiple) * multiple) - h
+    pw = max(multiple, -(-w // multiple) * multiple) - w
+    return np.pad(data, ((0, ph), (0, pw)), mode="symmetric"), (h, w)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 rotations/flips of the square (k in 0..7) of the last two axes."""
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`dihedral`."""
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return x
+
+
+class Precision:
+    """Automatic mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); off on CPU."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.enabled = bool(enabled) and device.type == "cuda"
+        self.dtype = torch.float32
+        if self.enabled:
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+    """A tqdm bar (postfix shows the loss); a silent one when disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fingerprint(settings: dict[str, Any], data: np.ndarray) -> str:
+    """A hash of the training settings and the image, to tell whether a checkpoint belongs to this run."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(data, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+class Checkpointer:
+    """Save the training state every ``every`` iterations and resume from a matching file.
+
+    Parameters
+    ----------
+    path : str or None
+        Checkpoint file; ``None`` disables checkpointing.
+    every : int
+        Save interval [iterations].
+    key : str
+        :func:`fingerprint` of the settings and the image; a file with another key is refused.
+    who : str
+        Plugin name for messages.
+    """
+
+    def __init__(self, path: str | None, every: int, key: str, who: str):
+        self.path = path
+        self.every = max(1, int(every))
+        self.key = key
+        self.who = who
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state when the file exists and matches, else ``None``."""
+        if not self.path or not os.path.exists(self.path):
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("key") != self.key:
+            raise ConfigError(
+                f"{self.who}: checkpoint {self.path} was made with other settings or another image; "
+                "delete it or set a different checkpoint_path"
+            )
+        return state
+
+    def due(self, iteration: int, last: int) -> bool:
+        return bool(self.path) and (iteration % self.every == 0 or iteration == last)
+
+    def save(self, state: dict[str, Any]) -> None:
+        if not self.path:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        tmp = f"{self.path}.tmp"
+        torch.save({**state, "key": self.key}, tmp)
+        os.replace(tmp, self.path)  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Everything random the training loop draws from (masks, dropout, augmentation)."""
+    state = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in state:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the block (``None``: leave the setting alone)."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
