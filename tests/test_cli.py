@@ -29,7 +29,7 @@ def test_end_to_end_run_writes_outputs_and_mlflow(in_tmp, capsys):
     assert code == 0, err
     assert "columns: Pb 64, X 144, Cs 81" in out
     assert "detection F1 1.000" in out
-    assert "mlflow ui --backend-store-uri sqlite:///mlruns.db" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{in_tmp.resolve() / 'mlruns.db'}" in out
     run_dirs = list((in_tmp / "outputs").glob("*/*"))
     assert len(run_dirs) == 1
     names = {p.name for p in run_dirs[0].iterdir()}

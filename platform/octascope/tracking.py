@@ -19,8 +19,17 @@ _BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """The configured URI, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The configured URI, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store.
+
+    A relative SQLite path is made absolute against the working directory: MLflow caches its
+    database engine per URI string, so a relative URI would keep pointing at the first
+    directory it was used from.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        uri = prefix + str((Path.cwd() / uri[len(prefix):]).resolve())
+    return uri
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
