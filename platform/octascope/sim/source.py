@@ -28,7 +28,8 @@ from ..errors import ConfigError
 from ..model import Image, Truth
 from .cache import cached, step_key
 from .imaging import Frame, SimulatedImage, simulate_image
-from .md import Trajectory, run_md
+from . import md as _md
+from .md import Trajectory
 from .noise import apply_noise, distort_positions
 from .structure import build_nanocube, composition_formula
 from .truth import octahedra_3d, project_columns, projected_octahedra
@@ -93,10 +94,8 @@ def simulate(
     -------
     Simulation
     """
-    from .md import run_md as _run_md
-
     s_par = _check("structure", structure, build_nanocube)
-    m_par = _check("md", md, _run_md)
+    m_par = _check("md", md, _md.run_md)
     i_par = _check("imaging", imaging, simulate_image)
     n_par = _check("noise", noise, apply_noise)
     atoms = build_nanocube(**s_par)
@@ -107,7 +106,7 @@ def simulate(
         m_par.setdefault("progress", progress)
 
         def do_md(folder: Path) -> None:
-            _run_md(atoms, **m_par).save(folder / "trajectory.npz")
+            _md.run_md(atoms, **m_par).save(folder / "trajectory.npz")
 
         m_key, m_dir, _ = cached("md", _keyed(m_par), [s_key], do_md, cache_dir=cache_dir)
         trajectory = Trajectory.load(m_dir / "trajectory.npz")

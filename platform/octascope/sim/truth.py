@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 HALIDES = ("I", "Br")
+ATOMIC_NUMBER = {"Cs": 55, "Pb": 82, "I": 53, "Br": 35}
 
 
 def _key2(l2: np.ndarray) -> np.ndarray:
@@ -34,7 +35,10 @@ def project_columns(symbols, lattice: np.ndarray, positions: np.ndarray, *, to_i
     lattice : numpy.ndarray
         Lattice coordinates (N, 3) [units of a], Pb at integers.
     positions : numpy.ndarray
-        Positions (S, N, 3) or (N, 3) [Å]; the column position is the mean over its atoms and snapshots.
+        Positions (S, N, 3) or (N, 3) [Å]. The column position is the mean over snapshots and over its
+        atoms weighted by atomic number (the iDPC signal is roughly linear in Z, so a Pb + apical-I
+        column images where its Pb is); ``xy_spread_A`` is the Z-weighted RMS lateral distance of its
+        atoms from that position (large for rim columns whose atoms have moved apart).
     to_image : callable, optional
         Maps (M, 2) particle-frame xy [Å] to the image frame [Å] (e.g. ``Frame.to_image``).
 
@@ -43,7 +47,7 @@ def project_columns(symbols, lattice: np.ndarray, positions: np.ndarray, *, to_i
     pandas.DataFrame
         ``x_A``, ``y_A``, ``species`` (Pb: Pb + apical X; X; Cs), ``i``, ``j`` (lattice, half-integer),
         ``n_atoms``, ``n_Pb``, ``n_Cs``, ``n_I``, ``n_Br``, ``br_fraction`` (Br / halides, NaN without
-        halide), ``shell``, ``z_min_A``, ``z_max_A``.
+        halide), ``shell``, ``xy_spread_A`` [Å], ``z_min_A``, ``z_max_A``.
     """
     sym = np.asarray(symbols).astype(str)
     pos = np.asarray(positions, float)
@@ -54,7 +58,11 @@ def project_columns(symbols, lattice: np.ndarray, positions: np.ndarray, *, to_i
     keys, inv = np.unique(_key2(l2), return_inverse=True)
     n_col = len(keys)
     count = np.bincount(inv, minlength=n_col)
-    xy = np.column_stack([np.bincount(inv, mean[:, 0], n_col), np.bincount(inv, mean[:, 1], n_col)]) / count[:, None]
+    z_num = np.array([ATOMIC_NUMBER.get(e, 1) for e in sym], float)
+    wsum = np.bincount(inv, z_num, n_col)
+    xy = np.column_stack([np.bincount(inv, z_num * mean[:, 0], n_col), np.bincount(inv, z_num * mean[:, 1], n_col)]) / wsum[:, None]
+    dev2 = ((pos[:, :, :2] - xy[inv][None]) ** 2).sum(-1).mean(0)  # per atom, over snapshots
+    spread = np.sqrt(np.bincount(inv, z_num * dev2, n_col) / wsum)
     if to_image is not None:
         xy = to_image(xy)
     first = np.zeros(n_col, dtype=int)
@@ -76,7 +84,7 @@ def project_columns(symbols, lattice: np.ndarray, positions: np.ndarray, *, to_i
     return pd.DataFrame({
         "x_A": xy[:, 0], "y_A": xy[:, 1], "species": species, "i": ij2[:, 0] / 2.0, "j": ij2[:, 1] / 2.0,
         "n_atoms": count, "n_Pb": per["Pb"], "n_Cs": per["Cs"], "n_I": per["I"], "n_Br": per["Br"], "br_fraction": br,
-        "shell": np.clip(np.floor(depth), 0, None).astype(int), "z_min_A": zmin, "z_max_A": zmax,
+        "shell": np.clip(np.floor(depth), 0, None).astype(int), "xy_spread_A": spread, "z_min_A": zmin, "z_max_A": zmax,
     })
 
 

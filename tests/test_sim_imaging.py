@@ -1,0 +1,72 @@
+"""octascope.sim.imaging: tiny abTEM images in weak-phase and multislice modes, frame and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octascope.errors import InputError
+from octascope.sim.imaging import simulate_image
+from octascope.sim.structure import build_nanocube
+
+pytestmark = pytest.mark.abtem
+
+KW = dict(pixel_size_A=0.5, margin_A=3.0, sampling_A=0.125, num_workers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    atoms = build_nanocube(n_cells=1, phase="cubic", charge_balance=False)  # 1 Pb column, 4 X, 4 Cs
+    return atoms.get_chemical_symbols(), atoms.get_positions()
+
+
+@pytest.fixture(scope="module")
+def weak(tiny):
+    return {sig: simulate_image(*tiny, mode="weak_phase", signal=sig, **KW) for sig in ("icom", "idpc")}
+
+
+def test_weak_phase_peak_on_pb_column(tiny, weak):
+    symbols, pos = tiny
+    sim = weak["idpc"]
+    pb = pos[np.array(symbols) == "Pb", :2]
+    xy = sim.frame.to_image(pb)[0]
+    r, c = np.unravel_index(np.argmax(sim.image), sim.image.shape)
+    assert abs(c * 0.5 - xy[0]) <= 0.5 and abs(r * 0.5 - xy[1]) <= 0.5
+    # the Pb+2I column (Z 188) is brighter than a 2Cs column (Z 110): iDPC ~ projected potential
+    cs = sim.frame.to_image(pos[np.array(symbols) == "Cs", :2])
+    cs_val = sim.image[np.rint(cs[:, 1] / 0.5).astype(int), np.rint(cs[:, 0] / 0.5).astype(int)]
+    assert sim.image.max() > 1.1 * cs_val.max()
+    assert abs(np.median(sim.image[:2])) < 0.05 * sim.image.max()  # vacuum ~ 0
+
+
+def test_multislice_icom_matches_weak_phase(tiny, weak):
+    """Thin specimen: the multislice iCoM equals φ⊗P/2π, the weak-phase result, in absolute units."""
+    ms = simulate_image(*tiny, mode="multislice", signal="icom", **KW)
+    wp = weak["icom"]
+    assert ms.image.shape == wp.image.shape
+    assert np.corrcoef(ms.image.ravel(), wp.image.ravel())[0, 1] > 0.99
+    assert ms.image.max() / wp.image.max() == pytest.approx(1.0, abs=0.1)
+
+
+def test_multislice_idpc(tiny, weak):
+    ms = simulate_image(*tiny, mode="multislice", signal="idpc", **KW)
+    assert np.corrcoef(ms.image.ravel(), weak["idpc"].image.ravel())[0, 1] > 0.95
+    assert ms.com.shape == (2,) + ms.image.shape
+
+
+def test_scan_rotation_moves_columns(tiny):
+    sim = simulate_image(*tiny, mode="weak_phase", scan_rotation_deg=30.0, **KW)
+    symbols, pos = tiny
+    cs = sim.frame.to_image(pos[np.array(symbols) == "Cs", :2])
+    vec = cs - sim.frame.to_image(pos[np.array(symbols) == "Pb", :2])[0]
+    angles = np.degrees(np.arctan2(vec[:, 1], vec[:, 0])) % 90
+    assert angles == pytest.approx(np.full(len(angles), 75.0), abs=1e-6)  # 45° diagonals rotated by 30°
+    vals = sim.image[np.rint(cs[:, 1] / 0.5).astype(int), np.rint(cs[:, 0] / 0.5).astype(int)]
+    assert np.all(vals > 0.3 * vals.max()) and vals.min() > np.percentile(sim.image, 75)
+
+
+def test_bad_imaging_inputs(tiny):
+    with pytest.raises(InputError, match="mode"):
+        simulate_image(*tiny, mode="holography")
+    with pytest.raises(InputError, match="field of view"):
+        simulate_image(*tiny, field_of_view_A=5.0)
