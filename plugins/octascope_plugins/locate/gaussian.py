@@ -87,6 +87,23 @@ class GaussianFit:
     iterations: int
 
 
+_OFFSETS: dict[int, tuple] = {}
+
+
+def _disk_offsets(radius_px: int):
+    """Pixel offsets (ox, oy) of a disk of ``radius_px`` and its horizontal neighbour pairs (cached)."""
+    if radius_px not in _OFFSETS:
+        off = np.arange(-radius_px, radius_px + 1)
+        oy, ox = np.meshgrid(off, off, indexing="ij")
+        disk = (ox**2 + oy**2 <= radius_px**2 + 1e-9).ravel()
+        ox, oy = ox.ravel()[disk], oy.ravel()[disk]
+        key = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(ox.tolist(), oy.tolist()))}
+        pairs = [(k, key[(a + 1, b)]) for (a, b), k in key.items() if (a + 1, b) in key]
+        _OFFSETS[radius_px] = (ox, oy, np.array([a for a, _ in pairs], dtype=np.int64),
+                               np.array([b for _, b in pairs], dtype=np.int64))
+    return _OFFSETS[radius_px]
+
+
 class _Patches:
     """Pixel coordinates and values of the circular patch around each column."""
 
@@ -94,49 +111,103 @@ class _Patches:
         import torch
 
         h, w = img.shape
-        off = torch.arange(-radius_px, radius_px + 1, device=img.device)
-        oy, ox = torch.meshgrid(off, off, indexing="ij")
-        disk = (ox**2 + oy**2 <= radius_px**2 + 1e-9).ravel()
-        ox, oy = ox.ravel()[disk], oy.ravel()[disk]
+        ox, oy, pair_a, pair_b = _disk_offsets(radius_px)
         # pairs of horizontally adjacent patch pixels, for a noise estimate from the residual
-        key = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(ox.tolist(), oy.tolist()))}
-        pairs = [(k, key[(a + 1, b)]) for (a, b), k in key.items() if (a + 1, b) in key]
-        self.pair_a = torch.tensor([a for a, _ in pairs], device=img.device)
-        self.pair_b = torch.tensor([b for _, b in pairs], device=img.device)
+        self.pair_a = torch.as_tensor(pair_a, device=img.device)
+        self.pair_b = torch.as_tensor(pair_b, device=img.device)
         cx, cy = torch.round(x0).long(), torch.round(y0).long()
-        self.xi = cx[:, None] + ox[None, :]
-        self.yi = cy[:, None] + oy[None, :]
-        inside = (self.xi >= 0) & (self.xi < w) & (self.yi >= 0) & (self.yi < h)
-        self.xi_c, self.yi_c = self.xi.clamp(0, w - 1), self.yi.clamp(0, h - 1)
-        self.weight = inside.to(img.dtype)
-        self.edge = ~inside.all(dim=1)
-        self.values = img[self.yi_c, self.xi_c] * self.weight
-        self.x = self.xi.to(img.dtype)
-        self.y = self.yi.to(img.dtype)
+        ox_t = torch.as_tensor(ox, device=img.device)
+        oy_t = torch.as_tensor(oy, device=img.device)
+        self.x = cx.to(img.dtype)[:, None] + ox_t.to(img.dtype)[None, :]
+        self.y = cy.to(img.dtype)[:, None] + oy_t.to(img.dtype)[None, :]
+        # a disk pokes out of the image exactly when its bounding box does
+        self.edge = (cx < radius_px) | (cx > w - 1 - radius_px) | (cy < radius_px) | (cy > h - 1 - radius_px)
+        self.flat = (cy * w + cx)[:, None] + (oy_t * w + ox_t)[None, :]
+        self.weight = torch.ones(self.x.shape, dtype=img.dtype, device=img.device)
+        if bool(self.edge.any()):
+            e = self.edge.nonzero().ravel()
+            xi, yi = cx[e, None] + ox_t[None, :], cy[e, None] + oy_t[None, :]
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            self.flat[e] = yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)
+            self.weight[e] = inside.to(img.dtype)
+        self.values = img.reshape(-1)[self.flat] * self.weight
         self.shape = (h, w)
         self.radius = radius_px
 
 
 def _model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: bool):
-    """Model values (N, M) and, optionally, the Jacobian (N, M, 7)."""
+    """Model values (N, M) and, optionally, the Jacobian (N, 7, M) (parameter axis before pixels)."""
     import torch
 
     dx = x - p[:, _X, None]
     dy = y - p[:, _Y, None]
-    l11, l21, l22 = p[:, _L11, None], p[:, _L21, None], p[:, _L22, None]
-    w1 = l11 * dx + l21 * dy
-    w2 = l22 * dy
-    g = torch.exp(-0.5 * (w1 * w1 + w2 * w2))
-    amp = p[:, _A, None]
-    f = p[:, _B, None] + amp * g
-    if not jacobian:
-        return f, None
-    ag = amp * g
-    jac = torch.stack(
-        [g, torch.ones_like(g), ag * w1 * l11, ag * (w1 * l21 + w2 * l22), -ag * w1 * dx, -ag * w1 * dy, -ag * w2 * dy],
-        dim=-1,
-    )
+    if not jacobian:  # in place: two temporaries in all
+        w1 = dx.mul_(p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
+        w2 = dy.mul_(p[:, _L22, None])
+        g = w1.square_().addcmul_(w2, w2).mul_(-0.5).exp_()
+        return g.mul_(p[:, _A, None]).add_(p[:, _B, None]), None
+    w1 = torch.mul(dx, p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
+    w2 = p[:, _L22, None] * dy
+    g = torch.mul(w1, w1).addcmul_(w2, w2).mul_(-0.5).exp_()
+    f = torch.addcmul(p[:, _B, None], p[:, _A, None], g)
+    jac = torch.empty((p.shape[0], N_PARAMS) + g.shape[1:], dtype=g.dtype, device=g.device)
+    jac[:, _B] = 1.0
+    _fill_jacobian(jac, p, g, dx, dy, w1, w2)
     return f, jac
+
+
+def _fill_jacobian(jac, p, g, dx, dy, w1, w2) -> None:
+    """Write the analytic Jacobian of the model into ``jac[:, 0:7]`` (N, >=7, M).
+
+    ``g`` is the Gaussian factor (rows 0 and the amplitude-proportional rows scale with it, so a
+    weight folded into ``g`` carries over); row 1 (background) is left to the caller.
+    """
+    import torch
+
+    jac[:, _A] = g
+    u = g * -p[:, _A, None]  # -A g
+    t1 = u * w1
+    t2 = u * w2
+    torch.mul(t1, -p[:, _L11, None], out=jac[:, _X])
+    torch.mul(t1, -p[:, _L21, None], out=jac[:, _Y]).addcmul_(t2, -p[:, _L22, None])
+    torch.mul(t1, dx, out=jac[:, _L11])
+    torch.mul(t1, dy, out=jac[:, _L21])
+    torch.mul(t2, dy, out=jac[:, _L22])
+
+
+def _normal_matrix(p, x, y, tw, sw, buf, work) -> "torch.Tensor":
+    """Augmented normal matrix (N, 8, 8) of the weighted problem at ``p``.
+
+    ``buf`` (N, 8, M) receives the weighted Jacobian rows sqrt(w) dF/dp (row 1, the background
+    row sqrt(w), must already be there) and, as row 7, the weighted residual sqrt(w) (t - f);
+    ``buf @ buf^T`` then holds J^T W J in [:7, :7], J^T W r in [:7, 7] and the cost r^T W r
+    in [7, 7], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
+    iterations allocate no large temporaries. ``sw`` may be None for all-ones weights.
+    """
+    import torch
+
+    dx = torch.sub(x, p[:, _X, None], out=work[0])
+    dy = torch.sub(y, p[:, _Y, None], out=work[1])
+    w1 = torch.mul(dx, p[:, _L11, None], out=work[2]).addcmul_(dy, p[:, _L21, None])
+    w2 = torch.mul(dy, p[:, _L22, None], out=work[3])
+    e = torch.mul(w1, w1, out=work[4]).addcmul_(w2, w2).mul_(-0.5)
+    g = torch.exp(e, out=buf[:, _A])
+    if sw is not None:
+        g.mul_(sw)
+    u = torch.mul(g, -p[:, _A, None], out=work[4])  # -A g
+    # weighted residual sqrt(w) * (t - B - A g)
+    if sw is None:
+        torch.sub(tw, p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+    else:
+        torch.addcmul(tw, sw, -p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+    t1 = w1.mul_(u)  # -A g w1
+    t2 = w2.mul_(u)  # -A g w2
+    torch.mul(t1, -p[:, _L11, None], out=buf[:, _X])
+    torch.mul(t1, -p[:, _L21, None], out=buf[:, _Y]).addcmul_(t2, -p[:, _L22, None])
+    torch.mul(t1, dx, out=buf[:, _L11])
+    torch.mul(t1, dy, out=buf[:, _L21])
+    torch.mul(t2, dy, out=buf[:, _L22])
+    return torch.bmm(buf, buf.transpose(1, 2))
 
 
 def _levenberg_marquardt(
@@ -145,42 +216,73 @@ def _levenberg_marquardt(
 ) -> tuple["torch.Tensor", "torch.Tensor", int]:
     """Batched LM: minimise sum(weight * (target - model(p))**2) for every row of ``p``.
 
+    Each iteration evaluates the model, analytic Jacobian and residual once, at the trial
+    parameters, and forms J^T W J, J^T W r and the cost in one batched product; a rejected step
+    keeps the normal equations of the current parameters. Columns that have converged are
+    frozen and dropped from the working set, so later iterations only touch the rest.
+
     Returns the fitted parameters, the final cost per column and the iterations run.
     """
     import torch
 
-    n = p.shape[0]
+    n, m = x.shape
+    p = p.clone()
+    if n == 0:
+        return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
+    sw = weight.sqrt()
+    tw = target * sw
+    buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
+    buf[:, _B] = sw
+    if bool((weight == 1).all()):
+        sw = None  # no pixel outside the image: skip the weighting
+    work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
+    normal = _normal_matrix(p, x, y, tw, sw, buf, work)
+    cost = normal[:, N_PARAMS, N_PARAMS].clone()
+    cost_out = cost.clone()
     lam = torch.full((n,), 1e-3, dtype=p.dtype, device=p.device)
-    f, jac = _model(p, x, y, jacobian=True)
-    cost = (weight * (target - f) ** 2).sum(1)
+    idx = torch.arange(n, device=p.device)  # working set -> column
     active = torch.ones(n, dtype=torch.bool, device=p.device)
-    eye = torch.eye(N_PARAMS, dtype=p.dtype, device=p.device)
+    pa, xa, ya, twa, swa = p, x, y, tw, sw
     it = 0
     for it in range(1, max_iterations + 1):
-        r = target - f
-        jw = jac * weight[..., None]
-        jtj = jw.transpose(1, 2) @ jac
-        grad = (jw * r[..., None]).sum(1)
+        jtj = normal[:, :N_PARAMS, :N_PARAMS]
+        grad = normal[:, :N_PARAMS, N_PARAMS]
         diag = jtj.diagonal(dim1=1, dim2=2)
         floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
-        damped = jtj + (lam[:, None] * (diag + floor))[..., None] * eye
+        damped = jtj + torch.diag_embed(lam[:, None] * (diag + floor))
         step, info = torch.linalg.solve_ex(damped, grad[..., None])
         step = step[..., 0]
         solved = (info == 0) & torch.isfinite(step).all(1) & active
-        p_new = torch.where(solved[:, None], p + step, p)
-        f_new, _ = _model(p_new, x, y, jacobian=False)
-        cost_new = (weight * (target - f_new) ** 2).sum(1)
+        p_new = torch.where(solved[:, None], pa + step, pa)
+        k = pa.shape[0]
+        normal_new = _normal_matrix(p_new, xa, ya, twa, swa, buf[:k], work[:, :k])
+        cost_new = normal_new[:, N_PARAMS, N_PARAMS]
         better = solved & torch.isfinite(cost_new) & (cost_new < cost)
         rel = (cost - cost_new) / cost.clamp_min(1e-300)
-        p = torch.where(better[:, None], p_new, p)
+        pa = torch.where(better[:, None], p_new, pa)
+        normal = torch.where(better[:, None, None], normal_new, normal)
         lam = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
         converged = (better & (rel < tolerance)) | (~better & (lam >= 1e12)) | (cost <= 0)
         cost = torch.where(better, cost_new, cost)
         active = active & ~converged
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
-        f, jac = _model(p, x, y, jacobian=True)
-    return p, cost, it
+        if n_active <= 0.8 * pa.shape[0]:
+            # write the frozen columns out and shrink the working set to the active ones
+            done = ~active
+            p[idx[done]] = pa[done]
+            cost_out[idx[done]] = cost[done]
+            keep = active.nonzero().ravel()
+            idx, pa, cost, lam, normal = idx[keep], pa[keep], cost[keep], lam[keep], normal[keep]
+            xa, ya, twa = xa[keep], ya[keep], twa[keep]
+            active = active[keep]
+            if swa is not None:
+                swa = swa[keep]
+                buf[:n_active, _B] = swa
+    p[idx] = pa
+    cost_out[idx] = cost
+    return p, cost_out, it
 
 
 def _initial_params(patches: _Patches, x0, y0, sigma_init_px: float):
@@ -323,11 +425,11 @@ def fit_gaussians(
     # underestimates it; the sandwich form (J^T J)^-1 J^T diag(r^2) J (J^T J)^-1 (with the
     # n / (n - 7) small-sample factor) reduces to it for uniform noise and stays calibrated otherwise.
     f, jac = _model(p, patches.x, patches.y, jacobian=True)
-    jw = jac * patches.weight[..., None]
-    jtj = jw.transpose(1, 2) @ jac
+    jac_t = jac.transpose(1, 2)
+    jtj = (jac * patches.weight[:, None, :]) @ jac_t
     inv, info = torch.linalg.inv_ex(jtj)
     r2 = patches.weight * (target - f) ** 2
-    meat = (jac * r2[..., None]).transpose(1, 2) @ jac
+    meat = (jac * r2[:, None, :]) @ jac_t
     cov = inv @ meat @ inv * (n_pix / (n_pix - N_PARAMS).clamp_min(1))[:, None, None]
     x_err = torch.sqrt(cov[:, _X, _X].clamp_min(0))
     y_err = torch.sqrt(cov[:, _Y, _Y].clamp_min(0))
@@ -387,19 +489,39 @@ def _others(p: "torch.Tensor", ok: "torch.Tensor", patches: _Patches, img: "torc
     """Model of all *other* columns on each column's patch (N, M), background excluded.
 
     Every column is rendered on a disk of twice the patch radius, so the tail of a neighbour
-    whose centre lies outside a patch is still subtracted from it.
+    whose centre lies outside a patch is still subtracted from it. Failed fits render nothing.
     """
+    import torch
+
     h, w = patches.shape
     q = p.clone()
     q[:, _B] = 0
     q[~ok, _A] = 0
-    wide = _Patches(img, q[:, _X], q[:, _Y], 2 * patches.radius)
-    rendered, _ = _model(q, wide.x, wide.y, jacobian=False)
-    inside = wide.weight > 0
-    total = torch_zeros_like_image(img)
-    total.index_add_(0, (wide.yi_c * w + wide.xi_c)[inside], rendered[inside])
     own, _ = _model(q, patches.x, patches.y, jacobian=False)
-    return total[patches.yi_c * w + patches.xi_c] - own
+    total = torch_zeros_like_image(img)
+    good = (ok & torch.isfinite(q).all(1)).nonzero().ravel()
+    if good.numel():
+        # render into an image padded by the disk radius, so no pixel needs clipping
+        radius = 2 * patches.radius
+        ox, oy, _, _ = _disk_offsets(radius)
+        ox = torch.as_tensor(ox, device=img.device)
+        oy = torch.as_tensor(oy, device=img.device)
+        qg = q[good]
+        cx = torch.round(qg[:, _X]).clamp(-radius, w - 1 + radius)
+        cy = torch.round(qg[:, _Y]).clamp(-radius, h - 1 + radius)
+        pad, wp = 2 * radius, w + 4 * radius
+        flat = ((cy.long() + pad) * wp + cx.long() + pad)[:, None] + (oy * wp + ox)[None, :]
+        # model on (cx + ox, cy + oy): the offsets from the centre are ox - (x0 - cx)
+        qg[:, _X] -= cx
+        qg[:, _Y] -= cy
+        ox, oy = ox.to(img.dtype)[None, :], oy.to(img.dtype)[None, :]
+        padded = torch.zeros((h + 2 * pad) * wp, dtype=img.dtype, device=img.device)
+        chunk = 256  # columns per pass: keeps the temporaries small and in cache
+        for k in range(0, qg.shape[0], chunk):
+            rendered, _ = _model(qg[k:k + chunk], ox, oy, jacobian=False)
+            padded.index_add_(0, flat[k:k + chunk].ravel(), rendered.ravel())
+        total = padded.view(h + 2 * pad, wp)[pad:pad + h, pad:pad + w].reshape(-1)
+    return total[patches.flat] - own
 
 
 def torch_zeros_like_image(img: "torch.Tensor") -> "torch.Tensor":
