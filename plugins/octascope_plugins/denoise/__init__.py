@@ -4,10 +4,11 @@ from octascope.hookspecs import hookimpl
 
 from .absf import ABSFDenoiser
 from .bm3d import BM3DDenoiser
+from .dip import DIPDenoiser
 from .none import NoDenoiser
 from .s2sred import S2SREDDenoiser
 
 
 @hookimpl
 def octascope_register_denoisers():
-    return [NoDenoiser, BM3DDenoiser, ABSFDenoiser, S2SREDDenoiser]
+    return [NoDenoiser, BM3DDenoiser, ABSFDenoiser, S2SREDDenoiser, DIPDenoiser]
