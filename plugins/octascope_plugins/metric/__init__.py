@@ -3,10 +3,11 @@
 from octascope.hookspecs import hookimpl
 
 from .accuracy import AccuracyMetric
+from .denoise_quality import DenoiseQualityMetric
 from .lattice import LatticeMetric
 from .octahedral import OctahedralMetric
 
 
 @hookimpl
 def octascope_register_metrics():
-    return [AccuracyMetric, OctahedralMetric, LatticeMetric]
+    return [AccuracyMetric, OctahedralMetric, LatticeMetric, DenoiseQualityMetric]
