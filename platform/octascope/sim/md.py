@@ -361,7 +361,7 @@ def run_md(
     info = dict(
         temperature_K=temperature_K, timestep_fs=timestep_fs, n_steps=n_steps, equilibration_steps=equilibration_steps,
         snapshot_every=snapshot_every, minimize_steps=minimize_steps, box_A=box_A, n_threads=n_threads, seed=seed,
-        forcefield=Path(ff).name, n_atoms=n_atoms, wall_s=wall, minimize_s=t_min, steps_per_s=steps_per_s,
+        forcefield=Path(ff).name, n_atoms=n_atoms, rank=rank, wall_s=wall, minimize_s=t_min, steps_per_s=steps_per_s,
         ns_per_day=steps_per_s * timestep_fs * 1e-6 * 86400.0,
     )
     info["structure"] = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str, list, dict))}

@@ -67,6 +67,37 @@ def _keyed(p: Mapping[str, Any]) -> dict:
     return {k: v for k, v in p.items() if k not in _NOT_KEYED}
 
 
+def complete(func, params: Mapping[str, Any] | None) -> dict:
+    """``params`` with every other keyword default of ``func`` filled in (cache keys then do not
+    depend on whether a default was spelled out); tuples become lists as in JSON."""
+    import inspect
+
+    out = {}
+    for name, par in inspect.signature(func).parameters.items():
+        if par.kind is par.KEYWORD_ONLY and par.default is not inspect.Parameter.empty:
+            out[name] = par.default
+    out.update(params or {})
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def structure_key(structure: Mapping[str, Any] | None) -> str:
+    """Cache key of a structure built by :func:`build_nanocube` with these parameters."""
+    return step_key("structure", _keyed(complete(build_nanocube, structure)))
+
+
+def md_step(atoms, s_key: str, md: Mapping[str, Any] | None, *, cache_dir: str | None = None,
+            progress: bool = True) -> tuple[str, Trajectory, bool]:
+    """Run MD on ``atoms`` (structure key ``s_key``) or load it from the cache: ``(key, trajectory, hit)``."""
+    m_par = complete(_md.run_md, _check("md", md, _md.run_md))
+    m_par["progress"] = m_par.get("progress", True) and progress
+
+    def do_md(folder: Path) -> None:
+        _md.run_md(atoms, **m_par).save(folder / "trajectory.npz")
+
+    key, folder, hit = cached("md", _keyed(m_par), [s_key], do_md, cache_dir=cache_dir)
+    return key, Trajectory.load(folder / "trajectory.npz"), hit
+
+
 def simulate(
     *,
     structure: Mapping[str, Any] | None = None,
@@ -94,22 +125,15 @@ def simulate(
     -------
     Simulation
     """
-    s_par = _check("structure", structure, build_nanocube)
-    m_par = _check("md", md, _md.run_md)
-    i_par = _check("imaging", imaging, simulate_image)
+    s_par = complete(build_nanocube, _check("structure", structure, build_nanocube))
+    i_par = complete(simulate_image, _check("imaging", imaging, simulate_image))
     n_par = _check("noise", noise, apply_noise)
     atoms = build_nanocube(**s_par)
-    s_key = step_key("structure", s_par)
+    s_key = structure_key(s_par)
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
     trajectory = None
     if run_md:
-        m_par.setdefault("progress", progress)
-
-        def do_md(folder: Path) -> None:
-            _md.run_md(atoms, **m_par).save(folder / "trajectory.npz")
-
-        m_key, m_dir, _ = cached("md", _keyed(m_par), [s_key], do_md, cache_dir=cache_dir)
-        trajectory = Trajectory.load(m_dir / "trajectory.npz")
+        m_key, trajectory, _ = md_step(atoms, s_key, md, cache_dir=cache_dir, progress=progress)
         positions = trajectory.positions
         lattice = trajectory.lattice
     else:
@@ -149,7 +173,7 @@ def simulate(
     octa3, bonds3 = octahedra_3d(symbols, lattice, positions)
     keys = {"structure": s_key, "md": m_key if run_md else None, "image": i_key}
     metadata = {"composition": composition_formula(atoms), "n_snapshots": int(len(positions)), "keys": keys,
-                "structure": s_par, "md": _keyed(m_par) if run_md else None, "imaging": _keyed(i_par), "noise": n_par,
+                "structure": s_par, "md": trajectory.info if run_md else None, "imaging": _keyed(i_par), "noise": n_par,
                 "frame": meta["frame"]}
     image = Image(data=noisy, pixel_size_A=clean.pixel_size_A, signal=clean.signal, dose_e_per_A2=dose,
                   source=f"simulated:{i_key}", metadata=metadata)
