@@ -40,12 +40,15 @@ def select_device(device: str, who: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and switch on deterministic algorithms, restoring the global settings afterwards."""
+def deterministic(seed: int, enabled: bool = True) -> Iterator[None]:
+    """Seed torch and (when ``enabled``) switch on deterministic algorithms, restoring the global
+    settings afterwards. Used on the CPU; on CUDA several backward kernels (e.g. upsampling) have
+    no deterministic version, so runs there are seeded but not bit-reproducible."""
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:

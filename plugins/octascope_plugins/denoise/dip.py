@@ -146,7 +146,7 @@ class DIPDenoiser:
                 "early_stop", "stop_ratio", "min_iterations", "check_every", "noise_sigma"}
         settings = {k: v for k, v in vars(self).items() if k not in skip}
         t_start = time.perf_counter()
-        with tr.deterministic(self.seed), tr.cpu_threads(self.cpu_threads):
+        with tr.deterministic(self.seed, device.type == "cpu"), tr.cpu_threads(self.cpu_threads):
             gen = torch.Generator(device=device).manual_seed(self.seed)
             net = S2SNet(self.input_channels, 1, encoder_width=self.encoder_width, decoder_width=self.decoder_width,
                          dropout=0.0, upsample=self.upsample).to(device)

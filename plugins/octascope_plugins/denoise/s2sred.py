@@ -208,7 +208,7 @@ class S2SREDDenoiser:
         device = tr.select_device(self.device, self.name)
         settings = self._training_settings()
         t_start = time.perf_counter()
-        with tr.deterministic(self.seed), tr.cpu_threads(self.cpu_threads):
+        with tr.deterministic(self.seed, device.type == "cpu"), tr.cpu_threads(self.cpu_threads):
             gen = torch.Generator(device=device).manual_seed(self.seed)
             net = S2SNet(1, 1, encoder_width=self.encoder_width, decoder_width=self.decoder_width,
                          dropout=self.dropout, upsample=self.upsample).to(device)
