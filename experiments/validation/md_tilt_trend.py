@@ -1,6 +1,6 @@
 """The method paper's MD trends, checked on octascope's own simulations (truth geometry, 3-D atoms).
 
-    python experiments/validation/md_tilt_trend.py [--n-cells 6] [--steps 15000] [--equil 5000] [--skip-mixed]
+    python experiments/validation/md_tilt_trend.py [--n-cells 6] [--steps 15000] [--equil 5000] [--mixed-steps N] [--skip-mixed]
 
 1. CsPbI3 QD: mean octahedral tilt θ3 of the outermost layer of octahedra (3-D shell 0) vs the core
    (shell ≥ 1), per projection (z, x, y) and averaged. The paper (9.5 nm, 2 ns): core tilt peaks near
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15000)
     ap.add_argument("--equil", type=int, default=5000)
     ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--mixed-steps", type=int, default=None, help="NVT steps of the mixed-halide run (default --steps)")
     ap.add_argument("--br-fraction", type=float, default=1 / 6)
     ap.add_argument("--skip-mixed", action="store_true")
     ap.add_argument("--cache-dir", default=None)
@@ -73,7 +74,8 @@ def main() -> None:
     summarise(f"CsPbI3 n_cells={args.n_cells}{' (cached)' if hit else ''}", traj)
     if not args.skip_mixed:
         mixed = dict(n_cells=args.n_cells, br_fraction=args.br_fraction, mixing="paper")
-        _, traj, hit = run(mixed, md, args.cache_dir)
+        md_mixed = dict(md, n_steps=args.mixed_steps or args.steps)
+        _, traj, hit = run(mixed, md_mixed, args.cache_dir)
         summarise(f"CsPbI(3-x)Br(x) paper-segregated, Br fraction {args.br_fraction:.3f}{' (cached)' if hit else ''}", traj)
 
 
