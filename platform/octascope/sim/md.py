@@ -9,8 +9,9 @@ run is checked for blow-ups (lost atoms, non-finite energy, temperature above ``
 which stop it with :class:`MDError`.
 
 The same code runs under ``mpirun -n K python -m octascope.sim md ...``: every rank drives its own
-LAMMPS instance on ``MPI_COMM_WORLD``; ``gather_atoms`` is collective, so every rank gets the
-snapshots and only rank 0 writes files.
+LAMMPS instance on ``MPI_COMM_WORLD``; atoms are created through the library API (no file that all
+ranks would have to see); ``gather_atoms`` is collective, so every rank gets the snapshots and only
+rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -167,15 +168,23 @@ def write_lammps_data(atoms, path: str | os.PathLike, box_A: float) -> np.ndarra
 
 
 def lammps_setup_commands(
-    data_path: str, forcefield: str, *, temperature_K: float, timestep_fs: float, minimize_steps: int, seed: int
+    data_path: str | None, forcefield: str, *, temperature_K: float, timestep_fs: float, minimize_steps: int, seed: int,
+    box_A: float = 200.0,
 ) -> list[str]:
-    """Input-script lines up to (not including) the NVT ``run``: the same for Python and ``lmp -in``."""
-    lines = [
-        "units real",
-        "atom_style charge",
-        "boundary f f f",
-        "atom_modify map array sort 0 0.0",
-        f"read_data {data_path}",
+    """Input-script lines up to (not including) the NVT ``run``, shared by Python and ``lmp -in``.
+
+    With ``data_path`` the atoms come from a data file (``lmp -in``); with ``None`` the box is
+    created empty and the caller adds the atoms through the library API after the ``mass`` lines
+    (that needs no file shared between MPI ranks).
+    """
+    lines = ["units real", "atom_style charge", "boundary f f f", "atom_modify map array sort 0 0.0"]
+    if data_path is not None:
+        lines.append(f"read_data {data_path}")
+    else:
+        lines += [f"region box block 0 {box_A} 0 {box_A} 0 {box_A}", f"create_box {len(TYPE_ORDER)} box"]
+        lines += [f"mass {k + 1} {MASSES[el]}" for k, el in enumerate(TYPE_ORDER)]
+        lines.append("# create_atoms")
+    lines += [
         "pair_style reaxff NULL",
         f"pair_coeff * * {forcefield} {' '.join(TYPE_ORDER)}",
         "fix qeq all qeq/reaxff 1 0.0 10.0 1.0e-6 reaxff",
@@ -245,7 +254,7 @@ def run_md(
     forcefield : str, optional
         ReaxFF file; default the bundled ``IBrPbCs.ff``.
     workdir : path, optional
-        Where the data file and log go; default a temporary directory.
+        Folder for LAMMPS's log file (default: no log).
     progress : bool
         Show a tqdm progress bar (rank 0 only).
     on_snapshot : callable, optional
@@ -264,8 +273,6 @@ def run_md(
     MDError
         Lost atoms, non-finite energy or runaway temperature during the run.
     """
-    import tempfile
-
     from .structure import check_structure
 
     ff = str(forcefield or default_forcefield())
@@ -295,24 +302,25 @@ def run_md(
     t_max = float(max_temperature_K or 3.0 * temperature_K + 300.0)
 
     lammps = load_lammps()
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="octascope-md-")
-        workdir = tmp.name
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmdargs = ["-log", "none", "-screen", "none", "-nocite"]
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    log = ["-log", str(Path(workdir) / "log.lammps")] if workdir is not None else ["-log", "none"]
+    cmdargs = log + ["-screen", "none", "-nocite"]
     if n_threads > 1:
         cmdargs += ["-sf", "omp", "-pk", "omp", str(int(n_threads))]
     lmp = lammps.lammps(cmdargs=cmdargs)
     try:
         rank = int(lmp.extract_setting("world_rank"))
-        data = workdir / "particle.data"
-        if rank == 0:
-            write_lammps_data(atoms, data, box_A)
         setup = lammps_setup_commands(
-            str(data), ff, temperature_K=temperature_K, timestep_fs=timestep_fs, minimize_steps=minimize_steps, seed=seed
+            None, ff, temperature_K=temperature_K, timestep_fs=timestep_fs, minimize_steps=minimize_steps, seed=seed,
+            box_A=box_A,
         )
+        cut = setup.index("# create_atoms")
+        lmp.commands_list(setup[:cut])
+        shifted = pos + (box_A / 2.0 - (pos.max(0) + pos.min(0)) / 2.0)
+        types = [TYPE_ORDER.index(s) + 1 for s in symbols]
+        lmp.create_atoms(len(symbols), list(range(1, len(symbols) + 1)), types, shifted.ravel().tolist())
+        setup = setup[cut + 1:]
         t0 = time.perf_counter()
         lmp.commands_list(setup[:-3])  # up to minimisation
         t_min = time.perf_counter() - t0
@@ -355,8 +363,6 @@ def run_md(
             bar.close()
     finally:
         lmp.close()
-        if tmp is not None:
-            tmp.cleanup()
     steps_per_s = n_total / wall if wall > 0 else float("nan")
     info = dict(
         temperature_K=temperature_K, timestep_fs=timestep_fs, n_steps=n_steps, equilibration_steps=equilibration_steps,
