@@ -14,7 +14,9 @@ Modes
 -----
 ``weak_phase``
     Projected potential from abTEM (``Potential(..., projection="infinite")`` summed over slices and
-    averaged over the snapshots) convolved with the abTEM probe intensity: seconds per image.
+    averaged over the snapshots) convolved with the abTEM probe intensity: seconds per image. Both
+    signals give the same clean image here (the thin-object limit); ``signal`` then selects the
+    detector's noise model in :mod:`octascope.sim.noise`.
 ``multislice``
     abTEM multislice of a focused probe over a :class:`abtem.GridScan`, averaged over the snapshots
     (:class:`abtem.AtomsEnsemble`, frozen-phonon style). ``signal="icom"``: pixelated detector
