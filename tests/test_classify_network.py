@@ -90,3 +90,15 @@ def test_network_needs_a_unit_cell():
     tiny = classified[classified.species == "Pb"].head(3)
     with pytest.raises(InputError, match="less than one unit cell"):
         NearestNetwork().build(image, tiny)
+
+
+def test_weak_rim_pb_found_on_the_pb_sublattice():
+    image, truth, cols = truth_columns(angle_deg=17.0, n=(6, 6))
+    t = truth.columns
+    rim_pb = ((t.species == "Pb") & (t.shell == 0)).to_numpy()
+    cols = cols.assign(amplitude=np.where(rim_pb, 0.6, cols.amplitude))  # below 1.5 x mean, above the mean
+    assert cols.amplitude[rim_pb].max() < 1.5 * cols.amplitude.mean() < cols.amplitude[~rim_pb & (t.species == "Pb").to_numpy()].min()
+    out = LatticeClassifier().classify(image, cols)
+    assert (out.species.to_numpy() == t.species.to_numpy()).all()
+    amplitude_only = LatticeClassifier(pb_site_amplitude_factor=1.5).classify(image, cols)
+    assert (amplitude_only.species[rim_pb] != "Pb").all()

@@ -13,7 +13,32 @@ from .io import read_image, read_truth, sidecar
 from .model import Image, Truth
 
 FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path")
-KINDS = ("file", "synthetic", "simulated")
+KINDS = ("file", "example", "synthetic", "simulated")
+EXAMPLES_DIR = "octascope://data/examples"
+
+
+def load_example(name: str = "cspbi3_qd") -> tuple[Image, Truth]:
+    """A bundled example: ``data/examples/<name>/`` with ``image.npy``, ``meta.json`` (pixel
+    size, signal, dose, the command that regenerates it), ``truth_columns.csv`` and
+    ``truth_octahedra.csv``."""
+    import json
+
+    import numpy as np
+
+    from .io import resolve_path
+
+    folder = resolve_path(f"{EXAMPLES_DIR}/{name}")
+    if not (folder / "meta.json").exists():
+        available = sorted(p.name for p in resolve_path(EXAMPLES_DIR).glob("*") if (p / "meta.json").exists())
+        raise ConfigError(f"no bundled example '{name}'; available: {', '.join(available) or 'none'}")
+    meta = json.loads((folder / "meta.json").read_text())
+    image = Image(
+        data=np.load(folder / "image.npy"), pixel_size_A=meta["pixel_size_A"], signal=meta.get("signal", "unknown"),
+        dose_e_per_A2=meta.get("dose_e_per_A2"), source=f"bundled example {name} ({meta.get('composition', '')})",
+        metadata={"example": name, "regenerate": meta.get("regenerate")},
+    )
+    truth = read_truth(folder / "truth_columns.csv", folder / "truth_octahedra.csv")
+    return image, truth
 
 
 def load_file(
@@ -48,7 +73,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
     Parameters
     ----------
     kind : str
-        ``file``, ``synthetic`` (:func:`octascope.synthetic.make_synthetic`) or ``simulated``
+        ``file``, ``example`` (a bundled simulated image, :func:`load_example`), ``synthetic`` (:func:`octascope.synthetic.make_synthetic`) or ``simulated``
         (:func:`octascope.sim.source.simulated_source`).
     **params
         The source's parameters; a non-null ``path`` reads that file whatever the kind.
@@ -60,6 +85,8 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
         file_params = {k: params[k] for k in FILE_KEYS if k in params and (params[k] is not None or k.startswith("truth"))}
         return load_file(path, **file_params)
     params = {k: v for k, v in params.items() if k not in FILE_KEYS[2:]}
+    if kind == "example":
+        return load_example(params.get("name", "cspbi3_qd"))
     if kind == "synthetic":
         from .synthetic import SyntheticSpec, make_synthetic
 

@@ -23,6 +23,12 @@ class LatticeClassifier:
     (square centres). Columns farther than ``max_pb_distance_frac`` × ``a`` from any Pb are left
     ``unknown`` (background peaks).
 
+    The amplitude rule misses Pb columns at the rim of a small particle, which hold fewer or more
+    disordered atoms and image weaker. So the Pb sublattice is then grown geometrically: a column
+    within ``pb_site_tolerance_frac`` × ``a`` of a lattice site one step from a known Pb, with an
+    amplitude above ``pb_site_amplitude_factor`` × the mean, is Pb too (X and Cs sit half a step
+    off the Pb sites and are never taken).
+
     Parameters
     ----------
     pb_amplitude_factor : float
@@ -32,12 +38,18 @@ class LatticeClassifier:
         the ideal values are 0.5 and 0.707.
     max_pb_distance_frac : float
         Columns farther than this fraction of ``a`` from every Pb are ``unknown`` [1].
+    pb_site_amplitude_factor : float
+        Least amplitude, as a multiple of the mean, of a column on a Pb lattice site to be Pb [1];
+        set it to ``pb_amplitude_factor`` to use the amplitude rule alone.
+    pb_site_tolerance_frac : float
+        Largest distance from a Pb lattice site, as a fraction of ``a`` [1].
     """
 
     name: ClassVar[str] = "lattice"
 
     def __init__(self, *, pb_amplitude_factor: float = 1.5, x_cs_boundary_frac: float = 0.6,
-                 max_pb_distance_frac: float = 0.9):
+                 max_pb_distance_frac: float = 0.9, pb_site_amplitude_factor: float = 1.0,
+                 pb_site_tolerance_frac: float = 0.15):
         if pb_amplitude_factor <= 0:
             raise ValueError("pb_amplitude_factor must be > 0")
         if not 0.5 < x_cs_boundary_frac < 0.707:
@@ -45,6 +57,8 @@ class LatticeClassifier:
         self.pb_amplitude_factor = pb_amplitude_factor
         self.x_cs_boundary_frac = x_cs_boundary_frac
         self.max_pb_distance_frac = max_pb_distance_frac
+        self.pb_site_amplitude_factor = pb_site_amplitude_factor
+        self.pb_site_tolerance_frac = pb_site_tolerance_frac
 
     def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
         out = columns.copy()
@@ -62,6 +76,7 @@ class LatticeClassifier:
         xy = out[["x_A", "y_A"]].to_numpy(float)
         basis = estimate_square_basis(xy[is_pb])
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
+        is_pb = self._grow_pb_sublattice(xy, amp, is_pb, basis, mean_amp)
         tree = cKDTree(xy[is_pb])
         d_pb, _ = tree.query(xy, k=1)
         frac = d_pb / a
@@ -93,3 +108,22 @@ class LatticeClassifier:
         out["edge"] = out.get("edge", False) | edge
         out.attrs = {**columns.attrs, "lattice_basis_A": basis.tolist(), "lattice_constant_A": a}
         return out
+
+    def _grow_pb_sublattice(self, xy: np.ndarray, amp: np.ndarray, is_pb: np.ndarray, basis: np.ndarray,
+                            mean_amp: float) -> np.ndarray:
+        """Add columns on Pb lattice sites next to known Pb (ring by ring, up to 3 rings)."""
+        a = float(np.mean(np.linalg.norm(basis, axis=1)))
+        is_pb = is_pb.copy()
+        steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]]) @ basis
+        eligible = amp > self.pb_site_amplitude_factor * mean_amp
+        for _ in range(3):
+            cand = np.flatnonzero(eligible & ~is_pb)
+            if cand.size == 0:
+                break
+            sites = (xy[is_pb][:, None, :] + steps[None, :, :]).reshape(-1, 2)
+            d, _ = cKDTree(sites).query(xy[cand], k=1)
+            new = cand[d < self.pb_site_tolerance_frac * a]
+            if new.size == 0:
+                break
+            is_pb[new] = True
+        return is_pb
