@@ -11,7 +11,7 @@ import pytest
 
 from octascope.cli import main
 
-FAST = ["source.spec.n_cells=[5,5]", "tracking.enabled=false", "progress=false", "figure_formats=[]"]
+FAST = ["source=synthetic", "source.spec.n_cells=[5,5]", "tracking.enabled=false", "progress=false", "figure_formats=[]"]
 
 
 def run_cli(args, capsys):
@@ -25,7 +25,7 @@ def run_cli(args, capsys):
 
 
 def test_end_to_end_run_writes_outputs_and_mlflow(in_tmp, capsys):
-    code, out, err = run_cli(["source.spec.n_cells=[8,8]", "progress=false", "figure_formats=[png]"], capsys)
+    code, out, err = run_cli(["source=synthetic", "source.spec.n_cells=[8,8]", "progress=false", "figure_formats=[png]"], capsys)
     assert code == 0, err
     assert "columns: Pb 64, X 144, Cs 81" in out
     assert "detection F1 1.000" in out
@@ -104,7 +104,7 @@ def test_unknown_group_option_fails(in_tmp, capsys):
 def test_multirun_sweep_one_mlflow_run_per_job(in_tmp, capsys):
     from mlflow.tracking import MlflowClient
 
-    code, out, err = run_cli(["--multirun", "classifier.pb_amplitude_factor=1.4,1.6", "source.spec.n_cells=[5,5]",
+    code, out, err = run_cli(["--multirun", "classifier.pb_amplitude_factor=1.4,1.6", "source=synthetic", "source.spec.n_cells=[5,5]",
                               "progress=false", "figure_formats=[]", "metric=[accuracy]"], capsys)
     assert code == 0, err
     jobs = sorted(p for p in (in_tmp / "multirun").glob("*/*/*") if p.is_dir())

@@ -23,12 +23,12 @@ def test_default_composition_has_one_plugin_per_stage():
         assert isinstance(cfg[stage]["name"], str)
     assert cfg["denoiser"]["name"] == "none"
     assert set(cfg["metric"]) >= {"octahedral", "lattice", "accuracy"}
-    assert cfg["source"]["kind"] == "synthetic"
+    assert cfg["source"]["kind"] == "example"
     assert cfg["tracking"]["enabled"] is True
 
 
 def test_group_and_parameter_overrides():
-    cfg = _compose(["classifier.pb_amplitude_factor=1.8", "network.search_radius_frac=0.25", "metric=[accuracy]",
+    cfg = _compose(["source=synthetic", "classifier.pb_amplitude_factor=1.8", "network.search_radius_frac=0.25", "metric=[accuracy]",
                     "source.spec.rotation_deg=4.5"])
     assert cfg["classifier"]["pb_amplitude_factor"] == 1.8
     assert cfg["network"]["search_radius_frac"] == 0.25

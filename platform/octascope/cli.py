@@ -10,6 +10,7 @@ Hydra lives only here: the configuration is turned into plain values and handed 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -86,7 +87,12 @@ def format_summary(result: Any, files: dict[str, Any], output_dir: Path, trackin
         lines.append(f"  octahedra: {len(result.octahedra)}")
     for region in ("core", "shell"):
         vals = [s.get(f"theta{k}_deg_mean_{region}") for k in (1, 2, 3)]
-        if any(v is not None for v in vals):
+        if all(v is None for v in vals):
+            continue
+        if all(v is None or not math.isfinite(v) for v in vals):
+            lines.append(f"  mean tilt ({region}): no complete octahedra in the {region} "
+                         "(change the depth with metric.octahedral.shell_depth_cells)")
+        else:
             lines.append(f"  mean tilt ({region}): " + ", ".join(
                 f"θ{k} {v:.2f}°" for k, v in zip((1, 2, 3), vals) if v is not None))
     if result.truth is not None and "detection_f1" in s:
