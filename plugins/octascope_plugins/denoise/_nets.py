@@ -63,6 +63,9 @@ class S2SNet(nn.Module):
         Dropout rate of every decoder convolution (the paper: ~0.3).
     upsample : str
         ``nearest`` or ``bilinear``.
+    batch_norm : bool
+        Batch normalisation after every convolution but the last (off in S2SRED as in the
+        paper; on for Deep Image Prior, whose fit from a noise code is unstable without it).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class S2SNet(nn.Module):
         decoder_width: int = 128,
         dropout: float = 0.3,
         upsample: str = "nearest",
+        batch_norm: bool = False,
     ):
         super().__init__()
         fe, fd = encoder_width, decoder_width
@@ -85,6 +89,8 @@ class S2SNet(nn.Module):
             cin = fe + (fe if k == 0 else fd)
             self.dec.append(nn.ModuleList([_conv(cin, fd), _conv(fd, fd)]))
         self.dec4 = nn.ModuleList([_conv(fd + fe, fd // 2), _conv(fd // 2, fd // 4), _conv(fd // 4, out_channels)])
+        widths = [fe] * 5 + [fd] * 6 + [fd // 2, fd // 4]
+        self.norms = nn.ModuleList([nn.BatchNorm2d(c) if batch_norm else nn.Identity() for c in widths])
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         if self.upsample == "bilinear":
@@ -96,18 +102,19 @@ class S2SNet(nn.Module):
             mask = torch.ones_like(x[:, :1])
         skips = []
         h, m = x, mask
+        norms = iter(self.norms)
         for k, pconv in enumerate(self.enc):
             h, m = pconv(h, m)
-            h = F.leaky_relu(h, 0.1)
+            h = F.leaky_relu(next(norms)(h), 0.1)
             if k < 4:
                 skips.append(h)
                 h, m = F.max_pool2d(h, 2), F.max_pool2d(m, 2)
         for k, (c1, c2) in enumerate(self.dec):
             h = torch.cat([self._up(h), skips[3 - k]], dim=1)
-            h = F.leaky_relu(c1(self.drop(h)), 0.1)
-            h = F.leaky_relu(c2(self.drop(h)), 0.1)
+            h = F.leaky_relu(next(norms)(c1(self.drop(h))), 0.1)
+            h = F.leaky_relu(next(norms)(c2(self.drop(h))), 0.1)
         h = torch.cat([self._up(h), skips[0]], dim=1)
         c1, c2, c3 = self.dec4
-        h = F.leaky_relu(c1(self.drop(h)), 0.1)
-        h = F.leaky_relu(c2(self.drop(h)), 0.1)
+        h = F.leaky_relu(next(norms)(c1(self.drop(h))), 0.1)
+        h = F.leaky_relu(next(norms)(c2(self.drop(h))), 0.1)
         return c3(self.drop(h))

@@ -16,7 +16,8 @@ from ._common import check_finite, check_training_params, estimate_noise_rms, fi
 class DIPDenoiser:
     """Deep Image Prior: fit a randomly initialised encoder-decoder from fixed noise to the image.
 
-    The network (the S2SRED encoder-decoder without dropout; all pixels valid) maps a fixed
+    The network (the S2SRED encoder-decoder without dropout, with batch normalisation; all
+    pixels valid) maps a fixed
     random code ``z`` (``input_channels`` channels, perturbed by ``input_noise_std`` every
     iteration) to the image, minimising the mean squared error to the noisy image. A network
     fits image structure before it fits noise, so the fit must stop in time; the output is the
@@ -38,6 +39,8 @@ class DIPDenoiser:
         Adam learning rate.
     input_channels : int
         Channels of the fixed random code z.
+    input_scale : float
+        z is uniform on [0, ``input_scale``] (DIP: 0.1).
     input_noise_std : float
         Standard deviation of the perturbation added to z each iteration (DIP: 1/30).
     encoder_width, decoder_width : int
@@ -79,8 +82,9 @@ class DIPDenoiser:
         self,
         *,
         n_iterations: int = 2000,
-        learning_rate: float = 0.003,
+        learning_rate: float = 0.01,
         input_channels: int = 32,
+        input_scale: float = 0.1,
         input_noise_std: float = 1 / 30,
         encoder_width: int = 32,
         decoder_width: int = 64,
@@ -111,6 +115,7 @@ class DIPDenoiser:
         self.n_iterations = int(n_iterations)
         self.learning_rate = float(learning_rate)
         self.input_channels = int(input_channels)
+        self.input_scale = float(input_scale)
         self.input_noise_std = float(input_noise_std)
         self.encoder_width = int(encoder_width)
         self.decoder_width = int(decoder_width)
@@ -149,12 +154,12 @@ class DIPDenoiser:
         with tr.deterministic(self.seed, device.type == "cpu"), tr.cpu_threads(self.cpu_threads):
             gen = torch.Generator(device=device).manual_seed(self.seed)
             net = S2SNet(self.input_channels, 1, encoder_width=self.encoder_width, decoder_width=self.decoder_width,
-                         dropout=0.0, upsample=self.upsample).to(device)
+                         dropout=0.0, upsample=self.upsample, batch_norm=True).to(device)
             opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
             prec = tr.Precision(device, self.amp)
             y = torch.as_tensor(padded, dtype=torch.float32, device=device)[None, None]
             centre, spread = float(y.mean()), float(y.std().clamp(min=1e-6))
-            z = 0.1 * torch.rand((1, self.input_channels, *y.shape[-2:]), generator=gen, device=device)
+            z = self.input_scale * torch.rand((1, self.input_channels, *y.shape[-2:]), generator=gen, device=device)
             avg = torch.zeros_like(y)
             start, losses, stopped_at, reason = 0, [], None, "n_iterations reached"
             ckpt = tr.Checkpointer(self.checkpoint_path, self.checkpoint_every, tr.fingerprint(settings, padded), self.name)
