@@ -55,6 +55,9 @@ class S2SREDDenoiser:
        ``red_passes`` stochastic network passes;
     3. the dual update ``u ← u + f̄ − x``.
 
+    x starts as BM3D of the image and u as 0. BM3D (the ``bm3d`` package) runs on the CPU even
+    when the network trains on a GPU, so ``red_every`` sets how much of the run it takes.
+
     ``red=False`` gives plain Self2Self (for ablations). At the end ``n_mc_passes``
     stochastic passes (new mask, dropout on) are averaged: their mean is the denoised image
     and their per-pixel variance (in image units²) is returned as ``Image.variance``.
