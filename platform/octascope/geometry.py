@@ -87,3 +87,42 @@ def signed_angle_deg(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
     dot = (u * v).sum(-1)
     return np.degrees(np.arctan2(cross, dot))
+
+
+def grow_sublattice(xy_A: np.ndarray, members: np.ndarray, eligible: np.ndarray, basis_A: np.ndarray, *,
+                    tolerance_frac: float = 0.15, max_rings: int = 3) -> np.ndarray:
+    """Extend a square sublattice to eligible points on the sites one lattice step away.
+
+    Used to recover Pb columns at the rim of a small particle, which image weaker than the
+    amplitude threshold: a point joins when it is ``eligible`` and within ``tolerance_frac`` ×
+    ``a`` of a site ``±a1`` or ``±a2`` from a member, ring by ring up to ``max_rings`` times.
+    Points half a step off the sites (X, Cs) never qualify.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) positions [Å].
+    members, eligible : numpy.ndarray of bool
+        Current sublattice points; points allowed to join.
+    basis_A : numpy.ndarray
+        (2, 2) lattice vectors [Å].
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The grown membership (a new array).
+    """
+    a = float(np.mean(np.linalg.norm(basis_A, axis=1)))
+    grown = np.asarray(members, dtype=bool).copy()
+    steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]]) @ basis_A
+    for _ in range(max_rings):
+        cand = np.flatnonzero(eligible & ~grown)
+        if cand.size == 0:
+            break
+        sites = (xy_A[grown][:, None, :] + steps[None, :, :]).reshape(-1, 2)
+        d, _ = cKDTree(sites).query(xy_A[cand], k=1)
+        new = cand[d < tolerance_frac * a]
+        if new.size == 0:
+            break
+        grown[new] = True
+    return grown

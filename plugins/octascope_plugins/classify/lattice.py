@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis
+from octascope.geometry import estimate_square_basis, grow_sublattice
 from octascope.model import Image
 
 
@@ -76,7 +76,8 @@ class LatticeClassifier:
         xy = out[["x_A", "y_A"]].to_numpy(float)
         basis = estimate_square_basis(xy[is_pb])
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
-        is_pb = self._grow_pb_sublattice(xy, amp, is_pb, basis, mean_amp)
+        is_pb = grow_sublattice(xy, is_pb, amp > self.pb_site_amplitude_factor * mean_amp, basis,
+                                tolerance_frac=self.pb_site_tolerance_frac)
         tree = cKDTree(xy[is_pb])
         d_pb, _ = tree.query(xy, k=1)
         frac = d_pb / a
@@ -108,22 +109,3 @@ class LatticeClassifier:
         out["edge"] = out.get("edge", False) | edge
         out.attrs = {**columns.attrs, "lattice_basis_A": basis.tolist(), "lattice_constant_A": a}
         return out
-
-    def _grow_pb_sublattice(self, xy: np.ndarray, amp: np.ndarray, is_pb: np.ndarray, basis: np.ndarray,
-                            mean_amp: float) -> np.ndarray:
-        """Add columns on Pb lattice sites next to known Pb (ring by ring, up to 3 rings)."""
-        a = float(np.mean(np.linalg.norm(basis, axis=1)))
-        is_pb = is_pb.copy()
-        steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]]) @ basis
-        eligible = amp > self.pb_site_amplitude_factor * mean_amp
-        for _ in range(3):
-            cand = np.flatnonzero(eligible & ~is_pb)
-            if cand.size == 0:
-                break
-            sites = (xy[is_pb][:, None, :] + steps[None, :, :]).reshape(-1, 2)
-            d, _ = cKDTree(sites).query(xy[cand], k=1)
-            new = cand[d < self.pb_site_tolerance_frac * a]
-            if new.size == 0:
-                break
-            is_pb[new] = True
-        return is_pb

@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
+from octascope.geometry import estimate_square_basis, grow_sublattice
 from octascope.model import Image
 from octascope_plugins.network._sofs_search import SofsParameters, cs_sites, sofs_search
 
@@ -27,7 +28,9 @@ def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: s
 class SofsClassifier:
     """Classify columns as the method paper does, without a complementary HAADF image.
 
-    Pb columns: fitted amplitude above ``pb_amplitude_factor`` × the mean amplitude. X columns:
+    Pb columns: fitted amplitude above ``pb_amplitude_factor`` × the mean amplitude, then grown
+    along the Pb sublattice to weaker rim columns on Pb sites (amplitude above
+    ``pb_site_amplitude_factor`` × the mean; :func:`octascope.geometry.grow_sublattice`). X columns:
     those linked by the Spiral Octahedra First Search (see
     :mod:`octascope_plugins.network._sofs_search`). Cs columns: the remainder at a Cs site with a
     plausible amplitude; other leftovers (background peaks) are ``unknown``. ``edge`` marks the
@@ -53,6 +56,9 @@ class SofsClassifier:
         Smallest accepted link probability [1].
     site_tolerance_frac : float
         Largest miss of a predicted site, fraction of the lattice constant [1].
+    pb_site_amplitude_factor : float
+        Least amplitude, as a multiple of the mean, of a column on a Pb lattice site to be Pb [1];
+        set it to ``pb_amplitude_factor`` for the paper's amplitude rule alone.
     """
 
     name: ClassVar[str] = "sofs"
@@ -60,10 +66,11 @@ class SofsClassifier:
     def __init__(self, *, pb_amplitude_factor: float = 1.5, n_candidates: int = 8, branching: int = 4,
                  depth_limit: int = 9, distance_tolerance_frac: float = 0.12, angle_tolerance_deg: float = 15.0,
                  intensity_tolerance_frac: float = 0.3, min_probability: float = 0.25,
-                 site_tolerance_frac: float = 0.25):
+                 site_tolerance_frac: float = 0.25, pb_site_amplitude_factor: float = 1.0):
         if not pb_amplitude_factor > 0:
             raise InputError(f"pb_amplitude_factor is {pb_amplitude_factor}; give a positive multiple of the mean amplitude (paper: 1.5)")
         self.pb_amplitude_factor = float(pb_amplitude_factor)
+        self.pb_site_amplitude_factor = float(pb_site_amplitude_factor)
         self.params = SofsParameters(n_candidates=int(n_candidates), branching=int(branching), depth_limit=int(depth_limit),
                                      distance_tolerance_frac=float(distance_tolerance_frac),
                                      angle_tolerance_deg=float(angle_tolerance_deg),
@@ -85,6 +92,8 @@ class SofsClassifier:
                 f"spread {spread:.2f}): no Pb sublattice; check the image contrast (iDPC/HAADF with bright Pb columns) "
                 "or lower classifier.pb_amplitude_factor"
             )
+        is_pb = grow_sublattice(xy, is_pb, amp > self.pb_site_amplitude_factor * mean_amp,
+                                estimate_square_basis(xy[is_pb]), tolerance_frac=0.15)
         res = sofs_search(xy, amp, is_pb, self.params)
         a = res.stats["a_A"]
         rest = ~is_pb & ~res.is_x
