@@ -68,13 +68,13 @@ def finish(image: Image, denoised: np.ndarray, settings: dict[str, Any], varianc
 def check_training_params(who: str, *, n_iterations: int, learning_rate: float, device: str) -> None:
     """Validate the parameters every single-image network denoiser shares (no torch import)."""
     from octascope.errors import PluginError
+    from octascope.torch_runtime import check_device_name
 
     if int(n_iterations) < 0:
         raise PluginError(f"{who} n_iterations must be >= 0, got {n_iterations}")
     if not learning_rate > 0:
         raise PluginError(f"{who} learning_rate must be > 0, got {learning_rate}")
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise PluginError(f"{who} device '{device}' is unknown; use auto, cpu, cuda or cuda:N")
+    check_device_name(device, who)
 
 
 def estimate_noise_rms(data: np.ndarray) -> float:

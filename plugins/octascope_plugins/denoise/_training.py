@@ -1,4 +1,5 @@
-"""Single-image network training infrastructure: device, determinism, padding, AMP, progress, checkpoints.
+"""Single-image network training infrastructure: determinism, padding, AMP, progress, checkpoints
+(device and threads come from :mod:`octascope.torch_runtime`).
 
 Shared by the ``s2sred`` and ``dip`` denoisers. Imports torch at module level, so import this
 module only inside ``denoise`` methods.
@@ -10,33 +11,13 @@ import contextlib
 import hashlib
 import json
 import os
-import warnings
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from octascope.errors import ConfigError, PluginError
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def check_device_name(device: str, who: str) -> str:
-    """Validate a ``device`` parameter (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise PluginError(f"{who} device '{device}' is unknown; use auto, cpu, cuda or cuda:N")
-    return str(device)
-
-
-def select_device(device: str, who: str) -> torch.device:
-    """The torch device for ``device``; CUDA asked for but absent falls back to CPU with a warning."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"{who}: device '{device}' asked for but CUDA is not available; running on the CPU instead",
-                      RuntimeWarning, stacklevel=3)
-        return torch.device("cpu")
-    return torch.device(device)
+from octascope.errors import ConfigError
+from octascope.torch_runtime import cpu_threads, select_device  # noqa: F401  (used as tr.*)
 
 
 @contextlib.contextmanager
@@ -176,17 +157,3 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: tor
     torch.set_rng_state(state["torch_cpu"])
     if device.type == "cuda" and "torch_cuda" in state:
         torch.cuda.set_rng_state(state["torch_cuda"], device)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch CPU threads inside the block (``None``: leave the setting alone)."""
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

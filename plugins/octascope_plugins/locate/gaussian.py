@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 
 from octascope.errors import PluginError
 from octascope.model import Image, make_columns
+from octascope.torch_runtime import cpu_threads, select_device
 
 from .ellipse import ellipse_from_covariance
 from .peaks import find_candidates, refine_com
@@ -42,24 +43,8 @@ _A, _B, _X, _Y, _L11, _L21, _L22 = range(N_PARAMS)
 
 
 def resolve_device(device: str) -> "torch.device":
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch.
-
-    Raises
-    ------
-    PluginError
-        If the device name is not understood by torch or CUDA is asked for but absent.
-    """
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise PluginError(f"unknown device '{device}'; use 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PluginError(f"device '{device}' asked for but CUDA is not available; use device='auto' or 'cpu'")
-    return dev
+    """The torch device of the locator (see :func:`octascope.torch_runtime.select_device`)."""
+    return select_device(device, "locator 'gaussian'")
 
 
 @dataclass
@@ -672,20 +657,14 @@ class GaussianLocator:
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
         """Fit Gaussians from given start positions [px] and return the column table."""
-        import torch
-
         ps = image.pixel_size_A
-        threads = torch.get_num_threads()
-        if self.cpu_threads and resolve_device(self.device).type == "cpu":
-            torch.set_num_threads(self.cpu_threads)
-        try:
+        on_cpu = resolve_device(self.device).type == "cpu"
+        with cpu_threads(self.cpu_threads if on_cpu else None):
             fit = fit_gaussians(
                 image.data, x_px, y_px, patch_radius_px=self.patch_radius_px(ps), sigma_init_px=self.sigma_init_A / ps,
                 neighbour_rounds=self.neighbour_rounds, max_iterations=self.max_iterations, tolerance=self.tolerance,
                 max_residual=self.max_residual, max_restarts=self.max_restarts, seed=self.seed, device=self.device,
             )
-        finally:
-            torch.set_num_threads(threads)
         return fit_to_columns(fit, ps, self.min_separation_A)
 
     def locate(self, image: Image) -> pd.DataFrame:
