@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .errors import InputError, PluginError
 from .model import Image, Result, Truth, validate_columns
 from .registry import Registry, get_registry
+from .stages import METHODS
 
 StageSpec = Any  # str | tuple[str, Mapping] | Mapping | stage object
 
@@ -39,9 +40,7 @@ def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> Any:
         if not name:
             raise PluginError(f"{stage} configuration {spec} has no 'name'; choose one of: {', '.join(registry.names(stage))}")
         return registry.create(stage, name, **params)
-    if getattr(spec, "name", None) and callable(
-        getattr(spec, {"denoiser": "denoise", "locator": "locate", "classifier": "classify", "network": "build", "metric": "compute"}[stage], None)
-    ):
+    if getattr(spec, "name", None) and callable(getattr(spec, METHODS[stage], None)):
         return spec
     raise PluginError(f"cannot use {spec!r} as a {stage}; give a registered name, (name, params) or a {stage} object")
 

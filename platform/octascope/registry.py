@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .stages import PROTOCOLS, STAGES
+from .stages import METHODS, PROTOCOLS, STAGES
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "octascope_plugins.denoise",
@@ -87,7 +87,7 @@ class Registry:
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"{stage} class {cls.__qualname__} from {plugin_name} has no 'name' attribute; give it a unique name")
-        method = {"denoiser": "denoise", "locator": "locate", "classifier": "classify", "network": "build", "metric": "compute"}[stage]
+        method = METHODS[stage]
         if not callable(getattr(cls, method, None)):
             raise PluginError(f"{stage} '{name}' ({cls.__qualname__}) lacks a {method}() method required by {PROTOCOLS[stage].__name__}")
         if name in self._plugins[stage]:

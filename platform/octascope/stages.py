@@ -62,6 +62,9 @@ class Metric(Protocol):
     def compute(self, result: "Result", truth: "Truth | None") -> "MetricOutput": ...
 
 
+#: stage -> the one method its implementations provide
+METHODS = {"denoiser": "denoise", "locator": "locate", "classifier": "classify", "network": "build", "metric": "compute"}
+
 PROTOCOLS = {
     "denoiser": Denoiser,
     "locator": Locator,

@@ -146,9 +146,8 @@ class AccuracyMetric:
             geo = {"octahedron_x_A": to["x_A"].to_numpy()[tj], "octahedron_y_A": to["y_A"].to_numpy()[tj]}
             for q in ("theta1_deg", "theta2_deg", "theta3_deg", "L1_A", "L2_A"):
                 if q in use and q in to:
-                    e = use[q].to_numpy(float)[oi] - to[q].to_numpy(float)[tj]
-                    e = e[np.isfinite(e)]
                     geo[f"{q}_error"] = use[q].to_numpy(float)[oi] - to[q].to_numpy(float)[tj]
+                    e = geo[f"{q}_error"][np.isfinite(geo[f"{q}_error"])]
                     unit = "deg" if q.endswith("deg") else "pm"
                     scale = 1.0 if unit == "deg" else 100.0
                     base = q.replace("_deg", "").replace("_A", "")
