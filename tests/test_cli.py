@@ -104,7 +104,7 @@ def test_unknown_group_option_fails(in_tmp, capsys):
 def test_multirun_sweep_one_mlflow_run_per_job(in_tmp, capsys):
     from mlflow.tracking import MlflowClient
 
-    code, out, err = run_cli(["--multirun", "classifier.pb_amplitude_factor=1.4,1.6", "source=synthetic", "source.spec.n_cells=[5,5]",
+    code, out, err = run_cli(["--multirun", "classifier.site_tolerance_frac=0.2,0.3", "source=synthetic", "source.spec.n_cells=[5,5]",
                               "progress=false", "figure_formats=[]", "metric=[accuracy]"], capsys)
     assert code == 0, err
     jobs = sorted(p for p in (in_tmp / "multirun").glob("*/*/*") if p.is_dir())
@@ -112,6 +112,6 @@ def test_multirun_sweep_one_mlflow_run_per_job(in_tmp, capsys):
     assert all((p / "columns.csv").exists() for p in jobs)
     client = MlflowClient(tracking_uri="sqlite:///mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("octascope").experiment_id])
-    assert sorted(r.data.params["classifier.pb_amplitude_factor"] for r in runs) == ["1.4", "1.6"]
+    assert sorted(r.data.params["classifier.site_tolerance_frac"] for r in runs) == ["0.2", "0.3"]
     assert sorted(r.data.tags["hydra.job.num"] for r in runs) == ["0", "1"]
     assert all(r.data.metrics["detection_f1"] == 1.0 for r in runs)

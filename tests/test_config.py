@@ -28,14 +28,14 @@ def test_default_composition_has_one_plugin_per_stage():
 
 
 def test_group_and_parameter_overrides():
-    cfg = _compose(["source=synthetic", "classifier.pb_amplitude_factor=1.8", "network.search_radius_frac=0.25", "metric=[accuracy]",
+    cfg = _compose(["source=synthetic", "classifier.site_tolerance_frac=0.3", "network.search_radius_frac=0.25", "metric=[accuracy]",
                     "source.spec.rotation_deg=4.5"])
-    assert cfg["classifier"]["pb_amplitude_factor"] == 1.8
+    assert cfg["classifier"]["site_tolerance_frac"] == 0.3
     assert cfg["network"]["search_radius_frac"] == 0.25
     assert list(cfg["metric"]) == ["accuracy"]
     assert cfg["source"]["spec"]["rotation_deg"] == 4.5
     stages = build_stages(cfg, get_registry(load_entrypoints=False))
-    assert stages["classifier"].pb_amplitude_factor == 1.8
+    assert stages["classifier"].site_tolerance_frac == 0.3
     assert [m.name for m in stages["metrics"]] == ["accuracy"]
 
 

@@ -49,9 +49,9 @@ def test_stage_timings_and_plugins_recorded(analysed):
 def test_stage_spec_forms_are_equivalent(small_synthetic):
     image, truth = small_synthetic
     reg = octascope.get_registry(load_entrypoints=False)
-    a = octascope.analyze(image, classifier=("lattice", {"pb_amplitude_factor": 1.4}), metrics=["accuracy"],
+    a = octascope.analyze(image, classifier=("lattice", {"site_tolerance_frac": 0.3}), metrics=["accuracy"],
                           truth=truth, registry=reg, progress=None)
-    b = octascope.analyze(image, classifier={"name": "lattice", "pb_amplitude_factor": 1.4}, metrics=["accuracy"],
+    b = octascope.analyze(image, classifier={"name": "lattice", "site_tolerance_frac": 0.3}, metrics=["accuracy"],
                           truth=truth, registry=reg, progress=None,
                           locator=reg.create("locator", "gaussian"))
     assert a.columns.species.tolist() == b.columns.species.tolist()

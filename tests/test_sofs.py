@@ -147,7 +147,7 @@ def test_bad_inputs():
     with pytest.raises(InputError, match="Pb"):
         SofsClassifier().classify(IMAGE, table.assign(amplitude=0.4))  # all columns of equal intensity
     small = table[(table.amplitude < 0.7) | (np.arange(len(table)) < 3)]  # three Pb: less than one unit cell
-    with pytest.raises(InputError, match="unit cell|Pb"):
+    with pytest.raises(InputError, match="unit cell|Pb|lattice"):
         SofsClassifier().classify(IMAGE, small)
     with pytest.raises(InputError, match="amplitude"):
         SofsClassifier().classify(IMAGE, table.drop(columns="amplitude"))

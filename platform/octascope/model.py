@@ -44,6 +44,7 @@ COLUMN_FIELDS: dict[str, tuple[str, Any, str]] = {
     "x_err_A": ("float64", np.nan, "1-sigma uncertainty of x_A from the fit [Å]"),
     "y_err_A": ("float64", np.nan, "1-sigma uncertainty of y_A from the fit [Å]"),
     "edge": ("bool", False, "column at the particle rim or image border (unreliable)"),
+    "significance": ("float64", np.nan, "detection significance: band-passed height over its noise std [1]"),
 }
 
 
@@ -254,3 +255,9 @@ class Result:
     figures: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     plugins: dict[str, Any] = field(default_factory=dict)
+    #: the crystal region (:class:`octascope.crystal.CrystalRegion`) columns were kept in
+    region: Any = None
+    #: columns the locator found outside the crystal region (dropped before classification)
+    n_outside_region: int = 0
+    #: reasons not to trust the numbers as they stand (empty when none); see :mod:`octascope.plausibility`
+    flags: list[str] = field(default_factory=list)

@@ -15,8 +15,11 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from .errors import InputError, PluginError
 from .model import Image, Result, Truth, validate_columns
+from .plausibility import check_lattice, classification_flags
 from .registry import Registry, get_registry
 from .stages import METHODS
 
@@ -58,9 +61,18 @@ def run_pipeline(
     network: Any,
     metrics: Sequence[Any] = (),
     truth: Truth | None = None,
+    region: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
     """Run built stage objects on one image and return the :class:`~octascope.model.Result`.
+
+    Between the locator and the classifier the crystal region is found
+    (:func:`octascope.crystal.find_region`): columns outside it (vacuum, amorphous support) are
+    dropped and counted, and the image is checked against what the analysis assumes
+    (:mod:`octascope.plausibility`): bright columns, a square perovskite lattice of plausible
+    spacing. What cannot be analysed raises :class:`~octascope.errors.InputError`; what is doubtful
+    is listed in ``Result.flags``. An exception raised after the locator carries the result so far
+    as its ``partial_result`` attribute (columns, region), so a caller can still show them.
 
     Parameters
     ----------
@@ -72,6 +84,8 @@ def run_pipeline(
         Metrics computed in order on the result so far; each sees the earlier metrics' tables.
     truth : Truth, optional
         Ground truth for accuracy metrics.
+    region : Mapping, optional
+        Keyword arguments of :func:`octascope.crystal.find_region` (default: automatic mask).
     progress : callable, optional
         Called with one line per stage start and end; ``None`` for silence.
     """
@@ -96,14 +110,24 @@ def run_pipeline(
         raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {result.denoised.shape}")
     columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(result.denoised))
     validate_columns(columns)
-    if len(columns) < MIN_COLUMNS:
-        raise InputError(
-            f"found {len(columns)} atomic columns, too few for a lattice (need >= {MIN_COLUMNS}); "
-            "check the pixel size, denoise the image, or lower the locator threshold"
-        )
-    result.columns = columns
-    result.columns = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
-    result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
+    try:
+        columns = _restrict_to_crystal(result, columns, dict(region or {}))
+        result.columns = columns
+        if len(columns) < MIN_COLUMNS:
+            raise InputError(
+                f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
+                "check the pixel size or denoise the image"
+            )
+        result.columns = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
+        basis = result.columns.attrs.get("lattice_basis_A")
+        if basis is not None:
+            check_lattice(np.asarray(basis), pixel_size_A=image.pixel_size_A)
+        result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
+                                                 result.columns["amplitude"].to_numpy(float)))
+        result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
+    except Exception as exc:
+        exc.partial_result = result  # type: ignore[attr-defined]
+        raise
     for k, metric in enumerate(metrics, start=5):
         out = timed(k, f"metric:{metric.name}", lambda m=metric: m.compute(result, truth))
         result.tables.update(out.tables)
@@ -111,6 +135,31 @@ def run_pipeline(
         result.figures.update(out.figures)
     result.timings_s["total"] = sum(v for k, v in result.timings_s.items() if k != "total")
     return result
+
+
+def _restrict_to_crystal(result: Result, columns: Any, region: dict) -> Any:
+    """Find the crystal region of the denoised image, check its contrast, drop columns outside."""
+    from .crystal import find_region
+    from .noise_spectrum import band_pass, estimate_noise_spectrum
+    from .plausibility import check_contrast
+
+    img = result.denoised
+    t0 = time.perf_counter()
+    noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
+    mode = region.get("mode", "auto")
+    reg = find_region(img.data, img.pixel_size_A, noise=noise, **region)
+    result.region = reg
+    if mode == "auto" and not reg.mask.any():
+        raise InputError(
+            "no crystal lattice in the image (no Bragg peaks above the noise): nothing to analyse; check that the image "
+            "shows a crystal at atomic resolution and its pixel size, or draw the region (region.mode=polygon)"
+        )
+    bp, _ = band_pass(img.data, img.pixel_size_A, inner_sigma_A=0.25, outer_sigma_A=0.8)
+    check_contrast(bp, reg.mask)
+    inside = reg.contains(columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float))
+    result.n_outside_region = int((~inside).sum())
+    result.timings_s["region"] = time.perf_counter() - t0
+    return columns[inside].reset_index(drop=True)
 
 
 def analyze(
@@ -122,6 +171,7 @@ def analyze(
     network: StageSpec = "nearest",
     metrics: Sequence[StageSpec] | None = None,
     truth: Truth | None = None,
+    region: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
@@ -137,6 +187,9 @@ def analyze(
         Metrics to compute; by default :data:`DEFAULT_METRICS` (``accuracy`` only when truth is given).
     truth : Truth, optional
         Ground truth for the ``accuracy`` metric.
+    region : Mapping, optional
+        How the crystal region is found (:func:`octascope.crystal.find_region`: ``mode`` auto,
+        file, polygon or none, and its parameters); automatic by default.
     registry : Registry, optional
         Plugin registry; by default all built-in and installed plugins.
 
@@ -155,4 +208,4 @@ def analyze(
         network=resolve_stage(registry, "network", network),
         metrics=[resolve_stage(registry, "metric", m) for m in metrics],
     )
-    return run_pipeline(image, truth=truth, progress=progress, **built)
+    return run_pipeline(image, truth=truth, region=region, progress=progress, **built)

@@ -1,4 +1,4 @@
-"""Geometry-and-intensity classifier for [001] perovskite images."""
+"""Lattice-registry classifier for [001] perovskite images."""
 
 from __future__ import annotations
 
@@ -8,93 +8,64 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis, grow_sublattice
+from octascope.errors import InputError, PluginError
 from octascope.model import Image
+from octascope.sublattice import index_columns
 
 
 class LatticeClassifier:
-    """Pb by amplitude, X vs Cs by position relative to the Pb sublattice.
+    """Species from the lattice registry: which coset of the a/2 column lattice a column is on.
 
-    Pb columns (Pb + apical X in [001] projection) are the columns whose fitted amplitude
-    exceeds ``pb_amplitude_factor`` × the mean amplitude (iDPC contrast is roughly linear in Z).
-    The Pb sublattice gives the lattice constant ``a``; every other column is an X column when
-    its nearest Pb is at about ``a/2`` (Pb-Pb midpoints) and a Cs column at about ``a/√2``
-    (square centres). Columns farther than ``max_pb_distance_frac`` × ``a`` from any Pb are left
-    ``unknown`` (background peaks).
-
-    The amplitude rule misses Pb columns at the rim of a small particle, which hold fewer or more
-    disordered atoms and image weaker. So the Pb sublattice is then grown geometrically: a column
-    within ``pb_site_tolerance_frac`` × ``a`` of a lattice site one step from a known Pb, with an
-    amplitude above ``pb_site_amplitude_factor`` × the mean, is Pb too (X and Cs sit half a step
-    off the Pb sites and are never taken).
+    All columns of an [001] perovskite sit on one square lattice of spacing a/2; the columns are
+    indexed on it neighbour by neighbour (:func:`octascope.sublattice.index_columns`), the coset
+    with the brightest median amplitude is Pb (+ apical X), the diagonal coset Cs and the other
+    two X. Columns that do not continue the lattice (off their site, or a weaker second column on
+    an occupied site) are ``unknown``, as are Pb-coset columns whose amplitude a two-component
+    mixture model says is not a Pb column's. ``species_confidence`` is the mixture's P(Pb) for Pb
+    and 1 − P(Pb) for X and Cs, times how well the column sits on its site.
 
     Parameters
     ----------
-    pb_amplitude_factor : float
-        Pb threshold as a multiple of the mean column amplitude [1].
-    x_cs_boundary_frac : float
-        Nearest-Pb distance, as a fraction of ``a``, separating X (below) from Cs (above) [1];
-        the ideal values are 0.5 and 0.707.
-    max_pb_distance_frac : float
-        Columns farther than this fraction of ``a`` from every Pb are ``unknown`` [1].
-    pb_site_amplitude_factor : float
-        Least amplitude, as a multiple of the mean, of a column on a Pb lattice site to be Pb [1];
-        set it to ``pb_amplitude_factor`` to use the amplitude rule alone.
-    pb_site_tolerance_frac : float
-        Largest distance from a Pb lattice site, as a fraction of ``a`` [1].
+    site_tolerance_frac : float
+        Largest distance from the lattice site, as a fraction of the a/2 spacing, for a column to
+        belong to the lattice [1].
+    min_pb_posterior : float
+        Pb-coset columns with a smaller mixture probability of a Pb amplitude are ``unknown`` [1].
     """
 
     name: ClassVar[str] = "lattice"
 
-    def __init__(self, *, pb_amplitude_factor: float = 1.5, x_cs_boundary_frac: float = 0.6,
-                 max_pb_distance_frac: float = 0.9, pb_site_amplitude_factor: float = 1.0,
-                 pb_site_tolerance_frac: float = 0.15):
-        if pb_amplitude_factor <= 0:
-            raise ValueError("pb_amplitude_factor must be > 0")
-        if not 0.5 < x_cs_boundary_frac < 0.707:
-            raise ValueError("x_cs_boundary_frac must lie between 0.5 (X) and 0.707 (Cs)")
-        self.pb_amplitude_factor = pb_amplitude_factor
-        self.x_cs_boundary_frac = x_cs_boundary_frac
-        self.max_pb_distance_frac = max_pb_distance_frac
-        self.pb_site_amplitude_factor = pb_site_amplitude_factor
-        self.pb_site_tolerance_frac = pb_site_tolerance_frac
+    def __init__(self, *, site_tolerance_frac: float = 0.25, min_pb_posterior: float = 0.02):
+        if not 0 < site_tolerance_frac < 0.5:
+            raise PluginError(f"classifier 'lattice': site_tolerance_frac must lie in (0, 0.5), got {site_tolerance_frac}")
+        if not 0 <= min_pb_posterior < 1:
+            raise PluginError(f"classifier 'lattice': min_pb_posterior must lie in [0, 1), got {min_pb_posterior}")
+        self.site_tolerance_frac = float(site_tolerance_frac)
+        self.min_pb_posterior = float(min_pb_posterior)
 
     def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
+        """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set."""
         out = columns.copy()
-        amp = out["amplitude"].to_numpy(float)
+        amp = out["amplitude"].to_numpy(float) if "amplitude" in out else np.full(len(out), np.nan)
         if not np.isfinite(amp).any():
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
-        mean_amp = np.nanmean(amp)
-        is_pb = amp > self.pb_amplitude_factor * mean_amp
-        n_pb = int(is_pb.sum())
-        if n_pb < 4:
-            raise InputError(
-                f"found {n_pb} Pb columns (amplitude > {self.pb_amplitude_factor} x mean): no perovskite lattice; "
-                "check the image contrast (bright Pb columns expected) or lower classifier.pb_amplitude_factor"
-            )
         xy = out[["x_A", "y_A"]].to_numpy(float)
-        basis = estimate_square_basis(xy[is_pb])
+        reg = index_columns(xy, amp, site_tolerance_frac=self.site_tolerance_frac,
+                            min_pb_posterior=self.min_pb_posterior)
+        species = reg.species
+        is_pb = species == "Pb"
+        if is_pb.sum() < 4:
+            raise InputError(f"found {int(is_pb.sum())} Pb columns on the lattice: no perovskite Pb sublattice; "
+                             "check the image contrast (bright Pb columns expected) and the zone axis ([001])")
+        basis = reg.pb_basis_A
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
-        is_pb = grow_sublattice(xy, is_pb, amp > self.pb_site_amplitude_factor * mean_amp, basis,
-                                tolerance_frac=self.pb_site_tolerance_frac)
-        tree = cKDTree(xy[is_pb])
-        d_pb, _ = tree.query(xy, k=1)
-        frac = d_pb / a
-        species = np.where(frac < self.x_cs_boundary_frac, "X", "Cs").astype(object)
-        species[frac > self.max_pb_distance_frac] = "unknown"
-        species[is_pb] = "Pb"
-
-        # confidence: distance of the decision variable from its boundary, scaled to [0, 1]
-        conf = np.empty(len(out))
-        lo, hi = 0.5, 1 / np.sqrt(2)
-        width = (hi - lo) / 2
-        conf[:] = np.clip(np.abs(frac - self.x_cs_boundary_frac) / width, 0, 1)
-        pb_margin = (amp - self.pb_amplitude_factor * mean_amp) / (self.pb_amplitude_factor * mean_amp)
-        conf[is_pb] = np.clip(np.abs(pb_margin[is_pb]) / 0.5, 0, 1)
+        post = np.nan_to_num(reg.pb_posterior, nan=0.5)
+        fit = np.clip(1.0 - reg.residual_frac / self.site_tolerance_frac, 0, 1)
+        conf = np.where(is_pb, post, 1.0 - post) * np.where(np.isfinite(fit), fit, 0.0)
         conf[species == "unknown"] = 0.0
 
         # rim: Pb with fewer than four Pb neighbours, X with fewer than two, Cs with fewer than four
+        tree = cKDTree(xy[is_pb])
         n_pb_near = np.array([len(n) for n in tree.query_ball_point(xy, r=1.2 * a)]) - is_pb.astype(int)
         n_pb_half = np.array([len(n) for n in tree.query_ball_point(xy, r=0.6 * a)])
         n_pb_diag = np.array([len(n) for n in tree.query_ball_point(xy, r=0.85 * a)])
@@ -106,6 +77,7 @@ class LatticeClassifier:
 
         out["species"] = species
         out["species_confidence"] = conf
+        out["on_lattice"] = reg.on_lattice
         out["edge"] = out.get("edge", False) | edge
         out.attrs = {**columns.attrs, "lattice_basis_A": basis.tolist(), "lattice_constant_A": a}
         return out

@@ -9,8 +9,8 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis, grow_sublattice
 from octascope.model import Image
+from octascope.sublattice import index_columns
 from octascope_plugins.network._sofs_search import SofsParameters, cs_sites, sofs_search
 
 
@@ -28,18 +28,18 @@ def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: s
 class SofsClassifier:
     """Classify columns as the method paper does, without a complementary HAADF image.
 
-    Pb columns: fitted amplitude above ``pb_amplitude_factor`` × the mean amplitude, then grown
-    along the Pb sublattice to weaker rim columns on Pb sites (amplitude above
-    ``pb_site_amplitude_factor`` × the mean; :func:`octascope.geometry.grow_sublattice`). X columns:
-    those linked by the Spiral Octahedra First Search (see
+    Pb columns: the brightest coset of the lattice registry (:func:`octascope.sublattice.index_columns`:
+    columns indexed neighbour by neighbour on the a/2 lattice, Pb decided by the coset's median
+    amplitude and confirmed per column by an amplitude mixture model; the paper's rule, amplitude
+    above 1.5 × the global mean, fails once background peaks or weak-phase contrast enter). X
+    columns: those linked by the Spiral Octahedra First Search (see
     :mod:`octascope_plugins.network._sofs_search`). Cs columns: the remainder at a Cs site with a
-    plausible amplitude; other leftovers (background peaks) are ``unknown``. ``edge`` marks the
+    plausible amplitude. Peaks that do not continue the lattice (off every site, or a weaker second
+    peak on an occupied site) are ``unknown`` and never enter the search. ``edge`` marks the
     unreliable outer rim (rim X found from one direction only, rim Cs, unknown columns).
 
     Parameters
     ----------
-    pb_amplitude_factor : float
-        Pb threshold as a multiple of the mean column amplitude [1] (paper: 1.5).
     n_candidates : int
         Candidate neighbours examined per search node (paper: 8).
     branching : int
@@ -56,21 +56,19 @@ class SofsClassifier:
         Smallest accepted link probability [1].
     site_tolerance_frac : float
         Largest miss of a predicted site, fraction of the lattice constant [1].
-    pb_site_amplitude_factor : float
-        Least amplitude, as a multiple of the mean, of a column on a Pb lattice site to be Pb [1];
-        set it to ``pb_amplitude_factor`` for the paper's amplitude rule alone.
+    min_pb_posterior : float
+        Pb-site columns whose amplitude the mixture model gives a smaller P(Pb) are ``unknown`` [1].
     """
 
     name: ClassVar[str] = "sofs"
 
-    def __init__(self, *, pb_amplitude_factor: float = 1.5, n_candidates: int = 8, branching: int = 4,
+    def __init__(self, *, n_candidates: int = 8, branching: int = 4,
                  depth_limit: int = 9, distance_tolerance_frac: float = 0.12, angle_tolerance_deg: float = 15.0,
                  intensity_tolerance_frac: float = 0.3, min_probability: float = 0.25,
-                 site_tolerance_frac: float = 0.25, pb_site_amplitude_factor: float = 1.0):
-        if not pb_amplitude_factor > 0:
-            raise InputError(f"pb_amplitude_factor is {pb_amplitude_factor}; give a positive multiple of the mean amplitude (paper: 1.5)")
-        self.pb_amplitude_factor = float(pb_amplitude_factor)
-        self.pb_site_amplitude_factor = float(pb_site_amplitude_factor)
+                 site_tolerance_frac: float = 0.25, min_pb_posterior: float = 0.02):
+        if not 0 <= min_pb_posterior < 1:
+            raise InputError(f"min_pb_posterior is {min_pb_posterior}; give a probability in [0, 1)")
+        self.min_pb_posterior = float(min_pb_posterior)
         self.params = SofsParameters(n_candidates=int(n_candidates), branching=int(branching), depth_limit=int(depth_limit),
                                      distance_tolerance_frac=float(distance_tolerance_frac),
                                      angle_tolerance_deg=float(angle_tolerance_deg),
@@ -83,42 +81,43 @@ class SofsClassifier:
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
         amp = columns["amplitude"].to_numpy(float)
         xy = columns[["x_A", "y_A"]].to_numpy(float)
-        mean_amp = np.nanmean(amp)
-        is_pb = amp > self.pb_amplitude_factor * mean_amp
-        if is_pb.sum() < 4:
-            spread = np.nanstd(amp) / abs(mean_amp) if mean_amp else np.nan
-            raise InputError(
-                f"found {int(is_pb.sum())} Pb columns (amplitude > {self.pb_amplitude_factor} x mean; relative amplitude "
-                f"spread {spread:.2f}): no Pb sublattice; check the image contrast (iDPC/HAADF with bright Pb columns) "
-                "or lower classifier.pb_amplitude_factor"
-            )
-        is_pb = grow_sublattice(xy, is_pb, amp > self.pb_site_amplitude_factor * mean_amp,
-                                estimate_square_basis(xy[is_pb]), tolerance_frac=0.15)
-        res = sofs_search(xy, amp, is_pb, self.params)
+        reg = index_columns(xy, amp, min_pb_posterior=self.min_pb_posterior)
+        if (reg.species == "Pb").sum() < 4:
+            raise InputError(f"found {int((reg.species == 'Pb').sum())} Pb columns on the lattice: no Pb sublattice; "
+                             "check the image contrast (iDPC/HAADF with bright Pb columns) and the zone axis ([001])")
+        # peaks that do not continue the lattice never enter the search
+        sub = np.flatnonzero(reg.on_lattice)
+        xs, amps, is_pb = xy[sub], amp[sub], reg.species[sub] == "Pb"
+        res = sofs_search(xs, amps, is_pb, self.params)
         a = res.stats["a_A"]
         rest = ~is_pb & ~res.is_x
-        ref = np.nanmedian(amp[~is_pb]) if (~is_pb).any() else np.nan
-        is_cs, cs_score, n_diag = cs_sites(xy, amp, xy[is_pb], a, self.params.site_tolerance_frac, self.params.min_probability,
-                                 ref, self.params.intensity_tolerance_frac)
+        ref = np.nanmedian(amps[~is_pb]) if (~is_pb).any() else np.nan
+        is_cs, cs_score, n_diag = cs_sites(xs, amps, xs[is_pb], a, self.params.site_tolerance_frac,
+                                           self.params.min_probability, ref, self.params.intensity_tolerance_frac)
+        sp = np.full(len(sub), "unknown", dtype=object)
+        sp[is_pb] = "Pb"
+        sp[res.is_x] = "X"
+        sp[rest & is_cs] = "Cs"
+        _one_per_site(sp, xs, amps, "Cs", 0.3 * a)
+
+        cf = np.zeros(len(sub))
+        cf[is_pb] = np.nan_to_num(reg.pb_posterior[sub][is_pb], nan=0.5)
+        cf[res.is_x] = np.clip(res.probability[res.is_x], 0, 1)
+        cf[sp == "Cs"] = cs_score[sp == "Cs"]
+
+        ed = res.edge.copy()
+        ed |= (sp == "Cs") & (n_diag < 4)
+        ed |= sp == "unknown"
+        ed[np.flatnonzero(is_pb)] |= res.pb_neighbours.sum(1) < 2  # isolated Pb: no lattice around it
+
         species = np.full(len(columns), "unknown", dtype=object)
-        species[is_pb] = "Pb"
-        species[res.is_x] = "X"
-        species[rest & is_cs] = "Cs"
-        _one_per_site(species, xy, amp, "Cs", 0.3 * a)
-
         conf = np.zeros(len(columns))
-        margin = (amp - self.pb_amplitude_factor * mean_amp) / (self.pb_amplitude_factor * mean_amp)
-        conf[is_pb] = np.clip(np.abs(margin[is_pb]) / 0.5, 0, 1)
-        conf[res.is_x] = np.clip(res.probability[res.is_x], 0, 1)
-        conf[rest & is_cs] = cs_score[rest & is_cs]
-
-        edge = res.edge.copy()
-        edge |= (species == "Cs") & (n_diag < 4)
-        edge |= species == "unknown"
-        edge[np.flatnonzero(is_pb)] |= res.pb_neighbours.sum(1) < 2  # isolated Pb: no lattice around it
+        edge = np.ones(len(columns), dtype=bool)
+        species[sub], conf[sub], edge[sub] = sp, cf, ed
         out = columns.copy()
         out["species"] = species
         out["species_confidence"] = conf
+        out["on_lattice"] = reg.on_lattice
         prior = out["edge"].to_numpy(bool) if "edge" in out else np.zeros(len(out), bool)
         out["edge"] = prior | edge
         out.attrs = {**columns.attrs, "lattice_basis_A": res.basis.tolist(), "lattice_constant_A": a,

@@ -14,7 +14,7 @@ import pandas as pd
 from octascope.errors import PluginError
 from octascope.model import Image, make_columns
 
-from .peaks import find_candidates
+from .peaks import CandidateSearch, find_candidates
 
 
 @contextlib.contextmanager
@@ -127,16 +127,11 @@ class AtomapLocator:
         (``atomap.get_atom_positions`` with ``separation_A``).
     separation_A : float
         Minimum candidate separation for ``candidates="atomap"`` [Å].
-    neighbourhood_px : int
-        Local-maximum neighbourhood for ``candidates="local_max"`` [px].
-    smooth_sigma_px : float
-        Smoothing before the local-maximum search [px].
-    threshold_sigma : float
-        Minimum candidate prominence in units of the smoothed noise [1].
-    threshold_rel : float
-        Minimum candidate prominence relative to the dynamic range [1].
-    com_radius_px : float
-        Centre-of-mass mask radius [px].
+    detection_sigma_A, background_sigma_A, min_significance, expected_false, search_radius_A : float
+        The candidate search for ``candidates="local_max"``, as in the ``gaussian`` locator
+        (:class:`~octascope_plugins.locate.peaks.CandidateSearch`) [Å, Å, 1, 1, Å].
+    com_radius_A : float
+        Centre-of-mass mask radius [Å] (Atomap's own centre-of-mass step is used).
     percent_to_nn : float
         Gaussian mask radius as a fraction of the nearest-neighbour distance [1] (Atomap's default 0.4).
     rotation_enabled : bool
@@ -152,11 +147,12 @@ class AtomapLocator:
         *,
         candidates: str = "local_max",
         separation_A: float = 1.2,
-        neighbourhood_px: int = 7,
-        smooth_sigma_px: float = 1.0,
-        threshold_sigma: float = 8.0,
-        threshold_rel: float = 0.1,
-        com_radius_px: float = 3.0,
+        detection_sigma_A: float = 0.25,
+        background_sigma_A: float = 0.8,
+        min_significance: float = 3.0,
+        expected_false: float = 0.5,
+        search_radius_A: float = 1.0,
+        com_radius_A: float = 0.5,
         percent_to_nn: float = 0.4,
         rotation_enabled: bool = True,
         edge_A: float = 1.5,
@@ -165,15 +161,15 @@ class AtomapLocator:
             raise PluginError(f"locator 'atomap': candidates='{candidates}' is unknown; use 'local_max' or 'atomap'")
         if not 0 < percent_to_nn <= 1:
             raise PluginError(f"locator 'atomap': percent_to_nn must be in (0, 1], got {percent_to_nn}")
-        if separation_A <= 0 or com_radius_px <= 0:
-            raise PluginError("locator 'atomap': separation_A and com_radius_px must be > 0")
+        if separation_A <= 0:
+            raise PluginError(f"locator 'atomap': separation_A must be > 0 Å, got {separation_A}")
         self.candidates = candidates
         self.separation_A = float(separation_A)
-        self.neighbourhood_px = int(neighbourhood_px)
-        self.smooth_sigma_px = float(smooth_sigma_px)
-        self.threshold_sigma = float(threshold_sigma)
-        self.threshold_rel = float(threshold_rel)
-        self.com_radius_px = float(com_radius_px)
+        self.search = CandidateSearch(detection_sigma_A=float(detection_sigma_A),
+                                      background_sigma_A=float(background_sigma_A),
+                                      min_significance=float(min_significance), expected_false=float(expected_false),
+                                      search_radius_A=float(search_radius_A),
+                                      com_radius_A=float(com_radius_A))
         self.percent_to_nn = float(percent_to_nn)
         self.rotation_enabled = bool(rotation_enabled)
         self.edge_A = float(edge_A)
@@ -188,17 +184,18 @@ class AtomapLocator:
                 xy = am.get_atom_positions(hs.signals.Signal2D(image.data), separation=sep)
             xy = np.asarray(xy, dtype=float).reshape(-1, 2)
             return xy[:, 0], xy[:, 1]
-        return find_candidates(image.data, neighbourhood_px=self.neighbourhood_px,
-                               smooth_sigma_px=self.smooth_sigma_px, threshold_sigma=self.threshold_sigma,
-                               threshold_rel=self.threshold_rel,
-                               background_window_px=2 * max(3, int(round(1.5 / image.pixel_size_A))) + 1)
+        x, y, _ = find_candidates(image.data, image.pixel_size_A, detection_sigma_A=self.search.detection_sigma_A,
+                                  background_sigma_A=self.search.background_sigma_A,
+                                  min_significance=self.search.min_significance,
+                                  expected_false=self.search.expected_false, search_radius_A=self.search.search_radius_A)
+        return x, y
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
         """Refine given start positions [px] with Atomap and return the column table."""
         if len(x_px) < 2:
             # Atomap needs a nearest neighbour for its masks
             return make_columns(x_px, y_px, image.pixel_size_A, fit_ok=np.zeros(len(x_px), bool))
-        fit = atomap_refine(image.data, x_px, y_px, com_radius_px=self.com_radius_px,
+        fit = atomap_refine(image.data, x_px, y_px, com_radius_px=self.search.com_radius_A / image.pixel_size_A,
                             percent_to_nn=self.percent_to_nn, rotation_enabled=self.rotation_enabled)
         return atomap_to_columns(fit, image.pixel_size_A, image.shape, self.edge_A / image.pixel_size_A)
 

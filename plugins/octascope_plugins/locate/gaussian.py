@@ -33,7 +33,7 @@ from octascope.model import Image, make_columns
 from octascope.torch_runtime import cpu_threads, select_device
 
 from .ellipse import ellipse_from_covariance
-from .peaks import find_candidates, refine_com
+from .peaks import CandidateSearch
 
 if TYPE_CHECKING:
     import torch
@@ -432,6 +432,11 @@ def fit_gaussians(
         return t.detach().cpu().numpy().astype(np.float64)
 
     okn = out(ok).astype(bool)
+    # a patch cut by the border can pull a centre off the image: that is no column of this image
+    h, w = np.shape(data)
+    fx, fy = out(p[:, _X]), out(p[:, _Y])
+    with np.errstate(invalid="ignore"):
+        okn &= (fx >= -0.5) & (fx <= w - 0.5) & (fy >= -0.5) & (fy <= h - 0.5)
     nan = np.where(okn, 1.0, np.nan)
     return GaussianFit(
         x=np.where(okn, out(p[:, _X]), np.asarray(x_px, float)),
@@ -542,9 +547,10 @@ def drop_duplicates(x: np.ndarray, y: np.ndarray, score: np.ndarray, min_separat
 class GaussianLocator:
     """Atomap-style column finding with a batched elliptical-Gaussian fit of all columns.
 
-    Candidates are local maxima of the lightly smoothed image in a ``neighbourhood_px`` square
-    that stand above the noise; each is moved to the centre of mass in a circular aperture of
-    ``com_radius_px``, then all columns are fitted together with an elliptical 2-D Gaussian plus
+    Candidates are maxima (within ``search_radius_A``) of the band-passed image that are
+    significant under the image's own noise spectrum (correlated iDPC noise included, see
+    :func:`~octascope_plugins.locate.peaks.find_candidates`); each is moved to the centre of mass in
+    a circular aperture of ``com_radius_A``, then all columns are fitted together with an elliptical 2-D Gaussian plus
     constant background by batched Levenberg-Marquardt (torch, GPU when present). Fits whose RMS
     residual exceeds ``max_residual`` of the peak height are restarted from a perturbed
     centre-of-mass start. Neighbouring columns are removed from each patch by iterative
@@ -552,16 +558,20 @@ class GaussianLocator:
 
     Parameters
     ----------
-    neighbourhood_px : int
-        Side of the square in which a candidate must be the local maximum [px] (paper: 7).
-    smooth_sigma_px : float
-        Gaussian smoothing before the candidate search [px].
-    threshold_sigma : float
-        Minimum candidate prominence in units of the smoothed image noise [1].
-    threshold_rel : float
-        Minimum candidate prominence relative to the image's dynamic range [1].
-    com_radius_px : float
-        Radius of the centre-of-mass aperture [px] (paper: 3).
+    detection_sigma_A : float
+        σ of the column-matched blur of the candidate search [Å].
+    background_sigma_A : float
+        σ of the background blur subtracted in the candidate search [Å].
+    min_significance : float
+        Floor of the candidate threshold, in noise standard deviations of the band-passed image [1].
+    expected_false : float
+        Noise peaks expected above the candidate threshold in the whole image [1]; the threshold
+        follows from it and the image's noise (multiple testing over the field of view).
+    search_radius_A : float
+        Radius within which a candidate must be the local maximum [Å] (paper: 7 × 7 px at
+        0.168 Å/px ≈ 1.2 Å square).
+    com_radius_A : float
+        Radius of the centre-of-mass aperture [Å] (paper: 3 px at 0.168 Å/px ≈ 0.5 Å).
     patch_radius_A : float
         Radius of the circular patch each Gaussian is fitted on [Å]; about 0.4 of the shortest
         column spacing (Pb-X ≈ 3.1 Å), as Atomap's default mask, suits [001] perovskites
@@ -596,11 +606,12 @@ class GaussianLocator:
     def __init__(
         self,
         *,
-        neighbourhood_px: int = 7,
-        smooth_sigma_px: float = 1.0,
-        threshold_sigma: float = 8.0,
-        threshold_rel: float = 0.1,
-        com_radius_px: float = 3.0,
+        detection_sigma_A: float = 0.25,
+        background_sigma_A: float = 0.8,
+        min_significance: float = 3.0,
+        expected_false: float = 0.5,
+        search_radius_A: float = 1.0,
+        com_radius_A: float = 0.5,
         patch_radius_A: float = 1.2,
         sigma_init_A: float = 0.5,
         neighbour_rounds: int = 3,
@@ -613,21 +624,21 @@ class GaussianLocator:
         device: str = "auto",
         cpu_threads: int = 1,
     ) -> None:
-        positive = {"neighbourhood_px": neighbourhood_px, "com_radius_px": com_radius_px,
+        positive = {
                     "patch_radius_A": patch_radius_A, "sigma_init_A": sigma_init_A,
                     "max_iterations": max_iterations, "tolerance": tolerance, "max_residual": max_residual}
         for key, value in positive.items():
             if not value > 0:
                 raise PluginError(f"locator 'gaussian': {key} must be > 0, got {value}; give a positive value")
         for key, value in {"neighbour_rounds": neighbour_rounds, "max_restarts": max_restarts,
-                           "smooth_sigma_px": smooth_sigma_px, "min_separation_A": min_separation_A}.items():
+                           "min_separation_A": min_separation_A}.items():
             if value < 0:
                 raise PluginError(f"locator 'gaussian': {key} must be >= 0, got {value}")
-        self.neighbourhood_px = int(neighbourhood_px)
-        self.smooth_sigma_px = float(smooth_sigma_px)
-        self.threshold_sigma = float(threshold_sigma)
-        self.threshold_rel = float(threshold_rel)
-        self.com_radius_px = float(com_radius_px)
+        self.search = CandidateSearch(detection_sigma_A=float(detection_sigma_A),
+                                      background_sigma_A=float(background_sigma_A),
+                                      min_significance=float(min_significance), expected_false=float(expected_false),
+                                      search_radius_A=float(search_radius_A),
+                                      com_radius_A=float(com_radius_A))
         self.patch_radius_A = float(patch_radius_A)
         self.sigma_init_A = float(sigma_init_A)
         self.neighbour_rounds = int(neighbour_rounds)
@@ -647,15 +658,12 @@ class GaussianLocator:
         """Patch radius for a pixel size [px] (at least 3 px)."""
         return max(3, int(round(self.patch_radius_A / pixel_size_A)))
 
-    def candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate positions after centre-of-mass refinement [px]."""
-        r = self.patch_radius_px(image.pixel_size_A)
-        x, y = find_candidates(image.data, neighbourhood_px=self.neighbourhood_px,
-                               smooth_sigma_px=self.smooth_sigma_px, threshold_sigma=self.threshold_sigma,
-                               threshold_rel=self.threshold_rel, background_window_px=2 * r + 1)
-        return refine_com(image.data, x, y, radius_px=self.com_radius_px)
+    def candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate positions after centre-of-mass refinement [px] and their significance [1]."""
+        return self.search(image.data, image.pixel_size_A)
 
-    def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
+    def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray,
+               significance: np.ndarray | None = None) -> pd.DataFrame:
         """Fit Gaussians from given start positions [px] and return the column table."""
         ps = image.pixel_size_A
         on_cpu = resolve_device(self.device).type == "cpu"
@@ -665,19 +673,21 @@ class GaussianLocator:
                 neighbour_rounds=self.neighbour_rounds, max_iterations=self.max_iterations, tolerance=self.tolerance,
                 max_residual=self.max_residual, max_restarts=self.max_restarts, seed=self.seed, device=self.device,
             )
-        return fit_to_columns(fit, ps, self.min_separation_A)
+        return fit_to_columns(fit, ps, self.min_separation_A, significance=significance)
 
     def locate(self, image: Image) -> pd.DataFrame:
         """Find and fit all columns of ``image``; see the class docstring."""
-        x, y = self.candidates(image)
-        return self.refine(image, x, y)
+        x, y, z = self.candidates(image)
+        return self.refine(image, x, y, z)
 
 
-def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: float) -> pd.DataFrame:
+def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: float,
+                   significance: np.ndarray | None = None) -> pd.DataFrame:
     """Column table (see :data:`octascope.model.COLUMN_FIELDS`) from a :class:`GaussianFit`.
 
     Extra field ``fit_ok`` marks columns whose Gaussian fit succeeded (the others keep their
-    centre-of-mass position and have NaN shape fields).
+    centre-of-mass position and have NaN shape fields); ``significance`` is the candidate's
+    detection significance [1] when given.
     """
     major, minor, rot = ellipse_from_covariance(fit.cxx, fit.cxy, fit.cyy)
     keep = drop_duplicates(fit.x, fit.y, np.where(fit.ok, fit.amplitude, np.nan), min_separation_A / pixel_size_A)
@@ -690,5 +700,6 @@ def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: floa
         rotation_deg=rot[keep], ellipticity=ellipticity[keep], residual=fit.residual[keep],
         x_err_A=fit.x_err[keep] * pixel_size_A, y_err_A=fit.y_err[keep] * pixel_size_A,
         edge=fit.edge[keep], fit_ok=fit.ok[keep],
+        **({} if significance is None else {"significance": np.asarray(significance, float)[keep]}),
     )
     return table

@@ -1,93 +1,99 @@
-"""Column candidates (local maxima) and centre-of-mass refinement, vectorised over columns.
+"""Column candidates (significant local maxima) and centre-of-mass refinement, vectorised.
 
 These are the first two steps of the Atomap procedure (Nord et al. 2017) as used in the method
-paper: local maxima in a 7 x 7 neighbourhood of a lightly smoothed image, then centre of mass in
-a circular aperture of radius 3 px. Both locators share them, so a comparison of the Gaussian
-fitters starts from the same positions.
+paper — local maxima, then centre of mass in a small circular aperture — with two changes that
+make them work at the paper's dose: windows are in Å (the paper's 7 × 7 px neighbourhood and 3 px
+aperture at 0.168 Å/px are ≈1.2 Å and 0.5 Å), and a maximum counts only when it is significant
+under the noise the image really has (correlated 1/k noise for iDPC, see
+:mod:`octascope.noise_spectrum`), not above a fraction of the dynamic range. Both locators share
+them, so a comparison of the fitters starts from the same positions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
 from scipy import ndimage
 
-
-def estimate_noise_sigma(data: np.ndarray) -> float:
-    """Robust standard deviation of the pixel noise [image units].
-
-    The median absolute deviation of the differences between horizontally adjacent pixels,
-    divided by sqrt(2): smooth signal (atomic columns spanning several pixels) barely moves the
-    median, so this measures white (shot) noise.
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        2-D image.
-
-    Returns
-    -------
-    float
-        Noise standard deviation [image units]; 0 for a noise-free image.
-    """
-    d = np.diff(np.asarray(data, dtype=np.float64), axis=1).ravel()
-    mad = np.median(np.abs(d - np.median(d)))
-    return float(1.4826 * mad / np.sqrt(2.0))
+from octascope.noise_spectrum import NoiseSpectrum, band_pass, estimate_noise_spectrum, significance_threshold
 
 
 def find_candidates(
     data: np.ndarray,
+    pixel_size_A: float,
     *,
-    neighbourhood_px: int = 7,
-    smooth_sigma_px: float = 1.0,
-    threshold_sigma: float = 8.0,
-    threshold_rel: float = 0.1,
-    background_window_px: int = 15,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Local maxima that stand clearly above the noise and the local background.
+    detection_sigma_A: float = 0.25,
+    background_sigma_A: float = 0.8,
+    min_significance: float = 3.0,
+    expected_false: float = 0.5,
+    search_radius_A: float = 1.0,
+    noise: NoiseSpectrum | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column candidates: local maxima of a band-passed image that are significant under the
+    image's own noise.
 
-    A pixel is a candidate when it is the maximum of its ``neighbourhood_px`` square in the
-    smoothed image and its prominence (smoothed value minus the minimum of the smoothed image in
-    a ``background_window_px`` square) exceeds both ``threshold_sigma`` times the noise of the
-    smoothed image and ``threshold_rel`` times the smoothed image's dynamic range (0.1 to 99.9
-    percentile). A flat image therefore gives no candidates and pure noise almost none.
+    The image is band-passed by a difference of Gaussians (``detection_sigma_A`` minus
+    ``background_sigma_A``): the inner blur is matched to a column and suppresses pixel noise, the
+    outer one removes the background and the slow, cloudy part of iDPC noise. The noise of the
+    band-passed image is computed from the image's noise power spectrum
+    (:func:`octascope.noise_spectrum.estimate_noise_spectrum`), which handles the correlated 1/k
+    noise of iDPC/iCoM and the white noise of HAADF alike. A candidate is a maximum within
+    ``search_radius_A`` whose band-passed value is significant: above the height that noise alone
+    exceeds ``expected_false`` times in the whole image
+    (:func:`octascope.noise_spectrum.significance_threshold`, so a larger field of view needs a
+    slightly higher threshold), and never below ``min_significance``. All lengths are in Å, so
+    the result does not depend on the sampling. The threshold assumes Gaussian noise; a strongly
+    skewed noise (HAADF at a few counts per pixel) lets a few more noise peaks through.
 
     Parameters
     ----------
     data : numpy.ndarray
         2-D image, columns bright.
-    neighbourhood_px : int
-        Side of the square in which a candidate must be the maximum [px].
-    smooth_sigma_px : float
-        Width of the Gaussian smoothing applied before the search [px]; 0 for none.
-    threshold_sigma : float
-        Minimum prominence in units of the smoothed noise standard deviation [1].
-    threshold_rel : float
-        Minimum prominence relative to the dynamic range of the smoothed image [1].
-    background_window_px : int
-        Side of the square over which the local background (minimum) is taken [px].
+    pixel_size_A : float
+        Pixel size [Å].
+    detection_sigma_A : float
+        σ of the inner (column-matched) Gaussian [Å].
+    background_sigma_A : float
+        σ of the outer (background) Gaussian [Å]; well below the column spacing (≈3.1 Å).
+    min_significance : float
+        Floor of the threshold, in noise standard deviations of the band-passed image [1].
+    expected_false : float
+        Noise peaks expected above the threshold in the whole image [1].
+    search_radius_A : float
+        Radius within which a candidate must be the maximum [Å].
+    noise : NoiseSpectrum, optional
+        The image's noise spectrum (estimated when not given).
 
     Returns
     -------
     x_px, y_px : numpy.ndarray
-        Candidate positions (integer pixel centres, as floats) [px].
+        Candidate positions (pixel centres, as floats) [px].
+    significance : numpy.ndarray
+        Band-passed height over its noise standard deviation [1].
     """
     data = np.asarray(data, dtype=np.float64)
-    smooth = ndimage.gaussian_filter(data, smooth_sigma_px) if smooth_sigma_px > 0 else data
-    noise = estimate_noise_sigma(data)
-    # white noise std after Gaussian smoothing of width s: sigma / (2 sqrt(pi) s)
-    noise_smooth = noise / (2.0 * np.sqrt(np.pi) * smooth_sigma_px) if smooth_sigma_px > 0 else noise
-    lo, hi = np.percentile(smooth, [0.1, 99.9])
-    threshold = max(threshold_sigma * noise_smooth, threshold_rel * (hi - lo))
-    is_max = smooth == ndimage.maximum_filter(smooth, size=neighbourhood_px, mode="nearest")
-    prominence = smooth - ndimage.minimum_filter(smooth, size=background_window_px, mode="nearest")
-    keep = is_max & (prominence > threshold)
+    noise = noise or estimate_noise_spectrum(data, pixel_size_A)
+    filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=detection_sigma_A,
+                                   outer_sigma_A=background_sigma_A)
+    sigma = noise.filtered_sigma(transfer)
+    if not sigma > 0:
+        sigma = float(np.finfo(np.float32).eps * max(np.abs(filtered).max(), 1e-30))
+    z = filtered / sigma
+    threshold = max(min_significance, significance_threshold(noise, transfer, expected_false=expected_false))
+    r = max(1.0, search_radius_A / pixel_size_A)
+    ri = int(np.floor(r))
+    yy, xx = np.mgrid[-ri:ri + 1, -ri:ri + 1]
+    footprint = xx**2 + yy**2 <= r * r
+    keep = (z == ndimage.maximum_filter(z, footprint=footprint, mode="nearest")) & (z >= threshold)
     # plateaus give several equal maxima: keep one per connected group
     labels, n = ndimage.label(keep)
     if n == 0:
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     centres = np.asarray(ndimage.center_of_mass(keep, labels, np.arange(1, n + 1)), dtype=float).reshape(-1, 2)
-    yx = np.rint(centres)
-    return yx[:, 1].copy(), yx[:, 0].copy()
+    yx = np.rint(centres).astype(int)
+    return yx[:, 1].astype(float), yx[:, 0].astype(float), z[yx[:, 0], yx[:, 1]]
 
 
 def refine_com(
@@ -142,3 +148,38 @@ def refine_com(
         y = np.where(ok, (mass * gy).sum(axis=(1, 2)) / np.where(ok, total, 1.0), y)
         x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
     return x, y
+
+
+@dataclass(frozen=True)
+class CandidateSearch:
+    """The candidate search shared by the locators: :func:`find_candidates`, then
+    :func:`refine_com`, with every window in Å (see those functions for the parameters)."""
+
+    detection_sigma_A: float = 0.25
+    background_sigma_A: float = 0.8
+    min_significance: float = 3.0
+    expected_false: float = 0.5
+    search_radius_A: float = 1.0
+    com_radius_A: float = 0.5
+
+    def __post_init__(self) -> None:
+        from octascope.errors import PluginError
+
+        for key in ("detection_sigma_A", "background_sigma_A", "search_radius_A", "com_radius_A"):
+            if not getattr(self, key) > 0:
+                raise PluginError(f"locator: {key} must be > 0 Å, got {getattr(self, key)}")
+        if self.min_significance < 0 or not self.expected_false > 0:
+            raise PluginError(f"locator: min_significance must be >= 0 and expected_false > 0, got "
+                              f"{self.min_significance} and {self.expected_false}")
+        if self.background_sigma_A <= self.detection_sigma_A:
+            raise PluginError(f"locator: background_sigma_A ({self.background_sigma_A}) must exceed "
+                              f"detection_sigma_A ({self.detection_sigma_A})")
+
+    def __call__(self, data: np.ndarray, pixel_size_A: float,
+                 noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of an image: ``x_px``, ``y_px`` after centre of mass, and their significance."""
+        x, y, z = find_candidates(data, pixel_size_A, detection_sigma_A=self.detection_sigma_A,
+                                  background_sigma_A=self.background_sigma_A, min_significance=self.min_significance,
+                                  expected_false=self.expected_false, search_radius_A=self.search_radius_A, noise=noise)
+        x, y = refine_com(data, x, y, radius_px=self.com_radius_A / pixel_size_A)
+        return x, y, z
