@@ -104,6 +104,11 @@ def format_summary(result: Any, files: dict[str, Any], output_dir: Path, trackin
         if "theta3_mae_deg" in s:
             acc.append(f"θ3 error {s['theta3_mae_deg']:.2f}°")
         lines.append("  accuracy vs truth: " + ", ".join(acc))
+    if result.region is not None:
+        lines.append(f"  crystal region: {100 * result.region.fraction:.0f} % of the image ({result.region.source}); "
+                     f"{result.n_outside_region} columns outside it dropped")
+    for flag in result.flags:
+        lines.append(f"  FLAG: {flag}")
     lines.append(f"  outputs: {output_dir}")
     if "mlflow_run_id" in files:
         from .tracking import resolve_tracking_uri

@@ -72,7 +72,7 @@ class CrystalRegion:
 
 
 def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
-                     min_spacing_A: float = 1.5, max_spacing_A: float = 12.0, min_snr: float = 10.0,
+                     min_spacing_A: float = 1.5, max_spacing_A: float = 12.0, min_snr: float = 4.0,
                      smooth_samples: float = 1.0) -> BraggPeaks:
     """Peaks of the power spectrum that stand ``min_snr`` times above the noise power.
 
@@ -88,8 +88,9 @@ def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpect
         Range of lattice-plane spacings searched, i.e. |k| from 1/max to 1/min [Å].
     min_snr : float
         Smoothed power over noise power that a peak must exceed [1]. The power of noise at one
-        frequency is exponentially distributed; averaged over the ~5 samples of the smoothing
-        kernel a ratio of 10 is practically never reached by noise alone.
+        frequency is exponentially distributed; averaged over the ~12 samples of a σ = 1 sample
+        smoothing kernel (a Gamma variable of shape ≈12.6, mean 1) it exceeds 4 with a probability
+        of ~1e-9 per sample, i.e. practically never in a whole spectrum.
     smooth_samples : float
         Gaussian smoothing of the power spectrum [FFT samples], so a peak broadened by a small
         crystal counts with all its samples.
@@ -132,7 +133,7 @@ def bragg_filter_transfer(shape: tuple[int, int], pixel_size_A: float, peaks: Br
 
 def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
                    peaks: BraggPeaks | None = None, resolution_A: float = 3.0, threshold: float = 4.0,
-                   edge_level: float = 0.25, min_area_A2: float = 150.0, margin_A: float = 1.6,
+                   edge_level: float = 0.2, min_area_A2: float = 150.0, margin_A: float = 2.5,
                    max_peaks: int = 24) -> CrystalRegion:
     """Automatic crystal mask from the local energy of the Bragg-filtered image.
 

@@ -364,3 +364,17 @@ def lattice_figures(table: pd.DataFrame, lattice_vectors_A: np.ndarray | None = 
         plot_profiles(ax, profiles, "spacing [Å]", "spacing along a1 through the centre (4 rows integrated)")
         figs["spacing_line_profile"] = fig
     return figs
+
+
+def region_overlay(image: "Image", region: Any, outside_xy_A: np.ndarray | None = None) -> "Figure":
+    """The image with the crystal region's outline (and the dropped columns outside it)."""
+    fig, (ax,) = new_figure(1, panel_size_in=7.0)
+    show_image(ax, image)
+    h, w = region.mask.shape
+    p = image.pixel_size_A
+    ax.contour(np.arange(w) * p, np.arange(h) * p, region.mask.astype(float), levels=[0.5], colors="#d62728", linewidths=1.2)
+    if outside_xy_A is not None and len(outside_xy_A):
+        ax.scatter(outside_xy_A[:, 0], outside_xy_A[:, 1], s=6, c="#ff7f0e", linewidths=0, label="dropped (outside)")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_title(f"crystal region ({region.source}, {100 * region.fraction:.0f} % of the image)")
+    return fig

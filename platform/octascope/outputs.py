@@ -90,6 +90,11 @@ def summarize(result: Result) -> dict[str, Any]:
         "n_columns": 0 if cols is None else len(cols),
         "n_octahedra": 0 if result.octahedra is None else len(result.octahedra),
         "tilt": tilt,
+        "region": None if result.region is None else {
+            "source": result.region.source, "fraction_of_image": result.region.fraction,
+            "columns_outside_dropped": result.n_outside_region},
+        "flags": list(result.flags),
+        "trusted": not result.flags,
         "accuracy": {k: s[k] for k in accuracy_keys} if result.truth is not None else None,
         "scalars": dict(s),
         "timings_s": dict(result.timings_s),
@@ -124,6 +129,25 @@ def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, A
         import matplotlib.pyplot as plt
 
         for fig in result.figures.values():
+            plt.close(fig)
+    if result.region is not None:
+        mask8 = (np.asarray(result.region.mask, bool) * 255).astype(np.uint8)
+
+        def _png(tmp: Path) -> None:
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, mask8, extension=".png")
+
+        written["crystal_mask"] = atomic_write(run_dir / "crystal_mask.png", _png)
+        if figure_formats:
+            import matplotlib.pyplot as plt
+
+            from .figures import region_overlay
+
+            fig = region_overlay(result.denoised or result.image, result.region)
+            for fmt in figure_formats:
+                written[f"crystal_region.{fmt}"] = atomic_write(
+                    run_dir / f"crystal_region.{fmt}", lambda tmp, fm=fmt: fig.savefig(tmp, format=fm, dpi=120, bbox_inches="tight"))
             plt.close(fig)
     if config is not None:
         import yaml

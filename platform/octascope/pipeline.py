@@ -125,6 +125,8 @@ def run_pipeline(
         result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
                                                  result.columns["amplitude"].to_numpy(float)))
         result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
+        result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
+                              crystal_fraction=float(result.region.fraction), n_flags=float(len(result.flags)))
     except Exception as exc:
         exc.partial_result = result  # type: ignore[attr-defined]
         raise

@@ -65,19 +65,19 @@ def check_lattice(basis_A: np.ndarray, *, pixel_size_A: float) -> None:
     b = np.asarray(basis_A, float)
     n1, n2 = np.linalg.norm(b, axis=1)
     a = 0.5 * (n1 + n2)
-    lo, hi = PB_SPACING_RANGE_A
-    if not lo <= a <= hi:
-        true_px = 6.2 / a * pixel_size_A
-        raise InputError(
-            f"Pb-Pb spacing {a:.2f} Å is not a lead-halide perovskite's ({lo}-{hi} Å) at {pixel_size_A:g} Å/px: "
-            f"check the pixel size (a CsPbI3 lattice would need ≈{true_px:.3g} Å/px) or that the image is a perovskite"
-        )
     aspect = max(n1, n2) / min(n1, n2)
     angle = np.degrees(np.arccos(np.clip(abs(b[0] @ b[1]) / (n1 * n2), 0, 1)))
     if aspect > MAX_ASPECT or abs(90.0 - angle) > MAX_SHEAR_DEG:
         raise InputError(
             f"the column lattice is not square (|a1| {n1:.2f} Å, |a2| {n2:.2f} Å, angle {angle:.1f}°): "
             "octascope analyses [001] perovskite projections; tilt the particle to a [001] zone axis"
+        )
+    lo, hi = PB_SPACING_RANGE_A
+    if not lo <= a <= hi:
+        true_px = 6.2 / a * pixel_size_A
+        raise InputError(
+            f"Pb-Pb spacing {a:.2f} Å is not a lead-halide perovskite's ({lo}-{hi} Å) at {pixel_size_A:g} Å/px: "
+            f"check the pixel size (a CsPbI3 lattice would need ≈{true_px:.3g} Å/px) or that the image is a perovskite"
         )
 
 

@@ -154,7 +154,7 @@ def _gaussian_mixture_posterior(amp: np.ndarray, init_high: np.ndarray, iteratio
     return post
 
 
-def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_frac: float = 0.25,
+def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_frac: float = 0.35,
                   min_pb_posterior: float = 0.02, min_columns: int = 9) -> Registry:
     """Index columns on the a/2 lattice and assign species by coset (see module docstring).
 

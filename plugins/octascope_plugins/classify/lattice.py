@@ -35,7 +35,7 @@ class LatticeClassifier:
 
     name: ClassVar[str] = "lattice"
 
-    def __init__(self, *, site_tolerance_frac: float = 0.25, min_pb_posterior: float = 0.02):
+    def __init__(self, *, site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02):
         if not 0 < site_tolerance_frac < 0.5:
             raise PluginError(f"classifier 'lattice': site_tolerance_frac must lie in (0, 0.5), got {site_tolerance_frac}")
         if not 0 <= min_pb_posterior < 1:

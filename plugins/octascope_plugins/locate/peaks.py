@@ -77,9 +77,9 @@ def find_candidates(
     noise = noise or estimate_noise_spectrum(data, pixel_size_A)
     filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=detection_sigma_A,
                                    outer_sigma_A=background_sigma_A)
-    sigma = noise.filtered_sigma(transfer)
-    if not sigma > 0:
-        sigma = float(np.finfo(np.float32).eps * max(np.abs(filtered).max(), 1e-30))
+    # a noise-free image still has float32 rounding (~1e-7 of its scale): nothing below that is a peak
+    scale = max(float(np.abs(data).max()), 1e-30)
+    sigma = max(noise.filtered_sigma(transfer), 1e-6 * scale)
     z = filtered / sigma
     threshold = max(min_significance, significance_threshold(noise, transfer, expected_false=expected_false))
     r = max(1.0, search_radius_A / pixel_size_A)

@@ -153,5 +153,10 @@ class AccuracyMetric:
                     base = q.replace("_deg", "").replace("_A", "")
                     s[f"{base}_mae_{unit}"] = float(np.abs(e).mean() * scale) if len(e) else float("nan")
                     s[f"{base}_bias_{unit}"] = float(e.mean() * scale) if len(e) else float("nan")
+            if "theta1_deg_error" in geo and "theta2_deg_error" in geo:
+                e12 = np.abs(np.r_[geo["theta1_deg_error"], geo["theta2_deg_error"]])
+                e12 = e12[np.isfinite(e12)]
+                # the tilt error of the low-dose issue: mean(|Δθ1|, |Δθ2|) over matched octahedra
+                s["theta_mae_deg"] = float(e12.mean()) if len(e12) else float("nan")
             tables["accuracy_octahedra"] = pd.DataFrame(geo)
         return MetricOutput(tables=tables, scalars=s)

@@ -225,6 +225,11 @@ class OctahedralMetric:
         columns, octahedra = result.columns, result.octahedra
         var = column_position_variance(columns, result.denoised) if self.uncertainty else None
         table = octahedral_geometry(columns, octahedra, var)
+        # an octahedron missing a bond, or at the rim, gives no tilt or length anyone should read:
+        # its θ and L columns are empty in the table (φ and σ of the bonds it has stay)
+        partial = ~table["complete"].to_numpy(bool) | table["edge"].to_numpy(bool)
+        derived = [c for c in table.columns if c.startswith(("theta1_", "theta2_", "theta3_", "L1_", "L2_"))]
+        table.loc[partial, derived] = np.nan
         scalars = core_shell_scalars(table, self.shell_depth_cells)
         scalars["n_octahedra"] = float(len(table))
         scalars["n_octahedra_complete"] = float(table["complete"].sum())
