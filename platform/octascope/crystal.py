@@ -271,6 +271,7 @@ def find_region(data: np.ndarray, pixel_size_A: float, *, mode: str = "auto", ma
     from .errors import InputError
 
     shape = np.shape(data)
+    auto = {k: v for k, v in auto.items() if v is not None}
     if mode == "auto":
         return crystal_region(data, pixel_size_A, noise=noise, **auto)
     if mode == "none":
