@@ -207,7 +207,7 @@ def read_image(
     p = resolve_path(path)
     if not p.exists():
         raise InputError(f"image file not found: {p}; check source.path")
-    if p.is_dir():
+    if p.is_dir() and p.suffix.lower() != ".zspy":  # a zspy file is a zarr directory
         raise InputError(f"{p} is a directory; give source.path to an image file")
     kind = FORMATS.get(p.suffix.lower())
     if kind is None:
