@@ -223,6 +223,8 @@ def read_image(
             if pixel_size_A is not None and data.ndim >= 2:
                 check_image_size(data.shape, pixel_size_A, p.name)
             data = np.array(data)
+        except InputError:
+            raise
         except ValueError as exc:
             raise InputError(f"could not read {p.name} as NPY: {exc}; save a plain numeric array with numpy.save") from exc
     elif kind == "png":

@@ -87,8 +87,15 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -> str:
     """Point MLflow at the store (created/migrated once, under :func:`store_lock`) and the experiment."""
+    import logging
+
     import mlflow
 
+    # MLflow's INFO lines (creating tables, creating the experiment) would break the one-line
+    # error contract and clutter the summary; warnings still show
+    for name in ("mlflow", "alembic"):
+        if logging.getLogger(name).level < logging.WARNING:
+            logging.getLogger(name).setLevel(logging.WARNING)
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
