@@ -230,7 +230,44 @@ def log_run(*, params: Mapping[str, Any] | None = None, scalars: Mapping[str, fl
     if metrics:
         mlflow.log_metrics(metrics)
     if artifact_dir is not None:
-        mlflow.log_artifacts(str(artifact_dir))
+        log_artifacts_linked(artifact_dir)
+
+
+def log_artifacts_linked(artifact_dir: str | Path) -> int:
+    """Log the files of ``artifact_dir`` to the active run; return how many were hard-linked.
+
+    With a local artifact store (the default ``mlruns/`` beside ``mlruns.db``) on the same file
+    system, each file is hard-linked, not copied: the MLflow copy costs no second copy on disk.
+    The outputs are written by atomic rename (a new file each time), so octascope never changes
+    a linked file in place. Other stores (a server, S3) get ordinary uploads. Hidden files
+    (the folder's owner file, ``.part`` files) are not logged.
+    """
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    src_root = Path(artifact_dir)
+    files = [p for p in sorted(src_root.rglob("*"))
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src_root).parts)]
+    uri = mlflow.get_artifact_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        for f in files:
+            rel = f.relative_to(src_root).parent
+            mlflow.log_artifact(str(f), artifact_path=None if str(rel) == "." else str(rel))
+        return 0
+    dest_root = Path(unquote(parsed.path))
+    linked = 0
+    for f in files:
+        dest = dest_root / f.relative_to(src_root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, dest)
+            linked += 1
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copy2(f, dest)
+    return linked
 
 
 def list_runs(tracking_uri: str | None = None) -> list[Any]:
