@@ -370,3 +370,16 @@ def test_every_imported_dependency_is_declared():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "torch==2.13.0" in ci and ".[test]" in ci
     assert "'.[test]'" in (ROOT / "README.md").read_text()
+
+
+def test_mlflow_copy_is_a_hard_link_not_a_second_copy(in_tmp, capsys):
+    code, out, err = run_cli([*FAST[:3], "figure_formats=[png]"], capsys)
+    assert code == 0, err
+    folder = Path(re.search(r"outputs: (\S+)", out).group(1))
+    run_id = re.search(r"MLflow run (\w+)", out).group(1)
+    (artifacts,) = list((in_tmp / "mlruns").glob(f"*/{run_id}/artifacts"))
+    logged = sorted(p.name for p in artifacts.iterdir())
+    assert logged == sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert "denoised.npy" not in logged  # denoiser=none: nothing new to write
+    for name in logged:
+        assert (artifacts / name).stat().st_ino == (folder / name).stat().st_ino

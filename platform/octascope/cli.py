@@ -233,7 +233,7 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str], set[str]]:
     flags, overrides, names = [], [], set()
     it = iter(argv)
     for tok in it:
-        if tok.startswith("-") and not tok.startswith(("--=", "-=")) and "=" not in tok.split()[0][:2]:
+        if tok.startswith("-"):  # overrides never start with '-' (deletions start with '~')
             name = tok.split("=", 1)[0]
             names.add(name)
             flags.append(tok)
@@ -491,10 +491,13 @@ def runs_command(argv: list[str]) -> int:
     ap.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
     ap.add_argument("--outputs", nargs="*", default=["outputs", "multirun"], help="output roots to clean of .part files")
     ap.add_argument("--dry-run", action="store_true", help="say what --fix-stale would do, change nothing")
+    ap.add_argument("--untagged-older-than", type=float, default=None, metavar="HOURS",
+                    help="with --fix-stale: also mark KILLED RUNNING runs without a process tag (older octascope "
+                         "versions) that started more than HOURS ago")
     args = ap.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
     if args.fix_stale:
-        killed, unknown = fix_stale_runs(uri, dry_run=args.dry_run)
+        killed, unknown = fix_stale_runs(uri, dry_run=args.dry_run, untagged_older_than_h=args.untagged_older_than)
         parts = [] if args.dry_run else [p for root in args.outputs for p in clean_stale_parts(root)]
         verb = "would mark" if args.dry_run else "marked"
         print(f"octascope: {verb} {len(killed)} run(s) KILLED (their process is gone)"

@@ -288,8 +288,12 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
     return runs
 
 
-def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False) -> tuple[list[Any], list[Any]]:
+def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
+                   untagged_older_than_h: float | None = None) -> tuple[list[Any], list[Any]]:
     """Mark runs left RUNNING by a process that no longer runs (on this host) as KILLED.
+
+    Runs without the process tags (started by an older version) are marked KILLED only when
+    ``untagged_older_than_h`` is given and they started more than that many hours ago.
 
     Returns
     -------
@@ -305,6 +309,11 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False) ->
         if run.info.status != "RUNNING":
             continue
         alive = owner_alive(run.data.tags)
+        if alive is None and PID_TAG not in run.data.tags and untagged_older_than_h is not None:
+            import time
+
+            if time.time() - (run.info.start_time or 0) / 1000 > untagged_older_than_h * 3600:
+                alive = False
         if alive is None:
             unknown.append(run)
         elif not alive:
