@@ -285,6 +285,15 @@ def test_memory_guard_refuses_before_allocating(tmp_path, monkeypatch):
         io.read_image(tmp_path / "big.npy", pixel_size_A=0.2)
     with pytest.raises(InputError, match="more than 268435456; crop or bin"):
         io.check_image_size((40000, 40000), 0.2)
+    # calibrated formats are opened lazily: the size is checked from the header and calibration
+    sys.path.insert(0, str(Path(__file__).parent))
+    from microscope_files import write_dm, write_tiff
+
+    monkeypatch.setattr(io, "available_memory_bytes", lambda: 2**20)
+    data = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    for path in (write_tiff(tmp_path / "a.tif", data, 0.02), write_dm(tmp_path / "a.dm4", data, 0.02)):
+        with pytest.raises(InputError, match=r"256x256 px at 0.2 Å/px\) needs about"):
+            io.read_image(path)
 
 
 def test_calibration_in_the_file_is_checked_too(tmp_path):

@@ -66,7 +66,7 @@ def _scale_to_A(scale: Any, units: Any) -> float | None:
 
 
 def _pick_signal(signals: list[dict], signal_index: int | None, signal: str | None, path: Path) -> dict:
-    images = [s for s in signals if np.asarray(s["data"]).ndim >= 2]
+    images = [s for s in signals if np.ndim(s["data"]) >= 2]  # np.ndim: no read of a lazy array
     if not images:
         raise InputError(f"{path.name} holds no image data; give a file with a 2-D image")
     if signal_index is not None:
@@ -160,7 +160,10 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
     else:
         from rsciio.emd import file_reader
     try:
-        return file_reader(str(path))
+        try:  # lazily first: the shape and calibration without reading the pixels
+            return file_reader(str(path), lazy=True)
+        except Exception:
+            return file_reader(str(path))
     except Exception as exc:  # the readers raise many kinds of errors for damaged files
         raise InputError(f"could not read {path.name} as {kind.upper()}: {exc.__class__.__name__}: {exc}; check the file") from exc
 
@@ -235,7 +238,7 @@ def read_image(
             data = data[..., :3].astype(np.float32).mean(axis=-1)
     else:
         sig = _pick_signal(_read_rsciio(p, kind), signal_index, signal, p)
-        data = np.asarray(sig["data"])
+        data = sig["data"]  # possibly lazy (dask): read below, once its size is known to fit
         axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
         units = [a.get("units") for a in axes[-2:]]
         if kind == "tiff" and all(u is None for u in units):
@@ -256,6 +259,12 @@ def read_image(
                         signal_type = key
                         break
 
+    if not isinstance(data, np.ndarray):
+        lo, hi = PIXEL_SIZE_RANGE_A
+        ps_known = pixel_size_A if pixel_size_A is not None else (calib if calib and lo <= calib <= hi else None)
+        if ps_known is not None and np.ndim(data) >= 2:
+            check_image_size(tuple(data.shape), ps_known, p.name)
+        data = np.asarray(data)
     if np.iscomplexobj(data):
         raise InputError(
             f"{p.name} holds complex values; save the real image (e.g. numpy.abs or .real for a phase image) and give that file"
