@@ -392,3 +392,11 @@ def test_mlflow_copy_is_a_hard_link_not_a_second_copy(in_tmp, capsys):
     assert "denoised.npy" not in logged  # denoiser=none: nothing new to write
     for name in logged:
         assert (artifacts / name).stat().st_ino == (folder / name).stat().st_ino
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_named_experiments_pass_the_config_checks(experiment):
+    """Every key of a named experiment is read by something (its source.spec was once silently ignored)."""
+    from octascope.cli import check_command_line
+
+    assert check_command_line([f"experiment={experiment}"]) == [f"experiment={experiment}"]
