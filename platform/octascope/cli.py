@@ -4,8 +4,14 @@
     octascope source.path=particle.emd          # analyse your file
     octascope --multirun denoiser=none,bm3d     # a sweep, one MLflow run per job
     octascope plugins [STAGE]                   # list registered plugins
+    octascope runs [--fix-stale]                # list tracked runs; mark those of dead processes KILLED
 
 Hydra lives only here: the configuration is turned into plain values and handed to the library.
+Before Hydra runs anything the command line is checked (:func:`check_command_line`): every
+mistake is one line ``octascope: error: <problem>; <fix>``, exit code 2, nothing written.
+SIGTERM and SIGINT unwind a run like an exception (MLflow run FAILED, temporary files and the
+incomplete folder removed, one line, exit 128 + signal). A sweep runs every job and exits 1
+with the count of failed jobs.
 """
 
 from __future__ import annotations
