@@ -400,3 +400,9 @@ def test_named_experiments_pass_the_config_checks(experiment):
     from octascope.cli import check_command_line
 
     assert check_command_line([f"experiment={experiment}"]) == [f"experiment={experiment}"]
+
+
+@pytest.mark.slow  # MLflow retries the connection for several seconds
+def test_tracking_server_that_does_not_answer(in_tmp, capsys):
+    code, out, err = run_cli([*FAST, "tracking.tracking_uri=http://127.0.0.1:9"], capsys)
+    assert_contract(code, out, err, in_tmp, "cannot open the tracking store http://127.0.0.1:9")

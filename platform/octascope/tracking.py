@@ -93,13 +93,23 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
 
     # MLflow's INFO lines (creating tables, creating the experiment) would break the one-line
     # error contract and clutter the summary; warnings still show
-    for name in ("mlflow", "alembic"):
-        if logging.getLogger(name).level < logging.WARNING:
-            logging.getLogger(name).setLevel(logging.WARNING)
-    uri = resolve_tracking_uri(tracking_uri)
+    for name, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3.connectionpool", logging.ERROR)):
+        if logging.getLogger(name).level < level:  # urllib3: its 'Retrying ...' lines before MLflow's own error
+            logging.getLogger(name).setLevel(level)
+    from .errors import ConfigError
+
+    uri = check_tracking_uri(tracking_uri)
+    # a server that does not answer: fail in seconds, not after MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow.set_tracking_uri(uri)
-    with store_lock(uri):
-        mlflow.set_experiment(experiment)
+    try:
+        with store_lock(uri):
+            mlflow.set_experiment(experiment)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise ConfigError(f"cannot open the tracking store {uri} ({exc.__class__.__name__}: {first}); check "
+                          "tracking.tracking_uri (or MLFLOW_TRACKING_URI), or run with tracking.enabled=false") from exc
     return uri
 
 
