@@ -22,3 +22,15 @@ class PluginError(OctascopeError, LookupError):
 
 class ConfigError(OctascopeError, ValueError):
     """A configuration value is missing or inconsistent."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) received: raised in the main thread so the run unwinds like an exception
+    (MLflow run marked FAILED, temporary files removed)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+        super().__init__(self.signame)

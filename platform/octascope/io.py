@@ -1,8 +1,13 @@
 """Reading microscope images with their calibration, and ground-truth tables.
 
-Formats: TIFF, DM3/DM4 and Velox EMD through RosettaSciIO (with the pixel-size calibration
-stored in the file), NPY and PNG (no calibration: give ``pixel_size_A``). A ``pixel_size_A``
-argument always overrides the file's calibration.
+Formats: TIFF (including ImageJ TIFFs calibrated in nm/µm/Å), DM3/DM4, Velox EMD and HyperSpy's
+own HSPY/ZSPY through RosettaSciIO (with the pixel-size calibration stored in the file), NPY and
+PNG (no calibration: give ``pixel_size_A``). A ``pixel_size_A`` argument always overrides the
+file's calibration.
+
+Cheap guards run before anything large is allocated: the pixel size must be a number within
+:data:`PIXEL_SIZE_RANGE_A`, and the image's estimated peak memory (:func:`estimate_peak_bytes`)
+must fit in the memory available.
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ FORMATS = {
     ".tif": "tiff", ".tiff": "tiff",
     ".dm3": "dm", ".dm4": "dm",
     ".emd": "emd",
+    ".hspy": "hspy", ".zspy": "zspy",
     ".npy": "npy",
     ".png": "png",
 }
 
+#: pixel sizes [Å] accepted: atomic-resolution STEM of perovskites lies well inside
+PIXEL_SIZE_RANGE_A = (0.01, 5.0)
+#: bytes of peak memory per image pixel for one analysis (measured, see README "Memory")
+BYTES_PER_PIXEL = 160
+#: largest image accepted, in pixels (a 16384 x 16384 frame)
+MAX_PIXELS = 16384 * 16384
+
 _LENGTH_TO_A = {
     "a": 1.0, "å": 1.0, "Å": 1.0, "angstrom": 1.0, "ang": 1.0,
-    "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4, "mm": 1e7, "m": 1e10,
+    "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4, "micron": 1e4, "microns": 1e4, "\\u00b5m": 1e4,
+    "mm": 1e7, "m": 1e10,
 }
 
 PACKAGE_PREFIX = "octascope://"
@@ -52,7 +66,7 @@ def _scale_to_A(scale: Any, units: Any) -> float | None:
 
 
 def _pick_signal(signals: list[dict], signal_index: int | None, signal: str | None, path: Path) -> dict:
-    images = [s for s in signals if np.asarray(s["data"]).ndim >= 2]
+    images = [s for s in signals if np.ndim(s["data"]) >= 2]  # np.ndim: no read of a lazy array
     if not images:
         raise InputError(f"{path.name} holds no image data; give a file with a 2-D image")
     if signal_index is not None:
@@ -79,15 +93,77 @@ def _pick_signal(signals: list[dict], signal_index: int | None, signal: str | No
     return images[0]
 
 
+def check_pixel_size(value: Any, *, what: str = "source.pixel_size_A") -> float:
+    """A pixel size [Å] as a float, or an :class:`InputError` when it is not a number or absurd."""
+    if isinstance(value, bool):
+        value = str(value)
+    try:
+        ps = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"pixel size {value!r} is not a number; give {what}=<Å per pixel> (e.g. 0.168)") from None
+    lo, hi = PIXEL_SIZE_RANGE_A
+    if not np.isfinite(ps) or ps <= 0:
+        raise InputError(f"pixel size {value} Å is not positive; give {what} > 0 (e.g. 0.168)")
+    if not lo <= ps <= hi:
+        raise InputError(
+            f"pixel size {ps:g} Å is outside {lo:g}-{hi:g} Å per pixel (atomic-resolution images); "
+            f"check the unit of {what} (Å, not nm or pm)"
+        )
+    return ps
+
+
+def estimate_peak_bytes(shape: tuple[int, ...], pixel_size_A: float) -> int:
+    """Rough peak memory [bytes] of one analysis of an image of ``shape`` at ``pixel_size_A``:
+    the pixel arrays of the stages (:data:`BYTES_PER_PIXEL` per pixel) plus the locator's fitting
+    patches (4 columns per 6.3 Å cell in [001], a 2 x 1.6 Å patch each, 16 float32 work arrays)."""
+    n_px = int(np.prod(shape[-2:]))
+    area_A2 = n_px * pixel_size_A ** 2
+    n_columns = 4.0 * area_A2 / 6.3 ** 2
+    patch_px = (2 * 1.6 / pixel_size_A + 1) ** 2
+    return int(n_px * BYTES_PER_PIXEL + n_columns * patch_px * 4 * 16)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to a new allocation (``MemAvailable``), or None where unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return None
+
+
+def check_image_size(shape: tuple[int, ...], pixel_size_A: float, name: str = "the image") -> None:
+    """Refuse an image whose analysis would need more memory than is available (before allocating it)."""
+    n_px = int(np.prod(shape[-2:]))
+    if n_px > MAX_PIXELS:
+        raise InputError(f"{name} has {n_px} pixels ({shape[-1]}x{shape[-2]}), more than {MAX_PIXELS}; "
+                         "crop or bin it (e.g. 2x2) first")
+    need = estimate_peak_bytes(shape, pixel_size_A)
+    avail = available_memory_bytes()
+    if avail is not None and need > avail:
+        raise InputError(
+            f"{name} ({shape[-1]}x{shape[-2]} px at {pixel_size_A:g} Å/px) needs about {need / 2**30:.1f} GiB, "
+            f"{avail / 2**30:.1f} GiB are available; crop or bin the image, or check source.pixel_size_A"
+        )
+
+
 def _read_rsciio(path: Path, kind: str) -> list[dict]:
     if kind == "tiff":
         from rsciio.tiff import file_reader
     elif kind == "dm":
         from rsciio.digitalmicrograph import file_reader
+    elif kind == "hspy":
+        from rsciio.hspy import file_reader
+    elif kind == "zspy":
+        from rsciio.zspy import file_reader
     else:
         from rsciio.emd import file_reader
     try:
-        return file_reader(str(path))
+        try:  # lazily first: the shape and calibration without reading the pixels
+            return file_reader(str(path), lazy=True)
+        except Exception:
+            return file_reader(str(path))
     except Exception as exc:  # the readers raise many kinds of errors for damaged files
         raise InputError(f"could not read {path.name} as {kind.upper()}: {exc.__class__.__name__}: {exc}; check the file") from exc
 
@@ -106,7 +182,7 @@ def read_image(
     Parameters
     ----------
     path : str or Path
-        TIFF, DM3/DM4, Velox EMD, NPY or PNG file (``octascope://`` = inside the package).
+        TIFF, DM3/DM4, Velox EMD, HSPY/ZSPY, NPY or PNG file (``octascope://`` = inside the package).
     pixel_size_A : float, optional
         Pixel size [Å]; overrides the file's calibration; required for NPY/PNG and uncalibrated files.
     frame : int, optional
@@ -125,13 +201,16 @@ def read_image(
     Raises
     ------
     InputError
-        Missing file, unsupported format, a stack without ``frame``, NaN/Inf or constant pixels,
-        missing or non-positive pixel size.
+        Missing file, unsupported format, a stack without ``frame`` (or ``frame`` for a 2-D image),
+        complex, NaN/Inf or constant pixels, a missing, non-numeric or absurd pixel size, an image
+        too large for the memory available.
     """
+    if pixel_size_A is not None:
+        pixel_size_A = check_pixel_size(pixel_size_A)
     p = resolve_path(path)
     if not p.exists():
         raise InputError(f"image file not found: {p}; check source.path")
-    if p.is_dir():
+    if p.is_dir() and p.suffix.lower() != ".zspy":  # a zspy file is a zarr directory
         raise InputError(f"{p} is a directory; give source.path to an image file")
     kind = FORMATS.get(p.suffix.lower())
     if kind is None:
@@ -143,7 +222,12 @@ def read_image(
     metadata: dict[str, Any] = {"path": str(p), "format": kind}
     if kind == "npy":
         try:
-            data = np.load(p, allow_pickle=False)
+            data = np.load(p, allow_pickle=False, mmap_mode="r")  # header first: refuse a huge array unread
+            if pixel_size_A is not None and data.ndim >= 2:
+                check_image_size(data.shape, pixel_size_A, p.name)
+            data = np.array(data)
+        except InputError:
+            raise
         except ValueError as exc:
             raise InputError(f"could not read {p.name} as NPY: {exc}; save a plain numeric array with numpy.save") from exc
     elif kind == "png":
@@ -154,9 +238,12 @@ def read_image(
             data = data[..., :3].astype(np.float32).mean(axis=-1)
     else:
         sig = _pick_signal(_read_rsciio(p, kind), signal_index, signal, p)
-        data = np.asarray(sig["data"])
+        data = sig["data"]  # possibly lazy (dask): read below, once its size is known to fit
         axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
-        scales = [_scale_to_A(a.get("scale"), a.get("units")) for a in axes[-2:]]
+        units = [a.get("units") for a in axes[-2:]]
+        if kind == "tiff" and all(u is None for u in units):
+            units = [_imagej_unit(p)] * len(units)  # ImageJ keeps the unit in its own metadata
+        scales = [_scale_to_A(a.get("scale"), u) for a, u in zip(axes[-2:], units)]
         if len(scales) == 2 and None not in scales:
             if abs(scales[0] - scales[1]) > 0.01 * max(scales):
                 raise InputError(
@@ -172,11 +259,23 @@ def read_image(
                         signal_type = key
                         break
 
+    if not isinstance(data, np.ndarray):
+        lo, hi = PIXEL_SIZE_RANGE_A
+        ps_known = pixel_size_A if pixel_size_A is not None else (calib if calib and lo <= calib <= hi else None)
+        if ps_known is not None and np.ndim(data) >= 2:
+            check_image_size(tuple(data.shape), ps_known, p.name)
+        data = np.asarray(data)
+    if np.iscomplexobj(data):
+        raise InputError(
+            f"{p.name} holds complex values; save the real image (e.g. numpy.abs or .real for a phase image) and give that file"
+        )
     if data.ndim == 3 and frame is None:
         raise InputError(
             f"{p.name} is a stack of {data.shape[0]} frames (shape {data.shape}); pick one with "
             f"source.frame=N (0..{data.shape[0] - 1}) or sum the stack first"
         )
+    if frame is not None and data.ndim == 2:
+        raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
     if data.ndim == 3:
         if not -data.shape[0] <= frame < data.shape[0]:
             raise InputError(f"frame {frame} out of range: {p.name} has {data.shape[0]} frames (0..{data.shape[0] - 1})")
@@ -192,18 +291,48 @@ def read_image(
     if float(data.max() - data.min()) <= 1e-12 * max(1.0, float(np.abs(data).max())):
         raise InputError(f"{p.name} is a constant image (every pixel = {float(data.flat[0]):g}); check that the right file/frame is given")
     if pixel_size_A is not None:
-        if not np.isfinite(pixel_size_A) or pixel_size_A <= 0:
-            raise InputError(f"pixel size {pixel_size_A} Å is not positive; give source.pixel_size_A > 0 (e.g. 0.168)")
         ps = float(pixel_size_A)
         metadata["pixel_size_from"] = "override"
     elif calib is not None:
-        ps = calib
+        ps = check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
         metadata["pixel_size_from"] = "file"
     else:
         raise InputError(
             f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
         )
+    check_image_size(data.shape, ps, p.name)
     return Image(data=data, pixel_size_A=ps, signal=signal_type, source=str(p), metadata=metadata)
+
+
+def _imagej_unit(path: Path) -> str | None:
+    """The length unit an ImageJ TIFF stores in its ImageDescription (``unit=nm``), if any."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            meta = tif.imagej_metadata or {}
+    except Exception:
+        return None
+    unit = meta.get("unit")
+    if unit is None:
+        return None
+    unit = str(unit).strip()
+    return None if unit.lower() in ("pixel", "pixels", "") else unit
+
+
+def input_checksum(image: Image) -> str:
+    """``sha256:<hex>`` of the input: the file's bytes when the image came from a file, else the pixel data."""
+    import hashlib
+
+    h = hashlib.sha256()
+    path = image.metadata.get("path") if image.metadata else None
+    if path and Path(path).is_file():
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(np.ascontiguousarray(image.data).tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def read_truth(columns_path: str | Path, octahedra_path: str | Path | None = None) -> Truth:

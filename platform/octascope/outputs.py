@@ -1,7 +1,13 @@
 """Writing the output files of one analysis (DESIGN.md "Outputs"), atomically.
 
 Every file is written to a temporary name in the same directory and moved into place with
-:func:`os.replace`, so a crash never leaves a half-written table behind.
+:func:`os.replace`, so a crash never leaves a half-written table behind. The temporary name
+(``.<name>.<pid>.<random>.part``) carries the writer's process id, so :func:`clean_stale_parts`
+can remove the leftovers of a killed process without touching a live writer's. Files get the
+mode the umask gives (0644 under the usual 022), like any file a program creates.
+
+An output folder is complete when it holds ``summary.json``: it is written last, after every
+other file of the run.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -16,6 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
 from .model import Result
 
 #: public column order of columns.csv (more columns may follow)
@@ -23,14 +31,32 @@ COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigm
 OCTAHEDRA_CSV_FIRST = ["x_A", "y_A", "theta1_deg", "theta2_deg", "theta3_deg", "L1_A", "L2_A", "shell"]
 
 
+PART_SUFFIX = ".part"
+_PART_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.part$")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the finished file to ``path``."""
+    """Call ``write(tmp_path)`` and move the finished file to ``path`` (mode ``0666 & ~umask``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,16 +127,84 @@ def summarize(result: Result) -> dict[str, Any]:
     }
 
 
+def _same_image(a: Any, b: Any) -> bool:
+    """True when the denoised image is the input itself (``denoiser=none``): nothing new to write."""
+    if a is b:
+        return True
+    da, db = np.asarray(a.data), np.asarray(b.data)
+    return da.shape == db.shape and (np.shares_memory(da, db) or bool(np.array_equal(da, db)))
+
+
+def check_figure_formats(formats: Any) -> tuple[str, ...]:
+    """The figure formats as a tuple, or a :class:`ConfigError` naming the ones matplotlib cannot write."""
+    if formats is None:
+        return ()
+    if isinstance(formats, str):
+        formats = [formats]
+    formats = tuple(str(f).lower().lstrip(".") for f in formats)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    bad = [f for f in formats if f not in supported]
+    if bad:
+        raise ConfigError(f"unknown figure format(s) {bad}; use some of {', '.join(sorted(supported))}, "
+                          "e.g. figure_formats=[png,svg] (or [] for none)")
+    return formats
+
+
+def clean_stale_parts(root: str | Path, *, legacy_age_s: float = 3600.0) -> list[Path]:
+    """Remove ``*.part`` files under ``root`` left by writers that no longer run.
+
+    A part file names its writer's pid; it is removed when that process is gone (on this host).
+    Part files without a pid (older versions) are removed when older than ``legacy_age_s``.
+    """
+    import time
+
+    removed = []
+    root = Path(root)
+    if not root.exists():
+        return removed
+    for part in root.rglob(f"*{PART_SUFFIX}"):
+        m = _PART_RE.match(part.name)
+        if m:
+            stale = not pid_alive(int(m.group(1)))
+        else:
+            try:
+                stale = time.time() - part.stat().st_mtime > legacy_age_s
+            except OSError:
+                continue
+        if stale:
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, Any] | None = None,
                   figure_formats: tuple[str, ...] = ("png", "svg")) -> dict[str, Path]:
     """Write columns.csv, octahedra.csv, lattice.csv, other metric tables, summary.json,
-    figures (PNG and SVG) and the resolved config into ``run_dir``.
+    figures (PNG and SVG) and the resolved config into ``run_dir``; ``summary.json`` last, so
+its presence marks a complete folder. ``denoised.npy`` is written only when the denoiser changed
+the image (not for ``denoiser=none``).
 
     Returns
     -------
     dict
         Name -> path of every file written.
     """
+    figure_formats = check_figure_formats(figure_formats)  # before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -119,7 +213,7 @@ def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, A
     for name, table in result.tables.items():
         first = OCTAHEDRA_CSV_FIRST if name == "octahedra" else None
         written[name] = write_table(table, run_dir / f"{name}.csv", first)
-    if result.denoised is not None:
+    if result.denoised is not None and not _same_image(result.denoised, result.image):
         written["denoised"] = atomic_write(run_dir / "denoised.npy", lambda tmp: np.save(tmp.open("wb"), result.denoised.data))
     for name, fig in result.figures.items():
         for fmt in figure_formats:
@@ -156,3 +250,77 @@ def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, A
                                          lambda tmp: tmp.write_text(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False)))
     written["summary"] = write_json(summarize(result), run_dir / "summary.json")
     return written
+
+
+#: hidden file naming the run that owns an output folder
+OWNER_FILE = ".octascope-run"
+
+
+def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None) -> Path:
+    """Take ownership of an output folder for one run, or refuse with a :class:`ConfigError`.
+
+    The folder is created if needed; it must not belong to another run (an ``.octascope-run``
+    file, created exclusively, names the owner) and must be empty, so two runs never write into
+    the same folder even when they are given the same ``hydra.run.dir``.
+    """
+    import socket
+    import time
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / OWNER_FILE
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **dict(owner or {})}
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        try:
+            other = json.loads(marker.read_text())
+            who = f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}"
+        except (OSError, ValueError):
+            who = "another run"
+        raise ConfigError(f"output folder {path} belongs to another run ({who}); give a new hydra.run.dir "
+                          "(the default is unique per run)") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(info) + "\n")
+    others = [p.name for p in path.iterdir() if p.name != OWNER_FILE]
+    if others:
+        marker.unlink(missing_ok=True)
+        raise ConfigError(f"output folder {path} is not empty ({', '.join(sorted(others)[:3])}...); "
+                          "give a new or empty hydra.run.dir")
+    return path
+
+
+def is_complete(path: str | Path) -> bool:
+    """An output folder is complete when its ``summary.json`` exists (written last)."""
+    return (Path(path) / "summary.json").is_file()
+
+
+def release_failed_output_dir(path: str | Path, *, stop_at: str | Path | None = None) -> bool:
+    """After a failed run: remove its incomplete output folder (it was empty when claimed, so all
+    in it is this run's) and the empty parents below ``stop_at``. A complete folder is kept.
+
+    Returns True when the folder was removed.
+    """
+    import shutil
+
+    path = Path(path)
+    if not path.exists() or is_complete(path):
+        return False
+    marker = path / OWNER_FILE
+    try:
+        mine = json.loads(marker.read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError):
+        mine = not any(path.iterdir())
+    if not mine:
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    stop = Path(stop_at or Path.cwd()).resolve()
+    parent = path.resolve().parent
+    while parent != stop and stop in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+    return True

@@ -67,6 +67,45 @@ def load_file(
     return image, truth
 
 
+#: keys each source kind reads besides the file keys
+_KIND_KEYS = {"file": set(), "example": {"name"}, "synthetic": {"spec"}}
+#: file keys that have a meaning only when a file is read (truth_* default to "auto", signal_type to "unknown")
+_FILE_ONLY_DEFAULTS = {"pixel_size_A": None, "frame": None, "signal_index": None, "signal": None,
+                       "signal_type": "unknown", "truth_path": "auto", "truth_octahedra_path": "auto"}
+_CALIBRATION_HINT = {
+    "example": "the bundled example carries its own calibration",
+    "synthetic": "the synthetic particle is drawn at source.spec.pixel_size_A",
+    "simulated": "the simulated image is drawn at source.imaging.pixel_size_A",
+}
+
+
+def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
+    """Refuse source keys that nothing would read (a typo, or a file key without a file)."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
+    if kind == "simulated":
+        import inspect
+
+        from .sim.source import simulated_source
+
+        own = set(inspect.signature(simulated_source).parameters)
+    else:
+        own = _KIND_KEYS[kind]
+    allowed = set(FILE_KEYS) | own if reads_file or kind == "file" else set(_FILE_ONLY_DEFAULTS) | own
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(f"source '{kind}' has no key(s) {unknown}; its keys are {', '.join(sorted(allowed | {'path'}))}")
+    if reads_file or kind == "file":
+        return
+    ignored = sorted(k for k, default in _FILE_ONLY_DEFAULTS.items() if k in params and params[k] != default)
+    if ignored:
+        hint = _CALIBRATION_HINT[kind] + "; " if "pixel_size_A" in ignored else ""
+        raise ConfigError(
+            f"source.{', source.'.join(ignored)} given for the {kind} source, which reads no file and would ignore it; "
+            f"{hint}drop it, or give source.path=<image file> to analyse a file"
+        )
+
+
 def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]:
     """Produce the image (and truth, when known) of a run.
 
@@ -79,6 +118,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
         The source's parameters; a non-null ``path`` reads that file whatever the kind.
     """
     path = params.pop("path", None)
+    _check_keys(kind, bool(path), params)
     if path or kind == "file":
         if not path:
             raise ConfigError("source kind 'file' needs a path; give source.path=<image file>")
@@ -102,3 +142,17 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
 
         return simulated_source(**params)
     raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
+
+
+def check_source_config(source: dict[str, Any]) -> None:
+    """The cheap checks of a source configuration, without reading or simulating anything:
+    keys that nothing reads, file keys for a source that reads no file, a non-numeric or absurd
+    pixel size (:class:`ConfigError`/:class:`InputError`, one line with the fix)."""
+    from .io import check_pixel_size
+
+    params = dict(source)
+    kind = params.pop("kind", "file")
+    path = params.pop("path", None)
+    _check_keys(kind, bool(path), params)
+    if path and params.get("pixel_size_A") is not None:
+        check_pixel_size(params["pixel_size_A"])
