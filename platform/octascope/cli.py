@@ -177,7 +177,7 @@ def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from .outputs import claim_output_dir, release_failed_output_dir
+    from .outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
@@ -195,14 +195,19 @@ def _hydra_task(cfg: Any) -> None:
             release_failed_output_dir(output_dir)
         raise
     except Exception as exc:
-        if claimed:
+        msg = _one_line(exc) if isinstance(exc, OctascopeError) else (
+            f"{exc.__class__.__name__}: {_one_line(exc)} (OCTASCOPE_DEBUG=1 shows the traceback)")
+        partial = getattr(exc, "partial_result", None)
+        if claimed and isinstance(exc, OctascopeError) and partial is not None and partial.columns is not None:
+            # a late stage failed: keep the columns and the overlay so the user can see why
+            write_partial_outputs(partial, output_dir, msg)
+            msg += f" (what was found before is in {output_dir}: columns.csv, network_overlay.png)"
+        elif claimed:
             release_failed_output_dir(output_dir)
         if os.environ.get("OCTASCOPE_DEBUG"):
             raise
         if not isinstance(exc, OctascopeError) and not multirun:
             raise  # a bug, not a user error: Hydra prints the traceback
-        msg = _one_line(exc) if isinstance(exc, OctascopeError) else (
-            f"{exc.__class__.__name__}: {_one_line(exc)} (OCTASCOPE_DEBUG=1 shows the traceback)")
         if multirun:  # a sweep runs every job: record the failure and go on
             _say_error(f"{label} failed: {msg}")
             _record_job(str(hc.job.num), msg)

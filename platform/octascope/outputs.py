@@ -225,24 +225,7 @@ the image (not for ``denoiser=none``).
         for fig in result.figures.values():
             plt.close(fig)
     if result.region is not None:
-        mask8 = (np.asarray(result.region.mask, bool) * 255).astype(np.uint8)
-
-        def _png(tmp: Path) -> None:
-            import imageio.v3 as iio
-
-            iio.imwrite(tmp, mask8, extension=".png")
-
-        written["crystal_mask"] = atomic_write(run_dir / "crystal_mask.png", _png)
-        if figure_formats:
-            import matplotlib.pyplot as plt
-
-            from .figures import region_overlay
-
-            fig = region_overlay(result.denoised or result.image, result.region)
-            for fmt in figure_formats:
-                written[f"crystal_region.{fmt}"] = atomic_write(
-                    run_dir / f"crystal_region.{fmt}", lambda tmp, fm=fmt: fig.savefig(tmp, format=fm, dpi=120, bbox_inches="tight"))
-            plt.close(fig)
+        written.update(write_outputs_region(result, run_dir, figure_formats))
     if config is not None:
         import yaml
 
@@ -324,3 +307,51 @@ def release_failed_output_dir(path: str | Path, *, stop_at: str | Path | None = 
             break
         parent = parent.parent
     return True
+
+
+def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> dict[str, Path]:
+    """After a late stage failed: keep what the early stages found so the user can see why —
+    ``columns.csv``, the crystal mask and region figure, the columns drawn on the image
+    (``network_overlay.png``) and ``error.txt`` with the reason. No ``summary.json`` is written,
+    so the folder stays incomplete (see :func:`is_complete`)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if result.columns is not None:
+        written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
+        import matplotlib.pyplot as plt
+
+        from .figures import network_overlay
+
+        fig = network_overlay(result.denoised or result.image, result.columns, result.octahedra)
+        written["network_overlay.png"] = atomic_write(
+            run_dir / "network_overlay.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        plt.close(fig)
+    if result.region is not None:
+        written.update({k: v for k, v in write_outputs_region(result, run_dir, ("png",)).items()})
+    written["error"] = atomic_write(run_dir / "error.txt", lambda tmp: tmp.write_text(reason + "\n"))
+    return written
+
+
+def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[str, ...]) -> dict[str, Path]:
+    """``crystal_mask.png`` (255 = crystal) and the ``crystal_region`` figure."""
+    written: dict[str, Path] = {}
+    mask8 = (np.asarray(result.region.mask, bool) * 255).astype(np.uint8)
+
+    def _png(tmp: Path) -> None:
+        import imageio.v3 as iio
+
+        iio.imwrite(tmp, mask8, extension=".png")
+
+    written["crystal_mask"] = atomic_write(run_dir / "crystal_mask.png", _png)
+    if figure_formats:
+        import matplotlib.pyplot as plt
+
+        from .figures import region_overlay
+
+        fig = region_overlay(result.denoised or result.image, result.region)
+        for fmt in figure_formats:
+            written[f"crystal_region.{fmt}"] = atomic_write(
+                run_dir / f"crystal_region.{fmt}", lambda tmp, fm=fmt: fig.savefig(tmp, format=fm, dpi=120, bbox_inches="tight"))
+        plt.close(fig)
+    return written
