@@ -166,3 +166,25 @@ def test_simulate_window_truth_inside(tmp_path):
     inside = f["x_A"].between(6.0, 6.0 + (w - 1) * 0.4) & f["y_A"].between(6.0, 6.0 + (h - 1) * 0.4)
     np.testing.assert_allclose(np.sort(cols["x_A"].to_numpy()), np.sort(f.loc[inside, "x_A"].to_numpy() - 6.0), atol=1e-9)
     assert crop.keys["image"] != full.keys["image"]
+
+
+def test_presets_compose_and_cli_overrides():
+    """The presets reach simulate() through Hydra and the sim CLI; the default has no film."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from octascope.cli import conf_dir
+    from octascope.sim.__main__ import load_params
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        plain = OmegaConf.to_container(compose(config_name="config", overrides=["source=simulated"]))["source"]
+        film = OmegaConf.to_container(compose(config_name="config", overrides=[
+            "source=simulated", "+simulation=carbon_support"]))["source"]
+        crop = OmegaConf.to_container(compose(config_name="config", overrides=[
+            "source=simulated", "+simulation=multislice_crop"]))["source"]
+    assert plain["support"] is None and plain["imaging"]["scan_window_A"] is None
+    assert film["support"] == {"thickness_A": 30.0, "density_g_cm3": 2.0, "min_distance_A": 1.35, "seed": 0, "gap_A": 3.0}
+    assert film["structure"] == plain["structure"] and film["md"] == plain["md"]  # the same particle and MD
+    assert crop["imaging"]["mode"] == "multislice" and len(crop["imaging"]["scan_window_A"]) == 4
+    assert load_params(None, ["support.thickness_A=30"])["support"] == {"thickness_A": 30}
+    assert load_params(None, [])["support"] is None
