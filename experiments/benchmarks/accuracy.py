@@ -97,6 +97,24 @@ def source_overrides(image: str, dose: str, seed: int) -> list[str]:
     return [*IMAGES[image], f"source.noise.dose_e_per_A2={d}", f"source.noise.seed={seed}", "source.progress=false"]
 
 
+def prepare_image(image: str) -> dict:
+    """Simulate (or load from the cache) the clean image of ``image``: MD, imaging; returns its size and cost."""
+    from octascope.sim.source import simulate
+
+    src = compose(source_overrides(image, "clean", 0))["source"]
+    src.pop("kind")
+    for k in ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path",
+              "truth_octahedra_path", "name"):
+        src.pop(k, None)
+    t0 = time.perf_counter()
+    sim = simulate(**src)
+    info = sim.clean.info
+    return {"shape": sim.image.shape, "pixel_size_A": sim.image.pixel_size_A, "mode": info.get("mode"),
+            "n_snapshots": info.get("n_snapshots"), "imaging_s": float(info.get("seconds", float("nan"))),
+            "wall_s": time.perf_counter() - t0, "key": sim.keys["image"], "n_columns": len(sim.truth.columns),
+            "composition": sim.truth.metadata["composition"]}
+
+
 def octahedra_scores(result, tolerance_A: float) -> dict[str, float]:
     """θ error, octahedra counts and the Br-rich minus I-only θ3 difference vs truth.
 
@@ -263,8 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(im, d, s, c) for im in images for d in doses for s in (seeds[:1] if d == "clean" else seeds) for c in configs]
     print(f"accuracy benchmark: {len(images)} images × {len(doses)} doses × seeds {seeds} × configs "
           f"{list(configs)} = {len(jobs)} analyses", flush=True)
-    rows = []
     t_start = time.perf_counter()
+    prepared = {}
+    for im in images:  # MD and clean images first (cached in $OCTASCOPE_CACHE): the long part the first time
+        print(f"image {im}: simulating or loading from the cache ...", flush=True)
+        prepared[im] = p = prepare_image(im)
+        print(f"image {im}: {p['composition']} {p['mode']} {p['shape'][1]}x{p['shape'][0]} px at {p['pixel_size_A']} Å/px, "
+              f"{p['n_snapshots']} snapshots, {p['n_columns']} true columns; imaging took {p['imaging_s']:.0f} s when "
+              f"computed, ready in {p['wall_s']:.1f} s (image key {p['key']})", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="octascope-accuracy-") as tmp:
         workdir = Path(tmp)
         for n, (im, d, s, c) in enumerate(jobs, 1):
@@ -295,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
               "same matched octahedra.",
               f"MLflow: experiment `{args.experiment}` in `{resolve_tracking_uri(args.tracking_uri)}`.", ""]
     cmds = ["", "Image commands (add `source.noise.dose_e_per_A2=… source.noise.seed=…` and the config overrides):", ""]
-    cmds += [f"- {im}: `octascope {' '.join(IMAGES[im])}`" for im in images]
+    cmds += [f"- {im}: `octascope {' '.join(IMAGES[im])}` — {prepared[im]['composition']}, {prepared[im]['mode']}, "
+             f"{prepared[im]['shape'][1]}×{prepared[im]['shape'][0]} px at {prepared[im]['pixel_size_A']} Å/px, "
+             f"{prepared[im]['n_snapshots']} MD snapshots, {prepared[im]['n_columns']} true columns "
+             f"(imaging {prepared[im]['imaging_s']:.0f} s when computed)" for im in images]
     text = "\n".join(header) + md + "\n" + "\n".join(cmds) + "\n"
     print(text, flush=True)
     out = Path(args.out)
