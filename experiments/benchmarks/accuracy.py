@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="default,best", help="which of default,best to run")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the project's sqlite:///mlruns.db)")
     parser.add_argument("--experiment", default="accuracy-benchmark", help="MLflow experiment name")
+    parser.add_argument("--rows-from", action="append", default=[],
+                        help="CSV written by an earlier run (beside its --out): its rows join the table (not re-run)")
     args = parser.parse_args(argv)
 
     images = args.images.split(",") if args.images else list(IMAGES)
@@ -306,13 +308,19 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"FAILED {row['error'][:120]}"
             print(f"[{n}/{len(jobs)}] {im} {d} {c} seed {s}: {msg} ({wall:.1f} s, total {time.perf_counter() - t_start:.0f} s)",
                   flush=True)
-    table = pd.DataFrame(rows)
+    earlier = [pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in args.rows_from]
+    for e in earlier:
+        e["ok"] = e["ok"].astype(str) == "True"
+        e["dose"] = e["dose"].astype(str)
+        e["error"] = e["error"].fillna("").astype(str)
+    table = pd.concat([*earlier, pd.DataFrame(rows)], ignore_index=True)
     md = markdown_table(table)
     from octascope.tracking import resolve_tracking_uri
 
     header = [f"# Accuracy benchmark ({'quick' if args.quick else 'full'})", "",
               f"Command: `python experiments/benchmarks/accuracy.py {' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))}`",
               "",
+              *(["Rows also from: " + ", ".join(f"`{f}`" for f in args.rows_from), ""] if args.rows_from else []),
               f"{len(jobs)} analyses in {time.perf_counter() - t_start:.0f} s; mean ± sd over noise seeds {seeds} "
               "(clean: one run). Configs: default = `conf/config.yaml` as is; best = " + f"`{args.overrides}`.",
               "θ err = mean(|Δθ1|, |Δθ2|) over matched complete octahedra; oct. found = complete octahedra with θ; "
