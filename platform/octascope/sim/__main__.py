@@ -10,6 +10,7 @@ Commands
 Parameters are ``group.key=value`` overrides of conf/source/simulated.yaml (YAML values), e.g.::
 
     python -m octascope.sim run --out qd structure.n_cells=4 md.n_steps=2000 noise.dose_e_per_A2=500
+    python -m octascope.sim run --out qd_on_carbon support.thickness_A=30      # on amorphous carbon
 
 ``--config FILE`` starts from another preset (e.g. conf/simulation/mixed_halide.yaml).
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import OctascopeError
 
-GROUPS = ("structure", "md", "imaging", "noise")
+GROUPS = ("structure", "md", "imaging", "support", "noise")
 
 
 def _default_config() -> Path:
@@ -56,7 +57,9 @@ def load_params(config: str | None, overrides: list[str]) -> dict[str, Any]:
         node = base
         *path, leaf = key.split(".")
         for p in path:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # e.g. support: null in the preset, then support.thickness_A=30
+                node[p] = {}
+            node = node[p]
         node[leaf] = yaml.safe_load(value)
     return base
 

@@ -133,7 +133,7 @@ def apply_noise(
                                 detector_inner_mrad=info.get("detector_inner_mrad", 0.0),
                                 detector_outer_mrad=info.get("detector_outer_mrad"))
         com = com + rng.normal(0.0, sigma, size=com.shape)
-    image = integrate_gradient(com[0], com[1], p)
+    image = integrate_gradient(com[0], com[1], p, boundary=sim.info.get("integration", "periodic"))
     if line_offset_rel > 0:
         image = image + rng.normal(0.0, line_offset_rel * float(np.std(sim.image)), size=(h, 1))
     return image.astype(np.float32)

@@ -7,6 +7,8 @@ Parameters are plain mappings, one per step, each passed to its function:
 - ``structure`` → :func:`octascope.sim.structure.build_nanocube`
 - ``md`` → :func:`octascope.sim.md.run_md` (``run_md=False`` images the relaxed-free start structure)
 - ``imaging`` → :func:`octascope.sim.imaging.simulate_image`
+- ``support`` → :func:`octascope.sim.support.amorphous_carbon` (plus ``gap_A``): an amorphous-carbon
+  film under the particle, added to the image only (``None``: vacuum); the truth is the particle's
 - ``noise`` → :func:`octascope.sim.noise.apply_noise`
 
 MD trajectories and clean images are cached on disk (:mod:`octascope.sim.cache`) by the hash of
@@ -36,6 +38,8 @@ from .truth import octahedra_3d, project_columns, projected_octahedra
 
 #: Parameters that change nothing physical and stay out of the cache keys.
 _NOT_KEYED = {"progress", "workdir", "num_workers", "device", "n_threads", "on_snapshot"}
+#: Imaging parameters added later: keyed only when set, so that earlier cache entries stay valid.
+_KEYED_IF_SET = {"scan_window_A": None, "window_padding_A": 8.0, "support": None}
 
 
 @dataclass
@@ -56,7 +60,7 @@ def _check(name: str, given: Mapping[str, Any] | None, func) -> dict:
     import inspect
 
     given = dict(given or {})
-    allowed = {p for p in inspect.signature(func).parameters if p not in ("atoms", "sim", "symbols", "positions")}
+    allowed = {p for p in inspect.signature(func).parameters if p not in ("atoms", "sim", "symbols", "positions", "extent_A")}
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise ConfigError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(allowed)}")
@@ -64,7 +68,22 @@ def _check(name: str, given: Mapping[str, Any] | None, func) -> dict:
 
 
 def _keyed(p: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in p.items() if k not in _NOT_KEYED}
+    return {k: v for k, v in p.items()
+            if k not in _NOT_KEYED and not (k in _KEYED_IF_SET and v == _KEYED_IF_SET[k])}
+
+
+def support_params(support: Mapping[str, Any] | None) -> dict | None:
+    """Completed parameters of the support film (``None``: no film), as they enter the image key."""
+    from .support import amorphous_carbon
+
+    if support is None:
+        return None
+    given = dict(support)
+    gap = given.pop("gap_A", 3.0)
+    out = complete(amorphous_carbon, _check("support", given, amorphous_carbon))
+    out.pop("max_rounds", None)
+    out["gap_A"] = float(gap)
+    return out
 
 
 def complete(func, params: Mapping[str, Any] | None) -> dict:
@@ -104,6 +123,7 @@ def simulate(
     md: Mapping[str, Any] | None = None,
     imaging: Mapping[str, Any] | None = None,
     noise: Mapping[str, Any] | None = None,
+    support: Mapping[str, Any] | None = None,
     run_md: bool = True,
     cache_dir: str | None = None,
     progress: bool = True,
@@ -114,6 +134,11 @@ def simulate(
     ----------
     structure, md, imaging, noise : Mapping, optional
         Keyword arguments of each step's function (defaults where missing).
+    support : Mapping, optional
+        Amorphous-carbon support film under the particle (``thickness_A`` [Å], ``density_g_cm3``
+        [g/cm³], ``min_distance_A`` [Å], ``seed``, ``gap_A`` [Å]; see
+        :func:`octascope.sim.support.amorphous_carbon`); ``None``: the particle in vacuum. It changes
+        the image (and its cache key), never the truth.
     run_md : bool
         Run molecular dynamics; ``False`` images the built structure as a single snapshot.
     cache_dir : str, optional
@@ -126,7 +151,10 @@ def simulate(
     Simulation
     """
     s_par = complete(build_nanocube, _check("structure", structure, build_nanocube))
+    if imaging and "support" in imaging:
+        raise ConfigError("the support film is its own group: support.thickness_A=..., not imaging.support")
     i_par = complete(simulate_image, _check("imaging", imaging, simulate_image))
+    i_par["support"] = support_params(support)
     n_par = _check("noise", noise, apply_noise)
     atoms = build_nanocube(**s_par)
     s_key = structure_key(s_par)
@@ -151,19 +179,22 @@ def simulate(
         np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
         (folder / "image.json").write_text(json.dumps({
             "pixel_size_A": sim.pixel_size_A, "signal": sim.signal, "info": sim.info,
-            "frame": {"centre_A": sim.frame.centre_A, "rotation_deg": sim.frame.rotation_deg,
-                      "field_of_view_A": sim.frame.field_of_view_A}}, default=str))
+            "frame": sim.frame.as_dict()}, default=str))
 
     i_key, i_dir, _ = cached("image", _keyed(i_par), [m_key], do_image, cache_dir=cache_dir)
     meta = json.loads((i_dir / "image.json").read_text())
     with np.load(i_dir / "image.npz") as z:
         clean = SimulatedImage(com=z["com"], image=z["image"], pixel_size_A=meta["pixel_size_A"], signal=meta["signal"],
-                               frame=Frame(tuple(meta["frame"]["centre_A"]), meta["frame"]["rotation_deg"],
-                                           meta["frame"]["field_of_view_A"]), info=meta["info"])
+                               frame=Frame.from_dict(meta["frame"]), info=meta["info"])
     noisy = apply_noise(clean, **n_par)
     dose = n_par.get("dose_e_per_A2", 500.0)
 
     columns = project_columns(symbols, lattice, positions, to_image=clean.frame.to_image)
+    if i_par.get("scan_window_A") is not None:  # a crop: the truth is the columns inside the scanned area
+        h, w = clean.image.shape
+        inside = (columns["x_A"].between(0, (w - 1) * clean.pixel_size_A)
+                  & columns["y_A"].between(0, (h - 1) * clean.pixel_size_A))
+        columns = columns[inside.to_numpy()].reset_index(drop=True)
     drift = tuple(n_par.get("drift_A", (0.0, 0.0)))
     xy = distort_positions(columns[["x_A", "y_A"]].to_numpy(), shape=clean.image.shape,
                            pixel_size_A=clean.pixel_size_A, drift_A=drift)
@@ -174,6 +205,7 @@ def simulate(
     keys = {"structure": s_key, "md": m_key if run_md else None, "image": i_key}
     metadata = {"composition": composition_formula(atoms), "n_snapshots": int(len(positions)), "keys": keys,
                 "structure": s_par, "md": trajectory.info if run_md else None, "imaging": _keyed(i_par), "noise": n_par,
+                "support": i_par["support"],
                 "frame": meta["frame"]}
     image = Image(data=noisy, pixel_size_A=clean.pixel_size_A, signal=clean.signal, dose_e_per_A2=dose,
                   source=f"simulated:{i_key}", metadata=metadata)
@@ -188,13 +220,14 @@ def simulated_source(
     md: Mapping[str, Any] | None = None,
     imaging: Mapping[str, Any] | None = None,
     noise: Mapping[str, Any] | None = None,
+    support: Mapping[str, Any] | None = None,
     run_md: bool = True,
     cache_dir: str | None = None,
     progress: bool = True,
 ) -> tuple[Image, Truth]:
     """A simulated image and its ground truth (see :func:`simulate` for the parameters)."""
-    sim = simulate(structure=structure, md=md, imaging=imaging, noise=noise, run_md=run_md, cache_dir=cache_dir,
-                   progress=progress)
+    sim = simulate(structure=structure, md=md, imaging=imaging, noise=noise, support=support, run_md=run_md,
+                   cache_dir=cache_dir, progress=progress)
     return sim.image, sim.truth
 
 
@@ -210,7 +243,7 @@ def write_bundle(sim: Simulation, out: str | Path, *, command: str = "") -> Path
     meta = {"pixel_size_A": sim.image.pixel_size_A, "signal": sim.image.signal,
             "dose_e_per_A2": sim.image.dose_e_per_A2, "shape": list(sim.image.shape),
             "composition": sim.truth.metadata["composition"], "regenerate": command,
-            "parameters": {k: sim.truth.metadata[k] for k in ("structure", "md", "imaging", "noise")},
+            "parameters": {k: sim.truth.metadata.get(k) for k in ("structure", "md", "imaging", "noise", "support")},
             "keys": sim.keys, "frame": sim.truth.metadata["frame"]}
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     return out
