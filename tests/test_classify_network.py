@@ -115,3 +115,27 @@ def test_weak_rim_pb_found_on_the_pb_sublattice():
     assert cols.amplitude[rim_pb].max() < 1.5 * cols.amplitude.mean() < cols.amplitude[~rim_pb & (t.species == "Pb").to_numpy()].min()
     out = LatticeClassifier().classify(image, cols)
     assert (out.species.to_numpy() == t.species.to_numpy()).all()
+
+
+def test_site_candidates_count_only_next_to_significant_columns():
+    """A weak maximum (significant=False) is a column where the lattice puts one next to
+    significant columns — and nothing two steps out in the vacuum, or between sites."""
+    import pandas as pd
+
+    from octascope.pipeline import _drop_unconfirmed_site_candidates
+
+    image, truth, cols = truth_columns()
+    t = truth.columns
+    weak = (t.species != "Pb").to_numpy() & (np.arange(len(t)) % 3 == 0)  # a third of X/Cs weak
+    cols = cols.assign(significant=~weak)
+    xy = t[["x_A", "y_A"]].to_numpy()
+    centre = xy.mean(0)
+    corner = xy[np.argmax(np.linalg.norm(xy - centre, axis=1))]
+    out_dir = (corner - centre) / np.linalg.norm(corner - centre)
+    noise = make_columns([(corner[0] + 7.0 * out_dir[0]) / image.pixel_size_A, (centre[0] + 1.5) / image.pixel_size_A],
+                         [(corner[1] + 7.0 * out_dir[1]) / image.pixel_size_A, (centre[1] + 1.6) / image.pixel_size_A],
+                         image.pixel_size_A, amplitude=[0.4, 0.4]).assign(significant=False)
+    out = LatticeClassifier().classify(image, pd.concat([cols, noise], ignore_index=True))
+    kept = _drop_unconfirmed_site_candidates(out)
+    assert len(kept) == len(cols)  # both noise peaks gone, every true column kept
+    assert (kept.species.to_numpy() == t.species.to_numpy()).all()

@@ -118,7 +118,8 @@ def run_pipeline(
                 f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
                 "check the pixel size or denoise the image"
             )
-        result.columns = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
+        classified = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
+        result.columns = _drop_unconfirmed_site_candidates(classified)
         basis = result.columns.attrs.get("lattice_basis_A")
         if basis is not None:
             check_lattice(np.asarray(basis), pixel_size_A=image.pixel_size_A)
@@ -162,6 +163,19 @@ def _restrict_to_crystal(result: Result, columns: Any, region: dict) -> Any:
     result.n_outside_region = int((~inside).sum())
     result.timings_s["region"] = time.perf_counter() - t0
     return columns[inside].reset_index(drop=True)
+
+
+def _drop_unconfirmed_site_candidates(columns: Any) -> Any:
+    """Site candidates (weak maxima the locator marked ``significant=False``) that the classifier
+    did not place on a lattice site are no columns: drop them (a significant peak off the lattice
+    stays, as ``unknown``)."""
+    if "significant" not in columns or "species" not in columns:
+        return columns
+    weak = ~columns["significant"].fillna(True).to_numpy(bool)
+    drop = weak & (columns["species"].astype(str).to_numpy() == "unknown")
+    out = columns[~drop]
+    out.attrs = dict(columns.attrs)
+    return out
 
 
 def analyze(

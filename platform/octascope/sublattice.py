@@ -102,7 +102,8 @@ def _propagate(xy: np.ndarray, basis: np.ndarray, eligible: np.ndarray, site_tol
     done = np.zeros(n, bool)
     done[start] = True
     while frontier.size:
-        nbr_lists = tree.query_ball_point(xy[frontier], r=1.45 * spacing)
+        # steps of up to two spacings: at low dose the significant columns may be Pb alone (2 apart)
+        nbr_lists = tree.query_ball_point(xy[frontier], r=2.1 * spacing)
         src = np.repeat(frontier, [len(v) for v in nbr_lists])
         dst = elig[np.fromiter((j for v in nbr_lists for j in v), dtype=np.int64, count=len(src))]
         new = ~done[dst]
@@ -154,8 +155,39 @@ def _gaussian_mixture_posterior(amp: np.ndarray, init_high: np.ndarray, iteratio
     return post
 
 
-def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_frac: float = 0.35,
-                  min_pb_posterior: float = 0.02, min_columns: int = 9) -> Registry:
+def _attach_site_candidates(xy: np.ndarray, index: np.ndarray, resid: np.ndarray, weak: np.ndarray,
+                            basis: np.ndarray, spacing: float, site_tolerance_frac: float) -> None:
+    """Index site candidates one step from an indexed significant column (in place); they never
+    index others, so a chain of noise peaks cannot walk the lattice out into the vacuum."""
+    anchors = np.flatnonzero(np.isfinite(resid) & (resid < site_tolerance_frac) & ~weak)
+    cand = np.flatnonzero(weak)
+    if anchors.size == 0 or cand.size == 0:
+        return
+    kq = min(4, anchors.size)
+    # 1.6 spacings reach the diagonal (Cs) sites of a Pb column, never a site two steps out
+    dist, nb = cKDTree(xy[anchors]).query(xy[cand], k=kq, distance_upper_bound=1.6 * spacing)
+    if kq == 1:
+        dist, nb = dist[:, None], nb[:, None]
+    inv = np.linalg.inv(basis.T)
+    best_err = np.full(cand.size, np.inf)
+    best_idx = np.zeros((cand.size, 2), np.int64)
+    for k in range(nb.shape[1]):  # a few neighbours per candidate, vectorised over candidates
+        ok = np.isfinite(dist[:, k])
+        src = anchors[np.minimum(nb[:, k], anchors.size - 1)]
+        step = (xy[cand] - xy[src]) @ inv.T
+        rounded = np.rint(step)
+        err = np.linalg.norm((step - rounded) @ basis, axis=1) / spacing
+        better = ok & (err < best_err)
+        best_err[better] = err[better]
+        best_idx[better] = index[src[better]] + rounded[better].astype(np.int64)
+    take = best_err < site_tolerance_frac
+    index[cand[take]] = best_idx[take]
+    resid[cand[take]] = best_err[take]
+
+
+def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.ndarray | None = None,
+                  site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02,
+                  min_columns: int = 9) -> Registry:
     """Index columns on the a/2 lattice and assign species by coset (see module docstring).
 
     Parameters
@@ -164,6 +196,10 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_fra
         (N, 2) column positions [Å].
     amplitude : numpy.ndarray
         (N,) fitted amplitudes [image units]; NaN for failed fits (they are not indexed).
+    significant : numpy.ndarray of bool, optional
+        Columns significant on their own (the locator's ``significant``); the others are site
+        candidates, indexed only one step from a significant column and kept only there. Default:
+        all significant.
     site_tolerance_frac : float
         Largest distance from the site predicted by a neighbour, as a fraction of the a/2
         spacing, for a column to continue the lattice [1].
@@ -183,13 +219,17 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_fra
     """
     xy = np.asarray(xy_A, float)
     amp = np.asarray(amplitude, float)
-    usable = np.isfinite(amp) & np.isfinite(xy).all(1)
-    if usable.sum() < min_columns:
-        raise InputError(f"only {int(usable.sum())} fitted columns: too few for a lattice (need >= {min_columns}); "
+    # a column whose Gaussian fit failed (NaN amplitude) keeps its centre-of-mass position: it is
+    # indexed by where it is, and left out of the amplitude statistics
+    usable = np.isfinite(xy).all(1)
+    if np.isfinite(amp[usable]).sum() < min_columns:
+        raise InputError(f"only {int(np.isfinite(amp[usable]).sum())} fitted columns: too few for a lattice (need >= {min_columns}); "
                          "check the pixel size or denoise the image")
+    strong = usable if significant is None else usable & np.asarray(significant, bool)
     basis = column_basis(xy[usable])
     spacing = float(np.mean(np.linalg.norm(basis, axis=1)))
-    index, resid = _propagate(xy, basis, usable, site_tolerance_frac, spacing)
+    index, resid = _propagate(xy, basis, strong, site_tolerance_frac, spacing)
+    _attach_site_candidates(xy, index, resid, usable & ~strong, basis, spacing, site_tolerance_frac)
     indexed = resid < site_tolerance_frac
     if indexed.sum() < min_columns:
         raise InputError(f"only {int(indexed.sum())} columns continue a square lattice (need >= {min_columns}); "
@@ -199,10 +239,10 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_fra
     design = np.column_stack([idx_f, np.ones(len(idx_f))])
     coef, *_ = np.linalg.lstsq(design, xy[indexed], rcond=None)
     basis = coef[:2]
-    # one column per site: the stronger keeps it
+    # one column per site: a significant column before a site candidate, then the brighter
     on = indexed.copy()
     keys = index[:, 0] * 1_000_003 + index[:, 1]
-    order = np.lexsort((-np.nan_to_num(amp, nan=-np.inf), keys))
+    order = np.lexsort((-np.nan_to_num(amp, nan=-np.inf), ~strong, keys))
     order = order[on[order]]
     dup = np.r_[False, np.diff(keys[order]) == 0]
     on[order[dup]] = False
@@ -212,7 +252,7 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_fra
     medians = np.full(4, -np.inf)
     sem = np.full(4, np.inf)
     for c in range(4):
-        sel = on & (coset_id == c)
+        sel = on & (coset_id == c) & np.isfinite(amp)
         if sel.sum() >= 2:
             medians[c] = np.median(amp[sel])
             sem[c] = 1.2533 * np.std(amp[sel]) / np.sqrt(sel.sum())  # standard error of a median
@@ -232,6 +272,17 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, site_tolerance_fra
     is_pb_site = on & (rel[:, 0] == 0) & (rel[:, 1] == 0)
     post = _gaussian_mixture_posterior(np.where(on, amp, np.nan), is_pb_site)
     species[is_pb_site] = "Pb"
-    species[is_pb_site & (np.nan_to_num(post, nan=1.0) < min_pb_posterior)] = "unknown"
+    # a mixture with one narrow component can give a low P(Pb) to a Pb column only slightly dim:
+    # reject only amplitudes that are also nearer the other columns' median than the Pb median
+    rest_median = np.nanmedian(np.where(on & ~is_pb_site, amp, np.nan)) if (on & ~is_pb_site).any() else -np.inf
+    dim = amp < 0.5 * (medians[pb] + rest_median)
+    species[is_pb_site & dim & (np.nan_to_num(post, nan=1.0) < min_pb_posterior)] = "unknown"
     return Registry(index=np.where(indexed[:, None], index, -1), residual_frac=resid, on_lattice=on,
                     species=species, pb_posterior=post, basis_A=np.asarray(basis), pb_coset=pb_coset)
+
+
+def significant_mask(columns) -> np.ndarray | None:
+    """The locator's ``significant`` flags of a column table (``None`` when it has none)."""
+    if "significant" not in columns:
+        return None
+    return columns["significant"].fillna(True).to_numpy(bool)

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from octascope.errors import InputError, PluginError
 from octascope.model import Image
-from octascope.sublattice import index_columns
+from octascope.sublattice import index_columns, significant_mask as out_significant
 
 
 class LatticeClassifier:
@@ -50,7 +50,8 @@ class LatticeClassifier:
         if not np.isfinite(amp).any():
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
         xy = out[["x_A", "y_A"]].to_numpy(float)
-        reg = index_columns(xy, amp, site_tolerance_frac=self.site_tolerance_frac,
+        significant = out_significant(columns)
+        reg = index_columns(xy, amp, significant=significant, site_tolerance_frac=self.site_tolerance_frac,
                             min_pb_posterior=self.min_pb_posterior)
         species = reg.species
         is_pb = species == "Pb"

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
 from octascope.model import Image
-from octascope.sublattice import index_columns
+from octascope.sublattice import index_columns, significant_mask as out_significant
 from octascope_plugins.network._sofs_search import SofsParameters, cs_sites, sofs_search
 
 
@@ -81,7 +81,8 @@ class SofsClassifier:
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
         amp = columns["amplitude"].to_numpy(float)
         xy = columns[["x_A", "y_A"]].to_numpy(float)
-        reg = index_columns(xy, amp, min_pb_posterior=self.min_pb_posterior)
+        significant = out_significant(columns)
+        reg = index_columns(xy, amp, significant=significant, min_pb_posterior=self.min_pb_posterior)
         if (reg.species == "Pb").sum() < 4:
             raise InputError(f"found {int((reg.species == 'Pb').sum())} Pb columns on the lattice: no Pb sublattice; "
                              "check the image contrast (iDPC/HAADF with bright Pb columns) and the zone axis ([001])")

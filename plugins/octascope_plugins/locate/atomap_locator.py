@@ -14,7 +14,7 @@ import pandas as pd
 from octascope.errors import PluginError
 from octascope.model import Image, make_columns
 
-from .peaks import CandidateSearch, find_candidates
+from .peaks import CandidateSearch
 
 
 @contextlib.contextmanager
@@ -127,9 +127,9 @@ class AtomapLocator:
         (``atomap.get_atom_positions`` with ``separation_A``).
     separation_A : float
         Minimum candidate separation for ``candidates="atomap"`` [Å].
-    detection_sigma_A, background_sigma_A, min_significance, expected_false, search_radius_A : float
+    detection_sigma_A, background_sigma_A, min_significance, expected_false, site_significance, search_radius_A : float
         The candidate search for ``candidates="local_max"``, as in the ``gaussian`` locator
-        (:class:`~octascope_plugins.locate.peaks.CandidateSearch`) [Å, Å, 1, 1, Å].
+        (:class:`~octascope_plugins.locate.peaks.CandidateSearch`) [Å, Å, 1, 1, 1, Å].
     com_radius_A : float
         Centre-of-mass mask radius [Å] (Atomap's own centre-of-mass step is used).
     percent_to_nn : float
@@ -151,6 +151,7 @@ class AtomapLocator:
         background_sigma_A: float = 0.8,
         min_significance: float = 3.0,
         expected_false: float = 0.5,
+        site_significance: float | None = 2.5,
         search_radius_A: float = 1.0,
         com_radius_A: float = 0.5,
         percent_to_nn: float = 0.4,
@@ -168,13 +169,14 @@ class AtomapLocator:
         self.search = CandidateSearch(detection_sigma_A=float(detection_sigma_A),
                                       background_sigma_A=float(background_sigma_A),
                                       min_significance=float(min_significance), expected_false=float(expected_false),
+                                      site_significance=None if site_significance is None else float(site_significance),
                                       search_radius_A=float(search_radius_A),
                                       com_radius_A=float(com_radius_A))
         self.percent_to_nn = float(percent_to_nn)
         self.rotation_enabled = bool(rotation_enabled)
         self.edge_A = float(edge_A)
 
-    def _candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
         if self.candidates == "atomap":
             with _quiet():
                 import atomap.api as am
@@ -183,12 +185,9 @@ class AtomapLocator:
                 sep = max(1, int(round(self.separation_A / image.pixel_size_A)))
                 xy = am.get_atom_positions(hs.signals.Signal2D(image.data), separation=sep)
             xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-            return xy[:, 0], xy[:, 1]
-        x, y, _ = find_candidates(image.data, image.pixel_size_A, detection_sigma_A=self.search.detection_sigma_A,
-                                  background_sigma_A=self.search.background_sigma_A,
-                                  min_significance=self.search.min_significance,
-                                  expected_false=self.search.expected_false, search_radius_A=self.search.search_radius_A)
-        return x, y
+            return xy[:, 0], xy[:, 1], None, None
+        # the same candidates as the gaussian locator, site candidates included
+        return self.search.find(image.data, image.pixel_size_A)
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
         """Refine given start positions [px] with Atomap and return the column table."""
@@ -201,5 +200,10 @@ class AtomapLocator:
 
     def locate(self, image: Image) -> pd.DataFrame:
         """Find columns and refine them with Atomap; see the class docstring."""
-        x, y = self._candidates(image)
-        return self.refine(image, x, y)
+        x, y, z, threshold = self._candidates(image)
+        table = self.refine(image, x, y)
+        if z is not None and len(table) == len(z):  # Atomap keeps one row per start position
+            table["significance"] = z
+            table["significant"] = z >= threshold
+            table.attrs["significance_threshold"] = threshold
+        return table

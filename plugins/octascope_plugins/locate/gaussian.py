@@ -567,6 +567,9 @@ class GaussianLocator:
     expected_false : float
         Noise peaks expected above the candidate threshold in the whole image [1]; the threshold
         follows from it and the image's noise (multiple testing over the field of view).
+    site_significance : float or None
+        Smallest significance of a *site candidate*, kept by the classifier only where it sits on
+        a lattice site next to significant columns [1]; ``None`` keeps significant candidates only.
     search_radius_A : float
         Radius within which a candidate must be the local maximum [Å] (paper: 7 × 7 px at
         0.168 Å/px ≈ 1.2 Å square).
@@ -610,6 +613,7 @@ class GaussianLocator:
         background_sigma_A: float = 0.8,
         min_significance: float = 3.0,
         expected_false: float = 0.5,
+        site_significance: float | None = 2.5,
         search_radius_A: float = 1.0,
         com_radius_A: float = 0.5,
         patch_radius_A: float = 1.2,
@@ -637,6 +641,7 @@ class GaussianLocator:
         self.search = CandidateSearch(detection_sigma_A=float(detection_sigma_A),
                                       background_sigma_A=float(background_sigma_A),
                                       min_significance=float(min_significance), expected_false=float(expected_false),
+                                      site_significance=None if site_significance is None else float(site_significance),
                                       search_radius_A=float(search_radius_A),
                                       com_radius_A=float(com_radius_A))
         self.patch_radius_A = float(patch_radius_A)
@@ -658,12 +663,13 @@ class GaussianLocator:
         """Patch radius for a pixel size [px] (at least 3 px)."""
         return max(3, int(round(self.patch_radius_A / pixel_size_A)))
 
-    def candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidate positions after centre-of-mass refinement [px] and their significance [1]."""
+    def candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Candidate positions after centre-of-mass refinement [px], their significance and the
+        significance threshold [1]."""
         return self.search(image.data, image.pixel_size_A)
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray,
-               significance: np.ndarray | None = None) -> pd.DataFrame:
+               significance: np.ndarray | None = None, threshold: float | None = None) -> pd.DataFrame:
         """Fit Gaussians from given start positions [px] and return the column table."""
         ps = image.pixel_size_A
         on_cpu = resolve_device(self.device).type == "cpu"
@@ -673,21 +679,22 @@ class GaussianLocator:
                 neighbour_rounds=self.neighbour_rounds, max_iterations=self.max_iterations, tolerance=self.tolerance,
                 max_residual=self.max_residual, max_restarts=self.max_restarts, seed=self.seed, device=self.device,
             )
-        return fit_to_columns(fit, ps, self.min_separation_A, significance=significance)
+        return fit_to_columns(fit, ps, self.min_separation_A, significance=significance, threshold=threshold)
 
     def locate(self, image: Image) -> pd.DataFrame:
         """Find and fit all columns of ``image``; see the class docstring."""
-        x, y, z = self.candidates(image)
-        return self.refine(image, x, y, z)
+        x, y, z, threshold = self.candidates(image)
+        return self.refine(image, x, y, z, threshold)
 
 
 def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: float,
-                   significance: np.ndarray | None = None) -> pd.DataFrame:
+                   significance: np.ndarray | None = None, threshold: float | None = None) -> pd.DataFrame:
     """Column table (see :data:`octascope.model.COLUMN_FIELDS`) from a :class:`GaussianFit`.
 
     Extra field ``fit_ok`` marks columns whose Gaussian fit succeeded (the others keep their
     centre-of-mass position and have NaN shape fields); ``significance`` is the candidate's
-    detection significance [1] when given.
+    detection significance [1] when given, and ``significant`` whether it reaches ``threshold``
+    (the others are site candidates, see :func:`~octascope_plugins.locate.peaks.find_candidates`).
     """
     major, minor, rot = ellipse_from_covariance(fit.cxx, fit.cxy, fit.cyy)
     keep = drop_duplicates(fit.x, fit.y, np.where(fit.ok, fit.amplitude, np.nan), min_separation_A / pixel_size_A)
@@ -702,4 +709,7 @@ def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: floa
         edge=fit.edge[keep], fit_ok=fit.ok[keep],
         **({} if significance is None else {"significance": np.asarray(significance, float)[keep]}),
     )
+    if significance is not None:
+        table["significant"] = table["significance"] >= (-np.inf if threshold is None else threshold)
+        table.attrs["significance_threshold"] = threshold
     return table

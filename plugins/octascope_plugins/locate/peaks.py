@@ -28,9 +28,10 @@ def find_candidates(
     background_sigma_A: float = 0.8,
     min_significance: float = 3.0,
     expected_false: float = 0.5,
+    site_significance: float | None = 2.5,
     search_radius_A: float = 1.0,
     noise: NoiseSpectrum | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Column candidates: local maxima of a band-passed image that are significant under the
     image's own noise.
 
@@ -43,7 +44,11 @@ def find_candidates(
     ``search_radius_A`` whose band-passed value is significant: above the height that noise alone
     exceeds ``expected_false`` times in the whole image
     (:func:`octascope.noise_spectrum.significance_threshold`, so a larger field of view needs a
-    slightly higher threshold), and never below ``min_significance``. All lengths are in Å, so
+    slightly higher threshold), and never below ``min_significance``. Maxima between
+    ``site_significance`` and that threshold are returned too, as *site candidates*: a lone one is
+    not evidence of a column, but one that sits on a lattice site next to significant columns is
+    (that is one test at a known place, not a search over the image; see
+    :func:`octascope.sublattice.index_columns`). All lengths are in Å, so
     the result does not depend on the sampling. The threshold assumes Gaussian noise; a strongly
     skewed noise (HAADF at a few counts per pixel) lets a few more noise peaks through.
 
@@ -61,6 +66,8 @@ def find_candidates(
         Floor of the threshold, in noise standard deviations of the band-passed image [1].
     expected_false : float
         Noise peaks expected above the threshold in the whole image [1].
+    site_significance : float or None
+        Smallest significance of a site candidate [1]; ``None`` returns significant maxima only.
     search_radius_A : float
         Radius within which a candidate must be the maximum [Å].
     noise : NoiseSpectrum, optional
@@ -72,6 +79,8 @@ def find_candidates(
         Candidate positions (pixel centres, as floats) [px].
     significance : numpy.ndarray
         Band-passed height over its noise standard deviation [1].
+    threshold : float
+        The significance above which a candidate counts on its own [1].
     """
     data = np.asarray(data, dtype=np.float64)
     noise = noise or estimate_noise_spectrum(data, pixel_size_A)
@@ -86,14 +95,15 @@ def find_candidates(
     ri = int(np.floor(r))
     yy, xx = np.mgrid[-ri:ri + 1, -ri:ri + 1]
     footprint = xx**2 + yy**2 <= r * r
-    keep = (z == ndimage.maximum_filter(z, footprint=footprint, mode="nearest")) & (z >= threshold)
+    lowest = threshold if site_significance is None else min(threshold, site_significance)
+    keep = (z == ndimage.maximum_filter(z, footprint=footprint, mode="nearest")) & (z >= lowest)
     # plateaus give several equal maxima: keep one per connected group
     labels, n = ndimage.label(keep)
     if n == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0), threshold
     centres = np.asarray(ndimage.center_of_mass(keep, labels, np.arange(1, n + 1)), dtype=float).reshape(-1, 2)
     yx = np.rint(centres).astype(int)
-    return yx[:, 1].astype(float), yx[:, 0].astype(float), z[yx[:, 0], yx[:, 1]]
+    return yx[:, 1].astype(float), yx[:, 0].astype(float), z[yx[:, 0], yx[:, 1]], threshold
 
 
 def refine_com(
@@ -159,6 +169,7 @@ class CandidateSearch:
     background_sigma_A: float = 0.8
     min_significance: float = 3.0
     expected_false: float = 0.5
+    site_significance: float | None = 2.5
     search_radius_A: float = 1.0
     com_radius_A: float = 0.5
 
@@ -176,10 +187,17 @@ class CandidateSearch:
                               f"detection_sigma_A ({self.detection_sigma_A})")
 
     def __call__(self, data: np.ndarray, pixel_size_A: float,
-                 noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidates of an image: ``x_px``, ``y_px`` after centre of mass, and their significance."""
-        x, y, z = find_candidates(data, pixel_size_A, detection_sigma_A=self.detection_sigma_A,
-                                  background_sigma_A=self.background_sigma_A, min_significance=self.min_significance,
-                                  expected_false=self.expected_false, search_radius_A=self.search_radius_A, noise=noise)
+                 noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Candidates of an image: ``x_px``, ``y_px`` after centre of mass, their significance and
+        the significance threshold (see :func:`find_candidates`)."""
+        x, y, z, threshold = self.find(data, pixel_size_A, noise)
         x, y = refine_com(data, x, y, radius_px=self.com_radius_A / pixel_size_A)
-        return x, y, z
+        return x, y, z, threshold
+
+    def find(self, data: np.ndarray, pixel_size_A: float,
+             noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """:func:`find_candidates` with these settings (no centre-of-mass step)."""
+        return find_candidates(data, pixel_size_A, detection_sigma_A=self.detection_sigma_A,
+                               background_sigma_A=self.background_sigma_A, min_significance=self.min_significance,
+                               expected_false=self.expected_false, site_significance=self.site_significance,
+                               search_radius_A=self.search_radius_A, noise=noise)
