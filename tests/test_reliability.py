@@ -166,7 +166,7 @@ def test_a_run_never_writes_into_a_folder_another_run_owns(in_tmp, capsys):
 def test_failed_run_leaves_no_folder(in_tmp, capsys):
     rng = np.random.default_rng(0)
     path = _npy(in_tmp / "in_noise.npy", rng.normal(size=(160, 160)))
-    code, out, err = run_cli([f"source.path={path}", "source.pixel_size_A=0.2", *FAST[2:]], capsys)
+    code, out, err = run_cli([f"source.path={path}", "source.pixel_size_A=0.2", *FAST[2:], "tracking.enabled=false"], capsys)
     assert code == 2 and "lattice" in err
     assert not (in_tmp / "outputs").exists()
 
