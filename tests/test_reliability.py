@@ -62,6 +62,9 @@ def _evil_conf(tmp: Path) -> Path:
         "version: 1\nformatters:\n  x:\n    (): os.getcwd\nroot:\n  level: INFO\n")
     (conf / "extra").mkdir(exist_ok=True)
     (conf / "extra" / "evil.yaml").write_text("# @package denoiser\n_target_: os.getcwd\n")
+    (conf / "experiment").mkdir(exist_ok=True)
+    (conf / "experiment" / "badsweep.yaml").write_text(
+        "# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      denoiser: none,foo\n")
     return conf
 
 
@@ -89,6 +92,8 @@ def config_mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "logging factory": ([*FAST, "-cd", str(_evil_conf(tmp)), "hydra/job_logging=evil"], "import and call"),
         "target in a config file": ([*FAST, "-cd", str(_evil_conf(tmp)), "+extra=evil"], "import and call"),
         "stage target": ([*FAST, "+denoiser._target_=os.getcwd"], "import and call"),
+        "unknown option in a config file's sweep": ([*FAST, "-cd", str(_evil_conf(tmp)), "experiment=badsweep"],
+                                                    "unknown denoiser option 'foo'"),
         "env_set loading code": ([*FAST, "+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"], "LD_PRELOAD"),
         "pixel size abc": ([f"source.path={p}", "source.pixel_size_A=abc", *FAST[2:]], "not a number"),
         "pixel size 0.001": ([f"source.path={p}", "source.pixel_size_A=0.001", *FAST[2:]], "outside 0.01-5"),
@@ -104,7 +109,7 @@ def config_mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
 CASES = ["unknown group option", "unknown group option in a sweep", "unknown key", "unknown nested key",
          "added key nothing reads", "added source key nothing reads", "added tracking key", "unknown plugin parameter",
          "malformed list", "override without value", "unknown figure format", "unknown tracking scheme",
-         "tracking store in a missing folder", "hydra callback", "launcher target", "logging factory", "target in a config file", "stage target",
+         "tracking store in a missing folder", "hydra callback", "launcher target", "logging factory", "target in a config file", "stage target", "unknown option in a config file's sweep",
          "env_set loading code", "pixel size abc", "pixel size 0.001", "pixel size 1000", "pixel size -1",
          "complex image", "frame of a 2-D image", "pixel size for the bundled example", "pixel size for the synthetic source"]
 
