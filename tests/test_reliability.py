@@ -7,7 +7,6 @@ The tests with real processes (signals, concurrent stores, kills) are in test_pr
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import stat
