@@ -7,7 +7,6 @@ The tests with real processes (signals, concurrent stores, kills) are in test_pr
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import stat
@@ -62,6 +61,9 @@ def _evil_conf(tmp: Path) -> Path:
         "version: 1\nformatters:\n  x:\n    (): os.getcwd\nroot:\n  level: INFO\n")
     (conf / "extra").mkdir(exist_ok=True)
     (conf / "extra" / "evil.yaml").write_text("# @package denoiser\n_target_: os.getcwd\n")
+    (conf / "experiment").mkdir(exist_ok=True)
+    (conf / "experiment" / "badsweep.yaml").write_text(
+        "# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      denoiser: none,foo\n")
     return conf
 
 
@@ -89,6 +91,8 @@ def config_mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "logging factory": ([*FAST, "-cd", str(_evil_conf(tmp)), "hydra/job_logging=evil"], "import and call"),
         "target in a config file": ([*FAST, "-cd", str(_evil_conf(tmp)), "+extra=evil"], "import and call"),
         "stage target": ([*FAST, "+denoiser._target_=os.getcwd"], "import and call"),
+        "unknown option in a config file's sweep": ([*FAST, "-cd", str(_evil_conf(tmp)), "experiment=badsweep"],
+                                                    "unknown denoiser option 'foo'"),
         "env_set loading code": ([*FAST, "+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"], "LD_PRELOAD"),
         "pixel size abc": ([f"source.path={p}", "source.pixel_size_A=abc", *FAST[2:]], "not a number"),
         "pixel size 0.001": ([f"source.path={p}", "source.pixel_size_A=0.001", *FAST[2:]], "outside 0.01-5"),
@@ -104,7 +108,7 @@ def config_mistakes(tmp: Path) -> dict[str, tuple[list[str], str]]:
 CASES = ["unknown group option", "unknown group option in a sweep", "unknown key", "unknown nested key",
          "added key nothing reads", "added source key nothing reads", "added tracking key", "unknown plugin parameter",
          "malformed list", "override without value", "unknown figure format", "unknown tracking scheme",
-         "tracking store in a missing folder", "hydra callback", "launcher target", "logging factory", "target in a config file", "stage target",
+         "tracking store in a missing folder", "hydra callback", "launcher target", "logging factory", "target in a config file", "stage target", "unknown option in a config file's sweep",
          "env_set loading code", "pixel size abc", "pixel size 0.001", "pixel size 1000", "pixel size -1",
          "complex image", "frame of a 2-D image", "pixel size for the bundled example", "pixel size for the synthetic source"]
 
@@ -166,7 +170,7 @@ def test_a_run_never_writes_into_a_folder_another_run_owns(in_tmp, capsys):
 def test_failed_run_leaves_no_folder(in_tmp, capsys):
     rng = np.random.default_rng(0)
     path = _npy(in_tmp / "in_noise.npy", rng.normal(size=(160, 160)))
-    code, out, err = run_cli([f"source.path={path}", "source.pixel_size_A=0.2", *FAST[2:]], capsys)
+    code, out, err = run_cli([f"source.path={path}", "source.pixel_size_A=0.2", *FAST[2:], "tracking.enabled=false"], capsys)
     assert code == 2 and "lattice" in err
     assert not (in_tmp / "outputs").exists()
 
@@ -406,3 +410,49 @@ def test_named_experiments_pass_the_config_checks(experiment):
 def test_tracking_server_that_does_not_answer(in_tmp, capsys):
     code, out, err = run_cli([*FAST, "tracking.tracking_uri=http://127.0.0.1:9"], capsys)
     assert_contract(code, out, err, in_tmp, "cannot open the tracking store http://127.0.0.1:9")
+
+
+def _hspy_to_zspy(hspy: Path, zspy: Path) -> Path:
+    """Copy an HSPY (HDF5) file's tree into a zarr v2 directory: the ZSPY layout. RosettaSciIO 0.15's
+    own ZSPY writer fails with zarr 3 (zarr.storage.NestedDirectoryStore is gone); its reader works."""
+    import h5py
+    import zarr
+
+    def plain(v):
+        if isinstance(v, bytes):
+            return v.decode()
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        return v.item() if isinstance(v, np.generic) else v
+
+    def copy(h, z):
+        for k, v in h.attrs.items():
+            z.attrs[k] = plain(v)
+        for k, item in h.items():
+            if isinstance(item, h5py.Group):
+                copy(item, z.create_group(k))
+                continue
+            arr = np.asarray(item[()])
+            z.create_array(k, data=arr.astype(str) if arr.dtype.kind in "OS" else arr)
+            for a, b in item.attrs.items():
+                z[k].attrs[a] = plain(b)
+
+    with h5py.File(hspy) as f:
+        copy(f, zarr.open_group(str(zspy), mode="w", zarr_format=2))
+    return zspy
+
+
+def test_zspy_file_with_calibration(tmp_path):
+    import hyperspy.api as hs
+
+    from octascope.io import read_image
+
+    data = np.random.default_rng(1).random((24, 32)).astype(np.float32)
+    sig = hs.signals.Signal2D(data)
+    for ax in sig.axes_manager.signal_axes:
+        ax.scale, ax.units = 0.0168, "nm"
+    sig.save(tmp_path / "qd.hspy")
+    img = read_image(_hspy_to_zspy(tmp_path / "qd.hspy", tmp_path / "qd.zspy"))
+    np.testing.assert_array_equal(img.data, data)
+    assert img.pixel_size_A == pytest.approx(0.168)
+    assert img.metadata["format"] == "zspy"

@@ -372,7 +372,8 @@ def _walk(node: Any, path: str):
             yield from _walk(v, f"{path}[{i}]")
 
 
-def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) -> None:
+def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) -> dict[str, str]:
+    """Compose and check one job's configuration; return the sweeper's ``params`` (sweeps a config file sets)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -393,7 +394,8 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
     finally:
         GlobalHydra.instance().clear()
     with_hydra = OmegaConf.to_container(cfg, resolve=False)
-    _check_hydra_node(with_hydra.pop("hydra", {}) or {})
+    hydra_node = with_hydra.pop("hydra", {}) or {}
+    _check_hydra_node(hydra_node)
     try:
         job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     except Exception as exc:
@@ -403,6 +405,7 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
     validate_config(job)
     check_source_config(dict(job.get("source") or {}))
     build_stages(job, get_registry())
+    return {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
 
 
 def check_command_line(argv: list[str]) -> list[str]:
@@ -442,16 +445,29 @@ def check_command_line(argv: list[str]) -> list[str]:
         base.append(f"hydra.searchpath=[{','.join(extra_search)}]")
     sweeps = [(o, p) for o, p in zip(overrides, parsed) if p.is_sweep_override()]
     firsts, variants = [], []
-    for _tok, p in sweeps:
+
+    def add_sweep(p: Any) -> None:
         try:
             values = list(p.sweep_string_iterator())
         except Exception:  # glob() and the like: Hydra expands them when the sweep starts
-            continue
+            return
         quoted = [v if not any(ord(c) > 127 or c in " ,[]{}()" for c in v) else (_quote(v) or v) for v in values]
         items = [f"{p.get_key_element()}={v}" for v in quoted]
         firsts.append(items[0])
         variants.append(items[1:])
-    _compose_and_check(config_dir, config_name, [*base, *firsts])
+
+    for _tok, p in sweeps:
+        add_sweep(p)
+    params = _compose_and_check(config_dir, config_name, [*base, *firsts])
+    # sweeps set in a config file (hydra.sweeper.params, e.g. conf/experiment/): each value too,
+    # unless the command line sweeps that key itself
+    swept = {p.key_or_group for _tok, p in sweeps}
+    _p, extra = _parse_overrides([f"{k}={v}" for k, v in params.items() if k not in swept])
+    for p in extra:
+        if p.is_sweep_override():
+            add_sweep(p)
+    if extra:
+        _compose_and_check(config_dir, config_name, [*base, *firsts])
     for i, rest in enumerate(variants):
         for item in rest:
             _compose_and_check(config_dir, config_name, [*base, *firsts[:i], item, *firsts[i + 1:]])
