@@ -196,3 +196,15 @@ def test_presets_compose_and_cli_overrides():
     assert crop["imaging"]["mode"] == "multislice" and len(crop["imaging"]["scan_window_A"]) == 4
     assert load_params(None, ["support.thickness_A=30"])["support"] == {"thickness_A": 30}
     assert load_params(None, [])["support"] is None
+
+
+def test_image_keys_without_film_or_window_are_unchanged():
+    """Cache entries made before the film and crops existed stay valid: unset, they are not keyed."""
+    from octascope.sim.source import _keyed, complete, support_params
+
+    par = complete(simulate_image, {})
+    par["support"] = support_params(None)
+    keyed = _keyed(par)
+    assert not {"support", "scan_window_A", "window_padding_A"} & set(keyed)
+    par.update(scan_window_A=[0.0, 0.0, 5.0, 5.0], support=support_params({"thickness_A": 20.0}))
+    assert {"support", "scan_window_A"} <= set(_keyed(par))
