@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{prepared[im]['shape'][1]}×{prepared[im]['shape'][0]} px at {prepared[im]['pixel_size_A']} Å/px, "
              f"{prepared[im]['n_snapshots']} MD snapshots, {prepared[im]['n_columns']} true columns "
              f"(imaging {prepared[im]['imaging_s']:.0f} s when computed)" for im in images]
-    text = "\n".join(header) + md + "\n" + "\n".join(cmds) + "\n"
+    text = "\n".join(header) + "\n" + md + "\n" + "\n".join(cmds) + "\n"
     print(text, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
