@@ -13,7 +13,7 @@ from octascope.sim.structure import build_nanocube
 from octascope.sim.support import amorphous_carbon, carbon_number_density_per_A3
 
 KW = dict(pixel_size_A=0.5, sampling_A=0.125, num_workers=1, field_of_view_A=16.0)
-FILM = dict(thickness_A=20.0, density_g_cm3=2.0, min_distance_A=1.35, seed=3)
+FILM = dict(thickness_A=10.0, density_g_cm3=2.0, min_distance_A=1.35, seed=3)
 
 
 # --- the film itself (no abTEM) -------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_weak_phase_film_adds_only_the_carbon_term(tiny):
     for sy in (symbols, other):
         bare = simulate_image(sy, pos, **KW)
         film = simulate_image(sy, pos, support=FILM, **KW)
-        assert film.info["support_n_atoms"] == round(carbon_number_density_per_A3(2.0) * 16.0 * 16.0 * 20.0)
+        assert film.info["support_n_atoms"] == round(carbon_number_density_per_A3(2.0) * 16.0 * 16.0 * 10.0)
         assert film.frame == bare.frame
         d.append(film.image - bare.image)
     scale = np.abs(bare.image).max()
@@ -110,7 +110,7 @@ def test_weak_phase_window_is_the_cut_field(tiny):
 
 
 @pytest.mark.abtem
-def test_multislice_window_and_film(tiny):
+def test_multislice_window(tiny):
     """Multislice over a window (padded cell) agrees with the weak-phase window on this thin particle."""
     symbols, pos = tiny
     box = [4.0, 4.0, 12.0, 10.0]
@@ -119,6 +119,14 @@ def test_multislice_window_and_film(tiny):
     assert ms.image.shape == wp.image.shape == (12, 16)
     assert np.corrcoef(ms.com.ravel(), wp.com.ravel())[0, 1] > 0.98
     assert np.corrcoef(ms.image.ravel(), wp.image.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.abtem
+@pytest.mark.slow
+def test_multislice_film_in_every_snapshot(tiny):
+    symbols, pos = tiny
+    box = [4.0, 4.0, 12.0, 10.0]
+    ms = simulate_image(symbols, pos, mode="multislice", scan_window_A=box, window_padding_A=8.0, **KW)
     film = simulate_image(symbols, pos, mode="multislice", scan_window_A=box, window_padding_A=8.0,
                           support=dict(FILM, thickness_A=10.0), **KW)
     assert film.info["support_n_atoms"] == round(carbon_number_density_per_A3(2.0) * 24.0 * 22.0 * 10.0)
@@ -188,3 +196,15 @@ def test_presets_compose_and_cli_overrides():
     assert crop["imaging"]["mode"] == "multislice" and len(crop["imaging"]["scan_window_A"]) == 4
     assert load_params(None, ["support.thickness_A=30"])["support"] == {"thickness_A": 30}
     assert load_params(None, [])["support"] is None
+
+
+def test_image_keys_without_film_or_window_are_unchanged():
+    """Cache entries made before the film and crops existed stay valid: unset, they are not keyed."""
+    from octascope.sim.source import _keyed, complete, support_params
+
+    par = complete(simulate_image, {})
+    par["support"] = support_params(None)
+    keyed = _keyed(par)
+    assert not {"support", "scan_window_A", "window_padding_A"} & set(keyed)
+    par.update(scan_window_A=[0.0, 0.0, 5.0, 5.0], support=support_params({"thickness_A": 20.0}))
+    assert {"support", "scan_window_A"} <= set(_keyed(par))

@@ -18,7 +18,7 @@ mixed         the Br-segregated CsPbI(3-x)Br(x) cube (``+simulation=mixed_halide
 rotated       cspbi3 rotated in-plane by 17° (``source.imaging.scan_rotation_deg=17``)
 carbon        cspbi3 on 3 nm of amorphous carbon (``+simulation=carbon_support``)
 multislice    abTEM multislice iDPC of a 20 Å x 20 Å corner crop of cspbi3 (``+simulation=multislice_crop``,
-              0.25 Å/px, 2 snapshots; ~10 min of one CPU core the first time)
+              0.25 Å/px, 2 snapshots; 916 s wall the first time on the shared 2-core machine, ≈5 min CPU)
 ============  =====================================================================================
 
 Doses: ``clean`` (no noise, one run) and 1000, 300, 100 e/Å² (the paper images at ≈220 e/Å²), each
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{prepared[im]['shape'][1]}×{prepared[im]['shape'][0]} px at {prepared[im]['pixel_size_A']} Å/px, "
              f"{prepared[im]['n_snapshots']} MD snapshots, {prepared[im]['n_columns']} true columns "
              f"(imaging {prepared[im]['imaging_s']:.0f} s when computed)" for im in images]
-    text = "\n".join(header) + md + "\n" + "\n".join(cmds) + "\n"
+    text = "\n".join(header) + "\n" + md + "\n" + "\n".join(cmds) + "\n"
     print(text, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
