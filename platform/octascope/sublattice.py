@@ -257,12 +257,18 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
             medians[c] = np.median(amp[sel])
             sem[c] = 1.2533 * np.std(amp[sel]) / np.sqrt(sel.sum())  # standard error of a median
     pb = int(np.argmax(medians))
-    second = int(np.argsort(medians)[-2])
-    gap = medians[pb] - medians[second]
-    if not gap > 3.0 * np.hypot(sem[pb], sem[second]):
+    # the Pb coset must stand above the pooled other columns by more than the statistics allow
+    # (equal cosets — a metal, a wrong zone axis — fail; so does a field too small to tell)
+    rest_sel = on & (coset_id != pb) & np.isfinite(amp)
+    pb_sel = on & (coset_id == pb) & np.isfinite(amp)
+    rest_med = float(np.median(amp[rest_sel])) if rest_sel.sum() >= 2 else np.inf
+    rest_sem = 1.2533 * np.std(amp[rest_sel]) / np.sqrt(max(rest_sel.sum(), 1)) if rest_sel.sum() >= 2 else np.inf
+    gap = medians[pb] - rest_med
+    if not gap > 3.0 * np.hypot(sem[pb], rest_sem):
         raise InputError(
-            f"no Pb sublattice: the brightest column coset (median amplitude {medians[pb]:.3g}) is not significantly "
-            f"brighter than the next ({medians[second]:.3g}); is this a lead-halide perovskite on [001] with bright columns?"
+            f"no Pb sublattice: the brightest column coset (median amplitude {medians[pb]:.3g}, {int(pb_sel.sum())} columns) "
+            f"is not significantly brighter than the other columns ({rest_med:.3g}); is this a lead-halide perovskite "
+            "on [001] with bright columns, and does the field hold enough of it?"
         )
     pb_coset = (pb // 2, pb % 2)
     rel = np.mod(parity - np.array(pb_coset), 2)
