@@ -40,6 +40,7 @@ def test_chain_equals_the_steps_applied_by_hand(registry, image):
     assert out.variance is None and meta["variance_from"] is None
 
 
+@pytest.mark.slow
 def test_absf_then_s2sred_carries_the_s2sred_variance(registry, image):
     chain = registry.create("denoiser", "chain", steps=["absf", {"name": "s2sred", **TINY_S2S}])
     out = chain.denoise(image)
@@ -52,6 +53,7 @@ def test_absf_then_s2sred_carries_the_s2sred_variance(registry, image):
     assert out.metadata["denoiser"]["variance_dropped"] == []
 
 
+@pytest.mark.slow
 def test_an_earlier_steps_variance_is_dropped_once_a_later_step_changes_the_image(registry, image):
     out = registry.create("denoiser", "chain", steps=[("s2sred", TINY_S2S), "bm3d"]).denoise(image)
     assert out.variance is None

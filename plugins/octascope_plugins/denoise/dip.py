@@ -10,7 +10,7 @@ import numpy as np
 from octascope.errors import PluginError
 from octascope.model import Image
 
-from ._common import check_finite, check_training_params, estimate_noise_rms, finish, normalise
+from ._common import check_finite, check_training_params, estimate_noise_psd, estimate_noise_rms, finish, normalise
 
 
 class DIPDenoiser:
@@ -24,8 +24,7 @@ class DIPDenoiser:
     exponential moving average (weight ``ema``) of the iterates.
 
     Early stopping (discrepancy principle, Morozov): with the RMS noise level σ given or
-    estimated from the image (finest diagonal Haar band, which follows Poisson noise's mean
-    variance), every ``check_every`` iterations after
+    estimated from the image (``noise_estimate``), every ``check_every`` iterations after
     ``min_iterations`` the residual ``mean((x̄ − y)²)`` of the averaged output x̄ is compared
     with ``stop_ratio · σ²``; the fit stops at the first check where it has fallen below,
     i.e. as soon as the output explains the image up to the noise. Without ``early_stop``
@@ -53,6 +52,13 @@ class DIPDenoiser:
         Stop by the discrepancy principle.
     noise_sigma : float, optional
         Noise standard deviation [image units]; ``None`` estimates it from the image.
+    noise_estimate : str
+        How: ``spectrum`` (default) — the total RMS of the noise power spectrum ``a/k² + b``
+        fitted to the image (:func:`~octascope_plugins.denoise._common.estimate_noise_psd`),
+        which counts the low-frequency noise of integrated (iDPC/iCoM) images and equals the
+        white-noise σ for HAADF; ``finest_band`` — the RMS of the finest diagonal Haar band
+        (white noise only: on iDPC images it sees about a third of the noise, so the
+        residual never gets down to σ² before the network has fitted the noise).
     stop_ratio : float
         Stop when the residual variance falls below ``stop_ratio`` · σ² [1].
     min_iterations : int
@@ -92,6 +98,7 @@ class DIPDenoiser:
         ema: float = 0.99,
         early_stop: bool = True,
         noise_sigma: float | None = None,
+        noise_estimate: str = "spectrum",
         stop_ratio: float = 1.0,
         min_iterations: int = 50,
         check_every: int = 10,
@@ -122,7 +129,10 @@ class DIPDenoiser:
         self.upsample = upsample
         self.ema = float(ema)
         self.early_stop = bool(early_stop)
+        if noise_estimate not in ("spectrum", "finest_band"):
+            raise PluginError(f"dip noise_estimate '{noise_estimate}' is unknown; use spectrum or finest_band")
         self.noise_sigma = noise_sigma
+        self.noise_estimate = noise_estimate
         self.stop_ratio = float(stop_ratio)
         self.min_iterations = int(min_iterations)
         self.check_every = int(check_every)
@@ -143,12 +153,17 @@ class DIPDenoiser:
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, self.name)
         y01, lo, scale = normalise(data)
-        sigma = self.noise_sigma if self.noise_sigma is not None else estimate_noise_rms(data)
+        if self.noise_sigma is not None:
+            sigma = float(self.noise_sigma)
+        elif self.noise_estimate == "spectrum":
+            sigma = estimate_noise_psd(data)[1]["sigma_total"]
+        else:
+            sigma = estimate_noise_rms(data)
         sigma01 = sigma / scale
         padded, (h, w) = tr.pad_to_multiple(y01, DOWNSAMPLING)
         device = tr.select_device(self.device, self.name)
         skip = {"n_iterations", "progress", "checkpoint_path", "checkpoint_every", "device", "cpu_threads",
-                "early_stop", "stop_ratio", "min_iterations", "check_every", "noise_sigma"}
+                "early_stop", "stop_ratio", "min_iterations", "check_every", "noise_sigma", "noise_estimate"}
         settings = {k: v for k, v in vars(self).items() if k not in skip}
         t_start = time.perf_counter()
         with tr.deterministic(self.seed, device.type == "cpu"), tr.cpu_threads(self.cpu_threads):
