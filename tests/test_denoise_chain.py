@@ -137,3 +137,20 @@ def test_hydra_chain_steps_override(registry):
     cfg = _compose(["denoiser=chain", "denoiser.steps=[absf,{name:bm3d,sigma_scale:2.0}]"])
     steps = build_stages(cfg, registry)["denoiser"].steps
     assert steps[1].name == "bm3d" and steps[1].sigma_scale == 2.0
+
+
+@pytest.mark.parametrize("chain_option, step_options", [
+    ("absf_s2sred", ["absf", "s2sred"]),
+    ("absf_s2sred_paper", ["absf", "s2sred_paper"]),
+])
+def test_chain_options_repeat_their_steps_own_options(chain_option, step_options):
+    """The chain files spell their steps out (so 'denoiser.steps.1.x=...' works); they must not drift from them."""
+    steps = _compose([f"denoiser={chain_option}"])["denoiser"]["steps"]
+    assert steps == [_compose([f"denoiser={opt}"])["denoiser"] for opt in step_options]
+
+
+def test_hydra_step_parameter_override(registry):
+    from octascope.cli import build_stages
+
+    cfg = _compose(["denoiser=absf_s2sred", "denoiser.steps.1.n_iterations=7"])
+    assert build_stages(cfg, registry)["denoiser"].steps[1].n_iterations == 7
