@@ -81,8 +81,8 @@ def test_dip_and_s2sred_parameters():
     reg = get_registry(load_entrypoints=False)
     with pytest.raises(PluginError, match="noise_estimate"):
         reg.create("denoiser", "dip", noise_estimate="guess")
-    assert reg.create("denoiser", "s2sred").red_sigma is None  # noise from the image by default
-    assert reg.create("denoiser", "s2sred", red_sigma=15 / 255).red_sigma == pytest.approx(15 / 255)
+    assert reg.create("denoiser", "s2sred").red_sigma == pytest.approx(15 / 255)  # the paper's value by default
+    assert reg.create("denoiser", "s2sred", red_sigma=None).red_sigma is None  # noise spectrum from the image
     with pytest.raises(PluginError, match="red_sigma"):
         reg.create("denoiser", "s2sred", red_sigma=0.0)
 
@@ -95,7 +95,7 @@ def test_s2sred_records_the_fitted_red_sigma():
     data = (lattice(n=48, amp=0.5) + rng.normal(0, 0.05, (48, 48))).astype(np.float32)
     image = Image(data=data, pixel_size_A=0.2)
     den = get_registry(load_entrypoints=False).create(
-        "denoiser", "s2sred", n_iterations=2, patch_px=None, encoder_width=4, decoder_width=8, n_mc_passes=2,
+        "denoiser", "s2sred", red_sigma=None, n_iterations=2, patch_px=None, encoder_width=4, decoder_width=8, n_mc_passes=2,
         red_every=1, device="cpu", progress=False, cpu_threads=1)
     out = den.denoise(image)
     used = out.metadata["denoiser"]["red_sigma_used"]

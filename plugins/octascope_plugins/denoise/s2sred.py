@@ -51,10 +51,10 @@ class S2SREDDenoiser:
 
     1. network steps on the Self2Self loss + ``admm_mu``/2 · mean((f_θ − (x − u))²);
     2. every ``red_every`` iterations, an x step ``x ← (λ·D(x) + μ·(f̄ + u)) / (λ + μ)`` with D
-       BM3D (on the image normalised to [0, 1]) at the noise of the image — its power spectrum
-       ``a/k² + b`` fitted to the image (:func:`~octascope_plugins.denoise._common.estimate_noise_psd`),
-       so the integrated 1/k noise of iDPC is modelled — or at a fixed ``red_sigma`` (the
-       paper: 15/255), and f̄ the mean of ``red_passes`` stochastic network passes;
+       BM3D (on the image normalised to [0, 1]) at ``red_sigma`` (the paper: 15/255) or, with
+       ``red_sigma=None``, at the noise power spectrum ``a/k² + b`` fitted to the image
+       (:func:`~octascope_plugins.denoise._common.estimate_noise_psd`: models the integrated
+       1/k noise of iDPC), and f̄ the mean of ``red_passes`` stochastic network passes;
     3. the dual update ``u ← u + f̄ − x``.
 
     x starts as BM3D of the image and u as 0. BM3D (the ``bm3d`` package) runs on the CPU even
@@ -91,11 +91,14 @@ class S2SREDDenoiser:
     red : bool
         RED/ADMM on (S2SRED) or off (Self2Self).
     red_sigma : float, optional
-        BM3D noise level on the [0, 1]-normalised image (paper: 15/255); ``None`` (default)
-        uses the noise power spectrum fitted to the image. A fixed value means a different
-        noise level for every image: the [0, 1] scale is set by the image's extreme pixels,
+        BM3D noise level on the [0, 1]-normalised image (default: the paper's 15/255); ``None``
+        uses the noise power spectrum fitted to the image instead. A fixed value is a different
+        noise level for every image — the [0, 1] scale is set by the image's extreme pixels,
         which the noise itself moves (range 0.72 at 300 e/Å² vs 0.91 at 100 e/Å² for the same
-        simulated particle), and it is white where iDPC noise is not.
+        simulated particle) — and white where iDPC noise is not; but on simulated iDPC images
+        the fitted spectrum (a stronger prior) did not bring positions or tilts closer to the
+        truth (experiments/benchmarks/results/denoise-lowdose.md), so the paper's value stays
+        the default.
     red_lambda : float
         RED regularisation weight λ (paper: 0.2).
     admm_mu : float
@@ -141,7 +144,7 @@ class S2SREDDenoiser:
         upsample: str = "nearest",
         n_mc_passes: int = 20,
         red: bool = True,
-        red_sigma: float | None = None,
+        red_sigma: float | None = 15 / 255,
         red_lambda: float = 0.2,
         admm_mu: float = 1.0,
         red_every: int = 100,
