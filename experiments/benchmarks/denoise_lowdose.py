@@ -1,9 +1,9 @@
 """Why do S2SRED and DIP raise PSNR but worsen positions and tilts at low dose? A study on simulated iDPC images.
 
-Usage::
+Usage (results and the full commands: ``experiments/benchmarks/results/denoise-lowdose.md``)::
 
     OMP_NUM_THREADS=1 python experiments/benchmarks/denoise_lowdose.py                # main table
-    python experiments/benchmarks/denoise_lowdose.py --variants s2sred,s2sred_est --doses 300 --seeds 0
+    python experiments/benchmarks/denoise_lowdose.py --variants none,s2sred,s2s --doses 300 --seeds 0
     python experiments/benchmarks/denoise_lowdose.py --table-only                     # re-print saved rows
 
 Images: ``octascope.sim`` weak-phase iDPC of a CsPbI3 nanocube (``structure.n_cells`` cells, no MD:
@@ -275,7 +275,7 @@ def band_table(path: Path) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="clean,none,gauss1,absf,bm3d,bm3d_fit,s2sred,s2sred_fit,absf+s2sred_fit,dip_band,dip")
+    p.add_argument("--variants", default="clean,none,gauss1,absf,bm3d,bm3d_fit,s2sred,s2sred_fit,absf+s2sred,absf+s2sred_fit,dip")
     p.add_argument("--doses", default="300,100")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--cells", type=int, default=4)
