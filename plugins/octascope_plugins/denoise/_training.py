@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from octascope.errors import ConfigError
+from octascope.errors import ConfigError, InputError
 from octascope.torch_runtime import cpu_threads, select_device  # noqa: F401  (used as tr.*)
 
 
@@ -99,6 +99,43 @@ def fingerprint(settings: dict[str, Any], data: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def safe_load(path: str, who: str) -> Any:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only.
+
+    A checkpoint holds tensors, numbers, strings, lists and dicts (network and optimiser state,
+    the ADMM/EMA tensors, the random-generator states as byte tensors), so the restricted
+    unpickler reads it in full. Anything else — a pickle that names a Python callable, which
+    the full unpickler would call — is refused before any of it runs.
+
+    Raises
+    ------
+    InputError
+        The file is not a checkpoint made of plain values (hostile or corrupt), in one line.
+    """
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        if found:
+            reason = f"it names the Python callable {found.group(1)}"
+        elif inner:
+            reason = inner.group(1).strip()
+        elif "Weights only load failed" in text:
+            reason = "not readable as a torch checkpoint"
+        else:
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = lines[0] if lines else type(exc).__name__
+        raise InputError(
+            f"{who}: checkpoint {path} is not a plain-tensor checkpoint and was not loaded "
+            f"({reason[:160]}); delete it or set a different checkpoint_path"
+        ) from None
+
+
 class Checkpointer:
     """Save the training state every ``every`` iterations and resume from a matching file.
 
@@ -124,8 +161,8 @@ class Checkpointer:
         """The saved state when the file exists and matches, else ``None``."""
         if not self.path or not os.path.exists(self.path):
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("key") != self.key:
+        state = safe_load(self.path, self.who)
+        if not isinstance(state, dict) or state.get("key") != self.key:
             raise ConfigError(
                 f"{self.who}: checkpoint {self.path} was made with other settings or another image; "
                 "delete it or set a different checkpoint_path"

@@ -1,0 +1,156 @@
+"""Chained denoisers: same as applying the steps by hand, variance of the last step, clear errors, Hydra configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octascope.errors import PluginError
+from octascope.model import Image
+from octascope.registry import get_registry
+
+# a tiny S2SRED: deterministic on the CPU, a second or so
+TINY_S2S = {"n_iterations": 2, "patch_px": None, "encoder_width": 4, "decoder_width": 8, "n_mc_passes": 3,
+            "red_every": 1, "device": "cpu", "progress": False, "cpu_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return get_registry(load_entrypoints=False)
+
+
+@pytest.fixture(scope="module")
+def image():
+    from octascope.synthetic import make_synthetic
+
+    img, _ = make_synthetic(n_cells=(2, 2), pixel_size_A=0.25, dose_e_per_A2=300.0, seed=2)
+    return img
+
+
+def test_chain_equals_the_steps_applied_by_hand(registry, image):
+    chain = registry.create("denoiser", "chain", steps=["absf", {"name": "bm3d", "sigma_scale": 1.5}])
+    out = chain.denoise(image)
+    by_hand = registry.create("denoiser", "bm3d", sigma_scale=1.5).denoise(registry.create("denoiser", "absf").denoise(image))
+    np.testing.assert_array_equal(out.data, by_hand.data)
+    assert out.pixel_size_A == image.pixel_size_A and out.shape == image.shape
+    meta = out.metadata["denoiser"]
+    assert meta["name"] == "chain"
+    assert [s["name"] for s in meta["steps"]] == ["absf", "bm3d"]
+    assert meta["steps"][1]["sigma_scale"] == 1.5
+    assert out.variance is None and meta["variance_from"] is None
+
+
+@pytest.mark.slow
+def test_absf_then_s2sred_carries_the_s2sred_variance(registry, image):
+    chain = registry.create("denoiser", "chain", steps=["absf", {"name": "s2sred", **TINY_S2S}])
+    out = chain.denoise(image)
+    pre = registry.create("denoiser", "absf").denoise(image)
+    by_hand = registry.create("denoiser", "s2sred", **TINY_S2S).denoise(pre)
+    np.testing.assert_array_equal(out.data, by_hand.data)
+    assert out.variance is not None
+    np.testing.assert_array_equal(out.variance, by_hand.variance)
+    assert out.metadata["denoiser"]["variance_from"] == "2:s2sred"
+    assert out.metadata["denoiser"]["variance_dropped"] == []
+
+
+@pytest.mark.slow
+def test_an_earlier_steps_variance_is_dropped_once_a_later_step_changes_the_image(registry, image):
+    out = registry.create("denoiser", "chain", steps=[("s2sred", TINY_S2S), "bm3d"]).denoise(image)
+    assert out.variance is None
+    assert out.metadata["denoiser"]["variance_dropped"] == ["1:s2sred"]
+    # the identity keeps it: the image has not changed
+    kept = registry.create("denoiser", "chain", steps=[("s2sred", TINY_S2S), "none"]).denoise(image)
+    assert kept.variance is not None and kept.metadata["denoiser"]["variance_from"] == "1:s2sred"
+
+
+def test_a_step_that_passes_a_stale_variance_on_loses_it(registry, image):
+    class Shift:
+        """Changes the data but keeps whatever variance came in (a careless third-party step)."""
+
+        name = "shift"
+
+        def denoise(self, img):
+            return img.replace(data=img.data + 1.0)
+
+    var_image = image.replace(variance=np.ones(image.shape, np.float32))
+    out = registry.create("denoiser", "chain", steps=[Shift()]).denoise(var_image)
+    assert out.variance is None
+    assert out.metadata["denoiser"]["variance_dropped"] == ["input"]
+
+
+def test_unknown_step_is_a_one_line_error_naming_the_valid_ones(registry):
+    with pytest.raises(PluginError) as info:
+        registry.create("denoiser", "chain", steps=["absf", "nosuch"])
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "step 2" in msg and "'nosuch'" in msg
+    for known in ("absf", "bm3d", "s2sred", "dip", "none"):
+        assert known in msg
+
+
+@pytest.mark.parametrize("steps, fragment", [
+    ([], "at least one step"),
+    ([{"sigma": 1.0}], "no 'name'"),
+    ([{"name": "bm3d", "nosuch": 1}], "nosuch"),
+    ([3], "step 1"),
+])
+def test_bad_steps_are_one_line_errors(registry, steps, fragment):
+    with pytest.raises(PluginError, match=fragment) as info:
+        registry.create("denoiser", "chain", steps=steps)
+    assert "\n" not in str(info.value)
+
+
+def test_comma_string_and_python_api(registry, image):
+    import octascope
+
+    chain = registry.create("denoiser", "chain", steps="absf, bm3d")
+    assert [s.name for s in chain.steps] == ["absf", "bm3d"]
+    result = octascope.analyze(image, denoiser=("chain", {"steps": ["absf", "bm3d"]}), metrics=[], progress=None,
+                               registry=registry)
+    np.testing.assert_array_equal(result.denoised.data, chain.denoise(image).data)
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from octascope.cli import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def test_hydra_paper_chain_composes(registry):
+    from octascope.cli import build_stages
+
+    cfg = _compose(["denoiser=absf_s2sred"])
+    assert cfg["denoiser"]["name"] == "chain"
+    chain = build_stages(cfg, registry)["denoiser"]
+    assert [s.name for s in chain.steps] == ["absf", "s2sred"]
+
+
+def test_hydra_chain_steps_override(registry):
+    from octascope.cli import build_stages
+
+    cfg = _compose(["denoiser=chain", "denoiser.steps=[absf,bm3d]"])
+    assert [s.name for s in build_stages(cfg, registry)["denoiser"].steps] == ["absf", "bm3d"]
+    cfg = _compose(["denoiser=chain", "denoiser.steps=[absf,{name:bm3d,sigma_scale:2.0}]"])
+    steps = build_stages(cfg, registry)["denoiser"].steps
+    assert steps[1].name == "bm3d" and steps[1].sigma_scale == 2.0
+
+
+@pytest.mark.parametrize("chain_option, step_options", [
+    ("absf_s2sred", ["absf", "s2sred"]),
+    ("absf_s2sred_paper", ["absf", "s2sred_paper"]),
+])
+def test_chain_options_repeat_their_steps_own_options(chain_option, step_options):
+    """The chain files spell their steps out (so 'denoiser.steps.1.x=...' works); they must not drift from them."""
+    steps = _compose([f"denoiser={chain_option}"])["denoiser"]["steps"]
+    assert steps == [_compose([f"denoiser={opt}"])["denoiser"] for opt in step_options]
+
+
+def test_hydra_step_parameter_override(registry):
+    from octascope.cli import build_stages
+
+    cfg = _compose(["denoiser=absf_s2sred", "denoiser.steps.1.n_iterations=7"])
+    assert build_stages(cfg, registry)["denoiser"].steps[1].n_iterations == 7
