@@ -154,3 +154,20 @@ def test_hydra_step_parameter_override(registry):
 
     cfg = _compose(["denoiser=absf_s2sred", "denoiser.steps.1.n_iterations=7"])
     assert build_stages(cfg, registry)["denoiser"].steps[1].n_iterations == 7
+
+
+def test_analyze_takes_a_list_of_denoisers_as_a_chain():
+    import octascope
+    from octascope.pipeline import resolve_stage
+    from octascope.registry import get_registry
+
+    chain = resolve_stage(get_registry(), "denoiser", ["absf", "none"])
+    assert chain.name == "chain" and len(chain.steps) == 2
+
+
+def test_chain_steps_are_flattened_for_mlflow():
+    from octascope.tracking import flatten
+
+    flat = flatten({"denoiser": {"name": "chain", "steps": [{"name": "absf", "n_cycles": 20}, {"name": "s2sred"}]}})
+    assert flat["denoiser.steps.0.name"] == "absf" and flat["denoiser.steps.1.name"] == "s2sred"
+    assert flatten({"figure_formats": ["png", "svg"]})["figure_formats"] == ["png", "svg"]

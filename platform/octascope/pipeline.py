@@ -6,7 +6,8 @@ Usable without Hydra::
     result = octascope.analyze(image, denoiser="bm3d", locator="gaussian", truth=truth)
 
 A stage may be given as a registered name, as ``(name, params)``, as a mapping with a
-``name`` key and parameters, or as an already-built stage object.
+``name`` key and parameters, or as an already-built stage object; a denoiser also as a list of
+those, applied in order (the ``chain`` denoiser).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> Any:
     """Turn a stage specification into a stage object (see module docstring)."""
     if isinstance(spec, str):
         return registry.create(stage, spec)
+    if stage == "denoiser" and isinstance(spec, list):  # a chain, as the method paper's ABSF -> S2SRED
+        return registry.create(stage, "chain", steps=spec)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         return registry.create(stage, spec[0], **dict(spec[1] or {}))
     if isinstance(spec, Mapping):

@@ -170,12 +170,16 @@ def code_version() -> dict[str, str]:
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested mapping into ``a.b.c`` keys (lists are kept as their string form)."""
+    """Flatten a nested mapping into ``a.b.c`` keys. A list that holds mappings (e.g. the steps
+    of a denoiser chain) is flattened by index (``steps.0.name``), so no parameter outgrows
+    MLflow's value limit; a list of plain values is kept as its string form."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
             out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)) and any(isinstance(x, Mapping) for x in v):
+            out.update(flatten({str(i): x for i, x in enumerate(v)}, key + "."))
         else:
             out[key] = v
     return out
