@@ -20,13 +20,11 @@ Gauss-Newton step of every column's (x, y, A) against the residual of the full m
 normal equations per column, solved batched with torch; GPU when present). The cost is checked
 after every step and the step halved if it rose.
 
-Per-column uncertainty: the Cramér-Rao bound of the column model under the image's noise power
-spectrum S(k) (iDPC noise is strongly correlated, ∝ 1/k², so a white-noise ``σ² (JᵀJ)⁻¹`` would
-be wrong): for a column with amplitude A and profile P, the Fisher information of its x position is
-``A² Σ_k |F[∂P/∂x](k)|² / (N S(k))`` (F the unnormalised FFT over N samples, S normalised as in
-:class:`octascope.noise_spectrum.NoiseSpectrum`). Assumptions: Gaussian noise with a stationary
-spectrum, an exact column model, the other columns, the amplitude and the background known or
-decoupled (for a centrosymmetric profile x is orthogonal to A and to a smooth background).
+Per-column uncertainty: ``σ² (JᵀJ)⁻¹`` of the column's (x, y, A) in the fitted domain, with σ² the
+residual variance on its patch. It is the Cramér-Rao bound of the column model when the noise is
+white in that domain (pixels for HAADF; the CoM field, i.e. the image's gradient, for iDPC/iCoM,
+whose image-domain noise is ∝ 1/k² and would make a pixel-domain ``σ² (JᵀJ)⁻¹`` wrong), the model
+is exact, and the neighbours and background are known (they are nearly orthogonal to a centre).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from .errors import InputError
 from .torch_runtime import cpu_threads as _cpu_threads
 from .torch_runtime import select_device
 
-DEFAULT_BASIS_SIGMAS_A: tuple[float, ...] = (0.12, 0.2, 0.3, 0.45, 0.65, 0.9)
+DEFAULT_BASIS_SIGMAS_A: tuple[float, ...] = (0.2, 0.3, 0.45, 0.65, 0.9)
 
 
 @dataclass
@@ -49,7 +47,7 @@ class RefineResult:
     """Output of :func:`refine_positions` (pixel units unless stated).
 
     ``profiles`` maps each species to its coefficients on ``basis_sigmas_A``; ``x_err``/``y_err``
-    are per-column 1-σ Cramér-Rao bounds [px] (NaN when no noise spectrum was given);
+    are per-column 1-σ uncertainties from the fit [px] (module docstring);
     ``cost_history`` the RMS residual after each round.
     """
 
@@ -72,12 +70,14 @@ def profile_values(coeffs: np.ndarray, sigmas_px: np.ndarray, r_px: np.ndarray) 
     return (np.exp(-0.5 * r2 / sigmas_px**2) * coeffs).sum(-1)
 
 
-def _bump_basis(n: int, spacing_px: float) -> np.ndarray:
-    """(n, m) Gaussian bumps of width ``spacing_px`` centred every ``spacing_px`` over [−s, n−1+s]."""
+def _bump_basis(n: int, spacing_px: float, with_derivative: bool = False):
+    """(n, m) Gaussian bumps of width ``spacing_px`` centred every ``spacing_px`` over [−s, n−1+s]
+    (and their derivatives along the axis)."""
     m = int(np.ceil((n - 1) / spacing_px)) + 3
     centres = -spacing_px + np.arange(m) * spacing_px
-    t = np.arange(n, dtype=float)[:, None]
-    return np.exp(-0.5 * ((t - centres[None, :]) / spacing_px) ** 2)
+    u = (np.arange(n, dtype=float)[:, None] - centres[None, :]) / spacing_px
+    g = np.exp(-0.5 * u**2)
+    return (g, -u / spacing_px * g) if with_derivative else g
 
 
 def refine_positions(
@@ -93,7 +93,7 @@ def refine_positions(
     max_rounds: int = 30,
     tolerance_px: float = 1e-4,
     max_step_px: float = 1.0,
-    noise_power: np.ndarray | None = None,
+    domain: str = "image",
     device: str = "auto",
 ) -> RefineResult:
     """Fit all columns of ``data`` jointly with one learned profile per species (module docstring).
@@ -120,9 +120,11 @@ def refine_positions(
         Stop when no column moved more than this in a round [px].
     max_step_px : float
         Largest position step of one round [px] (a column that wants more is clipped).
-    noise_power : numpy.ndarray, optional
-        Noise power on the image's FFT grid, normalised so that the noise variance is its mean
-        (:meth:`octascope.noise_spectrum.NoiseSpectrum.power_on_grid`); gives ``x_err``/``y_err``.
+    domain : str
+        What is fitted: ``"image"`` (unweighted least squares on the pixels: the ML estimator for
+        white noise, HAADF) or ``"gradient"`` (least squares on the image's Fourier gradient: for
+        iDPC/iCoM, whose noise is white in the CoM field the image was integrated from, this is the
+        whitened, maximum-likelihood fit). ``model`` holds the fitted observables (1 or 2 channels).
     device : str
         ``auto``, ``cpu`` or ``cuda[:i]``.
     """
@@ -133,6 +135,8 @@ def refine_positions(
     img_np = np.asarray(data, dtype=float)
     if img_np.ndim != 2:
         raise InputError(f"refine: the image must be 2-D, got shape {img_np.shape}")
+    if domain not in ("image", "gradient"):
+        raise InputError(f"refine: domain={domain!r}; use 'image' or 'gradient'")
     h, w = img_np.shape
     x0 = np.asarray(x_px, float).ravel().copy()
     y0 = np.asarray(y_px, float).ravel().copy()
@@ -148,6 +152,7 @@ def refine_positions(
     sig = np.asarray(basis_sigmas_A, float) / pixel_size_A
     k_b = sig.size
     rad = max(2, int(np.ceil(radius_A / pixel_size_A)))
+    grad = domain == "gradient"
 
     off = np.arange(-rad, rad + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")
@@ -156,7 +161,15 @@ def refine_positions(
     oy_t = torch.as_tensor(oy[disk], dtype=torch.long, device=dev)
 
     img = torch.as_tensor(img_np, dtype=dt, device=dev)
-    flat_img = img.reshape(-1)
+    if grad:  # the observables: the image's Fourier gradient (for iDPC/iCoM: the CoM field, white noise)
+        f = torch.fft.fft2(img)
+        kx = torch.fft.fftfreq(w, device=dev, dtype=dt)[None, :]
+        ky = torch.fft.fftfreq(h, device=dev, dtype=dt)[:, None]
+        obs = torch.stack([torch.fft.ifft2(2j * np.pi * kx * f).real, torch.fft.ifft2(2j * np.pi * ky * f).real])
+    else:
+        obs = img[None]
+    n_ch = obs.shape[0]
+    obs_flat = obs.reshape(n_ch, -1)
     sig_t = torch.as_tensor(sig, dtype=dt, device=dev)
     grp_t = torch.as_tensor(group, dtype=torch.long, device=dev)
     x = torch.as_tensor(x0, dtype=dt, device=dev)
@@ -170,78 +183,91 @@ def refine_positions(
     flat = py.clamp(0, h - 1) * w + px.clamp(0, w - 1)
     pxf, pyf = px.to(dt), py.to(dt)
 
-    gy = torch.as_tensor(_bump_basis(h, background_spacing_A / pixel_size_A), dtype=dt, device=dev)
-    gx = torch.as_tensor(_bump_basis(w, background_spacing_A / pixel_size_A), dtype=dt, device=dev)
-    gyy, gxx = gy.T @ gy, gx.T @ gx
+    gy_np, dgy_np = _bump_basis(h, background_spacing_A / pixel_size_A, with_derivative=True)
+    gx_np, dgx_np = _bump_basis(w, background_spacing_A / pixel_size_A, with_derivative=True)
+    gy, gx = torch.as_tensor(gy_np, dtype=dt, device=dev), torch.as_tensor(gx_np, dtype=dt, device=dev)
+    dgy, dgx = torch.as_tensor(dgy_np, dtype=dt, device=dev), torch.as_tensor(dgx_np, dtype=dt, device=dev)
+    # background channels as (row basis, column basis): image -> (gy, gx); gradient -> x: (gy, dgx), y: (dgy, gx)
+    bg_pairs = [(gy, dgx), (dgy, gx)] if grad else [(gy, gx)]
+    bb = sum(torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs)
+    rhs_bg = sum((a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs))
     n_bg = gy.shape[1] * gx.shape[1]
 
-    def basis(x, y):
+    def channels(x, y):
+        """Per column, pixel and basis function: the observable channels of a unit-coefficient Gaussian
+        (n_ch, n, m, k), and their derivatives with respect to the column's x and y."""
         dx, dy = pxf - x[:, None], pyf - y[:, None]
-        g = torch.exp(-0.5 * (dx**2 + dy**2)[..., None] / sig_t**2)  # (n, m, k)
-        return dx, dy, g
+        dx, dy = dx[..., None], dy[..., None]
+        s2 = sig_t**2
+        g = torch.exp(-0.5 * (dx**2 + dy**2) / s2)
+        if not grad:
+            return g[None], (g * dx / s2)[None], (g * dy / s2)[None]
+        gxp, gyp = -dx / s2 * g, -dy / s2 * g  # ∂g/∂px, ∂g/∂py
+        dxx = -(dx**2 / s2**2 - 1 / s2) * g  # ∂(∂g/∂px)/∂x_i = -∂²g/∂px²
+        dxy = -(dx * dy / s2**2) * g
+        dyy = -(dy**2 / s2**2 - 1 / s2) * g
+        return torch.stack([gxp, gyp]), torch.stack([dxx, dxy]), torch.stack([dxy, dyy])
 
-    # start: peak heights from the image minus a blurred background, flat-ish profile
-    amp = flat_img[torch.round(y).long().clamp(0, h - 1) * w + torch.round(x).long().clamp(0, w - 1)].clone()
-    amp = amp - img.mean()
-    amp = torch.where(amp.abs() > 1e-12, amp, torch.full_like(amp, 1e-12))
+    amp0 = img.reshape(-1)[torch.round(y).long().clamp(0, h - 1) * w + torch.round(x).long().clamp(0, w - 1)] - img.mean()
+    amp = torch.where(amp0.abs() > 1e-12, amp0, torch.full_like(amp0, 1e-12))
     coeffs = torch.zeros((n_g, k_b), dtype=dt, device=dev)
     bg_w = torch.zeros((gy.shape[1], gx.shape[1]), dtype=dt, device=dev)
 
     def render(x, y, amp, coeffs, bg_w):
-        _, _, g = basis(x, y)
-        prof = (g * coeffs[grp_t][:, None, :]).sum(-1)
-        cols = torch.zeros(h * w, dtype=dt, device=dev)
-        cols.index_add_(0, flat.reshape(-1), (amp[:, None] * prof * inside).reshape(-1))
-        return cols.reshape(h, w) + gy @ bg_w @ gx.T
+        g = channels(x, y)[0]
+        prof = (g * coeffs[grp_t][None, :, None, :]).sum(-1)  # (n_ch, n, m)
+        cols = torch.zeros((n_ch, h * w), dtype=dt, device=dev)
+        cols.index_add_(1, flat.reshape(-1), (amp[None, :, None] * prof * inside).reshape(n_ch, -1))
+        return cols.reshape(n_ch, h, w) + torch.stack([a @ bg_w @ b.T for a, b in bg_pairs])
 
     def solve_linear(x, y, amp):
         """Profile coefficients (per species) and background weights by linear least squares."""
-        _, _, g = basis(x, y)
-        feats = torch.zeros((n_g * k_b, h * w), dtype=dt, device=dev)
-        vals = amp[:, None, None] * g * inside[..., None]  # (n, m, k)
+        g = channels(x, y)[0]
         rows = grp_t[:, None, None] * k_b + torch.arange(k_b, device=dev)[None, None, :]
-        idx = rows * (h * w) + flat[..., None]
-        feats.view(-1).index_add_(0, idx.reshape(-1), vals.reshape(-1))
-        f_img = feats.reshape(n_g * k_b, h, w)
-        ff = feats @ feats.T
-        fb = torch.einsum("ya,fyx,xb->fab", gy, f_img, gx).reshape(n_g * k_b, n_bg)
-        bb = torch.kron(gyy, gxx)
-        top = torch.cat([ff, fb], 1)
-        bot = torch.cat([fb.T, bb], 1)
-        a_mat = torch.cat([top, bot], 0)
-        rhs = torch.cat([feats @ flat_img, (gy.T @ img @ gx).reshape(-1)])
-        ridge = 1e-10 * torch.diagonal(a_mat).abs().max()
-        sol = torch.linalg.solve(a_mat + ridge * torch.eye(a_mat.shape[0], dtype=dt, device=dev), rhs)
+        idx = (rows * (h * w) + flat[..., None]).reshape(-1)
+        ff = torch.zeros((n_g * k_b, n_g * k_b), dtype=dt, device=dev)
+        fb = torch.zeros((n_g * k_b, n_bg), dtype=dt, device=dev)
+        rf = torch.zeros(n_g * k_b, dtype=dt, device=dev)
+        for c, (a, b) in enumerate(bg_pairs):
+            feats = torch.zeros((n_g * k_b, h * w), dtype=dt, device=dev)
+            feats.view(-1).index_add_(0, idx, (amp[:, None, None] * g[c] * inside[..., None]).reshape(-1))
+            ff += feats @ feats.T
+            fb += torch.einsum("ya,fyx,xb->fab", a, feats.reshape(-1, h, w), b).reshape(n_g * k_b, n_bg)
+            rf += feats @ obs_flat[c]
+        a_mat = torch.cat([torch.cat([ff, fb], 1), torch.cat([fb.T, bb], 1)], 0)
+        rhs = torch.cat([rf, rhs_bg])
+        d = torch.diagonal(a_mat).abs()
+        sol = torch.linalg.solve(a_mat + torch.diag(1e-9 * d + 1e-12 * d.max()), rhs)
         return sol[: n_g * k_b].reshape(n_g, k_b), sol[n_g * k_b:].reshape(bg_w.shape)
 
     def cost_of(model):
-        return float(((img - model) ** 2).mean())
+        return float(((obs - model) ** 2).mean())
+
+    def normalise(coeffs, amp):
+        peak = coeffs.sum(1)  # P_s(0)
+        peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
+        return coeffs / peak[:, None], amp * peak[grp_t]
 
     history = []
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         coeffs, bg_w = solve_linear(x, y, amp)
-        peak = coeffs.sum(1)  # P_s(0)
-        peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
-        coeffs = coeffs / peak[:, None]
-        amp = amp * peak[grp_t]
+        coeffs, amp = normalise(coeffs, amp)
         model = render(x, y, amp, coeffs, bg_w)
         cost = cost_of(model)
-        res = (img - model).reshape(-1)[flat] * inside  # (n, m)
-        dx, dy, g = basis(x, y)
-        c = coeffs[grp_t][:, None, :]
-        prof = (g * c).sum(-1)
-        jx = amp[:, None] * (g * c / sig_t**2).sum(-1) * dx * inside
-        jy = amp[:, None] * (g * c / sig_t**2).sum(-1) * dy * inside
-        ja = prof * inside
-        jac = torch.stack([jx, jy, ja], -1)  # (n, m, 3)
+        res = (obs - model).reshape(n_ch, -1)[:, flat] * inside  # (n_ch, n, m)
+        g, gdx, gdy = channels(x, y)
+        c = coeffs[grp_t][None, :, None, :]
+        jx = amp[None, :, None] * (gdx * c).sum(-1) * inside
+        jy = amp[None, :, None] * (gdy * c).sum(-1) * inside
+        ja = (g * c).sum(-1) * inside
+        jac = torch.stack([jx, jy, ja], -1).permute(1, 0, 2, 3).reshape(n, -1, 3)  # (n, n_ch*m, 3)
         hess = jac.transpose(1, 2) @ jac
-        grad = (jac * res[..., None]).sum(1)
+        gvec = (jac * res.permute(1, 0, 2).reshape(n, -1)[..., None]).sum(1)
         hess = hess + 1e-9 * torch.diag_embed(torch.diagonal(hess, dim1=1, dim2=2)) + 1e-30 * torch.eye(3, dtype=dt, device=dev)
-        step = torch.linalg.solve(hess, grad[..., None])[..., 0]
+        step = torch.linalg.solve(hess, gvec[..., None])[..., 0]
         move = torch.sqrt(step[:, 0] ** 2 + step[:, 1] ** 2)
-        scale = torch.clamp(max_step_px / torch.clamp(move, min=1e-30), max=1.0)
-        step = step * scale[:, None]
+        step = step * torch.clamp(max_step_px / torch.clamp(move, min=1e-30), max=1.0)[:, None]
         t = 1.0
         for _ in range(6):
             xn, yn, an = x + t * step[:, 0], y + t * step[:, 1], amp + t * step[:, 2]
@@ -258,76 +284,57 @@ def refine_positions(
             break
 
     coeffs, bg_w = solve_linear(x, y, amp)
-    peak = coeffs.sum(1)
-    peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
-    coeffs = coeffs / peak[:, None]
-    amp = amp * peak[grp_t]
-    model = render(x, y, amp, coeffs, bg_w)
+    coeffs, amp = normalise(coeffs, amp)
     coeffs_np = coeffs.cpu().numpy()
-    x_err = np.full(n, np.nan)
-    if noise_power is not None:
-        fisher = {lab: profile_fisher(coeffs_np[i], sig, noise_power) for i, lab in enumerate(labels)}
-        a = amp.cpu().numpy()
-        per = np.array([fisher[labels[gi]] for gi in group])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_err = 1.0 / (np.abs(a) * np.sqrt(per))
+    model = render(x, y, amp, coeffs, bg_w)
+    # per-column covariance of (x, y, A): sigma^2 (J^T J)^-1 with the noise variance of the residual
+    # (white in the fitted domain: pixels for HAADF, the gradient/CoM field for iDPC and iCoM)
+    res = (obs - model).reshape(n_ch, -1)[:, flat] * inside
+    g, gdx, gdy = channels(x, y)
+    c = coeffs[grp_t][None, :, None, :]
+    jac = torch.stack([amp[None, :, None] * (gdx * c).sum(-1) * inside, amp[None, :, None] * (gdy * c).sum(-1) * inside,
+                       (g * c).sum(-1) * inside], -1).permute(1, 0, 2, 3).reshape(n, -1, 3)
+    hess = jac.transpose(1, 2) @ jac + 1e-30 * torch.eye(3, dtype=dt, device=dev)
+    n_fit = inside.sum(1) * n_ch
+    var = (res**2).sum((0, 2)) / torch.clamp(n_fit - 3, min=1.0)
+    if grad:
+        # the Fourier gradient of an integrated field holds only its curl-free half: the residual per
+        # channel shows half the CoM noise variance σ², while the Fisher information is JᵀJ/σ²
+        var = 2.0 * var
+    cov = torch.linalg.inv(hess) * var[:, None, None]
+    x_err = torch.sqrt(torch.clamp(cov[:, 0, 0], min=0)).cpu().numpy()
+    y_err = torch.sqrt(torch.clamp(cov[:, 1, 1], min=0)).cpu().numpy()
     bg = (gy @ bg_w @ gx.T).cpu().numpy()
     return RefineResult(
-        x=x.cpu().numpy(), y=y.cpu().numpy(), amplitude=amp.cpu().numpy(), x_err=x_err, y_err=x_err.copy(),
+        x=x.cpu().numpy(), y=y.cpu().numpy(), amplitude=amp.cpu().numpy(), x_err=x_err, y_err=y_err,
         profiles={lab: coeffs_np[i] for i, lab in enumerate(labels)}, basis_sigmas_A=tuple(float(s) for s in basis_sigmas_A),
         model=model.cpu().numpy(), background=bg, rounds=rounds, cost_history=history,
     )
 
 
-def profile_fisher(coeffs: np.ndarray, sigmas_px: np.ndarray, noise_power: np.ndarray) -> float:
-    """Fisher information of the x position of a unit-amplitude column [1/px²] under coloured noise.
-
-    ``noise_power`` is the noise power on an FFT grid, normalised so that the pixel variance is its
-    mean. The derivative ``∂P/∂x`` is known analytically in Fourier space for a sum of Gaussians:
-    ``F[exp(-r²/2σ²)](k) = 2πσ² exp(-2π²σ²k²)`` (k in cycles/px), times ``-2πi k_x`` for ``∂/∂x``.
-    """
-    hh, ww = noise_power.shape
-    ky = np.fft.fftfreq(hh)[:, None]
-    kx = np.fft.fftfreq(ww)[None, :]
-    k2 = kx**2 + ky**2
-    ft = sum(c * 2 * np.pi * s**2 * np.exp(-2 * np.pi**2 * s**2 * k2) for c, s in zip(coeffs, sigmas_px))
-    d = (2 * np.pi * kx) ** 2 * np.abs(ft) ** 2  # |F[∂P/∂x]|² per unit area; the DFT of samples ≈ this
-    # DFT of point samples of a band-limited function = continuous FT (unit pixel); Fisher = Σ|D|²/(N S)
-    return float(np.sum(d / np.maximum(noise_power, 1e-300)) / (hh * ww))
-
-
-def position_crb_px(amplitude: float, coeffs: np.ndarray, sigmas_px: np.ndarray, noise_power: np.ndarray) -> float:
-    """1-σ Cramér-Rao bound of one coordinate of a column position [px] (see :func:`profile_fisher`)."""
-    return float(1.0 / (abs(amplitude) * np.sqrt(profile_fisher(coeffs, sigmas_px, noise_power))))
-
-
-def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "species", noise: Any = "auto",
-                   skip_species: Sequence[str] = (), cpu_threads: int = 1, **params: Any) -> pd.DataFrame:
+def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "species",
+                   domain: str = "auto", skip_species: Sequence[str] = (), cpu_threads: int = 1,
+                   **params: Any) -> pd.DataFrame:
     """Refine a classified column table on ``image`` (an :class:`octascope.model.Image`).
 
     Returns a copy of ``columns`` with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced
-    by the joint fit, ``x_err_A``/``y_err_A`` by its Cramér-Rao bounds under the image's estimated
-    noise spectrum (``noise="auto"``; ``None`` leaves them NaN), and the pre-refinement positions
+    by the joint fit, ``x_err_A``/``y_err_A`` by its uncertainties, and the pre-refinement positions
     kept as ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part
-    of the model but their position is the locator's. ``params`` go to :func:`refine_positions`.
+    of the model but their position is the locator's. ``domain="auto"`` fits the image's gradient for
+    iDPC/iCoM and the pixels otherwise. ``params`` go to :func:`refine_positions`.
     """
-    from .noise_spectrum import estimate_noise_spectrum
-
     ps = float(image.pixel_size_A)
     data = np.asarray(image.data, float)
     if species_field not in columns:
         raise InputError("refine: the columns have no species; refine after classification")
-    power = None
-    if isinstance(noise, str) and noise == "auto":
-        power = estimate_noise_spectrum(data, ps).power_on_grid(data.shape)
-    elif noise is not None:
-        power = np.asarray(noise, float)
+    if domain == "auto":  # whitened fit where the noise is integrated (iDPC, iCoM)
+        domain = "gradient" if str(getattr(image, "signal", "")).lower() in ("idpc", "icom") else "image"
     device = params.pop("device", "auto")
     on_cpu = select_device(device, "refine").type == "cpu"
     with _cpu_threads(cpu_threads if on_cpu else None):
         fit = refine_positions(data, columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float),
                                columns[species_field].astype(str).to_numpy(), pixel_size_A=ps,
-                               noise_power=power, device=device, **params)
+                               domain=domain, device=device, **params)
     out = columns.copy()
     out.attrs = dict(columns.attrs)
     keep = out[species_field].astype(str).isin(list(skip_species)).to_numpy()
@@ -339,7 +346,7 @@ def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "s
     out["amplitude"] = np.where(keep, out["amplitude"].to_numpy(float), fit.amplitude)
     out["x_err_A"] = np.where(keep, out.get("x_err_A", np.nan), fit.x_err * ps)
     out["y_err_A"] = np.where(keep, out.get("y_err_A", np.nan), fit.y_err * ps)
-    out.attrs["refine"] = {"rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
+    out.attrs["refine"] = {"domain": domain, "rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
                            "profiles": {k: v.tolist() for k, v in fit.profiles.items()},
                            "basis_sigmas_A": list(fit.basis_sigmas_A)}
     return out
