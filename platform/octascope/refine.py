@@ -39,6 +39,9 @@ from .errors import InputError
 from .torch_runtime import cpu_threads as _cpu_threads
 from .torch_runtime import select_device
 
+#: feature-image elements held at once in the linear solve (float64: 128 MiB)
+_MAX_FEATURE_ELEMENTS = 2**24
+
 DEFAULT_BASIS_SIGMAS_A: tuple[float, ...] = (0.2, 0.3, 0.45, 0.65, 0.9)
 
 
@@ -224,16 +227,24 @@ def refine_positions(
         """Profile coefficients (per species) and background weights by linear least squares."""
         g = channels(x, y)[0]
         rows = grp_t[:, None, None] * k_b + torch.arange(k_b, device=dev)[None, None, :]
-        idx = (rows * (h * w) + flat[..., None]).reshape(-1)
+        idx = rows * (h * w) + flat[..., None]  # (n, m, k): feature row and pixel, flattened
         ff = torch.zeros((n_g * k_b, n_g * k_b), dtype=dt, device=dev)
         fb = torch.zeros((n_g * k_b, n_bg), dtype=dt, device=dev)
         rf = torch.zeros(n_g * k_b, dtype=dt, device=dev)
+        n_f = n_g * k_b
+        chunk = max(1, int(_MAX_FEATURE_ELEMENTS // (h * w)))  # feature images held at once (memory bound)
         for c, (a, b) in enumerate(bg_pairs):
-            feats = torch.zeros((n_g * k_b, h * w), dtype=dt, device=dev)
-            feats.view(-1).index_add_(0, idx, (amp[:, None, None] * g[c] * inside[..., None]).reshape(-1))
-            ff += feats @ feats.T
-            fb += torch.einsum("ya,fyx,xb->fab", a, feats.reshape(-1, h, w), b).reshape(n_g * k_b, n_bg)
-            rf += feats @ obs_flat[c]
+            vals = amp[:, None, None] * g[c] * inside[..., None]  # (n, m, k)
+            for f0 in range(0, n_f, chunk):
+                f1 = min(n_f, f0 + chunk)
+                feats = torch.zeros(((f1 - f0), h * w), dtype=dt, device=dev)
+                mine = ((rows >= f0) & (rows < f1)).expand_as(vals)
+                feats.view(-1).index_add_(0, idx[mine] - f0 * h * w, vals[mine])
+                # rows f0:f1 of the Gram matrix: each feature image gathered on every column's patch
+                t = torch.einsum("bnm,nmk->bnk", feats[:, flat], vals)
+                ff[f0:f1] += torch.zeros((f1 - f0, n_g, k_b), dtype=dt, device=dev).index_add_(1, grp_t, t).reshape(f1 - f0, n_f)
+                fb[f0:f1] += torch.einsum("ya,fyx,xb->fab", a, feats.reshape(-1, h, w), b).reshape(f1 - f0, n_bg)
+                rf[f0:f1] += feats @ obs_flat[c]
         a_mat = torch.cat([torch.cat([ff, fb], 1), torch.cat([fb.T, bb], 1)], 0)
         rhs = torch.cat([rf, rhs_bg])
         d = torch.diagonal(a_mat).abs()
