@@ -12,6 +12,9 @@ Images (``octascope.sim``, cached in ``~/.cache/octascope``), weak-phase iDPC at
 - ``static``: the built orthorhombic structure (a⁻a⁻c⁺ tilts 6/6/9°), no MD (``source.run_md=false``):
   every column's atoms are exactly aligned, so the image peak *is* the true position and the
   noise-free error is the locator's own bias (a).
+- ``multislice`` (not in the default ``--images``): abTEM multislice iDPC of a 20 Å corner crop of the
+  MD particle (``+simulation=multislice_crop``, 0.25 Å/px, 2 snapshots; cached); noise-free only is
+  useful (at 100-1,000 e/Å² the crop's 36 columns are refused by the classifier).
 - ``md``: 10 snapshots of the ReaxFF MD at 300 K averaged (the accuracy benchmark's ``cspbi3``):
   the noise-free error adds the physics (b), the image peak vs the mean atom position of a column.
 
@@ -49,6 +52,7 @@ SPECIES = ("Pb", "X", "Cs")
 IMAGES = {
     "static": ["source=simulated", "source.run_md=false"],
     "md": ["source=simulated", "source.imaging.max_snapshots=10"],
+    "multislice": ["source=simulated", "+simulation=multislice_crop"],
 }
 REFINE = {"enabled": True}
 
