@@ -140,21 +140,32 @@ def test_pipeline_option_refines_classified_columns(small_synthetic):
     image, truth = small_synthetic
     base = analyze(image, truth=truth, progress=None)
     off = analyze(image, truth=truth, progress=None, refine={"enabled": False})
-    on = analyze(image, truth=truth, progress=None, refine={"enabled": True, "device": "cpu"})
+    on = analyze(image, truth=truth, progress=None, refine={"enabled": True, "device": "cpu", "domain": "auto"})
     assert "refine" not in base.timings_s and "refine" not in off.timings_s and "refine" in on.timings_s
     assert np.allclose(off.columns["x_A"], base.columns["x_A"])
     assert "x_A_locator" in on.columns and np.isfinite(on.columns["x_err_A"]).all()
-    assert on.columns.attrs["refine"]["domain"] == "gradient"  # the synthetic image is iDPC
+    assert on.columns.attrs["refine"]["domain"] == "gradient"  # auto: the synthetic image is iDPC
     assert len(on.octahedra) == len(base.octahedra)
     moved = np.hypot(on.columns["x_A"] - on.columns["x_A_locator"], on.columns["y_A"] - on.columns["y_A_locator"])
     assert moved.max() < 0.3  # a refinement, not a relocation
     assert on.scalars["rmse_pm_Pb"] < base.scalars["rmse_pm_Pb"] * 1.2 + 1.0
 
 
-def test_config_accepts_the_refine_group():
+def test_config_accepts_the_refine_group_and_it_is_off_by_default():
+    from octascope.cli import conf_dir
     from octascope.config import validate_config
+    from octascope.refine import refine_columns
 
     validate_config({"refine": {"enabled": True}, "tracking": {"enabled": False}})
+    import inspect
+
+    import yaml
+
+    cfg = yaml.safe_load((conf_dir() / "config.yaml").read_text())
+    assert cfg["refine"]["enabled"] is False
+    params = set(inspect.signature(refine_columns).parameters) | {"enabled", "radius_A", "background_spacing_A",
+                                                                  "max_rounds", "tolerance_px", "linear_every", "device"}
+    assert set(cfg["refine"]) <= params  # every key of the group is read
 
 
 def test_refine_input_errors():

@@ -20,8 +20,9 @@ Images (``octascope.sim``, cached in ``~/.cache/octascope``), weak-phase iDPC at
 
 Doses ``clean``, 1000, 300, 100 e/Å² with ``--seeds`` noise seeds. Methods, all after the same
 classifier (``lattice``) and network (``nearest``): ``gaussian`` (the default locator), ``refine``
-(gaussian then :func:`octascope.refine.refine_columns`, ``refine.enabled=true``: for iDPC the whitened
-fit on the image's gradient), ``refine-image`` (the same fit on the pixels, ``refine.domain=image``) and ``atomap``
+(gaussian then :func:`octascope.refine.refine_columns`, ``refine.enabled=true refine.domain=gradient``:
+the whitened fit on the image's gradient), ``refine-image`` (the same fit on the pixels,
+``refine.enabled=true``, the option's default) and ``atomap``
 (``locator=atomap``, the real Atomap; first seed only unless ``--atomap-seeds``).
 
 Columns: position RMSE per species [pm] (2-D, over matched columns), θ error = mean(|Δθ1|, |Δθ2|)
@@ -79,7 +80,7 @@ def run_method(sim, method: str) -> dict:
     if method == "atomap":
         kw["locator"] = "atomap"
     if method == "refine":
-        kw["refine"] = dict(REFINE)
+        kw["refine"] = dict(REFINE, domain="gradient")
     if method == "refine-image":
         kw["refine"] = dict(REFINE, domain="image")
     t0 = time.perf_counter()

@@ -169,10 +169,13 @@ def refine_positions(
 
     img = torch.as_tensor(img_np, dtype=dt, device=dev)
     if grad:  # the observables: the image's Fourier gradient (for iDPC/iCoM: the CoM field, white noise)
-        f = torch.fft.fft2(img)
-        kx = torch.fft.fftfreq(w, device=dev, dtype=dt)[None, :]
-        ky = torch.fft.fftfreq(h, device=dev, dtype=dt)[:, None]
-        obs = torch.stack([torch.fft.ifft2(2j * np.pi * kx * f).real, torch.fft.ifft2(2j * np.pi * ky * f).real])
+        # of its mirror extension, so a field of view that is not periodic (a crop) has no edge jump
+        ext = torch.cat([torch.cat([img, img.flip(1)], 1), torch.cat([img.flip(0), img.flip(0).flip(1)], 1)], 0)
+        f = torch.fft.fft2(ext)
+        kx = torch.fft.fftfreq(2 * w, device=dev, dtype=dt)[None, :]
+        ky = torch.fft.fftfreq(2 * h, device=dev, dtype=dt)[:, None]
+        obs = torch.stack([torch.fft.ifft2(2j * np.pi * kx * f).real[:h, :w],
+                           torch.fft.ifft2(2j * np.pi * ky * f).real[:h, :w]])
     else:
         obs = img[None]
     n_ch = obs.shape[0]
@@ -329,15 +332,16 @@ def refine_positions(
 
 
 def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "species",
-                   domain: str = "auto", skip_species: Sequence[str] = (), cpu_threads: int = 1,
+                   domain: str = "image", skip_species: Sequence[str] = (), cpu_threads: int = 1,
                    **params: Any) -> pd.DataFrame:
     """Refine a classified column table on ``image`` (an :class:`octascope.model.Image`).
 
     Returns a copy of ``columns`` with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced
     by the joint fit, ``x_err_A``/``y_err_A`` by its uncertainties, and the pre-refinement positions
     kept as ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part
-    of the model but their position is the locator's. ``domain="auto"`` fits the image's gradient for
-    iDPC/iCoM and the pixels otherwise. ``params`` go to :func:`refine_positions`.
+    of the model but their position is the locator's. ``domain``: ``"image"`` (default) fits the
+    pixels, ``"gradient"`` the image's gradient (the ML fit for iDPC/iCoM noise, see the module
+    docstring for when it is biased), ``"auto"`` the gradient for iDPC/iCoM and the pixels otherwise. ``params`` go to :func:`refine_positions`.
     """
     ps = float(image.pixel_size_A)
     data = np.asarray(image.data, float)
