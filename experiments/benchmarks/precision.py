@@ -227,7 +227,7 @@ def main() -> None:
     text = "\n".join(lines)
     head = (f"# Precision benchmark\n\nCommand: `python experiments/benchmarks/{Path(__file__).name} "
             + " ".join(sys.argv[1:]) + f"`\n\n{time.perf_counter() - t_all:.0f} s in all. RMSE, noise part "
-            "√(RMSE² − RMSE_clean²) and CRB (√2 × one-coordinate Cramér-Rao bound, exact noise spectrum) are 2-D "
+            "√(RMSE² − RMSE_clean²) and CRB (√2 × one-coordinate Cramér-Rao bound, exact noise model) are 2-D "
             "position errors in pm (the CRB: exact, in the CoM domain, for a core column of each species of the static "
             "structure, see `exact_crb_pm`); noise seeds " + args.seeds + (f" (atomap: {args.atomap_seeds})" if not args.no_atomap else "") + ".\n")
     print(head + text)
