@@ -28,6 +28,7 @@ TOP_LEVEL_KEYS = {
     "progress": "the progress lines",
     "figure_formats": "outputs.write_outputs",
     "region": "crystal.find_region",
+    "refine": "refine.refine_columns",
 }
 TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
 #: keys of the ``region`` group: how the crystal region is found, and crystal_region's parameters
@@ -59,7 +60,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown}, read by nothing; check the spelling "
                           f"(keys: {', '.join(TOP_LEVEL_KEYS)}; `octascope --cfg job` prints the configuration)")
-    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region"):
+    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine"):
         if stage in cfg and not isinstance(cfg[stage], Mapping):
             raise ConfigError(f"'{stage}' must be a group of keys, got {cfg[stage]!r}; choose an option with {stage}=<name>")
     track = cfg.get("tracking") or {}

@@ -65,6 +65,7 @@ def run_pipeline(
     metrics: Sequence[Any] = (),
     truth: Truth | None = None,
     region: Mapping[str, Any] | None = None,
+    refine: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
     """Run built stage objects on one image and return the :class:`~octascope.model.Result`.
@@ -89,6 +90,10 @@ def run_pipeline(
         Ground truth for accuracy metrics.
     region : Mapping, optional
         Keyword arguments of :func:`octascope.crystal.find_region` (default: automatic mask).
+    refine : Mapping, optional
+        Model-based refinement of the classified columns (:func:`octascope.refine.refine_columns`)
+        before the network is built: ``enabled`` (default True when given) and its parameters;
+        ``None`` or ``enabled: false`` keeps the locator's positions.
     progress : callable, optional
         Called with one line per stage start and end; ``None`` for silence.
     """
@@ -128,6 +133,11 @@ def run_pipeline(
             check_lattice(np.asarray(basis), pixel_size_A=image.pixel_size_A)
         result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
                                                  result.columns["amplitude"].to_numpy(float)))
+        refine_params = dict(refine or {})
+        if refine_params.pop("enabled", bool(refine_params)):
+            from .refine import refine_columns
+
+            result.columns = timed(3, "refine", lambda: refine_columns(result.denoised, result.columns, **refine_params))
         result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
         result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
                               crystal_fraction=float(result.region.fraction), n_flags=float(len(result.flags)))
@@ -191,6 +201,7 @@ def analyze(
     metrics: Sequence[StageSpec] | None = None,
     truth: Truth | None = None,
     region: Mapping[str, Any] | None = None,
+    refine: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
@@ -209,6 +220,8 @@ def analyze(
     region : Mapping, optional
         How the crystal region is found (:func:`octascope.crystal.find_region`: ``mode`` auto,
         file, polygon or none, and its parameters); automatic by default.
+    refine : Mapping, optional
+        Model-based refinement after classification (see :func:`run_pipeline`); ``None``: off.
     registry : Registry, optional
         Plugin registry; by default all built-in and installed plugins.
 
@@ -227,4 +240,4 @@ def analyze(
         network=resolve_stage(registry, "network", network),
         metrics=[resolve_stage(registry, "metric", m) for m in metrics],
     )
-    return run_pipeline(image, truth=truth, region=region, progress=progress, **built)
+    return run_pipeline(image, truth=truth, region=region, refine=refine, progress=progress, **built)
