@@ -70,3 +70,27 @@ def test_site_candidates_far_from_every_significant_one_are_dropped():
 
         d, _ = cKDTree(np.c_[x[sig], y[sig]]).query(np.c_[x[~sig], y[~sig]])
         assert d.max() * 0.2 <= search.site_reach_A
+
+
+def test_second_figure_format_keeps_the_first_layout(tmp_path):
+    """save_figure solves the constrained layout once: the second file is drawn with the same
+    positions (the PNG saved again after the first save is pixel for pixel the same)."""
+    import imageio.v3 as iio
+    from matplotlib.figure import Figure
+
+    from octascope.outputs import save_figure
+
+    fig = Figure(figsize=(4, 3), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(np.arange(100.0).reshape(10, 10))
+    fig.colorbar(im, ax=ax, label="θ [deg]")
+    ax.set_xlabel("x [Å]")
+    first = tmp_path / "a"
+    first.mkdir()
+    written = save_figure(fig, first, "map", ("png", "svg"), dpi=50)
+    assert set(written) == {"map.png", "map.svg"} and all(p.stat().st_size > 0 for p in written.values())
+    assert fig.get_layout_engine() is None or not fig.get_layout_engine().__class__.__name__.startswith("Constrained")
+    again = tmp_path / "b"
+    again.mkdir()
+    save_figure(fig, again, "map", ("png",), dpi=50)
+    assert np.array_equal(iio.imread(first / "map.png"), iio.imread(again / "map.png"))
