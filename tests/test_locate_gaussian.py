@@ -214,3 +214,15 @@ def test_fine_sampling_fitted_binned_gives_the_same_columns():
     i, k = match(binned, truth.columns)
     err = binned[["x_A", "y_A"]].to_numpy()[i] - truth.columns[["x_A", "y_A"]].to_numpy()[k]
     assert len(i) == len(truth.columns) and 100 * np.sqrt((err**2).sum(1).mean()) < 3.0
+
+
+def test_fit_reports_progress_per_round():
+    from octascope_plugins.locate.gaussian import fit_gaussians
+
+    image, truth = make_synthetic(SyntheticSpec(n_cells=(2, 2), dose_e_per_A2=None, pixel_size_A=0.2, seed=0))
+    x = truth.columns["x_A"].to_numpy() / 0.2
+    y = truth.columns["y_A"].to_numpy() / 0.2
+    calls = []
+    fit_gaussians(image.data, x, y, patch_radius_px=6, sigma_init_px=2.5, neighbour_rounds=2, device="cpu",
+                  progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]

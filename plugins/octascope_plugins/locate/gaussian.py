@@ -22,7 +22,7 @@ model of all the other columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -311,6 +311,7 @@ def fit_gaussians(
     restart_shift_px: float = 1.0,
     seed: int = 0,
     device: str = "auto",
+    progress: "Callable[[int, int], None] | None" = None,
 ) -> GaussianFit:
     """Fit an elliptical 2-D Gaussian + constant background to every column, all at once.
 
@@ -346,6 +347,8 @@ def fit_gaussians(
         Seed of the restart shifts.
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
+    progress : callable, optional
+        Called as ``progress(rounds_done, rounds_total)`` after each fitting round.
 
     Returns
     -------
@@ -411,6 +414,8 @@ def fit_gaussians(
                 idx = bad[take]
                 p[idx], cost[idx] = q_best[take], best_cost[take]
         ok = _ok(p, cx_int, cy_int, radius, sigma_max)
+        if progress is not None:
+            progress(rnd + 1, neighbour_rounds + 1)
 
     # Position uncertainties from the final round. Shot noise is heteroscedastic (largest on the
     # column, where the position information is), so the plain residual-variance x (J^T J)^-1
@@ -707,12 +712,12 @@ class GaussianLocator:
         if k > 1:
             data, xs, ys = bin_image(data, k), to_binned(xs, k), to_binned(ys, k)
         on_cpu = resolve_device(self.device).type == "cpu"
-        with cpu_threads(self.cpu_threads if on_cpu else None):
+        with cpu_threads(self.cpu_threads if on_cpu else None), _round_bar(len(xs), self.neighbour_rounds + 1) as bar:
             fit = fit_gaussians(
                 data, xs, ys, patch_radius_px=self.patch_radius_px(fps), sigma_init_px=self.sigma_init_A / fps,
                 neighbour_rounds=self.neighbour_rounds, max_iterations=self.max_iterations, tolerance=self.tolerance,
                 max_residual=self.max_residual, max_restarts=self.max_restarts,
-                restart_shift_px=self.restart_shift_A / fps, seed=self.seed, device=self.device,
+                restart_shift_px=self.restart_shift_A / fps, seed=self.seed, device=self.device, progress=bar,
             )
         if k > 1:
             fit = unbin_fit(fit, k, np.asarray(x_px, float), np.asarray(y_px, float))
@@ -722,6 +727,29 @@ class GaussianLocator:
         """Find and fit all columns of ``image``; see the class docstring."""
         x, y, z, threshold = self.candidates(image)
         return self.refine(image, x, y, z, threshold)
+
+
+#: fits of at least this many columns show a progress bar (on CPU, ~1 ms per column and round)
+PROGRESS_MIN_COLUMNS = 2000
+
+
+class _round_bar:
+    """A tqdm bar over the fitting rounds of a large fit (stderr); nothing for small ones."""
+
+    def __init__(self, n_columns: int, n_rounds: int) -> None:
+        self.n_columns, self.n_rounds, self.bar = n_columns, n_rounds, None
+
+    def __enter__(self) -> "Callable[[int, int], None] | None":
+        if self.n_columns < PROGRESS_MIN_COLUMNS:
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.n_rounds, unit="round", desc=f"fitting {self.n_columns:,} columns", leave=False)
+        return lambda done, total: self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def bin_image(data: np.ndarray, k: int) -> np.ndarray:
