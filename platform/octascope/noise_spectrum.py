@@ -41,8 +41,12 @@ def periodic_component(data: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         ``data`` minus the smooth component that carries the jumps between opposite borders
-        (same mean), float64.
+        (same mean), float64; shared with later calls on the same pixels: do not modify it.
     """
+    return _memo("periodic", data, (), lambda: _periodic_component(data))
+
+
+def _periodic_component(data: np.ndarray) -> np.ndarray:
     u = np.asarray(data, dtype=np.float64)
     h, w = u.shape
     v = np.zeros_like(u)
@@ -113,6 +117,28 @@ class NoiseSpectrum:
         return float(np.polyfit(np.log(self.k_A[sel]), np.log(self.power[sel]), 1)[0])
 
 
+_MEMO: dict = {}
+_MEMO_SIZE = 6
+
+
+def _memo(kind: str, data: np.ndarray, key: tuple, compute):
+    """The last few results of ``compute()`` for identical pixels: the locator and the pipeline's
+    crystal-region step ask for the same spectrum and band-pass of the same image (≈3 s at 2048²).
+    Keyed by a hash of the pixels, so a changed image is never served a stale result; results
+    are shared, not copied (callers do not modify them)."""
+    import hashlib
+
+    arr = np.ascontiguousarray(data)
+    full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest()) + key
+    if full in _MEMO:
+        return _MEMO[full]
+    out = compute()
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[full] = out
+    return out
+
+
 def estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, ring_width_samples: float = 1.5,
                             smooth_rings: int = 5) -> NoiseSpectrum:
     """Estimate the noise power spectrum of an image from the image (see module docstring).
@@ -132,24 +158,36 @@ def estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, ring_width
     -------
     NoiseSpectrum
     """
-    u = periodic_component(data)
-    u = u - u.mean()
-    h, w = u.shape
-    power = np.abs(np.fft.fft2(u)) ** 2 / (h * w)
+    return _memo("noise", data, (float(pixel_size_A), float(ring_width_samples), int(smooth_rings)),
+                 lambda: _estimate_noise_spectrum(data, pixel_size_A, ring_width_samples, smooth_rings))
+
+
+def _ring_order(shape: tuple[int, int], pixel_size_A: float, ring_width_samples: float):
+    """Pixel order sorted by frequency ring, ring starts and ends, ring ids (geometry only)."""
+    h, w = shape
     k = radial_frequency_A((h, w), pixel_size_A)
     dk = ring_width_samples / (min(h, w) * pixel_size_A)
     ring = np.floor(k / dk).astype(np.int64).ravel()
     order = np.argsort(ring, kind="stable")
     ring_sorted = ring[order]
-    p_sorted = power.ravel()[order]
     starts = np.flatnonzero(np.r_[True, np.diff(ring_sorted) > 0])
     ends = np.r_[starts[1:], len(ring_sorted)]
-    rings = ring_sorted[starts]
-    # median per ring: sort within rings by (ring, power) and take the middle element
-    order2 = np.lexsort((p_sorted, ring_sorted))
-    p2 = p_sorted[order2]
-    mid = (starts + ends - 1) // 2
-    med = 0.5 * (p2[mid] + p2[(starts + ends) // 2])
+    return order, starts, ends, ring_sorted[starts], dk
+
+
+def _estimate_noise_spectrum(data, pixel_size_A, ring_width_samples, smooth_rings) -> NoiseSpectrum:
+    u = periodic_component(data)
+    u = u - u.mean()
+    h, w = u.shape
+    power = np.abs(np.fft.fft2(u)) ** 2 / (h * w)
+    order, starts, ends, rings, dk = _ring_order((h, w), pixel_size_A, ring_width_samples)
+    p_sorted = power.ravel()[order]
+    # median per ring: the two middle elements of each ring (a partition per ring, not a full sort)
+    med = np.empty(len(starts))
+    for r, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        lo, hi = (b - a - 1) // 2, (b - a) // 2
+        seg = np.partition(p_sorted[a:b], (lo, hi))
+        med[r] = 0.5 * (seg[lo] + seg[hi])
     med = med / np.log(2.0)
     k_centre = (rings + 0.5) * dk
     # ring 0 holds the DC term (removed): use the next ring's value
@@ -173,8 +211,14 @@ def band_pass(data: np.ndarray, pixel_size_A: float, *, inner_sigma_A: float,
 
     Returns the filtered image (the blur at ``inner_sigma_A`` minus the blur at
     ``outer_sigma_A``, so flat background and slow noise vanish) and the filter's transfer
-    function (for :meth:`NoiseSpectrum.filtered_sigma`).
+    function (for :meth:`NoiseSpectrum.filtered_sigma`). The arrays are shared with later calls
+    on the same pixels: do not modify them.
     """
+    return _memo("band_pass", data, (float(pixel_size_A), float(inner_sigma_A), float(outer_sigma_A)),
+                 lambda: _band_pass(data, pixel_size_A, inner_sigma_A, outer_sigma_A))
+
+
+def _band_pass(data, pixel_size_A, inner_sigma_A, outer_sigma_A):
     u = periodic_component(data)
     shape = u.shape
     transfer = gaussian_transfer(shape, pixel_size_A, inner_sigma_A) - gaussian_transfer(shape, pixel_size_A, outer_sigma_A)

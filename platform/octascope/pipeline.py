@@ -119,7 +119,9 @@ def run_pipeline(
     columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(result.denoised))
     validate_columns(columns)
     try:
+        say("[region] crystal region ...")
         columns = _restrict_to_crystal(result, columns, dict(region or {}))
+        say(f"[region] crystal region done in {result.timings_s['region']:.2f} s")
         result.columns = columns
         if len(columns) < MIN_COLUMNS:
             raise InputError(

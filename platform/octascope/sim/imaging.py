@@ -415,7 +415,11 @@ def _simulate_com(abtem, atoms, support_atoms, cell_shape: tuple[int, int], m: i
             v = v + projected(support_atoms)
         v = v.T  # -> [y, x]
         probe = abtem.Probe(energy=energy_eV, semiangle_cutoff=semiangle_mrad, gpts=gpts, extent=extent, device=dev)
-        pr = _to_numpy(np.asarray(probe.build((0.0, 0.0)).intensity().compute().array)).squeeze().T
+        # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
+        # wave (a 2048² image at 2x oversampling); it is a single array either way
+        need = 16 * gpts[0] * gpts[1]
+        with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
+            pr = _to_numpy(np.asarray(probe.build((0.0, 0.0)).intensity().compute().array)).squeeze().T
         pr = pr / pr.sum()
         phase = energy2sigma(energy_eV) * v
         fine = np.fft.ifft2(np.fft.fft2(phase) * np.fft.fft2(pr)).real / (2 * np.pi)

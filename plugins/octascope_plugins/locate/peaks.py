@@ -172,6 +172,11 @@ class CandidateSearch:
     site_significance: float | None = 2.5
     search_radius_A: float = 1.0
     com_radius_A: float = 0.5
+    #: a site candidate farther than this from every significant candidate is dropped before any
+    #: fit: the classifiers keep one only one lattice step (≤ 1.6 a/2 plus the site tolerance,
+    #: < 7 Å for any lead-halide perovskite) from a significant column. On a 2048² image of a
+    #: 10 nm particle in vacuum this drops ~1,400 of ~2,500 candidates (noise maxima in the vacuum).
+    site_reach_A: float = 8.0
 
     def __post_init__(self) -> None:
         from octascope.errors import PluginError
@@ -196,8 +201,25 @@ class CandidateSearch:
 
     def find(self, data: np.ndarray, pixel_size_A: float,
              noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """:func:`find_candidates` with these settings (no centre-of-mass step)."""
-        return find_candidates(data, pixel_size_A, detection_sigma_A=self.detection_sigma_A,
-                               background_sigma_A=self.background_sigma_A, min_significance=self.min_significance,
-                               expected_false=self.expected_false, site_significance=self.site_significance,
-                               search_radius_A=self.search_radius_A, noise=noise)
+        """:func:`find_candidates` with these settings (no centre-of-mass step), less the site
+        candidates farther than ``site_reach_A`` from every significant one."""
+        x, y, z, threshold = find_candidates(
+            data, pixel_size_A, detection_sigma_A=self.detection_sigma_A, background_sigma_A=self.background_sigma_A,
+            min_significance=self.min_significance, expected_false=self.expected_false,
+            site_significance=self.site_significance, search_radius_A=self.search_radius_A, noise=noise)
+        keep = near_significant(x, y, z >= threshold, self.site_reach_A / pixel_size_A)
+        return x[keep], y[keep], z[keep], threshold
+
+
+def near_significant(x_px: np.ndarray, y_px: np.ndarray, significant: np.ndarray, reach_px: float) -> np.ndarray:
+    """Mask of candidates that are significant or within ``reach_px`` of a significant one."""
+    significant = np.asarray(significant, bool)
+    keep = significant.copy()
+    weak = np.flatnonzero(~significant)
+    if weak.size and significant.any():
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(np.column_stack([x_px[significant], y_px[significant]])).query(
+            np.column_stack([x_px[weak], y_px[weak]]), distance_upper_bound=reach_px)
+        keep[weak] = np.isfinite(d)
+    return keep
