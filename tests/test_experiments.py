@@ -32,6 +32,14 @@ EXPECTED = {
     "method_comparison_full": dict(kind="simulated", doses={100.0, 300.0, 1000.0}, seeds={0, 1, 2, 3, 4},
                                    image={"structure.br_fraction": 0.0, "structure.n_cells": 6},
                                    mlflow="method-comparison-full"),
+    "ablation_sofs": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2}, image={"structure.br_fraction": 0.0},
+                          mlflow="ablation-sofs"),
+    "ablation_locator": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2}, image={"structure.br_fraction": 0.0},
+                             mlflow="ablation-locator"),
+    "ablation_shell_depth": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2},
+                                 image={"structure.br_fraction": 0.0}, mlflow="ablation-shell-depth"),
+    "ablation_s2sred": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2}, image={"structure.br_fraction": 0.0},
+                            mlflow="ablation-s2sred"),
     "validation_cspbi3": dict(kind="simulated", doses={220.0}, seeds={0, 1, 2, 3, 4},
                               image={"structure.br_fraction": 0.0, "structure.mixing": "uniform"},
                               mlflow="validation-cspbi3"),
@@ -151,6 +159,11 @@ def test_pixel_size_has_one_name_for_every_source():
         src = dict(cfg["source"], pixel_size_A=0.1)
         with pytest.raises(ConfigError, match=place.replace(".", r"\.")):
             check_source_config(src)
+
+
+def test_sofs_ablation_sets_the_network_like_the_classifier():
+    cfg, _ = expkit.compose_experiment("ablation_sofs", ["classifier.branching=1", "classifier.depth_limit=15"])
+    assert (cfg["network"]["branching"], cfg["network"]["depth_limit"]) == (1, 15)
 
 
 def test_sweep_jobs_follow_hydra_basic_sweeper():
