@@ -44,6 +44,20 @@ def runs_frame(experiment: str, tracking_uri: str | None = None, status: str = "
     return df
 
 
+#: parameters that describe the run, not the method: never grouped by automatically
+_NOT_METHOD = ("image.", "input.", "package.", "octascope.", "experiment.", "bench.", "tracking.")
+
+
+def auto_by(df: pd.DataFrame) -> list[str]:
+    """The configuration parameters that differ between the runs, except noise/random seeds and run
+    bookkeeping; the method comparison's order first (dose, denoiser, locator, classifier, network)."""
+    names = [c.removeprefix("params.") for c in df if c.startswith("params.")]
+    vary = [n for n in names if not n.startswith(_NOT_METHOD) and not n.endswith("seed")
+            and df[f"params.{n}"].nunique(dropna=True) > 1]  # set by one plugin only (others: absent) is not a variable
+    first = [b for b in DEFAULT_BY if b in vary]
+    return first + sorted(set(vary) - set(first)) or list(DEFAULT_BY[:1])
+
+
 def _cell(v: pd.Series, digits: int) -> str:
     x = pd.to_numeric(v, errors="coerce").to_numpy(float)
     x = x[np.isfinite(x)]
@@ -57,7 +71,7 @@ def _cell(v: pd.Series, digits: int) -> str:
 def _digits(name: str) -> int:
     if name.startswith(("detection", "species", "octahedra_recall")):
         return 3
-    if name.endswith("_deg"):
+    if "_deg" in name:
         return 2
     return 1
 
@@ -102,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="octascope compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
     ap.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
-    ap.add_argument("--by", default=",".join(DEFAULT_BY), help="comma-separated parameters to group by")
+    ap.add_argument("--by", default="auto",
+                    help="comma-separated parameters to group by; auto (default): every configuration parameter that "
+                         "differs between the runs except seeds")
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
     ap.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     ap.add_argument("--status", default="FINISHED", help="run status to include (FINISHED, FAILED, ...)")
@@ -112,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"octascope compare: no {args.status} runs in experiment '{args.experiment}'")
         return 1
     # group only by parameters that vary (a constant column says nothing), but keep at least one
-    by = [b for b in args.by.split(",") if b]
+    by = auto_by(df) if args.by == "auto" else [b for b in args.by.split(",") if b]
     varying = [b for b in by if f"params.{b}" in df and df[f"params.{b}"].nunique(dropna=False) > 1]
     table = comparison_table(df, varying or by[:1], [m for m in args.metrics.split(",") if m])
     if args.format == "csv":
