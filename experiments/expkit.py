@@ -4,9 +4,12 @@ An experiment is a Hydra config ``conf/experiment/<name>.yaml`` (``# @package _g
 ``hydra.sweeper.params`` grid, ``tracking.experiment`` = its MLflow experiment name). It runs either
 through the command line (``octascope experiment=<name>``, any Hydra launcher) or through the scripts
 in ``experiments/<name>/``, which expand the same grid with Hydra's own override parser
-(:func:`sweep_jobs`) and analyse each job in-process with the accuracy benchmark's functions
-(``experiments/benchmarks/accuracy.py``: Hydra compose + :func:`octascope.cli.run_from_config`), so
-they can also use the truth tables the command line does not write.
+(:func:`sweep_jobs`) and analyse each job in-process the way the accuracy benchmark does
+(``experiments/benchmarks/accuracy.py``: Hydra compose + :func:`octascope.cli.run_from_config`; its
+``octahedra_scores`` and Br-rich definition are reused, importable as ``expkit.accuracy``), so they can
+also use the truth tables the command line does not write. Unlike the benchmark, each job is tracked
+by ``run_from_config`` itself (config, code and package versions, input checksum), exactly as on the
+command line.
 """
 
 from __future__ import annotations

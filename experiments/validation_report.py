@@ -34,7 +34,7 @@ import pandas as pd
 
 import expkit
 
-BR_RICH_MIN = 0.5
+BR_RICH_MIN = expkit.accuracy.BR_RICH_MIN  # the accuracy benchmark's definition of Br-rich
 
 
 def _L(df: pd.DataFrame) -> np.ndarray:
@@ -79,6 +79,8 @@ def scores(result) -> dict[str, float]:
         sh = found["shell"].to_numpy() == 0
         err = found["theta3_err_deg"].to_numpy(float)
         out["theta3_shell_prop_se"], out["theta3_core_prop_se"] = _prop_se(err, sh), _prop_se(err, ~sh)
+    # the accuracy benchmark's own scores (θ error = mean |Δθ1|, |Δθ2|; Br-rich − I-only θ3), for comparison
+    out.update({f"bench_{k}": v for k, v in expkit.accuracy.octahedra_scores(result, 0.6).items()})
     f, t = expkit.matched_octahedra(result)
     out["octahedra_matched"] = float(len(f))
     if len(f):
