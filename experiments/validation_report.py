@@ -206,7 +206,9 @@ def main(name: str, argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(expkit.EXPERIMENTS / name), help="folder for results.md/.csv and maps.png")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: the project's sqlite:///mlruns.db)")
     ap.add_argument("--seeds", default=None, help="comma-separated noise seeds instead of the config's sweep")
+    ap.add_argument("--experiment", default=name, help=f"the experiment config (default {name}; e.g. {name}_full)")
     args = ap.parse_args(argv)
+    folder, name = name, args.experiment
     jobs = expkit.sweep_jobs(name)
     if args.seeds:
         jobs = [[f"source.noise.seed={s}"] for s in args.seeds.split(",")]
@@ -239,7 +241,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
     df.to_csv(out / "results.csv", index=False)
     if cfg0 is None:
         cfg0, _ = expkit.compose_experiment(name)
-    command = "python " + shlex.join([f"experiments/{name}/run.py", *(argv if argv is not None else sys.argv[1:])])
+    command = "python " + shlex.join([f"experiments/{folder}/run.py", *(argv if argv is not None else sys.argv[1:])])
     text = results_markdown(name, df, command=command, wall_s=wall, jobs=jobs, cfg=cfg0, mixed=mixed)
     (out / "results.md").write_text(text)
     print(text)
