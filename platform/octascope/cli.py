@@ -560,6 +560,14 @@ def main(argv: list[str] | None = None) -> None:
             _say_error(str(exc))
             raise SystemExit(2) from None
         return
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        try:
+            raise SystemExit(compare_main(argv[1:]))
+        except OctascopeError as exc:
+            _say_error(str(exc))
+            raise SystemExit(2) from None
     if argv and argv[0] == "runs":
         try:
             raise SystemExit(runs_command(argv[1:]))

