@@ -1,6 +1,6 @@
 """octascope: octahedral-tilt analysis of halide-perovskite nanocrystals from STEM images."""
 
-from .errors import ConfigError, InputError, OctascopeError, PluginError
+from .errors import ConfigError, InputError, OctascopeError, PluginError, PluginParameterError
 from .hookspecs import hookimpl
 from .model import COLUMN_FIELDS, Image, MetricOutput, Octahedra, Result, Truth, make_columns
 from .pipeline import analyze, run_pipeline
@@ -15,6 +15,7 @@ __all__ = [
     "Octahedra",
     "OctascopeError",
     "PluginError",
+    "PluginParameterError",
     "Registry",
     "Result",
     "Truth",

@@ -20,6 +20,10 @@ class PluginError(OctascopeError, LookupError):
     """A plugin name or plugin parameter is unknown or invalid."""
 
 
+class PluginParameterError(PluginError, ValueError):
+    """A plugin parameter has an unknown name, a wrong type or a value out of range."""
+
+
 class ConfigError(OctascopeError, ValueError):
     """A configuration value is missing or inconsistent."""
 

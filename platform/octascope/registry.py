@@ -17,7 +17,8 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, PluginParameterError
+from .params import ParamInfo, describe, parameter_names
 from .stages import METHODS, PROTOCOLS, STAGES
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -125,19 +126,34 @@ class Registry:
             raise PluginError(f"unknown {stage} '{name}'; known {stage}s: {known}") from None
 
     def create(self, stage: str, name: str, **params: Any) -> Any:
-        """Instantiate a registered plugin with keyword parameters, checking their names."""
+        """Instantiate a registered plugin with keyword parameters, checking their names and values.
+
+        Raises
+        ------
+        PluginParameterError
+            An unknown parameter name, a wrong type or a value out of range (one line).
+        """
         cls = self.get(stage, name)
-        sig = inspect.signature(cls)
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        if not accepts_any:
-            unknown = sorted(set(params) - set(sig.parameters))
+        names = parameter_names(cls)
+        if names is None:  # a plugin without an Options dataclass: its signature is its parameters
+            sig = inspect.signature(cls)
+            if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+                names = list(sig.parameters)
+        if names is not None:
+            unknown = sorted(set(params) - set(names))
             if unknown:
-                allowed = ", ".join(sig.parameters) or "none"
-                raise PluginError(f"{stage} '{name}' has no parameter(s) {unknown}; its parameters are: {allowed}")
+                raise PluginParameterError(f"{stage} '{name}' has no parameter(s) {unknown}; its parameters are: "
+                                           f"{', '.join(names) or 'none'}")
         try:
             return cls(**params)
+        except PluginParameterError as exc:
+            raise PluginParameterError(f"{stage} {exc}" if str(exc).startswith(name) else f"{stage} '{name}': {exc}") from None
         except (TypeError, ValueError) as exc:
-            raise PluginError(f"{stage} '{name}' rejected its parameters {params}: {exc}") from exc
+            raise PluginParameterError(f"{stage} '{name}' rejected its parameters {params}: {exc}") from exc
+
+    def parameters(self, stage: str, name: str) -> list[ParamInfo]:
+        """The declared parameters of a plugin (name, type, default, unit, description)."""
+        return describe(self.get(stage, name))
 
     def _check_stage(self, stage: str) -> None:
         if stage not in self._plugins:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from octascope.errors import PluginError
+from octascope.params import Options, Plugin, param, require
 from octascope.model import Image
 
 from ._common import check_finite, finish
@@ -146,7 +147,35 @@ def detect_scan_peaks(
     return np.stack([kx[ix][keep][order], ky[iy][keep][order]], axis=1)
 
 
-class ABSFDenoiser:
+@dataclass(frozen=True, kw_only=True)
+class ABSFOptions(Options):
+    """Parameters of :class:`ABSFDenoiser`."""
+
+    background_subtraction: bool = param(True, doc="apply half 1, the average-background subtraction")
+    step_px: int = param(5, unit="Fourier px", doc="averaging window of the background estimate")
+    delta_percent: float = param(2.0, unit="%", doc="per-cycle relative change below which the background cycles stop")
+    n_iterations: int = param(20, doc="most background cycles")
+    band_stop: bool = param(True, doc="apply half 2, the band-stop notches")
+    stop_frequencies_per_A: tuple[tuple[float, float], ...] | None = param(
+        None, unit="1/Å", doc="notch centres (kx, ky); None detects them automatically")
+    search_band_per_A: tuple[float, float] = param((0.18, 0.24), unit="1/Å", doc="range of |k| searched for scan-noise peaks")
+    bandwidth_px: float = param(3.0, unit="Fourier px", doc="full width of each stop band")
+    soft_edge_px: float = param(0.5, unit="Fourier px", doc="width of the raised-cosine soft edge of each stop band")
+    detect_threshold: float = param(4.0, doc="least peak-to-background amplitude ratio of a detected scan-noise peak")
+    asymmetry_ratio: float = param(3.0, doc="least ratio of a detected peak to its 90°-rotated partner")
+    max_notches: int = param(8, doc="most auto-detected notches (mirror pairs count once)")
+
+    def check(self) -> None:
+        require(self.step_px >= 2, f"step_px must be >= 2 Fourier pixels, got {self.step_px}")
+        require(self.delta_percent >= 0 and self.n_iterations >= 1,
+                f"needs delta_percent >= 0 and n_iterations >= 1, got {self.delta_percent}, {self.n_iterations}")
+        low, high = self.search_band_per_A
+        require(0 <= low < high, f"search_band_per_A must be (low, high) in 1/Å with 0 <= low < high, got {self.search_band_per_A}")
+        require(self.bandwidth_px > 0 and self.soft_edge_px >= 0,
+                f"bandwidth_px must be > 0 and soft_edge_px >= 0, got {self.bandwidth_px}, {self.soft_edge_px}")
+
+
+class ABSFDenoiser(Plugin):
     """Average-background subtraction filter with scan-noise band-stop masks (the paper's "ABSF").
 
     The paper (Du et al. 2026, Methods) pre-filters every raw image with an "absorptive
@@ -172,115 +201,46 @@ class ABSFDenoiser:
        90°-rotated partner (scan noise breaks the lattice's fourfold symmetry; Bragg
        reflections of a [001] perovskite do not).
 
-    Parameters
-    ----------
-    background_subtraction : bool
-        Apply half 1.
-    step_px : int
-        Averaging window of the background estimate [Fourier px].
-    delta_percent : float
-        Per-cycle relative change below which the background cycles stop [%].
-    n_iterations : int
-        Most background cycles.
-    band_stop : bool
-        Apply half 2.
-    stop_frequencies_per_A : sequence of (float, float), optional
-        Notch centres (kx, ky) [Å⁻¹]; ``None`` detects them automatically.
-    search_band_per_A : (float, float)
-        Range of |k| searched for scan-noise peaks [Å⁻¹].
-    bandwidth_px : float
-        Full width of each stop band [Fourier px].
-    soft_edge_px : float
-        Width of the soft edge of each stop band [Fourier px].
-    detect_threshold : float
-        Least peak-to-background amplitude ratio of a detected scan-noise peak [1].
-    asymmetry_ratio : float
-        Least ratio of a detected peak to its 90°-rotated partner [1].
-    max_notches : int
-        Most auto-detected notches (mirror pairs count once).
+    Parameters are those of :class:`ABSFOptions`.
     """
 
     name: ClassVar[str] = "absf"
-
-    def __init__(
-        self,
-        *,
-        background_subtraction: bool = True,
-        step_px: int = 5,
-        delta_percent: float = 2.0,
-        n_iterations: int = 20,
-        band_stop: bool = True,
-        stop_frequencies_per_A: Sequence[Sequence[float]] | None = None,
-        search_band_per_A: Sequence[float] = (0.18, 0.24),
-        bandwidth_px: float = 3.0,
-        soft_edge_px: float = 0.5,
-        detect_threshold: float = 4.0,
-        asymmetry_ratio: float = 3.0,
-        max_notches: int = 8,
-    ):
-        if int(step_px) < 2:
-            raise PluginError(f"absf step_px must be >= 2 Fourier pixels, got {step_px}")
-        if not delta_percent >= 0 or int(n_iterations) < 1:
-            raise PluginError(f"absf needs delta_percent >= 0 and n_iterations >= 1, got {delta_percent}, {n_iterations}")
-        band = tuple(float(b) for b in search_band_per_A)
-        if len(band) != 2 or not 0 <= band[0] < band[1]:
-            raise PluginError(f"absf search_band_per_A must be (low, high) in 1/Å with 0 <= low < high, got {search_band_per_A}")
-        if not bandwidth_px > 0 or not soft_edge_px >= 0:
-            raise PluginError(f"absf bandwidth_px must be > 0 and soft_edge_px >= 0, got {bandwidth_px}, {soft_edge_px}")
-        freqs = None
-        if stop_frequencies_per_A is not None:
-            freqs = np.asarray([[float(a) for a in f] for f in stop_frequencies_per_A], dtype=float).reshape(-1, 2)
-        self.background_subtraction = bool(background_subtraction)
-        self.step_px = int(step_px)
-        self.delta_percent = float(delta_percent)
-        self.n_iterations = int(n_iterations)
-        self.band_stop = bool(band_stop)
-        self.stop_frequencies_per_A = freqs
-        self.search_band_per_A = band
-        self.bandwidth_px = float(bandwidth_px)
-        self.soft_edge_px = float(soft_edge_px)
-        self.detect_threshold = float(detect_threshold)
-        self.asymmetry_ratio = float(asymmetry_ratio)
-        self.max_notches = int(max_notches)
+    Options = ABSFOptions
+    options: ABSFOptions
 
     def denoise(self, image: Image) -> Image:
+        o = self.options
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, "absf")
         ps = image.pixel_size_A
         spectrum = np.fft.fft2(data)
         amplitude = np.abs(spectrum)
         background, cycles = absf_background(
-            amplitude, step_px=self.step_px, delta_percent=self.delta_percent, n_iterations=self.n_iterations
+            amplitude, step_px=o.step_px, delta_percent=o.delta_percent, n_iterations=o.n_iterations
         )
         gain = np.ones_like(amplitude)
-        if self.background_subtraction:
+        if o.background_subtraction:
             gain = np.clip(amplitude - background, 0.0, None) / np.maximum(amplitude, np.finfo(float).tiny)
         gain[0, 0] = 1.0  # keep the mean level
         notches = np.zeros((0, 2))
-        if self.band_stop:
-            if self.stop_frequencies_per_A is not None:
-                notches = self.stop_frequencies_per_A
+        if o.band_stop:
+            if o.stop_frequencies_per_A is not None:
+                notches = np.asarray(o.stop_frequencies_per_A, dtype=float).reshape(-1, 2)
             else:
                 notches = detect_scan_peaks(
                     amplitude / np.maximum(background, np.finfo(float).tiny), ps,
-                    band_per_A=self.search_band_per_A, threshold=self.detect_threshold,
-                    asymmetry=self.asymmetry_ratio, max_peaks=self.max_notches,
+                    band_per_A=o.search_band_per_A, threshold=o.detect_threshold,
+                    asymmetry=o.asymmetry_ratio, max_peaks=o.max_notches,
                 )
             ny, nx = data.shape
             centres_px = notches * np.array([nx * ps, ny * ps])
-            gain = gain * notch_mask(data.shape, centres_px, bandwidth_px=self.bandwidth_px, soft_edge_px=self.soft_edge_px)
+            gain = gain * notch_mask(data.shape, centres_px, bandwidth_px=o.bandwidth_px, soft_edge_px=o.soft_edge_px)
         out = np.fft.ifft2(spectrum * gain).real
         settings: dict[str, Any] = {
             "name": self.name,
-            "background_subtraction": self.background_subtraction,
-            "step_px": self.step_px,
-            "delta_percent": self.delta_percent,
-            "n_iterations": self.n_iterations,
+            **o.to_dict(),
             "cycles_run": cycles,
-            "band_stop": self.band_stop,
             "notches_per_A": notches.tolist(),
-            "notches_detected": self.band_stop and self.stop_frequencies_per_A is None,
-            "bandwidth_px": self.bandwidth_px,
-            "soft_edge_px": self.soft_edge_px,
+            "notches_detected": o.band_stop and o.stop_frequencies_per_A is None,
         }
         return finish(image, out, settings)
