@@ -178,8 +178,8 @@ def test_registry_config_and_bad_parameters():
     assert {k: float(v) if isinstance(defaults[k], float) else v for k, v in conf.items()} == defaults
     with pytest.raises(PluginParameterError, match="patch_radius_A"):
         reg.create("locator", "gaussian", patch_radius_A=0)
-    with pytest.raises(PluginParameterError, match="background_radius_A"):
-        GaussianLocator(background_radius_A=2.0)  # the start-background window lies inside the patch
+    with pytest.raises(PluginParameterError, match="neighbour_radius_A"):
+        GaussianLocator(neighbour_radius_A=-1.0)
     with pytest.raises(PluginParameterError, match="detection_sigma_A"):  # the shared candidate-search options
         GaussianLocator(background_sigma_A=0.2, detection_sigma_A=0.3)
     with pytest.raises(PluginError, match="device"):

@@ -44,7 +44,7 @@ class GaussianOptions(CandidateSearch):
     max_sigma_A: float = param(1.2, unit="Å", doc="widest usable fit: a fit whose Cholesky determinant "
                                "allows a larger width is failed")
     background_radius_A: float = param(1.2, unit="Å", doc="the start background is the 10th percentile "
-                                       "within this radius of the patch centre (at most patch_radius_A)")
+                                       "within this radius of the patch centre (the patch where that is smaller)")
     neighbour_radius_A: float = param(2.4, unit="Å", doc="each neighbour's model is rendered out to this "
                                       "radius when subtracted from a patch")
     sigma_init_A: float = param(0.5, unit="Å", doc="starting Gaussian width")
@@ -70,8 +70,6 @@ class GaussianOptions(CandidateSearch):
         for key in ("neighbour_rounds", "max_restarts", "min_separation_A", "restart_shift_A", "fit_pixel_A",
                     "cpu_threads"):
             require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
-        require(self.background_radius_A <= self.patch_radius_A,
-                f"background_radius_A ({self.background_radius_A}) must not exceed patch_radius_A ({self.patch_radius_A})")
         try:
             resolve_device(self.device)
         except Exception as exc:  # the device error explains itself; one error type for a bad value

@@ -111,7 +111,7 @@ def fit_gaussians(
         The locator's options; the lengths in it [Å] are converted to pixels of ``data`` with
         ``pixel_size_A`` (see :meth:`~octascope_plugins.locate.gaussian.GaussianOptions.fit_px`):
         ``patch_radius_A`` (fitting patch), ``max_sigma_A`` (widest usable fit),
-        ``background_radius_A`` (start-background window), ``neighbour_radius_A`` (neighbour
+        ``background_radius_A`` (start-background window, at most the patch), ``neighbour_radius_A`` (neighbour
         rendering), ``sigma_init_A``, ``restart_shift_A``; and ``neighbour_rounds`` (refits after
         the first, each on the patch minus the current model of all other columns; 0 = no
         neighbour handling), ``max_iterations``, ``tolerance`` [1], ``max_residual`` [1] (fits
@@ -146,7 +146,7 @@ def fit_gaussians(
     restart_shift_px = o.restart_shift_A / pixel_size_A
     radius = o.fit_px(o.patch_radius_A, pixel_size_A)
     sigma_max = float(o.fit_px(o.max_sigma_A, pixel_size_A))
-    bg_radius = o.fit_px(o.background_radius_A, pixel_size_A)
+    bg_radius = min(o.fit_px(o.background_radius_A, pixel_size_A), radius)  # a window inside the patch
     render_radius = o.fit_px(o.neighbour_radius_A, pixel_size_A)
     rng = np.random.default_rng(o.seed)
     img = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=dev)
