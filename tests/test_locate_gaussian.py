@@ -46,6 +46,7 @@ def noisy():
     return image, truth, GaussianLocator(device="cpu").locate(image)
 
 
+@pytest.mark.slow
 def test_detection_and_rmse_at_dose_2000(noisy):
     image, truth, cols = noisy
     assert list(cols.columns[: len(COLUMN_FIELDS)]) == list(COLUMN_FIELDS)
@@ -70,6 +71,7 @@ def test_detection_and_rmse_at_dose_2000(noisy):
     assert np.median(amp[sp == "X"]) == pytest.approx(53 / 135, abs=0.03)
 
 
+@pytest.mark.slow
 def test_uncertainty_is_calibrated(noisy):
     """Predicted x_err/y_err agree with the actual scatter within a factor 1.5 per species."""
     _, truth, cols = noisy

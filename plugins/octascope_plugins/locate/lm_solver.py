@@ -137,14 +137,37 @@ def levenberg_marquardt(
     p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor", weight: "torch.Tensor",
     *, max_iterations: int, tolerance: float,
 ) -> tuple["torch.Tensor", "torch.Tensor", int]:
-    """Batched LM: minimise sum(weight * (target - model(p))**2) for every row of ``p``.
+    """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
     Each iteration evaluates the model, analytic Jacobian and residual once, at the trial
-    parameters, and forms J^T W J, J^T W r and the cost in one batched product; a rejected step
-    keeps the normal equations of the current parameters. Columns that have converged are
-    frozen and dropped from the working set, so later iterations only touch the rest.
+    parameters, and forms J^T W J, J^T W r and the cost in one batched product
+    (:func:`_normal_matrix`); a rejected step keeps the normal equations of the current
+    parameters. Columns that have converged are frozen and dropped from the working set, so later
+    iterations only touch the rest.
 
-    Returns the fitted parameters, the final cost per column and the iterations run.
+    Parameters
+    ----------
+    p : torch.Tensor
+        (N, 7) start parameters (see :func:`model`) [px units]; not modified.
+    x, y : torch.Tensor
+        (N, M) pixel coordinates of the patches [px].
+    target : torch.Tensor
+        (N, M) values to fit.
+    weight : torch.Tensor
+        (N, M) pixel weights (0 outside the image).
+    max_iterations : int
+        Iterations at most.
+    tolerance : float
+        A column has converged when an accepted step lowers its cost by less than this fraction [1].
+
+    Returns
+    -------
+    p : torch.Tensor
+        (N, 7) fitted parameters.
+    cost : torch.Tensor
+        (N,) final weighted sum of squared residuals.
+    iterations : int
+        Iterations run.
     """
     import torch
 
