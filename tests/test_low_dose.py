@@ -58,6 +58,7 @@ def test_rotated_particle_at_paper_dose(cache_dir):
     assert r.scalars["detection_f1"] >= 0.98 and r.scalars["species_accuracy"] >= 0.99
 
 
+@pytest.mark.slow
 def test_particle_on_amorphous_carbon(cache_dir):
     """3 nm of amorphous carbon under the particle (a TEM grid): its random contrast has no Bragg
     peaks, so no carbon blob becomes a column; the 300 e/Å² targets hold."""

@@ -285,9 +285,26 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     return SofsResult(is_x, np.where(is_x, prob, 0.0), edge, ring, link_arr, seeds, basis, column_basis, pb_basis, pb_nb, stats)
 
 
-def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: float, tol_frac: float,
-             p_int_min: float, ref_amplitude: float, intensity_tolerance_frac: float) -> tuple[np.ndarray, np.ndarray]:
+def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: float, ref_amplitude: float,
+             options: SofsSearchOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which columns sit at a Cs site (``a/√2`` from the nearest Pb) with a plausible amplitude.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) column positions [Å].
+    amplitude : numpy.ndarray
+        (N,) column amplitudes.
+    pb_xy : numpy.ndarray
+        (n_pb, 2) Pb positions [Å].
+    a_A : float
+        Lattice constant [Å].
+    ref_amplitude : float
+        Reference amplitude (median non-Pb); weaker columns are penalised.
+    options : SofsSearchOptions
+        ``site_tolerance_frac`` (largest miss of the site [fraction of a]), ``min_probability``
+        (least intensity term [1]) and ``intensity_tolerance_frac`` (width of the intensity term
+        [fraction of ``ref_amplitude``]).
 
     Returns
     -------
@@ -297,6 +314,8 @@ def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: fl
     n_pb_diag : numpy.ndarray of int
         Pb columns within ``0.85 a`` (4 inside the particle, fewer at the rim).
     """
+    tol_frac, p_int_min, intensity_tolerance_frac = (options.site_tolerance_frac, options.min_probability,
+                                                     options.intensity_tolerance_frac)
     tree = cKDTree(pb_xy)
     d, _ = tree.query(xy_A, k=1)
     weak = np.clip((ref_amplitude - amplitude) / (intensity_tolerance_frac * abs(ref_amplitude)), 0, None)

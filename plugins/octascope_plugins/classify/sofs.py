@@ -103,8 +103,7 @@ class SofsClassifier(Plugin):
         a = res.stats["a_A"]
         rest = ~is_pb & ~res.is_x
         ref = np.nanmedian(amps[~is_pb]) if (~is_pb).any() else np.nan
-        is_cs, cs_score, n_diag = cs_sites(xs, amps, xs[is_pb], a, o.site_tolerance_frac,
-                                           o.min_probability, ref, o.intensity_tolerance_frac)
+        is_cs, cs_score, n_diag = cs_sites(xs, amps, xs[is_pb], a, ref, o)
         sp = np.full(len(sub), "unknown", dtype=object)
         sp[is_pb] = "Pb"
         sp[res.is_x] = "X"
