@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     import torch
 
 N_PARAMS = 7  # A, B, x0, y0, l11, l21, l22
-A, B, X, Y, L11, L21, L22 = range(N_PARAMS)
-_A, _B, _X, _Y, _L11, _L21, _L22 = A, B, X, Y, L11, L21, L22
+#: indices of the parameters in the last axis of ``p``
+_A, _B, _X, _Y, _L11, _L21, _L22 = range(N_PARAMS)
 
 
 def model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: bool):
