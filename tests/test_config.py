@@ -35,7 +35,7 @@ def test_group_and_parameter_overrides():
     assert list(cfg["metric"]) == ["accuracy"]
     assert cfg["source"]["spec"]["rotation_deg"] == 4.5
     stages = build_stages(cfg, get_registry(load_entrypoints=False))
-    assert stages["classifier"].site_tolerance_frac == 0.3
+    assert stages["classifier"].options.site_tolerance_frac == 0.3
     assert [m.name for m in stages["metrics"]] == ["accuracy"]
 
 
