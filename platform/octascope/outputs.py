@@ -25,6 +25,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .model import Result
+from .summary import summarize  # noqa: F401  (summary.json's content; was defined here)
 
 #: public column order of columns.csv (more columns may follow)
 COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigma_major_A", "sigma_minor_A", "ellipticity"]
@@ -90,41 +91,6 @@ def _jsonable(value: Any) -> Any:
 def write_json(obj: Mapping[str, Any], path: Path) -> Path:
     text = json.dumps(_jsonable(obj), indent=2, sort_keys=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
-
-
-def summarize(result: Result) -> dict[str, Any]:
-    """The content of summary.json: counts, core/shell tilts, accuracy, timings, plugins."""
-    cols = result.columns
-    counts = cols["species"].value_counts().to_dict() if cols is not None and "species" in cols else {}
-    s = result.scalars
-    tilt = {}
-    for k in (1, 2, 3):
-        for region in ("core", "shell"):
-            key = f"theta{k}_deg_mean_{region}"
-            if key in s:
-                tilt[key] = s[key]
-    accuracy_keys = [k for k in s if k.startswith(("detection_", "rmse_pm", "species_accuracy", "theta", "L1_", "L2_"))
-                     and ("mae" in k or "bias" in k or k.startswith(("detection_", "rmse_pm", "species_accuracy")))]
-    return {
-        "image": {
-            "source": result.image.source, "shape_px": list(result.image.shape),
-            "pixel_size_A": result.image.pixel_size_A, "signal": result.image.signal,
-            "dose_e_per_A2": result.image.dose_e_per_A2,
-        },
-        "plugins": result.plugins,
-        "counts": {str(k): int(v) for k, v in counts.items()},
-        "n_columns": 0 if cols is None else len(cols),
-        "n_octahedra": 0 if result.octahedra is None else len(result.octahedra),
-        "tilt": tilt,
-        "region": None if result.region is None else {
-            "source": result.region.source, "fraction_of_image": result.region.fraction,
-            "columns_outside_dropped": result.n_outside_region},
-        "flags": list(result.flags),
-        "trusted": not result.flags,
-        "accuracy": {k: s[k] for k in accuracy_keys} if result.truth is not None else None,
-        "scalars": dict(s),
-        "timings_s": dict(result.timings_s),
-    }
 
 
 def _same_image(a: Any, b: Any) -> bool:
