@@ -20,6 +20,8 @@ def _result():
     res.tables["octahedra"] = octs
     res.tables["lattice"] = pd.DataFrame({"C1_A": [6.2]})
     res.scalars.update({"theta3_deg_mean_core": 8.0, "theta3_deg_mean_shell": 7.0, "nan_metric": float("nan")})
+    # summary.json's "tilt" is the octahedral metric's own section, not picked from the scalars by name
+    res.summaries["octahedral"] = {"tilt": {"theta3_deg_mean_core": 8.0, "theta3_deg_mean_shell": 7.0}}
     res.timings_s.update({"locator:gaussian": 0.5, "total": 0.6})
     return res
 
@@ -36,6 +38,7 @@ def test_output_files_and_public_columns(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["counts"] == {"Pb": 1, "X": 1, "Cs": 1}
     assert summary["tilt"]["theta3_deg_mean_shell"] == 7.0
+    assert summary["metrics"]["octahedral"]["tilt"]["theta3_deg_mean_core"] == 8.0
     assert summary["timings_s"]["locator:gaussian"] == 0.5
     assert summary["scalars"]["nan_metric"] is None  # NaN is not valid JSON
     assert not [n for n in names if n.endswith(".part")]

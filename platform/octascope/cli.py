@@ -125,13 +125,31 @@ def _hydra_task(cfg: Any) -> None:
 
 
 def list_plugins(stage: str | None = None) -> str:
-    """A table of registered plugins: stage, name, distribution, version, summary."""
+    """A table of registered plugins: stage, name, distribution, version, summary.
+
+    With a stage, each plugin's parameters follow its line: name, type, default, unit and
+    description (:meth:`octascope.registry.Registry.parameters`; plugins not yet on the options
+    pattern show none).
+    """
     from .registry import get_registry
 
-    rows = [(p.stage, p.name, f"{p.distribution} {p.version}", p.summary) for p in get_registry().info(stage)]
+    registry = get_registry()
+    infos = registry.info(stage)
+    rows = [(p.stage, p.name, f"{p.distribution} {p.version}", p.summary) for p in infos]
     widths = [max(len(r[i]) for r in rows + [("stage", "name", "from", "")]) for i in range(3)]
     out = [f"{'stage':<{widths[0]}}  {'name':<{widths[1]}}  {'from':<{widths[2]}}  summary"]
-    out += [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
+    for p, r in zip(infos, rows):
+        out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+        if stage is None:
+            continue
+        params = registry.parameters(p.stage, p.name)
+        if not params:
+            out.append("    (parameters not declared)")
+            continue
+        w = max(len(q.name) for q in params)
+        for q in params:
+            unit = f" [{q.unit}]" if q.unit else ""
+            out.append(f"    {q.name:<{w}}  {q.type} = {q.default!r}{unit}" + (f"  — {q.doc}" if q.doc else ""))
     return "\n".join(out)
 
 
