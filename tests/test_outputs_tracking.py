@@ -86,3 +86,31 @@ def test_mlflow_run_contents_and_failed_status(in_tmp):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_figures_drawn_by_several_processes(tmp_path):
+    """save_figures shares the drawing among forked processes; every file arrives, failures are raised."""
+    import os
+
+    from matplotlib.figure import Figure
+
+    from octascope.outputs import save_figures
+
+    figs = {}
+    for k in range(5):
+        fig = Figure(figsize=(2, 2), layout="constrained")
+        fig.subplots().plot([0, k])
+        figs[f"f{k}"] = (fig, 50)
+    written = save_figures(figs, tmp_path, ("png", "svg"), workers=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"f{k}.{e}" for k in range(5) for e in ("png", "svg"))
+    assert set(written) == {p.name for p in tmp_path.iterdir()}
+    if not hasattr(os, "fork"):
+        return
+
+    class Broken(Figure):
+        def savefig(self, *a, **k):
+            raise ValueError("cannot draw")
+
+    figs["f1"] = (Broken(), 50)  # drawn by the second process (names are dealt round-robin)
+    with pytest.raises(RuntimeError, match="cannot draw"):
+        save_figures(figs, tmp_path / "again", ("png",), workers=2)

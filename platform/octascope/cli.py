@@ -20,13 +20,29 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import OctascopeError
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 # the library side of a run lives in run.py / summary.py; these names stay importable from here
 from .run import build_stages, run_from_config  # noqa: E402,F401
 from .summary import format_summary  # noqa: E402,F401
+
+
+_REGISTRY: "Registry | None" = None
+
+
+def _registry() -> "Registry":
+    """The plugin registry of this command, built once (discovering entry points is not free)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from .registry import get_registry
+
+        _REGISTRY = get_registry()
+    return _REGISTRY
 
 
 def conf_dir() -> Path:
@@ -94,7 +110,7 @@ def _hydra_task(cfg: Any) -> None:
         container = OmegaConf.to_container(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag})
         claimed = True
-        result, files = run_from_config(container, output_dir, job_tag=job_tag)
+        result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
         if claimed:
             release_failed_output_dir(output_dir)
@@ -302,7 +318,6 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
     from omegaconf import OmegaConf
 
     from .config import validate_config
-    from .registry import get_registry
     from .input_sources import check_source_config
 
     GlobalHydra.instance().clear()
@@ -327,7 +342,7 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
         raise ConfigError(f"cannot resolve the configuration: {_one_line(exc)}; check the ${{...}} interpolations") from exc
     validate_config(job)
     check_source_config(dict(job.get("source") or {}))
-    build_stages(job, get_registry())
+    build_stages(job, _registry())
     return {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
 
 

@@ -31,13 +31,15 @@ def build_stages(cfg: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
     return stages
 
 
-def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None) -> tuple[Result, dict[str, Path]]:
+def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
+                    registry: Registry | None = None) -> tuple[Result, dict[str, Path]]:
     """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
 
     The configuration is checked first (:func:`octascope.config.validate_config`), the plugins are
     built and the image is read before the MLflow run starts; the run then logs the parameters,
     the input checksum, the code version and the image metadata at once, so a run that dies later
-    still says what it analysed.
+    still says what it analysed. ``registry``: the plugin registry to build from (default: a fresh
+    :func:`~octascope.registry.get_registry`; the command line passes the one it checked with).
     """
     from .config import validate_config
     from .input_sources import load_source
@@ -48,7 +50,7 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
 
     validate_config(cfg)
     formats = check_figure_formats(cfg.get("figure_formats"))
-    registry = get_registry()
+    registry = registry or get_registry()
     stages = build_stages(cfg, registry)
     image, truth = load_source(**cfg["source"])
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
