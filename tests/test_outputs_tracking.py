@@ -114,3 +114,21 @@ def test_figures_drawn_by_several_processes(tmp_path):
     figs["f1"] = (Broken(), 50)  # drawn by the second process (names are dealt round-robin)
     with pytest.raises(RuntimeError, match="cannot draw"):
         save_figures(figs, tmp_path / "again", ("png",), workers=2)
+
+
+def test_remote_artifact_store_gets_one_upload(tmp_path, monkeypatch):
+    """A non-file artifact store gets the folder in one log_artifacts call, hidden files left out."""
+    import mlflow
+
+    from octascope.tracking import log_artifacts_linked
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.csv", "sub/b.png", ".octascope-run"):
+        (tmp_path / name).write_text("x")
+    calls = []
+    monkeypatch.setattr(mlflow, "get_artifact_uri", lambda: "s3://bucket/run/artifacts")
+    monkeypatch.setattr(mlflow, "log_artifact", lambda *a, **k: calls.append(("one", a)))
+    monkeypatch.setattr(mlflow, "log_artifacts", lambda d, *a, **k: calls.append(
+        ("all", sorted(str(p.relative_to(d)) for p in __import__("pathlib").Path(d).rglob("*") if p.is_file()))))
+    assert log_artifacts_linked(tmp_path) == 0
+    assert calls == [("all", ["a.csv", "sub/b.png"])]
