@@ -176,7 +176,9 @@ def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *,
 
 
 def figure_workers() -> int:
-    """Processes that draw a run's figures: ``$OCTASCOPE_FIGURE_WORKERS``, else the CPUs this process may use (at most 4)."""
+    """Processes that draw a run's figures: ``$OCTASCOPE_FIGURE_WORKERS``, else the idle CPUs this
+    process may use (at most 4; at least 1). On a busy machine one process draws them all: a
+    second one would only compete with the first (and with everyone else) for the same cores."""
     env = os.environ.get("OCTASCOPE_FIGURE_WORKERS")
     if env:
         try:
@@ -187,7 +189,11 @@ def figure_workers() -> int:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    return max(1, min(n, 4))
+    try:
+        idle = n - os.getloadavg()[0] + 1.0  # the load includes this process
+    except (AttributeError, OSError):
+        idle = float(n)
+    return max(1, min(n, 4, int(idle + 0.5)))
 
 
 def save_figures(figures: Mapping[str, tuple[Any, int]], run_dir: Path, formats: tuple[str, ...],
