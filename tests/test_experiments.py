@@ -17,7 +17,7 @@ import expkit  # noqa: E402
 from octascope.cli import build_stages  # noqa: E402
 from octascope.config import validate_config  # noqa: E402
 from octascope.registry import get_registry  # noqa: E402
-from octascope.sources import check_source_config  # noqa: E402
+from octascope.input_sources import check_source_config  # noqa: E402
 
 #: what each experiment says it analyses: source kind, the doses its sweep covers [e/Å²], the noise
 #: seeds, the image (keys of the source that identify it) and the MLflow experiment

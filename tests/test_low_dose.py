@@ -16,7 +16,7 @@ pytest.importorskip("abtem")
 
 
 def simulated(dose, seed=0, n_cells=6, angle_deg=0.0, support=None):
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     sim = simulate(structure=dict(n_cells=n_cells), run_md=False,
                    imaging=dict(pixel_size_A=0.2, margin_A=10.0, scan_rotation_deg=angle_deg),

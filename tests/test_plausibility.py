@@ -8,7 +8,7 @@ import pytest
 import octascope
 from octascope.errors import InputError
 from octascope.plausibility import check_lattice, classification_flags
-from octascope.sources import load_example
+from octascope.input_sources import load_example
 
 
 @pytest.fixture(scope="module")

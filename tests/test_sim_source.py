@@ -1,4 +1,4 @@
-"""octascope.sim.source: cached simulate -> Image + Truth, and simulate -> analyse -> accuracy."""
+"""octascope.sim.simulation: cached simulate -> Image + Truth, and simulate -> analyse -> accuracy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 import octascope
 from octascope.errors import ConfigError, InputError
-from octascope.sim.source import simulate, simulated_source
+from octascope.sim.simulation import simulate, simulated_source
 
 pytestmark = [pytest.mark.lammps, pytest.mark.abtem]
 
@@ -56,7 +56,7 @@ def test_cache_reuses_md_and_image(cache, small_qd, monkeypatch):
         return fail
 
     monkeypatch.setattr(md, "run_md", boom(md.run_md))
-    monkeypatch.setattr("octascope.sim.source.simulate_image", boom(imaging.simulate_image))
+    monkeypatch.setattr("octascope.sim.simulation.simulate_image", boom(imaging.simulate_image))
     img, truth = simulated_source(structure=dict(n_cells=3), md=MD, imaging=dict(pixel_size_A=0.2, margin_A=5.0),
                                   noise=dict(dose_e_per_A2=300.0, seed=1), cache_dir=cache, progress=False)
     np.testing.assert_array_equal(truth.clean, small_qd.truth.clean)

@@ -1,4 +1,4 @@
-"""Where the image of a run comes from: a file, the synthetic generator, or the simulator.
+"""Input sources of a run (`source=file|example|synthetic|simulated`): where the image comes from.
 
 Every source takes the same file keys; a non-null ``path`` means "read this file", whatever
 the kind, so ``source.path=particle.emd`` is the one override needed to analyse a user's file.
@@ -86,7 +86,7 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
     if kind == "simulated":
         import inspect
 
-        from .sim.source import simulated_source
+        from .sim.simulation import simulated_source
 
         own = set(inspect.signature(simulated_source).parameters)
     else:
@@ -113,7 +113,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
     ----------
     kind : str
         ``file``, ``example`` (a bundled simulated image, :func:`load_example`), ``synthetic`` (:func:`octascope.synthetic.make_synthetic`) or ``simulated``
-        (:func:`octascope.sim.source.simulated_source`).
+        (:func:`octascope.sim.simulation.simulated_source`).
     **params
         The source's parameters; a non-null ``path`` reads that file whatever the kind.
     """
@@ -138,7 +138,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
             raise ConfigError(f"synthetic source has no parameter(s) {unknown}; see conf/source/synthetic.yaml")
         return make_synthetic(SyntheticSpec(**spec))
     if kind == "simulated":
-        from .sim.source import simulated_source
+        from .sim.simulation import simulated_source
 
         return simulated_source(**params)
     raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
