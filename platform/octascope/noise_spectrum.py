@@ -129,7 +129,7 @@ def _memo(kind: str, data: np.ndarray, key: tuple, compute):
     import hashlib
 
     arr = np.ascontiguousarray(data)
-    full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest()) + key
+    full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8).data, digest_size=16).digest()) + key
     if full in _MEMO:
         return _MEMO[full]
     out = compute()

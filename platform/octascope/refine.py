@@ -147,14 +147,14 @@ def refine_positions(
     h, w = img_np.shape
     x0 = np.asarray(x_px, float).ravel().copy()
     y0 = np.asarray(y_px, float).ravel().copy()
-    species = np.asarray(species, dtype=object).ravel()
+    labels_in = np.asarray(species, dtype=object).ravel()
     n = x0.size
-    if species.size != n or y0.size != n:
-        raise InputError(f"refine: {n} x, {y0.size} y and {species.size} species labels; give one per column")
+    if labels_in.size != n or y0.size != n:
+        raise InputError(f"refine: {n} x, {y0.size} y and {labels_in.size} species labels; give one per column")
     if n == 0:
         raise InputError("refine: no columns to refine")
-    labels = sorted({str(s) for s in species})
-    group = np.array([labels.index(str(s)) for s in species])
+    labels = sorted({str(s) for s in labels_in})
+    group = np.array([labels.index(str(s)) for s in labels_in])
     n_g = len(labels)
     sig = np.asarray(basis_sigmas_A, float) / pixel_size_A
     k_b = sig.size
@@ -199,8 +199,8 @@ def refine_positions(
     dgy, dgx = torch.as_tensor(dgy_np, dtype=dt, device=dev), torch.as_tensor(dgx_np, dtype=dt, device=dev)
     # background channels as (row basis, column basis): image -> (gy, gx); gradient -> x: (gy, dgx), y: (dgy, gx)
     bg_pairs = [(gy, dgx), (dgy, gx)] if grad else [(gy, gx)]
-    bb = sum(torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs)
-    rhs_bg = sum((a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs))
+    bb = torch.stack([torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs]).sum(0)
+    rhs_bg = torch.stack([(a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs)]).sum(0)
     n_bg = gy.shape[1] * gx.shape[1]
 
     def channels(x, y):

@@ -106,13 +106,11 @@ def perovskite_columns(spec: SyntheticSpec) -> tuple[pd.DataFrame, pd.DataFrame]
         s = np.minimum(clip_shell(i_a, j_a), clip_shell(i_b, j_b))
         return np.where(s < spec.shell_depth, shell_rot, core)
 
-    ii, jj = np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
+    ii, jj = (g.ravel() for g in np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij"))
     pb = pd.DataFrame({"x_A": ii * a, "y_A": jj * a, "species": "Pb", "i": ii * 1.0, "j": jj * 1.0, "shell": oct_shell(ii, jj)})
 
     # horizontal-bond X: between (i, j) and (i+1, j), i = -1 .. n1-1
-    hi, hj = np.meshgrid(np.arange(-1, n1), np.arange(n2), indexing="ij")
-    hi, hj = hi.ravel(), hj.ravel()
+    hi, hj = (g.ravel() for g in np.meshgrid(np.arange(-1, n1), np.arange(n2), indexing="ij"))
     sign_h = np.where(hi >= 0, (-1.0) ** (hi + hj), -((-1.0) ** (hi + 1 + hj)))
     ah = bond_alpha(hi, hj, hi + 1, hj)
     xh = pd.DataFrame({
@@ -120,16 +118,14 @@ def perovskite_columns(spec: SyntheticSpec) -> tuple[pd.DataFrame, pd.DataFrame]
         "i": hi + 0.5, "j": hj * 1.0, "shell": clip_shell(hi, hj) * 0 + np.minimum(clip_shell(hi, hj), clip_shell(hi + 1, hj)),
     })
     # vertical-bond X: between (i, j) and (i, j+1)
-    vi, vj = np.meshgrid(np.arange(n1), np.arange(-1, n2), indexing="ij")
-    vi, vj = vi.ravel(), vj.ravel()
+    vi, vj = (g.ravel() for g in np.meshgrid(np.arange(n1), np.arange(-1, n2), indexing="ij"))
     sign_v = np.where(vj >= 0, (-1.0) ** (vi + vj), -((-1.0) ** (vi + vj + 1)))
     av = bond_alpha(vi, vj, vi, vj + 1)
     xv = pd.DataFrame({
         "x_A": vi * a - sign_v * (a / 2) * np.tan(av), "y_A": (vj + 0.5) * a, "species": "X",
         "i": vi * 1.0, "j": vj + 0.5, "shell": np.minimum(clip_shell(vi, vj), clip_shell(vi, vj + 1)),
     })
-    ci, cj = np.meshgrid(np.arange(-1, n1), np.arange(-1, n2), indexing="ij")
-    ci, cj = ci.ravel(), cj.ravel()
+    ci, cj = (g.ravel() for g in np.meshgrid(np.arange(-1, n1), np.arange(-1, n2), indexing="ij"))
     cs = pd.DataFrame({"x_A": (ci + 0.5) * a, "y_A": (cj + 0.5) * a, "species": "Cs", "i": ci + 0.5, "j": cj + 0.5,
                        "shell": np.minimum(clip_shell(ci, cj), clip_shell(ci + 1, cj + 1))})
     columns = pd.concat([pb, xh, xv, cs], ignore_index=True)

@@ -119,7 +119,8 @@ def build_nanocube(
     rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])  # (n³, 3, 3)
     pb_index = {tuple(p.astype(int)): m for m, p in enumerate(pb)}
 
-    x_lat, x_pos = [], []
+    x_lat_parts: list[np.ndarray] = []
+    x_pos_parts: list[np.ndarray] = []
     for axis in range(3):
         ranges = [idx, idx, idx]
         ranges[axis] = np.arange(-1, n)  # X between Pb (.., m, ..) and (.., m+1, ..)
@@ -137,10 +138,10 @@ def build_nanocube(
             count[inside] += 1
         lat = lo.copy()
         lat[:, axis] += 0.5
-        x_lat.append(lat)
-        x_pos.append(pred_sum / count[:, None])
-    x_lat = np.concatenate(x_lat)
-    x_pos = np.concatenate(x_pos)
+        x_lat_parts.append(lat)
+        x_pos_parts.append(pred_sum / count[:, None])
+    x_lat = np.concatenate(x_lat_parts)
+    x_pos = np.concatenate(x_pos_parts)
 
     cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
     if charge_balance:

@@ -150,16 +150,18 @@ def projected_octahedra(columns: pd.DataFrame) -> pd.DataFrame:
     a1 = _local_axes(key_of, pos_of, pi, pj, (2, 0))
     a2 = _local_axes(key_of, pos_of, pi, pj, (0, 2))
     bonds = {"right": ((1, 0), a1), "left": ((-1, 0), -a1), "up": ((0, 1), a2), "down": ((0, -1), -a2)}
-    phi, sigma, br = [], [], []
+    phi_rows: list[np.ndarray] = []
+    sigma_rows: list[np.ndarray] = []
+    br: list[np.ndarray] = []
     for (di, dj), ref in bonds.values():
         k = key_of(pi + di, pj + dj)
         v = pos_of(k) - centre
-        phi.append(_angle_deg(v, ref))
-        sigma.append(np.linalg.norm(v, axis=1))
+        phi_rows.append(_angle_deg(v, ref))
+        sigma_rows.append(np.linalg.norm(v, axis=1))
         idx = lookup(k)
         br.append(np.where(idx >= 0, br_all[np.maximum(idx, 0)], np.nan))
-    phi = np.array(phi)
-    sigma = np.array(sigma)
+    phi = np.array(phi_rows)
+    sigma = np.array(sigma_rows)
     theta1 = (phi[0] + phi[1]) / 2.0
     theta2 = (phi[2] + phi[3]) / 2.0
     out = pd.DataFrame({"x_A": centre[:, 0], "y_A": centre[:, 1], "i": pi / 2.0, "j": pj / 2.0})
