@@ -18,6 +18,7 @@ code with the metric plugins.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,16 +93,16 @@ def perovskite_columns(spec: SyntheticSpec) -> tuple[pd.DataFrame, pd.DataFrame]
     """
     n1, n2 = spec.n_cells
     a = spec.a_A
-    core = np.deg2rad(spec.rotation_deg)
-    shell_rot = np.deg2rad(spec.rotation_deg if spec.shell_rotation_deg is None else spec.shell_rotation_deg)
+    core = float(np.deg2rad(spec.rotation_deg))
+    shell_rot = float(np.deg2rad(spec.rotation_deg if spec.shell_rotation_deg is None else spec.shell_rotation_deg))
 
-    def oct_shell(i, j):
+    def oct_shell(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return np.minimum(np.minimum(i, n1 - 1 - i), np.minimum(j, n2 - 1 - j))
 
-    def clip_shell(i, j):
+    def clip_shell(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return oct_shell(np.clip(i, 0, n1 - 1), np.clip(j, 0, n2 - 1))
 
-    def bond_alpha(i_a, j_a, i_b, j_b):
+    def bond_alpha(i_a: np.ndarray, j_a: np.ndarray, i_b: np.ndarray, j_b: np.ndarray) -> np.ndarray:
         # a bond between two octahedra (one may be outside): shell rotation if either is in the shell
         s = np.minimum(clip_shell(i_a, j_a), clip_shell(i_b, j_b))
         return np.where(s < spec.shell_depth, shell_rot, core)
@@ -190,7 +191,7 @@ def render_columns(
     return out
 
 
-def make_synthetic(spec: SyntheticSpec | None = None, **overrides) -> tuple[Image, Truth]:
+def make_synthetic(spec: SyntheticSpec | None = None, **overrides: Any) -> tuple[Image, Truth]:
     """A synthetic iDPC-like image of a perovskite particle and its truth.
 
     Parameters
@@ -221,7 +222,7 @@ def make_synthetic(spec: SyntheticSpec | None = None, **overrides) -> tuple[Imag
     ang = np.deg2rad(spec.particle_angle_deg)
     rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
 
-    def place(df):
+    def place(df: pd.DataFrame) -> np.ndarray:
         xy = (df[["x_A", "y_A"]].to_numpy() - centre) @ rot.T
         return xy
 

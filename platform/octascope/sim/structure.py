@@ -26,11 +26,15 @@ octahedra predict (surface X: the one prediction). ``phase="cubic"`` means no ti
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 HALIDES = ("I", "Br")
 MIXING = ("uniform", "corner", "face", "shell", "paper")
@@ -63,7 +67,7 @@ def build_nanocube(
     mixing: str = "uniform",
     charge_balance: bool = True,
     seed: int = 0,
-):
+) -> Atoms:
     """Build a CsX-terminated CsPbX3 nanocube centred at the origin.
 
     Parameters
@@ -195,7 +199,7 @@ def _place_bromide(x_lat: np.ndarray, n: int, fraction: float, mixing: str, rng:
     return symbols
 
 
-def check_structure(atoms, *, min_distance_A: float = 1.5) -> None:
+def check_structure(atoms: Atoms, *, min_distance_A: float = 1.5) -> None:
     """Raise :class:`InputError` if two atoms are closer than ``min_distance_A`` [Å]."""
     from scipy.spatial import cKDTree
 
@@ -211,21 +215,22 @@ def check_structure(atoms, *, min_distance_A: float = 1.5) -> None:
         )
 
 
-def composition_formula(atoms) -> str:
+def composition_formula(atoms: Atoms) -> str:
     """Hill-style formula in Cs, Pb, I, Br order, e.g. ``Cs324Pb216I756``."""
     sym = np.array(atoms.get_chemical_symbols())
     return "".join(f"{el}{int((sym == el).sum())}" for el in ("Cs", "Pb", "I", "Br") if (sym == el).any())
 
 
-def write_structure(atoms, path) -> None:
+def write_structure(atoms: Atoms, path: str | Path) -> None:
     """Write extended XYZ (keeps ``arrays["lattice"]`` and ``info``)."""
     from ase.io import write
 
     write(str(path), atoms, format="extxyz")
 
 
-def read_structure(path):
+def read_structure(path: str | Path) -> Atoms:
     """Read an extended XYZ written by :func:`write_structure`."""
     from ase.io import read
 
-    return read(str(path), format="extxyz")
+    atoms = read(str(path), format="extxyz", index=-1)  # the last (only) frame
+    return atoms[-1] if isinstance(atoms, list) else atoms  # read() is typed Atoms | list[Atoms]
