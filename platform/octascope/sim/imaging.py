@@ -192,7 +192,7 @@ def make_frame(positions: np.ndarray, *, pixel_size_A: float, field_of_view_A: f
     return Frame((float(centre[0]), float(centre[1])), float(scan_rotation_deg), fov), n_px
 
 
-def _frame_atoms(symbols: Sequence[str], positions: np.ndarray, frame: Frame, padding_z_A: float = 2.0, *,
+def _frame_atoms(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, frame: Frame, padding_z_A: float = 2.0, *,
                  cell_origin_A: tuple[float, float] = (0.0, 0.0), cell_xy_A: tuple[float, float] | None = None,
                  support_xyz: np.ndarray | None = None, support_gap_A: float = 3.0) -> tuple[list, list | None]:
     """ASE Atoms per snapshot in the image frame, in a cell of the field of view (or of ``cell_xy_A``
@@ -235,7 +235,7 @@ def _device() -> str:
 
 
 def simulate_image(
-    symbols: Sequence[str],
+    symbols: Sequence[str] | np.ndarray,
     positions: np.ndarray,
     *,
     mode: str = "weak_phase",
