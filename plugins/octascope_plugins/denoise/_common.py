@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from octascope.errors import InputError
 from octascope.model import Image
+from octascope.params import Options, param, require
 
 
 def check_finite(data: np.ndarray, who: str) -> None:
@@ -65,16 +67,50 @@ def finish(image: Image, denoised: np.ndarray, settings: dict[str, Any], varianc
     )
 
 
-def check_training_params(who: str, *, n_iterations: int, learning_rate: float, device: str) -> None:
-    """Validate the parameters every single-image network denoiser shares (no torch import)."""
-    from octascope.errors import PluginError
-    from octascope.torch_runtime import check_device_name
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions(Options):
+    """Parameters every single-image network denoiser (``dip``, ``s2sred``) shares: the run, not the method."""
 
-    if int(n_iterations) < 0:
-        raise PluginError(f"{who} n_iterations must be >= 0, got {n_iterations}")
-    if not learning_rate > 0:
-        raise PluginError(f"{who} learning_rate must be > 0, got {learning_rate}")
-    check_device_name(device, who)
+    n_iterations: int = param(300, doc="most training iterations (network steps)")
+    learning_rate: float = param(1e-3, doc="Adam learning rate")
+    cpu_work_budget: float | None = param(
+        None, unit="Mpx·iterations",
+        doc="on the CPU, at most this many megapixel-iterations (pixels one iteration trains on x iterations): "
+            "n_iterations is cut to budget / pixels per iteration; null = no cap; ignored on CUDA")
+    seed: int = param(0, doc="seed of everything random: same seed, same output on the CPU")
+    device: str = param("auto", doc="auto (CUDA when present), cpu, cuda or cuda:N; CUDA absent -> CPU with a warning")
+    amp: bool = param(True, doc="mixed precision on CUDA (bfloat16 where supported, else float16); ignored on the CPU")
+    cpu_threads: int | None = param(
+        None, doc="torch CPU threads during the call; null = the free cores, max(1, round(cpu_count - 1-min load "
+            "average)); 0 = torch's own setting")
+    progress: bool = param(True, doc="show a progress bar with the loss")
+    checkpoint_path: str | None = param(
+        None, doc="file the training state is saved to every checkpoint_every iterations; resumed when it matches")
+    checkpoint_every: int = param(100, doc="checkpoint interval [iterations]")
+
+    def check(self) -> None:
+        from octascope.torch_runtime import DEVICES
+
+        require(self.n_iterations >= 0, f"n_iterations must be >= 0, got {self.n_iterations}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        require(self.cpu_work_budget is None or self.cpu_work_budget > 0,
+                f"cpu_work_budget must be > 0 (Mpx·iterations) or null, got {self.cpu_work_budget}")
+        require(self.device in DEVICES or self.device.startswith("cuda:"),
+                f"device '{self.device}' is unknown; use auto, cpu, cuda or cuda:N")
+        require(self.cpu_threads is None or self.cpu_threads >= 0, f"cpu_threads must be >= 0 or null, got {self.cpu_threads}")
+        require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+    def iterations_for(self, pixels_per_iteration: int, on_cpu: bool) -> int:
+        """Iterations to run: ``n_iterations``, cut on the CPU to ``cpu_work_budget`` / pixels per iteration.
+
+        The cost of a training iteration is proportional to the pixels it trains on, so a fixed
+        budget in megapixel-iterations is a (nearly) fixed CPU time whatever the image size:
+        a larger image gets fewer iterations. At least one iteration runs when n_iterations > 0.
+        """
+        n = self.n_iterations
+        if on_cpu and self.cpu_work_budget is not None and n > 0:
+            n = min(n, max(1, int(self.cpu_work_budget * 1e6 // max(1, pixels_per_iteration))))
+        return n
 
 
 def estimate_noise_rms(data: np.ndarray) -> float:
