@@ -145,7 +145,10 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
 
     iDPC and iCoM images are integrals of a measured gradient: their shot noise has a power
     spectrum ∝ 1/k² (amplitude ∝ 1/k), most of its power at low and middle spatial
-    frequencies; HAADF and ABF noise is white (``a = 0``). Above ``k_fit[0]`` [cycles/px] the
+    frequencies; HAADF and ABF noise is white (``a = 0``). The ring medians are those of
+    :func:`octascope.noise_spectrum.estimate_noise_spectrum` (one estimator of the noise power for
+    the platform and the denoisers; rings one FFT sample wide, unsmoothed, of the image's periodic
+    component). Above ``k_fit[0]`` [cycles/px] the
     signal of atomic columns (σ ≳ 1.5 px) has died out, so the median power of each ring there is
     noise; ``a`` and ``b`` are fitted to those rings by least squares (relative errors) and the
     model is extended to all frequencies.
@@ -174,24 +177,22 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
         over all non-zero frequencies [image units]) and ``sigma_white`` (RMS of the white part
         ``b`` alone [image units]).
     """
+    from octascope.noise_spectrum import estimate_noise_spectrum
+
     y = np.asarray(data, dtype=np.float64)
     h, w = y.shape
-    power = np.abs(np.fft.fft2(y - y.mean())) ** 2
     ky = np.fft.fftfreq(h)[:, None]
     kx = np.fft.fftfreq(w)[None, :]
     k = np.sqrt(ky**2 + kx**2)
     step = 1.0 / min(h, w)
-    edges = np.arange(k_fit[0], k_fit[1] + step / 2, step)
-    centres, medians = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        ring = power[(k >= lo) & (k < hi)]
-        if ring.size >= 8:
-            centres.append((lo + hi) / 2)
-            # |FFT|² of Gaussian noise is exponential: median = mean · ln 2
-            medians.append(np.median(ring) / np.log(2))
-    centres_a, medians_a = np.asarray(centres), np.asarray(medians)
+    # ring medians / ln 2 of the platform's estimate (periodic component, rings one sample wide, no
+    # smoothing), in cycles/px (pixel size 1) and unnormalised FFT units (x H·W)
+    rings = estimate_noise_spectrum(y, 1.0, ring_width_samples=1.0, smooth_rings=1)
+    sel = (rings.k_A >= k_fit[0]) & (rings.k_A <= k_fit[1])
+    centres_a, medians_a = rings.k_A[sel], rings.power[sel] * (h * w)
     third = max(1, len(centres_a) // 3)
     if len(centres_a) < 3 or not np.all(np.isfinite(medians_a)) or medians_a.max() <= 0:
+        power = np.abs(np.fft.fft2(y - y.mean())) ** 2
         a, b = 0.0, float(max(np.mean(power[k > 0]), 0.0))
     elif np.mean(medians_a[:third]) < white_ratio * np.mean(medians_a[-third:]):
         # flat across the band: white noise (a free 1/k² term would only fit the scatter of the

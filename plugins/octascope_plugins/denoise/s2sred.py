@@ -66,7 +66,7 @@ class S2SREDOptions(TrainingOptions):
     red_every: int = param(100, doc="network iterations between ADMM x/u updates (each one BM3D call)")
     red_passes: int = param(4, doc="stochastic passes averaged into the network estimate f̄ (ADMM update, early stop)")
     early_stop: bool = param(True, doc="stop when f̄ changes by no more than its MC scatter + stop_tolerance x noise")
-    stop_tolerance: float = param(0.1, doc="allowed RMS change of f̄ between checks, as a fraction of the RMS noise [1]")
+    stop_tolerance: float = param(0.3, doc="allowed RMS change of f̄ between checks, as a fraction of the RMS noise [1]")
     min_iterations: int = param(100, doc="no early stop before this many iterations")
     check_every: int = param(50, doc="iterations between early-stop checks")
 
