@@ -46,6 +46,7 @@ def test_cpu_threads_parameter_overrides_the_rule(monkeypatch):
     assert torch_runtime.resolve_cpu_threads(0) is None  # torch's own setting
 
 
+@pytest.mark.slow
 def test_denoisers_use_the_rule_by_default(monkeypatch, noisy):
     image, _ = noisy
     reg = octascope.get_registry()
