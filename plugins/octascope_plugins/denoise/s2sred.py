@@ -108,6 +108,13 @@ class S2SREDDenoiser(Plugin):
        1/k noise of iDPC), and f̄ the mean of ``red_passes`` stochastic network passes;
     3. the dual update ``u ← u + f̄ − x``.
 
+    Why the fixed ``red_sigma`` (15/255) stays the default: a fixed value is a different noise
+    level for every image — the [0, 1] scale is set by the image's extreme pixels, which the
+    noise itself moves (range 0.72 at 300 e/Å² vs 0.91 at 100 e/Å² for the same simulated
+    particle) — and white where iDPC noise is not; but on simulated iDPC images the fitted
+    spectrum (``red_sigma: null``, a stronger prior) did not bring positions or tilts closer to
+    the truth (experiments/benchmarks/results/denoise-lowdose.md).
+
     x starts as BM3D of the image and u as 0. BM3D (the ``bm3d`` package) runs on the CPU even
     when the network trains on a GPU, so ``red_every`` sets how much of the run it takes.
 
@@ -128,8 +135,12 @@ class S2SREDDenoiser(Plugin):
     when one falls there) is compared with the previous check's. Training stops when the mean
     squared change is no larger than what the Monte Carlo scatter of two such means explains
     (2 · mean variance / ``red_passes``) plus ``(stop_tolerance · σ̂)²``, with σ̂ the RMS noise of
-    the [0, 1] image (finest Haar band): the estimate no longer moves by more than a small
-    fraction of the noise it is removing. ``early_stop: false`` runs ``n_iterations``.
+    the [0, 1] image (finest Haar band): the estimate no longer moves by more than a fraction
+    of the noise it is removing. With Adam at a constant learning rate the estimate never
+    settles completely: the excess change per check fell from 0.5σ̂ to a floor of 0.25-0.3σ̂ on
+    the simulated 256² and the tests' 63² images, hence ``stop_tolerance`` 0.3 (at the
+    defaults the 256² image stopped at 150 of 300 iterations). ``early_stop: false`` runs
+    ``n_iterations``.
 
     CPU defaults (``conf/denoiser/s2sred.yaml``): 32/64 features, 64-px crops x 4, at most 300
     iterations (and at most ``cpu_work_budget`` megapixel-iterations of training pixels; it
