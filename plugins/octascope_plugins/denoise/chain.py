@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from octascope.errors import OctascopeError, PluginError
+from octascope.errors import OctascopeError, PluginError, PluginParameterError
 from octascope.model import Image
 
 
@@ -30,9 +30,16 @@ class ChainDenoiser:
     Parameters
     ----------
     steps : sequence
-        Ordered steps, at least one. Each is a registered denoiser name (``"absf"``), a mapping
-        ``{"name": "s2sred", **parameters}``, a ``(name, parameters)`` pair, or (from Python) a
+        Ordered steps, at least one. Each is a registered denoiser name (``"absf"``: that
+        denoiser's defaults), a mapping ``{"name": "s2sred", **parameters}`` (only the values that
+        differ from the step's defaults), a ``(name, parameters)`` pair, or (from Python) a
         denoiser object. A comma-separated string (``"absf,bm3d"``) is read as a list of names.
+        Bad steps raise :class:`~octascope.errors.PluginParameterError`.
+
+    The chain keeps a keyword constructor rather than an options dataclass: its one parameter is
+    the list of other plugins' parameters, which each step's own options check.
+    tests/test_plugin_configs.py expands a chain into its steps and would report ``steps`` as
+    missing from conf/denoiser/chain.yaml if it were declared as an option.
     """
 
     name: ClassVar[str] = "chain"
@@ -76,7 +83,7 @@ def _as_list(steps: Any) -> list[Any]:
     if isinstance(steps, Mapping) or not isinstance(steps, Sequence):
         if getattr(steps, "name", None) and callable(getattr(steps, "denoise", None)):
             return [steps]
-        raise PluginError(f"denoiser chain steps must be a list of denoiser names or {{name: ..., ...}} mappings, got {steps!r}")
+        raise PluginParameterError(f"denoiser chain steps must be a list of denoiser names or {{name: ..., ...}} mappings, got {steps!r}")
     return list(steps)
 
 
@@ -85,7 +92,7 @@ def _build_steps(steps: Any) -> list[Any]:
 
     specs = _as_list(steps)
     if not specs:
-        raise PluginError("denoiser chain needs at least one step, e.g. steps=[absf,s2sred]")
+        raise PluginParameterError("denoiser chain needs at least one step, e.g. steps=[absf,s2sred]")
     registry = None
     built = []
     for k, spec in enumerate(specs, start=1):
@@ -100,14 +107,14 @@ def _build_steps(steps: Any) -> list[Any]:
         elif isinstance(spec, Sequence) and len(spec) == 2 and isinstance(spec[0], str):
             name, params = spec[0], dict(spec[1] or {})
         else:
-            raise PluginError(f"denoiser chain step {k} is {spec!r}; give a registered denoiser name or {{name: ..., ...}}")
+            raise PluginParameterError(f"denoiser chain step {k} is {spec!r}; give a registered denoiser name or {{name: ..., ...}}")
         registry = registry or get_registry()
         if not isinstance(name, str) or not name:
-            raise PluginError(f"denoiser chain step {k} {spec!r} has no 'name'; known denoisers: {', '.join(registry.names('denoiser'))}")
+            raise PluginParameterError(f"denoiser chain step {k} {spec!r} has no 'name'; known denoisers: {', '.join(registry.names('denoiser'))}")
         try:
             built.append(registry.create("denoiser", name, **params))
         except PluginError as exc:
-            raise PluginError(f"denoiser chain step {k}: {exc}") from None
+            raise PluginParameterError(f"denoiser chain step {k}: {exc}") from None
     return built
 
 
