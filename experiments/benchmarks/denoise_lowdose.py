@@ -12,7 +12,7 @@ shot noise (integrated, so correlated: 1/k amplitude spectrum) at each dose and 
 
 The downstream effect is measured without the candidate search or the classifier (both fail
 on such images today, issue 12): every *true* column is fitted with the gaussian locator's
-batched elliptical-Gaussian fitter (:func:`octascope_plugins.locate.gaussian.fit_gaussians`,
+batched elliptical-Gaussian fitter (:func:`octascope_plugins.locate.gaussian_fit.fit_gaussians`,
 the locator's default settings) started from its true position, on the denoised image. Printed
 per variant × dose (mean over seeds):
 
@@ -130,16 +130,14 @@ def simulate_case(dose: float, seed: int, n_cells: int, pixel_size_A: float):
 def fit_true_columns(data: np.ndarray, truth, pixel_size_A: float):
     """Gaussian fit of every true column, started at its true position (locator defaults)."""
     from octascope.torch_runtime import cpu_threads
-    from octascope_plugins.locate.gaussian import GaussianLocator, fit_gaussians
+    from octascope_plugins.locate.gaussian import GaussianLocator
+    from octascope_plugins.locate.gaussian_fit import fit_gaussians
 
     loc = GaussianLocator(device="cpu", cpu_threads=1)
     cols = truth.columns
     with cpu_threads(1):
         return fit_gaussians(np.asarray(data, dtype=np.float32), cols["x_px"].to_numpy(float), cols["y_px"].to_numpy(float),
-                             patch_radius_px=loc.patch_radius_px(pixel_size_A), sigma_init_px=loc.sigma_init_A / pixel_size_A,
-                             neighbour_rounds=loc.neighbour_rounds, max_iterations=loc.max_iterations,
-                             tolerance=loc.tolerance, max_residual=loc.max_residual, max_restarts=loc.max_restarts,
-                             seed=loc.seed, device="cpu")
+                             loc.options, pixel_size_A=pixel_size_A)
 
 
 def downstream(data: np.ndarray, truth, pixel_size_A: float, clean_fit=None) -> dict:
