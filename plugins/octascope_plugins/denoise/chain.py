@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from octascope.errors import OctascopeError, PluginError, PluginParameterError
 from octascope.model import Image
+from octascope.params import Options, Plugin, param
 
 
-class ChainDenoiser:
+@dataclass(frozen=True, kw_only=True)
+class ChainOptions(Options):
+    """Parameters of :class:`ChainDenoiser` (each step's own parameters are checked by that step's options)."""
+
+    steps: Any = param(("absf", "bm3d"), doc="ordered denoisers: names, {name: ..., <parameters>} mappings or (name, params) pairs")
+
+
+class ChainDenoiser(Plugin):
     """Apply denoisers in order, each on the previous one's output.
 
     Every step is built through the plugin registry, so only registered denoisers can be
@@ -36,17 +45,16 @@ class ChainDenoiser:
         denoiser object. A comma-separated string (``"absf,bm3d"``) is read as a list of names.
         Bad steps raise :class:`~octascope.errors.PluginParameterError`.
 
-    The chain keeps a keyword constructor rather than an options dataclass: its one parameter is
-    the list of other plugins' parameters, which each step's own options check.
-    tests/test_plugin_configs.py expands a chain into its steps and would report ``steps`` as
-    missing from conf/denoiser/chain.yaml if it were declared as an option.
     """
 
     name: ClassVar[str] = "chain"
+    Options = ChainOptions
+    options: ChainOptions
 
-    def __init__(self, *, steps: Sequence[Any] | str = ("absf", "bm3d")):
-        self.steps = _build_steps(steps)
-        self.step_specs = [_describe(spec) for spec in _as_list(steps)]
+    def __init__(self, options: ChainOptions | None = None, /, **params: Any) -> None:
+        super().__init__(options, **params)
+        self.steps = _build_steps(self.options.steps)
+        self.step_specs = [_describe(spec) for spec in _as_list(self.options.steps)]
 
     def denoise(self, image: Image) -> Image:
         out = image
