@@ -51,7 +51,8 @@ def current_umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` (its return value is ignored) and move the finished file to ``path`` (mode ``0666 & ~umask``)."""
+    """Call ``write(tmp_path)`` (its return value is ignored) and move the finished file to ``path``
+    (mode ``0666 & ~umask``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=path.parent)

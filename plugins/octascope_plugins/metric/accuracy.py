@@ -40,7 +40,7 @@ def match_points(found_xy: np.ndarray, true_xy: np.ndarray, tolerance_A: float) 
     for k in order:  # loop over candidate pairs (≈ one per column), not pixels
         if not used_f[fi[k]] and not used_t[ti[k]]:
             used_f[fi[k]] = used_t[ti[k]] = True
-            keep.append(k)
+            keep.append(int(k))
     kept = np.asarray(keep, dtype=int)
     return fi[kept], ti[kept]
 
