@@ -107,7 +107,9 @@ def test_comma_string_and_python_api(registry, image):
     assert [s.name for s in chain.steps] == ["absf", "bm3d"]
     result = octascope.analyze(image, denoiser=("chain", {"steps": ["absf", "bm3d"]}), metrics=[], progress=None,
                                registry=registry)
-    np.testing.assert_array_equal(result.denoised.data, chain.denoise(image).data)
+    # same steps, same image; BM3D's threaded transforms may round differently run to run (a few float32 ulp)
+    direct = chain.denoise(image).data
+    np.testing.assert_allclose(result.denoised.data, direct, rtol=0, atol=8 * np.finfo(np.float32).eps * float(np.abs(direct).max()))
 
 
 def _compose(overrides):

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import OctascopeError
 
@@ -78,6 +78,16 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("octascope_run_id", _run_id)
 
 
+def _to_dict(cfg: Any, *, resolve: bool) -> dict[str, Any]:
+    """A composed configuration (an OmegaConf ``DictConfig``) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=resolve)
+    if not isinstance(container, dict):
+        raise TypeError(f"a configuration must be a mapping, got {type(container).__name__}")
+    return cast("dict[str, Any]", container)  # to_container types keys as any DictKeyType; Hydra's are str
+
+
 def _say_error(message: str) -> None:
     print(f"octascope: error: {message}", file=sys.stderr, flush=True)
 
@@ -96,18 +106,18 @@ def _record_job(num: str, failed: str | None) -> None:
 
 def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+    from hydra.types import RunMode
 
     from .outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode.name == "MULTIRUN"
+    multirun = hc.mode == RunMode.MULTIRUN
     job_tag = str(hc.job.num) if multirun else None
     label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
     claimed = False
     try:
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = _to_dict(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag})
         claimed = True
         result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
@@ -331,11 +341,11 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
                 raise _hydra_error(exc) from exc
     finally:
         GlobalHydra.instance().clear()
-    with_hydra = OmegaConf.to_container(cfg, resolve=False)
+    with_hydra = _to_dict(cfg, resolve=False)
     hydra_node = with_hydra.pop("hydra", {}) or {}
     _check_hydra_node(hydra_node)
     try:
-        job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        job = _to_dict(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True)
     except Exception as exc:
         from .errors import ConfigError
 

@@ -174,8 +174,8 @@ def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra
 def line_profile(
     xy_A: np.ndarray,
     values: np.ndarray,
-    start_A: Sequence[float],
-    direction: Sequence[float],
+    start_A: Sequence[float] | np.ndarray,
+    direction: Sequence[float] | np.ndarray,
     *,
     spacing_A: float,
     n_rows: int = 4,
@@ -193,9 +193,9 @@ def line_profile(
         (N, 2) site positions [Å].
     values : numpy.ndarray
         (N,) site values (NaN values are ignored).
-    start_A : sequence of float
+    start_A : sequence of float or numpy.ndarray
         Start point of the line [Å].
-    direction : sequence of float
+    direction : sequence of float or numpy.ndarray
         Direction of the line (any length).
     spacing_A : float
         Lattice spacing: bin length and row separation [Å].

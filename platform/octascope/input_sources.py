@@ -6,6 +6,7 @@ the kind, so ``source.path=particle.emd`` is the one override needed to analyse 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -49,8 +50,8 @@ def load_file(
     signal_index: int | None = None,
     signal: str | None = None,
     signal_type: str = "unknown",
-    truth_path: str | None = "auto",
-    truth_octahedra_path: str | None = "auto",
+    truth_path: str | Path | None = "auto",
+    truth_octahedra_path: str | Path | None = "auto",
 ) -> tuple[Image, Truth | None]:
     """Read an image file and, if available, its ground truth.
 

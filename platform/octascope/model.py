@@ -170,7 +170,7 @@ class Image:
     @property
     def shape(self) -> tuple[int, int]:
         """Image shape (rows, columns) [px]."""
-        return self.data.shape  # type: ignore[return-value]
+        return self.data.shape
 
     @property
     def extent_A(self) -> tuple[float, float]:

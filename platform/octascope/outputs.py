@@ -17,6 +17,7 @@ import math
 import os
 import re
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -49,8 +50,9 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the finished file to ``path`` (mode ``0666 & ~umask``)."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` (its return value is ignored) and move the finished file to ``path``
+    (mode ``0666 & ~umask``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=path.parent)
@@ -126,7 +128,7 @@ def clean_stale_parts(root: str | Path, *, legacy_age_s: float = 3600.0) -> list
     """
     import time
 
-    removed = []
+    removed: list[Path] = []
     root = Path(root)
     if not root.exists():
         return removed
@@ -171,7 +173,7 @@ def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *,
     written: dict[str, Path] = {}
     for k, fmt in enumerate(formats):
         written[f"{name}.{fmt}"] = atomic_write(
-            run_dir / f"{name}.{fmt}", lambda tmp, fm=fmt: fig.savefig(tmp, format=fm, dpi=dpi))
+            run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
         if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
             fig.set_layout_engine("none")
     return written
@@ -283,8 +285,9 @@ the image (not for ``denoiser=none``).
     for name, table in result.tables.items():
         first = OCTAHEDRA_CSV_FIRST if name == "octahedra" else None
         written[name] = write_table(table, run_dir / f"{name}.csv", first)
-    if result.denoised is not None and not _same_image(result.denoised, result.image):
-        written["denoised"] = atomic_write(run_dir / "denoised.npy", lambda tmp: np.save(tmp.open("wb"), result.denoised.data))
+    denoised = result.denoised
+    if denoised is not None and not _same_image(denoised, result.image):
+        written["denoised"] = atomic_write(run_dir / "denoised.npy", lambda tmp: np.save(tmp.open("wb"), denoised.data))
     # the figures are pyplot-free Figure objects (nothing to close); drawn in parallel (save_figures)
     figures = {name: (fig, 150) for name, fig in result.figures.items()}
     if result.region is not None:
@@ -400,8 +403,11 @@ def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> d
 
 def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[str, ...]) -> dict[str, Path]:
     """``crystal_mask.png`` (255 = crystal) and the ``crystal_region`` figure."""
+    region = result.region
+    if region is None:
+        raise ValueError("write_outputs_region: the result has no crystal region")
     written: dict[str, Path] = {}
-    mask8 = (np.asarray(result.region.mask, bool) * 255).astype(np.uint8)
+    mask8 = (np.asarray(region.mask, bool) * 255).astype(np.uint8)
 
     def _png(tmp: Path) -> None:
         import imageio.v3 as iio
@@ -412,6 +418,6 @@ def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[st
     if figure_formats:
         from .figures import region_overlay
 
-        fig = region_overlay(result.denoised or result.image, result.region)
+        fig = region_overlay(result.denoised or result.image, region)
         written.update(save_figure(fig, run_dir, "crystal_region", figure_formats, dpi=120))
     return written

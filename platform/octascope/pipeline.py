@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence, TypedDict, TypeVar, Union, overload
 
 import numpy as np
 
 from .errors import InputError, PluginError
-from .model import Image, MetricInput, MetricOutput, Result, Truth, validate_columns
+from .model import Image, MetricInput, MetricOutput, Octahedra, Result, Truth, validate_columns
 from .plausibility import check_lattice, classification_flags
 from .registry import Registry, get_registry
 from .stages import METHODS, Classifier, Denoiser, Locator, Metric, NetworkBuilder
@@ -37,11 +38,36 @@ StageSpec = Union[str, tuple[str, Mapping[str, Any]], Mapping[str, Any], Denoise
                   Metric, list]
 S = TypeVar("S")
 
+
+class BuiltStages(TypedDict):
+    """The built stage objects, by their keyword in :func:`run_pipeline` (``run_pipeline(image, **stages)``)."""
+
+    denoiser: Denoiser
+    locator: Locator
+    classifier: Classifier
+    network: NetworkBuilder
+    metrics: list[Metric]
+
+
 #: the metrics :func:`analyze` computes when none are named (their order is :func:`order_metrics`'s)
 DEFAULT_METRICS: tuple[str, ...] = ("octahedral", "lattice", "accuracy")
 
 #: Fewest located columns that can hold one perovskite unit cell with its neighbours.
 MIN_COLUMNS = 9
+
+
+@overload
+def resolve_stage(registry: Registry, stage: Literal["denoiser"], spec: StageSpec) -> Denoiser: ...
+@overload
+def resolve_stage(registry: Registry, stage: Literal["locator"], spec: StageSpec) -> Locator: ...
+@overload
+def resolve_stage(registry: Registry, stage: Literal["classifier"], spec: StageSpec) -> Classifier: ...
+@overload
+def resolve_stage(registry: Registry, stage: Literal["network"], spec: StageSpec) -> NetworkBuilder: ...
+@overload
+def resolve_stage(registry: Registry, stage: Literal["metric"], spec: StageSpec) -> Metric: ...
+@overload
+def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> StageObject: ...
 
 
 def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> StageObject:
@@ -58,7 +84,7 @@ def resolve_stage(registry: Registry, stage: str, spec: StageSpec) -> StageObjec
         if not name:
             raise PluginError(f"{stage} configuration {spec} has no 'name'; choose one of: {', '.join(registry.names(stage))}")
         return registry.create(stage, name, **params)
-    if getattr(spec, "name", None) and callable(getattr(spec, METHODS[stage], None)):
+    if not isinstance(spec, list) and getattr(spec, "name", None) and callable(getattr(spec, METHODS[stage], None)):
         return spec
     raise PluginError(f"cannot use {spec!r} as a {stage}; give a registered name, (name, params) or a {stage} object")
 
@@ -158,7 +184,8 @@ def run_pipeline(
     say = progress or (lambda _msg: None)
     metrics = order_metrics(metrics)
     result = Result(image=image, truth=truth)
-    stages = [("denoiser", denoiser), ("locator", locator), ("classifier", classifier), ("network", network)]
+    stages: list[tuple[str, StageObject]] = [("denoiser", denoiser), ("locator", locator), ("classifier", classifier),
+                                             ("network", network)]
     n_steps = len(stages) + len(metrics)
     result.plugins = {stage: obj.name for stage, obj in stages}
     result.plugins["metrics"] = [m.name for m in metrics]
@@ -172,14 +199,14 @@ def run_pipeline(
         say(f"[{step}/{n_steps}] {label} done in {dt:.2f} s")
         return out
 
-    result.denoised = timed(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
-    if result.denoised.shape != image.shape:
-        raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {result.denoised.shape}")
-    columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(result.denoised))
+    denoised = result.denoised = timed(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
+    if denoised.shape != image.shape:
+        raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {denoised.shape}")
+    columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
     validate_columns(columns)
     try:
         say("[region] crystal region ...")
-        columns = _restrict_to_crystal(result, columns, dict(region or {}))
+        columns = _restrict_to_crystal(result, denoised, columns, dict(region or {}))
         say(f"[region] crystal region done in {result.timings_s['region']:.2f} s")
         result.columns = columns
         if len(columns) < MIN_COLUMNS:
@@ -187,7 +214,7 @@ def run_pipeline(
                 f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
                 "check the pixel size or denoise the image"
             )
-        classified = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(result.denoised, columns))
+        classified = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(denoised, columns))
         result.columns = _drop_unconfirmed_site_candidates(classified)
         basis = result.columns.attrs.get("lattice_basis_A")
         if basis is not None:
@@ -198,9 +225,10 @@ def run_pipeline(
         if refine_params.pop("enabled", bool(refine_params)):
             from .refine import refine_columns
 
-            result.columns = timed(3, "refine", lambda: refine_columns(result.denoised, result.columns, **refine_params))
-        result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(result.denoised, result.columns))
-        result.geometry = _geometry(result)
+            result.columns = timed(3, "refine", lambda: refine_columns(denoised, result.columns, **refine_params))
+        octahedra = result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(denoised, result.columns))
+        result.geometry = _geometry(result, octahedra, denoised)
+        assert result.region is not None  # set by _restrict_to_crystal
         result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
                               crystal_fraction=float(result.region.fraction), n_flags=float(len(result.flags)))
     except Exception as exc:
@@ -211,7 +239,7 @@ def run_pipeline(
         _check_needs(metric, result)
         previous = {n: outputs[n] for n in getattr(metric, "after", ()) if n in outputs}
         view = MetricInput.from_result(result, previous)
-        out = timed(k, f"metric:{metric.name}", lambda m=metric, v=view: m.compute(v, truth))
+        out = timed(k, f"metric:{metric.name}", partial(metric.compute, view, truth))
         outputs[metric.name] = out
         result.tables.update(out.tables)
         result.scalars.update(out.scalars)
@@ -221,23 +249,22 @@ def run_pipeline(
     return result
 
 
-def _geometry(result: Result) -> "OctahedralGeometry":
+def _geometry(result: Result, octahedra: Octahedra, denoised: Image) -> "OctahedralGeometry":
     """The octahedral geometry of the network (timed as ``geometry``)."""
     from .octahedral_geometry import compute_geometry
 
     t0 = time.perf_counter()
-    geometry = compute_geometry(result.columns, result.octahedra, result.denoised)
+    geometry = compute_geometry(result.columns, octahedra, denoised)
     result.timings_s["geometry"] = time.perf_counter() - t0
     return geometry
 
 
-def _restrict_to_crystal(result: Result, columns: "pd.DataFrame", region: dict) -> "pd.DataFrame":
-    """Find the crystal region of the denoised image, check its contrast, drop columns outside."""
+def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: dict[str, Any]) -> "pd.DataFrame":
+    """Find the crystal region of the denoised image ``img``, check its contrast, drop columns outside."""
     from .crystal import find_region
     from .noise_spectrum import band_pass, estimate_noise_spectrum
     from .plausibility import check_contrast
 
-    img = result.denoised
     t0 = time.perf_counter()
     noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
     mode = region.get("mode", "auto")
@@ -312,7 +339,7 @@ def analyze(
     registry = registry or get_registry()
     if metrics is None:
         metrics = [m for m in DEFAULT_METRICS if m != "accuracy" or truth is not None]
-    built = dict(
+    built = BuiltStages(
         denoiser=resolve_stage(registry, "denoiser", denoiser),
         locator=resolve_stage(registry, "locator", locator),
         classifier=resolve_stage(registry, "classifier", classifier),

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .model import Result
-from .pipeline import StageObject
+from .pipeline import BuiltStages
 from .registry import Registry
 
 #: the stages built from a config, by their keyword in :func:`octascope.pipeline.run_pipeline`
 STAGE_KEYS: tuple[str, ...] = ("denoiser", "locator", "classifier", "network")
 
 
-def build_stages(cfg: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+def build_stages(cfg: Mapping[str, Any], registry: Registry) -> BuiltStages:
     """Instantiate the configured plugins (only registered names can be instantiated).
 
     Returns ``denoiser``, ``locator``, ``classifier``, ``network`` (stage objects) and ``metrics``
@@ -25,10 +25,13 @@ def build_stages(cfg: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
     """
     from .pipeline import order_metrics, resolve_stage
 
-    stages: dict[str, StageObject | list[StageObject]] = {stage: resolve_stage(registry, stage, cfg[stage]) for stage in STAGE_KEYS}
+    denoiser = resolve_stage(registry, "denoiser", cfg["denoiser"])
+    locator = resolve_stage(registry, "locator", cfg["locator"])
+    classifier = resolve_stage(registry, "classifier", cfg["classifier"])
+    network = resolve_stage(registry, "network", cfg["network"])
     metric_cfgs = list((cfg.get("metric") or {}).values())
-    stages["metrics"] = order_metrics([resolve_stage(registry, "metric", m) for m in metric_cfgs])
-    return stages
+    metrics = order_metrics([resolve_stage(registry, "metric", m) for m in metric_cfgs])
+    return BuiltStages(denoiser=denoiser, locator=locator, classifier=classifier, network=network, metrics=metrics)
 
 
 def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
@@ -72,5 +75,5 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
         log_start(params=cfg, image=image, input_checksum=input_checksum(image))
         result, files = body()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
-        files["mlflow_run_id"] = run.info.run_id  # type: ignore[assignment]
+        files["mlflow_run_id"] = run.info.run_id
     return result, files

@@ -53,7 +53,7 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
     sections = result.summaries
     lines = [f"octascope: analysed {result.image.source} ({result.image.shape[1]}x{result.image.shape[0]} px, "
              f"{result.image.pixel_size_A:.4g} Å/px) in {result.timings_s.get('total', _nan()):.1f} s"]
-    counts = result.columns["species"].value_counts().to_dict()
+    counts = {} if result.columns is None else result.columns["species"].value_counts().to_dict()
     lines.append("  columns: " + ", ".join(f"{sp} {counts.get(sp, 0)}" for sp in ("Pb", "X", "Cs", "unknown")))
     if result.octahedra is not None:
         lines.append(f"  octahedra: {len(result.octahedra)}")

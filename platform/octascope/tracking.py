@@ -320,7 +320,8 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
-    if sqlite_path(uri) is not None and not sqlite_path(uri).exists():
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
         return []
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)

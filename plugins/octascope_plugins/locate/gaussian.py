@@ -9,7 +9,7 @@ patches), :mod:`.neighbours` (neighbour rendering) and :mod:`.binning` (fits on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -177,15 +177,16 @@ class _round_bar:
     """A tqdm bar over the fitting rounds of a large fit (stderr); nothing for small ones."""
 
     def __init__(self, n_columns: int, n_rounds: int) -> None:
-        self.n_columns, self.n_rounds, self.bar = n_columns, n_rounds, None
+        self.n_columns, self.n_rounds = n_columns, n_rounds
+        self.bar: Any = None  # a tqdm bar (tqdm is untyped) while a large fit runs
 
     def __enter__(self) -> "Callable[[int, int], None] | None":
         if self.n_columns < PROGRESS_MIN_COLUMNS:
             return None
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.n_rounds, unit="round", desc=f"fitting {self.n_columns:,} columns", leave=False)
-        return lambda done, total: self.bar.update(done - self.bar.n)
+        bar = self.bar = tqdm(total=self.n_rounds, unit="round", desc=f"fitting {self.n_columns:,} columns", leave=False)
+        return lambda done, total: bar.update(done - bar.n)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

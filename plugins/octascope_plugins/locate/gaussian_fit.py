@@ -152,7 +152,7 @@ def fit_gaussians(
     img = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=dev)
     start_x = torch.as_tensor(np.asarray(x_px, dtype=np.float64), dtype=dtype, device=dev)
     start_y = torch.as_tensor(np.asarray(y_px, dtype=np.float64), dtype=dtype, device=dev)
-    p = None
+    p: torch.Tensor | None = None
     ok = torch.zeros(n, dtype=torch.bool, device=dev)
     iterations = 0
     for rnd in range(neighbour_rounds + 1):
@@ -180,8 +180,8 @@ def fit_gaussians(
                 # all restarts of all bad columns in one batched fit (a fixed cost per LM call
                 # dominates when few columns restart); the best usable one that lowers the cost wins
                 nb = bad.numel()
-                shift = rng.uniform(-1, 1, size=(max_restarts * nb, 2)) * restart_shift_px
-                shift = torch.as_tensor(shift, dtype=dtype, device=dev)
+                shift = torch.as_tensor(rng.uniform(-1, 1, size=(max_restarts * nb, 2)) * restart_shift_px,
+                                        dtype=dtype, device=dev)
                 rep = bad.repeat(max_restarts)
                 q = _initial_params(patches.subset(rep, target), start_x[rep] + shift[:, 0],
                                     start_y[rep] + shift[:, 1], sigma_init_px, bg_radius)
@@ -198,6 +198,7 @@ def fit_gaussians(
         ok = _ok(p, cx_int, cy_int, radius, sigma_max)
         if progress is not None:
             progress(rnd + 1, neighbour_rounds + 1)
+    assert p is not None  # the loop above runs at least once (options.neighbour_rounds >= 0)
 
     # Position uncertainties from the final round. Shot noise is heteroscedastic (largest on the
     # column, where the position information is), so the plain residual-variance x (J^T J)^-1

@@ -175,10 +175,11 @@ def levenberg_marquardt(
     p = p.clone()
     if n == 0:
         return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
-    sw = weight.sqrt()
-    tw = target * sw
+    sqrt_w = weight.sqrt()
+    tw = target * sqrt_w
     buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
-    buf[:, _B] = sw
+    buf[:, _B] = sqrt_w
+    sw: torch.Tensor | None = sqrt_w
     if bool((weight == 1).all()):
         sw = None  # no pixel outside the image: skip the weighting
     work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)

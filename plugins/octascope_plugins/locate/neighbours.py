@@ -49,9 +49,9 @@ def others_on_patches(p: "torch.Tensor", ok: "torch.Tensor", patches: Patches, i
     if good.numel():
         # render into an image padded by the disk radius, so no pixel needs clipping
         radius = int(render_radius_px)
-        ox, oy, _, _ = disk_offsets(radius)
-        ox = torch.as_tensor(ox, device=img.device)
-        oy = torch.as_tensor(oy, device=img.device)
+        ox_px, oy_px, _, _ = disk_offsets(radius)
+        ox = torch.as_tensor(ox_px, device=img.device)
+        oy = torch.as_tensor(oy_px, device=img.device)
         qg = q[good]
         cx = torch.round(qg[:, _X]).clamp(-radius, w - 1 + radius)
         cy = torch.round(qg[:, _Y]).clamp(-radius, h - 1 + radius)

@@ -29,9 +29,9 @@ def disk_offsets(radius_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         Indices into ``ox``/``oy`` of horizontally adjacent pixels (``pair_b`` one pixel right of ``pair_a``).
     """
     off = np.arange(-radius_px, radius_px + 1)
-    oy, ox = np.meshgrid(off, off, indexing="ij")
-    disk = (ox**2 + oy**2 <= radius_px**2 + 1e-9).ravel()
-    ox, oy = ox.ravel()[disk], oy.ravel()[disk]
+    gy, gx = np.meshgrid(off, off, indexing="ij")
+    disk = (gx**2 + gy**2 <= radius_px**2 + 1e-9).ravel()
+    ox, oy = gx.ravel()[disk], gy.ravel()[disk]
     key = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(ox.tolist(), oy.tolist()))}
     pairs = [(k, key[(a + 1, b)]) for (a, b), k in key.items() if (a + 1, b) in key]
     return (ox, oy, np.array([a for a, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs], dtype=np.int64))

@@ -36,13 +36,13 @@ def match_points(found_xy: np.ndarray, true_xy: np.ndarray, tolerance_A: float) 
     order = np.argsort(d, kind="stable")
     used_f = np.zeros(len(found_xy), bool)
     used_t = np.zeros(len(true_xy), bool)
-    keep = []
+    keep: list[int] = []
     for k in order:  # loop over candidate pairs (≈ one per column), not pixels
         if not used_f[fi[k]] and not used_t[ti[k]]:
             used_f[fi[k]] = used_t[ti[k]] = True
-            keep.append(k)
-    keep = np.asarray(keep, dtype=int)
-    return fi[keep], ti[keep]
+            keep.append(int(k))
+    kept = np.asarray(keep, dtype=int)
+    return fi[kept], ti[kept]
 
 
 def _prf(n_match: int, n_found: int, n_true: int) -> tuple[float, float, float]:

@@ -37,7 +37,7 @@ def octahedral_figures(
     glob = np.asarray(octahedra.lattice_vectors_A, float)
     if not np.isfinite(glob).all():
         glob = estimate_square_basis(xy) if len(xy) >= 4 else np.eye(2) * 6.0
-    if a1 is None or not np.isfinite(a1).all() or not np.isfinite(a2).all():
+    if a1 is None or a2 is None or not np.isfinite(a1).all() or not np.isfinite(a2).all():
         a1 = np.where(np.isfinite(a1), a1, glob[0]) if a1 is not None else np.broadcast_to(glob[0], xy.shape)
         a2 = np.where(np.isfinite(a2), a2, glob[1]) if a2 is not None else np.broadcast_to(glob[1], xy.shape)
     edge = table["edge"].to_numpy(bool)
@@ -70,7 +70,7 @@ def octahedral_figures(
         core, shell = v[good & ~in_shell], v[good & in_shell]
         core, shell = core[np.isfinite(core)], shell[np.isfinite(shell)]
         both = np.concatenate([core, shell])
-        bins = np.linspace(both.min(), both.max() + 1e-9, 16) if both.size else 10
+        bins = np.linspace(both.min(), both.max() + 1e-9, 16).tolist() if both.size else 10
         if core.size:
             ax.hist(core, bins=bins, alpha=0.6, label=f"core (n={core.size}, mean {core.mean():.2f}°)")
         if shell.size:
