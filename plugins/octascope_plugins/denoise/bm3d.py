@@ -62,6 +62,7 @@ class BM3DDenoiser(Plugin):
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, "bm3d")
         psd_info: dict = {}
+        noise: float | np.ndarray  # a σ, or a noise power spectrum (bm3d's sigma_psd takes either)
         if o.sigma is None and o.noise_model == "fitted":
             psd, psd_info = estimate_noise_psd(data)
             bm3d_compat()

@@ -183,6 +183,7 @@ class S2SREDDenoiser(Plugin):
         noise_rms01 = estimate_noise_rms(y01)  # early-stop tolerance scale [0, 1 units]
         settings = self._training_settings()
         red_info: dict[str, Any] = {}
+        red_noise: float | np.ndarray  # a σ, or a noise power spectrum (bm3d's sigma_psd takes either)
         if o.red_sigma is None:
             red_noise, red_info = estimate_noise_psd(padded)
             bm3d_compat()
@@ -233,6 +234,7 @@ class S2SREDDenoiser(Plugin):
                 if red_due or check_due:
                     f_bar, f_var = self._mc(net, y, gen, o.red_passes, prec, stats)
                 if red_due:
+                    assert f_bar is not None
                     x = (o.red_lambda * self._bm3d(x, red_noise) + o.admm_mu * (f_bar + u)) / (o.red_lambda + o.admm_mu)
                     u = u + f_bar - x
                 bar.update(1)
@@ -241,6 +243,7 @@ class S2SREDDenoiser(Plugin):
                     ckpt.save({"net": net.state_dict(), "opt": opt.state_dict(), "x": x.cpu(), "u": u.cpu(),
                                "iteration": it, "losses": losses, "rng": tr.rng_state(gen, device)})
                 if check_due:
+                    assert f_bar is not None and f_var is not None
                     if previous is not None and it >= o.min_iterations:
                         sl = (0, 0, slice(0, h), slice(0, w))
                         change_sq = float(((f_bar - previous)[sl].double() ** 2).mean())
