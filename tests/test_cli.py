@@ -24,6 +24,7 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # 6-8 s: whole command runs (imports, figures, MLflow)
 def test_end_to_end_run_writes_outputs_and_mlflow(in_tmp, capsys):
     code, out, err = run_cli(["source=synthetic", "source.spec.n_cells=[8,8]", "progress=false", "figure_formats=[png]"], capsys)
     assert code == 0, err

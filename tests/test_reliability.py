@@ -187,6 +187,7 @@ def test_output_files_respect_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow  # 6-8 s: whole command runs (imports, figures, MLflow)
 def test_sweep_runs_every_job_and_counts_failures(in_tmp, capsys):
     from mlflow.tracking import MlflowClient
 
@@ -253,6 +254,7 @@ def test_stale_part_files_are_cleaned_live_ones_kept(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 6-8 s: whole command runs (imports, figures, MLflow)
 def test_failed_run_has_parameters_checksum_code_version_and_image_metadata(in_tmp, capsys):
     import hashlib
 
@@ -387,6 +389,7 @@ def test_every_imported_dependency_is_declared():
     assert "'.[test]'" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow  # 6-8 s: whole command runs (imports, figures, MLflow)
 def test_mlflow_copy_is_a_hard_link_not_a_second_copy(in_tmp, capsys):
     code, out, err = run_cli([*FAST[:3], "figure_formats=[png]"], capsys)
     assert code == 0, err
