@@ -26,9 +26,12 @@ EXPECTED = {
                                 mlflow="denoiser-comparison"),
     "locator_comparison": dict(kind="synthetic", doses={2000.0}, image={"spec.n_cells": [8, 8]},
                                mlflow="locator-comparison"),
-    "method_comparison": dict(kind="simulated", doses={300.0, 1000.0}, seeds={0, 1, 2},
+    "method_comparison": dict(kind="simulated", doses={100.0, 300.0, 1000.0}, seeds={0, 1, 2},
                               image={"structure.br_fraction": 0.0, "structure.n_cells": 6, "imaging.max_snapshots": 10},
                               mlflow="method-comparison"),
+    "method_comparison_deep": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2},
+                                   image={"structure.br_fraction": 0.0, "structure.n_cells": 6, "imaging.max_snapshots": 10},
+                                   mlflow="method-comparison-deep"),
     "method_comparison_full": dict(kind="simulated", doses={100.0, 300.0, 1000.0}, seeds={0, 1, 2, 3, 4},
                                    image={"structure.br_fraction": 0.0, "structure.n_cells": 6},
                                    mlflow="method-comparison-full"),
@@ -171,8 +174,8 @@ def test_sofs_ablation_sets_the_network_like_the_classifier():
 
 def test_sweep_jobs_follow_hydra_basic_sweeper():
     jobs = expkit.sweep_jobs("method_comparison")
-    assert len(jobs) == 3 * 2 * 2 * 3
-    assert jobs[0] == ["denoiser=none", "+experiment/pipeline=lattice_nearest", "source.noise.dose_e_per_A2=300.0",
+    assert len(jobs) == 3 * 2 * 3 * 3
+    assert jobs[0] == ["denoiser=none", "+experiment/pipeline=lattice_nearest", "source.noise.dose_e_per_A2=100.0",
                        "source.noise.seed=0"]
     cfg, _ = expkit.compose_experiment("method_comparison", ["+experiment/pipeline=sofs"])
     assert (cfg["classifier"]["name"], cfg["network"]["name"]) == ("sofs", "sofs")
@@ -234,3 +237,34 @@ def test_run_records_code_and_package_versions():
     assert {"numpy", "scipy", "hydra-core", "mlflow"} <= {k.removeprefix("package.") for k in v}
     assert all(isinstance(x, str) and x for x in v.values())
     assert "octascope.version" in code_version()
+
+
+def test_method_comparison_deep_runs_the_reduced_deep_denoisers_on_one_pipeline():
+    jobs = expkit.sweep_jobs("method_comparison_deep")
+    assert len(jobs) == 3 * 3
+    seen = {}
+    for job in jobs[::3]:
+        cfg, _ = expkit.compose_experiment("method_comparison_deep", job)
+        assert (cfg["classifier"]["name"], cfg["network"]["name"]) == ("lattice", "nearest")
+        d = cfg["denoiser"]
+        s2s = d["steps"][-1] if d["name"] == "chain" else d
+        seen[d["name"] if d["name"] != "chain" else "+".join(s["name"] for s in d["steps"])] = s2s["n_iterations"]
+    assert seen == {"dip": 100, "s2sred": 100, "absf+s2sred": 100}
+
+
+def test_core_shell_errors_split_matched_octahedra_by_truth_shell():
+    import pandas as pd
+
+    truth = pd.DataFrame({"x_A": [0.0, 6.0, 12.0, 18.0], "y_A": [0.0, 0.0, 0.0, 0.0], "shell": [0, 1, 1, 0]})
+    acc = pd.DataFrame({"octahedron_x_A": [6.0, 12.0, 18.0], "octahedron_y_A": [0.0, 0.0, 0.0],
+                        "theta1_deg_error": [1.0, -3.0, 2.0], "theta2_deg_error": [1.0, 1.0, -4.0],
+                        "theta3_deg_error": [0.5, 0.5, 1.0], "L1_A_error": [0.01, 0.01, 0.02],
+                        "L2_A_error": [-0.01, 0.03, 0.02]})
+    s = expkit.core_shell_errors(acc, truth, shell_depth_cells=1)
+    assert s["theta_mae_deg_core"] == pytest.approx(1.5)     # |1|, |-3|, |1|, |1|
+    assert s["theta_mae_deg_shell"] == pytest.approx(3.0)    # |2|, |-4|
+    assert s["L_mae_pm_core"] == pytest.approx(1.5)
+    assert (s["n_octahedra_core"], s["n_octahedra_shell"]) == (2, 1)
+    assert (s["octahedra_recall_core"], s["octahedra_recall_shell"]) == (1.0, 0.5)
+    with pytest.raises(ValueError, match="not at a truth octahedron"):
+        expkit.core_shell_errors(acc.assign(octahedron_x_A=acc["octahedron_x_A"] + 0.3), truth)

@@ -1,9 +1,16 @@
 """The method comparison's table and figure, from the MLflow store (no re-analysis):
 
-    octascope experiment=method_comparison                  # the runs (36 jobs; hydra/launcher=local_parallel for 2 at once)
+    octascope experiment=method_comparison                  # the runs (54 jobs; hydra/launcher=local_parallel for 2 at once)
+    octascope experiment=method_comparison_deep             # DIP, S2SRED, ABSF -> S2SRED on a sub-grid (9 jobs)
     python experiments/method_comparison/report.py          # results.md + results.csv + f1_theta_vs_dose.png here
 
-``--experiment method-comparison-full`` after ``octascope experiment=method_comparison_full``.
+``--experiment method-comparison-full`` after ``octascope experiment=method_comparison_full``. Several
+``--experiment`` are merged into one table (the default: method-comparison and method-comparison-deep).
+
+The θ error in the core and the shell is computed here from each run's ``accuracy_octahedra.csv``
+artifact (matched octahedra at their true positions, with their errors) and the source's truth
+octahedra (``shell``: octahedra layers from the particle edge), loaded once from the simulation cache:
+shell = the outermost layer (``--shell-depth 1``), core = the rest.
 """
 
 from __future__ import annotations
@@ -22,7 +29,25 @@ from octascope.tracking import resolve_tracking_uri
 HERE = Path(__file__).resolve().parent
 BY = ["source.noise.dose_e_per_A2", "denoiser.name", "locator.name", "classifier.name", "network.name"]
 METRICS = ["detection_f1", "detection_f1_outer", "rmse_pm_Pb", "rmse_pm_X", "rmse_pm_Cs", "species_accuracy",
-           "theta_mae_deg", "L1_mae_pm", "L2_mae_pm", "octahedra_recall", "time_s/total"]
+           "theta_mae_deg", "theta_mae_deg_core", "theta_mae_deg_shell", "octahedra_recall_core", "octahedra_recall_shell",
+           "L1_mae_pm", "L2_mae_pm", "octahedra_recall", "time_s/total"]
+#: MLflow experiment -> the experiment config whose source gives the truth octahedra
+CONFIGS = {"method-comparison": "method_comparison", "method-comparison-deep": "method_comparison_deep",
+           "method-comparison-full": "method_comparison_full"}
+
+
+def add_core_shell(df: pd.DataFrame, config: str, shell_depth: int) -> pd.DataFrame:
+    """``metrics.<core/shell metric>`` columns (:func:`expkit.core_shell_errors`) from each run's artifacts."""
+    sys.path.insert(0, str(HERE.parent))
+    import expkit
+
+    truth = expkit.truth_octahedra(config)
+    rows = []
+    for uri in df["artifact_uri"]:
+        acc = expkit.run_artifact(uri, "accuracy_octahedra.csv")
+        rows.append({} if acc is None else expkit.core_shell_errors(acc, truth, shell_depth))
+    extra = pd.DataFrame(rows, index=df.index).add_prefix("metrics.")
+    return pd.concat([df.drop(columns=[c for c in extra if c in df]), extra], axis=1)
 
 
 def figure(df: pd.DataFrame, path: Path) -> None:
@@ -51,26 +76,42 @@ def figure(df: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--experiment", default="method-comparison")
+    ap.add_argument("--experiment", action="append", default=None,
+                    help="MLflow experiment(s) to merge (default: method-comparison, and method-comparison-deep if present)")
     ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--shell-depth", type=int, default=1, help="shell = truth octahedra layers < this from the edge")
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args(argv)
-    df = runs_frame(args.experiment, args.tracking_uri)
-    failed = runs_frame(args.experiment, args.tracking_uri, "FAILED")
+    import mlflow
+
+    from octascope.tracking import resolve_tracking_uri as _uri
+
+    mlflow.set_tracking_uri(_uri(args.tracking_uri))
+    names = args.experiment or [n for n in ("method-comparison", "method-comparison-deep")
+                                if n == "method-comparison" or mlflow.get_experiment_by_name(n) is not None]
+    frames, failed, walls = [], 0, []
+    for name in names:
+        d = runs_frame(name, args.tracking_uri)
+        failed += len(runs_frame(name, args.tracking_uri, "FAILED"))
+        s, e = pd.to_datetime(d["start_time"]).min(), pd.to_datetime(d["end_time"]).max()
+        walls.append(f"`{name}`: {len(d)} runs, first start {s:%Y-%m-%d %H:%M:%S} UTC, last end {e:%H:%M:%S} UTC "
+                     f"({(e - s).total_seconds():.0f} s wall)")
+        frames.append(add_core_shell(d, CONFIGS.get(name, name.replace("-", "_")), args.shell_depth))
+    df = pd.concat(frames, ignore_index=True)
+    args.experiment = ", ".join(names)
     out = Path(args.out)
     table = comparison_table(df, BY, METRICS)
     table.to_csv(out / "results.csv", index=False)
     figure(df, out / "f1_theta_vs_dose.png")
-    start = pd.to_datetime(df["start_time"]).min()
-    end = pd.to_datetime(df["end_time"]).max()
     cmd = "python " + shlex.join(["experiments/method_comparison/report.py", *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join([
         f"# {args.experiment}: results", "",
         f"Regenerate: `{cmd}` (reads the FINISHED runs of MLflow experiment `{args.experiment}` in "
         f"`{resolve_tracking_uri(args.tracking_uri)}`).", "",
-        f"{len(df)} finished runs, {len(failed)} failed; first start {start:%Y-%m-%d %H:%M:%S} UTC, last end "
-        f"{end:%H:%M:%S} UTC ({(end - start).total_seconds():.0f} s wall for the sweep). Mean ± sd over the noise seeds; "
-        "time_s/total = the analysis alone (no simulation: cached).", "",
+        f"{len(df)} finished runs, {failed} failed; " + "; ".join(walls) + ". Mean ± sd over the noise seeds; "
+        "time_s/total = the analysis alone (no simulation: cached). Core/shell: shell = truth octahedra "
+        f"< {args.shell_depth} layer(s) from the particle edge, core = the rest; theta_mae_deg_* = mean |Δθ1|, |Δθ2| of "
+        "the matched octahedra there, octahedra_recall_* = matched / truth octahedra there.", "",
         to_markdown(table), "", "![F1 and θ error vs dose](f1_theta_vs_dose.png)", ""])
     (out / "results.md").write_text(text)
     print(text)
