@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,3 +269,51 @@ def test_core_shell_errors_split_matched_octahedra_by_truth_shell():
     assert (s["octahedra_recall_core"], s["octahedra_recall_shell"]) == (1.0, 0.5)
     with pytest.raises(ValueError, match="not at a truth octahedron"):
         expkit.core_shell_errors(acc.assign(octahedron_x_A=acc["octahedron_x_A"] + 0.3), truth)
+
+
+def _mpi_available():
+    try:
+        from octascope.sim.md import load_lammps
+        from octascope.sim.mpi import mpirun_command
+
+        load_lammps()
+        mpirun_command()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.lammps
+@pytest.mark.skipif(not _mpi_available(), reason="needs LAMMPS (lammps[mpi]) and an mpirun")
+def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
+    """md.mpi_ranks=2 (as in a config's source.md) runs LAMMPS on 2 MPI ranks through the cached MD step;
+    3-16 s for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
+    pytest -m slow tests/test_experiments.py -k mpirun"""
+    from octascope.sim import md as md_mod
+    from octascope.sim.source import complete, md_step, structure_key
+    from octascope.sim.structure import build_nanocube
+
+    assert "mpi_ranks" not in complete(md_mod.run_md, {})  # serial cache keys are unchanged
+    atoms = build_nanocube(n_cells=2)
+    md = dict(n_steps=20, equilibration_steps=0, snapshot_every=10, minimize_steps=0, mpi_ranks=2)
+    key, traj, hit = md_step(atoms, structure_key({"n_cells": 2}), md, cache_dir=str(tmp_path), progress=False)
+    assert not hit
+    assert traj.info["n_ranks"] == 2 and traj.info["mpi_ranks"] == 2
+    assert traj.positions.shape == (2, len(atoms), 3) and np.isfinite(traj.positions).all()
+    key1, _, hit1 = md_step(atoms, structure_key({"n_cells": 2}), md, cache_dir=str(tmp_path), progress=False)
+    assert hit1 and key1 == key
+
+
+def test_paper_cluster_presets_are_the_papers_md_on_mpi_ranks():
+    from octascope.sim.__main__ import load_params
+
+    for preset, br in (("paper_cluster", 0.0), ("paper_cluster_mixed_halide", 0.1667)):
+        p = load_params(str(ROOT / "conf" / "simulation" / f"{preset}.yaml"), [])
+        assert p["structure"]["n_cells"] == 15 and p["structure"]["br_fraction"] == br
+        assert p["md"]["n_steps"] + p["md"]["equilibration_steps"] == 2_000_000 and p["md"]["timestep_fs"] == 1.0
+        assert p["md"]["mpi_ranks"] == 64 and p["md"]["box_A"] == 200.0
+        assert p["imaging"]["mode"] == "multislice" and p["imaging"]["pixel_size_A"] == 0.168
+    cfg, _ = expkit.compose_experiment("validation_cspbi3_full")
+    check_source_config(cfg["source"])
+    assert cfg["source"]["md"]["mpi_ranks"] == 64
