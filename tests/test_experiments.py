@@ -53,6 +53,11 @@ EXPECTED = {
     "validation_mixed_halide": dict(kind="simulated", doses={220.0}, seeds={0, 1, 2, 3, 4},
                                     image={"structure.br_fraction": 0.1667, "structure.mixing": "paper"},
                                     mlflow="validation-mixed-halide"),
+    "validation_mixed_halide_full": dict(kind="simulated", doses={220.0}, seeds={0, 1, 2, 3, 4},
+                                         image={"structure.n_cells": 15, "structure.br_fraction": 0.1667,
+                                                "structure.mixing": "paper", "md.n_steps": 1900000, "md.mpi_ranks": 64,
+                                                "imaging.mode": "multislice", "imaging.max_snapshots": 16},
+                                         mlflow="validation-mixed-halide-full"),
 }
 
 
