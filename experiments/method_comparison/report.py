@@ -36,6 +36,7 @@ HEADLINE = ["detection_f1", "rmse_pm_X", "species_accuracy", "theta_mae_deg", "t
             "L1_mae_pm", "octahedra_recall", "time_s/denoise", "time_s/total"]
 #: MLflow experiment -> the experiment config whose source gives the truth octahedra
 CONFIGS = {"method-comparison": "method_comparison", "method-comparison-deep": "method_comparison_deep",
+           "method-comparison-deep-defaults": "method_comparison_deep_defaults",
            "method-comparison-full": "method_comparison_full"}
 
 
