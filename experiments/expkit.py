@@ -199,3 +199,40 @@ def run_artifact(artifact_uri: str, name: str):
 
     p = Path(unquote(urlparse(artifact_uri).path)) / name
     return pd.read_csv(p) if p.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python experiments/expkit.py <config> [--only key=value ...]``: run the jobs of an experiment's
+    sweep in this process, one MLflow run each (as ``octascope experiment=<config>`` does), keeping only
+    the jobs that contain every ``--only`` override — a subset of a sweep, which Hydra cannot narrow from
+    the command line for a ``+group`` axis (e.g. ``--only +experiment/deep=dip``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python experiments/expkit.py", description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("config", help="conf/experiment/<config>.yaml")
+    ap.add_argument("--only", action="append", default=[], help="keep jobs with this override (repeatable)")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--workdir", default="multirun", help="parent folder of the run folders")
+    args = ap.parse_args(argv)
+    jobs = [j for j in sweep_jobs(args.config) if all(o in j for o in args.only)]
+    if not jobs:
+        print(f"no job of {args.config} has {args.only}", file=sys.stderr)
+        return 2
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for k, job in enumerate(jobs):
+        t = timer()
+        try:
+            result, _ = run_job(args.config, job, workdir=work, tracking_uri=args.tracking_uri)
+            s = result.scalars
+            print(f"[{k + 1}/{len(jobs)}] {' '.join(job)}: {t():.0f} s, F1 {s.get('detection_f1', math.nan):.3f}, "
+                  f"θ error {s.get('theta_mae_deg', math.nan):.2f}°", flush=True)
+        except Exception as exc:  # one failed job does not stop the others (Hydra's multirun does the same)
+            failed += 1
+            print(f"[{k + 1}/{len(jobs)}] {' '.join(job)}: FAILED after {t():.0f} s: {exc}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -251,15 +251,16 @@ def test_run_records_code_and_package_versions():
 
 def test_method_comparison_deep_runs_the_reduced_deep_denoisers_on_one_pipeline():
     jobs = expkit.sweep_jobs("method_comparison_deep")
-    assert len(jobs) == 3 * 3
+    assert len(jobs) == 4 * 3
     seen = {}
     for job in jobs[::3]:
         cfg, _ = expkit.compose_experiment("method_comparison_deep", job)
         assert (cfg["classifier"]["name"], cfg["network"]["name"]) == ("lattice", "nearest")
         d = cfg["denoiser"]
-        s2s = d["steps"][-1] if d["name"] == "chain" else d
-        seen[d["name"] if d["name"] != "chain" else "+".join(s["name"] for s in d["steps"])] = s2s["n_iterations"]
-    assert seen == {"dip": 100, "s2sred": 100, "absf+s2sred": 100}
+        net = d["steps"][-1] if d["name"] == "chain" else d
+        seen[job[0].split("=")[1]] = (net["name"], net["n_iterations"])
+    assert seen == {"s2sred": ("s2sred", 100), "absf_s2sred": ("s2sred", 100), "dip": ("dip", 100),
+                    "dip_small": ("dip", 267)}
 
 
 def test_core_shell_errors_split_matched_octahedra_by_truth_shell():
