@@ -130,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_tracking_uri(_uri(args.tracking_uri))
     names = args.experiment or [n for n in ("method-comparison", "method-comparison-deep")
                                 if n == "method-comparison" or mlflow.get_experiment_by_name(n) is not None]
-    frames, failed, walls = [], 0, []
+    frames, failed, walls, failed_rows = [], 0, [], []
     for name in names:
         d = runs_frame(name, args.tracking_uri)
-        failed += len(runs_frame(name, args.tracking_uri, "FAILED"))
+        f = runs_frame(name, args.tracking_uri, "FAILED")
+        failed += len(f)
+        if len(f):
+            f = label_denoisers(f)
+            for key, g in f.groupby([f"params.{b}" for b in BY], dropna=False):
+                failed_rows.append(f"- `{name}`: " + ", ".join(str(k) for k in key) + f": {len(g)} failed (noise seeds "
+                                   + ", ".join(sorted(g["params.source.noise.seed"].astype(str))) + ")")
         if not len(d):
             walls.append(f"`{name}`: no finished run")
             continue
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         f"< {args.shell_depth} layer(s) from the particle edge, core = the rest; theta_mae_deg_* = mean |Δθ1|, |Δθ2| of "
         "the matched octahedra there, octahedra_recall_* = matched / truth octahedra there.", "",
         to_markdown(table), "",
+        *(["Failed runs (the reason is in each run's log; MLflow keeps the status and the run folder, tag "
+           "`octascope.output_dir`):", "", *failed_rows, ""] if failed_rows else []),
         *([f"## Every denoiser at 300 e/Å², lattice classifier + nearest network ({len(dose300)} runs)", "",
            to_markdown(head), ""] if head is not None else []),
         "![F1 and θ error vs dose; θ error in core and shell at 300 e/Å²](f1_theta_vs_dose.png)", ""])
