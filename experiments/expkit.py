@@ -140,7 +140,7 @@ def timer() -> Any:
 def truth_octahedra(config_name: str, overrides: list[str] | None = None):
     """The truth octahedra (with ``shell``) of experiment ``config_name``'s source (the simulation cache:
     seconds). Dose and noise seed do not change them."""
-    from octascope.sources import load_source
+    from octascope.input_sources import load_source
 
     cfg, _ = compose_experiment(config_name, overrides)
     with warnings.catch_warnings():

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from octascope.model import Image, Result, Truth, make_columns
+from octascope.octahedral_geometry import OctahedralGeometry
 from octascope_plugins.metric.accuracy import AccuracyMetric, match_points
 
 
@@ -69,7 +70,7 @@ def test_tilt_errors_against_truth_octahedra():
                               "theta2_deg": [8.0, 8.0], "theta3_deg": [8.0, 8.0], "L1_A": [6.3, 6.3], "L2_A": [6.3, 6.3]})
     measured = octs_true.assign(theta1_deg=[9.0, 7.0], theta3_deg=[8.5, 8.5], L1_A=[6.32, 6.32], edge=False)
     res = _result(make_columns(t.x_A, t.y_A, 1.0, species=t.species))
-    res.tables["octahedra"] = measured
+    res.geometry = OctahedralGeometry(measured)  # the pipeline's geometry: no octahedral metric needed
     s = AccuracyMetric().compute(res, Truth(columns=t, octahedra=octs_true)).scalars
     assert s["theta1_mae_deg"] == pytest.approx(1.0)
     assert s["theta1_bias_deg"] == pytest.approx(0.0)

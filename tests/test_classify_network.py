@@ -1,12 +1,13 @@
 """Classifier `lattice` and network `nearest` on columns with known species and geometry."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from octascope.errors import InputError
 from octascope.model import make_columns
 from octascope.synthetic import SyntheticSpec, make_synthetic
-from octascope_plugins.classify.lattice import LatticeClassifier
+from octascope_plugins.classify.sublattice_classifier import LatticeClassifier
 from octascope_plugins.network.nearest import NearestNetwork
 
 AMP = {"Pb": 1.0, "X": 0.39, "Cs": 0.41}
@@ -25,11 +26,13 @@ def truth_columns(angle_deg=0.0, n=(8, 8), missing=0.0, seed=0):
 @pytest.mark.parametrize("angle", [0.0, 17.0, 45.0])
 def test_lattice_classifier_recovers_species(angle):
     image, truth, cols = truth_columns(angle)
+    before = cols.copy(deep=True)
     out = LatticeClassifier().classify(image, cols)
-    assert (out.species.to_numpy() == truth.columns.species.to_numpy()).mean() == 1.0
+    assert (out.species.to_numpy() == truth.columns.species.to_numpy()).all()
     assert out.attrs["lattice_constant_A"] == pytest.approx(6.25, rel=1e-3)
-    assert "on_lattice" not in cols.columns  # input untouched
-    assert (cols.species == "unknown").all()
+    pd.testing.assert_frame_equal(cols, before)  # input untouched
+    assert set(out.columns) - set(cols.columns) == {"on_lattice"}  # species, confidence, edge overwritten in the copy
+    assert out.on_lattice.all() and (out.species_confidence > 0).all()
 
 
 def test_lattice_classifier_finds_weak_phase_pb_contrast():

@@ -50,6 +50,16 @@ def test_plugins_listing(capsys):
     assert code == 0 and "denoiser" not in out
 
 
+def test_plugins_listing_shows_parameters_with_defaults_and_units(capsys):
+    code, out, _ = run_cli(["plugins", "metric"], capsys)
+    assert code == 0
+    lines = [line.strip() for line in out.splitlines()]
+    assert "match_tolerance_A  float = 0.6 [Å]" in " ".join(lines)
+    assert any(line.startswith("shell_depth_cells") and "= 3 [unit cells]" in line for line in lines)
+    code, out, _ = run_cli(["plugins", "denoiser"], capsys)
+    assert code == 0 and any(line.strip().startswith("step_px") and "[Fourier px]" in line for line in out.splitlines())
+
+
 def _npy(path, data):
     np.save(path, data)
     return str(path)

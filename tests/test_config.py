@@ -35,7 +35,7 @@ def test_group_and_parameter_overrides():
     assert list(cfg["metric"]) == ["accuracy"]
     assert cfg["source"]["spec"]["rotation_deg"] == 4.5
     stages = build_stages(cfg, get_registry(load_entrypoints=False))
-    assert stages["classifier"].site_tolerance_frac == 0.3
+    assert stages["classifier"].options.site_tolerance_frac == 0.3
     assert [m.name for m in stages["metrics"]] == ["accuracy"]
 
 
@@ -63,7 +63,27 @@ def test_every_metric_option_instantiates():
     stages = build_stages(cfg, reg)
     names = [m.name for m in stages["metrics"]]
     assert len(names) == len(options)
-    assert names[-1] in ("accuracy", "denoise-quality")  # metrics reading other tables run last
+    # the one ordering rule: a metric runs after those it names in ``after`` (denoise-quality reads accuracy)
+    assert names.index("denoise-quality") > names.index("accuracy")
+
+
+def test_metric_order_follows_after_declarations():
+    from octascope.errors import PluginError
+    from octascope.pipeline import order_metrics
+
+    reg = get_registry(load_entrypoints=False)
+    dq, acc, octa = (reg.create("metric", n) for n in ("denoise-quality", "accuracy", "octahedral"))
+    assert [m.name for m in order_metrics([dq, octa, acc])] == ["octahedral", "accuracy", "denoise-quality"]
+    assert [m.name for m in order_metrics([dq, octa])] == ["denoise-quality", "octahedral"]  # accuracy absent: kept
+
+    class A:
+        name, after = "a", ("b",)
+
+    class B:
+        name, after = "b", ("a",)
+
+    with pytest.raises(PluginError, match="wait on each other"):
+        order_metrics([A(), B()])
 
 
 def test_plugins_never_import_hydra():

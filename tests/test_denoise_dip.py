@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import PluginError
+from octascope.errors import PluginParameterError
 from octascope.synthetic import make_synthetic
 from octascope_plugins.denoise._common import estimate_noise_rms
 
@@ -36,9 +36,14 @@ def test_dip_lowers_error_and_stops_early(noisy):
     meta = out.metadata["denoiser"]
     assert meta["stop_reason"] == "discrepancy principle"
     assert 50 <= meta["stopped_at"] < 1500
-    # at the stop the output explains the image up to the noise
+    # at the stop the output explains the image up to the noise. The rule sums |FFT(residual)|²/P over
+    # k != 0, so by Parseval it bounds the residual's variance about its mean (not its mean):
+    # std(residual) <= sigma_total (white P), up to float32 rounding of the output (5e-4 allowed).
+    # (rmse <= 1.001 sigma held with the former PSD estimator by luck of a small residual mean; with the
+    # platform's ring medians sigma is 1.2 % lower here and rmse/sigma = 1.0037.)
     sigma = meta["noise_sigma_used"]
-    assert rmse(out.data, image.data) <= sigma * 1.001
+    residual = np.asarray(out.data, float) - np.asarray(image.data, float)
+    assert residual.std() <= sigma * 1.0005
     assert rmse(out.data, truth.clean) < 0.7 * rmse(image.data, truth.clean)  # measured 0.62
     assert out.shape == image.shape and out.variance is None
 
@@ -56,7 +61,7 @@ def test_dip_same_seed_same_output_and_resume(noisy, tmp_path):
 
 
 def test_dip_bad_parameters():
-    with pytest.raises(PluginError, match="ema"):
+    with pytest.raises(PluginParameterError, match="ema"):
         dip(ema=1.0)
-    with pytest.raises(PluginError, match="device"):
+    with pytest.raises(PluginParameterError, match="device"):
         dip(device="tpu")

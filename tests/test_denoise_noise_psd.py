@@ -81,8 +81,8 @@ def test_dip_and_s2sred_parameters():
     reg = get_registry(load_entrypoints=False)
     with pytest.raises(PluginError, match="noise_estimate"):
         reg.create("denoiser", "dip", noise_estimate="guess")
-    assert reg.create("denoiser", "s2sred").red_sigma == pytest.approx(15 / 255)  # the paper's value by default
-    assert reg.create("denoiser", "s2sred", red_sigma=None).red_sigma is None  # noise spectrum from the image
+    assert reg.create("denoiser", "s2sred").options.red_sigma == pytest.approx(15 / 255)  # the paper's value by default
+    assert reg.create("denoiser", "s2sred", red_sigma=None).options.red_sigma is None  # noise spectrum from the image
     with pytest.raises(PluginError, match="red_sigma"):
         reg.create("denoiser", "s2sred", red_sigma=0.0)
 

@@ -5,7 +5,7 @@ import pytest
 
 import octascope
 from octascope.errors import InputError
-from octascope.model import Result, Truth
+from octascope.model import MetricInput, MetricOutput, Result, Truth
 from octascope.synthetic import make_synthetic
 
 
@@ -42,8 +42,10 @@ def test_variance_coverage_and_downstream_copy(pair):
     image, truth = pair
     err = np.where(np.arange(image.data.size).reshape(image.shape) % 4 == 0, 0.5, 0.01)  # 25 % of pixels far off
     denoised = image.replace(data=truth.clean + err, variance=np.full(image.shape, 0.1**2))
-    result = Result(image=image, denoised=denoised, truth=truth, scalars={"rmse_pm_all": 3.5, "theta3_mae_deg": 0.7})
-    s = metric().compute(result, truth).scalars
+    result = Result(image=image, denoised=denoised, truth=truth)
+    # the accuracy metric's output, as the pipeline hands it on (denoise-quality runs after accuracy)
+    view = MetricInput.from_result(result, previous={"accuracy": MetricOutput(scalars={"rmse_pm_all": 3.5, "theta3_mae_deg": 0.7})})
+    s = metric().compute(view, truth).scalars
     assert s["denoise_coverage_2sigma"] == pytest.approx(0.75, abs=0.01)
     assert s["denoise_mc_std_mean"] == pytest.approx(0.1)
     assert s["denoise_rmse_pm_all"] == 3.5 and s["denoise_theta3_mae_deg"] == 0.7

@@ -18,7 +18,7 @@ import expkit  # noqa: E402
 from octascope.cli import build_stages  # noqa: E402
 from octascope.config import validate_config  # noqa: E402
 from octascope.registry import get_registry  # noqa: E402
-from octascope.sources import check_source_config  # noqa: E402
+from octascope.input_sources import check_source_config  # noqa: E402
 
 #: what each experiment says it analyses: source kind, the doses its sweep covers [e/Å²], the noise
 #: seeds, the image (keys of the source that identify it) and the MLflow experiment
@@ -301,7 +301,7 @@ def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
     3-16 s for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
     pytest -m slow tests/test_experiments.py -k mpirun"""
     from octascope.sim import md as md_mod
-    from octascope.sim.source import complete, md_step, structure_key
+    from octascope.sim.simulation import complete, md_step, structure_key
     from octascope.sim.structure import build_nanocube
 
     assert "mpi_ranks" not in complete(md_mod.run_md, {})  # serial cache keys are unchanged

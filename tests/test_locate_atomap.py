@@ -16,6 +16,7 @@ from octascope_plugins.locate.ellipse import covariance_from_axes
 pytest.importorskip("atomap")
 
 
+@pytest.mark.slow
 def test_atomap_locator_finds_columns_of_a_small_particle():
     # 3 x 3 cells: 49 columns, dose 2000 e/Å², 0.2 Å/px
     image, truth = make_synthetic(SyntheticSpec(n_cells=(3, 3), dose_e_per_A2=2000.0, seed=2))

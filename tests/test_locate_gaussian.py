@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 import octascope
-from octascope.errors import PluginError
+from octascope.errors import PluginError, PluginParameterError
 from octascope.model import COLUMN_FIELDS, Image
+from octascope.params import describe
 from octascope.synthetic import SyntheticSpec, make_synthetic, render_columns
 from octascope_plugins.locate.ellipse import covariance_from_axes
 from octascope_plugins.locate.gaussian import GaussianLocator
@@ -46,6 +46,7 @@ def noisy():
     return image, truth, GaussianLocator(device="cpu").locate(image)
 
 
+@pytest.mark.slow
 def test_detection_and_rmse_at_dose_2000(noisy):
     image, truth, cols = noisy
     assert list(cols.columns[: len(COLUMN_FIELDS)]) == list(COLUMN_FIELDS)
@@ -70,6 +71,7 @@ def test_detection_and_rmse_at_dose_2000(noisy):
     assert np.median(amp[sp == "X"]) == pytest.approx(53 / 135, abs=0.03)
 
 
+@pytest.mark.slow
 def test_uncertainty_is_calibrated(noisy):
     """Predicted x_err/y_err agree with the actual scatter within a factor 1.5 per species."""
     _, truth, cols = noisy
@@ -174,10 +176,14 @@ def test_registry_config_and_bad_parameters():
 
     conf = yaml.safe_load((ROOT / "conf/locator/gaussian.yaml").read_text())
     assert conf.pop("name") == "gaussian"
-    defaults = {k: p.default for k, p in inspect.signature(GaussianLocator).parameters.items()}
+    defaults = {p.name: p.default for p in describe(GaussianLocator)}
     assert {k: float(v) if isinstance(defaults[k], float) else v for k, v in conf.items()} == defaults
-    with pytest.raises(PluginError, match="patch_radius_A"):
+    with pytest.raises(PluginParameterError, match="patch_radius_A"):
         reg.create("locator", "gaussian", patch_radius_A=0)
+    with pytest.raises(PluginParameterError, match="neighbour_radius_A"):
+        GaussianLocator(neighbour_radius_A=-1.0)
+    with pytest.raises(PluginParameterError, match="detection_sigma_A"):  # the shared candidate-search options
+        GaussianLocator(background_sigma_A=0.2, detection_sigma_A=0.3)
     with pytest.raises(PluginError, match="device"):
         GaussianLocator(device="not-a-device")
 
@@ -185,16 +191,16 @@ def test_registry_config_and_bad_parameters():
 def test_binned_grid_maps_back_to_pixels():
     """A k x k bin j has its centre at pixel jk + (k - 1)/2, and a fit on the binned grid comes back
     in the image's own pixel frame."""
-    from octascope_plugins.locate.gaussian import bin_image, to_binned
+    from octascope_plugins.locate.binning import bin_image, to_binned
 
     data = np.arange(36.0).reshape(6, 6)
     binned = bin_image(data, 3)
     assert binned.shape == (2, 2) and binned[0, 0] == data[:3, :3].mean()
     assert bin_image(np.ones((7, 8)), 3).shape == (2, 2)  # partial blocks dropped
     assert np.allclose(to_binned(np.array([1.0, 4.0]), 3), [0.0, 1.0])  # bin centres
-    loc = GaussianLocator(device="cpu")
+    loc = GaussianLocator(device="cpu").options
     assert [loc.fit_bin(ps) for ps in (0.05, 0.075, 0.1, 0.168, 0.25)] == [3, 2, 1, 1, 1]
-    assert GaussianLocator(device="cpu", fit_pixel_A=0).fit_bin(0.01) == 1
+    assert GaussianLocator(device="cpu", fit_pixel_A=0).options.fit_bin(0.01) == 1
 
 
 def test_fine_sampling_fitted_binned_gives_the_same_columns():
@@ -217,12 +223,13 @@ def test_fine_sampling_fitted_binned_gives_the_same_columns():
 
 
 def test_fit_reports_progress_per_round():
-    from octascope_plugins.locate.gaussian import fit_gaussians
+    from octascope_plugins.locate.gaussian import GaussianOptions
+    from octascope_plugins.locate.gaussian_fit import fit_gaussians
 
     image, truth = make_synthetic(SyntheticSpec(n_cells=(2, 2), dose_e_per_A2=None, pixel_size_A=0.2, seed=0))
     x = truth.columns["x_A"].to_numpy() / 0.2
     y = truth.columns["y_A"].to_numpy() / 0.2
     calls = []
-    fit_gaussians(image.data, x, y, patch_radius_px=6, sigma_init_px=2.5, neighbour_rounds=2, device="cpu",
+    fit_gaussians(image.data, x, y, GaussianOptions(sigma_init_A=0.5, neighbour_rounds=2, device="cpu"), pixel_size_A=0.2,
                   progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]

@@ -16,7 +16,7 @@ pytest.importorskip("abtem")
 
 
 def simulated(dose, seed=0, n_cells=6, angle_deg=0.0, support=None):
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     sim = simulate(structure=dict(n_cells=n_cells), run_md=False,
                    imaging=dict(pixel_size_A=0.2, margin_A=10.0, scan_rotation_deg=angle_deg),
@@ -58,6 +58,7 @@ def test_rotated_particle_at_paper_dose(cache_dir):
     assert r.scalars["detection_f1"] >= 0.98 and r.scalars["species_accuracy"] >= 0.99
 
 
+@pytest.mark.slow
 def test_particle_on_amorphous_carbon(cache_dir):
     """3 nm of amorphous carbon under the particle (a TEM grid): its random contrast has no Bragg
     peaks, so no carbon blob becomes a column; the 300 e/Å² targets hold."""

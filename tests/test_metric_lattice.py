@@ -81,4 +81,4 @@ def test_x_ellipticity_median_and_error():
 
 def test_registered_with_config_parameters():
     m = octascope.get_registry().create("metric", "lattice", tolerance_frac=0.2, figures=False)
-    assert m.tolerance_frac == 0.2
+    assert m.options.tolerance_frac == 0.2

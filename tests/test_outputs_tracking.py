@@ -20,6 +20,8 @@ def _result():
     res.tables["octahedra"] = octs
     res.tables["lattice"] = pd.DataFrame({"C1_A": [6.2]})
     res.scalars.update({"theta3_deg_mean_core": 8.0, "theta3_deg_mean_shell": 7.0, "nan_metric": float("nan")})
+    # summary.json's "tilt" is the octahedral metric's own section, not picked from the scalars by name
+    res.summaries["octahedral"] = {"tilt": {"theta3_deg_mean_core": 8.0, "theta3_deg_mean_shell": 7.0}}
     res.timings_s.update({"locator:gaussian": 0.5, "total": 0.6})
     return res
 
@@ -36,6 +38,7 @@ def test_output_files_and_public_columns(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["counts"] == {"Pb": 1, "X": 1, "Cs": 1}
     assert summary["tilt"]["theta3_deg_mean_shell"] == 7.0
+    assert summary["metrics"]["octahedral"]["tilt"]["theta3_deg_mean_core"] == 8.0
     assert summary["timings_s"]["locator:gaussian"] == 0.5
     assert summary["scalars"]["nan_metric"] is None  # NaN is not valid JSON
     assert not [n for n in names if n.endswith(".part")]
@@ -83,3 +86,49 @@ def test_mlflow_run_contents_and_failed_status(in_tmp):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_figures_drawn_by_several_processes(tmp_path):
+    """save_figures shares the drawing among forked processes; every file arrives, failures are raised."""
+    import os
+
+    from matplotlib.figure import Figure
+
+    from octascope.outputs import save_figures
+
+    figs = {}
+    for k in range(5):
+        fig = Figure(figsize=(2, 2), layout="constrained")
+        fig.subplots().plot([0, k])
+        figs[f"f{k}"] = (fig, 50)
+    written = save_figures(figs, tmp_path, ("png", "svg"), workers=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"f{k}.{e}" for k in range(5) for e in ("png", "svg"))
+    assert set(written) == {p.name for p in tmp_path.iterdir()}
+    if not hasattr(os, "fork"):
+        return
+
+    class Broken(Figure):
+        def savefig(self, *a, **k):
+            raise ValueError("cannot draw")
+
+    figs["f1"] = (Broken(), 50)  # drawn by the second process (names are dealt round-robin)
+    with pytest.raises(RuntimeError, match="cannot draw"):
+        save_figures(figs, tmp_path / "again", ("png",), workers=2)
+
+
+def test_remote_artifact_store_gets_one_upload(tmp_path, monkeypatch):
+    """A non-file artifact store gets the folder in one log_artifacts call, hidden files left out."""
+    import mlflow
+
+    from octascope.tracking import log_artifacts_linked
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.csv", "sub/b.png", ".octascope-run"):
+        (tmp_path / name).write_text("x")
+    calls = []
+    monkeypatch.setattr(mlflow, "get_artifact_uri", lambda: "s3://bucket/run/artifacts")
+    monkeypatch.setattr(mlflow, "log_artifact", lambda *a, **k: calls.append(("one", a)))
+    monkeypatch.setattr(mlflow, "log_artifacts", lambda d, *a, **k: calls.append(
+        ("all", sorted(str(p.relative_to(d)) for p in __import__("pathlib").Path(d).rglob("*") if p.is_file()))))
+    assert log_artifacts_linked(tmp_path) == 0
+    assert calls == [("all", ["a.csv", "sub/b.png"])]

@@ -67,3 +67,46 @@ def test_library_runs_without_hydra():
             "print(r.scalars['detection_f1'])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert float(out) > 0.95
+
+
+def test_geometry_is_a_stage_output_and_accuracy_alone_measures_tilt(small_synthetic):
+    """θ and L come from the core (Result.geometry), so ``metrics=["accuracy"]`` reports tilt errors."""
+    image, truth = small_synthetic
+    r = octascope.analyze(image, metrics=["accuracy"], truth=truth, progress=None)
+    assert r.geometry is not None and len(r.geometry) == len(r.octahedra)
+    assert "octahedra" not in r.tables  # no octahedral metric ran
+    if truth.octahedra is not None:
+        assert "theta3_mae_deg" in r.scalars and np.isfinite(r.scalars["theta3_mae_deg"])
+    assert r.summaries["accuracy"]["detection_f1"] == r.scalars["detection_f1"]
+
+
+def test_metrics_see_a_read_only_view(small_synthetic):
+    """A metric that scribbles on its input changes nothing of the result."""
+    from octascope.model import MetricOutput
+
+    class Vandal:
+        name, requires, after = "vandal", ("columns", "geometry"), ()
+
+        def compute(self, data, truth):
+            data.columns["species"] = "unknown"
+            data.geometry.table["theta3_deg"] = 99.0
+            return MetricOutput(summary={"ok": True})
+
+    image, truth = small_synthetic
+    r = octascope.analyze(image, metrics=[Vandal(), "octahedral"], truth=truth, progress=None)
+    assert (r.columns.species != "unknown").any()
+    assert not (r.geometry.table["theta3_deg"] == 99.0).any()
+    assert not (r.tables["octahedra"]["theta3_deg"] == 99.0).any()
+    assert r.summaries["vandal"] == {"ok": True}
+
+
+def test_metric_requirements_are_checked(small_synthetic):
+    class NeedsTruth:
+        name, requires, after = "needs-truth", ("truth",), ()
+
+        def compute(self, data, truth):
+            raise AssertionError("not reached")
+
+    image, _ = small_synthetic
+    with pytest.raises(octascope.InputError, match="needs truth"):
+        octascope.analyze(image, metrics=[NeedsTruth()], progress=None)

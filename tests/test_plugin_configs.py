@@ -32,7 +32,7 @@ def _steps(stage: str, cfg: dict):
     cfg = dict(cfg)
     name = cfg.pop("name")
     if stage == "denoiser" and name == "chain":
-        out = [(name, {})]
+        out = [(name, {"steps": cfg["steps"]})]
         for step in cfg.pop("steps"):
             if isinstance(step, str):
                 out.append((step, {}))

@@ -48,6 +48,7 @@ def _start(xy, seed=1):
     return xy / PS + np.random.default_rng(seed).uniform(-0.4, 0.4, xy.shape)  # ±0.08 Å off
 
 
+@pytest.mark.slow
 def test_noise_free_bias_below_one_pm_with_side_lobes_and_overlap(scene):
     """Columns whose profile has negative side-lobes, 3.15 Å apart on a sloping background: the
     refinement recovers every position to ≤ 1 pm (the issue's target) in both domains."""
@@ -85,6 +86,7 @@ def test_refinement_beats_a_single_gaussian_on_side_lobed_columns(scene):
     assert np.sqrt(np.mean(e_ref**2)) < 0.5 * np.sqrt(np.mean(d**2))
 
 
+@pytest.mark.slow
 def test_white_noise_precision_and_uncertainty_match_the_cramer_rao_bound(scene):
     """With white noise of known σ the estimator is unbiased and efficient: its RMS error over noise
     draws is within 1.3× the bound σ²(JᵀJ)⁻¹ it reports, and the reported σ within 25 % of the truth."""
@@ -108,6 +110,7 @@ def test_white_noise_precision_and_uncertainty_match_the_cramer_rao_bound(scene)
     assert abs(np.mean(errs[:, pb])) < 3 * rms / np.sqrt(errs[:, pb].size)  # no bias beyond the sampling error
 
 
+@pytest.mark.slow
 def test_gradient_domain_is_the_better_fit_for_integrated_noise(scene):
     """iDPC noise is white in the CoM field and ∝ 1/k² in the image: fitting the image's gradient
     (whitened) beats fitting the pixels, and its reported uncertainty is calibrated (within 30 %)."""
@@ -134,6 +137,7 @@ def test_gradient_domain_is_the_better_fit_for_integrated_noise(scene):
     assert 0.7 < ratio < 1.3, ratio
 
 
+@pytest.mark.slow
 def test_pipeline_option_refines_classified_columns(small_synthetic):
     from octascope import analyze
 

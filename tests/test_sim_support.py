@@ -135,7 +135,7 @@ def test_multislice_film_in_every_snapshot(tiny):
 
 @pytest.mark.abtem
 def test_simulate_with_film_truth_unchanged_and_keyed(tmp_path):
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     common = dict(structure=dict(n_cells=2), run_md=False, imaging=dict(pixel_size_A=0.4, margin_A=4.0),
                   noise=dict(dose_e_per_A2=None), cache_dir=str(tmp_path), progress=False)
@@ -158,7 +158,7 @@ def test_simulate_with_film_truth_unchanged_and_keyed(tmp_path):
 
 @pytest.mark.abtem
 def test_simulate_window_truth_inside(tmp_path):
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     common = dict(structure=dict(n_cells=2), run_md=False, noise=dict(dose_e_per_A2=None), cache_dir=str(tmp_path),
                   progress=False)
@@ -200,7 +200,7 @@ def test_presets_compose_and_cli_overrides():
 
 def test_image_keys_without_film_or_window_are_unchanged():
     """Cache entries made before the film and crops existed stay valid: unset, they are not keyed."""
-    from octascope.sim.source import _keyed, complete, support_params
+    from octascope.sim.simulation import _keyed, complete, support_params
 
     par = complete(simulate_image, {})
     par["support"] = support_params(None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,9 @@ import pytest
 import yaml
 
 import octascope
-from octascope.errors import InputError
+from octascope.errors import InputError, PluginParameterError
 from octascope.model import Image, Result
+from octascope.params import describe
 from octascope.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns
 from octascope_plugins.classify.sofs import SofsClassifier
 from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
@@ -158,8 +158,10 @@ def test_bad_inputs():
     only_pb_cs = classified.assign(species=np.where(classified.species == "X", "unknown", classified.species))
     net = SofsNetwork().build(IMAGE, only_pb_cs)
     assert len(net.table) == 16 and net.table.edge.all() and (net.table.x_right == -1).all()
-    with pytest.raises(InputError):
+    with pytest.raises(PluginParameterError, match="branching"):
         SofsClassifier(branching=0)
+    with pytest.raises(PluginParameterError, match="site_tolerance_frac"):
+        SofsNetwork(site_tolerance_frac=0.4)
 
 
 def test_registered_and_configs_document_every_parameter():
@@ -167,7 +169,7 @@ def test_registered_and_configs_document_every_parameter():
     for stage, path, cls in (("classifier", "classifier/sofs.yaml", SofsClassifier), ("network", "network/sofs.yaml", SofsNetwork)):
         assert reg.get(stage, "sofs") is cls
         conf = yaml.safe_load((CONF / path).read_text())
-        params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+        params = {p.name: p.default for p in describe(cls)}
         assert conf.pop("name") == "sofs"
         assert conf == params
         reg.create(stage, "sofs", **conf)
@@ -189,3 +191,79 @@ def test_pipeline_on_synthetic_image_recovers_core_and_shell_tilt():
     assert s["theta3_deg_mean_shell"] == pytest.approx(t[t.shell < 2].theta3_deg.mean(), abs=0.3)
     assert 0 < s["theta3_err_deg_median"] < 1.0
     assert s["P1_A_mean"] == pytest.approx(6.25, abs=0.02) and s["C2_A_mean"] == pytest.approx(6.25, abs=0.02)
+
+
+def test_search_options_declared_once():
+    """classifier=sofs and network=sofs share one declaration of the search's options."""
+    from octascope.sofs import SofsSearchOptions
+
+    assert issubclass(SofsClassifier.Options, SofsSearchOptions) and SofsNetwork.Options is SofsSearchOptions
+    search = {p.name for p in describe(SofsNetwork)}
+    assert search < {p.name for p in describe(SofsClassifier)}
+    assert {p.name for p in describe(SofsClassifier)} - search == {"min_pb_posterior"}
+
+
+def _counting(monkeypatch):
+    import octascope.sofs as sofs_module
+
+    calls = []
+    real = sofs_module.sofs_search
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sofs_module, "sofs_search", counted)
+    return calls
+
+
+def _network_frame(octs):
+    return octs.table.reset_index(drop=True), np.asarray(octs.bonds)
+
+
+@pytest.mark.parametrize("angle, shape, seed", [(0.0, "square", 0), (17.0, "L", 1), (30.0, "square", 3)])
+def test_classifier_and_network_search_once(monkeypatch, angle, shape, seed):
+    """classifier=sofs then network=sofs runs the spiral search once: the network builds the
+    octahedra from the classifier's search (attrs['sofs_search']), and they are the same octahedra
+    as a search of its own over the X columns gives (what the network did before it reused one)."""
+    table, _ = particle(angle, shape=shape, seed=seed)
+    calls = _counting(monkeypatch)
+    classified = SofsClassifier().classify(IMAGE, table)
+    assert len(calls) == 1
+    reused = SofsNetwork().build(IMAGE, classified)
+    assert len(calls) == 1  # no second search
+    # the network's own search (as before: over the columns labelled X) gives the same octahedra
+    own = SofsNetwork().build(IMAGE, _without_record(classified))
+    assert len(calls) == 2
+    pd.testing.assert_frame_equal(_network_frame(reused)[0], _network_frame(own)[0])
+    assert np.array_equal(_network_frame(reused)[1], _network_frame(own)[1])
+    assert len(reused.table) > 50 and (~reused.table.edge).sum() > 30
+
+
+def _without_record(columns):
+    out = columns.copy()
+    out.attrs = {k: v for k, v in columns.attrs.items() if k != "sofs_search"}
+    return out
+
+
+def test_network_searches_when_the_record_does_not_apply(monkeypatch):
+    """The record is used only for the same search options and unchanged Pb/X rows; otherwise the
+    network searches itself (classifier=lattice, other options, moved positions)."""
+    from octascope_plugins.classify.sublattice_classifier import LatticeClassifier
+
+    table, _ = particle(17.0, seed=2)
+    classified = SofsClassifier().classify(IMAGE, table)
+    calls = _counting(monkeypatch)
+    SofsNetwork(min_probability=0.3).build(IMAGE, classified)  # other options
+    assert len(calls) == 1
+    moved = classified.assign(x_A=classified.x_A + 1e-3)  # e.g. refined positions
+    SofsNetwork().build(IMAGE, moved)
+    assert len(calls) == 2
+    dropped = classified[classified.species != "Cs"]  # rows dropped in between: still the same Pb and X
+    dropped.attrs = dict(classified.attrs)
+    SofsNetwork().build(IMAGE, dropped)
+    assert len(calls) == 2
+    lattice = LatticeClassifier().classify(IMAGE, table)  # classifier=lattice: no record, the network searches
+    assert "sofs_search" not in lattice.attrs
+    net = SofsNetwork().build(IMAGE, lattice)
+    assert len(calls) == 3 and len(net.table) > 50

@@ -99,7 +99,7 @@ def source_overrides(image: str, dose: str, seed: int) -> list[str]:
 
 def prepare_image(image: str) -> dict:
     """Simulate (or load from the cache) the clean image of ``image``: MD, imaging; returns its size and cost."""
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     src = compose(source_overrides(image, "clean", 0))["source"]
     src.pop("kind")

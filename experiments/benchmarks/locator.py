@@ -85,9 +85,9 @@ def run_setting(cells: int, dose: float | None, pixel_size: float, seed: int, at
     gauss = GaussianLocator(device="cpu")
     ps = image.pixel_size_A
     t = time.perf_counter()
-    x0, y0, z, threshold = gauss.search.find(image.data, ps)
+    x0, y0, z, threshold = gauss.options.find(image.data, ps)
     t_search = time.perf_counter() - t
-    com_px = gauss.search.com_radius_A / ps
+    com_px = gauss.options.com_radius_A / ps
 
     gauss.refine(image, *refine_com(image.data, x0[:20], y0[:20], radius_px=com_px))  # warm-up
     t = time.process_time()

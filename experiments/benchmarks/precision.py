@@ -62,7 +62,7 @@ def simulate_image(image: str, dose: str, seed: int):
     sys.path.insert(0, str(Path(__file__).parent))
     from accuracy import compose
 
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     d = "null" if dose == "clean" else str(float(dose))
     src = compose([*IMAGES[image], f"source.noise.dose_e_per_A2={d}", f"source.noise.seed={seed}",

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def run(structure: dict, md: dict, cache_dir: str | None):
-    from octascope.sim.source import md_step, structure_key
+    from octascope.sim.simulation import md_step, structure_key
     from octascope.sim.structure import build_nanocube
 
     atoms = build_nanocube(**structure)

@@ -15,7 +15,7 @@ import argparse
 
 def main() -> None:
     import octascope
-    from octascope.sim.source import simulate
+    from octascope.sim.simulation import simulate
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--doses", type=float, nargs="+", default=[2000.0, 5000.0, 50000.0])

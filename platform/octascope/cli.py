@@ -16,17 +16,33 @@ with the count of failed jobs.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import OctascopeError
 
-#: metrics that read the tables of other metrics run last
-_LATE_METRICS = ("accuracy", "denoise-quality")
+if TYPE_CHECKING:
+    from .registry import Registry
+
+# the library side of a run lives in run.py / summary.py; these names stay importable from here
+from .run import build_stages, run_from_config  # noqa: E402,F401
+from .summary import format_summary  # noqa: E402,F401
+
+
+_REGISTRY: "Registry | None" = None
+
+
+def _registry() -> "Registry":
+    """The plugin registry of this command, built once (discovering entry points is not free)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from .registry import get_registry
+
+        _REGISTRY = get_registry()
+    return _REGISTRY
 
 
 def conf_dir() -> Path:
@@ -38,101 +54,6 @@ def conf_dir() -> Path:
     if (packaged / "config.yaml").exists():
         return packaged
     return (Path(__file__).resolve().parents[2] / "conf").resolve()
-
-
-def build_stages(cfg: dict[str, Any], registry: Any) -> dict[str, Any]:
-    """Instantiate the configured plugins (only registered names can be instantiated)."""
-    from .pipeline import resolve_stage
-
-    stages = {stage: resolve_stage(registry, stage, cfg[stage]) for stage in ("denoiser", "locator", "classifier", "network")}
-    metric_cfgs = list((cfg.get("metric") or {}).values())
-    metric_cfgs.sort(key=lambda m: m.get("name") in _LATE_METRICS)
-    stages["metrics"] = [resolve_stage(registry, "metric", m) for m in metric_cfgs]
-    return stages
-
-
-def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None) -> tuple[Any, dict[str, Path]]:
-    """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
-
-    The configuration is checked first (:func:`octascope.config.validate_config`), the plugins are
-    built and the image is read before the MLflow run starts; the run then logs the parameters,
-    the input checksum, the code version and the image metadata at once, so a run that dies later
-    still says what it analysed.
-    """
-    from .config import validate_config
-    from .io import input_checksum
-    from .outputs import check_figure_formats, write_outputs
-    from .pipeline import run_pipeline
-    from .registry import get_registry
-    from .sources import load_source
-    from .tracking import DIR_TAG, log_run, log_start, tracked_run
-
-    validate_config(cfg)
-    formats = check_figure_formats(cfg.get("figure_formats"))
-    registry = get_registry()
-    stages = build_stages(cfg, registry)
-    image, truth = load_source(**cfg["source"])
-    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
-    track = cfg.get("tracking") or {}
-
-    def body() -> tuple[Any, dict[str, Path]]:
-        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"), **stages)
-        files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
-        return result, files
-
-    if not track.get("enabled", True):
-        return body()
-    tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
-            **({"hydra.job.num": job_tag} if job_tag else {})}
-    with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
-                     run_name=track.get("run_name"), tags=tags) as run:
-        log_start(params=cfg, image=image, input_checksum=input_checksum(image))
-        result, files = body()
-        log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
-        files["mlflow_run_id"] = run.info.run_id  # type: ignore[assignment]
-    return result, files
-
-
-def format_summary(result: Any, files: dict[str, Any], output_dir: Path, tracking_uri: str | None) -> str:
-    """The short report printed at the end of a run."""
-    s = result.scalars
-    lines = [f"octascope: analysed {result.image.source} ({result.image.shape[1]}x{result.image.shape[0]} px, "
-             f"{result.image.pixel_size_A:.4g} Å/px) in {result.timings_s.get('total', float('nan')):.1f} s"]
-    counts = result.columns["species"].value_counts().to_dict()
-    lines.append("  columns: " + ", ".join(f"{sp} {counts.get(sp, 0)}" for sp in ("Pb", "X", "Cs", "unknown")))
-    if result.octahedra is not None:
-        lines.append(f"  octahedra: {len(result.octahedra)}")
-    for region in ("core", "shell"):
-        vals = [s.get(f"theta{k}_deg_mean_{region}") for k in (1, 2, 3)]
-        if all(v is None for v in vals):
-            continue
-        if all(v is None or not math.isfinite(v) for v in vals):
-            lines.append(f"  mean tilt ({region}): no complete octahedra in the {region} "
-                         "(change the depth with metric.octahedral.shell_depth_cells)")
-        else:
-            lines.append(f"  mean tilt ({region}): " + ", ".join(
-                f"θ{k} {v:.2f}°" for k, v in zip((1, 2, 3), vals) if v is not None))
-    if result.truth is not None and "detection_f1" in s:
-        acc = [f"detection F1 {s['detection_f1']:.3f} (outer cell {s.get('detection_f1_outer', float('nan')):.3f})",
-               f"RMSE {s.get('rmse_pm_all', float('nan')):.1f} pm (Pb {s.get('rmse_pm_Pb', float('nan')):.1f}, "
-               f"X {s.get('rmse_pm_X', float('nan')):.1f}, Cs {s.get('rmse_pm_Cs', float('nan')):.1f})"]
-        if "species_accuracy" in s:
-            acc.append(f"species accuracy {100 * s['species_accuracy']:.1f} %")
-        if "theta3_mae_deg" in s:
-            acc.append(f"θ3 error {s['theta3_mae_deg']:.2f}°")
-        lines.append("  accuracy vs truth: " + ", ".join(acc))
-    if result.region is not None:
-        lines.append(f"  crystal region: {100 * result.region.fraction:.0f} % of the image ({result.region.source}); "
-                     f"{result.n_outside_region} columns outside it dropped")
-    for flag in result.flags:
-        lines.append(f"  FLAG: {flag}")
-    lines.append(f"  outputs: {output_dir}")
-    if "mlflow_run_id" in files:
-        from .tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(tracking_uri)
-        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {uri}")
-    return "\n".join(lines)
 
 
 #: environment variables a command shares with its jobs (set by main, restored after)
@@ -157,6 +78,16 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("octascope_run_id", _run_id)
 
 
+def _to_dict(cfg: Any, *, resolve: bool) -> dict[str, Any]:
+    """A composed configuration (an OmegaConf ``DictConfig``) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=resolve)
+    if not isinstance(container, dict):
+        raise TypeError(f"a configuration must be a mapping, got {type(container).__name__}")
+    return cast("dict[str, Any]", container)  # to_container types keys as any DictKeyType; Hydra's are str
+
+
 def _say_error(message: str) -> None:
     print(f"octascope: error: {message}", file=sys.stderr, flush=True)
 
@@ -175,21 +106,21 @@ def _record_job(num: str, failed: str | None) -> None:
 
 def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+    from hydra.types import RunMode
 
     from .outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode.name == "MULTIRUN"
+    multirun = hc.mode == RunMode.MULTIRUN
     job_tag = str(hc.job.num) if multirun else None
     label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
     claimed = False
     try:
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = _to_dict(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag})
         claimed = True
-        result, files = run_from_config(container, output_dir, job_tag=job_tag)
+        result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
         if claimed:
             release_failed_output_dir(output_dir)
@@ -220,13 +151,31 @@ def _hydra_task(cfg: Any) -> None:
 
 
 def list_plugins(stage: str | None = None) -> str:
-    """A table of registered plugins: stage, name, distribution, version, summary."""
+    """A table of registered plugins: stage, name, distribution, version, summary.
+
+    With a stage, each plugin's parameters follow its line: name, type, default, unit and
+    description (:meth:`octascope.registry.Registry.parameters`; plugins not yet on the options
+    pattern show none).
+    """
     from .registry import get_registry
 
-    rows = [(p.stage, p.name, f"{p.distribution} {p.version}", p.summary) for p in get_registry().info(stage)]
+    registry = get_registry()
+    infos = registry.info(stage)
+    rows = [(p.stage, p.name, f"{p.distribution} {p.version}", p.summary) for p in infos]
     widths = [max(len(r[i]) for r in rows + [("stage", "name", "from", "")]) for i in range(3)]
     out = [f"{'stage':<{widths[0]}}  {'name':<{widths[1]}}  {'from':<{widths[2]}}  summary"]
-    out += [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
+    for p, r in zip(infos, rows):
+        out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+        if stage is None:
+            continue
+        params = registry.parameters(p.stage, p.name)
+        if not params:
+            out.append("    (parameters not declared)")
+            continue
+        w = max(len(q.name) for q in params)
+        for q in params:
+            unit = f" [{q.unit}]" if q.unit else ""
+            out.append(f"    {q.name:<{w}}  {q.type} = {q.default!r}{unit}" + (f"  — {q.doc}" if q.doc else ""))
     return "\n".join(out)
 
 
@@ -379,8 +328,7 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
     from omegaconf import OmegaConf
 
     from .config import validate_config
-    from .registry import get_registry
-    from .sources import check_source_config
+    from .input_sources import check_source_config
 
     GlobalHydra.instance().clear()
     try:
@@ -393,18 +341,18 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
                 raise _hydra_error(exc) from exc
     finally:
         GlobalHydra.instance().clear()
-    with_hydra = OmegaConf.to_container(cfg, resolve=False)
+    with_hydra = _to_dict(cfg, resolve=False)
     hydra_node = with_hydra.pop("hydra", {}) or {}
     _check_hydra_node(hydra_node)
     try:
-        job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        job = _to_dict(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True)
     except Exception as exc:
         from .errors import ConfigError
 
         raise ConfigError(f"cannot resolve the configuration: {_one_line(exc)}; check the ${{...}} interpolations") from exc
     validate_config(job)
     check_source_config(dict(job.get("source") or {}))
-    build_stages(job, get_registry())
+    build_stages(job, _registry())
     return {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
 
 

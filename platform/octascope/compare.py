@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,7 +87,7 @@ def comparison_table(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]
         groups = list(df.fillna({k: "" for k in keys}).groupby(keys, sort=True))
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key))
+        row: dict[str, Any] = dict(zip(by, key))
         row["runs"] = len(g)
         for m in metrics:
             col = f"metrics.{m}"

@@ -3,7 +3,7 @@
 The command line composes the configuration with Hydra; :func:`validate_config` then refuses
 what nothing would read (``+foo=1``, ``+tracking.colour=red``), unknown figure formats, and
 tracking URIs MLflow could not use, before anything is written. Stage parameters are checked by
-the plugin registry when the plugins are built; source keys by :func:`octascope.sources.load_source`.
+the plugin registry when the plugins are built; source keys by :func:`octascope.input_sources.load_source`.
 
 What a configuration can execute: nothing but registered plugins (selected by ``name``). A
 ``_target_`` key is refused anywhere (see :func:`find_targets`); the command line also refuses

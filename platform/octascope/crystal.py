@@ -11,6 +11,7 @@ same peaks tell the lattice spacing and its symmetry (used by the plausibility c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -240,7 +241,7 @@ def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
     return CrystalRegion(mask=np.asarray(m) != 0, source="file", info={"path": str(p)})
 
 
-def region_from_polygon(polygon_A, shape: tuple[int, int], pixel_size_A: float) -> CrystalRegion:
+def region_from_polygon(polygon_A: Sequence[Sequence[float]] | np.ndarray, shape: tuple[int, int], pixel_size_A: float) -> CrystalRegion:
     """A user-drawn crystal region from a polygon of (x, y) vertices [Å, image frame]."""
     from matplotlib.path import Path as MplPath
 
@@ -257,7 +258,8 @@ def region_from_polygon(polygon_A, shape: tuple[int, int], pixel_size_A: float) 
 
 
 def find_region(data: np.ndarray, pixel_size_A: float, *, mode: str = "auto", mask_path: str | None = None,
-                polygon_A=None, noise: NoiseSpectrum | None = None, **auto) -> CrystalRegion:
+                polygon_A: Sequence[Sequence[float]] | np.ndarray | None = None, noise: NoiseSpectrum | None = None,
+                **auto: Any) -> CrystalRegion:
     """The crystal region of an image: automatic (:func:`crystal_region`), from a mask file, from a
     polygon in Å, or the whole image (``mode="none"``).
 

@@ -6,6 +6,10 @@ functions. Every map is drawn in the image frame in Å with y pointing down, lik
 itself; every colour bar carries its unit. Edge-flagged (unreliable) octahedra and columns are
 drawn as light-grey tiles without a value, so the delineated rim is visible but carries no data.
 
+The figures only one metric draws live next to that metric
+(``octascope_plugins/metric/octahedral_figures.py``, ``lattice_figures.py``); this module keeps
+the pieces they share and the figures of the core (network overlay, crystal region).
+
 Line profiles follow the paper's Fig. 2d/3d: values are projected on a line and averaged over a
 band of ``n_rows`` lattice rows next to it, in bins of one lattice spacing
 (:func:`line_profile`).
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .crystal import CrystalRegion
     from .model import Image, Octahedra
 
 SPECIES_COLOURS = {"Pb": "#d62728", "X": "#9467bd", "Cs": "#ff7f0e", "unknown": "#7f7f7f"}
@@ -39,7 +44,7 @@ def new_figure(n_panels: int = 1, panel_size_in: float = 4.2, height_in: float |
     return fig, list(axes)
 
 
-def _robust_limits(values: np.ndarray, lo: float = 2.0, hi: float = 98.0) -> tuple[float, float]:
+def robust_limits(values: np.ndarray, lo: float = 2.0, hi: float = 98.0) -> tuple[float, float]:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -113,7 +118,7 @@ def draw_tile_map(
     show = np.isfinite(v) & ~excl
     if excl.any():
         ax.add_collection(PolyCollection(polys[excl], facecolors=EDGE_GREY, edgecolors="none"))
-    vmin, vmax = limits or _robust_limits(v[show])
+    vmin, vmax = limits or robust_limits(v[show])
     coll = PolyCollection(polys[show], array=v[show], cmap=cmap, edgecolors="face", linewidths=0.2)
     coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
@@ -169,8 +174,8 @@ def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra
 def line_profile(
     xy_A: np.ndarray,
     values: np.ndarray,
-    start_A: Sequence[float],
-    direction: Sequence[float],
+    start_A: Sequence[float] | np.ndarray,
+    direction: Sequence[float] | np.ndarray,
     *,
     spacing_A: float,
     n_rows: int = 4,
@@ -188,9 +193,9 @@ def line_profile(
         (N, 2) site positions [Å].
     values : numpy.ndarray
         (N,) site values (NaN values are ignored).
-    start_A : sequence of float
+    start_A : sequence of float or numpy.ndarray
         Start point of the line [Å].
-    direction : sequence of float
+    direction : sequence of float or numpy.ndarray
         Direction of the line (any length).
     spacing_A : float
         Lattice spacing: bin length and row separation [Å].
@@ -243,130 +248,7 @@ def plot_profiles(ax: "Axes", profiles: dict[str, pd.DataFrame], ylabel: str, ti
         ax.legend(fontsize="small")
 
 
-def octahedral_figures(
-    image: "Image", columns: pd.DataFrame, octahedra: "Octahedra", table: pd.DataFrame, shell_depth_cells: int
-) -> dict[str, "Figure"]:
-    """All figures of the octahedral metric.
-
-    Returns
-    -------
-    dict
-        ``network_overlay``, ``theta_maps`` (θ1, θ2, θ3), ``phi_maps`` (φ1-φ4),
-        ``bond_length_maps`` (L1, L2), ``tilt_histograms`` (core vs shell), ``tilt_line_profile``
-        and, when errors were propagated, ``theta_uncertainty_map``.
-    """
-    figs: dict[str, Figure] = {"network_overlay": network_overlay(image, columns, octahedra)}
-    tab = octahedra.table.reset_index(drop=True)
-    xy = table[["x_A", "y_A"]].to_numpy(float)
-    a1 = tab[["a1_x_A", "a1_y_A"]].to_numpy(float) if "a1_x_A" in tab else None
-    a2 = tab[["a2_x_A", "a2_y_A"]].to_numpy(float) if "a2_x_A" in tab else None
-    glob = np.asarray(octahedra.lattice_vectors_A, float)
-    if not np.isfinite(glob).all():
-        glob = estimate_square_basis(xy) if len(xy) >= 4 else np.eye(2) * 6.0
-    if a1 is None or not np.isfinite(a1).all() or not np.isfinite(a2).all():
-        a1 = np.where(np.isfinite(a1), a1, glob[0]) if a1 is not None else np.broadcast_to(glob[0], xy.shape)
-        a2 = np.where(np.isfinite(a2), a2, glob[1]) if a2 is not None else np.broadcast_to(glob[1], xy.shape)
-    edge = table["edge"].to_numpy(bool)
-
-    good = ~edge
-    theta_lim = _robust_limits(table.loc[good, ["theta1_deg", "theta2_deg", "theta3_deg"]].to_numpy().ravel())
-    fig, axes = new_figure(3)
-    for ax, k in zip(axes, (1, 2, 3)):
-        draw_tile_map(ax, xy, table[f"theta{k}_deg"], a1, a2, label=f"θ{k} [°]", title=f"θ{k}", excluded=edge,
-                      cmap="viridis", limits=theta_lim)
-    figs["theta_maps"] = fig
-
-    phi_lim = _robust_limits(table.loc[good, [f"phi{k}_deg" for k in range(1, 5)]].to_numpy().ravel())
-    fig, axes = new_figure(4, panel_size_in=3.6)
-    for ax, k in zip(axes, range(1, 5)):
-        draw_tile_map(ax, xy, table[f"phi{k}_deg"], a1, a2, label=f"φ{k} [°]", title=f"φ{k}", excluded=edge, limits=phi_lim)
-    figs["phi_maps"] = fig
-
-    L_lim = _robust_limits(table.loc[good, ["L1_A", "L2_A"]].to_numpy().ravel())
-    fig, axes = new_figure(2)
-    for ax, k in zip(axes, (1, 2)):
-        draw_tile_map(ax, xy, table[f"L{k}_A"], a1, a2, label=f"L{k} (X–Pb–X) [Å]", title=f"L{k}", excluded=edge,
-                      cmap="cividis", limits=L_lim)
-    figs["bond_length_maps"] = fig
-
-    fig, axes = new_figure(3, panel_size_in=3.8, height_in=3.2)
-    in_shell = table["shell"].to_numpy() < shell_depth_cells
-    for ax, k in zip(axes, (1, 2, 3)):
-        v = table[f"theta{k}_deg"].to_numpy(float)
-        core, shell = v[good & ~in_shell], v[good & in_shell]
-        core, shell = core[np.isfinite(core)], shell[np.isfinite(shell)]
-        both = np.concatenate([core, shell])
-        bins = np.linspace(both.min(), both.max() + 1e-9, 16) if both.size else 10
-        if core.size:
-            ax.hist(core, bins=bins, alpha=0.6, label=f"core (n={core.size}, mean {core.mean():.2f}°)")
-        if shell.size:
-            ax.hist(shell, bins=bins, alpha=0.6, label=f"shell < {shell_depth_cells} cells (n={shell.size}, mean {shell.mean():.2f}°)")
-        ax.set_xlabel(f"θ{k} [°]")
-        ax.set_ylabel("octahedra")
-        ax.legend(fontsize="x-small")
-    figs["tilt_histograms"] = fig
-
-    if good.sum() >= 2:
-        a1_mean = np.nanmean(a1[good], axis=0)
-        start, d, length = default_profile_line(xy[good], a1_mean)
-        spacing = float(np.linalg.norm(a1_mean))
-        profs = {f"θ{k}": line_profile(xy[good], table.loc[good, f"theta{k}_deg"], start, d, spacing_A=spacing,
-                                       length_A=length) for k in (1, 2, 3)}
-        fig, (ax,) = new_figure(1, panel_size_in=5.5, height_in=3.5)
-        plot_profiles(ax, profs, "tilt [°]", "tilt along a1 through the centre (4 rows integrated)")
-        figs["tilt_line_profile"] = fig
-
-    if "theta3_err_deg" in table and np.isfinite(table.loc[good, "theta3_err_deg"]).any():
-        fig, (ax,) = new_figure(1)
-        draw_tile_map(ax, xy, table["theta3_err_deg"], a1, a2, label="σ(θ3) [°]", title="θ3 uncertainty (1σ)",
-                      excluded=edge, cmap="magma")
-        figs["theta_uncertainty_map"] = fig
-    return figs
-
-
-def lattice_figures(table: pd.DataFrame, lattice_vectors_A: np.ndarray | None = None) -> dict[str, "Figure"]:
-    """Cs-Cs (C1, C2, C3) and Pb-Pb (P1, P2, P3) spacing maps and spacing line profiles.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        The ``lattice`` metric table.
-    lattice_vectors_A : numpy.ndarray, optional
-        (2, 2) tile vectors [Å]; estimated from the Pb (else Cs) sites if omitted.
-    """
-    figs: dict[str, Figure] = {}
-    sites = {sp: table[table["species"] == sp] for sp in ("Cs", "Pb")}
-    if lattice_vectors_A is None:
-        ref = sites["Pb"] if len(sites["Pb"]) >= 4 else sites["Cs"]
-        lattice_vectors_A = estimate_square_basis(ref[["x_A", "y_A"]].to_numpy(float))
-    a1, a2 = np.asarray(lattice_vectors_A, float)
-    profiles: dict[str, pd.DataFrame] = {}
-    for sp, prefix, key, cmap in (("Cs", "C", "cs_spacing_maps", "plasma"), ("Pb", "P", "pb_spacing_maps", "cividis")):
-        t = sites[sp]
-        if len(t) == 0:
-            continue
-        xy = t[["x_A", "y_A"]].to_numpy(float)
-        edge = t["edge"].to_numpy(bool)
-        names = [f"{prefix}{k}_A" for k in (1, 2, 3)]
-        lim = _robust_limits(t.loc[~edge, names].to_numpy().ravel())
-        fig, axes = new_figure(3)
-        for ax, name, k in zip(axes, names, (1, 2, 3)):
-            draw_tile_map(ax, xy, t[name], a1, a2, label=f"{sp}–{sp} {prefix}{k} [Å]", title=f"{prefix}{k}",
-                          excluded=edge, cmap=cmap, limits=lim)
-        figs[key] = fig
-        good = ~edge
-        if good.sum() >= 2:
-            start, d, length = default_profile_line(xy[good], a1)
-            profiles[f"{prefix}3 ({sp}–{sp})"] = line_profile(xy[good], t.loc[good, f"{prefix}3_A"], start, d,
-                                                             spacing_A=float(np.linalg.norm(a1)), length_A=length)
-    if profiles:
-        fig, (ax,) = new_figure(1, panel_size_in=5.5, height_in=3.5)
-        plot_profiles(ax, profiles, "spacing [Å]", "spacing along a1 through the centre (4 rows integrated)")
-        figs["spacing_line_profile"] = fig
-    return figs
-
-
-def region_overlay(image: "Image", region: Any, outside_xy_A: np.ndarray | None = None) -> "Figure":
+def region_overlay(image: "Image", region: "CrystalRegion", outside_xy_A: np.ndarray | None = None) -> "Figure":
     """The image with the crystal region's outline (and the dropped columns outside it)."""
     fig, (ax,) = new_figure(1, panel_size_in=7.0)
     show_image(ax, image)

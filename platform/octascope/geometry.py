@@ -126,3 +126,87 @@ def grow_sublattice(xy_A: np.ndarray, members: np.ndarray, eligible: np.ndarray,
             break
         grown[new] = True
     return grown
+
+
+def local_lattice_vectors(points_A: np.ndarray, basis_A: np.ndarray, *, tol_frac: float | None = None,
+                          tol_A: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Local lattice vectors at each point of a square sublattice (e.g. Pb) from its neighbours.
+
+    Parameters
+    ----------
+    points_A : numpy.ndarray
+        (n, 2) positions [Å].
+    basis_A : numpy.ndarray
+        (2, 2) particle-wide lattice vectors ``a1``, ``a2`` [Å].
+    tol_frac : float, optional
+        A neighbour is the point within ``tol_frac`` × ``|a_k|`` of ``p ± a_k`` [1].
+    tol_A : float, optional
+        Or within this distance [Å] (give exactly one of the two).
+
+    Returns
+    -------
+    local : numpy.ndarray
+        (n, 2, 2) ``a1``, ``a2`` per point [Å]: ``(p(+a) - p(-a)) / 2`` where both neighbours
+        exist, the one-sided difference where one does, the particle-wide vector otherwise.
+    present : numpy.ndarray
+        (n, 4) bool, neighbour at ``+a1, -a1, +a2, -a2``.
+    """
+    if (tol_frac is None) == (tol_A is None):
+        raise ValueError("give exactly one of tol_frac and tol_A")
+    pts = np.asarray(points_A, dtype=float)
+    tree = cKDTree(pts)
+    n = len(pts)
+    local = np.empty((n, 2, 2))
+    present = np.zeros((n, 4), bool)
+    for k, vec in enumerate(np.asarray(basis_A, dtype=float)):
+        tol = tol_frac * np.linalg.norm(vec) if tol_frac is not None else tol_A
+        d_p, i_p = tree.query(pts + vec, k=1)
+        d_m, i_m = tree.query(pts - vec, k=1)
+        ok_p, ok_m = d_p < tol, d_m < tol
+        v = np.broadcast_to(vec, (n, 2)).copy()
+        both = ok_p & ok_m
+        v[both] = (pts[i_p[both]] - pts[i_m[both]]) / 2
+        v[ok_p & ~ok_m] = pts[i_p[ok_p & ~ok_m]] - pts[ok_p & ~ok_m]
+        v[ok_m & ~ok_p] = pts[ok_m & ~ok_p] - pts[i_m[ok_m & ~ok_p]]
+        local[:, k] = v
+        present[:, 2 * k], present[:, 2 * k + 1] = ok_p, ok_m
+    return local, present
+
+
+def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer lattice indices of sublattice points (e.g. Pb) and their shell index.
+
+    The shell index is the number of unit cells between a site and the particle outline
+    (0 = outermost octahedra): the taxicab distance on the occupied (i, j) grid to the nearest
+    unoccupied site outside the particle, minus one. Interior holes (missing columns) are filled
+    first so that a vacancy does not create an inner "surface".
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (n, 2) positions [Å].
+    basis_A : numpy.ndarray
+        (2, 2) lattice vectors [Å].
+
+    Returns
+    -------
+    i, j : numpy.ndarray of int
+        Lattice indices along ``a1`` and ``a2`` (origin: the point nearest the centroid).
+    shell : numpy.ndarray of int
+        Unit cells to the outline.
+    """
+    from scipy import ndimage
+
+    centroid = xy_A.mean(axis=0)
+    origin = xy_A[np.argmin(np.linalg.norm(xy_A - centroid, axis=1))]
+    f = fractional(xy_A, basis_A, origin)
+    ij = np.rint(f).astype(int)
+    lo = ij.min(axis=0) - 1
+    grid_ij = ij - lo
+    shape = tuple(grid_ij.max(axis=0) + 2)
+    occ = np.zeros(shape, dtype=bool)
+    occ[grid_ij[:, 0], grid_ij[:, 1]] = True
+    occ = ndimage.binary_fill_holes(occ)
+    dist = ndimage.distance_transform_cdt(occ, metric="taxicab")
+    shell = dist[grid_ij[:, 0], grid_ij[:, 1]] - 1
+    return ij[:, 0], ij[:, 1], shell.astype(int)

@@ -244,12 +244,13 @@ def read_image(
         if kind == "tiff" and all(u is None for u in units):
             units = [_imagej_unit(p)] * len(units)  # ImageJ keeps the unit in its own metadata
         scales = [_scale_to_A(a.get("scale"), u) for a, u in zip(axes[-2:], units)]
-        if len(scales) == 2 and None not in scales:
-            if abs(scales[0] - scales[1]) > 0.01 * max(scales):
+        known = [s for s in scales if s is not None]
+        if len(scales) == 2 and len(known) == 2:
+            if abs(known[0] - known[1]) > 0.01 * max(known):
                 raise InputError(
-                    f"{p.name} has non-square pixels ({scales[1]:.4g} x {scales[0]:.4g} Å); resample to square pixels first"
+                    f"{p.name} has non-square pixels ({known[1]:.4g} x {known[0]:.4g} Å); resample to square pixels first"
                 )
-            calib = float(np.mean(scales))
+            calib = float(np.mean(known))
         title = sig.get("metadata", {}).get("General", {}).get("title")
         if title:
             metadata["title"] = str(title)

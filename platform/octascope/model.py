@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .crystal import CrystalRegion
+    from .octahedral_geometry import OctahedralGeometry
 
 SPECIES = ("Pb", "X", "Cs", "unknown")
 
@@ -165,7 +170,7 @@ class Image:
     @property
     def shape(self) -> tuple[int, int]:
         """Image shape (rows, columns) [px]."""
-        return self.data.shape  # type: ignore[return-value]
+        return self.data.shape
 
     @property
     def extent_A(self) -> tuple[float, float]:
@@ -230,33 +235,90 @@ class Truth:
 
 @dataclass(frozen=True)
 class MetricOutput:
-    """What a metric returns: named tables, scalar figures and matplotlib figures."""
+    """What a metric returns.
+
+    ``tables``: named tables (each written as ``<name>.csv``); ``scalars``: flat numbers (logged to
+    MLflow, listed under ``scalars`` in summary.json); ``summary``: the metric's own section of
+    summary.json (under ``metrics.<metric name>``); ``figures``: matplotlib figures by file stem.
+    """
 
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     scalars: Mapping[str, float] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """The read-only view a metric computes on: the stage outputs, the octahedral geometry and
+    the outputs of the metrics it declared it reads (``Metric.after``).
+
+    Tables are the metric's own copies; ``previous`` cannot be changed. Nothing a metric does to
+    this view reaches the :class:`Result`.
+    """
+
+    image: Image
+    denoised: Image
+    columns: pd.DataFrame | None
+    octahedra: Octahedra | None
+    geometry: "OctahedralGeometry | None"
+    truth: Truth | None = None
+    plugins: Mapping[str, Any] = field(default_factory=dict)
+    previous: Mapping[str, MetricOutput] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: "Result", previous: Mapping[str, MetricOutput] | None = None) -> "MetricInput":
+        """The view of a (possibly hand-built) result; the geometry is computed if the result lacks it."""
+        geometry = result.geometry
+        if geometry is None and result.columns is not None and result.octahedra is not None:
+            from .octahedral_geometry import compute_geometry
+
+            geometry = compute_geometry(result.columns, result.octahedra, result.denoised)
+        octs = result.octahedra
+        if octs is not None:
+            octs = dataclasses.replace(octs, table=octs.table.copy(), bonds=np.array(octs.bonds, copy=True))
+        if geometry is not None:
+            geometry = dataclasses.replace(geometry, table=geometry.table.copy())
+        return cls(image=result.image, denoised=result.denoised if result.denoised is not None else result.image,
+                   columns=None if result.columns is None else result.columns.copy(), octahedra=octs,
+                   geometry=geometry, truth=result.truth, plugins=MappingProxyType(dict(result.plugins)),
+                   previous=MappingProxyType(dict(previous or {})))
+
+
+def metric_input(data: "MetricInput | Result", truth: Truth | None = None) -> MetricInput:
+    """A metric's argument as a :class:`MetricInput` (a :class:`Result` is viewed read-only)."""
+    if isinstance(data, MetricInput):
+        return data
+    view = MetricInput.from_result(data)
+    if truth is not None and truth is not view.truth:
+        view = dataclasses.replace(view, truth=truth)
+    return view
 
 
 @dataclass
 class Result:
     """Everything one analysis produced.
 
-    Stage outputs are filled in as the pipeline runs; ``tables``, ``scalars`` and
-    ``figures`` collect the metric outputs; ``timings_s`` the wall time of every stage [s].
+    Stage outputs are filled in as the pipeline runs (``geometry`` right after the network
+    builder); ``tables``, ``scalars`` and ``figures`` collect the metric outputs, ``summaries``
+    each metric's own summary section by metric name; ``timings_s`` the wall time of every stage [s].
     """
 
     image: Image
     denoised: Image | None = None
     columns: pd.DataFrame | None = None
     octahedra: Octahedra | None = None
+    #: per-octahedron θ, φ, σ, L (:func:`octascope.octahedral_geometry.compute_geometry`)
+    geometry: "OctahedralGeometry | None" = None
     truth: Truth | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     plugins: dict[str, Any] = field(default_factory=dict)
     #: the crystal region (:class:`octascope.crystal.CrystalRegion`) columns were kept in
-    region: Any = None
+    region: "CrystalRegion | None" = None
     #: columns the locator found outside the crystal region (dropped before classification)
     n_outside_region: int = 0
     #: reasons not to trust the numbers as they stand (empty when none); see :mod:`octascope.plausibility`

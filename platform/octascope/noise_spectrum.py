@@ -24,6 +24,7 @@ which is what a column detector should do with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -117,11 +118,12 @@ class NoiseSpectrum:
         return float(np.polyfit(np.log(self.k_A[sel]), np.log(self.power[sel]), 1)[0])
 
 
-_MEMO: dict = {}
+_T = TypeVar("_T")
+_MEMO: dict[tuple, Any] = {}  # kind is part of the key: a hit has the type its compute() returns
 _MEMO_SIZE = 6
 
 
-def _memo(kind: str, data: np.ndarray, key: tuple, compute):
+def _memo(kind: str, data: np.ndarray, key: tuple, compute: Callable[[], _T]) -> _T:
     """The last few results of ``compute()`` for identical pixels: the locator and the pipeline's
     crystal-region step ask for the same spectrum and band-pass of the same image (≈3 s at 2048²).
     Keyed by a hash of the pixels, so a changed image is never served a stale result; results
@@ -129,7 +131,7 @@ def _memo(kind: str, data: np.ndarray, key: tuple, compute):
     import hashlib
 
     arr = np.ascontiguousarray(data)
-    full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest()) + key
+    full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8).data, digest_size=16).digest()) + key
     if full in _MEMO:
         return _MEMO[full]
     out = compute()
@@ -162,7 +164,8 @@ def estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, ring_width
                  lambda: _estimate_noise_spectrum(data, pixel_size_A, ring_width_samples, smooth_rings))
 
 
-def _ring_order(shape: tuple[int, int], pixel_size_A: float, ring_width_samples: float):
+def _ring_order(shape: tuple[int, int], pixel_size_A: float,
+                ring_width_samples: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Pixel order sorted by frequency ring, ring starts and ends, ring ids (geometry only)."""
     h, w = shape
     k = radial_frequency_A((h, w), pixel_size_A)
@@ -175,7 +178,8 @@ def _ring_order(shape: tuple[int, int], pixel_size_A: float, ring_width_samples:
     return order, starts, ends, ring_sorted[starts], dk
 
 
-def _estimate_noise_spectrum(data, pixel_size_A, ring_width_samples, smooth_rings) -> NoiseSpectrum:
+def _estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, ring_width_samples: float,
+                             smooth_rings: int) -> NoiseSpectrum:
     u = periodic_component(data)
     u = u - u.mean()
     h, w = u.shape
@@ -218,7 +222,8 @@ def band_pass(data: np.ndarray, pixel_size_A: float, *, inner_sigma_A: float,
                  lambda: _band_pass(data, pixel_size_A, inner_sigma_A, outer_sigma_A))
 
 
-def _band_pass(data, pixel_size_A, inner_sigma_A, outer_sigma_A):
+def _band_pass(data: np.ndarray, pixel_size_A: float, inner_sigma_A: float,
+               outer_sigma_A: float) -> tuple[np.ndarray, np.ndarray]:
     u = periodic_component(data)
     shape = u.shape
     transfer = gaussian_transfer(shape, pixel_size_A, inner_sigma_A) - gaussian_transfer(shape, pixel_size_A, outer_sigma_A)

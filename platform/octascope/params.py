@@ -71,13 +71,18 @@ class Options:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+#: the :class:`Options` base class, for annotations inside :class:`Plugin`, whose ``Options`` class
+#: attribute (the plugin's own options class) shadows the name there
+_OptionsBase = Options
+
+
 class Plugin:
     """Base of plugins with options: ``Plugin(options)`` or ``Plugin(**params)``."""
 
     name: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
 
-    def __init__(self, options: Options | None = None, /, **params: Any) -> None:
+    def __init__(self, options: _OptionsBase | None = None, /, **params: Any) -> None:
         if options is not None and params:
             raise PluginParameterError(f"{self.name}: give an options object or keyword parameters, not both")
         if options is None:
@@ -90,7 +95,7 @@ class Plugin:
         return f"{type(self).__name__}({self.options!r})"
 
 
-def build_options(cls: type, params: dict[str, Any]) -> Options:
+def build_options(cls: type[Plugin], params: dict[str, Any]) -> Options:
     """``cls.Options(**params)``, with unknown names and wrong types as :class:`PluginParameterError`."""
     opts_cls = cls.Options
     names = [f.name for f in dataclasses.fields(opts_cls)]

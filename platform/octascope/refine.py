@@ -30,7 +30,7 @@ is exact, and the neighbours and background are known (they are nearly orthogona
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ import pandas as pd
 from .errors import InputError
 from .torch_runtime import cpu_threads as _cpu_threads
 from .torch_runtime import select_device
+
+if TYPE_CHECKING:
+    import torch
 
 #: feature-image elements held at once in the linear solve (float64: 128 MiB)
 _MAX_FEATURE_ELEMENTS = 2**24
@@ -73,14 +76,14 @@ def profile_values(coeffs: np.ndarray, sigmas_px: np.ndarray, r_px: np.ndarray) 
     return (np.exp(-0.5 * r2 / sigmas_px**2) * coeffs).sum(-1)
 
 
-def _bump_basis(n: int, spacing_px: float, with_derivative: bool = False):
-    """(n, m) Gaussian bumps of width ``spacing_px`` centred every ``spacing_px`` over [−s, n−1+s]
-    (and their derivatives along the axis)."""
+def _bump_basis(n: int, spacing_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n, m) Gaussian bumps of width ``spacing_px`` centred every ``spacing_px`` over [−s, n−1+s],
+    and their derivatives along the axis."""
     m = int(np.ceil((n - 1) / spacing_px)) + 3
     centres = -spacing_px + np.arange(m) * spacing_px
     u = (np.arange(n, dtype=float)[:, None] - centres[None, :]) / spacing_px
     g = np.exp(-0.5 * u**2)
-    return (g, -u / spacing_px * g) if with_derivative else g
+    return g, -u / spacing_px * g
 
 
 def refine_positions(
@@ -147,14 +150,14 @@ def refine_positions(
     h, w = img_np.shape
     x0 = np.asarray(x_px, float).ravel().copy()
     y0 = np.asarray(y_px, float).ravel().copy()
-    species = np.asarray(species, dtype=object).ravel()
+    labels_in = np.asarray(species, dtype=object).ravel()
     n = x0.size
-    if species.size != n or y0.size != n:
-        raise InputError(f"refine: {n} x, {y0.size} y and {species.size} species labels; give one per column")
+    if labels_in.size != n or y0.size != n:
+        raise InputError(f"refine: {n} x, {y0.size} y and {labels_in.size} species labels; give one per column")
     if n == 0:
         raise InputError("refine: no columns to refine")
-    labels = sorted({str(s) for s in species})
-    group = np.array([labels.index(str(s)) for s in species])
+    labels = sorted({str(s) for s in labels_in})
+    group = np.array([labels.index(str(s)) for s in labels_in])
     n_g = len(labels)
     sig = np.asarray(basis_sigmas_A, float) / pixel_size_A
     k_b = sig.size
@@ -193,17 +196,17 @@ def refine_positions(
     flat = py.clamp(0, h - 1) * w + px.clamp(0, w - 1)
     pxf, pyf = px.to(dt), py.to(dt)
 
-    gy_np, dgy_np = _bump_basis(h, background_spacing_A / pixel_size_A, with_derivative=True)
-    gx_np, dgx_np = _bump_basis(w, background_spacing_A / pixel_size_A, with_derivative=True)
+    gy_np, dgy_np = _bump_basis(h, background_spacing_A / pixel_size_A)
+    gx_np, dgx_np = _bump_basis(w, background_spacing_A / pixel_size_A)
     gy, gx = torch.as_tensor(gy_np, dtype=dt, device=dev), torch.as_tensor(gx_np, dtype=dt, device=dev)
     dgy, dgx = torch.as_tensor(dgy_np, dtype=dt, device=dev), torch.as_tensor(dgx_np, dtype=dt, device=dev)
     # background channels as (row basis, column basis): image -> (gy, gx); gradient -> x: (gy, dgx), y: (dgy, gx)
     bg_pairs = [(gy, dgx), (dgy, gx)] if grad else [(gy, gx)]
-    bb = sum(torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs)
-    rhs_bg = sum((a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs))
+    bb = torch.stack([torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs]).sum(0)
+    rhs_bg = torch.stack([(a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs)]).sum(0)
     n_bg = gy.shape[1] * gx.shape[1]
 
-    def channels(x, y):
+    def channels(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per column, pixel and basis function: the observable channels of a unit-coefficient Gaussian
         (n_ch, n, m, k), and their derivatives with respect to the column's x and y."""
         dx, dy = pxf - x[:, None], pyf - y[:, None]
@@ -223,14 +226,14 @@ def refine_positions(
     coeffs = torch.zeros((n_g, k_b), dtype=dt, device=dev)
     bg_w = torch.zeros((gy.shape[1], gx.shape[1]), dtype=dt, device=dev)
 
-    def render(x, y, amp, coeffs, bg_w):
+    def render(x: torch.Tensor, y: torch.Tensor, amp: torch.Tensor, coeffs: torch.Tensor, bg_w: torch.Tensor) -> torch.Tensor:
         g = channels(x, y)[0]
         prof = (g * coeffs[grp_t][None, :, None, :]).sum(-1)  # (n_ch, n, m)
         cols = torch.zeros((n_ch, h * w), dtype=dt, device=dev)
         cols.index_add_(1, flat.reshape(-1), (amp[None, :, None] * prof * inside).reshape(n_ch, -1))
         return cols.reshape(n_ch, h, w) + torch.stack([a @ bg_w @ b.T for a, b in bg_pairs])
 
-    def solve_linear(x, y, amp):
+    def solve_linear(x: torch.Tensor, y: torch.Tensor, amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Profile coefficients (per species) and background weights by linear least squares."""
         g = channels(x, y)[0]
         rows = grp_t[:, None, None] * k_b + torch.arange(k_b, device=dev)[None, None, :]
@@ -258,10 +261,10 @@ def refine_positions(
         sol = torch.linalg.solve(a_mat + torch.diag(1e-9 * d + 1e-12 * d.max()), rhs)
         return sol[: n_g * k_b].reshape(n_g, k_b), sol[n_g * k_b:].reshape(bg_w.shape)
 
-    def cost_of(model):
+    def cost_of(model: torch.Tensor) -> float:
         return float(((obs - model) ** 2).mean())
 
-    def normalise(coeffs, amp):
+    def normalise(coeffs: torch.Tensor, amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         peak = coeffs.sum(1)  # P_s(0)
         peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
         return coeffs / peak[:, None], amp * peak[grp_t]

@@ -18,6 +18,7 @@ code with the metric plugins.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,27 +93,25 @@ def perovskite_columns(spec: SyntheticSpec) -> tuple[pd.DataFrame, pd.DataFrame]
     """
     n1, n2 = spec.n_cells
     a = spec.a_A
-    core = np.deg2rad(spec.rotation_deg)
-    shell_rot = np.deg2rad(spec.rotation_deg if spec.shell_rotation_deg is None else spec.shell_rotation_deg)
+    core = float(np.deg2rad(spec.rotation_deg))
+    shell_rot = float(np.deg2rad(spec.rotation_deg if spec.shell_rotation_deg is None else spec.shell_rotation_deg))
 
-    def oct_shell(i, j):
+    def oct_shell(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return np.minimum(np.minimum(i, n1 - 1 - i), np.minimum(j, n2 - 1 - j))
 
-    def clip_shell(i, j):
+    def clip_shell(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return oct_shell(np.clip(i, 0, n1 - 1), np.clip(j, 0, n2 - 1))
 
-    def bond_alpha(i_a, j_a, i_b, j_b):
+    def bond_alpha(i_a: np.ndarray, j_a: np.ndarray, i_b: np.ndarray, j_b: np.ndarray) -> np.ndarray:
         # a bond between two octahedra (one may be outside): shell rotation if either is in the shell
         s = np.minimum(clip_shell(i_a, j_a), clip_shell(i_b, j_b))
         return np.where(s < spec.shell_depth, shell_rot, core)
 
-    ii, jj = np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
+    ii, jj = (g.ravel() for g in np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij"))
     pb = pd.DataFrame({"x_A": ii * a, "y_A": jj * a, "species": "Pb", "i": ii * 1.0, "j": jj * 1.0, "shell": oct_shell(ii, jj)})
 
     # horizontal-bond X: between (i, j) and (i+1, j), i = -1 .. n1-1
-    hi, hj = np.meshgrid(np.arange(-1, n1), np.arange(n2), indexing="ij")
-    hi, hj = hi.ravel(), hj.ravel()
+    hi, hj = (g.ravel() for g in np.meshgrid(np.arange(-1, n1), np.arange(n2), indexing="ij"))
     sign_h = np.where(hi >= 0, (-1.0) ** (hi + hj), -((-1.0) ** (hi + 1 + hj)))
     ah = bond_alpha(hi, hj, hi + 1, hj)
     xh = pd.DataFrame({
@@ -120,16 +119,14 @@ def perovskite_columns(spec: SyntheticSpec) -> tuple[pd.DataFrame, pd.DataFrame]
         "i": hi + 0.5, "j": hj * 1.0, "shell": clip_shell(hi, hj) * 0 + np.minimum(clip_shell(hi, hj), clip_shell(hi + 1, hj)),
     })
     # vertical-bond X: between (i, j) and (i, j+1)
-    vi, vj = np.meshgrid(np.arange(n1), np.arange(-1, n2), indexing="ij")
-    vi, vj = vi.ravel(), vj.ravel()
+    vi, vj = (g.ravel() for g in np.meshgrid(np.arange(n1), np.arange(-1, n2), indexing="ij"))
     sign_v = np.where(vj >= 0, (-1.0) ** (vi + vj), -((-1.0) ** (vi + vj + 1)))
     av = bond_alpha(vi, vj, vi, vj + 1)
     xv = pd.DataFrame({
         "x_A": vi * a - sign_v * (a / 2) * np.tan(av), "y_A": (vj + 0.5) * a, "species": "X",
         "i": vi * 1.0, "j": vj + 0.5, "shell": np.minimum(clip_shell(vi, vj), clip_shell(vi, vj + 1)),
     })
-    ci, cj = np.meshgrid(np.arange(-1, n1), np.arange(-1, n2), indexing="ij")
-    ci, cj = ci.ravel(), cj.ravel()
+    ci, cj = (g.ravel() for g in np.meshgrid(np.arange(-1, n1), np.arange(-1, n2), indexing="ij"))
     cs = pd.DataFrame({"x_A": (ci + 0.5) * a, "y_A": (cj + 0.5) * a, "species": "Cs", "i": ci + 0.5, "j": cj + 0.5,
                        "shell": np.minimum(clip_shell(ci, cj), clip_shell(ci + 1, cj + 1))})
     columns = pd.concat([pb, xh, xv, cs], ignore_index=True)
@@ -194,7 +191,7 @@ def render_columns(
     return out
 
 
-def make_synthetic(spec: SyntheticSpec | None = None, **overrides) -> tuple[Image, Truth]:
+def make_synthetic(spec: SyntheticSpec | None = None, **overrides: Any) -> tuple[Image, Truth]:
     """A synthetic iDPC-like image of a perovskite particle and its truth.
 
     Parameters
@@ -225,7 +222,7 @@ def make_synthetic(spec: SyntheticSpec | None = None, **overrides) -> tuple[Imag
     ang = np.deg2rad(spec.particle_angle_deg)
     rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
 
-    def place(df):
+    def place(df: pd.DataFrame) -> np.ndarray:
         xy = (df[["x_A", "y_A"]].to_numpy() - centre) @ rot.T
         return xy
 

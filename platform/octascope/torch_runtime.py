@@ -6,6 +6,7 @@ Imports torch inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,6 +38,32 @@ def select_device(device: str, who: str) -> "torch.device":
                       RuntimeWarning, stacklevel=3)
         return torch.device("cpu")
     return torch.device(device)
+
+
+def free_cpu_threads() -> int:
+    """Torch CPU threads a single-image network should use now: the cores nobody else is using.
+
+    ``max(1, round(os.cpu_count() - load))`` with ``load`` the 1-minute load average
+    (``os.getloadavg``; 0 where the platform has none), at most ``os.cpu_count()``. On a
+    shared 2-core machine with other jobs running this is 1: two torch threads spin-waiting on
+    each other on a loaded machine made a DIP iteration 5x and an S2SRED step 5-20x slower here
+    (experiments/benchmarks/results/denoise-cpu-defaults.md). A plugin's ``cpu_threads``
+    parameter overrides it.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return int(min(cores, max(1, round(cores - load))))
+
+
+def resolve_cpu_threads(n: int | None) -> int | None:
+    """A ``cpu_threads`` parameter resolved: ``None`` → :func:`free_cpu_threads`; ``0`` → ``None``
+    (leave torch's own setting, usually all cores); ``n >= 1`` → ``n``."""
+    if n is None:
+        return free_cpu_threads()
+    return max(1, int(n)) if n else None
 
 
 @contextlib.contextmanager

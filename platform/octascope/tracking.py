@@ -287,9 +287,19 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
     uri = mlflow.get_artifact_uri()
     parsed = urlparse(uri)
     if parsed.scheme not in ("", "file"):
-        for f in files:
-            rel = f.relative_to(src_root).parent
-            mlflow.log_artifact(str(f), artifact_path=None if str(rel) == "." else str(rel))
+        # one upload call for the whole folder (not one per file): the files to log, linked into a
+        # temporary folder without the hidden ones
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="octascope-artifacts-") as tmp:
+            for f in files:
+                dest = Path(tmp) / f.relative_to(src_root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, dest)
+                except OSError:
+                    shutil.copy2(f, dest)
+            mlflow.log_artifacts(tmp)
         return 0
     dest_root = Path(unquote(parsed.path))
     linked = 0
@@ -310,7 +320,8 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
-    if sqlite_path(uri) is not None and not sqlite_path(uri).exists():
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
         return []
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)

@@ -2,11 +2,11 @@
 
 Modules: :mod:`~octascope.sim.structure` (builder), :mod:`~octascope.sim.md` (LAMMPS),
 :mod:`~octascope.sim.imaging` (abTEM), :mod:`~octascope.sim.noise`, :mod:`~octascope.sim.truth`,
-:mod:`~octascope.sim.cache`, :mod:`~octascope.sim.source` (``simulated_source`` for ``source=simulated``).
+:mod:`~octascope.sim.cache`, :mod:`~octascope.sim.simulation` (``simulated_source`` for ``source=simulated``).
 Command line: ``python -m octascope.sim {structure,md,run} --out PATH [group.key=value ...]``.
 Heavy libraries (ASE, LAMMPS, abTEM) are imported inside the functions that need them.
 """
 
-from .source import Simulation, simulate, simulated_source
+from .simulation import Simulation, simulate, simulated_source
 
 __all__ = ["Simulation", "simulate", "simulated_source"]

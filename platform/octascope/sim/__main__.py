@@ -37,7 +37,7 @@ def _default_config() -> Path:
 
 
 def load_params(config: str | None, overrides: list[str]) -> dict[str, Any]:
-    """Parameters of :func:`octascope.sim.source.simulate` from a YAML file plus ``a.b=value`` overrides."""
+    """Parameters of :func:`octascope.sim.simulation.simulate` from a YAML file plus ``a.b=value`` overrides."""
     import yaml
 
     base = yaml.safe_load(Path(config or _default_config()).read_text()) or {}
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(traj.positions)} snapshots, {traj.info['steps_per_s']:.1f} steps/s, "
                   f"{traj.info['ns_per_day']:.3f} ns/day -> {args.out}")
             return 0
-        from .source import simulate, write_bundle
+        from .simulation import simulate, write_bundle
 
         sim = simulate(**params)
         octa3 = Path(args.out) / "truth_octahedra_3d.csv"

@@ -54,11 +54,16 @@ atoms are part of every snapshot's specimen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from abtem import AtomsEnsemble
+    from ase import Atoms
 
 MODES = ("weak_phase", "multislice")
 SIGNALS = ("idpc", "icom")
@@ -187,7 +192,7 @@ def make_frame(positions: np.ndarray, *, pixel_size_A: float, field_of_view_A: f
     return Frame((float(centre[0]), float(centre[1])), float(scan_rotation_deg), fov), n_px
 
 
-def _frame_atoms(symbols: Sequence[str], positions: np.ndarray, frame: Frame, padding_z_A: float = 2.0, *,
+def _frame_atoms(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, frame: Frame, padding_z_A: float = 2.0, *,
                  cell_origin_A: tuple[float, float] = (0.0, 0.0), cell_xy_A: tuple[float, float] | None = None,
                  support_xyz: np.ndarray | None = None, support_gap_A: float = 3.0) -> tuple[list, list | None]:
     """ASE Atoms per snapshot in the image frame, in a cell of the field of view (or of ``cell_xy_A``
@@ -230,7 +235,7 @@ def _device() -> str:
 
 
 def simulate_image(
-    symbols: Sequence[str],
+    symbols: Sequence[str] | np.ndarray,
     positions: np.ndarray,
     *,
     mode: str = "weak_phase",
@@ -387,9 +392,10 @@ def simulate_image(
                           signal=signal, frame=frame, info=info)
 
 
-def _simulate_com(abtem, atoms, support_atoms, cell_shape: tuple[int, int], m: int, scan_origin: tuple[int, int],
-                  scan_shape: tuple[int, int], p: float, *, mode, signal, energy_eV, semiangle_mrad, defocus_A,
-                  slice_thickness_A, detector_inner_mrad, detector_outer_mrad, num_workers, dev) -> np.ndarray:
+def _simulate_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None, cell_shape: tuple[int, int],
+                  m: int, scan_origin: tuple[int, int], scan_shape: tuple[int, int], p: float, *, mode: str, signal: str,
+                  energy_eV: float, semiangle_mrad: float, defocus_A: float, slice_thickness_A: float,
+                  detector_inner_mrad: float, detector_outer_mrad: float | None, num_workers: int, dev: str) -> np.ndarray:
     """The CoM field (2, rows, columns) [1/Å] of the scan window (see the module docstring).
 
     ``cell_shape`` (rows, columns) [px] is the simulated periodic cell, ``scan_origin`` (column,
@@ -405,7 +411,7 @@ def _simulate_com(abtem, atoms, support_atoms, cell_shape: tuple[int, int], m: i
     c0, r0 = scan_origin
     h, w = scan_shape
     if mode == "weak_phase":
-        def projected(a):
+        def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
             pot = abtem.Potential(a, gpts=gpts, slice_thickness=slice_thickness_A, projection="infinite", device=dev)
             v = np.asarray(_to_numpy(pot.build().project().compute().array))  # [x, y] eV·Å, maybe with ensemble axis
             return v.mean(0) if v.ndim == 3 else v
@@ -454,5 +460,5 @@ def _simulate_com(abtem, atoms, support_atoms, cell_shape: tuple[int, int], m: i
     return com
 
 
-def _to_numpy(a):
+def _to_numpy(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -24,11 +24,15 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..errors import ConfigError, InputError, OctascopeError
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 #: LAMMPS type order (pair_coeff element map)
 TYPE_ORDER = ("Cs", "Pb", "I", "Br")
@@ -71,7 +75,7 @@ class Trajectory:
         """Time-averaged structure (N, 3) [Å]."""
         return self.positions.mean(axis=0)
 
-    def to_atoms(self, snapshot: int | None = None):
+    def to_atoms(self, snapshot: int | None = None) -> Atoms:
         """ASE Atoms of one snapshot (``None``: the time average)."""
         from ase import Atoms
 
@@ -118,7 +122,7 @@ def forcefield_elements(path: str | os.PathLike) -> list[str]:
     return [lines[start + 4 * k].split()[0] for k in range(n_atoms)]
 
 
-def load_lammps():
+def load_lammps() -> ModuleType:
     """Import the LAMMPS Python module, preloading MPICH's ``libmpi.so.12`` from the environment.
 
     Raises
@@ -148,7 +152,7 @@ def load_lammps():
     return lammps
 
 
-def write_lammps_data(atoms, path: str | os.PathLike, box_A: float) -> np.ndarray:
+def write_lammps_data(atoms: Atoms, path: str | os.PathLike, box_A: float) -> np.ndarray:
     """Write a LAMMPS ``atom_style charge`` data file with the particle centred in a cubic box.
 
     Returns the shift applied to the positions [Å].
@@ -205,8 +209,8 @@ def lammps_setup_commands(
 
 
 def run_md(
-    atoms,
-    mpi_ranks: int = 1,  # not keyword-only on purpose: sim.source.complete() then leaves it out of serial cache keys
+    atoms: Atoms,
+    mpi_ranks: int = 1,  # not keyword-only on purpose: sim.simulation.complete() then leaves it out of serial cache keys
     *,
     temperature_K: float = 300.0,
     timestep_fs: float = 1.0,

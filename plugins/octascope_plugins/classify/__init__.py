@@ -2,7 +2,7 @@
 
 from octascope.hookspecs import hookimpl
 
-from .lattice import LatticeClassifier
+from .sublattice_classifier import LatticeClassifier
 from .sofs import SofsClassifier
 
 

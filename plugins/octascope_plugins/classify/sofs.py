@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -10,8 +11,9 @@ from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
 from octascope.model import Image
+from octascope.params import Plugin, param, require
+from octascope.sofs import SEARCH_ATTR, SofsSearchOptions, cs_sites, search_columns
 from octascope.sublattice import index_columns, significant_mask as out_significant
-from octascope_plugins.network._sofs_search import SofsParameters, cs_sites, sofs_search
 
 
 def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: str, radius_A: float) -> None:
@@ -25,76 +27,83 @@ def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: s
         species[np.where(np.nan_to_num(amp[a]) >= np.nan_to_num(amp[b]), b, a)] = "unknown"
 
 
-class SofsClassifier:
+@dataclass(frozen=True, kw_only=True)
+class SofsClassifierOptions(SofsSearchOptions):
+    """Parameters of :class:`SofsClassifier`: the search's (inherited from
+    :class:`octascope.sofs.SofsSearchOptions`) and the Pb mixture model's."""
+
+    min_pb_posterior: float = param(0.02, doc="Pb-site columns whose amplitude the mixture model gives a smaller "
+                                    "P(Pb) are unknown")
+
+    def check(self) -> None:
+        super().check()
+        require(0 <= self.min_pb_posterior < 1, f"min_pb_posterior is {self.min_pb_posterior}; give a probability in [0, 1)")
+
+
+class SofsClassifier(Plugin):
     """Classify columns as the method paper does, without a complementary HAADF image.
 
     Pb columns: the brightest coset of the lattice registry (:func:`octascope.sublattice.index_columns`:
     columns indexed neighbour by neighbour on the a/2 lattice, Pb decided by the coset's median
     amplitude and confirmed per column by an amplitude mixture model; the paper's rule, amplitude
     above 1.5 × the global mean, fails once background peaks or weak-phase contrast enter). X
-    columns: those linked by the Spiral Octahedra First Search (see
-    :mod:`octascope_plugins.network._sofs_search`). Cs columns: the remainder at a Cs site with a
-    plausible amplitude. Peaks that do not continue the lattice (off every site, or a weaker second
-    peak on an occupied site) are ``unknown`` and never enter the search. ``edge`` marks the
-    unreliable outer rim (rim X found from one direction only, rim Cs, unknown columns).
+    columns: those linked by the Spiral Octahedra First Search (:mod:`octascope.sofs`). Cs
+    columns: the remainder at a Cs site with a plausible amplitude. Peaks that do not continue the
+    lattice (off every site, or a weaker second peak on an occupied site) are ``unknown`` and never
+    enter the search. ``edge`` marks the unreliable outer rim (rim X found from one direction only,
+    rim Cs, unknown columns).
 
-    Parameters
-    ----------
-    n_candidates : int
-        Candidate neighbours examined per search node (paper: 8).
-    branching : int
-        Links kept per node, B (paper: 4).
-    depth_limit : int
-        Search rings per seed, α (paper: 9).
-    distance_tolerance_frac : float
-        Width of the link-length term, fraction of the lattice constant [1].
-    angle_tolerance_deg : float
-        Width of the link-angle term [deg].
-    intensity_tolerance_frac : float
-        Width of the intensity term, fraction of the median non-Pb amplitude [1].
-    min_probability : float
-        Smallest accepted link probability [1].
-    site_tolerance_frac : float
-        Largest miss of a predicted site, fraction of the lattice constant [1].
-    min_pb_posterior : float
-        Pb-site columns whose amplitude the mixture model gives a smaller P(Pb) are ``unknown`` [1].
+    One search for classifier and network: the returned columns carry the search's outcome in
+    ``attrs["sofs_search"]`` (a :class:`octascope.sofs.SofsSearchRecord`); the ``sofs`` network
+    builder builds the octahedra from it, without searching again, when its own search options
+    equal these and the Pb and X rows are unchanged.
+
+    Parameters are those of :class:`SofsClassifierOptions`: ``n_candidates`` (candidates per node,
+    paper 8), ``branching`` (links kept per node B, 4), ``depth_limit`` (rings per seed α, 9),
+    ``distance_tolerance_frac`` [fraction of a], ``angle_tolerance_deg`` [deg],
+    ``intensity_tolerance_frac`` [fraction of the median non-Pb amplitude], ``min_probability``
+    [1], ``site_tolerance_frac`` [fraction of a] and ``min_pb_posterior`` [1].
     """
 
     name: ClassVar[str] = "sofs"
-
-    def __init__(self, *, n_candidates: int = 8, branching: int = 4,
-                 depth_limit: int = 9, distance_tolerance_frac: float = 0.12, angle_tolerance_deg: float = 15.0,
-                 intensity_tolerance_frac: float = 0.3, min_probability: float = 0.25,
-                 site_tolerance_frac: float = 0.25, min_pb_posterior: float = 0.02):
-        if not 0 <= min_pb_posterior < 1:
-            raise InputError(f"min_pb_posterior is {min_pb_posterior}; give a probability in [0, 1)")
-        self.min_pb_posterior = float(min_pb_posterior)
-        self.params = SofsParameters(n_candidates=int(n_candidates), branching=int(branching), depth_limit=int(depth_limit),
-                                     distance_tolerance_frac=float(distance_tolerance_frac),
-                                     angle_tolerance_deg=float(angle_tolerance_deg),
-                                     intensity_tolerance_frac=float(intensity_tolerance_frac),
-                                     min_probability=float(min_probability), site_tolerance_frac=float(site_tolerance_frac))
+    Options = SofsClassifierOptions
+    options: SofsClassifierOptions
 
     def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
-        """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set."""
+        """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set.
+
+        Parameters
+        ----------
+        image : Image
+            The image (unused: the search works on the column table).
+        columns : pandas.DataFrame
+            Located columns with ``x_A``, ``y_A`` [Å] and ``amplitude``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy with ``species``, ``species_confidence`` [1], ``on_lattice`` and ``edge``;
+            ``attrs`` gain ``lattice_basis_A`` [Å], ``lattice_constant_A`` [Å], ``sofs`` (search
+            statistics) and ``sofs_search`` (the :class:`~octascope.sofs.SofsSearchRecord`).
+        """
+        o = self.options
         if "amplitude" not in columns or not np.isfinite(columns["amplitude"].to_numpy(float)).any():
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
         amp = columns["amplitude"].to_numpy(float)
         xy = columns[["x_A", "y_A"]].to_numpy(float)
         significant = out_significant(columns)
-        reg = index_columns(xy, amp, significant=significant, min_pb_posterior=self.min_pb_posterior)
+        reg = index_columns(xy, amp, significant=significant, min_pb_posterior=o.min_pb_posterior)
         if (reg.species == "Pb").sum() < 4:
             raise InputError(f"found {int((reg.species == 'Pb').sum())} Pb columns on the lattice: no Pb sublattice; "
                              "check the image contrast (iDPC/HAADF with bright Pb columns) and the zone axis ([001])")
         # peaks that do not continue the lattice never enter the search
         sub = np.flatnonzero(reg.on_lattice)
         xs, amps, is_pb = xy[sub], amp[sub], reg.species[sub] == "Pb"
-        res = sofs_search(xs, amps, is_pb, self.params)
+        res, record = search_columns(xs, amps, is_pb, columns.index.to_numpy()[sub], o)
         a = res.stats["a_A"]
         rest = ~is_pb & ~res.is_x
         ref = np.nanmedian(amps[~is_pb]) if (~is_pb).any() else np.nan
-        is_cs, cs_score, n_diag = cs_sites(xs, amps, xs[is_pb], a, self.params.site_tolerance_frac,
-                                           self.params.min_probability, ref, self.params.intensity_tolerance_frac)
+        is_cs, cs_score, n_diag = cs_sites(xs, amps, xs[is_pb], a, ref, o)
         sp = np.full(len(sub), "unknown", dtype=object)
         sp[is_pb] = "Pb"
         sp[res.is_x] = "X"
@@ -122,5 +131,5 @@ class SofsClassifier:
         prior = out["edge"].to_numpy(bool) if "edge" in out else np.zeros(len(out), bool)
         out["edge"] = prior | edge
         out.attrs = {**columns.attrs, "lattice_basis_A": res.basis.tolist(), "lattice_constant_A": a,
-                     "sofs": {k: v for k, v in res.stats.items()}}
+                     "sofs": {k: v for k, v in res.stats.items()}, SEARCH_ATTR: record}
         return out

@@ -5,6 +5,8 @@ Only imported from inside ``denoise`` methods (it imports torch at module level)
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,11 +29,14 @@ class PartialConv2d(nn.Conv2d):
         self.register_buffer("ones", torch.ones(1, 1, kernel_size, kernel_size), persistent=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        ones = typing.cast(torch.Tensor, self.ones)  # a registered buffer
+        padding = typing.cast(tuple[int, int], self.padding)  # set from kernel_size in __init__
         with torch.no_grad():
-            count = F.conv2d(mask.to(self.ones.dtype), self.ones, padding=self.padding)
+            count = F.conv2d(mask.to(ones.dtype), ones, padding=padding)
             new_mask = (count > 0).to(x.dtype)
-            ratio = (self.ones.numel() / count.clamp(min=1.0)).to(x.dtype) * new_mask
-        raw = F.conv2d(x * mask.to(x.dtype), self.weight, None, self.stride, self.padding)
+            ratio = (ones.numel() / count.clamp(min=1.0)).to(x.dtype) * new_mask
+        raw = F.conv2d(x * mask.to(x.dtype), self.weight, None, self.stride, padding)
+        assert self.bias is not None  # built with bias=True
         out = (raw * ratio + self.bias.view(1, -1, 1, 1)) * new_mask
         return out, new_mask
 
@@ -109,7 +114,8 @@ class S2SNet(nn.Module):
             if k < 4:
                 skips.append(h)
                 h, m = F.max_pool2d(h, 2), F.max_pool2d(m, 2)
-        for k, (c1, c2) in enumerate(self.dec):
+        for k, pair in enumerate(self.dec):
+            c1, c2 = typing.cast(nn.ModuleList, pair)
             h = torch.cat([self._up(h), skips[3 - k]], dim=1)
             h = F.leaky_relu(next(norms)(c1(self.drop(h))), 0.1)
             h = F.leaky_relu(next(norms)(c2(self.drop(h))), 0.1)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from octascope.errors import ConfigError, InputError
-from octascope.torch_runtime import cpu_threads, select_device  # noqa: F401  (used as tr.*)
+from octascope.torch_runtime import cpu_threads, resolve_cpu_threads, select_device  # noqa: F401  (used as tr.*)
 
 
 @contextlib.contextmanager

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from octascope.errors import OctascopeError, PluginError
+from octascope.errors import OctascopeError, PluginError, PluginParameterError
 from octascope.model import Image
+from octascope.params import Options, Plugin, param
 
 
-class ChainDenoiser:
+@dataclass(frozen=True, kw_only=True)
+class ChainOptions(Options):
+    """Parameters of :class:`ChainDenoiser` (each step's own parameters are checked by that step's options)."""
+
+    steps: Any = param(("absf", "bm3d"), doc="ordered denoisers: names, {name: ..., <parameters>} mappings or (name, params) pairs")
+
+
+class ChainDenoiser(Plugin):
     """Apply denoisers in order, each on the previous one's output.
 
     Every step is built through the plugin registry, so only registered denoisers can be
@@ -30,16 +39,22 @@ class ChainDenoiser:
     Parameters
     ----------
     steps : sequence
-        Ordered steps, at least one. Each is a registered denoiser name (``"absf"``), a mapping
-        ``{"name": "s2sred", **parameters}``, a ``(name, parameters)`` pair, or (from Python) a
+        Ordered steps, at least one. Each is a registered denoiser name (``"absf"``: that
+        denoiser's defaults), a mapping ``{"name": "s2sred", **parameters}`` (only the values that
+        differ from the step's defaults), a ``(name, parameters)`` pair, or (from Python) a
         denoiser object. A comma-separated string (``"absf,bm3d"``) is read as a list of names.
+        Bad steps raise :class:`~octascope.errors.PluginParameterError`.
+
     """
 
     name: ClassVar[str] = "chain"
+    Options = ChainOptions
+    options: ChainOptions
 
-    def __init__(self, *, steps: Sequence[Any] | str = ("absf", "bm3d")):
-        self.steps = _build_steps(steps)
-        self.step_specs = [_describe(spec) for spec in _as_list(steps)]
+    def __init__(self, options: ChainOptions | None = None, /, **params: Any) -> None:
+        super().__init__(options, **params)
+        self.steps = _build_steps(self.options.steps)
+        self.step_specs = [_describe(spec) for spec in _as_list(self.options.steps)]
 
     def denoise(self, image: Image) -> Image:
         out = image
@@ -76,7 +91,7 @@ def _as_list(steps: Any) -> list[Any]:
     if isinstance(steps, Mapping) or not isinstance(steps, Sequence):
         if getattr(steps, "name", None) and callable(getattr(steps, "denoise", None)):
             return [steps]
-        raise PluginError(f"denoiser chain steps must be a list of denoiser names or {{name: ..., ...}} mappings, got {steps!r}")
+        raise PluginParameterError(f"denoiser chain steps must be a list of denoiser names or {{name: ..., ...}} mappings, got {steps!r}")
     return list(steps)
 
 
@@ -85,7 +100,7 @@ def _build_steps(steps: Any) -> list[Any]:
 
     specs = _as_list(steps)
     if not specs:
-        raise PluginError("denoiser chain needs at least one step, e.g. steps=[absf,s2sred]")
+        raise PluginParameterError("denoiser chain needs at least one step, e.g. steps=[absf,s2sred]")
     registry = None
     built = []
     for k, spec in enumerate(specs, start=1):
@@ -100,14 +115,14 @@ def _build_steps(steps: Any) -> list[Any]:
         elif isinstance(spec, Sequence) and len(spec) == 2 and isinstance(spec[0], str):
             name, params = spec[0], dict(spec[1] or {})
         else:
-            raise PluginError(f"denoiser chain step {k} is {spec!r}; give a registered denoiser name or {{name: ..., ...}}")
+            raise PluginParameterError(f"denoiser chain step {k} is {spec!r}; give a registered denoiser name or {{name: ..., ...}}")
         registry = registry or get_registry()
         if not isinstance(name, str) or not name:
-            raise PluginError(f"denoiser chain step {k} {spec!r} has no 'name'; known denoisers: {', '.join(registry.names('denoiser'))}")
+            raise PluginParameterError(f"denoiser chain step {k} {spec!r} has no 'name'; known denoisers: {', '.join(registry.names('denoiser'))}")
         try:
             built.append(registry.create("denoiser", name, **params))
         except PluginError as exc:
-            raise PluginError(f"denoiser chain step {k}: {exc}") from None
+            raise PluginParameterError(f"denoiser chain step {k}: {exc}") from None
     return built
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from octascope.errors import PluginError
 from octascope.model import Image
+from octascope.params import Plugin, param, require
 
-from ._common import bm3d_compat, check_finite, check_training_params, estimate_noise_psd, finish, normalise
+from ._common import (TrainingOptions, bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_rms, finish,
+                      normalise)
 
 
 def bernoulli_mask(shape, drop_rate: float, generator):
@@ -36,7 +38,56 @@ def masked_loss(out, target, mask):
     return ((out - target) ** 2 * hidden).sum() / hidden.sum().clamp(min=1.0)
 
 
-class S2SREDDenoiser:
+@dataclass(frozen=True, kw_only=True)
+class S2SREDOptions(TrainingOptions):
+    """Parameters of :class:`S2SREDDenoiser` (plus those of every network denoiser, :class:`TrainingOptions`)."""
+
+    n_iterations: int = param(300, doc="most training iterations (network steps)")
+    learning_rate: float = param(1e-3, doc="Adam learning rate")
+    cpu_work_budget: float | None = param(
+        5.0, unit="Mpx·iterations",
+        doc="on the CPU, at most budget / (batch_size x training pixels) iterations; binds for whole-image "
+            "training (the 64-px crops: 305, above n_iterations); null = no cap")
+    batch_size: int = param(4, doc="masked copies per iteration")
+    patch_px: int | None = param(64, unit="px", doc="side of the random training crops (multiple of 16); null = whole image")
+    augment: bool = param(True, doc="random rotations/flips of the training copies")
+    mask_drop_rate: float = param(0.3, doc="fraction of pixels hidden by each Bernoulli mask [0-1)")
+    dropout: float = param(0.3, doc="element-wise decoder dropout, kept on at inference [0-1)")
+    encoder_width: int = param(32, doc="encoder features F (paper: 64)")
+    decoder_width: int = param(64, doc="decoder features (paper: 128)")
+    upsample: Literal["nearest", "bilinear"] = param("nearest", doc="decoder upsampling")
+    n_mc_passes: int = param(8, doc="Monte Carlo passes averaged at inference (paper: 50-100)")
+    red: bool = param(True, doc="RED/ADMM with BM3D on (S2SRED) or off (plain Self2Self)")
+    red_sigma: float | None = param(
+        15 / 255, doc="BM3D noise level on the [0, 1]-normalised image (paper: 15/255); null = the noise "
+                      "spectrum a/k² + b fitted to the image (see the class docstring)")
+    red_lambda: float = param(0.2, doc="RED regularisation weight λ (paper: 0.2)")
+    admm_mu: float = param(1.0, doc="ADMM penalty μ (paper: 1.0)")
+    red_every: int = param(100, doc="network iterations between ADMM x/u updates (each one BM3D call)")
+    red_passes: int = param(4, doc="stochastic passes averaged into the network estimate f̄ (ADMM update, early stop)")
+    early_stop: bool = param(True, doc="stop when f̄ changes by no more than its MC scatter + stop_tolerance x noise")
+    stop_tolerance: float = param(0.3, doc="allowed RMS change of f̄ between checks, as a fraction of the RMS noise [1]")
+    min_iterations: int = param(100, doc="no early stop before this many iterations")
+    check_every: int = param(50, doc="iterations between early-stop checks")
+
+    def check(self) -> None:
+        super().check()
+        require(self.batch_size >= 1 and self.n_mc_passes >= 1 and self.red_every >= 1 and self.red_passes >= 1,
+                "batch_size, n_mc_passes, red_every and red_passes must all be >= 1")
+        require(self.patch_px is None or (self.patch_px >= 16 and self.patch_px % 16 == 0),
+                f"patch_px must be a multiple of 16 (>= 16) or null for the whole image, got {self.patch_px}")
+        require(0.0 < self.mask_drop_rate < 1.0,
+                f"mask_drop_rate must be in (0, 1) (the loss is taken on the hidden pixels), got {self.mask_drop_rate}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        require(self.encoder_width >= 1 and self.decoder_width >= 4,
+                f"needs encoder_width >= 1 and decoder_width >= 4, got {self.encoder_width}, {self.decoder_width}")
+        require((self.red_sigma is None or self.red_sigma > 0) and self.red_lambda >= 0 and self.admm_mu > 0,
+                f"needs red_sigma > 0, red_lambda >= 0, admm_mu > 0, got {self.red_sigma}, {self.red_lambda}, {self.admm_mu}")
+        require(self.stop_tolerance >= 0 and self.min_iterations >= 0 and self.check_every >= 1,
+                "needs stop_tolerance >= 0, min_iterations >= 0 and check_every >= 1")
+
+
+class S2SREDDenoiser(Plugin):
     """Self2Self with dropout (Quan et al. 2020) + RED with a BM3D prior joined by ADMM (Du et al. 2026).
 
     The network (:class:`~octascope_plugins.denoise._nets.S2SNet`: partial-convolution encoder
@@ -57,6 +108,13 @@ class S2SREDDenoiser:
        1/k noise of iDPC), and f̄ the mean of ``red_passes`` stochastic network passes;
     3. the dual update ``u ← u + f̄ − x``.
 
+    Why the fixed ``red_sigma`` (15/255) stays the default: a fixed value is a different noise
+    level for every image — the [0, 1] scale is set by the image's extreme pixels, which the
+    noise itself moves (range 0.72 at 300 e/Å² vs 0.91 at 100 e/Å² for the same simulated
+    particle) — and white where iDPC noise is not; but on simulated iDPC images the fitted
+    spectrum (``red_sigma: null``, a stronger prior) did not bring positions or tilts closer to
+    the truth (experiments/benchmarks/results/denoise-lowdose.md).
+
     x starts as BM3D of the image and u as 0. BM3D (the ``bm3d`` package) runs on the CPU even
     when the network trains on a GPU, so ``red_every`` sets how much of the run it takes.
 
@@ -72,144 +130,36 @@ class S2SREDDenoiser:
     stochastic passes (new mask, dropout on) are averaged: their mean is the denoised image
     and their per-pixel variance (in image units²) is returned as ``Image.variance``.
 
-    Parameters
-    ----------
-    n_iterations : int
-        Training iterations (network steps).
-    learning_rate : float
-        Adam learning rate.
-    batch_size : int
-        Masked copies per iteration.
-    patch_px : int, optional
-        Side of the random training crops [px] (a multiple of 16); ``None`` trains on the whole image.
-    augment : bool
-        Random rotations/flips of the training copies.
-    mask_drop_rate : float
-        Fraction of pixels hidden by each Bernoulli mask [0-1].
-    dropout : float
-        Element-wise dropout rate of the decoder, kept at inference [0-1].
-    encoder_width : int
-        Encoder features F (paper: 64).
-    decoder_width : int
-        Decoder features (paper: 128).
-    upsample : str
-        Decoder upsampling, ``nearest`` or ``bilinear``.
-    n_mc_passes : int
-        Monte Carlo passes averaged at inference (paper: 50-100).
-    red : bool
-        RED/ADMM on (S2SRED) or off (Self2Self).
-    red_sigma : float, optional
-        BM3D noise level on the [0, 1]-normalised image (default: the paper's 15/255); ``None``
-        uses the noise power spectrum fitted to the image instead. A fixed value is a different
-        noise level for every image — the [0, 1] scale is set by the image's extreme pixels,
-        which the noise itself moves (range 0.72 at 300 e/Å² vs 0.91 at 100 e/Å² for the same
-        simulated particle) — and white where iDPC noise is not; but on simulated iDPC images
-        the fitted spectrum (a stronger prior) did not bring positions or tilts closer to the
-        truth (experiments/benchmarks/results/denoise-lowdose.md), so the paper's value stays
-        the default.
-    red_lambda : float
-        RED regularisation weight λ (paper: 0.2).
-    admm_mu : float
-        ADMM penalty μ (paper: 1.0).
-    red_every : int
-        Network iterations between ADMM x/u updates (each costs one BM3D call).
-    red_passes : int
-        Stochastic passes averaged into the network estimate f̄ of an ADMM update.
-    seed : int
-        Seed of masks, crops, dropout and initial weights: same seed, same output on the CPU.
-    device : str
-        ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; CUDA asked for but absent
-        falls back to the CPU with a warning.
-    amp : bool
-        Mixed precision on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
-    cpu_threads : int, optional
-        Torch CPU threads during this call; ``None`` keeps torch's setting (on a loaded machine,
-        1 avoids thread oversubscription).
-    progress : bool
-        Show a progress bar with the loss.
-    checkpoint_path : str, optional
-        File to save the training state to every ``checkpoint_every`` iterations; when it exists
-        and was made with the same settings and image, training resumes from it (so a longer
-        ``n_iterations`` continues a shorter run).
-    checkpoint_every : int
-        Checkpoint interval [iterations].
+    Early stop (CPU defaults): every ``check_every`` iterations from ``min_iterations`` on,
+    the network estimate f̄ (mean of ``red_passes`` stochastic passes; the ADMM update's own
+    when one falls there) is compared with the previous check's. Training stops when the mean
+    squared change is no larger than what the Monte Carlo scatter of two such means explains
+    (2 · mean variance / ``red_passes``) plus ``(stop_tolerance · σ̂)²``, with σ̂ the RMS noise of
+    the [0, 1] image (finest Haar band): the estimate no longer moves by more than a fraction
+    of the noise it is removing. With Adam at a constant learning rate the estimate never
+    settles completely: the excess change per check fell from 0.5σ̂ to a floor of 0.25-0.3σ̂ on
+    the simulated 256² and the tests' 63² images, hence ``stop_tolerance`` 0.3 (at the
+    defaults the 256² image stopped at 150 of 300 iterations). ``early_stop: false`` runs
+    ``n_iterations``.
+
+    CPU defaults (``conf/denoiser/s2sred.yaml``): 32/64 features, 64-px crops x 4, at most 300
+    iterations (and at most ``cpu_work_budget`` megapixel-iterations of training pixels; it
+    binds for whole-image training), the early stop above, 8 Monte Carlo passes, one torch
+    thread unless more cores are free. The paper's settings (GPU): ``s2sred_paper.yaml``.
+    Quality cost: experiments/benchmarks/results/denoise-cpu-defaults.md.
+
+    Parameters are those of :class:`S2SREDOptions`.
     """
 
     name: ClassVar[str] = "s2sred"
-
-    def __init__(
-        self,
-        *,
-        n_iterations: int = 300,
-        learning_rate: float = 1e-3,
-        batch_size: int = 4,
-        patch_px: int | None = 64,
-        augment: bool = True,
-        mask_drop_rate: float = 0.3,
-        dropout: float = 0.3,
-        encoder_width: int = 32,
-        decoder_width: int = 64,
-        upsample: str = "nearest",
-        n_mc_passes: int = 20,
-        red: bool = True,
-        red_sigma: float | None = 15 / 255,
-        red_lambda: float = 0.2,
-        admm_mu: float = 1.0,
-        red_every: int = 100,
-        red_passes: int = 4,
-        seed: int = 0,
-        device: str = "auto",
-        amp: bool = True,
-        cpu_threads: int | None = None,
-        progress: bool = True,
-        checkpoint_path: str | None = None,
-        checkpoint_every: int = 100,
-    ):
-        check_training_params(self.name, n_iterations=n_iterations, learning_rate=learning_rate, device=device)
-        if int(batch_size) < 1 or int(n_mc_passes) < 1 or int(red_every) < 1 or int(red_passes) < 1:
-            raise PluginError("s2sred batch_size, n_mc_passes, red_every and red_passes must all be >= 1")
-        if patch_px is not None and (int(patch_px) < 16 or int(patch_px) % 16):
-            raise PluginError(f"s2sred patch_px must be a multiple of 16 (>= 16) or null for the whole image, got {patch_px}")
-        for label, p in (("mask_drop_rate", mask_drop_rate), ("dropout", dropout)):
-            if not 0.0 <= p < 1.0:
-                raise PluginError(f"s2sred {label} must be in [0, 1), got {p}")
-        if mask_drop_rate <= 0:
-            raise PluginError("s2sred mask_drop_rate must be > 0: the loss is taken on the hidden pixels")
-        if int(encoder_width) < 1 or int(decoder_width) < 4:
-            raise PluginError(f"s2sred needs encoder_width >= 1 and decoder_width >= 4, got {encoder_width}, {decoder_width}")
-        if upsample not in ("nearest", "bilinear"):
-            raise PluginError(f"s2sred upsample '{upsample}' is unknown; use nearest or bilinear")
-        if (red_sigma is not None and not red_sigma > 0) or not red_lambda >= 0 or not admm_mu > 0:
-            raise PluginError(f"s2sred needs red_sigma > 0, red_lambda >= 0, admm_mu > 0, got {red_sigma}, {red_lambda}, {admm_mu}")
-        self.n_iterations = int(n_iterations)
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(batch_size)
-        self.patch_px = None if patch_px is None else int(patch_px)
-        self.augment = bool(augment)
-        self.mask_drop_rate = float(mask_drop_rate)
-        self.dropout = float(dropout)
-        self.encoder_width = int(encoder_width)
-        self.decoder_width = int(decoder_width)
-        self.upsample = upsample
-        self.n_mc_passes = int(n_mc_passes)
-        self.red = bool(red)
-        self.red_sigma = None if red_sigma is None else float(red_sigma)
-        self.red_lambda = float(red_lambda)
-        self.admm_mu = float(admm_mu)
-        self.red_every = int(red_every)
-        self.red_passes = int(red_passes)
-        self.seed = int(seed)
-        self.device = str(device)
-        self.amp = bool(amp)
-        self.cpu_threads = None if cpu_threads is None else int(cpu_threads)
-        self.progress = bool(progress)
-        self.checkpoint_path = checkpoint_path
-        self.checkpoint_every = int(checkpoint_every)
+    Options = S2SREDOptions
+    options: S2SREDOptions
 
     def _training_settings(self) -> dict[str, Any]:
         # everything that shapes the trained state (not n_iterations: a longer run may resume a shorter one)
-        skip = {"n_iterations", "n_mc_passes", "progress", "checkpoint_path", "checkpoint_every", "device", "cpu_threads"}
-        return {k: v for k, v in vars(self).items() if k not in skip}
+        skip = {"n_iterations", "cpu_work_budget", "n_mc_passes", "progress", "checkpoint_path", "checkpoint_every",
+                "device", "cpu_threads", "early_stop", "stop_tolerance", "min_iterations", "check_every"}
+        return {k: v for k, v in self.options.to_dict().items() if k not in skip}
 
     def denoise(self, image: Image) -> Image:
         import torch
@@ -217,37 +167,43 @@ class S2SREDDenoiser:
         from . import _training as tr
         from ._nets import DOWNSAMPLING, S2SNet
 
+        o = self.options
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, self.name)
         y01, lo, scale = normalise(data)
         padded, (h, w) = tr.pad_to_multiple(y01, DOWNSAMPLING)
         ph, pw = padded.shape
-        patch = self.patch_px
+        patch = o.patch_px
         if patch is not None and patch > min(ph, pw):
             patch = None  # the image is smaller than a crop: train on all of it
-        device = tr.select_device(self.device, self.name)
+        device = tr.select_device(o.device, self.name)
+        on_cpu = device.type == "cpu"
+        n_iterations = o.iterations_for(o.batch_size * (ph * pw if patch is None else patch * patch), on_cpu)
+        threads = tr.resolve_cpu_threads(o.cpu_threads) if on_cpu else None
+        noise_rms01 = estimate_noise_rms(y01)  # early-stop tolerance scale [0, 1 units]
         settings = self._training_settings()
         red_info: dict[str, Any] = {}
-        if self.red_sigma is None:
+        red_noise: float | np.ndarray  # a σ, or a noise power spectrum (bm3d's sigma_psd takes either)
+        if o.red_sigma is None:
             red_noise, red_info = estimate_noise_psd(padded)
             bm3d_compat()
         else:
-            red_noise = self.red_sigma
+            red_noise = o.red_sigma
         t_start = time.perf_counter()
-        with tr.deterministic(self.seed, device.type == "cpu"), tr.cpu_threads(self.cpu_threads):
-            gen = torch.Generator(device=device).manual_seed(self.seed)
-            net = S2SNet(1, 1, encoder_width=self.encoder_width, decoder_width=self.decoder_width,
-                         dropout=self.dropout, upsample=self.upsample).to(device)
+        with tr.deterministic(o.seed, on_cpu), tr.cpu_threads(threads):
+            gen = torch.Generator(device=device).manual_seed(o.seed)
+            net = S2SNet(1, 1, encoder_width=o.encoder_width, decoder_width=o.decoder_width,
+                         dropout=o.dropout, upsample=o.upsample).to(device)
             net.train()  # dropout stays on, in training and at inference
-            opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
-            prec = tr.Precision(device, self.amp)
+            opt = torch.optim.Adam(net.parameters(), lr=o.learning_rate)
+            prec = tr.Precision(device, o.amp)
             y = torch.as_tensor(padded, dtype=torch.float32, device=device)[None, None]
             stats = (float(y.mean()), float(y.std().clamp(min=1e-6)))
             x = y.clone()  # ADMM primal (RED) variable
             u = torch.zeros_like(y)  # ADMM scaled dual
             start = 0
             losses: list[float] = []
-            ckpt = tr.Checkpointer(self.checkpoint_path, self.checkpoint_every, tr.fingerprint(settings, padded), self.name)
+            ckpt = tr.Checkpointer(o.checkpoint_path, o.checkpoint_every, tr.fingerprint(settings, padded), self.name)
             state = ckpt.load()
             if state is not None:
                 net.load_state_dict(state["net"])
@@ -255,41 +211,69 @@ class S2SREDDenoiser:
                 x, u = state["x"].to(device), state["u"].to(device)
                 start, losses = int(state["iteration"]), list(state["losses"])
                 tr.set_rng_state(state["rng"], gen, device)
-            elif self.red:
+            elif o.red:
                 x = self._bm3d(y, red_noise)
             t_train = time.perf_counter()
-            bar = tr.progress_bar(self.n_iterations, min(start, self.n_iterations), self.progress, self.name)
-            for it in range(start + 1, self.n_iterations + 1):
+            stopped_at, reason = None, "n_iterations reached" if n_iterations == o.n_iterations else "cpu_work_budget reached"
+            previous = None  # f̄ at the last early-stop check
+            changes: list[float] = []  # (RMS change - MC scatter) / noise RMS at each check
+            it = start
+            bar = tr.progress_bar(n_iterations, min(start, n_iterations), o.progress, self.name)
+            for it in range(start + 1, n_iterations + 1):
                 yb, tb = self._batch(y, x - u, patch, gen)
-                mask = bernoulli_mask(yb.shape, self.mask_drop_rate, gen)
+                mask = bernoulli_mask(yb.shape, o.mask_drop_rate, gen)
                 out = self._forward(net, yb, mask, stats, prec)
                 loss = masked_loss(out, yb, mask)
-                if self.red:
-                    loss = loss + 0.5 * self.admm_mu * ((out - tb) ** 2).mean()
+                if o.red:
+                    loss = loss + 0.5 * o.admm_mu * ((out - tb) ** 2).mean()
                 prec.step(loss, opt)
                 losses.append(float(loss.detach()))
-                if self.red and it % self.red_every == 0:
-                    f_bar = self._mc(net, y, gen, self.red_passes, prec, stats)[0]
-                    x = (self.red_lambda * self._bm3d(x, red_noise) + self.admm_mu * (f_bar + u)) / (self.red_lambda + self.admm_mu)
+                red_due = o.red and it % o.red_every == 0
+                check_due = o.early_stop and it % o.check_every == 0 and it >= o.min_iterations - o.check_every
+                f_bar = f_var = None
+                if red_due or check_due:
+                    f_bar, f_var = self._mc(net, y, gen, o.red_passes, prec, stats)
+                if red_due:
+                    assert f_bar is not None
+                    x = (o.red_lambda * self._bm3d(x, red_noise) + o.admm_mu * (f_bar + u)) / (o.red_lambda + o.admm_mu)
                     u = u + f_bar - x
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if ckpt.due(it, self.n_iterations):
+                if ckpt.due(it, n_iterations):
                     ckpt.save({"net": net.state_dict(), "opt": opt.state_dict(), "x": x.cpu(), "u": u.cpu(),
                                "iteration": it, "losses": losses, "rng": tr.rng_state(gen, device)})
+                if check_due:
+                    assert f_bar is not None and f_var is not None
+                    if previous is not None and it >= o.min_iterations:
+                        sl = (0, 0, slice(0, h), slice(0, w))
+                        change_sq = float(((f_bar - previous)[sl].double() ** 2).mean())
+                        scatter_sq = 2.0 * float(f_var[sl].double().mean()) / o.red_passes
+                        excess = max(change_sq - scatter_sq, 0.0) ** 0.5 / max(noise_rms01, 1e-12)
+                        changes.append(excess)
+                        if excess <= o.stop_tolerance:
+                            stopped_at, reason = it, "estimate converged"
+                            break
+                    previous = f_bar
             bar.close()
-            trained = self.n_iterations - start
+            trained = it - start
             t_infer = time.perf_counter()
-            mean, var = self._mc(net, y, gen, self.n_mc_passes, prec, stats)
+            mean, var = self._mc(net, y, gen, o.n_mc_passes, prec, stats)
             t_end = time.perf_counter()
         mean_np = mean[0, 0, :h, :w].double().cpu().numpy()
         var_np = var[0, 0, :h, :w].double().cpu().numpy()
         meta = {
             "name": self.name,
-            **{k: v for k, v in vars(self).items() if k not in ("progress",)},
+            **{k: v for k, v in o.to_dict().items() if k not in ("progress",)},
+            "iterations_planned": n_iterations,
+            "iterations_run": it,
+            "stopped_at": stopped_at,
+            "stop_reason": reason,
+            "change_over_noise": changes,
+            "noise_rms01": noise_rms01,
+            "cpu_threads_used": threads,
             "device_used": str(device),
             "amp_used": prec.enabled,
-            "red_sigma_used": (red_info["sigma_total"] if red_info else self.red_sigma) if self.red else None,
+            "red_sigma_used": (red_info["sigma_total"] if red_info else o.red_sigma) if o.red else None,
             "padded_shape": [ph, pw],
             "iterations_resumed_from": start,
             "final_loss": losses[-1] if losses else None,
@@ -316,17 +300,18 @@ class S2SREDDenoiser:
 
         ph, pw = y.shape[-2:]
         ys, ts = [], []
-        for _ in range(self.batch_size):
+        o = self.options
+        for _ in range(o.batch_size):
             if patch is None:
                 yc, tc = y[0], target[0]
             else:
                 r = int(torch.randint(0, ph - patch + 1, (1,), generator=gen, device=y.device))
                 c = int(torch.randint(0, pw - patch + 1, (1,), generator=gen, device=y.device))
                 yc, tc = y[0, :, r:r + patch, c:c + patch], target[0, :, r:r + patch, c:c + patch]
-            if self.augment and yc.shape[-1] == yc.shape[-2]:
+            if o.augment and yc.shape[-1] == yc.shape[-2]:
                 k = int(torch.randint(0, 8, (1,), generator=gen, device=y.device))
                 yc, tc = dihedral(yc, k), dihedral(tc, k)
-            elif self.augment:
+            elif o.augment:
                 k = 4 * int(torch.randint(0, 2, (1,), generator=gen, device=y.device))  # flips only keep a non-square shape
                 yc, tc = dihedral(yc, k), dihedral(tc, k)
             ys.append(yc)
@@ -342,9 +327,9 @@ class S2SREDDenoiser:
         done = 0
         with torch.no_grad():
             while done < n_passes:
-                b = min(self.batch_size, n_passes - done)
+                b = min(self.options.batch_size, n_passes - done)
                 yb = y.expand(b, -1, -1, -1)
-                mask = bernoulli_mask(yb.shape, self.mask_drop_rate, gen)
+                mask = bernoulli_mask(yb.shape, self.options.mask_drop_rate, gen)
                 out = self._forward(net, yb, mask, stats, prec).double()
                 total += out.sum(0, keepdim=True)
                 total_sq += (out**2).sum(0, keepdim=True)

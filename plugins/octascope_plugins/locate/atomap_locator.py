@@ -6,13 +6,14 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
-from octascope.errors import PluginError
 from octascope.model import Image, make_columns
+from octascope.params import Plugin, param, require
 
 from .peaks import CandidateSearch
 
@@ -109,7 +110,27 @@ def atomap_to_columns(fit: dict[str, np.ndarray], pixel_size_A: float, shape: tu
     )
 
 
-class AtomapLocator:
+@dataclass(frozen=True, kw_only=True)
+class AtomapOptions(CandidateSearch):
+    """Parameters of :class:`AtomapLocator`: the candidate search shared with ``gaussian``
+    (inherited from :class:`~octascope_plugins.locate.peaks.CandidateSearch`; ``com_radius_A`` is
+    the radius of Atomap's own centre-of-mass mask) and Atomap's refinement."""
+
+    candidates: Literal["local_max", "atomap"] = param(
+        "local_max", doc="'local_max': octascope's candidate search (as gaussian); 'atomap': atomap.get_atom_positions")
+    separation_A: float = param(1.2, unit="Å", doc="least candidate separation for candidates='atomap'")
+    percent_to_nn: float = param(0.4, doc="Gaussian mask radius as a fraction of the nearest-neighbour distance "
+                                 "(Atomap's default 0.4)")
+    rotation_enabled: bool = param(True, doc="fit elliptical, rotating Gaussians")
+    edge_A: float = param(1.5, unit="Å", doc="columns closer than this to the image border are flagged edge")
+
+    def check(self) -> None:
+        super().check()
+        require(0 < self.percent_to_nn <= 1, f"percent_to_nn must be in (0, 1], got {self.percent_to_nn}")
+        require(self.separation_A > 0, f"separation_A must be > 0 Å, got {self.separation_A}")
+
+
+class AtomapLocator(Plugin):
     """Column finding with the real Atomap package (one SciPy Gaussian fit per column).
 
     The reference the batched ``gaussian`` locator is compared with: the same candidates (local
@@ -120,83 +141,35 @@ class AtomapLocator:
     instead of fitting one, so ``background``, ``residual`` and the position uncertainties are
     left NaN.
 
-    Parameters
-    ----------
-    candidates : str
-        ``"local_max"`` (octascope's candidate finder, as in ``gaussian``) or ``"atomap"``
-        (``atomap.get_atom_positions`` with ``separation_A``).
-    separation_A : float
-        Minimum candidate separation for ``candidates="atomap"`` [Å].
-    detection_sigma_A, background_sigma_A, min_significance, expected_false, site_significance, search_radius_A : float
-        The candidate search for ``candidates="local_max"``, as in the ``gaussian`` locator
-        (:class:`~octascope_plugins.locate.peaks.CandidateSearch`) [Å, Å, 1, 1, 1, Å].
-    com_radius_A : float
-        Centre-of-mass mask radius [Å] (Atomap's own centre-of-mass step is used).
-    percent_to_nn : float
-        Gaussian mask radius as a fraction of the nearest-neighbour distance [1] (Atomap's default 0.4).
-    rotation_enabled : bool
-        Fit elliptical, rotating Gaussians.
-    edge_A : float
-        Columns closer than this to the image border are flagged ``edge`` [Å].
+    Parameters are those of :class:`AtomapOptions`.
     """
 
     name: ClassVar[str] = "atomap"
-
-    def __init__(
-        self,
-        *,
-        candidates: str = "local_max",
-        separation_A: float = 1.2,
-        detection_sigma_A: float = 0.25,
-        background_sigma_A: float = 0.8,
-        min_significance: float = 3.0,
-        expected_false: float = 0.5,
-        site_significance: float | None = 2.5,
-        search_radius_A: float = 1.0,
-        com_radius_A: float = 0.5,
-        percent_to_nn: float = 0.4,
-        rotation_enabled: bool = True,
-        edge_A: float = 1.5,
-    ) -> None:
-        if candidates not in ("local_max", "atomap"):
-            raise PluginError(f"locator 'atomap': candidates='{candidates}' is unknown; use 'local_max' or 'atomap'")
-        if not 0 < percent_to_nn <= 1:
-            raise PluginError(f"locator 'atomap': percent_to_nn must be in (0, 1], got {percent_to_nn}")
-        if separation_A <= 0:
-            raise PluginError(f"locator 'atomap': separation_A must be > 0 Å, got {separation_A}")
-        self.candidates = candidates
-        self.separation_A = float(separation_A)
-        self.search = CandidateSearch(detection_sigma_A=float(detection_sigma_A),
-                                      background_sigma_A=float(background_sigma_A),
-                                      min_significance=float(min_significance), expected_false=float(expected_false),
-                                      site_significance=None if site_significance is None else float(site_significance),
-                                      search_radius_A=float(search_radius_A),
-                                      com_radius_A=float(com_radius_A))
-        self.percent_to_nn = float(percent_to_nn)
-        self.rotation_enabled = bool(rotation_enabled)
-        self.edge_A = float(edge_A)
+    Options = AtomapOptions
+    options: AtomapOptions
 
     def _candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
-        if self.candidates == "atomap":
+        if self.options.candidates == "atomap":
             with _quiet():
                 import atomap.api as am
                 import hyperspy.api as hs
 
-                sep = max(1, int(round(self.separation_A / image.pixel_size_A)))
+                sep = max(1, int(round(self.options.separation_A / image.pixel_size_A)))
                 xy = am.get_atom_positions(hs.signals.Signal2D(image.data), separation=sep)
             xy = np.asarray(xy, dtype=float).reshape(-1, 2)
             return xy[:, 0], xy[:, 1], None, None
         # the same candidates as the gaussian locator, site candidates included
-        return self.search.find(image.data, image.pixel_size_A)
+        return self.options.find(image.data, image.pixel_size_A)
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
         """Refine given start positions [px] with Atomap and return the column table."""
         if len(x_px) < 2:
             # Atomap needs a nearest neighbour for its masks
             return make_columns(x_px, y_px, image.pixel_size_A, fit_ok=np.zeros(len(x_px), bool))
-        fit = atomap_refine(image.data, x_px, y_px, com_radius_px=self.search.com_radius_A / image.pixel_size_A,
-                            percent_to_nn=self.percent_to_nn, rotation_enabled=self.rotation_enabled)
-        return atomap_to_columns(fit, image.pixel_size_A, image.shape, self.edge_A / image.pixel_size_A)
+        o = self.options
+        fit = atomap_refine(image.data, x_px, y_px, com_radius_px=o.com_radius_A / image.pixel_size_A,
+                            percent_to_nn=o.percent_to_nn, rotation_enabled=o.rotation_enabled)
+        return atomap_to_columns(fit, image.pixel_size_A, image.shape, o.edge_A / image.pixel_size_A)
 
     def locate(self, image: Image) -> pd.DataFrame:
         """Find columns and refine them with Atomap; see the class docstring."""

@@ -17,19 +17,15 @@ import numpy as np
 
 from scipy import ndimage
 
+from octascope.params import Options, param, require
 from octascope.noise_spectrum import NoiseSpectrum, band_pass, estimate_noise_spectrum, significance_threshold
 
 
 def find_candidates(
     data: np.ndarray,
     pixel_size_A: float,
+    options: "CandidateSearch | None" = None,
     *,
-    detection_sigma_A: float = 0.25,
-    background_sigma_A: float = 0.8,
-    min_significance: float = 3.0,
-    expected_false: float = 0.5,
-    site_significance: float | None = 2.5,
-    search_radius_A: float = 1.0,
     noise: NoiseSpectrum | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Column candidates: local maxima of a band-passed image that are significant under the
@@ -58,18 +54,14 @@ def find_candidates(
         2-D image, columns bright.
     pixel_size_A : float
         Pixel size [Å].
-    detection_sigma_A : float
-        σ of the inner (column-matched) Gaussian [Å].
-    background_sigma_A : float
-        σ of the outer (background) Gaussian [Å]; well below the column spacing (≈3.1 Å).
-    min_significance : float
-        Floor of the threshold, in noise standard deviations of the band-passed image [1].
-    expected_false : float
-        Noise peaks expected above the threshold in the whole image [1].
-    site_significance : float or None
-        Smallest significance of a site candidate [1]; ``None`` returns significant maxima only.
-    search_radius_A : float
-        Radius within which a candidate must be the maximum [Å].
+    options : CandidateSearch, optional
+        ``detection_sigma_A`` (σ of the inner, column-matched Gaussian [Å]), ``background_sigma_A``
+        (σ of the outer, background Gaussian [Å], well below the column spacing ≈3.1 Å),
+        ``min_significance`` (floor of the threshold [noise std]), ``expected_false`` (noise peaks
+        expected above the threshold in the whole image [1]), ``site_significance`` (smallest
+        significance of a site candidate [noise std]; ``None`` returns significant maxima only) and
+        ``search_radius_A`` (radius within which a candidate must be the maximum [Å]); defaults
+        when not given.
     noise : NoiseSpectrum, optional
         The image's noise spectrum (estimated when not given).
 
@@ -82,20 +74,21 @@ def find_candidates(
     threshold : float
         The significance above which a candidate counts on its own [1].
     """
+    o = options if options is not None else CandidateSearch()
     data = np.asarray(data, dtype=np.float64)
     noise = noise or estimate_noise_spectrum(data, pixel_size_A)
-    filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=detection_sigma_A,
-                                   outer_sigma_A=background_sigma_A)
+    filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=o.detection_sigma_A,
+                                   outer_sigma_A=o.background_sigma_A)
     # a noise-free image still has float32 rounding (~1e-7 of its scale): nothing below that is a peak
     scale = max(float(np.abs(data).max()), 1e-30)
     sigma = max(noise.filtered_sigma(transfer), 1e-6 * scale)
     z = filtered / sigma
-    threshold = max(min_significance, significance_threshold(noise, transfer, expected_false=expected_false))
-    r = max(1.0, search_radius_A / pixel_size_A)
+    threshold = max(o.min_significance, significance_threshold(noise, transfer, expected_false=o.expected_false))
+    r = max(1.0, o.search_radius_A / pixel_size_A)
     ri = int(np.floor(r))
     yy, xx = np.mgrid[-ri:ri + 1, -ri:ri + 1]
     footprint = xx**2 + yy**2 <= r * r
-    lowest = threshold if site_significance is None else min(threshold, site_significance)
+    lowest = threshold if o.site_significance is None else min(threshold, o.site_significance)
     keep = (z == ndimage.maximum_filter(z, footprint=footprint, mode="nearest")) & (z >= lowest)
     # plateaus give several equal maxima: keep one per connected group
     labels, n = ndimage.label(keep)
@@ -160,53 +153,75 @@ def refine_com(
     return x, y
 
 
-@dataclass(frozen=True)
-class CandidateSearch:
-    """The candidate search shared by the locators: :func:`find_candidates`, then
-    :func:`refine_com`, with every window in Å (see those functions for the parameters)."""
+@dataclass(frozen=True, kw_only=True)
+class CandidateSearch(Options):
+    """Options of the candidate search shared by the locators, and the search they configure.
 
-    detection_sigma_A: float = 0.25
-    background_sigma_A: float = 0.8
-    min_significance: float = 3.0
-    expected_false: float = 0.5
-    site_significance: float | None = 2.5
-    search_radius_A: float = 1.0
-    com_radius_A: float = 0.5
-    #: a site candidate farther than this from every significant candidate is dropped before any
-    #: fit: the classifiers keep one only one lattice step (≤ 1.6 a/2 plus the site tolerance,
-    #: < 7 Å for any lead-halide perovskite) from a significant column. On a 2048² image of a
-    #: 10 nm particle in vacuum this drops ~1,400 of ~2,500 candidates (noise maxima in the vacuum).
-    site_reach_A: float = 8.0
+    :func:`find_candidates`, then :func:`refine_com`, with every window in Å, so the result does
+    not depend on the sampling. The locators' options inherit these fields (one declaration, one
+    set of YAML keys for both locators); ``options.find(...)`` / ``options(...)`` run the search.
+    """
 
-    def __post_init__(self) -> None:
-        from octascope.errors import PluginError
+    detection_sigma_A: float = param(0.25, unit="Å", doc="σ of the column-matched blur of the candidate search")
+    background_sigma_A: float = param(0.8, unit="Å", doc="σ of the background blur subtracted in the candidate search "
+                                                          "(removes the slow 1/k iDPC noise)")
+    min_significance: float = param(3.0, unit="noise std", doc="floor of the candidate threshold, in noise standard "
+                                                               "deviations of the band-passed image")
+    expected_false: float = param(0.5, doc="noise peaks expected above the candidate threshold in the whole image "
+                                           "(sets the threshold)")
+    site_significance: float | None = param(2.5, unit="noise std", doc="smallest significance of a site candidate (kept "
+                                            "only on a lattice site next to significant columns); None: significant only")
+    search_radius_A: float = param(1.0, unit="Å", doc="a candidate is the maximum within this radius "
+                                                      "(paper: 7 × 7 px at 0.168 Å/px)")
+    com_radius_A: float = param(0.5, unit="Å", doc="centre-of-mass aperture radius (paper: 3 px at 0.168 Å/px)")
+    site_reach_A: float = param(8.0, unit="Å", doc="site candidates farther than this from every significant candidate "
+                                                   "are dropped before any fit")
+    # site_reach_A: the classifiers keep a site candidate only one lattice step (≤ 1.6 a/2 plus the
+    # site tolerance, < 7 Å for any lead-halide perovskite) from a significant column. On a 2048²
+    # image of a 10 nm particle in vacuum this drops ~1,400 of ~2,500 candidates (vacuum noise maxima).
 
-        for key in ("detection_sigma_A", "background_sigma_A", "search_radius_A", "com_radius_A"):
-            if not getattr(self, key) > 0:
-                raise PluginError(f"locator: {key} must be > 0 Å, got {getattr(self, key)}")
-        if self.min_significance < 0 or not self.expected_false > 0:
-            raise PluginError(f"locator: min_significance must be >= 0 and expected_false > 0, got "
-                              f"{self.min_significance} and {self.expected_false}")
-        if self.background_sigma_A <= self.detection_sigma_A:
-            raise PluginError(f"locator: background_sigma_A ({self.background_sigma_A}) must exceed "
-                              f"detection_sigma_A ({self.detection_sigma_A})")
+    def check(self) -> None:
+        for key in ("detection_sigma_A", "background_sigma_A", "search_radius_A", "com_radius_A", "site_reach_A"):
+            require(getattr(self, key) > 0, f"{key} must be > 0 Å, got {getattr(self, key)}")
+        require(self.min_significance >= 0 and self.expected_false > 0,
+                f"min_significance must be >= 0 and expected_false > 0, got {self.min_significance} and {self.expected_false}")
+        require(self.background_sigma_A > self.detection_sigma_A,
+                f"background_sigma_A ({self.background_sigma_A}) must exceed detection_sigma_A ({self.detection_sigma_A})")
 
     def __call__(self, data: np.ndarray, pixel_size_A: float,
                  noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Candidates of an image: ``x_px``, ``y_px`` after centre of mass, their significance and
-        the significance threshold (see :func:`find_candidates`)."""
+        """Candidates of an image after the centre-of-mass step (see :meth:`find`).
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            2-D image, columns bright.
+        pixel_size_A : float
+            Pixel size [Å].
+        noise : NoiseSpectrum, optional
+            The image's noise spectrum (estimated when not given).
+
+        Returns
+        -------
+        x_px, y_px : numpy.ndarray
+            Positions after centre of mass [px].
+        significance : numpy.ndarray
+            Detection significance [1].
+        threshold : float
+            Significance above which a candidate counts on its own [1].
+        """
         x, y, z, threshold = self.find(data, pixel_size_A, noise)
         x, y = refine_com(data, x, y, radius_px=self.com_radius_A / pixel_size_A)
         return x, y, z, threshold
 
     def find(self, data: np.ndarray, pixel_size_A: float,
              noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """:func:`find_candidates` with these settings (no centre-of-mass step), less the site
-        candidates farther than ``site_reach_A`` from every significant one."""
-        x, y, z, threshold = find_candidates(
-            data, pixel_size_A, detection_sigma_A=self.detection_sigma_A, background_sigma_A=self.background_sigma_A,
-            min_significance=self.min_significance, expected_false=self.expected_false,
-            site_significance=self.site_significance, search_radius_A=self.search_radius_A, noise=noise)
+        """:func:`find_candidates` with these options (no centre-of-mass step), less the site
+        candidates farther than ``site_reach_A`` [Å] from every significant one.
+
+        Parameters and returns as :meth:`__call__` (positions are pixel centres [px]).
+        """
+        x, y, z, threshold = find_candidates(data, pixel_size_A, self, noise=noise)
         keep = near_significant(x, y, z >= threshold, self.site_reach_A / pixel_size_A)
         return x[keep], y[keep], z[keep], threshold
 

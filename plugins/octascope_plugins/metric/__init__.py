@@ -1,4 +1,4 @@
-"""Metric plugins (result so far -> tables, scalars, figures)."""
+"""Metric plugins (read-only view of the analysis -> tables, scalars, summary section, figures)."""
 
 from octascope.hookspecs import hookimpl
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.model import MetricOutput, Result, Truth
+from octascope.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.params import Options, Plugin, param, require
 
 _SPECIES = ("Pb", "X", "Cs")
 
@@ -34,13 +36,13 @@ def match_points(found_xy: np.ndarray, true_xy: np.ndarray, tolerance_A: float) 
     order = np.argsort(d, kind="stable")
     used_f = np.zeros(len(found_xy), bool)
     used_t = np.zeros(len(true_xy), bool)
-    keep = []
+    keep: list[int] = []
     for k in order:  # loop over candidate pairs (≈ one per column), not pixels
         if not used_f[fi[k]] and not used_t[ti[k]]:
             used_f[fi[k]] = used_t[ti[k]] = True
-            keep.append(k)
-    keep = np.asarray(keep, dtype=int)
-    return fi[keep], ti[keep]
+            keep.append(int(k))
+    kept = np.asarray(keep, dtype=int)
+    return fi[kept], ti[kept]
 
 
 def _prf(n_match: int, n_found: int, n_true: int) -> tuple[float, float, float]:
@@ -66,37 +68,46 @@ def outer_cell_mask(xy_A: np.ndarray, species: np.ndarray, shell: np.ndarray | N
     return depth.min(axis=1) < a
 
 
-class AccuracyMetric:
+@dataclass(frozen=True, kw_only=True)
+class AccuracyOptions(Options):
+    match_tolerance_A: float = param(0.6, unit="Å", doc="largest distance between a found and a true column to count as the same column")
+
+    def check(self) -> None:
+        require(self.match_tolerance_A > 0, f"match_tolerance_A must be > 0 Å, got {self.match_tolerance_A}")
+
+
+#: the accuracy figures of summary.json's ``accuracy`` section (the rest stay in ``scalars``)
+def _is_summary_key(k: str) -> bool:
+    return k.startswith(("detection_", "rmse_pm", "species_accuracy")) or (
+        k.startswith(("theta", "L1_", "L2_")) and ("mae" in k or "bias" in k))
+
+
+class AccuracyMetric(Plugin):
     """Detection, localisation, classification and geometry errors against ground truth.
 
     Found and true columns are matched one-to-one within ``match_tolerance_A``. Reported:
     precision, recall and F1 of detection (all columns and the outermost unit cell), position
     RMSE per true species [pm], species accuracy over matched columns, and, when truth
     octahedra are given, the error of θ1/θ2/θ3 [deg] and L1/L2 [Å] of matched octahedra
-    (non-edge octahedra of the ``octahedra`` table of the ``octahedral`` metric, which must run
-    first).
-
-    Parameters
-    ----------
-    match_tolerance_A : float
-        Largest distance between a found and a true column to count as the same column [Å].
+    (non-edge octahedra of the pipeline's octahedral geometry; no other metric is needed).
     """
 
     name: ClassVar[str] = "accuracy"
+    Options = AccuracyOptions
+    options: AccuracyOptions
+    requires: ClassVar[tuple[str, ...]] = ("columns",)  # and the geometry, when truth has octahedra
+    after: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, match_tolerance_A: float = 0.6):
-        if match_tolerance_A <= 0:
-            raise ValueError("match_tolerance_A must be > 0")
-        self.match_tolerance_A = match_tolerance_A
-
-    def compute(self, result: Result, truth: Truth | None) -> MetricOutput:
-        if truth is None or result.columns is None:
+    def compute(self, data: MetricInput | Result, truth: Truth | None = None) -> MetricOutput:
+        data = metric_input(data, truth)
+        truth = data.truth
+        if truth is None or data.columns is None:
             return MetricOutput()
-        found = result.columns
+        found = data.columns
         true = truth.columns
         f_xy = found[["x_A", "y_A"]].to_numpy(float)
         t_xy = true[["x_A", "y_A"]].to_numpy(float)
-        fi, ti = match_points(f_xy, t_xy, self.match_tolerance_A)
+        fi, ti = match_points(f_xy, t_xy, self.options.match_tolerance_A)
         s: dict[str, float] = {}
         s["n_columns_found"] = len(found)
         s["n_columns_true"] = len(true)
@@ -135,12 +146,12 @@ class AccuracyMetric:
                 s[f"species_accuracy_{sp}"] = float((f_species[m] == sp).mean()) if m.any() else float("nan")
 
         tables = {"accuracy_matches": matches}
-        octs = result.tables.get("octahedra")
+        octs = data.geometry.table if data.geometry is not None else None
         if truth.octahedra is not None and octs is not None and len(octs):
             use = octs[~octs["edge"].astype(bool)] if "edge" in octs else octs
             to = truth.octahedra
             oi, tj = match_points(use[["x_A", "y_A"]].to_numpy(float), to[["x_A", "y_A"]].to_numpy(float),
-                                  self.match_tolerance_A)
+                                  self.options.match_tolerance_A)
             s["n_octahedra_matched"] = len(oi)
             s["octahedra_recall"] = len(oi) / len(to) if len(to) else float("nan")
             geo = {"octahedron_x_A": to["x_A"].to_numpy()[tj], "octahedron_y_A": to["y_A"].to_numpy()[tj]}
@@ -159,4 +170,4 @@ class AccuracyMetric:
                 # the tilt error of the low-dose issue: mean(|Δθ1|, |Δθ2|) over matched octahedra
                 s["theta_mae_deg"] = float(e12.mean()) if len(e12) else float("nan")
             tables["accuracy_octahedra"] = pd.DataFrame(geo)
-        return MetricOutput(tables=tables, scalars=s)
+        return MetricOutput(tables=tables, scalars=s, summary={k: v for k, v in s.items() if _is_summary_key(k)})

@@ -9,6 +9,7 @@ particle-wide basis.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,9 +18,9 @@ from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
 from octascope.geometry import estimate_square_basis
-from octascope.model import MetricOutput, Octahedra, Result, Truth
-
-from .octahedral import local_lattice_vectors
+from octascope.model import MetricInput, MetricOutput, Octahedra, Result, Truth, metric_input
+from octascope.octahedral_geometry import local_lattice_vectors
+from octascope.params import Options, Plugin, param, require
 
 
 def neighbour_spacings(xy_A: np.ndarray, a1: np.ndarray, a2: np.ndarray, tolerance_frac: float) -> np.ndarray:
@@ -121,31 +122,33 @@ def lattice_spacings(columns: pd.DataFrame, octahedra: Octahedra | None, toleran
     return pd.concat(parts, ignore_index=True)
 
 
-class LatticeMetric:
-    """Cs-Cs (C1, C2, C3) and Pb-Pb (P1, P2, P3) spacing per column, and X-column ellipticity.
+@dataclass(frozen=True, kw_only=True)
+class LatticeOptions(Options):
+    tolerance_frac: float = param(0.25, unit="fraction of the lattice spacing",
+                                  doc="largest miss of the expected neighbour site")
+    figures: bool = param(True, doc="draw the spacing maps and line profiles")
 
-    Parameters
-    ----------
-    tolerance_frac : float
-        Largest miss of the expected neighbour site, as a fraction of the lattice spacing [1].
-    figures : bool
-        Draw the spacing maps and line profiles.
-    """
+    def check(self) -> None:
+        require(0 < self.tolerance_frac < 0.5,
+                f"tolerance_frac is {self.tolerance_frac}; give a fraction of the lattice spacing in (0, 0.5), e.g. 0.25")
+
+
+class LatticeMetric(Plugin):
+    """Cs-Cs (C1, C2, C3) and Pb-Pb (P1, P2, P3) spacing per column, and X-column ellipticity."""
 
     name: ClassVar[str] = "lattice"
+    Options = LatticeOptions
+    options: LatticeOptions
+    requires: ClassVar[tuple[str, ...]] = ("columns",)  # the network's local lattice vectors when there is one
+    after: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, tolerance_frac: float = 0.25, figures: bool = True):
-        if not 0 < tolerance_frac < 0.5:
-            raise InputError(f"tolerance_frac is {tolerance_frac}; give a fraction of the lattice spacing in (0, 0.5), e.g. 0.25")
-        self.tolerance_frac = float(tolerance_frac)
-        self.figures = bool(figures)
-
-    def compute(self, result: Result, truth: Truth | None = None) -> MetricOutput:
+    def compute(self, data: MetricInput | Result, truth: Truth | None = None) -> MetricOutput:
         """Compute the ``lattice`` table and its mean spacings (and figures)."""
-        columns = result.columns
+        data = metric_input(data, truth)
+        columns = data.columns
         if columns is None or "species" not in columns:
             raise InputError("the lattice metric needs classified columns (species); run a classifier first")
-        table = lattice_spacings(columns, result.octahedra, self.tolerance_frac)
+        table = lattice_spacings(columns, data.octahedra, self.options.tolerance_frac)
         use = table[~table["edge"].to_numpy(bool)]
         scalars: dict[str, float] = {}
         for name in ("C1_A", "C2_A", "C3_A", "P1_A", "P2_A", "P3_A"):
@@ -154,12 +157,13 @@ class LatticeMetric:
             scalars[f"{name}_mean"] = float(v.mean()) if v.size else float("nan")
             scalars[f"{name}_std"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
         scalars.update(ellipticity_scalars(columns, "X"))
+        summary = {k: scalars[k] for k in ("C3_A_mean", "P3_A_mean")}
         figures: dict[str, Any] = {}
-        if self.figures and len(use):
-            from octascope import figures as figs
+        if self.options.figures and len(use):
+            from .lattice_figures import lattice_figures
 
             basis = None
-            if result.octahedra is not None and np.isfinite(np.asarray(result.octahedra.lattice_vectors_A, float)).all():
-                basis = np.asarray(result.octahedra.lattice_vectors_A, float)
-            figures = figs.lattice_figures(table, basis)
-        return MetricOutput(tables={"lattice": table}, scalars=scalars, figures=figures)
+            if data.octahedra is not None and np.isfinite(np.asarray(data.octahedra.lattice_vectors_A, float)).all():
+                basis = np.asarray(data.octahedra.lattice_vectors_A, float)
+            figures = lattice_figures(table, basis)
+        return MetricOutput(tables={"lattice": table}, scalars=scalars, figures=figures, summary=summary)

@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis, fractional
+from octascope.geometry import estimate_square_basis, lattice_indices_and_shell, local_lattice_vectors
 from octascope.model import Image, Octahedra
+from octascope.params import Options, Plugin, param, require
 
 
-def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer lattice indices of Pb positions and their shell index.
+@dataclass(frozen=True, kw_only=True)
+class NearestNetworkOptions(Options):
+    """Parameters of :class:`NearestNetwork`."""
 
-    The shell index is the number of unit cells between a Pb site and the particle outline
-    (0 = outermost octahedra): the taxicab distance on the occupied (i, j) grid to the nearest
-    unoccupied site outside the particle, minus one. Interior holes (missing columns) are filled
-    first so that a vacancy does not create an inner "surface".
+    search_radius_frac: float = param(0.3, unit="fraction of a", doc="largest distance of an X column from its ideal "
+                                      "bond site (and of a Pb from its neighbour's site), fraction of the Pb-Pb spacing")
 
-    Returns
-    -------
-    i, j : numpy.ndarray of int
-        Lattice indices along ``a1`` and ``a2``.
-    shell : numpy.ndarray of int
-    """
-    centroid = xy_A.mean(axis=0)
-    origin = xy_A[np.argmin(np.linalg.norm(xy_A - centroid, axis=1))]
-    f = fractional(xy_A, basis_A, origin)
-    ij = np.rint(f).astype(int)
-    lo = ij.min(axis=0) - 1
-    grid_ij = ij - lo
-    shape = tuple(grid_ij.max(axis=0) + 2)
-    occ = np.zeros(shape, dtype=bool)
-    occ[grid_ij[:, 0], grid_ij[:, 1]] = True
-    occ = ndimage.binary_fill_holes(occ)
-    dist = ndimage.distance_transform_cdt(occ, metric="taxicab")
-    shell = dist[grid_ij[:, 0], grid_ij[:, 1]] - 1
-    return ij[:, 0], ij[:, 1], shell.astype(int)
+    def check(self) -> None:
+        require(0 < self.search_radius_frac < 0.5, f"search_radius_frac must lie in (0, 0.5), got {self.search_radius_frac}")
 
 
-class NearestNetwork:
+class NearestNetwork(Plugin):
     """Link each Pb column to the X columns nearest to its four bond sites.
 
     For every Pb column the local lattice vectors are taken from its Pb neighbours
@@ -53,22 +36,31 @@ class NearestNetwork:
     (unreliable: left out of maps and statistics); those whose Pb lacks a Pb neighbour in some
     direction are flagged ``rim`` (the outermost octahedra, still measured).
 
-    Parameters
-    ----------
-    search_radius_frac : float
-        Largest distance of an X column from its ideal bond site, as a fraction of the Pb-Pb
-        spacing [1]. The ideal X of a rotated octahedron is ``(a/2)·tan θ`` off the site
-        (0.55 Å at 10°); a Cs column is ``a/2`` away.
+    Parameters are those of :class:`NearestNetworkOptions`: ``search_radius_frac``, the largest
+    distance of an X column from its ideal bond site [fraction of the Pb-Pb spacing a]. The ideal X
+    of a rotated octahedron is ``(a/2)·tan θ`` off the site (0.55 Å at 10°); a Cs column is ``a/2`` away.
     """
 
     name: ClassVar[str] = "nearest"
-
-    def __init__(self, *, search_radius_frac: float = 0.3):
-        if not 0 < search_radius_frac < 0.5:
-            raise ValueError("search_radius_frac must lie in (0, 0.5)")
-        self.search_radius_frac = search_radius_frac
+    Options = NearestNetworkOptions
+    options: NearestNetworkOptions
 
     def build(self, image: Image, columns: pd.DataFrame) -> Octahedra:
+        """The octahedral network of classified ``columns`` (``x_A``, ``y_A`` [Å], ``species``).
+
+        Parameters
+        ----------
+        image : Image
+            The image (unused).
+        columns : pandas.DataFrame
+            Classified columns; ``attrs["lattice_basis_A"]`` [Å] is used when present.
+
+        Returns
+        -------
+        Octahedra
+            One row per Pb: its four X neighbours (row labels, -1 if missing), lattice indices,
+            shell, local lattice vectors [Å], ``edge`` and ``rim``.
+        """
         if "species" not in columns:
             raise InputError("columns have no species; run a classifier before the network builder")
         pb = columns[columns["species"] == "Pb"]
@@ -82,23 +74,11 @@ class NearestNetwork:
         x = xs[["x_A", "y_A"]].to_numpy(float)
         basis = np.asarray(columns.attrs.get("lattice_basis_A") or estimate_square_basis(p), dtype=float)
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
-        tol = self.search_radius_frac * a
+        tol = self.options.search_radius_frac * a
 
-        pb_tree = cKDTree(p)
-        local = []
-        for vec in basis:
-            d_plus, i_plus = pb_tree.query(p + vec, k=1)
-            d_minus, i_minus = pb_tree.query(p - vec, k=1)
-            ok_p, ok_m = d_plus < tol, d_minus < tol
-            v = np.tile(vec, (len(p), 1))
-            both = ok_p & ok_m
-            v[both] = (p[i_plus[both]] - p[i_minus[both]]) / 2
-            only_p = ok_p & ~ok_m
-            v[only_p] = p[i_plus[only_p]] - p[only_p]
-            only_m = ok_m & ~ok_p
-            v[only_m] = p[only_m] - p[i_minus[only_m]]
-            local.append((v, ok_p, ok_m))
-        (a1, a1p, a1m), (a2, a2p, a2m) = local
+        local, present = local_lattice_vectors(p, basis, tol_A=tol)
+        a1, a2 = local[:, 0], local[:, 1]
+        a1p, a1m, a2p, a2m = present.T
 
         x_tree = cKDTree(x)
         x_labels = xs.index.to_numpy()

@@ -204,7 +204,7 @@ def simulate(
     octa3, bonds3 = octahedra_3d(symbols, lattice, positions)
     keys = {"structure": s_key, "md": m_key if run_md else None, "image": i_key}
     metadata = {"composition": composition_formula(atoms), "n_snapshots": int(len(positions)), "keys": keys,
-                "structure": s_par, "md": trajectory.info if run_md else None, "imaging": _keyed(i_par), "noise": n_par,
+                "structure": s_par, "md": trajectory.info if trajectory is not None else None, "imaging": _keyed(i_par), "noise": n_par,
                 "support": i_par["support"],
                 "frame": meta["frame"]}
     image = Image(data=noisy, pixel_size_A=clean.pixel_size_A, signal=clean.signal, dose_e_per_A2=dose,
@@ -232,14 +232,16 @@ def simulated_source(
 
 
 def write_bundle(sim: Simulation, out: str | Path, *, command: str = "") -> Path:
-    """Write ``image.npy``, ``truth_columns.csv``, ``truth_octahedra.csv``, ``meta.json`` to ``out``."""
+    """Write ``image.npy``, ``truth_columns.csv``, ``truth_octahedra.csv`` (if the truth has octahedra),
+    ``meta.json`` to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "image.npy", sim.image.data.astype(np.float32))
     cols = sim.truth.columns[["x_A", "y_A", "species", "i", "j", "n_atoms", "n_Pb", "n_Cs", "n_I", "n_Br",
                               "br_fraction", "shell"]]
     cols.to_csv(out / "truth_columns.csv", index=False, float_format="%.4f")
-    sim.truth.octahedra.to_csv(out / "truth_octahedra.csv", index=False, float_format="%.4f")
+    if sim.truth.octahedra is not None:  # always, for a simulate() result
+        sim.truth.octahedra.to_csv(out / "truth_octahedra.csv", index=False, float_format="%.4f")
     meta = {"pixel_size_A": sim.image.pixel_size_A, "signal": sim.image.signal,
             "dose_e_per_A2": sim.image.dose_e_per_A2, "shape": list(sim.image.shape),
             "composition": sim.truth.metadata["composition"], "regenerate": command,

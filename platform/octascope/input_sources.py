@@ -1,4 +1,4 @@
-"""Where the image of a run comes from: a file, the synthetic generator, or the simulator.
+"""Input sources of a run (`source=file|example|synthetic|simulated`): where the image comes from.
 
 Every source takes the same file keys; a non-null ``path`` means "read this file", whatever
 the kind, so ``source.path=particle.emd`` is the one override needed to analyse a user's file.
@@ -6,6 +6,7 @@ the kind, so ``source.path=particle.emd`` is the one override needed to analyse 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -49,8 +50,8 @@ def load_file(
     signal_index: int | None = None,
     signal: str | None = None,
     signal_type: str = "unknown",
-    truth_path: str | None = "auto",
-    truth_octahedra_path: str | None = "auto",
+    truth_path: str | Path | None = "auto",
+    truth_octahedra_path: str | Path | None = "auto",
 ) -> tuple[Image, Truth | None]:
     """Read an image file and, if available, its ground truth.
 
@@ -86,7 +87,7 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
     if kind == "simulated":
         import inspect
 
-        from .sim.source import simulated_source
+        from .sim.simulation import simulated_source
 
         own = set(inspect.signature(simulated_source).parameters)
     else:
@@ -113,7 +114,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
     ----------
     kind : str
         ``file``, ``example`` (a bundled simulated image, :func:`load_example`), ``synthetic`` (:func:`octascope.synthetic.make_synthetic`) or ``simulated``
-        (:func:`octascope.sim.source.simulated_source`).
+        (:func:`octascope.sim.simulation.simulated_source`).
     **params
         The source's parameters; a non-null ``path`` reads that file whatever the kind.
     """
@@ -138,7 +139,7 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
             raise ConfigError(f"synthetic source has no parameter(s) {unknown}; see conf/source/synthetic.yaml")
         return make_synthetic(SyntheticSpec(**spec))
     if kind == "simulated":
-        from .sim.source import simulated_source
+        from .sim.simulation import simulated_source
 
         return simulated_source(**params)
     raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")

@@ -1,19 +1,39 @@
-"""Lattice-registry classifier for [001] perovskite images."""
+"""The ``lattice`` classifier: species from the lattice registry of [001] perovskite columns.
+
+(Named for what it does, so it is not confused with the ``lattice`` *metric*,
+:mod:`octascope_plugins.metric.lattice`; the registered name stays ``lattice``.)"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError, PluginError
+from octascope.errors import InputError
 from octascope.model import Image
+from octascope.params import Options, Plugin, param, require
 from octascope.sublattice import index_columns, significant_mask as out_significant
 
 
-class LatticeClassifier:
+@dataclass(frozen=True, kw_only=True)
+class LatticeClassifierOptions(Options):
+    """Parameters of :class:`LatticeClassifier`."""
+
+    site_tolerance_frac: float = param(0.35, unit="fraction of a/2", doc="largest distance from the lattice site "
+                                       "for a column to belong to the lattice")
+    min_pb_posterior: float = param(0.02, doc="Pb-coset columns with a smaller mixture probability of a Pb "
+                                    "amplitude are unknown")
+
+    def check(self) -> None:
+        require(0 < self.site_tolerance_frac < 0.5,
+                f"site_tolerance_frac must lie in (0, 0.5), got {self.site_tolerance_frac}")
+        require(0 <= self.min_pb_posterior < 1, f"min_pb_posterior must lie in [0, 1), got {self.min_pb_posterior}")
+
+
+class LatticeClassifier(Plugin):
     """Species from the lattice registry: which coset of the a/2 column lattice a column is on.
 
     All columns of an [001] perovskite sit on one square lattice of spacing a/2; the columns are
@@ -24,35 +44,39 @@ class LatticeClassifier:
     mixture model says is not a Pb column's. ``species_confidence`` is the mixture's P(Pb) for Pb
     and 1 − P(Pb) for X and Cs, times how well the column sits on its site.
 
-    Parameters
-    ----------
-    site_tolerance_frac : float
-        Largest distance from the lattice site, as a fraction of the a/2 spacing, for a column to
-        belong to the lattice [1].
-    min_pb_posterior : float
-        Pb-coset columns with a smaller mixture probability of a Pb amplitude are ``unknown`` [1].
+    Parameters are those of :class:`LatticeClassifierOptions`: ``site_tolerance_frac`` (largest
+    distance from the site [fraction of the a/2 spacing]) and ``min_pb_posterior`` [1].
     """
 
     name: ClassVar[str] = "lattice"
-
-    def __init__(self, *, site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02):
-        if not 0 < site_tolerance_frac < 0.5:
-            raise PluginError(f"classifier 'lattice': site_tolerance_frac must lie in (0, 0.5), got {site_tolerance_frac}")
-        if not 0 <= min_pb_posterior < 1:
-            raise PluginError(f"classifier 'lattice': min_pb_posterior must lie in [0, 1), got {min_pb_posterior}")
-        self.site_tolerance_frac = float(site_tolerance_frac)
-        self.min_pb_posterior = float(min_pb_posterior)
+    Options = LatticeClassifierOptions
+    options: LatticeClassifierOptions
 
     def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
-        """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set."""
+        """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set.
+
+        Parameters
+        ----------
+        image : Image
+            The image (unused: the registry works on the column table).
+        columns : pandas.DataFrame
+            Located columns with ``x_A``, ``y_A`` [Å] and ``amplitude``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy with ``species``, ``species_confidence`` [1], ``on_lattice`` and ``edge``;
+            ``attrs`` gain ``lattice_basis_A`` [Å] and ``lattice_constant_A`` [Å].
+        """
+        o = self.options
         out = columns.copy()
         amp = out["amplitude"].to_numpy(float) if "amplitude" in out else np.full(len(out), np.nan)
         if not np.isfinite(amp).any():
             raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
         xy = out[["x_A", "y_A"]].to_numpy(float)
         significant = out_significant(columns)
-        reg = index_columns(xy, amp, significant=significant, site_tolerance_frac=self.site_tolerance_frac,
-                            min_pb_posterior=self.min_pb_posterior)
+        reg = index_columns(xy, amp, significant=significant, site_tolerance_frac=o.site_tolerance_frac,
+                            min_pb_posterior=o.min_pb_posterior)
         species = reg.species
         is_pb = species == "Pb"
         if is_pb.sum() < 4:
@@ -61,7 +85,7 @@ class LatticeClassifier:
         basis = reg.pb_basis_A
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
         post = np.nan_to_num(reg.pb_posterior, nan=0.5)
-        fit = np.clip(1.0 - reg.residual_frac / self.site_tolerance_frac, 0, 1)
+        fit = np.clip(1.0 - reg.residual_frac / o.site_tolerance_frac, 0, 1)
         conf = np.where(is_pb, post, 1.0 - post) * np.where(np.isfinite(fit), fit, 0.0)
         conf[species == "unknown"] = 0.0
 

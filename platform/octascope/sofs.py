@@ -1,6 +1,9 @@
 """Spiral Octahedra First Search (SOFS): the halide sublattice as a probabilistic graph search.
 
-Shared by the ``sofs`` classifier and the ``sofs`` network builder. Our reading of the method
+Shared by the ``sofs`` classifier and the ``sofs`` network builder (platform code, so neither
+plugin imports the other): :class:`SofsSearchOptions` (the search's parameters, declared once),
+:func:`sofs_search`, :func:`cs_sites` and :class:`SofsSearchRecord` (what the classifier attaches
+to its columns so that the network builder reuses its search instead of running it again). Our reading of the method
 paper (du2026, Fig. 1c/d, Methods and Supporting Note 3):
 
 * Pb columns are given (amplitude threshold). Their square lattice gives the *local* lattice
@@ -34,63 +37,48 @@ paper (du2026, Fig. 1c/d, Methods and Supporting Note 3):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis
+from .errors import InputError
+from .geometry import estimate_square_basis, local_lattice_vectors
+from .params import Options, param, require
 
 
-@dataclass(frozen=True)
-class SofsParameters:
-    """Search parameters (see the module docstring).
+@dataclass(frozen=True, kw_only=True)
+class SofsSearchOptions(Options):
+    """Parameters of the search (see the module docstring), declared once for the ``sofs``
+    classifier and the ``sofs`` network builder."""
 
-    Parameters
-    ----------
-    n_candidates : int
-        Nearest non-Pb columns examined per node (paper: 8).
-    branching : int
-        Links kept per node, B (paper: 4).
-    depth_limit : int
-        Rings expanded from one seed before its boundary ring seeds the next expansion, α (paper: 9).
-    distance_tolerance_frac : float
-        Width of the distance term as a fraction of the lattice constant [1].
-    angle_tolerance_deg : float
-        Width of the angle term [deg].
-    intensity_tolerance_frac : float
-        Width of the intensity term as a fraction of the median non-Pb amplitude [1].
-    min_probability : float
-        Smallest link probability accepted [1].
-    site_tolerance_frac : float
-        Largest distance of a column from a predicted site (rim X, Cs, Pb neighbours) as a
-        fraction of the lattice constant [1].
-    """
+    n_candidates: int = param(8, doc="nearest non-Pb columns examined per search node (paper: 8)")
+    branching: int = param(4, doc="links kept per node, B (paper: 4)")
+    depth_limit: int = param(9, doc="rings expanded from one seed before its boundary ring seeds the next expansion, "
+                             "α (paper: 9)")
+    distance_tolerance_frac: float = param(0.12, unit="fraction of a", doc="width of the link-length term")
+    angle_tolerance_deg: float = param(15.0, unit="deg", doc="width of the link-angle term")
+    intensity_tolerance_frac: float = param(0.3, unit="fraction of the median amplitude",
+                                            doc="width of the intensity term (median non-Pb amplitude)")
+    min_probability: float = param(0.25, doc="smallest accepted link probability")
+    site_tolerance_frac: float = param(0.25, unit="fraction of a", doc="largest miss of a predicted site "
+                                       "(rim X, Cs, Pb neighbours, bond sites)")
 
-    n_candidates: int = 8
-    branching: int = 4
-    depth_limit: int = 9
-    distance_tolerance_frac: float = 0.12
-    angle_tolerance_deg: float = 15.0
-    intensity_tolerance_frac: float = 0.3
-    min_probability: float = 0.25
-    site_tolerance_frac: float = 0.25
+    def check(self) -> None:
+        require(self.n_candidates >= 4, f"n_candidates is {self.n_candidates}; give at least 4 (paper: 8)")
+        require(1 <= self.branching <= 4, f"branching is {self.branching}; give 1 to 4 (paper: B = 4)")
+        require(self.depth_limit >= 1, f"depth_limit is {self.depth_limit}; give at least 1 (paper: alpha = 9)")
+        require(0 < self.distance_tolerance_frac < 0.5, "distance_tolerance_frac must lie in (0, 0.5), e.g. 0.12")
+        require(0 < self.angle_tolerance_deg < 45, "angle_tolerance_deg must lie in (0, 45) degrees, e.g. 15")
+        require(self.intensity_tolerance_frac > 0, "intensity_tolerance_frac must be > 0, e.g. 0.3")
+        require(0 <= self.min_probability < 1, "min_probability must lie in [0, 1), e.g. 0.25")
+        require(0 < self.site_tolerance_frac < 0.35, "site_tolerance_frac must lie in (0, 0.35), e.g. 0.25")
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.n_candidates >= 4, f"n_candidates is {self.n_candidates}; give at least 4 (paper: 8)"),
-            (1 <= self.branching <= 4, f"branching is {self.branching}; give 1 to 4 (paper: B = 4)"),
-            (self.depth_limit >= 1, f"depth_limit is {self.depth_limit}; give at least 1 (paper: alpha = 9)"),
-            (0 < self.distance_tolerance_frac < 0.5, "distance_tolerance_frac must lie in (0, 0.5), e.g. 0.12"),
-            (0 < self.angle_tolerance_deg < 45, "angle_tolerance_deg must lie in (0, 45) degrees, e.g. 15"),
-            (self.intensity_tolerance_frac > 0, "intensity_tolerance_frac must be > 0, e.g. 0.3"),
-            (0 <= self.min_probability < 1, "min_probability must lie in [0, 1), e.g. 0.25"),
-            (0 < self.site_tolerance_frac < 0.35, "site_tolerance_frac must lie in (0, 0.35), e.g. 0.25"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+    def search_options(self) -> "SofsSearchOptions":
+        """These search options alone (a subclass's extra fields dropped), e.g. to compare two
+        plugins' searches."""
+        names = [f.name for f in fields(SofsSearchOptions)]
+        return SofsSearchOptions(**{k: getattr(self, k) for k in names})
 
 
 @dataclass
@@ -110,37 +98,7 @@ class SofsResult:
     stats: dict = field(default_factory=dict)
 
 
-def local_pb_basis(pb_xy: np.ndarray, basis: np.ndarray, tol_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """Local lattice vectors at each Pb from its Pb neighbours, and which neighbours exist.
-
-    Returns
-    -------
-    local : numpy.ndarray
-        (n, 2, 2) ``a1``, ``a2`` per Pb [Å]: ``(p(+a) - p(-a)) / 2`` where both neighbours exist,
-        the one-sided difference where one does, the particle-wide vector otherwise.
-    present : numpy.ndarray
-        (n, 4) bool, neighbour at ``+a1, -a1, +a2, -a2``.
-    """
-    tree = cKDTree(pb_xy)
-    n = len(pb_xy)
-    local = np.empty((n, 2, 2))
-    present = np.zeros((n, 4), bool)
-    for k, vec in enumerate(basis):
-        tol = tol_frac * np.linalg.norm(vec)
-        d_p, i_p = tree.query(pb_xy + vec, k=1)
-        d_m, i_m = tree.query(pb_xy - vec, k=1)
-        ok_p, ok_m = d_p < tol, d_m < tol
-        v = np.broadcast_to(vec, (n, 2)).copy()
-        both = ok_p & ok_m
-        v[both] = (pb_xy[i_p[both]] - pb_xy[i_m[both]]) / 2
-        v[ok_p & ~ok_m] = pb_xy[i_p[ok_p & ~ok_m]] - pb_xy[ok_p & ~ok_m]
-        v[ok_m & ~ok_p] = pb_xy[ok_m & ~ok_p] - pb_xy[i_m[ok_m & ~ok_p]]
-        local[:, k] = v
-        present[:, 2 * k], present[:, 2 * k + 1] = ok_p, ok_m
-    return local, present
-
-
-def _link_probability(d: np.ndarray, expected: np.ndarray, p_int: np.ndarray, a: float, prm: SofsParameters) -> np.ndarray:
+def _link_probability(d: np.ndarray, expected: np.ndarray, p_int: np.ndarray, a: float, prm: SofsSearchOptions) -> np.ndarray:
     """Probability that offsets ``d`` (F, K, 2) realise the expected offsets (F, S, 2): (F, K, S)."""
     dn = np.linalg.norm(d, axis=-1)[:, :, None]
     en = np.linalg.norm(expected, axis=-1)[:, None, :]
@@ -151,7 +109,7 @@ def _link_probability(d: np.ndarray, expected: np.ndarray, p_int: np.ndarray, a:
     return p_dist * p_ang * p_int[:, :, None]
 
 
-def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, params: SofsParameters | None = None,
+def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, params: SofsSearchOptions | None = None,
                 candidate_mask: np.ndarray | None = None) -> SofsResult:
     """Run SOFS on one particle's columns.
 
@@ -163,7 +121,7 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
         (N,) column amplitudes (NaN allowed: no intensity evidence, treated as plausible).
     is_pb : numpy.ndarray
         (N,) bool, the Pb columns.
-    params : SofsParameters, optional
+    params : SofsSearchOptions, optional
         Search parameters (paper defaults).
     candidate_mask : numpy.ndarray, optional
         (N,) bool, columns that may become X (default: every non-Pb column).
@@ -177,7 +135,7 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     InputError
         With fewer than 4 Pb columns or no square Pb lattice (less than one unit cell).
     """
-    prm = params or SofsParameters()
+    prm = params or SofsSearchOptions()
     xy = np.asarray(xy_A, float)
     n = len(xy)
     is_pb = np.asarray(is_pb, bool)
@@ -191,7 +149,7 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     basis = estimate_square_basis(pb_xy)
     a = float(np.mean(np.linalg.norm(basis, axis=1)))
     site_tol = prm.site_tolerance_frac * a
-    pb_basis, pb_nb = local_pb_basis(pb_xy, basis, prm.site_tolerance_frac)
+    pb_basis, pb_nb = local_lattice_vectors(pb_xy, basis, tol_frac=prm.site_tolerance_frac)
     pb_tree = cKDTree(pb_xy)
     d_pb, near_pb = pb_tree.query(xy, k=1)
     column_basis = pb_basis[near_pb]
@@ -327,9 +285,26 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     return SofsResult(is_x, np.where(is_x, prob, 0.0), edge, ring, link_arr, seeds, basis, column_basis, pb_basis, pb_nb, stats)
 
 
-def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: float, tol_frac: float,
-             p_int_min: float, ref_amplitude: float, intensity_tolerance_frac: float) -> tuple[np.ndarray, np.ndarray]:
+def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: float, ref_amplitude: float,
+             options: SofsSearchOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which columns sit at a Cs site (``a/√2`` from the nearest Pb) with a plausible amplitude.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) column positions [Å].
+    amplitude : numpy.ndarray
+        (N,) column amplitudes.
+    pb_xy : numpy.ndarray
+        (n_pb, 2) Pb positions [Å].
+    a_A : float
+        Lattice constant [Å].
+    ref_amplitude : float
+        Reference amplitude (median non-Pb); weaker columns are penalised.
+    options : SofsSearchOptions
+        ``site_tolerance_frac`` (largest miss of the site [fraction of a]), ``min_probability``
+        (least intensity term [1]) and ``intensity_tolerance_frac`` (width of the intensity term
+        [fraction of ``ref_amplitude``]).
 
     Returns
     -------
@@ -339,6 +314,8 @@ def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: fl
     n_pb_diag : numpy.ndarray of int
         Pb columns within ``0.85 a`` (4 inside the particle, fewer at the rim).
     """
+    tol_frac, p_int_min, intensity_tolerance_frac = (options.site_tolerance_frac, options.min_probability,
+                                                     options.intensity_tolerance_frac)
     tree = cKDTree(pb_xy)
     d, _ = tree.query(xy_A, k=1)
     weak = np.clip((ref_amplitude - amplitude) / (intensity_tolerance_frac * abs(ref_amplitude)), 0, None)
@@ -348,3 +325,101 @@ def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: fl
     score = np.exp(-0.5 * (miss / (0.5 * tol_frac * a_A)) ** 2) * p_int
     n_diag = np.asarray(tree.query_ball_point(xy_A, r=0.85 * a_A, return_length=True), dtype=int)
     return is_cs, score, n_diag
+
+
+#: key of the :class:`SofsSearchRecord` in a classified column table's ``attrs``
+SEARCH_ATTR = "sofs_search"
+
+
+@dataclass(frozen=True, eq=False)
+class SofsSearchRecord:
+    """One search's outcome in terms of column-table rows, attached by the ``sofs`` classifier to
+    the columns it returns (``columns.attrs[SEARCH_ATTR]``) so that the ``sofs`` network builder
+    builds the octahedra from it instead of searching again.
+
+    Rows are identified by their index labels and positions, so the record survives rows being
+    dropped between the stages (the pipeline drops unconfirmed site candidates) and is recognised
+    as stale when positions moved (model-based refinement) or other search options are asked for
+    (:meth:`matches`).
+
+    Attributes
+    ----------
+    options : SofsSearchOptions
+        The options the search ran with.
+    pb_labels, x_labels : numpy.ndarray
+        Row labels of the Pb columns and of the linked X columns.
+    pb_xy_A, x_xy_A : numpy.ndarray
+        Their positions (n, 2) [Å].
+    x_edge : numpy.ndarray
+        Per linked X: a rim X found from one direction only (unreliable).
+    basis : numpy.ndarray
+        (2, 2) particle-wide lattice vectors [Å].
+    pb_basis : numpy.ndarray
+        (n_pb, 2, 2) local ``a1``, ``a2`` at every Pb [Å].
+    pb_neighbours : numpy.ndarray
+        (n_pb, 4) bool, Pb neighbour at ``+a1, -a1, +a2, -a2``.
+    a_A : float
+        Lattice constant [Å].
+    """
+
+    options: SofsSearchOptions
+    pb_labels: np.ndarray
+    pb_xy_A: np.ndarray
+    x_labels: np.ndarray
+    x_xy_A: np.ndarray
+    x_edge: np.ndarray
+    basis: np.ndarray
+    pb_basis: np.ndarray
+    pb_neighbours: np.ndarray
+    a_A: float
+
+    @classmethod
+    def from_result(cls, res: SofsResult, labels: np.ndarray, xy_A: np.ndarray, is_pb: np.ndarray,
+                    options: SofsSearchOptions) -> "SofsSearchRecord":
+        """The record of :func:`sofs_search` output ``res`` on rows ``labels`` at ``xy_A`` [Å]."""
+        labels, xy = np.asarray(labels), np.asarray(xy_A, float)
+        is_pb = np.asarray(is_pb, bool)
+        return cls(options.search_options(), labels[is_pb], xy[is_pb], labels[res.is_x], xy[res.is_x],
+                   res.edge[res.is_x].copy(), res.basis, res.pb_basis, res.pb_neighbours, float(res.stats["a_A"]))
+
+    def matches(self, columns, options: SofsSearchOptions) -> bool:
+        """Whether ``columns`` (classified) still are what was searched, with ``options``: the same
+        search options, the same Pb and X rows (labels, in order) at the same positions."""
+        if "species" not in columns or options.search_options() != self.options:
+            return False
+        species = columns["species"].astype(str).to_numpy()
+        labels = columns.index.to_numpy()
+        xy = columns[["x_A", "y_A"]].to_numpy(float)
+        for sel, ref_labels, ref_xy in ((species == "Pb", self.pb_labels, self.pb_xy_A),
+                                        (species == "X", self.x_labels, self.x_xy_A)):
+            if not (np.array_equal(labels[sel], ref_labels) and np.array_equal(xy[sel], ref_xy)):
+                return False
+        return True
+
+
+def search_columns(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, labels: np.ndarray,
+                   options: SofsSearchOptions, candidate_mask: np.ndarray | None = None
+                   ) -> tuple[SofsResult, SofsSearchRecord]:
+    """Run :func:`sofs_search` on table rows and return its result with the record of it.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) column positions [Å].
+    amplitude : numpy.ndarray
+        (N,) column amplitudes.
+    is_pb : numpy.ndarray
+        (N,) bool, the Pb columns.
+    labels : numpy.ndarray
+        (N,) row labels of the columns.
+    options : SofsSearchOptions
+        Search options.
+    candidate_mask : numpy.ndarray, optional
+        (N,) bool, the columns that may become X (default: every non-Pb column).
+
+    Returns
+    -------
+    SofsResult, SofsSearchRecord
+    """
+    res = sofs_search(xy_A, amplitude, is_pb, options, candidate_mask=candidate_mask)
+    return res, SofsSearchRecord.from_result(res, labels, xy_A, is_pb, options)

@@ -1,0 +1,232 @@
+"""Batched Levenberg-Marquardt fit of elliptical 2-D Gaussians (model, Jacobian, solver).
+
+Every column is fitted on its own patch, but all patches are stacked into tensors of shape
+(N, M) (N columns, M pixels per patch) and the iterations run on the whole stack: batched model
+and Jacobian, batched normal equations (N, 7, 7) solved together. This is the Atomap refinement
+(one SciPy least-squares fit per column) done in a few dozen tensor operations, on the GPU when
+there is one.
+
+Model of one column (pixel coordinates, x along axis 1, y along axis 0)::
+
+    f(x, y) = B + A * exp(-0.5 * ((l11*dx + l21*dy)**2 + (l22*dy)**2)),  dx = x - x0, dy = y - y0
+
+``L = [[l11, 0], [l21, l22]]`` is the Cholesky factor of the inverse covariance, so any
+positive-definite ellipse is reachable and a round column has no degenerate rotation parameter.
+The widths and rotation are read from the covariance ``(L L^T)^-1`` (:func:`covariance`).
+
+The analytic Jacobian is written once, in :func:`_jacobian_rows`; :func:`model` (values and,
+optionally, the Jacobian) and :func:`_normal_matrix` (the solver's weighted normal equations,
+written into preallocated buffers) both call it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+N_PARAMS = 7  # A, B, x0, y0, l11, l21, l22
+#: indices of the parameters in the last axis of ``p``
+_A, _B, _X, _Y, _L11, _L21, _L22 = range(N_PARAMS)
+
+
+def model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: bool):
+    """Model values and, optionally, the analytic Jacobian of every column on its pixels.
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        (N, 7) parameters ``A, B, x0, y0, l11, l21, l22`` [counts, counts, px, px, 1/px, 1/px, 1/px].
+    x, y : torch.Tensor
+        (N, M) pixel coordinates [px].
+    jacobian : bool
+        Also return the Jacobian. Without it the values are computed in place (two temporaries).
+
+    Returns
+    -------
+    f : torch.Tensor
+        (N, M) model values.
+    jac : torch.Tensor or None
+        (N, 7, M) Jacobian, parameter axis before pixels.
+    """
+    import torch
+
+    dx = x - p[:, _X, None]
+    dy = y - p[:, _Y, None]
+    if not jacobian:  # in place: two temporaries in all
+        w1 = dx.mul_(p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
+        w2 = dy.mul_(p[:, _L22, None])
+        g = w1.square_().addcmul_(w2, w2).mul_(-0.5).exp_()
+        return g.mul_(p[:, _A, None]).add_(p[:, _B, None]), None
+    w1 = torch.mul(dx, p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
+    w2 = p[:, _L22, None] * dy
+    g = torch.mul(w1, w1).addcmul_(w2, w2).mul_(-0.5).exp_()
+    f = torch.addcmul(p[:, _B, None], p[:, _A, None], g)
+    jac = torch.empty((p.shape[0], N_PARAMS) + g.shape[1:], dtype=g.dtype, device=g.device)
+    jac[:, _B] = 1.0
+    jac[:, _A] = g
+    _jacobian_rows(jac, p, g, dx, dy, w1, w2)
+    return f, jac
+
+
+def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None) -> "torch.Tensor":
+    """Write the Jacobian rows x0, y0, l11, l21, l22 into ``jac`` (N, >=7, M); the one place the
+    Jacobian is written.
+
+    ``g`` is the Gaussian factor ``exp(-(w1² + w2²)/2)`` (a weight folded into it carries over to
+    every row); ``w1 = l11 dx + l21 dy``, ``w2 = l22 dy`` are overwritten (with ``-A g w1`` and
+    ``-A g w2``). The rows of ``A`` (``g``) and ``B`` (1, or the weight) are the caller's.
+
+    Returns
+    -------
+    torch.Tensor
+        ``u = -A g`` (N, M), written into ``u_out`` when given.
+    """
+    import torch
+
+    u = torch.mul(g, -p[:, _A, None], out=u_out) if u_out is not None else torch.mul(g, -p[:, _A, None])
+    t1 = w1.mul_(u)  # -A g w1
+    t2 = w2.mul_(u)  # -A g w2
+    torch.mul(t1, -p[:, _L11, None], out=jac[:, _X])
+    torch.mul(t1, -p[:, _L21, None], out=jac[:, _Y]).addcmul_(t2, -p[:, _L22, None])
+    torch.mul(t1, dx, out=jac[:, _L11])
+    torch.mul(t1, dy, out=jac[:, _L21])
+    torch.mul(t2, dy, out=jac[:, _L22])
+    return u
+
+
+def _normal_matrix(p, x, y, tw, sw, buf, work) -> "torch.Tensor":
+    """Augmented normal matrix (N, 8, 8) of the weighted problem at ``p``.
+
+    ``buf`` (N, 8, M) receives the weighted Jacobian rows sqrt(w) dF/dp (row 1, the background
+    row sqrt(w), must already be there) and, as row 7, the weighted residual sqrt(w) (t - f);
+    ``buf @ buf^T`` then holds J^T W J in [:7, :7], J^T W r in [:7, 7] and the cost r^T W r
+    in [7, 7], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
+    iterations allocate no large temporaries. ``sw`` may be None for all-ones weights.
+    """
+    import torch
+
+    dx = torch.sub(x, p[:, _X, None], out=work[0])
+    dy = torch.sub(y, p[:, _Y, None], out=work[1])
+    w1 = torch.mul(dx, p[:, _L11, None], out=work[2]).addcmul_(dy, p[:, _L21, None])
+    w2 = torch.mul(dy, p[:, _L22, None], out=work[3])
+    e = torch.mul(w1, w1, out=work[4]).addcmul_(w2, w2).mul_(-0.5)
+    g = torch.exp(e, out=buf[:, _A])
+    if sw is not None:
+        g.mul_(sw)
+    u = _jacobian_rows(buf, p, g, dx, dy, w1, w2, u_out=work[4])  # u = -A g
+    # weighted residual sqrt(w) * (t - B - A g)
+    if sw is None:
+        torch.sub(tw, p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+    else:
+        torch.addcmul(tw, sw, -p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+    return torch.bmm(buf, buf.transpose(1, 2))
+
+
+def covariance(p: "torch.Tensor"):
+    """Covariance entries ``cxx, cxy, cyy`` [px²] of the fitted Gaussians: ``(L L^T)^-1``, the
+    closed-form inverse of the 2 x 2 precision with ``L`` lower triangular."""
+    l11, l21, l22 = p[:, _L11], p[:, _L21], p[:, _L22]
+    prec_xx, prec_xy, prec_yy = l11 * l11, l11 * l21, l21 * l21 + l22 * l22
+    det = prec_xx * prec_yy - prec_xy * prec_xy
+    return prec_yy / det, -prec_xy / det, prec_xx / det
+
+
+def levenberg_marquardt(
+    p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor", weight: "torch.Tensor",
+    *, max_iterations: int, tolerance: float,
+) -> tuple["torch.Tensor", "torch.Tensor", int]:
+    """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
+
+    Each iteration evaluates the model, analytic Jacobian and residual once, at the trial
+    parameters, and forms J^T W J, J^T W r and the cost in one batched product
+    (:func:`_normal_matrix`); a rejected step keeps the normal equations of the current
+    parameters. Columns that have converged are frozen and dropped from the working set, so later
+    iterations only touch the rest.
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        (N, 7) start parameters (see :func:`model`) [px units]; not modified.
+    x, y : torch.Tensor
+        (N, M) pixel coordinates of the patches [px].
+    target : torch.Tensor
+        (N, M) values to fit.
+    weight : torch.Tensor
+        (N, M) pixel weights (0 outside the image).
+    max_iterations : int
+        Iterations at most.
+    tolerance : float
+        A column has converged when an accepted step lowers its cost by less than this fraction [1].
+
+    Returns
+    -------
+    p : torch.Tensor
+        (N, 7) fitted parameters.
+    cost : torch.Tensor
+        (N,) final weighted sum of squared residuals.
+    iterations : int
+        Iterations run.
+    """
+    import torch
+
+    n, m = x.shape
+    p = p.clone()
+    if n == 0:
+        return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
+    sqrt_w = weight.sqrt()
+    tw = target * sqrt_w
+    buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
+    buf[:, _B] = sqrt_w
+    sw: torch.Tensor | None = sqrt_w
+    if bool((weight == 1).all()):
+        sw = None  # no pixel outside the image: skip the weighting
+    work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
+    normal = _normal_matrix(p, x, y, tw, sw, buf, work)
+    cost = normal[:, N_PARAMS, N_PARAMS].clone()
+    cost_out = cost.clone()
+    lam = torch.full((n,), 1e-3, dtype=p.dtype, device=p.device)
+    idx = torch.arange(n, device=p.device)  # working set -> column
+    active = torch.ones(n, dtype=torch.bool, device=p.device)
+    pa, xa, ya, twa, swa = p, x, y, tw, sw
+    it = 0
+    for it in range(1, max_iterations + 1):
+        jtj = normal[:, :N_PARAMS, :N_PARAMS]
+        grad = normal[:, :N_PARAMS, N_PARAMS]
+        diag = jtj.diagonal(dim1=1, dim2=2)
+        floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
+        damped = jtj + torch.diag_embed(lam[:, None] * (diag + floor))
+        step, info = torch.linalg.solve_ex(damped, grad[..., None])
+        step = step[..., 0]
+        solved = (info == 0) & torch.isfinite(step).all(1) & active
+        p_new = torch.where(solved[:, None], pa + step, pa)
+        k = pa.shape[0]
+        normal_new = _normal_matrix(p_new, xa, ya, twa, swa, buf[:k], work[:, :k])
+        cost_new = normal_new[:, N_PARAMS, N_PARAMS]
+        better = solved & torch.isfinite(cost_new) & (cost_new < cost)
+        rel = (cost - cost_new) / cost.clamp_min(1e-300)
+        pa = torch.where(better[:, None], p_new, pa)
+        normal = torch.where(better[:, None, None], normal_new, normal)
+        lam = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
+        converged = (better & (rel < tolerance)) | (~better & (lam >= 1e12)) | (cost <= 0)
+        cost = torch.where(better, cost_new, cost)
+        active = active & ~converged
+        n_active = int(active.sum())
+        if n_active == 0:
+            break
+        if n_active <= 0.8 * pa.shape[0]:
+            # write the frozen columns out and shrink the working set to the active ones
+            done = ~active
+            p[idx[done]] = pa[done]
+            cost_out[idx[done]] = cost[done]
+            keep = active.nonzero().ravel()
+            idx, pa, cost, lam, normal = idx[keep], pa[keep], cost[keep], lam[keep], normal[keep]
+            xa, ya, twa = xa[keep], ya[keep], twa[keep]
+            active = active[keep]
+            if swa is not None:
+                swa = swa[keep]
+                buf[:n_active, _B] = swa
+    p[idx] = pa
+    cost_out[idx] = cost
+    return p, cost_out, it

@@ -1,0 +1,98 @@
+"""Figures of the ``octahedral`` metric: θ/φ/L maps, core/shell histograms, tilt line profile, network overlay."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from octascope.figures import (default_profile_line, draw_tile_map, line_profile, network_overlay, new_figure,
+                               plot_profiles, robust_limits)
+from octascope.geometry import estimate_square_basis
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from octascope.model import Image, Octahedra
+
+
+def octahedral_figures(
+    image: "Image", columns: pd.DataFrame, octahedra: "Octahedra", table: pd.DataFrame, shell_depth_cells: int
+) -> dict[str, "Figure"]:
+    """All figures of the octahedral metric.
+
+    Returns
+    -------
+    dict
+        ``network_overlay``, ``theta_maps`` (θ1, θ2, θ3), ``phi_maps`` (φ1-φ4),
+        ``bond_length_maps`` (L1, L2), ``tilt_histograms`` (core vs shell), ``tilt_line_profile``
+        and, when errors were propagated, ``theta_uncertainty_map``.
+    """
+    figs: dict[str, Figure] = {"network_overlay": network_overlay(image, columns, octahedra)}
+    tab = octahedra.table.reset_index(drop=True)
+    xy = table[["x_A", "y_A"]].to_numpy(float)
+    a1 = tab[["a1_x_A", "a1_y_A"]].to_numpy(float) if "a1_x_A" in tab else None
+    a2 = tab[["a2_x_A", "a2_y_A"]].to_numpy(float) if "a2_x_A" in tab else None
+    glob = np.asarray(octahedra.lattice_vectors_A, float)
+    if not np.isfinite(glob).all():
+        glob = estimate_square_basis(xy) if len(xy) >= 4 else np.eye(2) * 6.0
+    if a1 is None or a2 is None or not np.isfinite(a1).all() or not np.isfinite(a2).all():
+        a1 = np.where(np.isfinite(a1), a1, glob[0]) if a1 is not None else np.broadcast_to(glob[0], xy.shape)
+        a2 = np.where(np.isfinite(a2), a2, glob[1]) if a2 is not None else np.broadcast_to(glob[1], xy.shape)
+    edge = table["edge"].to_numpy(bool)
+
+    good = ~edge
+    theta_lim = robust_limits(table.loc[good, ["theta1_deg", "theta2_deg", "theta3_deg"]].to_numpy().ravel())
+    fig, axes = new_figure(3)
+    for ax, k in zip(axes, (1, 2, 3)):
+        draw_tile_map(ax, xy, table[f"theta{k}_deg"], a1, a2, label=f"θ{k} [°]", title=f"θ{k}", excluded=edge,
+                      cmap="viridis", limits=theta_lim)
+    figs["theta_maps"] = fig
+
+    phi_lim = robust_limits(table.loc[good, [f"phi{k}_deg" for k in range(1, 5)]].to_numpy().ravel())
+    fig, axes = new_figure(4, panel_size_in=3.6)
+    for ax, k in zip(axes, range(1, 5)):
+        draw_tile_map(ax, xy, table[f"phi{k}_deg"], a1, a2, label=f"φ{k} [°]", title=f"φ{k}", excluded=edge, limits=phi_lim)
+    figs["phi_maps"] = fig
+
+    L_lim = robust_limits(table.loc[good, ["L1_A", "L2_A"]].to_numpy().ravel())
+    fig, axes = new_figure(2)
+    for ax, k in zip(axes, (1, 2)):
+        draw_tile_map(ax, xy, table[f"L{k}_A"], a1, a2, label=f"L{k} (X–Pb–X) [Å]", title=f"L{k}", excluded=edge,
+                      cmap="cividis", limits=L_lim)
+    figs["bond_length_maps"] = fig
+
+    fig, axes = new_figure(3, panel_size_in=3.8, height_in=3.2)
+    in_shell = table["shell"].to_numpy() < shell_depth_cells
+    for ax, k in zip(axes, (1, 2, 3)):
+        v = table[f"theta{k}_deg"].to_numpy(float)
+        core, shell = v[good & ~in_shell], v[good & in_shell]
+        core, shell = core[np.isfinite(core)], shell[np.isfinite(shell)]
+        both = np.concatenate([core, shell])
+        bins = np.linspace(both.min(), both.max() + 1e-9, 16).tolist() if both.size else 10
+        if core.size:
+            ax.hist(core, bins=bins, alpha=0.6, label=f"core (n={core.size}, mean {core.mean():.2f}°)")
+        if shell.size:
+            ax.hist(shell, bins=bins, alpha=0.6, label=f"shell < {shell_depth_cells} cells (n={shell.size}, mean {shell.mean():.2f}°)")
+        ax.set_xlabel(f"θ{k} [°]")
+        ax.set_ylabel("octahedra")
+        ax.legend(fontsize="x-small")
+    figs["tilt_histograms"] = fig
+
+    if good.sum() >= 2:
+        a1_mean = np.nanmean(a1[good], axis=0)
+        start, d, length = default_profile_line(xy[good], a1_mean)
+        spacing = float(np.linalg.norm(a1_mean))
+        profs = {f"θ{k}": line_profile(xy[good], table.loc[good, f"theta{k}_deg"], start, d, spacing_A=spacing,
+                                       length_A=length) for k in (1, 2, 3)}
+        fig, (ax,) = new_figure(1, panel_size_in=5.5, height_in=3.5)
+        plot_profiles(ax, profs, "tilt [°]", "tilt along a1 through the centre (4 rows integrated)")
+        figs["tilt_line_profile"] = fig
+
+    if "theta3_err_deg" in table and np.isfinite(table.loc[good, "theta3_err_deg"]).any():
+        fig, (ax,) = new_figure(1)
+        draw_tile_map(ax, xy, table["theta3_err_deg"], a1, a2, label="σ(θ3) [°]", title="θ3 uncertainty (1σ)",
+                      excluded=edge, cmap="magma")
+        figs["theta_uncertainty_map"] = fig
+    return figs
