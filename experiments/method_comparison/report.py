@@ -1,11 +1,13 @@
 """The method comparison's table and figure, from the MLflow store (no re-analysis):
 
     octascope experiment=method_comparison                  # the runs (54 jobs; hydra/launcher=local_parallel for 2 at once)
-    octascope experiment=method_comparison_deep             # DIP, S2SRED, ABSF -> S2SRED on a sub-grid (9 jobs)
+    octascope experiment=method_comparison_deep             # S2SRED, ABSF -> S2SRED, DIP reduced, on a sub-grid (12 jobs)
+    octascope experiment=method_comparison_deep_defaults    # the same sub-grid with the denoisers' CPU defaults (9 jobs)
     python experiments/method_comparison/report.py          # results.md + results.csv + f1_theta_vs_dose.png here
 
 ``--experiment method-comparison-full`` after ``octascope experiment=method_comparison_full``. Several
-``--experiment`` are merged into one table (the default: method-comparison and method-comparison-deep).
+``--experiment`` are merged into one table (the default: method-comparison, method-comparison-deep and
+method-comparison-deep-defaults, those present).
 
 The θ error in the core and the shell is computed here from each run's ``accuracy_octahedra.csv``
 artifact (matched octahedra at their true positions, with their errors) and the source's truth
@@ -54,23 +56,37 @@ def add_core_shell(df: pd.DataFrame, config: str, shell_depth: int) -> pd.DataFr
     return pd.concat([df.drop(columns=[c for c in extra if c in df]), extra], axis=1)
 
 
-def label_denoisers(df: pd.DataFrame) -> pd.DataFrame:
-    """``params.denoiser.name`` as a reader reads it: a chain as its steps (``absf→s2sred``), and the
-    networks' iteration budget (``s2sred (100 it)``), so reduced runs never pass for the defaults."""
+def label_denoisers(df: pd.DataFrame, experiment: str = "") -> pd.DataFrame:
+    """``params.denoiser.name`` as a reader reads it: a chain as its steps (``absf→s2sred``); the
+    networks with their iteration budget (``≤`` with an early stop) and, for DIP, the encoder/decoder
+    widths, e.g. ``s2sred (100 it)``, ``dip (≤267 it, 16/32)``; runs of an experiment ``*-defaults``
+    as ``(CPU defaults)`` — so a reduced run never passes for the defaults."""
     df = df.copy()
 
     def one(r):
         name = r.get("params.denoiser.name")
+        prefix = "params.denoiser."
         if name == "chain":
             steps = [r.get(f"params.denoiser.steps.{i}.name") for i in range(8)]
             steps = [x for x in steps if isinstance(x, str)]
-            last = len(steps) - 1
-            it = r.get(f"params.denoiser.steps.{last}.n_iterations")
-            return "→".join(steps) + (f" ({it} it)" if isinstance(it, str) else "")
-        it = r.get("params.denoiser.n_iterations")
-        return f"{name} ({it} it)" if name in ("dip", "s2sred") and isinstance(it, str) else name
+            if not steps:  # steps given by name: the list's string form
+                steps = [x.strip(" '\"") for x in str(r.get("params.denoiser.steps", "")).strip("[]").split(",") if x.strip()]
+            base = "→".join(steps)
+            prefix = f"params.denoiser.steps.{len(steps) - 1}."
+            net = steps[-1] if steps else ""
+        else:
+            base = net = name
+        if experiment.endswith("-defaults") and net in ("dip", "s2sred"):
+            return f"{base} (CPU defaults)"
+        it = r.get(prefix + "n_iterations")
+        if net not in ("dip", "s2sred") or not isinstance(it, str):
+            return base
+        stop = "≤" if str(r.get(prefix + "early_stop")) == "True" else ""
+        width = f", {r.get(prefix + 'encoder_width')}/{r.get(prefix + 'decoder_width')}" if net == "dip" else ""
+        return f"{base} ({stop}{it} it{width})"
 
-    df["params.denoiser.name"] = df.apply(one, axis=1)
+    if len(df):
+        df["params.denoiser.name"] = df.apply(one, axis=1)
     return df
 
 
@@ -118,7 +134,7 @@ def figure(df: pd.DataFrame, path: Path, dose: float = 300.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--experiment", action="append", default=None,
-                    help="MLflow experiment(s) to merge (default: method-comparison, and method-comparison-deep if present)")
+                    help="MLflow experiment(s) to merge (default: method-comparison, -deep and -deep-defaults if present)")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--shell-depth", type=int, default=1, help="shell = truth octahedra layers < this from the edge")
     ap.add_argument("--out", default=str(HERE))
@@ -128,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from octascope.tracking import resolve_tracking_uri as _uri
 
     mlflow.set_tracking_uri(_uri(args.tracking_uri))
-    names = args.experiment or [n for n in ("method-comparison", "method-comparison-deep")
+    names = args.experiment or [n for n in ("method-comparison", "method-comparison-deep", "method-comparison-deep-defaults")
                                 if n == "method-comparison" or mlflow.get_experiment_by_name(n) is not None]
     frames, failed, walls, failed_rows = [], 0, [], []
     for name in names:
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f = runs_frame(name, args.tracking_uri, "FAILED")
         failed += len(f)
         if len(f):
-            f = label_denoisers(f)
+            f = label_denoisers(f, name)
             for key, g in f.groupby([f"params.{b}" for b in BY], dropna=False):
                 failed_rows.append(f"- `{name}`: " + ", ".join(str(k) for k in key) + f": {len(g)} failed (noise seeds "
                                    + ", ".join(sorted(g["params.source.noise.seed"].astype(str))) + ")")
@@ -146,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         s, e = pd.to_datetime(d["start_time"]).min(), pd.to_datetime(d["end_time"]).max()
         walls.append(f"`{name}`: {len(d)} runs, first start {s:%Y-%m-%d %H:%M:%S} UTC, last end {e:%H:%M:%S} UTC "
                      f"({(e - s).total_seconds():.0f} s wall)")
-        frames.append(add_core_shell(d, CONFIGS.get(name, name.replace("-", "_")), args.shell_depth))
-    df = label_denoisers(pd.concat(frames, ignore_index=True))
+        frames.append(label_denoisers(add_core_shell(d, CONFIGS.get(name, name.replace("-", "_")), args.shell_depth), name))
+    df = pd.concat(frames, ignore_index=True)
     den = [c for c in df if c.startswith("metrics.time_s/denoiser/")]  # one name per denoiser plugin
     df["metrics.time_s/denoise"] = df[den].sum(axis=1, min_count=1).fillna(0.0) if den else 0.0
     args.experiment = ", ".join(names)
