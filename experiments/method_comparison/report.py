@@ -103,7 +103,9 @@ def figure(df: pd.DataFrame, path: Path, dose: float = 300.0) -> None:
     df["pipeline"] = df["params.classifier.name"] + "+" + df["params.network.name"]
     df["method"] = df["params.denoiser.name"] + " / " + df["params.locator.name"] + " / " + df["pipeline"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), constrained_layout=True)
+    colours = plt.get_cmap("tab20").colors
     for ax, (m, label) in zip(axes, (("metrics.detection_f1", "detection F1"), ("metrics.theta_mae_deg", "θ error [deg]"))):
+        ax.set_prop_cycle(color=colours)
         for method, g in df.groupby("method"):
             s = g.groupby("dose")[m].agg(["mean", "std"]).sort_index()
             ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=method,
