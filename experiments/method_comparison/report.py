@@ -102,7 +102,7 @@ def figure(df: pd.DataFrame, path: Path, dose: float = 300.0) -> None:
     df["dose"] = pd.to_numeric(df["params.source.noise.dose_e_per_A2"])
     df["pipeline"] = df["params.classifier.name"] + "+" + df["params.network.name"]
     df["method"] = df["params.denoiser.name"] + " / " + df["params.locator.name"] + " / " + df["pipeline"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), layout="constrained")
     colours = plt.get_cmap("tab20").colors
     for ax, (m, label) in zip(axes, (("metrics.detection_f1", "detection F1"), ("metrics.theta_mae_deg", "θ error [deg]"))):
         ax.set_prop_cycle(color=colours)
@@ -114,7 +114,8 @@ def figure(df: pd.DataFrame, path: Path, dose: float = 300.0) -> None:
         ax.set_xlabel("dose [e/Å²]")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7)
     sub = df[(df["dose"] == dose) & (df["pipeline"] == "lattice+nearest")]
     ax = axes[2]
     if len(sub) and "metrics.theta_mae_deg_core" in sub:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python " + shlex.join(["experiments/method_comparison/report.py", *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join([
         f"# {args.experiment}: results", "",
-        f"Regenerate: `{cmd}` (reads the FINISHED runs of MLflow experiment `{args.experiment}` in "
+        f"Regenerate: `{cmd}` (reads the FINISHED runs of the MLflow experiment(s) `{args.experiment}` in "
         f"`{resolve_tracking_uri(args.tracking_uri)}`).", "",
         f"{len(df)} finished runs, {failed} failed; " + "; ".join(walls) + ". Mean ± sd over the noise seeds; "
         "time_s/total = the analysis alone (no simulation: cached). Core/shell: shell = truth octahedra "
