@@ -126,3 +126,113 @@ def fmt_ci(values, digits: int = 2, signed: bool = False) -> str:
 def timer() -> Any:
     t0 = time.perf_counter()
     return lambda: time.perf_counter() - t0
+
+
+# --- core / shell split of the tilt error, from what every run already writes -----------------------
+#
+# The accuracy metric writes ``accuracy_octahedra.csv`` (run folder and MLflow artifact): one row per
+# matched complete octahedron with the TRUE position (``octahedron_x_A``, ``octahedron_y_A``) and the
+# errors ``theta1_deg_error`` .. ``L2_A_error``. The truth octahedra of a simulated source carry
+# ``shell`` (octahedra layers from the particle edge, 0 = outermost) and do not depend on the noise seed
+# or dose, so the split needs the truth once per source, not a re-analysis.
+
+
+def truth_octahedra(config_name: str, overrides: list[str] | None = None):
+    """The truth octahedra (with ``shell``) of experiment ``config_name``'s source (the simulation cache:
+    seconds). Dose and noise seed do not change them."""
+    from octascope.input_sources import load_source
+
+    cfg, _ = compose_experiment(config_name, overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, truth = load_source(**cfg["source"])
+    if truth is None or truth.octahedra is None or "shell" not in truth.octahedra:
+        raise ValueError(f"{config_name}: the source has no truth octahedra with a shell index")
+    return truth.octahedra
+
+
+def core_shell_errors(acc_octahedra, truth_oct, shell_depth_cells: int = 1, tolerance_A: float = 0.01) -> dict[str, float]:
+    """θ and L errors of the matched octahedra split into shell (truth ``shell`` < ``shell_depth_cells``)
+    and core (the rest).
+
+    ``acc_octahedra`` is the accuracy metric's ``accuracy_octahedra`` table; its positions are the truth
+    octahedra's, so each row is assigned the truth shell of the truth octahedron within ``tolerance_A``
+    (rows without one raise: the table and the truth are not of the same source). Returns, for
+    region ∈ {core, shell}: ``theta_mae_deg_<region>`` (mean |Δθ1|, |Δθ2|, the definition of
+    ``theta_mae_deg``), ``theta3_mae_deg_<region>``, ``L_mae_pm_<region>`` (mean |ΔL1|, |ΔL2|),
+    ``octahedra_recall_<region>`` (matched / truth octahedra in the region) and ``n_octahedra_<region>``
+    (matched)."""
+    from scipy.spatial import cKDTree
+
+    t_xy = truth_oct[["x_A", "y_A"]].to_numpy(float)
+    t_shell = truth_oct["shell"].to_numpy(int)
+    out: dict[str, float] = {}
+    if len(acc_octahedra):
+        d, idx = cKDTree(t_xy).query(acc_octahedra[["octahedron_x_A", "octahedron_y_A"]].to_numpy(float), k=1)
+        if np.any(d > tolerance_A):
+            raise ValueError(f"{int(np.sum(d > tolerance_A))} matched octahedra are not at a truth octahedron "
+                             f"(largest offset {d.max():.3f} Å): another source's truth?")
+        shell = t_shell[idx]
+    else:
+        shell = np.zeros(0, int)
+
+    def mae(cols, sel, scale=1.0):
+        e = np.abs(np.concatenate([acc_octahedra[c].to_numpy(float)[sel] for c in cols if c in acc_octahedra] or [np.zeros(0)]))
+        e = e[np.isfinite(e)]
+        return float(e.mean() * scale) if len(e) else math.nan
+
+    for region, sel, tsel in (("core", shell >= shell_depth_cells, t_shell >= shell_depth_cells),
+                              ("shell", shell < shell_depth_cells, t_shell < shell_depth_cells)):
+        out[f"theta_mae_deg_{region}"] = mae(["theta1_deg_error", "theta2_deg_error"], sel)
+        out[f"theta3_mae_deg_{region}"] = mae(["theta3_deg_error"], sel)
+        out[f"L_mae_pm_{region}"] = mae(["L1_A_error", "L2_A_error"], sel, 100.0)
+        out[f"n_octahedra_{region}"] = float(sel.sum())
+        out[f"octahedra_recall_{region}"] = float(sel.sum() / tsel.sum()) if tsel.sum() else math.nan
+    return out
+
+
+def run_artifact(artifact_uri: str, name: str):
+    """A CSV artifact of an MLflow run with a local (file) artifact store, as a DataFrame (None if absent)."""
+    from urllib.parse import unquote, urlparse
+
+    import pandas as pd
+
+    p = Path(unquote(urlparse(artifact_uri).path)) / name
+    return pd.read_csv(p) if p.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python experiments/expkit.py <config> [--only key=value ...]``: run the jobs of an experiment's
+    sweep in this process, one MLflow run each (as ``octascope experiment=<config>`` does), keeping only
+    the jobs that contain every ``--only`` override — a subset of a sweep, which Hydra cannot narrow from
+    the command line for a ``+group`` axis (e.g. ``--only +experiment/deep=dip``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python experiments/expkit.py", description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("config", help="conf/experiment/<config>.yaml")
+    ap.add_argument("--only", action="append", default=[], help="keep jobs with this override (repeatable)")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--workdir", default="multirun", help="parent folder of the run folders")
+    args = ap.parse_args(argv)
+    jobs = [j for j in sweep_jobs(args.config) if all(o in j for o in args.only)]
+    if not jobs:
+        print(f"no job of {args.config} has {args.only}", file=sys.stderr)
+        return 2
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for k, job in enumerate(jobs):
+        t = timer()
+        try:
+            result, _ = run_job(args.config, job, workdir=work, tracking_uri=args.tracking_uri)
+            s = result.scalars
+            print(f"[{k + 1}/{len(jobs)}] {' '.join(job)}: {t():.0f} s, F1 {s.get('detection_f1', math.nan):.3f}, "
+                  f"θ error {s.get('theta_mae_deg', math.nan):.2f}°", flush=True)
+        except Exception as exc:  # one failed job does not stop the others (Hydra's multirun does the same)
+            failed += 1
+            print(f"[{k + 1}/{len(jobs)}] {' '.join(job)}: FAILED after {t():.0f} s: {exc}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

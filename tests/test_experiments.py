@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +27,16 @@ EXPECTED = {
                                 mlflow="denoiser-comparison"),
     "locator_comparison": dict(kind="synthetic", doses={2000.0}, image={"spec.n_cells": [8, 8]},
                                mlflow="locator-comparison"),
-    "method_comparison": dict(kind="simulated", doses={300.0, 1000.0}, seeds={0, 1, 2},
+    "method_comparison": dict(kind="simulated", doses={100.0, 300.0, 1000.0}, seeds={0, 1, 2},
                               image={"structure.br_fraction": 0.0, "structure.n_cells": 6, "imaging.max_snapshots": 10},
                               mlflow="method-comparison"),
+    "method_comparison_deep": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2},
+                                   image={"structure.br_fraction": 0.0, "structure.n_cells": 6, "imaging.max_snapshots": 10},
+                                   mlflow="method-comparison-deep"),
+    "method_comparison_deep_defaults": dict(kind="simulated", doses={300.0}, seeds={0, 1, 2},
+                                            image={"structure.br_fraction": 0.0, "structure.n_cells": 6,
+                                                   "imaging.max_snapshots": 10},
+                                            mlflow="method-comparison-deep-defaults"),
     "method_comparison_full": dict(kind="simulated", doses={100.0, 300.0, 1000.0}, seeds={0, 1, 2, 3, 4},
                                    image={"structure.br_fraction": 0.0, "structure.n_cells": 6},
                                    mlflow="method-comparison-full"),
@@ -49,6 +57,11 @@ EXPECTED = {
     "validation_mixed_halide": dict(kind="simulated", doses={220.0}, seeds={0, 1, 2, 3, 4},
                                     image={"structure.br_fraction": 0.1667, "structure.mixing": "paper"},
                                     mlflow="validation-mixed-halide"),
+    "validation_mixed_halide_full": dict(kind="simulated", doses={220.0}, seeds={0, 1, 2, 3, 4},
+                                         image={"structure.n_cells": 15, "structure.br_fraction": 0.1667,
+                                                "structure.mixing": "paper", "md.n_steps": 1900000, "md.mpi_ranks": 64,
+                                                "imaging.mode": "multislice", "imaging.max_snapshots": 16},
+                                         mlflow="validation-mixed-halide-full"),
 }
 
 
@@ -171,8 +184,8 @@ def test_sofs_ablation_sets_the_network_like_the_classifier():
 
 def test_sweep_jobs_follow_hydra_basic_sweeper():
     jobs = expkit.sweep_jobs("method_comparison")
-    assert len(jobs) == 3 * 2 * 2 * 3
-    assert jobs[0] == ["denoiser=none", "+experiment/pipeline=lattice_nearest", "source.noise.dose_e_per_A2=300.0",
+    assert len(jobs) == 3 * 2 * 3 * 3
+    assert jobs[0] == ["denoiser=none", "+experiment/pipeline=lattice_nearest", "source.noise.dose_e_per_A2=100.0",
                        "source.noise.seed=0"]
     cfg, _ = expkit.compose_experiment("method_comparison", ["+experiment/pipeline=sofs"])
     assert (cfg["classifier"]["name"], cfg["network"]["name"]) == ("sofs", "sofs")
@@ -234,3 +247,83 @@ def test_run_records_code_and_package_versions():
     assert {"numpy", "scipy", "hydra-core", "mlflow"} <= {k.removeprefix("package.") for k in v}
     assert all(isinstance(x, str) and x for x in v.values())
     assert "octascope.version" in code_version()
+
+
+def test_method_comparison_deep_runs_the_reduced_deep_denoisers_on_one_pipeline():
+    jobs = expkit.sweep_jobs("method_comparison_deep")
+    assert len(jobs) == 4 * 3
+    seen = {}
+    for job in jobs[::3]:
+        cfg, _ = expkit.compose_experiment("method_comparison_deep", job)
+        assert (cfg["classifier"]["name"], cfg["network"]["name"]) == ("lattice", "nearest")
+        d = cfg["denoiser"]
+        net = d["steps"][-1] if d["name"] == "chain" else d
+        seen[job[0].split("=")[1]] = (net["name"], net["n_iterations"])
+    assert seen == {"s2sred": ("s2sred", 100), "absf_s2sred": ("s2sred", 100), "dip": ("dip", 100),
+                    "dip_small": ("dip", 267)}
+
+
+def test_core_shell_errors_split_matched_octahedra_by_truth_shell():
+    import pandas as pd
+
+    truth = pd.DataFrame({"x_A": [0.0, 6.0, 12.0, 18.0], "y_A": [0.0, 0.0, 0.0, 0.0], "shell": [0, 1, 1, 0]})
+    acc = pd.DataFrame({"octahedron_x_A": [6.0, 12.0, 18.0], "octahedron_y_A": [0.0, 0.0, 0.0],
+                        "theta1_deg_error": [1.0, -3.0, 2.0], "theta2_deg_error": [1.0, 1.0, -4.0],
+                        "theta3_deg_error": [0.5, 0.5, 1.0], "L1_A_error": [0.01, 0.01, 0.02],
+                        "L2_A_error": [-0.01, 0.03, 0.02]})
+    s = expkit.core_shell_errors(acc, truth, shell_depth_cells=1)
+    assert s["theta_mae_deg_core"] == pytest.approx(1.5)     # |1|, |-3|, |1|, |1|
+    assert s["theta_mae_deg_shell"] == pytest.approx(3.0)    # |2|, |-4|
+    assert s["L_mae_pm_core"] == pytest.approx(1.5)
+    assert (s["n_octahedra_core"], s["n_octahedra_shell"]) == (2, 1)
+    assert (s["octahedra_recall_core"], s["octahedra_recall_shell"]) == (1.0, 0.5)
+    with pytest.raises(ValueError, match="not at a truth octahedron"):
+        expkit.core_shell_errors(acc.assign(octahedron_x_A=acc["octahedron_x_A"] + 0.3), truth)
+
+
+def _mpi_available():
+    try:
+        from octascope.sim.md import load_lammps
+        from octascope.sim.mpi import mpirun_command
+
+        load_lammps()
+        mpirun_command()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.lammps
+@pytest.mark.skipif(not _mpi_available(), reason="needs LAMMPS (lammps[mpi]) and an mpirun")
+def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
+    """md.mpi_ranks=2 (as in a config's source.md) runs LAMMPS on 2 MPI ranks through the cached MD step;
+    2 s (load 3) to 16 s (load 8) for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
+    pytest -m slow tests/test_experiments.py -k mpirun"""
+    from octascope.sim import md as md_mod
+    from octascope.sim.simulation import complete, md_step, structure_key
+    from octascope.sim.structure import build_nanocube
+
+    assert "mpi_ranks" not in complete(md_mod.run_md, {})  # serial cache keys are unchanged
+    atoms = build_nanocube(n_cells=2)
+    md = dict(n_steps=20, equilibration_steps=0, snapshot_every=10, minimize_steps=0, mpi_ranks=2)
+    key, traj, hit = md_step(atoms, structure_key({"n_cells": 2}), md, cache_dir=str(tmp_path), progress=False)
+    assert not hit
+    assert traj.info["n_ranks"] == 2 and traj.info["mpi_ranks"] == 2
+    assert traj.positions.shape == (2, len(atoms), 3) and np.isfinite(traj.positions).all()
+    key1, _, hit1 = md_step(atoms, structure_key({"n_cells": 2}), md, cache_dir=str(tmp_path), progress=False)
+    assert hit1 and key1 == key
+
+
+def test_paper_cluster_presets_are_the_papers_md_on_mpi_ranks():
+    from octascope.sim.__main__ import load_params
+
+    for preset, br in (("paper_cluster", 0.0), ("paper_cluster_mixed_halide", 0.1667)):
+        p = load_params(str(ROOT / "conf" / "simulation" / f"{preset}.yaml"), [])
+        assert p["structure"]["n_cells"] == 15 and p["structure"]["br_fraction"] == br
+        assert p["md"]["n_steps"] + p["md"]["equilibration_steps"] == 2_000_000 and p["md"]["timestep_fs"] == 1.0
+        assert p["md"]["mpi_ranks"] == 64 and p["md"]["box_A"] == 200.0
+        assert p["imaging"]["mode"] == "multislice" and p["imaging"]["pixel_size_A"] == 0.168
+    cfg, _ = expkit.compose_experiment("validation_cspbi3_full")
+    check_source_config(cfg["source"])
+    assert cfg["source"]["md"]["mpi_ranks"] == 64

@@ -2,6 +2,8 @@
 
     octascope experiment=ablation_sofs && octascope experiment=ablation_locator && octascope experiment=ablation_shell_depth
     python experiments/ablations/report.py
+    octascope experiment=ablation_s2sred                               # S2SRED with its CPU defaults, RED on/off
+    python experiments/ablations/report.py --only ablation-s2sred      # results-s2sred.md
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ ABLATIONS = {
     "ablation-locator": ("Locator residual threshold and neighbour subtraction (rounds; 0 = off)", ACCURACY),
     "ablation-shell-depth": ("Shell depth [unit cells]", ["theta3_deg_mean_core", "theta3_deg_mean_shell",
                                                           "n_octahedra_complete", "theta_mae_deg"]),
+    "ablation-s2sred": ("S2SRED (CPU defaults of conf/denoiser/s2sred.yaml): RED on/off", ACCURACY[:-1] + ["time_s/denoiser/s2sred", "time_s/total"]),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--only", action="append", default=None, choices=sorted(ABLATIONS),
+                    help="these ablations only, into results-<names>.md (default: all but ablation-s2sred, into results.md)")
     args = ap.parse_args(argv)
+    names = args.only or [n for n in ABLATIONS if n != "ablation-s2sred"]
+    cmd = "python experiments/ablations/report.py" + "".join(f" --only {n}" for n in args.only or [])
     parts = ["# Ablations: results", "",
-             f"Regenerate: `python experiments/ablations/report.py` (FINISHED runs in `{resolve_tracking_uri(args.tracking_uri)}`). "
+             f"Regenerate: `{cmd}` (FINISHED runs in `{resolve_tracking_uri(args.tracking_uri)}`). "
              "Mean ± sd over the noise seeds.", ""]
-    for name, (title, metrics) in ABLATIONS.items():
+    for name in names:
+        title, metrics = ABLATIONS[name]
         df = runs_frame(name, args.tracking_uri)
         by = [b for b in auto_by(df) if not b.startswith("network.")] or auto_by(df)
         start, end = pd.to_datetime(df["start_time"]).min(), pd.to_datetime(df["end_time"]).max()
@@ -40,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{(end - start).total_seconds():.0f} s from first start to last end.", "",
                   to_markdown(comparison_table(df, by, metrics)), ""]
     text = "\n".join(parts)
-    (HERE / "results.md").write_text(text)
+    (HERE / ("results-" + "-".join(n.removeprefix("ablation-") for n in args.only) + ".md" if args.only else "results.md")).write_text(text)
     print(text)
     return 0
 

@@ -210,6 +210,7 @@ def lammps_setup_commands(
 
 def run_md(
     atoms: Atoms,
+    mpi_ranks: int = 1,  # not keyword-only on purpose: sim.simulation.complete() then leaves it out of serial cache keys
     *,
     temperature_K: float = 300.0,
     timestep_fs: float = 1.0,
@@ -263,6 +264,9 @@ def run_md(
         Show a tqdm progress bar (rank 0 only).
     on_snapshot : callable, optional
         Called as ``on_snapshot(index, thermo)`` after every snapshot.
+    mpi_ranks : int
+        Run LAMMPS on this many MPI ranks through ``mpirun -n mpi_ranks`` (:mod:`octascope.sim.mpi`;
+        config ``md.mpi_ranks``); ignored inside a process that already is an MPI rank.
 
     Returns
     -------
@@ -279,6 +283,7 @@ def run_md(
     """
     from .structure import check_structure
 
+    md_kwargs = {k: v for k, v in locals().items() if k not in ("atoms", "mpi_ranks", "check_structure")}
     ff = str(forcefield or default_forcefield())
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
     known = set(forcefield_elements(ff))
@@ -304,6 +309,11 @@ def run_md(
     if n_steps < snapshot_every or snapshot_every < 1:
         raise InputError(f"n_steps={n_steps} must be >= snapshot_every={snapshot_every} >= 1 to give at least one snapshot")
     t_max = float(max_temperature_K or 3.0 * temperature_K + 300.0)
+    if int(mpi_ranks) > 1:
+        from .mpi import run_md_mpi, under_mpi
+
+        if not under_mpi():
+            return run_md_mpi(atoms, int(mpi_ranks), **md_kwargs)
 
     lammps = load_lammps()
     if workdir is not None:
@@ -315,6 +325,7 @@ def run_md(
     lmp = lammps.lammps(cmdargs=cmdargs)
     try:
         rank = int(lmp.extract_setting("world_rank"))
+        n_ranks = int(lmp.extract_setting("world_size"))
         setup = lammps_setup_commands(
             None, ff, temperature_K=temperature_K, timestep_fs=timestep_fs, minimize_steps=minimize_steps, seed=seed,
             box_A=box_A,
@@ -372,7 +383,7 @@ def run_md(
     info = dict(
         temperature_K=temperature_K, timestep_fs=timestep_fs, n_steps=n_steps, equilibration_steps=equilibration_steps,
         snapshot_every=snapshot_every, minimize_steps=minimize_steps, box_A=box_A, n_threads=n_threads, seed=seed,
-        forcefield=Path(ff).name, n_atoms=n_atoms, rank=rank, wall_s=wall, minimize_s=t_min, steps_per_s=steps_per_s,
+        forcefield=Path(ff).name, n_atoms=n_atoms, rank=rank, n_ranks=n_ranks, wall_s=wall, minimize_s=t_min, steps_per_s=steps_per_s,
         ns_per_day=steps_per_s * timestep_fs * 1e-6 * 86400.0,
     )
     info["structure"] = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str, list, dict))}
