@@ -9,19 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from octascope.cli import main
+from cli_run import run_cli
 
 FAST = ["source=synthetic", "source.spec.n_cells=[5,5]", "tracking.enabled=false", "progress=false", "figure_formats=[]"]
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.slow  # 6-8 s: whole command runs (imports, figures, MLflow)

@@ -96,16 +96,13 @@ def test_user_polygon_region(example):
 def test_cli_keeps_early_results_when_a_late_stage_refuses(in_tmp, capsys, example):
     """A wrong pixel size is found only once the lattice is known (after the classifier): the run
     stops with one line and exit 2, and the columns found so far stay for the user to look at."""
-    from octascope.cli import main
+    from cli_run import run_cli
 
     image, _ = example
     np.save(in_tmp / "qd.npy", image.data)
-    try:
-        main(["source.path=qd.npy", "source.pixel_size_A=0.1", "progress=false", "tracking.enabled=false"])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err.strip().splitlines()
+    code, _, err_text = run_cli(["source.path=qd.npy", "source.pixel_size_A=0.1", "progress=false",
+                                 "tracking.enabled=false"], capsys)
+    err = err_text.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pixel size" in err[0]
     (run_dir,) = {p.parent for p in in_tmp.glob("outputs/**/columns.csv")}
     assert (run_dir / "error.txt").exists() and (run_dir / "network_overlay.png").exists()

@@ -16,20 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from octascope.cli import main
+from cli_run import run_cli
 
 FAST = ["source=synthetic", "source.spec.n_cells=[5,5]", "progress=false", "figure_formats=[]"]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def written(folder: Path) -> list[str]:

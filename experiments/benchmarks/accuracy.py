@@ -221,18 +221,10 @@ BR_COLUMNS = [("Δθ3 Br−I found [deg]", "br_minus_i_theta3_found_deg", "{:+.2
               ("Δθ3 Br−I true [deg]", "br_minus_i_theta3_true_deg", "{:+.2f}", 1.0)]
 
 
-def _cell(values: pd.Series, fmt: str) -> str:
-    v = pd.to_numeric(values, errors="coerce").to_numpy(float)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return "—"
-    if len(v) == 1:
-        return fmt.format(v[0])
-    return f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1)).lstrip('+')}"
-
-
 def markdown_table(rows: pd.DataFrame) -> str:
     """One line per image × dose × config: mean ± sd over the seeds that ran; failures counted."""
+    from octascope.compare import mean_sd
+
     with_br = any(c in rows for c in ("br_minus_i_theta3_found_deg",))
     cols = COLUMNS + (BR_COLUMNS if with_br else [])
     head = ["image", "dose [e/Å²]", "config", "runs ok"] + [c[0] for c in cols] + ["time [s]", "failure"]
@@ -246,8 +238,8 @@ def markdown_table(rows: pd.DataFrame) -> str:
         ok = g[g["ok"]]
         fails = g.loc[~g["ok"], "error"]
         fail = "" if not len(fails) else f"{len(fails)}×: {fails.iloc[0][:160]}".replace("|", "/")
-        cells = [_cell(ok[c[1]], c[2]) if (len(ok) and c[1] in ok) else "—" for c in cols]
-        cells.append(_cell(g["time_s"], "{:.1f}"))
+        cells = [mean_sd(ok[c[1]], c[2]) if (len(ok) and c[1] in ok) else "—" for c in cols]
+        cells.append(mean_sd(g["time_s"], "{:.1f}"))
         lines.append("| " + " | ".join([key[0], key[1], key[2], f"{len(ok)}/{len(g)}", *cells, fail]) + " |")
     return "\n".join(lines)
 

@@ -58,14 +58,15 @@ def auto_by(df: pd.DataFrame) -> list[str]:
     return first + sorted(set(vary) - set(first)) or list(DEFAULT_BY[:1])
 
 
-def _cell(v: pd.Series, digits: int) -> str:
-    x = pd.to_numeric(v, errors="coerce").to_numpy(float)
+def mean_sd(values: Any, fmt: str = "{:.3f}") -> str:
+    """``mean ± sd`` (sample sd) of the finite values, formatted with ``fmt``; one value alone; ``—`` for none."""
+    x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
     x = x[np.isfinite(x)]
     if not len(x):
         return "—"
     if len(x) == 1:
-        return f"{x[0]:.{digits}f}"
-    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
+        return fmt.format(x[0])
+    return f"{fmt.format(x.mean())} ± {fmt.format(x.std(ddof=1)).lstrip('+')}"
 
 
 def _digits(name: str) -> int:
@@ -91,7 +92,7 @@ def comparison_table(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]
         row["runs"] = len(g)
         for m in metrics:
             col = f"metrics.{m}"
-            row[m] = _cell(g[col], _digits(m)) if col in g else "—"
+            row[m] = mean_sd(g[col], f"{{:.{_digits(m)}f}}") if col in g else "—"
         rows.append(row)
     out = pd.DataFrame(rows)
     for b in by:  # numeric parameters (doses) sort as numbers

@@ -27,9 +27,10 @@ parameter. The registry, ``octascope plugins STAGE`` and the config test read th
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import MISSING, dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from .errors import PluginParameterError
 
@@ -58,7 +59,7 @@ class Options:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            coerced = _coerce(value, hints.get(f.name, Any), f.name, type(self).__name__)
+            coerced = _coerce(value, hints.get(f.name, Any), f.name)
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
         self.check()
@@ -150,11 +151,6 @@ def parameter_names(cls: type) -> list[str] | None:
     return [f.name for f in dataclasses.fields(opts_cls)]
 
 
-def iter_fields(opts: Options) -> Iterator[tuple[str, Any]]:
-    for f in dataclasses.fields(opts):
-        yield f.name, getattr(opts, f.name)
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
@@ -163,12 +159,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, hint: Any, name: str, owner: str) -> Any:
+def _coerce(value: Any, hint: Any, name: str) -> Any:
     """Coerce a config value to a field's declared type, or raise a one-line error."""
     if hint is Any:
         return value
-    import types
-
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or isinstance(hint, types.UnionType):
@@ -179,7 +173,7 @@ def _coerce(value: Any, hint: Any, name: str, owner: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, name, owner)
+                return _coerce(value, arg, name)
             except PluginParameterError as exc:
                 errors.append(str(exc))
         raise PluginParameterError(errors[0] if errors else f"{name} cannot be {value!r}")
@@ -194,9 +188,9 @@ def _coerce(value: Any, hint: Any, name: str, owner: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(items) != len(args):
                 raise PluginParameterError(f"{name} must have {len(args)} values, got {value!r}")
-            return tuple(_coerce(v, a, name, owner) for v, a in zip(items, args))
+            return tuple(_coerce(v, a, name) for v, a in zip(items, args))
         inner = args[0] if args else Any
-        seq = [_coerce(v, inner, name, owner) for v in items]
+        seq = [_coerce(v, inner, name) for v in items]
         return tuple(seq) if origin is tuple else seq
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

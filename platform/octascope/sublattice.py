@@ -287,6 +287,14 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
                     species=species, pb_posterior=post, basis_A=np.asarray(basis), pb_coset=pb_coset)
 
 
+def column_amplitudes(columns) -> np.ndarray:
+    """The ``amplitude`` column of a column table; :class:`InputError` when no column has a finite one."""
+    amp = columns["amplitude"].to_numpy(float) if "amplitude" in columns else np.full(len(columns), np.nan)
+    if not np.isfinite(amp).any():
+        raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
+    return amp
+
+
 def significant_mask(columns) -> np.ndarray | None:
     """The locator's ``significant`` flags of a column table (``None`` when it has none)."""
     if "significant" not in columns:

@@ -13,7 +13,7 @@ from octascope.errors import InputError
 from octascope.model import Image
 from octascope.params import Plugin, param, require
 from octascope.sofs import SEARCH_ATTR, SofsSearchOptions, cs_sites, search_columns
-from octascope.sublattice import index_columns, significant_mask as out_significant
+from octascope.sublattice import column_amplitudes, index_columns, significant_mask
 
 
 def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: str, radius_A: float) -> None:
@@ -87,11 +87,9 @@ class SofsClassifier(Plugin):
             statistics) and ``sofs_search`` (the :class:`~octascope.sofs.SofsSearchRecord`).
         """
         o = self.options
-        if "amplitude" not in columns or not np.isfinite(columns["amplitude"].to_numpy(float)).any():
-            raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
-        amp = columns["amplitude"].to_numpy(float)
+        amp = column_amplitudes(columns)
         xy = columns[["x_A", "y_A"]].to_numpy(float)
-        significant = out_significant(columns)
+        significant = significant_mask(columns)
         reg = index_columns(xy, amp, significant=significant, min_pb_posterior=o.min_pb_posterior)
         if (reg.species == "Pb").sum() < 4:
             raise InputError(f"found {int((reg.species == 'Pb').sum())} Pb columns on the lattice: no Pb sublattice; "

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from octascope.errors import InputError
 from octascope.model import Image
 from octascope.params import Options, Plugin, param, require
-from octascope.sublattice import index_columns, significant_mask as out_significant
+from octascope.sublattice import column_amplitudes, index_columns, significant_mask
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,11 +70,9 @@ class LatticeClassifier(Plugin):
         """
         o = self.options
         out = columns.copy()
-        amp = out["amplitude"].to_numpy(float) if "amplitude" in out else np.full(len(out), np.nan)
-        if not np.isfinite(amp).any():
-            raise InputError("column amplitudes are missing; use a locator that fits amplitudes (e.g. gaussian)")
+        amp = column_amplitudes(out)
         xy = out[["x_A", "y_A"]].to_numpy(float)
-        significant = out_significant(columns)
+        significant = significant_mask(columns)
         reg = index_columns(xy, amp, significant=significant, site_tolerance_frac=o.site_tolerance_frac,
                             min_pb_posterior=o.min_pb_posterior)
         species = reg.species
