@@ -5,7 +5,7 @@ An experiment is a Hydra config ``conf/experiment/<name>.yaml`` (``# @package _g
 through the command line (``octascope experiment=<name>``, any Hydra launcher) or through the scripts
 in ``experiments/<name>/``, which expand the same grid with Hydra's own override parser
 (:func:`sweep_jobs`) and analyse each job in-process the way the accuracy benchmark does
-(``experiments/benchmarks/accuracy.py``: Hydra compose + :func:`octascope.cli.run_from_config`; its
+(``experiments/benchmarks/accuracy.py``: Hydra compose + :func:`octascope.app.cli.run_from_config`; its
 ``octahedra_scores`` and Br-rich definition are reused, importable as ``expkit.accuracy``), so they can
 also use the truth tables the command line does not write. Unlike the benchmark, each job is tracked
 by ``run_from_config`` itself (config, code and package versions, input checksum), exactly as on the
@@ -46,7 +46,7 @@ def compose_experiment(name: str, overrides: list[str] | None = None) -> tuple[d
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from octascope.cli import _register_resolvers, conf_dir
+    from octascope.app.cli import _register_resolvers, conf_dir
 
     _register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -78,7 +78,7 @@ def run_job(name: str, job: list[str], *, workdir: Path, tracking_uri: str | Non
     """Analyse one job of experiment ``name`` in-process, exactly as ``octascope experiment=<name> <job>``
     does (one MLflow run in the experiment's ``tracking.experiment``, with the config, code and package
     versions, input checksum, metrics and timings). Returns (result, config)."""
-    from octascope.cli import run_from_config
+    from octascope.app.cli import run_from_config
 
     uri = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     cfg, _ = compose_experiment(name, [*job, *(extra or []), *uri, "progress=false"])
@@ -140,7 +140,7 @@ def timer() -> Any:
 def truth_octahedra(config_name: str, overrides: list[str] | None = None):
     """The truth octahedra (with ``shell``) of experiment ``config_name``'s source (the simulation cache:
     seconds). Dose and noise seed do not change them."""
-    from octascope.input_sources import load_source
+    from octascope.input.sources import load_source
 
     cfg, _ = compose_experiment(config_name, overrides)
     with warnings.catch_warnings():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from octascope.cli import main
+from octascope.app.cli import main
 
 
 def run_cli(args: Iterable[str], capsys: Any) -> tuple[int, str, str]:

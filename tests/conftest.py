@@ -15,7 +15,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 @pytest.fixture
 def small_synthetic():
     """A 6x6-cell particle, 8° rotation, 0.2 Å/px, dose 2000 e/Å², rotated by 7° in the frame."""
-    from octascope.synthetic import SyntheticSpec, make_synthetic
+    from octascope.input.synthetic import SyntheticSpec, make_synthetic
 
     return make_synthetic(SyntheticSpec(n_cells=(6, 6), rotation_deg=8.0, particle_angle_deg=7.0, seed=1))
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from octascope.model import Image, Result, Truth, make_columns
-from octascope.octahedral_geometry import OctahedralGeometry
+from octascope.core.model import Image, Result, Truth, make_columns
+from octascope.analysis.octahedral_geometry import OctahedralGeometry
 from octascope_plugins.metric.accuracy import AccuracyMetric, match_points
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from octascope.errors import InputError
-from octascope.model import make_columns
-from octascope.synthetic import SyntheticSpec, make_synthetic
+from octascope.core.errors import InputError
+from octascope.core.model import make_columns
+from octascope.input.synthetic import SyntheticSpec, make_synthetic
 from octascope_plugins.classify.sublattice_classifier import LatticeClassifier
 from octascope_plugins.network.nearest import NearestNetwork
 
@@ -125,7 +125,7 @@ def test_site_candidates_count_only_next_to_significant_columns():
     significant columns — and nothing two steps out in the vacuum, or between sites."""
     import pandas as pd
 
-    from octascope.pipeline import _drop_unconfirmed_site_candidates
+    from octascope.analysis.pipeline import _drop_unconfirmed_site_candidates
 
     image, truth, cols = truth_columns()
     t = truth.columns

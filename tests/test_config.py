@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from octascope.cli import build_stages, conf_dir
-from octascope.registry import get_registry
+from octascope.app.cli import build_stages, conf_dir
+from octascope.core.registry import get_registry
 
 STAGE_GROUPS = {"denoiser": "denoiser", "locator": "locator", "classifier": "classifier", "network": "network"}
 
@@ -68,8 +68,8 @@ def test_every_metric_option_instantiates():
 
 
 def test_metric_order_follows_after_declarations():
-    from octascope.errors import PluginError
-    from octascope.pipeline import order_metrics
+    from octascope.core.errors import PluginError
+    from octascope.analysis.pipeline import order_metrics
 
     reg = get_registry(load_entrypoints=False)
     dq, acc, octa = (reg.create("metric", n) for n in ("denoise-quality", "accuracy", "octahedral"))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import PluginError
-from octascope.synthetic import make_synthetic
+from octascope.core.errors import PluginError
+from octascope.input.synthetic import make_synthetic
 
 F0_PER_A = 0.2  # injected scan-line frequency along y [1/Å], inside the paper's 0.18-0.24 band
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import PluginParameterError
-from octascope.synthetic import make_synthetic
+from octascope.core.errors import PluginParameterError
+from octascope.input.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_bm3d_sigma_matters(noisy):
 def test_bm3d_removes_known_white_noise():
     """A flat image plus white Gaussian noise of known σ: BM3D at that σ must leave < σ/4 of error,
     and the estimated σ must be within 10 % of the true one (both fail for an identity or a weak filter)."""
-    from octascope.model import Image
+    from octascope.core.model import Image
 
     sigma = 0.05
     rng = np.random.default_rng(0)

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from octascope.errors import InputError  # noqa: E402
-from octascope.model import Image  # noqa: E402
+from octascope.core.errors import InputError  # noqa: E402
+from octascope.core.model import Image  # noqa: E402
 
 
 class _Payload:
@@ -51,7 +51,7 @@ def test_checkpointer_refuses_a_pickle_payload_without_running_it(tmp_path):
 
 @pytest.mark.parametrize("plugin", ["s2sred", "dip"])
 def test_denoisers_refuse_a_crafted_checkpoint_path(plugin, tmp_path):
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     path, marker = tmp_path / "evil.pt", tmp_path / "ran"
     _hostile_checkpoint(path, marker)

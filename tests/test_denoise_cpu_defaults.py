@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope import torch_runtime
-from octascope.errors import PluginParameterError
-from octascope.synthetic import make_synthetic
+from octascope.core import devices as torch_runtime
+from octascope.core.errors import PluginParameterError
+from octascope.input.synthetic import make_synthetic
 from octascope_plugins.denoise.dip import DIPOptions
 from octascope_plugins.denoise.s2sred import S2SREDOptions
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import PluginParameterError
-from octascope.synthetic import make_synthetic
+from octascope.core.errors import PluginParameterError
+from octascope.input.synthetic import make_synthetic
 from octascope_plugins.denoise._common import estimate_noise_rms
 
 SMALL = dict(encoder_width=16, decoder_width=32, progress=False, cpu_threads=1, device="cpu")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octascope.errors import PluginError
-from octascope.model import Image
+from octascope.core.errors import PluginError
+from octascope.core.model import Image
 from octascope_plugins.denoise._common import estimate_noise_psd, estimate_noise_rms
 
 N = 256
@@ -58,7 +58,7 @@ def test_integrated_noise_total_sigma_is_recovered(with_signal):
 
 @pytest.mark.slow
 def test_bm3d_fitted_noise_model_beats_white_on_integrated_noise():
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     rng = np.random.default_rng(2)
     clean = lattice(n=128, amp=0.3)
@@ -76,7 +76,7 @@ def test_bm3d_fitted_noise_model_beats_white_on_integrated_noise():
 
 
 def test_dip_and_s2sred_parameters():
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     reg = get_registry(load_entrypoints=False)
     with pytest.raises(PluginError, match="noise_estimate"):
@@ -89,7 +89,7 @@ def test_dip_and_s2sred_parameters():
 
 @pytest.mark.slow
 def test_s2sred_records_the_fitted_red_sigma():
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     rng = np.random.default_rng(3)
     data = (lattice(n=48, amp=0.5) + rng.normal(0, 0.05, (48, 48))).astype(np.float32)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import InputError
-from octascope.model import MetricInput, MetricOutput, Result, Truth
-from octascope.synthetic import make_synthetic
+from octascope.core.errors import InputError
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth
+from octascope.input.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import octascope
-from octascope.errors import ConfigError, InputError
-from octascope.synthetic import make_synthetic
+from octascope.core.errors import ConfigError, InputError
+from octascope.input.synthetic import make_synthetic
 from octascope_plugins.denoise._nets import PartialConv2d, S2SNet
 from octascope_plugins.denoise.s2sred import bernoulli_mask, masked_loss
 

@@ -3,7 +3,7 @@
 import pytest
 
 import octascope
-from octascope.input_sources import load_example
+from octascope.input.sources import load_example
 
 
 @pytest.fixture(scope="module")

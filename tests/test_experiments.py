@@ -15,10 +15,10 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import expkit  # noqa: E402
 
-from octascope.cli import build_stages  # noqa: E402
-from octascope.config import validate_config  # noqa: E402
-from octascope.registry import get_registry  # noqa: E402
-from octascope.input_sources import check_source_config  # noqa: E402
+from octascope.app.cli import build_stages  # noqa: E402
+from octascope.app.config import validate_config  # noqa: E402
+from octascope.core.registry import get_registry  # noqa: E402
+from octascope.input.sources import check_source_config  # noqa: E402
 
 #: what each experiment says it analyses: source kind, the doses its sweep covers [e/Å²], the noise
 #: seeds, the image (keys of the source that identify it) and the MLflow experiment
@@ -152,7 +152,7 @@ def test_pixel_size_has_one_name_for_every_source():
     place it belongs (never silently ignored)."""
     import yaml
 
-    from octascope.errors import ConfigError
+    from octascope.core.errors import ConfigError
 
     where = {"example": "pixel_size_A", "file": "pixel_size_A", "synthetic": "spec.pixel_size_A",
              "simulated": "imaging.pixel_size_A"}
@@ -203,7 +203,7 @@ def _synthetic_cfg(seed):
 def test_same_seed_and_config_give_identical_numbers_on_the_cpu(tmp_path):
     import pandas as pd
 
-    from octascope.cli import run_from_config
+    from octascope.app.cli import run_from_config
 
     results = [run_from_config(_synthetic_cfg(3), tmp_path / f"r{i}")[0] for i in range(2)]
     a, b = results
@@ -224,8 +224,8 @@ def test_same_seed_and_config_give_identical_numbers_on_the_cpu(tmp_path):
 def test_compare_prints_the_table_from_the_store(tmp_path, capsys):
     import mlflow
 
-    from octascope.compare import main as compare_main
-    from octascope.tracking import tracked_run
+    from octascope.results.compare import main as compare_main
+    from octascope.results.tracking import tracked_run
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     for den, f1s in (("none", (0.8, 0.9)), ("absf", (0.95, 0.97))):
@@ -241,7 +241,7 @@ def test_compare_prints_the_table_from_the_store(tmp_path, capsys):
 
 
 def test_run_records_code_and_package_versions():
-    from octascope.tracking import code_version, package_versions
+    from octascope.results.tracking import code_version, package_versions
 
     v = package_versions()
     assert {"numpy", "scipy", "hydra-core", "mlflow"} <= {k.removeprefix("package.") for k in v}

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from octascope import figures
-from octascope.model import Image, Octahedra, Result
-from octascope.synthetic import SyntheticSpec, perovskite_columns
+from octascope.results import figures
+from octascope.core.model import Image, Octahedra, Result
+from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope_plugins.metric.lattice import LatticeMetric
 from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
 

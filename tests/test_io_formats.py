@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from microscope_files import write_dm, write_tiff, write_velox_emd  # noqa: E402
 
-from octascope.errors import InputError  # noqa: E402
-from octascope.io import read_image  # noqa: E402
+from octascope.core.errors import InputError  # noqa: E402
+from octascope.input.readers import read_image  # noqa: E402
 
 PIXEL_NM = 0.0168
 PIXEL_A = 0.168

@@ -7,9 +7,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 import octascope
-from octascope.errors import PluginError
-from octascope.model import COLUMN_FIELDS, Image
-from octascope.synthetic import SyntheticSpec, make_synthetic
+from octascope.core.errors import PluginError
+from octascope.core.model import COLUMN_FIELDS, Image
+from octascope.input.synthetic import SyntheticSpec, make_synthetic
 from octascope_plugins.locate.atomap_locator import AtomapLocator
 from octascope_plugins.locate.ellipse import covariance_from_axes
 

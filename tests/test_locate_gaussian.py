@@ -9,10 +9,10 @@ import pytest
 from scipy.spatial import cKDTree
 
 import octascope
-from octascope.errors import PluginError, PluginParameterError
-from octascope.model import COLUMN_FIELDS, Image
-from octascope.params import describe
-from octascope.synthetic import SyntheticSpec, make_synthetic, render_columns
+from octascope.core.errors import PluginError, PluginParameterError
+from octascope.core.model import COLUMN_FIELDS, Image
+from octascope.core.params import describe
+from octascope.input.synthetic import SyntheticSpec, make_synthetic, render_columns
 from octascope_plugins.locate.ellipse import covariance_from_axes
 from octascope_plugins.locate.gaussian import GaussianLocator
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.crystal import crystal_region
-from octascope.noise_spectrum import estimate_noise_spectrum
+from octascope.analysis.region import crystal_region
+from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 
 pytest.importorskip("abtem")
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import octascope
-from octascope.model import Image, Result
-from octascope.synthetic import SyntheticSpec, perovskite_columns
+from octascope.core.model import Image, Result
+from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope_plugins.metric.lattice import LatticeMetric, ellipticity_scalars, lattice_spacings
 from octascope_plugins.metric.octahedral import octahedra_from_indices
 

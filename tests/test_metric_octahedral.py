@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 import octascope
-from octascope.errors import InputError
-from octascope.model import Image, Octahedra, Result
-from octascope.synthetic import SyntheticSpec, perovskite_columns
+from octascope.core.errors import InputError
+from octascope.core.model import Image, Octahedra, Result
+from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices, octahedral_geometry
 
 TOL = 1e-6

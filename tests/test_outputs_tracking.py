@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from octascope.model import Image, Result, make_columns
-from octascope.outputs import atomic_write, write_outputs
-from octascope.tracking import flatten, log_run, tracked_run
+from octascope.core.model import Image, Result, make_columns
+from octascope.results.outputs import atomic_write, write_outputs
+from octascope.results.tracking import flatten, log_run, tracked_run
 
 
 def _result():
@@ -94,7 +94,7 @@ def test_figures_drawn_by_several_processes(tmp_path):
 
     from matplotlib.figure import Figure
 
-    from octascope.outputs import save_figures
+    from octascope.results.outputs import save_figures
 
     figs = {}
     for k in range(5):
@@ -120,7 +120,7 @@ def test_remote_artifact_store_gets_one_upload(tmp_path, monkeypatch):
     """A non-file artifact store gets the folder in one log_artifacts call, hidden files left out."""
     import mlflow
 
-    from octascope.tracking import log_artifacts_linked
+    from octascope.results.tracking import log_artifacts_linked
 
     (tmp_path / "sub").mkdir()
     for name in ("a.csv", "sub/b.png", ".octascope-run"):

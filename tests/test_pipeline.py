@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.synthetic import SyntheticSpec, make_synthetic
+from octascope.input.synthetic import SyntheticSpec, make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_stage_spec_forms_are_equivalent(small_synthetic):
 
 def test_library_runs_without_hydra():
     code = ("import sys, octascope\n"
-            "from octascope.synthetic import make_synthetic, SyntheticSpec\n"
+            "from octascope.input.synthetic import make_synthetic, SyntheticSpec\n"
             "im, tr = make_synthetic(SyntheticSpec(n_cells=(4, 4)))\n"
             "r = octascope.analyze(im, truth=tr, progress=None, metrics=['accuracy'])\n"
             "assert 'hydra' not in sys.modules and 'omegaconf' not in sys.modules\n"
@@ -82,7 +82,7 @@ def test_geometry_is_a_stage_output_and_accuracy_alone_measures_tilt(small_synth
 
 def test_metrics_see_a_read_only_view(small_synthetic):
     """A metric that scribbles on its input changes nothing of the result."""
-    from octascope.model import MetricOutput
+    from octascope.core.model import MetricOutput
 
     class Vandal:
         name, requires, after = "vandal", ("columns", "geometry"), ()

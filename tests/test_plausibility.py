@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import InputError
-from octascope.plausibility import check_lattice, classification_flags
-from octascope.input_sources import load_example
+from octascope.core.errors import InputError
+from octascope.analysis.plausibility import check_lattice, classification_flags
+from octascope.input.sources import load_example
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_partial_octahedra_carry_no_tilt(example):
 
 
 def test_region_drops_vacuum_columns_and_is_written(example, tmp_path):
-    from octascope.outputs import write_outputs
+    from octascope.results.outputs import write_outputs
 
     image, truth = example
     r = octascope.analyze(image, truth=truth, progress=None)

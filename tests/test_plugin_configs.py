@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from octascope.errors import PluginParameterError
-from octascope.params import describe, parameter_names
-from octascope.registry import get_registry
+from octascope.core.errors import PluginParameterError
+from octascope.core.params import describe, parameter_names
+from octascope.core.registry import get_registry
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGE_DIRS = {"denoiser": "denoiser", "locator": "locator", "classifier": "classifier", "network": "network",

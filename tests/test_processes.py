@@ -1,5 +1,5 @@
 """Issue 11 with real processes: concurrent runs into a new SQLite store, SIGTERM/SIGINT, SIGKILL
-and `octascope runs --fix-stale`. Each starts several `python -m octascope.cli` processes (MLflow
+and `octascope runs --fix-stale`. Each starts several `python -m octascope.app.cli` processes (MLflow
 import, store creation), so they are `slow`: python -m pytest -m slow tests/test_processes.py"""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _env():
 
 
 def _start(args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "octascope.cli", *args], cwd=cwd, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "octascope.app.cli", *args], cwd=cwd, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -105,12 +105,12 @@ def test_sigkill_leaves_running_until_fix_stale_marks_it_killed(tmp_path):
     part = folder / f".columns.csv.{proc.pid}.x1y2z3.part"  # what a kill during a write leaves
     part.write_text("half a ta")
 
-    listing = subprocess.run([sys.executable, "-m", "octascope.cli", "runs"], cwd=tmp_path, env=_env(),
+    listing = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs"], cwd=tmp_path, env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
     assert run_id[:12] in listing.stdout and "RUNNING" in listing.stdout and "incomplete" in listing.stdout
 
-    fix = subprocess.run([sys.executable, "-m", "octascope.cli", "runs", "--fix-stale"], cwd=tmp_path, env=_env(),
+    fix = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs", "--fix-stale"], cwd=tmp_path, env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert fix.returncode == 0, fix.stderr
     assert "marked 1 run(s) KILLED" in fix.stdout and "removed 1 stale .part file(s)" in fix.stdout

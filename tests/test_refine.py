@@ -1,4 +1,4 @@
-"""Model-based refinement (octascope.refine): known answers on images rendered from its own model
+"""Model-based refinement (octascope.analysis.refine): known answers on images rendered from its own model
 class, noise calibration against the Cramér-Rao bound, and the pipeline/config option."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _start(xy, seed=1):
 def test_noise_free_bias_below_one_pm_with_side_lobes_and_overlap(scene):
     """Columns whose profile has negative side-lobes, 3.15 Å apart on a sloping background: the
     refinement recovers every position to ≤ 1 pm (the issue's target) in both domains."""
-    from octascope.refine import refine_positions
+    from octascope.analysis.refine import refine_positions
 
     xy, sp, shape, img = scene
     s0 = _start(xy)
@@ -65,7 +65,7 @@ def test_noise_free_bias_below_one_pm_with_side_lobes_and_overlap(scene):
         assert np.sqrt(np.mean(err_pm**2)) < 1.0, domain
         assert set(fit.profiles) == {"Pb", "X", "Cs"}
         # the learned Pb profile has its negative lobe: P(r) < 0 somewhere between 0.6 and 1.2 Å
-        from octascope.refine import profile_values
+        from octascope.analysis.refine import profile_values
 
         r = np.linspace(0.6, 1.2, 13) / PS
         assert profile_values(fit.profiles["Pb"], np.asarray(SIGMAS_A) / PS, r).min() < 0
@@ -73,8 +73,8 @@ def test_noise_free_bias_below_one_pm_with_side_lobes_and_overlap(scene):
 
 def test_refinement_beats_a_single_gaussian_on_side_lobed_columns(scene):
     """The Gaussian locator's shape is wrong for these columns; the refinement's is learned."""
-    from octascope.model import Image
-    from octascope.refine import refine_positions
+    from octascope.core.model import Image
+    from octascope.analysis.refine import refine_positions
     from octascope_plugins.locate.gaussian import GaussianLocator
 
     xy, sp, shape, img = scene
@@ -90,7 +90,7 @@ def test_refinement_beats_a_single_gaussian_on_side_lobed_columns(scene):
 def test_white_noise_precision_and_uncertainty_match_the_cramer_rao_bound(scene):
     """With white noise of known σ the estimator is unbiased and efficient: its RMS error over noise
     draws is within 1.3× the bound σ²(JᵀJ)⁻¹ it reports, and the reported σ within 25 % of the truth."""
-    from octascope.refine import refine_positions
+    from octascope.analysis.refine import refine_positions
 
     xy, sp, shape, img = scene
     s0 = _start(xy)
@@ -114,7 +114,7 @@ def test_white_noise_precision_and_uncertainty_match_the_cramer_rao_bound(scene)
 def test_gradient_domain_is_the_better_fit_for_integrated_noise(scene):
     """iDPC noise is white in the CoM field and ∝ 1/k² in the image: fitting the image's gradient
     (whitened) beats fitting the pixels, and its reported uncertainty is calibrated (within 30 %)."""
-    from octascope.refine import refine_positions
+    from octascope.analysis.refine import refine_positions
     from octascope.sim.imaging import integrate_gradient
 
     xy, sp, shape, img = scene
@@ -156,9 +156,9 @@ def test_pipeline_option_refines_classified_columns(small_synthetic):
 
 
 def test_config_accepts_the_refine_group_and_it_is_off_by_default():
-    from octascope.cli import conf_dir
-    from octascope.config import validate_config
-    from octascope.refine import refine_columns
+    from octascope.app.cli import conf_dir
+    from octascope.app.config import validate_config
+    from octascope.analysis.refine import refine_columns
 
     validate_config({"refine": {"enabled": True}, "tracking": {"enabled": False}})
     import inspect
@@ -173,8 +173,8 @@ def test_config_accepts_the_refine_group_and_it_is_off_by_default():
 
 
 def test_refine_input_errors():
-    from octascope.errors import InputError
-    from octascope.refine import refine_positions
+    from octascope.core.errors import InputError
+    from octascope.analysis.refine import refine_positions
 
     with pytest.raises(InputError):
         refine_positions(np.zeros((20, 20)), [1.0], [1.0, 2.0], ["Pb"], pixel_size_A=PS)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import PluginError
-from octascope.registry import get_registry
+from octascope.core.errors import PluginError
+from octascope.core.registry import get_registry
 
 EXT_MODULE = '''
 from typing import ClassVar
@@ -60,7 +60,7 @@ def test_builtins_registered_per_stage():
 def test_external_plugin_found_and_selected_from_config(external_plugin):
     from hydra import compose, initialize_config_dir
 
-    from octascope.cli import build_stages, conf_dir
+    from octascope.app.cli import build_stages, conf_dir
 
     reg = get_registry()
     assert external_plugin in reg.names("denoiser")

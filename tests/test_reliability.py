@@ -113,7 +113,7 @@ def test_config_mistake_one_line_exit_2_nothing_written(case, in_tmp, capsys):
 
 
 def test_non_ascii_and_spaces_in_paths_work_as_typed(in_tmp, capsys):
-    from octascope.synthetic import SyntheticSpec, make_synthetic
+    from octascope.input.synthetic import SyntheticSpec, make_synthetic
 
     image, _ = make_synthetic(SyntheticSpec(n_cells=(5, 5)))
     folder = in_tmp / "in_partícula 1 (Å)"
@@ -167,7 +167,7 @@ def test_failed_run_leaves_no_folder(in_tmp, capsys):
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
 def test_output_files_respect_the_umask(tmp_path, umask):
-    from octascope.outputs import atomic_write
+    from octascope.results.outputs import atomic_write
 
     old = os.umask(umask)
     try:
@@ -199,8 +199,8 @@ def test_sweep_runs_every_job_and_counts_failures(in_tmp, capsys):
 
 
 def test_no_denoised_copy_when_the_denoiser_is_none(tmp_path):
-    from octascope.model import Image, Result, make_columns
-    from octascope.outputs import write_outputs
+    from octascope.core.model import Image, Result, make_columns
+    from octascope.results.outputs import write_outputs
 
     img = Image(np.random.default_rng(0).random((32, 32)).astype(np.float32), pixel_size_A=0.2)
     cols = make_columns([1.0, 2.0], [3.0, 4.0], 0.2, species=["Pb", "X"], amplitude=[1, 0.5])
@@ -212,9 +212,9 @@ def test_no_denoised_copy_when_the_denoiser_is_none(tmp_path):
 
 
 def test_bad_figure_format_writes_nothing(tmp_path):
-    from octascope.errors import ConfigError
-    from octascope.model import Image, Result, make_columns
-    from octascope.outputs import write_outputs
+    from octascope.core.errors import ConfigError
+    from octascope.core.model import Image, Result, make_columns
+    from octascope.results.outputs import write_outputs
 
     img = Image(np.random.default_rng(0).random((32, 32)).astype(np.float32), pixel_size_A=0.2)
     cols = make_columns([1.0, 2.0], [3.0, 4.0], 0.2, species=["Pb", "X"], amplitude=[1, 0.5])
@@ -226,7 +226,7 @@ def test_bad_figure_format_writes_nothing(tmp_path):
 def test_stale_part_files_are_cleaned_live_ones_kept(tmp_path):
     import subprocess
 
-    from octascope.outputs import clean_stale_parts
+    from octascope.results.outputs import clean_stale_parts
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -273,8 +273,8 @@ def test_failed_run_has_parameters_checksum_code_version_and_image_metadata(in_t
 
 
 def test_memory_guard_refuses_before_allocating(tmp_path, monkeypatch):
-    from octascope import io
-    from octascope.errors import InputError
+    from octascope.input import readers as io
+    from octascope.core.errors import InputError
 
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(12000, 12000))
     del big  # a sparse file: reading it would allocate 0.6 GB, analysing it ~20 GB
@@ -298,8 +298,8 @@ def test_calibration_in_the_file_is_checked_too(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from microscope_files import write_tiff
 
-    from octascope.errors import InputError
-    from octascope.io import read_image
+    from octascope.core.errors import InputError
+    from octascope.input.readers import read_image
 
     path = write_tiff(tmp_path / "a.tif", np.random.default_rng(0).random((24, 32)).astype(np.float32), 0.0001)
     with pytest.raises(InputError, match=r"outside 0.01-5 .*calibration of a.tif \(override it with source.pixel_size_A\)"):
@@ -309,7 +309,7 @@ def test_calibration_in_the_file_is_checked_too(tmp_path):
 def test_imagej_tiff_calibrated_in_nm(tmp_path):
     import tifffile
 
-    from octascope.io import read_image
+    from octascope.input.readers import read_image
 
     data = np.random.default_rng(0).random((24, 32)).astype(np.float32)
     tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.0168, 1 / 0.0168), metadata={"unit": "nm"})
@@ -324,7 +324,7 @@ def test_imagej_tiff_calibrated_in_nm(tmp_path):
 def test_hspy_file_with_calibration(tmp_path):
     import hyperspy.api as hs
 
-    from octascope.io import read_image
+    from octascope.input.readers import read_image
 
     data = np.random.default_rng(0).random((24, 32)).astype(np.float32)
     sig = hs.signals.Signal2D(data)
@@ -396,7 +396,7 @@ def test_mlflow_copy_is_a_hard_link_not_a_second_copy(in_tmp, capsys):
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_named_experiments_pass_the_config_checks(experiment):
     """Every key of a named experiment is read by something (its source.spec was once silently ignored)."""
-    from octascope.cli import check_command_line
+    from octascope.app.cli import check_command_line
 
     assert check_command_line([f"experiment={experiment}"]) == [f"experiment={experiment}"]
 
@@ -440,7 +440,7 @@ def _hspy_to_zspy(hspy: Path, zspy: Path) -> Path:
 def test_zspy_file_with_calibration(tmp_path):
     import hyperspy.api as hs
 
-    from octascope.io import read_image
+    from octascope.input.readers import read_image
 
     data = np.random.default_rng(1).random((24, 32)).astype(np.float32)
     sig = hs.signals.Signal2D(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octascope.errors import InputError
+from octascope.core.errors import InputError
 from octascope.sim.imaging import simulate_image
 from octascope.sim.structure import build_nanocube
 

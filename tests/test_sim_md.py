@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from octascope.errors import ConfigError, InputError
+from octascope.core.errors import ConfigError, InputError
 from octascope.sim.md import MDError, Trajectory, forcefield_elements, default_forcefield, run_md
 from octascope.sim.structure import build_nanocube
 

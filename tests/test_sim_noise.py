@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octascope.errors import InputError
+from octascope.core.errors import InputError
 from octascope.sim.imaging import Frame, SimulatedImage, integrate_gradient
 from octascope.sim.noise import apply_noise, com_noise_sigma, distort_positions
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import octascope
-from octascope.errors import ConfigError, InputError
+from octascope.core.errors import ConfigError, InputError
 from octascope.sim.simulation import simulate, simulated_source
 
 pytestmark = [pytest.mark.lammps, pytest.mark.abtem]

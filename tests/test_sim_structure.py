@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octascope.errors import InputError
+from octascope.core.errors import InputError
 from octascope.sim.structure import CHARGE, build_nanocube, check_structure, read_structure, write_structure
 from octascope.sim.truth import octahedra_3d, project_columns, projected_octahedra
 

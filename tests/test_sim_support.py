@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from octascope.errors import ConfigError, InputError
+from octascope.core.errors import ConfigError, InputError
 from octascope.sim.imaging import integrate_gradient, simulate_image
 from octascope.sim.structure import build_nanocube
 from octascope.sim.support import amorphous_carbon, carbon_number_density_per_A3
@@ -181,7 +181,7 @@ def test_presets_compose_and_cli_overrides():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from octascope.cli import conf_dir
+    from octascope.app.cli import conf_dir
     from octascope.sim.__main__ import load_params
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 import octascope
-from octascope.errors import InputError, PluginParameterError
-from octascope.model import Image, Result
-from octascope.params import describe
-from octascope.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns
-from octascope_plugins.classify.sofs import SofsClassifier
+from octascope.core.errors import InputError, PluginParameterError
+from octascope.core.model import Image, Result
+from octascope.core.params import describe
+from octascope.input.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns
+from octascope_plugins.classify.sofs_classifier import SofsClassifier
 from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
-from octascope_plugins.network.sofs import SofsNetwork
+from octascope_plugins.network.sofs_network import SofsNetwork
 
 IMAGE = Image(np.zeros((16, 16), np.float32), pixel_size_A=0.2)
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -176,7 +176,7 @@ def test_registered_and_configs_document_every_parameter():
 
 
 def test_pipeline_on_synthetic_image_recovers_core_and_shell_tilt():
-    from octascope.synthetic import make_synthetic
+    from octascope.input.synthetic import make_synthetic
 
     image, truth = make_synthetic(SyntheticSpec(n_cells=(7, 7), rotation_deg=10.0, shell_rotation_deg=5.0, shell_depth=2,
                                                 particle_angle_deg=17.0, dose_e_per_A2=5000.0, seed=2))
@@ -195,7 +195,7 @@ def test_pipeline_on_synthetic_image_recovers_core_and_shell_tilt():
 
 def test_search_options_declared_once():
     """classifier=sofs and network=sofs share one declaration of the search's options."""
-    from octascope.sofs import SofsSearchOptions
+    from octascope_plugins.sites.sofs_search import SofsSearchOptions
 
     assert issubclass(SofsClassifier.Options, SofsSearchOptions) and SofsNetwork.Options is SofsSearchOptions
     search = {p.name for p in describe(SofsNetwork)}
@@ -204,7 +204,7 @@ def test_search_options_declared_once():
 
 
 def _counting(monkeypatch):
-    import octascope.sofs as sofs_module
+    import octascope_plugins.sites.sofs_search as sofs_module
 
     calls = []
     real = sofs_module.sofs_search

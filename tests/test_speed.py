@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from octascope import noise_spectrum as ns
-from octascope.crystal import BraggPeaks, bragg_filter_transfer
-from octascope.synthetic import SyntheticSpec, make_synthetic
+from octascope.analysis import noise_spectrum as ns
+from octascope.analysis.region import BraggPeaks, bragg_filter_transfer
+from octascope.input.synthetic import SyntheticSpec, make_synthetic
 from octascope_plugins.locate.peaks import CandidateSearch, near_significant
 
 
@@ -79,7 +79,7 @@ def test_second_figure_format_keeps_the_first_layout(tmp_path):
     import imageio.v3 as iio
     from matplotlib.figure import Figure
 
-    from octascope.outputs import save_figure
+    from octascope.results.outputs import save_figure
 
     fig = Figure(figsize=(4, 3), layout="constrained")
     ax = fig.subplots()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from octascope.errors import PluginError
-from octascope.torch_runtime import cpu_threads, select_device
+from octascope.core.errors import PluginError
+from octascope.core.devices import cpu_threads, select_device
 
 
 def test_cpu_threads_set_and_restored():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from octascope.compare import auto_by, comparison_table, runs_frame, to_markdown
-from octascope.tracking import resolve_tracking_uri
+from octascope.results.compare import auto_by, comparison_table, runs_frame, to_markdown
+from octascope.results.tracking import resolve_tracking_uri
 
 HERE = Path(__file__).resolve().parent
 ACCURACY = ["detection_f1", "rmse_pm_X", "species_accuracy", "theta_mae_deg", "L1_mae_pm", "octahedra_recall", "time_s/total"]

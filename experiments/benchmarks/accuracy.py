@@ -25,7 +25,7 @@ Doses: ``clean`` (no noise, one run) and 1000, 300, 100 e/Å² (the paper images
 with the noise seeds given (≥ 3 by default; iDPC shot noise on the CoM, :mod:`octascope.sim.noise`).
 
 Every image is analysed by composing ``conf/config.yaml`` with Hydra's compose API and running it
-with :func:`octascope.cli.run_from_config`, exactly as the command line does; row *i* of the table
+with :func:`octascope.app.cli.run_from_config`, exactly as the command line does; row *i* of the table
 is reproduced by ``octascope source=simulated <image overrides> source.noise.dose_e_per_A2=<dose>
 source.noise.seed=<seed> [<config overrides>]`` (printed in the output file). Two configurations:
 ``default`` (no override) and ``best`` (``--overrides``, default ``classifier=sofs network=sofs``).
@@ -84,7 +84,7 @@ def compose(overrides: list[str]) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from octascope.cli import conf_dir
+    from octascope.app.cli import conf_dir
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -161,8 +161,8 @@ def analyse(image: str, dose: str, seed: int, config: str, config_overrides: lis
     """One analysis as a table row (``ok`` False with ``error`` when it raised), logged to MLflow."""
     import mlflow
 
-    from octascope.cli import run_from_config
-    from octascope.tracking import log_run, tracked_run
+    from octascope.app.cli import run_from_config
+    from octascope.results.tracking import log_run, tracked_run
 
     overrides = source_overrides(image, dose, seed) + list(config_overrides)
     row = {"image": image, "dose": dose, "config": config, "seed": seed, "ok": False, "error": "",
@@ -223,7 +223,7 @@ BR_COLUMNS = [("Δθ3 Br−I found [deg]", "br_minus_i_theta3_found_deg", "{:+.2
 
 def markdown_table(rows: pd.DataFrame) -> str:
     """One line per image × dose × config: mean ± sd over the seeds that ran; failures counted."""
-    from octascope.compare import mean_sd
+    from octascope.results.compare import mean_sd
 
     with_br = any(c in rows for c in ("br_minus_i_theta3_found_deg",))
     cols = COLUMNS + (BR_COLUMNS if with_br else [])
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         e["error"] = e["error"].fillna("").astype(str)
     table = pd.concat([*earlier, pd.DataFrame(rows)], ignore_index=True)
     md = markdown_table(table)
-    from octascope.tracking import resolve_tracking_uri
+    from octascope.results.tracking import resolve_tracking_uri
 
     header = [f"# Accuracy benchmark ({'quick' if args.quick else 'full'})", "",
               f"Command: `python experiments/benchmarks/accuracy.py {' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))}`",

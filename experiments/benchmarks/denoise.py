@@ -10,7 +10,7 @@ Usage::
 
 Every denoiser is timed on its own, scored by the ``denoise-quality`` metric, and its output
 is analysed by the rest of the pipeline (``octascope.analyze``: gaussian locator -> lattice
-classifier -> nearest network -> octahedral and accuracy metrics) on a synthetic [001] CsPbI3 particle (``octascope.synthetic``, Poisson noise) whose clean image,
+classifier -> nearest network -> octahedral and accuracy metrics) on a synthetic [001] CsPbI3 particle (``octascope.input.synthetic``, Poisson noise) whose clean image,
 columns and tilts are known. Printed per denoiser: PSNR and SSIM against the clean image (raw
 image for reference), position RMSE of all columns [pm], θ3 tilt error [deg] (mean absolute),
 denoiser wall time [s]; for S2SRED also seconds per training iteration. Torch runs on
@@ -71,9 +71,9 @@ def run_cpu(args: argparse.Namespace) -> None:
     import torch
 
     import octascope
-    from octascope.errors import OctascopeError
-    from octascope.model import Result
-    from octascope.synthetic import make_synthetic
+    from octascope.core.errors import OctascopeError
+    from octascope.core.model import Result
+    from octascope.input.synthetic import make_synthetic
 
     torch.set_num_threads(args.threads)
     cells = 3 if args.quick else args.cells
@@ -126,7 +126,7 @@ def run_cpu(args: argparse.Namespace) -> None:
 def run_gpu_paper(args: argparse.Namespace) -> None:
     import torch
 
-    from octascope.model import Image
+    from octascope.core.model import Image
     from octascope_plugins.denoise.s2sred import S2SREDDenoiser
 
     if not torch.cuda.is_available():

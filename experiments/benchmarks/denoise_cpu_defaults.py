@@ -71,7 +71,7 @@ def locate_and_match(image, truth_columns, radius_A: float = 0.8) -> dict:
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     found = get_registry().create("locator", "gaussian").locate(image)
     d = cdist(found[["x_A", "y_A"]].to_numpy(float), truth_columns[["x_A", "y_A"]].to_numpy(float))
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "denoise-cpu-defaults.jsonl")
     args = ap.parse_args()
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     sim = simulate_case(args.dose, args.seed)
     image, clean = sim.image, np.asarray(sim.truth.clean, float)

@@ -110,7 +110,7 @@ class BM3DFixed01:
 
 
 def make_denoiser(label: str):
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     name, params = VARIANTS[label]
     if name == "bm3d_01":
@@ -129,7 +129,7 @@ def simulate_case(dose: float, seed: int, n_cells: int, pixel_size_A: float):
 
 def fit_true_columns(data: np.ndarray, truth, pixel_size_A: float):
     """Gaussian fit of every true column, started at its true position (locator defaults)."""
-    from octascope.torch_runtime import cpu_threads
+    from octascope.core.devices import cpu_threads
     from octascope_plugins.locate.gaussian import GaussianLocator
     from octascope_plugins.locate.gaussian_fit import fit_gaussians
 

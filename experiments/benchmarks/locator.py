@@ -75,7 +75,7 @@ def central_block(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], n: int) 
 def run_setting(cells: int, dose: float | None, pixel_size: float, seed: int, atomap_columns: int,
                 verbose: bool) -> dict[str, float]:
     """Benchmark one image; returns the row of the sweep table."""
-    from octascope.synthetic import SyntheticSpec, make_synthetic
+    from octascope.input.synthetic import SyntheticSpec, make_synthetic
     from octascope_plugins.locate.atomap_locator import AtomapLocator
     from octascope_plugins.locate.gaussian import GaussianLocator
     from octascope_plugins.locate.peaks import refine_com

@@ -21,11 +21,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from octascope.model import Image  # noqa: E402
-from octascope.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns  # noqa: E402
-from octascope_plugins.classify.sofs import SofsClassifier  # noqa: E402
+from octascope.core.model import Image  # noqa: E402
+from octascope.input.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns  # noqa: E402
+from octascope_plugins.classify.sofs_classifier import SofsClassifier  # noqa: E402
 from octascope_plugins.network.nearest import NearestNetwork  # noqa: E402
-from octascope_plugins.network.sofs import SofsNetwork  # noqa: E402
+from octascope_plugins.network.sofs_network import SofsNetwork  # noqa: E402
 
 IMAGE = Image(np.zeros((16, 16), np.float32), pixel_size_A=0.2)
 

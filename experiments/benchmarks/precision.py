@@ -20,7 +20,7 @@ Images (``octascope.sim``, cached in ``~/.cache/octascope``), weak-phase iDPC at
 
 Doses ``clean``, 1000, 300, 100 e/Å² with ``--seeds`` noise seeds. Methods, all after the same
 classifier (``lattice``) and network (``nearest``): ``gaussian`` (the default locator), ``refine``
-(gaussian then :func:`octascope.refine.refine_columns`, ``refine.enabled=true refine.domain=gradient``:
+(gaussian then :func:`octascope.analysis.refine.refine_columns`, ``refine.enabled=true refine.domain=gradient``:
 the whitened fit on the image's gradient), ``refine-image`` (the same fit on the pixels,
 ``refine.enabled=true``, the option's default) and ``atomap``
 (``locator=atomap``, the real Atomap; first seed only unless ``--atomap-seeds``).

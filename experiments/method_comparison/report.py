@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from octascope.compare import comparison_table, runs_frame, to_markdown
-from octascope.tracking import resolve_tracking_uri
+from octascope.results.compare import comparison_table, runs_frame, to_markdown
+from octascope.results.tracking import resolve_tracking_uri
 
 HERE = Path(__file__).resolve().parent
 BY = ["source.noise.dose_e_per_A2", "denoiser.name", "locator.name", "classifier.name", "network.name"]
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import mlflow
 
-    from octascope.tracking import resolve_tracking_uri as _uri
+    from octascope.results.tracking import resolve_tracking_uri as _uri
 
     mlflow.set_tracking_uri(_uri(args.tracking_uri))
     names = args.experiment or [n for n in ("method-comparison", "method-comparison-deep", "method-comparison-deep-defaults")

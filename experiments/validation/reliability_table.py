@@ -19,7 +19,7 @@ ENV.pop("MLFLOW_TRACKING_URI", None); ENV.pop("OCTASCOPE_DEBUG", None)
 FAST = ["source=synthetic", "source.spec.n_cells=[5,5]", "progress=false", "figure_formats=[]"]
 
 def cli(args, cwd, **kw):
-    return subprocess.Popen([PY, "-m", "octascope.cli", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([PY, "-m", "octascope.app.cli", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 def written(d):
     return [str(p.relative_to(d)) for p in Path(d).rglob("*") if p.is_file() and not p.name.startswith("in_")]

@@ -1,10 +1,10 @@
 """octascope: octahedral-tilt analysis of halide-perovskite nanocrystals from STEM images."""
 
-from .errors import ConfigError, InputError, OctascopeError, PluginError, PluginParameterError
-from .hookspecs import hookimpl
-from .model import COLUMN_FIELDS, Image, MetricOutput, Octahedra, Result, Truth, make_columns
-from .pipeline import analyze, run_pipeline
-from .registry import Registry, get_registry
+from octascope.core.errors import ConfigError, InputError, OctascopeError, PluginError, PluginParameterError
+from octascope.core.hookspecs import hookimpl
+from octascope.core.model import COLUMN_FIELDS, Image, MetricOutput, Octahedra, Result, Truth, make_columns
+from octascope.analysis.pipeline import analyze, run_pipeline
+from octascope.core.registry import Registry, get_registry
 
 __all__ = [
     "COLUMN_FIELDS",

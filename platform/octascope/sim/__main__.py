@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import OctascopeError
+from octascope.core.errors import OctascopeError
 
 GROUPS = ("structure", "md", "imaging", "support", "noise")
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         params = load_params(args.config, args.overrides)
-        from .structure import build_nanocube, composition_formula, write_structure
+        from octascope.sim.structure import build_nanocube, composition_formula, write_structure
 
         if args.command == "structure":
             atoms = build_nanocube(**params.get("structure", {}))
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{composition_formula(atoms)} ({len(atoms)} atoms, charge {atoms.info['charge']}) -> {args.out}")
             return 0
         if args.command == "md":
-            from .md import run_md
+            from octascope.sim.md import run_md
 
             atoms = build_nanocube(**params.get("structure", {}))
             md = dict(params.get("md", {}))
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(traj.positions)} snapshots, {traj.info['steps_per_s']:.1f} steps/s, "
                   f"{traj.info['ns_per_day']:.3f} ns/day -> {args.out}")
             return 0
-        from .simulation import simulate, write_bundle
+        from octascope.sim.simulation import simulate, write_bundle
 
         sim = simulate(**params)
         octa3 = Path(args.out) / "truth_octahedra_3d.csv"

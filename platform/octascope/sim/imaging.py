@@ -29,7 +29,7 @@ Image frame
 -----------
 The particle (its mean position) is rotated by ``scan_rotation_deg`` about z and centred in a square
 field of view; pixel [r, c] is the probe position (x, y) = (c·p, r·p), so ``x_A = x_px·p`` as in
-:mod:`octascope.model`. :class:`Frame` maps 3-D positions to the image frame.
+:mod:`octascope.core.model`. :class:`Frame` maps 3-D positions to the image frame.
 
 Scan window (crop)
 ------------------
@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from octascope.core.errors import InputError
 
 if TYPE_CHECKING:
     from abtem import AtomsEnsemble
@@ -318,7 +318,7 @@ def simulate_image(
 
     import abtem
 
-    from .support import amorphous_carbon
+    from octascope.sim.support import amorphous_carbon
 
     if mode not in MODES:
         raise InputError(f"imaging mode {mode!r} is unknown; use one of {list(MODES)}")

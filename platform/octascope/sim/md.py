@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OctascopeError
+from octascope.core.errors import ConfigError, InputError, OctascopeError
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -281,7 +281,7 @@ def run_md(
     MDError
         Lost atoms, non-finite energy or runaway temperature during the run.
     """
-    from .structure import check_structure
+    from octascope.sim.structure import check_structure
 
     md_kwargs = {k: v for k, v in locals().items() if k not in ("atoms", "mpi_ranks", "check_structure")}
     ff = str(forcefield or default_forcefield())
@@ -310,7 +310,7 @@ def run_md(
         raise InputError(f"n_steps={n_steps} must be >= snapshot_every={snapshot_every} >= 1 to give at least one snapshot")
     t_max = float(max_temperature_K or 3.0 * temperature_K + 300.0)
     if int(mpi_ranks) > 1:
-        from .mpi import run_md_mpi, under_mpi
+        from octascope.sim.mpi import run_md_mpi, under_mpi
 
         if not under_mpi():
             return run_md_mpi(atoms, int(mpi_ranks), **md_kwargs)

@@ -29,10 +29,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from octascope.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .md import Trajectory
+    from octascope.sim.md import Trajectory
 
 #: environment variables an MPI launcher (MPICH/Hydra, Open MPI, Intel MPI, SLURM's PMI) sets in each rank
 _RANK_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
@@ -65,8 +65,8 @@ def run_md_mpi(atoms: Any, mpi_ranks: int, **md: Any) -> "Trajectory":
     ``md`` are run_md's keyword arguments (``on_snapshot`` cannot cross processes and is not accepted).
     Raises :class:`octascope.sim.md.MDError` with the ranks' last output when the run fails.
     """
-    from .md import MDError
-    from .md import Trajectory as _Trajectory
+    from octascope.sim.md import MDError
+    from octascope.sim.md import Trajectory as _Trajectory
 
     ranks = int(mpi_ranks)
     if ranks < 1:
@@ -96,8 +96,8 @@ def run_md_mpi(atoms: Any, mpi_ranks: int, **md: Any) -> "Trajectory":
 
 def _worker(job: Path) -> int:
     """One rank: run the pickled job; rank 0 writes trajectory.npz (or error.txt)."""
-    from ..errors import OctascopeError
-    from .md import run_md
+    from octascope.core.errors import OctascopeError
+    from octascope.sim.md import run_md
 
     spec = pickle.loads((job / "job.pkl").read_bytes())
     try:

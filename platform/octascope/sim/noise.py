@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from .imaging import SimulatedImage, integrate_gradient
+from octascope.core.errors import InputError
+from octascope.sim.imaging import SimulatedImage, integrate_gradient
 
 
 def com_noise_sigma(*, signal: str, dose_e_per_A2: float, pixel_size_A: float, energy_eV: float = 300e3,

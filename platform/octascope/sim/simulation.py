@@ -26,15 +26,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
-from ..model import Image, Truth
-from .cache import cached, step_key
-from .imaging import Frame, SimulatedImage, simulate_image
-from . import md as _md
-from .md import Trajectory
-from .noise import apply_noise, distort_positions
-from .structure import build_nanocube, composition_formula
-from .truth import octahedra_3d, project_columns, projected_octahedra
+from octascope.core.errors import ConfigError
+from octascope.core.model import Image, Truth
+from octascope.sim.cache import cached, step_key
+from octascope.sim.imaging import Frame, SimulatedImage, simulate_image
+from octascope.sim import md as _md
+from octascope.sim.md import Trajectory
+from octascope.sim.noise import apply_noise, distort_positions
+from octascope.sim.structure import build_nanocube, composition_formula
+from octascope.sim.truth import octahedra_3d, project_columns, projected_octahedra
 
 #: Parameters that change nothing physical and stay out of the cache keys.
 _NOT_KEYED = {"progress", "workdir", "num_workers", "device", "n_threads", "on_snapshot"}
@@ -74,7 +74,7 @@ def _keyed(p: Mapping[str, Any]) -> dict:
 
 def support_params(support: Mapping[str, Any] | None) -> dict | None:
     """Completed parameters of the support film (``None``: no film), as they enter the image key."""
-    from .support import amorphous_carbon
+    from octascope.sim.support import amorphous_carbon
 
     if support is None:
         return None

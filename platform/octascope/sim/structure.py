@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from octascope.core.errors import InputError
 
 if TYPE_CHECKING:
     from ase import Atoms

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from octascope.core.errors import InputError
 
 #: Avogadro's number [1/mol].
 _N_A = 6.02214076e23

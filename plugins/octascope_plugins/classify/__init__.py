@@ -1,9 +1,9 @@
 """Classifier plugins (columns -> columns with species)."""
 
-from octascope.hookspecs import hookimpl
+from octascope.core.hookspecs import hookimpl
 
-from .sublattice_classifier import LatticeClassifier
-from .sofs import SofsClassifier
+from octascope_plugins.classify.sublattice_classifier import LatticeClassifier
+from octascope_plugins.classify.sofs_classifier import SofsClassifier
 
 
 @hookimpl

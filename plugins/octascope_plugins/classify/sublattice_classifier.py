@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError
-from octascope.model import Image
-from octascope.params import Options, Plugin, param, require
-from octascope.sublattice import column_amplitudes, index_columns, significant_mask
+from octascope.core.errors import InputError
+from octascope.core.model import Image
+from octascope.core.params import Options, Plugin, param, require
+from octascope_plugins.sites.site_registry import column_amplitudes, index_columns, significant_mask
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,7 @@ class LatticeClassifier(Plugin):
     """Species from the lattice registry: which coset of the a/2 column lattice a column is on.
 
     All columns of an [001] perovskite sit on one square lattice of spacing a/2; the columns are
-    indexed on it neighbour by neighbour (:func:`octascope.sublattice.index_columns`), the coset
+    indexed on it neighbour by neighbour (:func:`octascope_plugins.sites.site_registry.index_columns`), the coset
     with the brightest median amplitude is Pb (+ apical X), the diagonal coset Cs and the other
     two X. Columns that do not continue the lattice (off their site, or a weaker second column on
     an occupied site) are ``unknown``, as are Pb-coset columns whose amplitude a two-component

@@ -1,13 +1,13 @@
 """Denoiser plugins (Image -> Image)."""
 
-from octascope.hookspecs import hookimpl
+from octascope.core.hookspecs import hookimpl
 
-from .absf import ABSFDenoiser
-from .bm3d import BM3DDenoiser
-from .chain import ChainDenoiser
-from .dip import DIPDenoiser
-from .none import NoDenoiser
-from .s2sred import S2SREDDenoiser
+from octascope_plugins.denoise.absf import ABSFDenoiser
+from octascope_plugins.denoise.bm3d import BM3DDenoiser
+from octascope_plugins.denoise.chain import ChainDenoiser
+from octascope_plugins.denoise.dip import DIPDenoiser
+from octascope_plugins.denoise.none import NoDenoiser
+from octascope_plugins.denoise.s2sred import S2SREDDenoiser
 
 
 @hookimpl

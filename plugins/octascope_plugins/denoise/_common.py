@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from octascope.errors import InputError
-from octascope.model import Image
-from octascope.params import Options, param, require
+from octascope.core.errors import InputError
+from octascope.core.model import Image
+from octascope.core.params import Options, param, require
 
 
 def check_finite(data: np.ndarray, who: str) -> None:
@@ -89,7 +89,7 @@ class TrainingOptions(Options):
     checkpoint_every: int = param(100, doc="checkpoint interval [iterations]")
 
     def check(self) -> None:
-        from octascope.torch_runtime import DEVICES
+        from octascope.core.devices import DEVICES
 
         require(self.n_iterations >= 0, f"n_iterations must be >= 0, got {self.n_iterations}")
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
@@ -146,7 +146,7 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
     iDPC and iCoM images are integrals of a measured gradient: their shot noise has a power
     spectrum ∝ 1/k² (amplitude ∝ 1/k), most of its power at low and middle spatial
     frequencies; HAADF and ABF noise is white (``a = 0``). The ring medians are those of
-    :func:`octascope.noise_spectrum.estimate_noise_spectrum` (one estimator of the noise power for
+    :func:`octascope.analysis.noise_spectrum.estimate_noise_spectrum` (one estimator of the noise power for
     the platform and the denoisers; rings one FFT sample wide, unsmoothed, of the image's periodic
     component). Against the former estimator of this module (raw FFT, rings from ``k_fit[0]``), the
     fitted ``sigma_total`` moved by +0.05 % (simulated iDPC, 256²), -1.2 % (Poisson synthetic,
@@ -180,7 +180,7 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
         over all non-zero frequencies [image units]) and ``sigma_white`` (RMS of the white part
         ``b`` alone [image units]).
     """
-    from octascope.noise_spectrum import estimate_noise_spectrum
+    from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 
     y = np.asarray(data, dtype=np.float64)
     h, w = y.shape

@@ -1,5 +1,5 @@
 """Single-image network training infrastructure: determinism, padding, AMP, progress, checkpoints
-(device and threads come from :mod:`octascope.torch_runtime`).
+(device and threads come from :mod:`octascope.core.devices`).
 
 Shared by the ``s2sred`` and ``dip`` denoisers. Imports torch at module level, so import this
 module only inside ``denoise`` methods.
@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from octascope.errors import ConfigError, InputError
-from octascope.torch_runtime import cpu_threads, resolve_cpu_threads, select_device  # noqa: F401  (used as tr.*)
+from octascope.core.errors import ConfigError, InputError
+from octascope.core.devices import cpu_threads, resolve_cpu_threads, select_device  # noqa: F401  (used as tr.*)
 
 
 @contextlib.contextmanager

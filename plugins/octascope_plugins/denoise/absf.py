@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from octascope.params import Options, Plugin, param, require
-from octascope.model import Image
+from octascope.core.params import Options, Plugin, param, require
+from octascope.core.model import Image
 
-from ._common import check_finite, finish
+from octascope_plugins.denoise._common import check_finite, finish
 
 
 def absf_background(amplitude: np.ndarray, *, step_px: int, delta_percent: float, n_iterations: int) -> tuple[np.ndarray, int]:

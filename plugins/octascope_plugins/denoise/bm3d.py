@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from octascope.model import Image
-from octascope.params import Options, Plugin, param, require
+from octascope.core.model import Image
+from octascope.core.params import Options, Plugin, param, require
 
-from ._common import bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_sigma, finish
+from octascope_plugins.denoise._common import bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_sigma, finish
 
 
 

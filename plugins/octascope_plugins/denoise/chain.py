@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from octascope.errors import OctascopeError, PluginError, PluginParameterError
-from octascope.model import Image
-from octascope.params import Options, Plugin, param
+from octascope.core.errors import OctascopeError, PluginError, PluginParameterError
+from octascope.core.model import Image
+from octascope.core.params import Options, Plugin, param
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,7 @@ class ChainDenoiser(Plugin):
         denoiser's defaults), a mapping ``{"name": "s2sred", **parameters}`` (only the values that
         differ from the step's defaults), a ``(name, parameters)`` pair, or (from Python) a
         denoiser object. A comma-separated string (``"absf,bm3d"``) is read as a list of names.
-        Bad steps raise :class:`~octascope.errors.PluginParameterError`.
+        Bad steps raise :class:`~octascope.core.errors.PluginParameterError`.
 
     """
 
@@ -96,7 +96,7 @@ def _as_list(steps: Any) -> list[Any]:
 
 
 def _build_steps(steps: Any) -> list[Any]:
-    from octascope.registry import get_registry
+    from octascope.core.registry import get_registry
 
     specs = _as_list(steps)
     if not specs:

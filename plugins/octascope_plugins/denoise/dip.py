@@ -8,10 +8,10 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from octascope.model import Image
-from octascope.params import Plugin, param, require
+from octascope.core.model import Image
+from octascope.core.params import Plugin, param, require
 
-from ._common import TrainingOptions, check_finite, estimate_noise_psd, estimate_noise_rms, finish, normalise
+from octascope_plugins.denoise._common import TrainingOptions, check_finite, estimate_noise_psd, estimate_noise_rms, finish, normalise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +98,8 @@ class DIPDenoiser(Plugin):
     def denoise(self, image: Image) -> Image:
         import torch
 
-        from . import _training as tr
-        from ._nets import DOWNSAMPLING, S2SNet
+        from octascope_plugins.denoise import _training as tr
+        from octascope_plugins.denoise._nets import DOWNSAMPLING, S2SNet
 
         o = self.options
         data = np.asarray(image.data, dtype=np.float64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from octascope.model import Image
-from octascope.params import Options, Plugin
+from octascope.core.model import Image
+from octascope.core.params import Options, Plugin
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,10 +8,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from octascope.model import Image
-from octascope.params import Plugin, param, require
+from octascope.core.model import Image
+from octascope.core.params import Plugin, param, require
 
-from ._common import (TrainingOptions, bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_rms, finish,
+from octascope_plugins.denoise._common import (TrainingOptions, bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_rms, finish,
                       normalise)
 
 
@@ -164,8 +164,8 @@ class S2SREDDenoiser(Plugin):
     def denoise(self, image: Image) -> Image:
         import torch
 
-        from . import _training as tr
-        from ._nets import DOWNSAMPLING, S2SNet
+        from octascope_plugins.denoise import _training as tr
+        from octascope_plugins.denoise._nets import DOWNSAMPLING, S2SNet
 
         o = self.options
         data = np.asarray(image.data, dtype=np.float64)
@@ -296,7 +296,7 @@ class S2SREDDenoiser(Plugin):
         """``batch_size`` (augmented, cropped) copies of the image and of the ADMM target."""
         import torch
 
-        from ._training import dihedral
+        from octascope_plugins.denoise._training import dihedral
 
         ph, pw = y.shape[-2:]
         ys, ts = [], []

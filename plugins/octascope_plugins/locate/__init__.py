@@ -1,9 +1,9 @@
 """Locator plugins (Image -> column table)."""
 
-from octascope.hookspecs import hookimpl
+from octascope.core.hookspecs import hookimpl
 
-from .atomap_locator import AtomapLocator
-from .gaussian import GaussianLocator
+from octascope_plugins.locate.atomap_locator import AtomapLocator
+from octascope_plugins.locate.gaussian import GaussianLocator
 
 
 @hookimpl

@@ -12,10 +12,10 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from octascope.model import Image, make_columns
-from octascope.params import Plugin, param, require
+from octascope.core.model import Image, make_columns
+from octascope.core.params import Plugin, param, require
 
-from .peaks import CandidateSearch
+from octascope_plugins.locate.peaks import CandidateSearch
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gaussian_fit import GaussianFit
+from octascope_plugins.locate.gaussian_fit import GaussianFit
 
 
 def fit_bin(fit_pixel_A: float, pixel_size_A: float) -> int:

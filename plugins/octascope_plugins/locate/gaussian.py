@@ -14,13 +14,13 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from octascope.model import Image
-from octascope.params import Plugin, param, require
-from octascope.torch_runtime import cpu_threads
+from octascope.core.model import Image
+from octascope.core.params import Plugin, param, require
+from octascope.core.devices import cpu_threads
 
-from .binning import bin_image, fit_bin, to_binned, unbin_fit
-from .gaussian_fit import fit_gaussians, fit_to_columns, resolve_device
-from .peaks import CandidateSearch
+from octascope_plugins.locate.binning import bin_image, fit_bin, to_binned, unbin_fit
+from octascope_plugins.locate.gaussian_fit import fit_gaussians, fit_to_columns, resolve_device
+from octascope_plugins.locate.peaks import CandidateSearch
 
 __all__ = ["GaussianOptions", "GaussianLocator"]
 
@@ -147,7 +147,7 @@ class GaussianLocator(Plugin):
         Returns
         -------
         pandas.DataFrame
-            Column table (:data:`octascope.model.COLUMN_FIELDS`, ``fit_ok``, ``significance``).
+            Column table (:data:`octascope.core.model.COLUMN_FIELDS`, ``fit_ok``, ``significance``).
         """
         o = self.options
         ps = image.pixel_size_A

@@ -16,22 +16,22 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.model import make_columns
-from octascope.torch_runtime import select_device
+from octascope.core.model import make_columns
+from octascope.core.devices import select_device
 
-from .ellipse import ellipse_from_covariance
-from .lm_solver import _A, _B, _L11, _L22, _X, _Y, N_PARAMS, covariance, levenberg_marquardt, model
-from .neighbours import others_on_patches
-from .patches import Patches
+from octascope_plugins.locate.ellipse import ellipse_from_covariance
+from octascope_plugins.locate.lm_solver import _A, _B, _L11, _L22, _X, _Y, N_PARAMS, covariance, levenberg_marquardt, model
+from octascope_plugins.locate.neighbours import others_on_patches
+from octascope_plugins.locate.patches import Patches
 
 if TYPE_CHECKING:
     import torch
 
-    from .gaussian import GaussianOptions
+    from octascope_plugins.locate.gaussian import GaussianOptions
 
 
 def resolve_device(device: str) -> "torch.device":
-    """The torch device of the locator (see :func:`octascope.torch_runtime.select_device`)."""
+    """The torch device of the locator (see :func:`octascope.core.devices.select_device`)."""
     return select_device(device, "locator 'gaussian'")
 
 
@@ -283,7 +283,7 @@ def drop_duplicates(x: np.ndarray, y: np.ndarray, score: np.ndarray, min_separat
 
 def fit_to_columns(fit: GaussianFit, pixel_size_A: float, min_separation_A: float,
                    significance: np.ndarray | None = None, threshold: float | None = None) -> pd.DataFrame:
-    """Column table (see :data:`octascope.model.COLUMN_FIELDS`) from a :class:`GaussianFit`.
+    """Column table (see :data:`octascope.core.model.COLUMN_FIELDS`) from a :class:`GaussianFit`.
 
     Extra field ``fit_ok`` marks columns whose Gaussian fit succeeded (the others keep their
     centre-of-mass position and have NaN shape fields); ``significance`` is the candidate's

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lm_solver import _A, _B, _X, _Y, model
-from .patches import Patches, disk_offsets
+from octascope_plugins.locate.lm_solver import _A, _B, _X, _Y, model
+from octascope_plugins.locate.patches import Patches, disk_offsets
 
 if TYPE_CHECKING:
     import torch

@@ -5,7 +5,7 @@ paper — local maxima, then centre of mass in a small circular aperture — wit
 make them work at the paper's dose: windows are in Å (the paper's 7 × 7 px neighbourhood and 3 px
 aperture at 0.168 Å/px are ≈1.2 Å and 0.5 Å), and a maximum counts only when it is significant
 under the noise the image really has (correlated 1/k noise for iDPC, see
-:mod:`octascope.noise_spectrum`), not above a fraction of the dynamic range. Both locators share
+:mod:`octascope.analysis.noise_spectrum`), not above a fraction of the dynamic range. Both locators share
 them, so a comparison of the fitters starts from the same positions.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 
 from scipy import ndimage
 
-from octascope.params import Options, param, require
-from octascope.noise_spectrum import NoiseSpectrum, band_pass, estimate_noise_spectrum, significance_threshold
+from octascope.core.params import Options, param, require
+from octascope.analysis.noise_spectrum import NoiseSpectrum, band_pass, estimate_noise_spectrum, significance_threshold
 
 
 def find_candidates(
@@ -35,16 +35,16 @@ def find_candidates(
     ``background_sigma_A``): the inner blur is matched to a column and suppresses pixel noise, the
     outer one removes the background and the slow, cloudy part of iDPC noise. The noise of the
     band-passed image is computed from the image's noise power spectrum
-    (:func:`octascope.noise_spectrum.estimate_noise_spectrum`), which handles the correlated 1/k
+    (:func:`octascope.analysis.noise_spectrum.estimate_noise_spectrum`), which handles the correlated 1/k
     noise of iDPC/iCoM and the white noise of HAADF alike. A candidate is a maximum within
     ``search_radius_A`` whose band-passed value is significant: above the height that noise alone
     exceeds ``expected_false`` times in the whole image
-    (:func:`octascope.noise_spectrum.significance_threshold`, so a larger field of view needs a
+    (:func:`octascope.analysis.noise_spectrum.significance_threshold`, so a larger field of view needs a
     slightly higher threshold), and never below ``min_significance``. Maxima between
     ``site_significance`` and that threshold are returned too, as *site candidates*: a lone one is
     not evidence of a column, but one that sits on a lattice site next to significant columns is
     (that is one test at a known place, not a search over the image; see
-    :func:`octascope.sublattice.index_columns`). All lengths are in Å, so
+    :func:`octascope_plugins.sites.site_registry.index_columns`). All lengths are in Å, so
     the result does not depend on the sampling. The threshold assumes Gaussian noise; a strongly
     skewed noise (HAADF at a few counts per pixel) lets a few more noise peaks through.
 

@@ -1,11 +1,11 @@
 """Metric plugins (read-only view of the analysis -> tables, scalars, summary section, figures)."""
 
-from octascope.hookspecs import hookimpl
+from octascope.core.hookspecs import hookimpl
 
-from .accuracy import AccuracyMetric
-from .denoise_quality import DenoiseQualityMetric
-from .lattice import LatticeMetric
-from .octahedral import OctahedralMetric
+from octascope_plugins.metric.accuracy import AccuracyMetric
+from octascope_plugins.metric.denoise_quality import DenoiseQualityMetric
+from octascope_plugins.metric.lattice import LatticeMetric
+from octascope_plugins.metric.octahedral import OctahedralMetric
 
 
 @hookimpl

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.model import MetricInput, MetricOutput, Result, Truth, metric_input
-from octascope.params import Options, Plugin, param, require
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.core.params import Options, Plugin, param, require
 
 _SPECIES = ("Pb", "X", "Cs")
 
@@ -59,7 +59,7 @@ def outer_cell_mask(xy_A: np.ndarray, species: np.ndarray, shell: np.ndarray | N
         return np.asarray(shell) == 0
     from scipy.spatial import ConvexHull
 
-    from octascope.geometry import estimate_square_basis
+    from octascope.analysis.lattice import estimate_square_basis
 
     a = float(np.mean(np.linalg.norm(estimate_square_basis(xy_A[species == "Pb"]), axis=1)))
     hull = ConvexHull(xy_A)

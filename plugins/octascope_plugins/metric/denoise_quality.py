@@ -8,9 +8,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from octascope.errors import InputError
-from octascope.model import MetricInput, MetricOutput, Result, Truth, metric_input
-from octascope.params import Options, Plugin, param, require
+from octascope.core.errors import InputError
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.core.params import Options, Plugin, param, require
 
 #: accuracy-metric scalars repeated under ``denoise_`` names (the downstream effect of denoising)
 DOWNSTREAM = ("rmse_pm_all", "rmse_pm_Pb", "rmse_pm_X", "rmse_pm_Cs", "detection_f1",

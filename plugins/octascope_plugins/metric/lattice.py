@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis
-from octascope.model import MetricInput, MetricOutput, Octahedra, Result, Truth, metric_input
-from octascope.octahedral_geometry import local_lattice_vectors
-from octascope.params import Options, Plugin, param, require
+from octascope.core.errors import InputError
+from octascope.analysis.lattice import estimate_square_basis
+from octascope.core.model import MetricInput, MetricOutput, Octahedra, Result, Truth, metric_input
+from octascope.analysis.octahedral_geometry import local_lattice_vectors
+from octascope.core.params import Options, Plugin, param, require
 
 
 def neighbour_spacings(xy_A: np.ndarray, a1: np.ndarray, a2: np.ndarray, tolerance_frac: float) -> np.ndarray:
@@ -160,7 +160,7 @@ class LatticeMetric(Plugin):
         summary = {k: scalars[k] for k in ("C3_A_mean", "P3_A_mean")}
         figures: dict[str, Any] = {}
         if self.options.figures and len(use):
-            from .lattice_figures import lattice_figures
+            from octascope_plugins.metric.lattice_figures import lattice_figures
 
             basis = None
             if data.octahedra is not None and np.isfinite(np.asarray(data.octahedra.lattice_vectors_A, float)).all():

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from octascope.figures import (default_profile_line, draw_tile_map, line_profile, new_figure,
+from octascope.results.figures import (default_profile_line, draw_tile_map, line_profile, new_figure,
                                plot_profiles, robust_limits)
-from octascope.geometry import estimate_square_basis
+from octascope.analysis.lattice import estimate_square_basis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,7 +1,7 @@
 """The ``octahedral`` metric: the per-octahedron table (octahedra.csv), core/shell tilt statistics and maps.
 
 The geometry itself (φ1-φ4, θ1-θ3, σ1-σ4, L1, L2 and their uncertainties) is computed once by the
-pipeline after the network builder (:mod:`octascope.octahedral_geometry`); this metric reports
+pipeline after the network builder (:mod:`octascope.analysis.octahedral_geometry`); this metric reports
 it: the ``octahedra`` table, the means of θ1-θ3 in the core and the shell (the outer
 ``shell_depth_cells`` unit cells), of L1 and L2, and the figures.
 """
@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from octascope.errors import InputError
-from octascope.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.core.errors import InputError
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
 # the geometry moved to the core; these names stay importable from here
-from octascope.octahedral_geometry import (NEIGHBOURS, TILT_NAMES, local_lattice_vectors,  # noqa: F401
+from octascope.analysis.octahedral_geometry import (NEIGHBOURS, TILT_NAMES, local_lattice_vectors,  # noqa: F401
                                            octahedra_from_indices, octahedral_geometry)
-from octascope.params import Options, Plugin, param, require
+from octascope.core.params import Options, Plugin, param, require
 
 
 def core_shell_scalars(table: pd.DataFrame, shell_depth_cells: int) -> dict[str, float]:
@@ -89,7 +89,7 @@ class OctahedralMetric(Plugin):
                    "n_octahedra_complete": int(table["complete"].sum()), "n_octahedra_edge": int(table["edge"].sum())}
         figures: dict[str, Any] = {}
         if self.options.figures and len(table):
-            from .octahedral_figures import octahedral_figures
+            from octascope_plugins.metric.octahedral_figures import octahedral_figures
 
             figures = octahedral_figures(data.denoised, data.columns, data.octahedra, table, depth)
         return MetricOutput(tables={"octahedra": table}, scalars=scalars, figures=figures, summary=summary)

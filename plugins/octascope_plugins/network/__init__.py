@@ -1,9 +1,9 @@
 """Network-builder plugins (classified columns -> octahedral network)."""
 
-from octascope.hookspecs import hookimpl
+from octascope.core.hookspecs import hookimpl
 
-from .nearest import NearestNetwork
-from .sofs import SofsNetwork
+from octascope_plugins.network.nearest import NearestNetwork
+from octascope_plugins.network.sofs_network import SofsNetwork
 
 
 @hookimpl

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.errors import InputError
-from octascope.geometry import estimate_square_basis, lattice_indices_and_shell, local_lattice_vectors
-from octascope.model import Image, Octahedra
-from octascope.params import Options, Plugin, param, require
+from octascope.core.errors import InputError
+from octascope.analysis.lattice import estimate_square_basis, lattice_indices_and_shell, local_lattice_vectors
+from octascope.core.model import Image, Octahedra
+from octascope.core.params import Options, Plugin, param, require
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,212 @@
+"""Lattice geometry helpers shared by classifiers, network builders and metrics.
+
+Vectorised over columns (scipy cKDTree); nothing here loops over pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from octascope.core.errors import InputError
+
+
+def estimate_square_basis(xy_A: np.ndarray, *, k: int = 4) -> np.ndarray:
+    """Estimate the two shortest lattice vectors of a (near-)square point lattice.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) positions [Å], e.g. the Pb columns.
+    k : int
+        Nearest neighbours per point used for the estimate.
+
+    Returns
+    -------
+    numpy.ndarray
+        (2, 2) array: rows ``a1`` (closest to +x) and ``a2`` (``a1`` rotated by +90°, then
+        fitted) [Å].
+
+    Raises
+    ------
+    InputError
+        With fewer than 4 points, or when the nearest-neighbour vectors show no square order.
+    """
+    xy = np.asarray(xy_A, dtype=float)
+    if len(xy) < 4:
+        raise InputError(
+            f"only {len(xy)} lattice points: at least 4 are needed to find the lattice directions; "
+            "check the classifier threshold or the field of view"
+        )
+    tree = cKDTree(xy)
+    kk = min(k + 1, len(xy))
+    dist, idx = tree.query(xy, k=kk)
+    vec = xy[idx[:, 1:]] - xy[:, None, :]
+    d = dist[:, 1:]
+    nn = np.median(d[:, 0])
+    keep = (d > 0.7 * nn) & (d < 1.3 * nn)
+    v = vec[keep]
+    if len(v) < 4:
+        raise InputError("no square lattice found among the columns; check the pixel size and the Pb threshold")
+    ang = np.arctan2(v[:, 1], v[:, 0])
+    # four-fold orientation of a square lattice
+    z = np.exp(4j * ang).mean()
+    order = abs(z)
+    if order < 0.3:
+        raise InputError(
+            f"column positions show no square lattice (four-fold order {order:.2f} < 0.3); "
+            "check the pixel size, zone axis and denoising"
+        )
+    theta0 = np.angle(z) / 4.0  # in (-45°, 45°]
+    basis = []
+    for target in (theta0, theta0 + np.pi / 2):
+        dang = np.angle(np.exp(1j * (ang - target)))
+        sel = np.abs(dang) < np.deg2rad(20)
+        sel_opp = np.abs(np.angle(np.exp(1j * (ang - target - np.pi)))) < np.deg2rad(20)
+        vv = np.concatenate([v[sel], -v[sel_opp]])
+        if len(vv) == 0:
+            raise InputError("could not find two lattice directions among the columns; is the image on a [001] zone axis?")
+        basis.append(np.median(vv, axis=0))
+    return np.array(basis)
+
+
+def fractional(xy_A: np.ndarray, basis_A: np.ndarray, origin_A: np.ndarray) -> np.ndarray:
+    """Fractional lattice coordinates of points: solve ``xy - origin = u*a1 + v*a2``."""
+    return np.linalg.solve(basis_A.T, (np.asarray(xy_A) - origin_A).T).T
+
+
+def angle_between_deg(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Unsigned angle between vectors (last axis of length 2) [deg], vectorised."""
+    cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    dot = (u * v).sum(-1)
+    return np.degrees(np.abs(np.arctan2(cross, dot)))
+
+
+def signed_angle_deg(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed angle from ``u`` to ``v`` (counter-clockwise positive in x-y) [deg], vectorised."""
+    cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    dot = (u * v).sum(-1)
+    return np.degrees(np.arctan2(cross, dot))
+
+
+def grow_sublattice(xy_A: np.ndarray, members: np.ndarray, eligible: np.ndarray, basis_A: np.ndarray, *,
+                    tolerance_frac: float = 0.15, max_rings: int = 3) -> np.ndarray:
+    """Extend a square sublattice to eligible points on the sites one lattice step away.
+
+    Used to recover Pb columns at the rim of a small particle, which image weaker than the
+    amplitude threshold: a point joins when it is ``eligible`` and within ``tolerance_frac`` ×
+    ``a`` of a site ``±a1`` or ``±a2`` from a member, ring by ring up to ``max_rings`` times.
+    Points half a step off the sites (X, Cs) never qualify.
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (N, 2) positions [Å].
+    members, eligible : numpy.ndarray of bool
+        Current sublattice points; points allowed to join.
+    basis_A : numpy.ndarray
+        (2, 2) lattice vectors [Å].
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The grown membership (a new array).
+    """
+    a = float(np.mean(np.linalg.norm(basis_A, axis=1)))
+    grown = np.asarray(members, dtype=bool).copy()
+    steps = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]]) @ basis_A
+    for _ in range(max_rings):
+        cand = np.flatnonzero(eligible & ~grown)
+        if cand.size == 0:
+            break
+        sites = (xy_A[grown][:, None, :] + steps[None, :, :]).reshape(-1, 2)
+        d, _ = cKDTree(sites).query(xy_A[cand], k=1)
+        new = cand[d < tolerance_frac * a]
+        if new.size == 0:
+            break
+        grown[new] = True
+    return grown
+
+
+def local_lattice_vectors(points_A: np.ndarray, basis_A: np.ndarray, *, tol_frac: float | None = None,
+                          tol_A: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Local lattice vectors at each point of a square sublattice (e.g. Pb) from its neighbours.
+
+    Parameters
+    ----------
+    points_A : numpy.ndarray
+        (n, 2) positions [Å].
+    basis_A : numpy.ndarray
+        (2, 2) particle-wide lattice vectors ``a1``, ``a2`` [Å].
+    tol_frac : float, optional
+        A neighbour is the point within ``tol_frac`` × ``|a_k|`` of ``p ± a_k`` [1].
+    tol_A : float, optional
+        Or within this distance [Å] (give exactly one of the two).
+
+    Returns
+    -------
+    local : numpy.ndarray
+        (n, 2, 2) ``a1``, ``a2`` per point [Å]: ``(p(+a) - p(-a)) / 2`` where both neighbours
+        exist, the one-sided difference where one does, the particle-wide vector otherwise.
+    present : numpy.ndarray
+        (n, 4) bool, neighbour at ``+a1, -a1, +a2, -a2``.
+    """
+    if (tol_frac is None) == (tol_A is None):
+        raise ValueError("give exactly one of tol_frac and tol_A")
+    pts = np.asarray(points_A, dtype=float)
+    tree = cKDTree(pts)
+    n = len(pts)
+    local = np.empty((n, 2, 2))
+    present = np.zeros((n, 4), bool)
+    for k, vec in enumerate(np.asarray(basis_A, dtype=float)):
+        tol = tol_frac * np.linalg.norm(vec) if tol_frac is not None else tol_A
+        d_p, i_p = tree.query(pts + vec, k=1)
+        d_m, i_m = tree.query(pts - vec, k=1)
+        ok_p, ok_m = d_p < tol, d_m < tol
+        v = np.broadcast_to(vec, (n, 2)).copy()
+        both = ok_p & ok_m
+        v[both] = (pts[i_p[both]] - pts[i_m[both]]) / 2
+        v[ok_p & ~ok_m] = pts[i_p[ok_p & ~ok_m]] - pts[ok_p & ~ok_m]
+        v[ok_m & ~ok_p] = pts[ok_m & ~ok_p] - pts[i_m[ok_m & ~ok_p]]
+        local[:, k] = v
+        present[:, 2 * k], present[:, 2 * k + 1] = ok_p, ok_m
+    return local, present
+
+
+def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer lattice indices of sublattice points (e.g. Pb) and their shell index.
+
+    The shell index is the number of unit cells between a site and the particle outline
+    (0 = outermost octahedra): the taxicab distance on the occupied (i, j) grid to the nearest
+    unoccupied site outside the particle, minus one. Interior holes (missing columns) are filled
+    first so that a vacancy does not create an inner "surface".
+
+    Parameters
+    ----------
+    xy_A : numpy.ndarray
+        (n, 2) positions [Å].
+    basis_A : numpy.ndarray
+        (2, 2) lattice vectors [Å].
+
+    Returns
+    -------
+    i, j : numpy.ndarray of int
+        Lattice indices along ``a1`` and ``a2`` (origin: the point nearest the centroid).
+    shell : numpy.ndarray of int
+        Unit cells to the outline.
+    """
+    from scipy import ndimage
+
+    centroid = xy_A.mean(axis=0)
+    origin = xy_A[np.argmin(np.linalg.norm(xy_A - centroid, axis=1))]
+    f = fractional(xy_A, basis_A, origin)
+    ij = np.rint(f).astype(int)
+    lo = ij.min(axis=0) - 1
+    grid_ij = ij - lo
+    shape = tuple(grid_ij.max(axis=0) + 2)
+    occ = np.zeros(shape, dtype=bool)
+    occ[grid_ij[:, 0], grid_ij[:, 1]] = True
+    occ = ndimage.binary_fill_holes(occ)
+    dist = ndimage.distance_transform_cdt(occ, metric="taxicab")
+    shell = dist[grid_ij[:, 0], grid_ij[:, 1]] - 1
+    return ij[:, 0], ij[:, 1], shell.astype(int)

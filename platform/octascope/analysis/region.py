@@ -1,0 +1,299 @@
+"""Where the crystal is, and what lattice it shows: Bragg peaks and a crystal/vacuum mask.
+
+A quantum dot sits on vacuum or on an amorphous support. Both give a featureless (or diffuse)
+power spectrum, while the crystal gives Bragg peaks. The crystal region is therefore where the
+*Bragg-filtered* image — the image kept only near the Bragg peaks — has more local energy than the
+noise would give it. Both the peaks and the threshold are judged against the image's own noise
+power spectrum (:mod:`octascope.analysis.noise_spectrum`), so the mask needs no per-image tuning, and the
+same peaks tell the lattice spacing and its symmetry (used by the plausibility checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from octascope.analysis.noise_spectrum import NoiseSpectrum, estimate_noise_spectrum, periodic_component, radial_frequency_A
+
+
+@dataclass(frozen=True)
+class BraggPeaks:
+    """Significant peaks of the power spectrum (one of each Friedel pair).
+
+    ``kx_A``, ``ky_A`` [1/Å] in the image frame (x along axis 1, y along axis 0) and ``snr``,
+    the peak power over the noise power at that frequency [1].
+    """
+
+    kx_A: np.ndarray
+    ky_A: np.ndarray
+    snr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kx_A)
+
+    @property
+    def k_A(self) -> np.ndarray:
+        """|k| of each peak [1/Å]."""
+        return np.hypot(self.kx_A, self.ky_A)
+
+
+@dataclass(frozen=True)
+class CrystalRegion:
+    """The crystal mask of an image and what it was made from.
+
+    ``mask`` is True on crystal pixels; ``energy_snr`` the local Bragg-filtered energy over the
+    noise's expectation of it [1]; ``threshold`` the ratio used to cut it; ``peaks`` the Bragg peaks
+    used; ``source`` says how the mask was made (``auto``, ``file``, ``polygon`` or ``none``).
+    """
+
+    mask: np.ndarray
+    energy_snr: np.ndarray | None = None
+    threshold: float = float("nan")
+    peaks: BraggPeaks | None = None
+    source: str = "auto"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the image inside the mask [0-1]."""
+        return float(np.mean(self.mask))
+
+    def contains(self, x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
+        """Whether points (pixel coordinates) lie inside the mask; points off the image are outside."""
+        x = np.rint(np.asarray(x_px, float)).astype(int)
+        y = np.rint(np.asarray(y_px, float)).astype(int)
+        h, w = self.mask.shape
+        on = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        out = np.zeros(x.shape, dtype=bool)
+        out[on] = self.mask[y[on], x[on]]
+        return out
+
+
+def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
+                     min_spacing_A: float = 1.5, max_spacing_A: float = 12.0, min_snr: float = 4.0,
+                     smooth_samples: float = 1.0) -> BraggPeaks:
+    """Peaks of the power spectrum that stand ``min_snr`` times above the noise power.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image.
+    pixel_size_A : float
+        Pixel size [Å].
+    noise : NoiseSpectrum, optional
+        The image's noise spectrum (estimated when not given).
+    min_spacing_A, max_spacing_A : float
+        Range of lattice-plane spacings searched, i.e. |k| from 1/max to 1/min [Å].
+    min_snr : float
+        Smoothed power over noise power that a peak must exceed [1]. The power of noise at one
+        frequency is exponentially distributed; averaged over the ~12 samples of a σ = 1 sample
+        smoothing kernel (a Gamma variable of shape ≈12.6, mean 1) it exceeds 4 with a probability
+        of ~1e-9 per sample, i.e. practically never in a whole spectrum.
+    smooth_samples : float
+        Gaussian smoothing of the power spectrum [FFT samples], so a peak broadened by a small
+        crystal counts with all its samples.
+
+    Returns
+    -------
+    BraggPeaks
+        Sorted by decreasing ``snr``; one peak of each ±k pair (the one with ky > 0, or kx > 0).
+    """
+    noise = noise or estimate_noise_spectrum(data, pixel_size_A)
+    u = periodic_component(data)
+    u = u - u.mean()
+    h, w = u.shape
+    power = np.abs(np.fft.fft2(u)) ** 2 / (h * w)
+    ratio = np.fft.fftshift(power / np.maximum(noise.power_on_grid((h, w)), np.finfo(float).tiny))
+    if smooth_samples > 0:
+        ratio = ndimage.gaussian_filter(ratio, smooth_samples, mode="wrap")
+    k = np.fft.fftshift(radial_frequency_A((h, w), pixel_size_A))
+    band = (k >= 1.0 / max_spacing_A) & (k <= 1.0 / min_spacing_A)
+    is_max = ratio == ndimage.maximum_filter(ratio, size=3, mode="wrap")
+    iy, ix = np.nonzero(is_max & band & (ratio > min_snr))
+    ky = (iy - h // 2) / (h * pixel_size_A)
+    kx = (ix - w // 2) / (w * pixel_size_A)
+    upper = (ky > 0) | ((ky == 0) & (kx > 0))
+    order = np.argsort(-ratio[iy[upper], ix[upper]])
+    return BraggPeaks(kx_A=kx[upper][order], ky_A=ky[upper][order], snr=ratio[iy[upper], ix[upper]][order])
+
+
+def bragg_filter_transfer(shape: tuple[int, int], pixel_size_A: float, peaks: BraggPeaks,
+                          width_A: float) -> np.ndarray:
+    """Fourier mask that keeps Gaussian windows (σ = ``width_A`` [1/Å]) around ±each peak."""
+    h, w = shape
+    ky = np.fft.fftfreq(h, d=pixel_size_A)
+    kx = np.fft.fftfreq(w, d=pixel_size_A)
+    m = np.zeros(shape)
+    # each window is evaluated on a box of ±7σ around its peak (beyond, it is below 3e-11), not on
+    # the whole grid: a few dozen windows on a 2048² grid cost seconds otherwise
+    ry = int(np.ceil(7 * width_A * h * pixel_size_A))
+    rx = int(np.ceil(7 * width_A * w * pixel_size_A))
+    for px, py in zip(peaks.kx_A, peaks.ky_A):
+        for s in (1.0, -1.0):
+            cy, cx = int(round(s * py * h * pixel_size_A)), int(round(s * px * w * pixel_size_A))
+            iy = np.arange(h) if 2 * ry + 1 >= h else np.arange(cy - ry, cy + ry + 1) % h
+            ix = np.arange(w) if 2 * rx + 1 >= w else np.arange(cx - rx, cx + rx + 1) % w
+            win = np.exp(-((kx[ix][None, :] - s * px) ** 2 + (ky[iy][:, None] - s * py) ** 2) / (2 * width_A**2))
+            box = np.ix_(iy, ix)
+            m[box] = np.maximum(m[box], win)
+    return m
+
+
+def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
+                   peaks: BraggPeaks | None = None, resolution_A: float = 3.0, threshold: float = 4.0,
+                   edge_level: float = 0.2, min_area_A2: float = 150.0, margin_A: float = 2.5,
+                   max_peaks: int = 24) -> CrystalRegion:
+    """Automatic crystal mask from the local energy of the Bragg-filtered image.
+
+    The image is filtered to Gaussian windows around its strongest Bragg peaks; the squared
+    result, averaged over ``resolution_A``, is the local lattice energy. Noise alone gives an
+    expected energy of mean(|mask|² × noise power) (Parseval), and a pixel belongs to the crystal
+    where the local energy exceeds ``threshold`` times that *and* ``edge_level`` times the energy
+    typical of the crystal's interior (the 90th percentile above the noise threshold): the
+    energy of a strong crystal falls off smoothly over ~``resolution_A``, and the second bound puts
+    the boundary where a crystal edge convolved with the filter has fallen to about a quarter,
+    not far out in the tail where it first meets the noise. Components smaller than
+    ``min_area_A2`` are dropped, holes filled, and the mask grown by ``margin_A`` so the outermost
+    columns (half of whose neighbourhood is vacuum) stay inside.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image.
+    pixel_size_A : float
+        Pixel size [Å].
+    noise : NoiseSpectrum, optional
+        The image's noise spectrum (estimated when not given).
+    peaks : BraggPeaks, optional
+        Bragg peaks (found when not given).
+    resolution_A : float
+        Real-space σ over which the local energy is averaged [Å]; the Fourier windows have
+        σ_k = 1 / (2π · resolution_A).
+    threshold : float
+        Local energy over the noise's expectation that marks crystal [1].
+    edge_level : float
+        Fraction of the interior energy at which the boundary is drawn [1].
+    min_area_A2 : float
+        Smallest crystal region kept [Å²] (~ four pseudocubic unit cells).
+    margin_A : float
+        Growth of the mask beyond the threshold contour [Å].
+    max_peaks : int
+        Strongest peaks used at most.
+
+    Returns
+    -------
+    CrystalRegion
+        An all-False mask when the image shows no Bragg peaks.
+    """
+    noise = noise or estimate_noise_spectrum(data, pixel_size_A)
+    peaks = peaks if peaks is not None else find_bragg_peaks(data, pixel_size_A, noise=noise)
+    shape = np.shape(data)
+    if len(peaks) == 0:
+        return CrystalRegion(mask=np.zeros(shape, bool), energy_snr=np.zeros(shape), threshold=threshold,
+                             peaks=peaks, source="auto", info={"reason": "no Bragg peaks above the noise"})
+    use = BraggPeaks(peaks.kx_A[:max_peaks], peaks.ky_A[:max_peaks], peaks.snr[:max_peaks])
+    width = 1.0 / (2.0 * np.pi * resolution_A)
+    transfer = bragg_filter_transfer(shape, pixel_size_A, use, width)
+    u = periodic_component(data)
+    filtered = np.real(np.fft.ifft2(np.fft.fft2(u - u.mean()) * transfer))
+    energy = ndimage.gaussian_filter(filtered**2, resolution_A / pixel_size_A, mode="reflect")
+    expected = float(np.mean(transfer**2 * noise.power_on_grid(shape)))
+    snr = energy / max(expected, np.finfo(float).tiny)
+    mask = snr > threshold
+    if mask.any():
+        interior = float(np.percentile(energy[mask], 90))
+        mask &= energy > edge_level * interior
+    mask = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(mask)
+    if n:
+        areas = ndimage.sum(mask, labels, np.arange(1, n + 1)) * pixel_size_A**2
+        mask = np.isin(labels, 1 + np.flatnonzero(areas >= min_area_A2))
+    if margin_A > 0 and mask.any():
+        r = margin_A / pixel_size_A
+        mask = ndimage.distance_transform_edt(~mask) <= r
+    return CrystalRegion(mask=mask, energy_snr=snr.astype(np.float32), threshold=threshold, peaks=use, source="auto",
+                         info={"expected_noise_energy": expected, "n_peaks": len(use)})
+
+
+def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
+    """A user-drawn crystal region from a mask file (``.npy``, or an image that imageio reads:
+    non-zero pixels are crystal) of the image's shape."""
+    from pathlib import Path
+
+    from octascope.core.errors import InputError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"region mask file {str(p)!r} does not exist; give region.mask_path=<file of the image's shape>")
+    if p.suffix.lower() == ".npy":
+        m = np.load(p, allow_pickle=False)
+    else:
+        import imageio.v3 as iio
+
+        m = np.asarray(iio.imread(p))
+        if m.ndim == 3:
+            m = m[..., :3].max(-1)
+    if m.shape != tuple(shape):
+        raise InputError(f"region mask {p.name} has shape {m.shape}, the image {tuple(shape)}; draw it on the same image")
+    return CrystalRegion(mask=np.asarray(m) != 0, source="file", info={"path": str(p)})
+
+
+def region_from_polygon(polygon_A: Sequence[Sequence[float]] | np.ndarray, shape: tuple[int, int], pixel_size_A: float) -> CrystalRegion:
+    """A user-drawn crystal region from a polygon of (x, y) vertices [Å, image frame]."""
+    from matplotlib.path import Path as MplPath
+
+    from octascope.core.errors import InputError
+
+    verts = np.asarray(polygon_A, dtype=float)
+    if verts.ndim != 2 or verts.shape[1] != 2 or len(verts) < 3:
+        raise InputError("region.polygon_A needs at least three [x, y] vertices in Å, e.g. [[10,10],[60,10],[60,60]]")
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    pts = np.column_stack([xx.ravel(), yy.ravel()]) * pixel_size_A
+    mask = MplPath(verts).contains_points(pts).reshape(h, w)
+    return CrystalRegion(mask=mask, source="polygon", info={"polygon_A": verts.tolist()})
+
+
+def find_region(data: np.ndarray, pixel_size_A: float, *, mode: str = "auto", mask_path: str | None = None,
+                polygon_A: Sequence[Sequence[float]] | np.ndarray | None = None, noise: NoiseSpectrum | None = None,
+                **auto: Any) -> CrystalRegion:
+    """The crystal region of an image: automatic (:func:`crystal_region`), from a mask file, from a
+    polygon in Å, or the whole image (``mode="none"``).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image.
+    pixel_size_A : float
+        Pixel size [Å].
+    mode : str
+        ``auto``, ``file``, ``polygon`` or ``none``.
+    mask_path : str, optional
+        Mask file for ``mode="file"``.
+    polygon_A : sequence of (x, y), optional
+        Polygon vertices [Å] for ``mode="polygon"``.
+    noise : NoiseSpectrum, optional
+        The image's noise spectrum, for ``auto``.
+    **auto
+        Parameters of :func:`crystal_region`.
+    """
+    from octascope.core.errors import InputError
+
+    shape = np.shape(data)
+    auto = {k: v for k, v in auto.items() if v is not None}
+    if mode == "auto":
+        return crystal_region(data, pixel_size_A, noise=noise, **auto)
+    if mode == "none":
+        return CrystalRegion(mask=np.ones(shape, bool), source="none")
+    if mode == "file":
+        if not mask_path:
+            raise InputError("region.mode=file needs region.mask_path=<mask file>")
+        return region_from_mask_file(mask_path, shape)
+    if mode == "polygon":
+        if polygon_A is None:
+            raise InputError("region.mode=polygon needs region.polygon_A=[[x,y],...] in Å")
+        return region_from_polygon(polygon_A, shape, pixel_size_A)
+    raise InputError(f"region.mode={mode!r} is unknown; use auto, file, polygon or none")

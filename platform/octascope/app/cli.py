@@ -1,0 +1,579 @@
+"""The ``octascope`` command: Hydra-composed analysis runs, sweeps, and plugin listing.
+
+    octascope                                   # analyse the default input
+    octascope source.path=particle.emd          # analyse your file
+    octascope --multirun denoiser=none,bm3d     # a sweep, one MLflow run per job
+    octascope plugins [STAGE]                   # list registered plugins
+    octascope runs [--fix-stale]                # list tracked runs; mark those of dead processes KILLED
+
+Hydra lives only here: the configuration is turned into plain values and handed to the library.
+Before Hydra runs anything the command line is checked (:func:`check_command_line`): every
+mistake is one line ``octascope: error: <problem>; <fix>``, exit code 2, nothing written.
+SIGTERM and SIGINT unwind a run like an exception (MLflow run FAILED, temporary files and the
+incomplete folder removed, one line, exit 128 + signal). A sweep runs every job and exits 1
+with the count of failed jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from octascope.core.errors import OctascopeError
+
+if TYPE_CHECKING:
+    from octascope.core.registry import Registry
+
+# the library side of a run lives in run.py / summary.py; these names stay importable from here
+from octascope.app.run import build_stages, run_from_config  # noqa: E402,F401
+from octascope.results.summary import format_summary  # noqa: E402,F401
+
+
+_REGISTRY: "Registry | None" = None
+
+
+def _registry() -> "Registry":
+    """The plugin registry of this command, built once (discovering entry points is not free)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from octascope.core.registry import get_registry
+
+        _REGISTRY = get_registry()
+    return _REGISTRY
+
+
+def conf_dir() -> Path:
+    """The Hydra config directory: ``$OCTASCOPE_CONF``, the packaged copy, or the repository's ``conf/``."""
+    env = os.environ.get("OCTASCOPE_CONF")
+    if env:
+        return Path(env).resolve()
+    packaged = Path(__file__).resolve().parents[1] / "conf"
+    if (packaged / "config.yaml").exists():
+        return packaged
+    return (Path(__file__).resolve().parents[3] / "conf").resolve()
+
+
+#: environment variables a command shares with its jobs (set by main, restored after)
+_RUN_ID_ENV = "OCTASCOPE_RUN_ID"
+_STATUS_ENV = "OCTASCOPE_JOB_STATUS_DIR"
+
+
+def _run_id() -> str:
+    """The short id of this command: the suffix of its output folders (``outputs/<date>/<time>-<id>``)."""
+    rid = os.environ.get(_RUN_ID_ENV)
+    if not rid:
+        import secrets
+
+        rid = os.environ[_RUN_ID_ENV] = secrets.token_hex(3)
+    return rid
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("octascope_run_id"):
+        OmegaConf.register_new_resolver("octascope_run_id", _run_id)
+
+
+def _to_dict(cfg: Any, *, resolve: bool) -> dict[str, Any]:
+    """A composed configuration (an OmegaConf ``DictConfig``) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=resolve)
+    if not isinstance(container, dict):
+        raise TypeError(f"a configuration must be a mapping, got {type(container).__name__}")
+    return cast("dict[str, Any]", container)  # to_container types keys as any DictKeyType; Hydra's are str
+
+
+def _say_error(message: str) -> None:
+    print(f"octascope: error: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or exc.__class__.__name__
+
+
+def _record_job(num: str, failed: str | None) -> None:
+    folder = os.environ.get(_STATUS_ENV)
+    if folder and Path(folder).is_dir():
+        name = f"{num}.{'failed' if failed else 'ok'}"
+        (Path(folder) / name).write_text(failed or "")
+
+
+def _hydra_task(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
+
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    job_tag = str(hc.job.num) if multirun else None
+    label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
+    claimed = False
+    try:
+        container = _to_dict(cfg, resolve=True)
+        claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag})
+        claimed = True
+        result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
+        if claimed:
+            release_failed_output_dir(output_dir)
+        raise
+    except Exception as exc:
+        msg = _one_line(exc) if isinstance(exc, OctascopeError) else (
+            f"{exc.__class__.__name__}: {_one_line(exc)} (OCTASCOPE_DEBUG=1 shows the traceback)")
+        partial = getattr(exc, "partial_result", None)
+        if claimed and isinstance(exc, OctascopeError) and partial is not None and partial.columns is not None:
+            # a late stage failed: keep the columns and the overlay so the user can see why
+            write_partial_outputs(partial, output_dir, msg)
+            msg += f" (what was found before is in {output_dir}: columns.csv, network_overlay.png)"
+        elif claimed:
+            release_failed_output_dir(output_dir)
+        if os.environ.get("OCTASCOPE_DEBUG"):
+            raise
+        if not isinstance(exc, OctascopeError) and not multirun:
+            raise  # a bug, not a user error: Hydra prints the traceback
+        if multirun:  # a sweep runs every job: record the failure and go on
+            _say_error(f"{label} failed: {msg}")
+            _record_job(str(hc.job.num), msg)
+            return
+        _say_error(msg)
+        raise SystemExit(2) from None
+    if multirun:
+        _record_job(str(hc.job.num), None)
+    print(format_summary(result, files, output_dir, (container.get("tracking") or {}).get("tracking_uri")), flush=True)
+
+
+def list_plugins(stage: str | None = None) -> str:
+    """A table of registered plugins: stage, name, distribution, version, summary.
+
+    With a stage, each plugin's parameters follow its line: name, type, default, unit and
+    description (:meth:`octascope.core.registry.Registry.parameters`; plugins not yet on the options
+    pattern show none).
+    """
+    from octascope.core.registry import get_registry
+
+    registry = get_registry()
+    infos = registry.info(stage)
+    rows = [(p.stage, p.name, f"{p.distribution} {p.version}", p.summary) for p in infos]
+    widths = [max(len(r[i]) for r in rows + [("stage", "name", "from", "")]) for i in range(3)]
+    out = [f"{'stage':<{widths[0]}}  {'name':<{widths[1]}}  {'from':<{widths[2]}}  summary"]
+    for p, r in zip(infos, rows):
+        out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+        if stage is None:
+            continue
+        params = registry.parameters(p.stage, p.name)
+        if not params:
+            out.append("    (parameters not declared)")
+            continue
+        w = max(len(q.name) for q in params)
+        for q in params:
+            unit = f" [{q.unit}]" if q.unit else ""
+            out.append(f"    {q.name:<{w}}  {q.type} = {q.default!r}{unit}" + (f"  — {q.doc}" if q.doc else ""))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line: checks before Hydra runs anything, signals, sweeps, `octascope runs`
+# ------------------------------------------------------------------------------------------------
+
+#: Hydra flags that take a value
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
+#: Hydra flags after which no job runs (help, printing the config): overrides are only screened
+_NO_JOB_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+#: override keys whose values are free text (paths, names): quoted for Hydra when its grammar refuses them
+_TEXT_KEYS = ("path", "dir", "uri", "name", "title", "signal", "experiment")
+#: environment variables a config may not set through hydra.job.env_set (they load code)
+_ENV_REFUSED = ("LD_", "DYLD_", "PYTHON", "PATH", "BASH_ENV", "ENV")
+
+
+def _split_argv(argv: list[str]) -> tuple[list[str], list[str], set[str]]:
+    flags, overrides, names = [], [], set()
+    it = iter(argv)
+    for tok in it:
+        if tok.startswith("-"):  # overrides never start with '-' (deletions start with '~')
+            name = tok.split("=", 1)[0]
+            names.add(name)
+            flags.append(tok)
+            if name in _FLAGS_WITH_VALUE and "=" not in tok:
+                nxt = next(it, None)
+                if nxt is not None:
+                    flags.append(nxt)
+        else:
+            overrides.append(tok)
+    return flags, overrides, names
+
+
+def _quote(value: str) -> str | None:
+    if "'" not in value:
+        return "'" + value.replace("\\", "\\\\") + "'" if value.endswith("\\") else f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[list[str], list[Any]]:
+    """Parse every override; quote free-text values Hydra's grammar refuses (non-ASCII paths)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from octascope.core.errors import ConfigError
+
+    parser = OverridesParser.create()
+    out, parsed = [], []
+    for tok in overrides:
+        try:
+            parsed.append(parser.parse_override(tok))
+            out.append(tok)
+            continue
+        except Exception as exc:  # Hydra's OverrideParseException
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        key, eq, value = tok.partition("=")
+        leaf = key.lstrip("+~").split("@")[0].rsplit(".", 1)[-1].lower()
+        quoted = _quote(value) if eq and value and any(t in leaf for t in _TEXT_KEYS) else None
+        if quoted is not None:
+            try:
+                parsed.append(parser.parse_override(f"{key}={quoted}"))
+                out.append(f"{key}={quoted}")
+                continue
+            except Exception:
+                pass
+        if not eq:
+            hint = "write key=value (e.g. denoiser=bm3d)"
+        elif any(t in leaf for t in _TEXT_KEYS) or any(ord(c) > 127 for c in value):
+            hint = f"quote the value: \"{key}='{value}'\" (the shell's quotes around Hydra's)"
+        else:
+            hint = "check the brackets, commas and quotes (lists: key=[a,b]; text with symbols: key='a b')"
+        raise ConfigError(f"malformed override '{tok}' ({first}); {hint}")
+    return out, parsed
+
+
+def _hydra_error(exc: BaseException) -> Exception:
+    """A one-line ConfigError from Hydra's multi-line composition errors."""
+    import re
+
+    from hydra.errors import MissingConfigException
+
+    from octascope.core.errors import ConfigError
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException) and exc.options:
+        group = (exc.missing_cfg_file or "").rsplit("/", 1)
+        what = f"{group[0]} option '{group[1]}'" if len(group) == 2 else f"option '{exc.missing_cfg_file}'"
+        return ConfigError(f"unknown {what}; choose one of {', '.join(exc.options)}")
+    m = re.search(r"Could not (?:override|append to) '([^']+)'", text)
+    if m:
+        return ConfigError(f"unknown configuration key '{m.group(1)}'; check the spelling "
+                           "(`octascope --cfg job` prints the configuration)")
+    m = re.search(r"Could not find '([^']+)'", text)
+    if m:
+        return ConfigError(f"no configuration '{m.group(1)}'; check the group and option names (see conf/)")
+    first = " ".join(text.split())[:300] or exc.__class__.__name__
+    return ConfigError(f"invalid configuration: {first}; check the overrides (OCTASCOPE_DEBUG=1 shows Hydra's message)")
+
+
+def _check_hydra_node(hydra_cfg: Any) -> None:
+    """Refuse what would make Hydra import and call code beyond octascope's own settings."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
+
+    from octascope.app.config import find_targets
+    from octascope.core.errors import ConfigError
+
+    allowed = {f"{c.__module__}.{c.__qualname__}" for kind in (Launcher, Sweeper) for c in Plugins.instance().discover(kind)}
+    if hydra_cfg.get("callbacks"):
+        raise ConfigError(f"hydra.callbacks ({', '.join(hydra_cfg['callbacks'])}) would import and call Python objects; "
+                          "octascope runs no Hydra callbacks: remove them")
+    for path in find_targets(hydra_cfg, "hydra"):
+        node = hydra_cfg
+        for part in path.split(".")[1:-1]:
+            node = node[part]
+        if path not in ("hydra.launcher._target_", "hydra.sweeper._target_") or node["_target_"] not in allowed:
+            raise ConfigError(f"'{path}' would import and call a Python object; only installed Hydra launchers and "
+                              "sweepers are allowed (hydra/launcher=<name>): remove it")
+    for name in ("job_logging", "hydra_logging"):
+        for path, key, value in _walk(hydra_cfg.get(name) or {}, f"hydra.{name}"):
+            if key == "()" or (key == "class" and not str(value).startswith("logging.")):
+                raise ConfigError(f"'{path}' would import and call '{value}'; logging configs may use logging.* classes only: "
+                                  "remove it")
+    env = ((hydra_cfg.get("job") or {}).get("env_set") or {})
+    bad = sorted(k for k in env if str(k).upper().startswith(_ENV_REFUSED))
+    if bad:
+        raise ConfigError(f"hydra.job.env_set sets {bad}, which load code; remove them")
+
+
+def _walk(node: Any, path: str):
+    from collections.abc import Mapping
+
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            yield f"{path}.{k}", str(k), v
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) -> dict[str, str]:
+    """Compose and check one job's configuration; return the sweeper's ``params`` (sweeps a config file sets)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from octascope.app.config import validate_config
+    from octascope.input.sources import check_source_config
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="octascope"):
+            try:
+                cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+            except OctascopeError:
+                raise
+            except Exception as exc:
+                raise _hydra_error(exc) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    with_hydra = _to_dict(cfg, resolve=False)
+    hydra_node = with_hydra.pop("hydra", {}) or {}
+    _check_hydra_node(hydra_node)
+    try:
+        job = _to_dict(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True)
+    except Exception as exc:
+        from octascope.core.errors import ConfigError
+
+        raise ConfigError(f"cannot resolve the configuration: {_one_line(exc)}; check the ${{...}} interpolations") from exc
+    validate_config(job)
+    check_source_config(dict(job.get("source") or {}))
+    build_stages(job, _registry())
+    return {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
+
+
+def check_command_line(argv: list[str]) -> list[str]:
+    """Check a command line before Hydra runs anything; return it with free-text values quoted.
+
+    Malformed overrides, unknown groups, options and keys, keys that nothing reads (``+foo=1``),
+    ``_target_`` keys, Hydra callbacks, unknown plugins or plugin parameters, bad figure formats,
+    bad tracking URIs and bad pixel sizes all raise :class:`ConfigError`/:class:`InputError`
+    here, before any output folder exists. In a sweep every value of every swept key is checked.
+    """
+    from octascope.core.errors import ConfigError
+
+    flags, overrides, names = _split_argv(argv)
+    overrides, parsed = _parse_overrides(overrides)
+    for ov in parsed:
+        key = ov.key_or_group
+        if "_target_" in key or key.startswith("hydra.callbacks") or "()" in key:
+            raise ConfigError(f"override '{ov.input_line}' would make Hydra import and call a Python object; "
+                              "octascope configs select registered plugins by name only: remove it")
+    if names & _NO_JOB_FLAGS:
+        return [*flags, *overrides]
+    config_dir, config_name = str(conf_dir()), "config"
+    it = iter(flags)
+    extra_search = []
+    for tok in it:
+        name, _, val = tok.partition("=")
+        if name in _FLAGS_WITH_VALUE and not val:
+            val = next(it, "")
+        if name in ("--config-path", "-cp"):
+            config_dir = str(Path(val).resolve())
+        elif name in ("--config-name", "-cn"):
+            config_name = val
+        elif name in ("--config-dir", "-cd"):
+            extra_search.append(f"file://{Path(val).resolve()}")
+    base = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
+    if extra_search:
+        base.append(f"hydra.searchpath=[{','.join(extra_search)}]")
+    sweeps = [(o, p) for o, p in zip(overrides, parsed) if p.is_sweep_override()]
+    firsts, variants = [], []
+
+    def add_sweep(p: Any) -> None:
+        try:
+            values = list(p.sweep_string_iterator())
+        except Exception:  # glob() and the like: Hydra expands them when the sweep starts
+            return
+        quoted = [v if not any(ord(c) > 127 or c in " ,[]{}()" for c in v) else (_quote(v) or v) for v in values]
+        items = [f"{p.get_key_element()}={v}" for v in quoted]
+        firsts.append(items[0])
+        variants.append(items[1:])
+
+    for _tok, p in sweeps:
+        add_sweep(p)
+    params = _compose_and_check(config_dir, config_name, [*base, *firsts])
+    # sweeps set in a config file (hydra.sweeper.params, e.g. conf/experiment/): each value too,
+    # unless the command line sweeps that key itself
+    swept = {p.key_or_group for _tok, p in sweeps}
+    _p, extra = _parse_overrides([f"{k}={v}" for k, v in params.items() if k not in swept])
+    for p in extra:
+        if p.is_sweep_override():
+            add_sweep(p)
+    if extra:
+        _compose_and_check(config_dir, config_name, [*base, *firsts])
+    for i, rest in enumerate(variants):
+        for item in rest:
+            _compose_and_check(config_dir, config_name, [*base, *firsts[:i], item, *firsts[i + 1:]])
+    return [*flags, *overrides]
+
+
+class _Signals:
+    """Turn SIGTERM (and SIGINT) into :class:`~octascope.core.errors.Interrupted` in the main thread."""
+
+    def __enter__(self) -> "_Signals":
+        import signal
+        import threading
+
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.saved[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._raise)
+        self.fired = False
+        return self
+
+    def _raise(self, signum: int, _frame: Any) -> None:
+        import signal
+
+        from octascope.core.errors import Interrupted
+
+        if self.fired:  # the run is already unwinding: let it finish marking itself FAILED
+            return
+        self.fired = True
+        for sig in self.saved:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def runs_command(argv: list[str]) -> int:
+    """``octascope runs [--fix-stale] [--tracking-uri URI] [--outputs DIR ...]``: list the runs of the
+    store; with ``--fix-stale`` mark runs whose process died KILLED and remove stale ``.part`` files."""
+    import argparse
+
+    from octascope.results.outputs import clean_stale_parts, is_complete
+    from octascope.results.tracking import DIR_TAG, fix_stale_runs, list_runs, resolve_tracking_uri
+
+    ap = argparse.ArgumentParser(prog="octascope runs", description=runs_command.__doc__)
+    ap.add_argument("--fix-stale", action="store_true",
+                    help="mark RUNNING runs whose process is gone as KILLED; remove stale .part files")
+    ap.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
+    ap.add_argument("--outputs", nargs="*", default=["outputs", "multirun"], help="output roots to clean of .part files")
+    ap.add_argument("--dry-run", action="store_true", help="say what --fix-stale would do, change nothing")
+    ap.add_argument("--untagged-older-than", type=float, default=None, metavar="HOURS",
+                    help="with --fix-stale: also mark KILLED RUNNING runs without a process tag (older octascope "
+                         "versions) that started more than HOURS ago")
+    args = ap.parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if args.fix_stale:
+        killed, unknown = fix_stale_runs(uri, dry_run=args.dry_run, untagged_older_than_h=args.untagged_older_than)
+        parts = [] if args.dry_run else [p for root in args.outputs for p in clean_stale_parts(root)]
+        verb = "would mark" if args.dry_run else "marked"
+        print(f"octascope: {verb} {len(killed)} run(s) KILLED (their process is gone)"
+              + (": " + ", ".join(r.info.run_id[:12] for r in killed) if killed else "")
+              + f"; removed {len(parts)} stale .part file(s)"
+              + (f"; {len(unknown)} RUNNING run(s) from another host or an older version not checked" if unknown else ""))
+        return 0
+    runs = list_runs(uri)
+    print(f"{'run':<12}  {'status':<9}  {'started (UTC)':<19}  {'output folder'}")
+    import datetime as _dt
+
+    for r in runs:
+        started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        folder = r.data.tags.get(DIR_TAG, "")
+        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)")
+        print(f"{r.info.run_id[:12]:<12}  {r.info.status:<9}  {started:<19}  {folder}{state}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``octascope`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "plugins":
+        rest = [a for a in argv[1:] if a != "list"]
+        try:
+            print(list_plugins(rest[0] if rest else None))
+        except OctascopeError as exc:
+            _say_error(str(exc))
+            raise SystemExit(2) from None
+        return
+    if argv and argv[0] == "compare":
+        from octascope.results.compare import main as compare_main
+
+        try:
+            raise SystemExit(compare_main(argv[1:]))
+        except OctascopeError as exc:
+            _say_error(str(exc))
+            raise SystemExit(2) from None
+    if argv and argv[0] == "runs":
+        try:
+            raise SystemExit(runs_command(argv[1:]))
+        except OctascopeError as exc:
+            _say_error(str(exc))
+            raise SystemExit(2) from None
+    import shutil
+    import tempfile
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    saved = {k: os.environ.get(k) for k in (_RUN_ID_ENV, _STATUS_ENV)}
+    os.environ.pop(_RUN_ID_ENV, None)
+    status_dir = tempfile.mkdtemp(prefix="octascope-jobs-")
+    os.environ[_STATUS_ENV] = status_dir
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        with _Signals():
+            try:
+                argv = check_command_line(argv)
+            except OctascopeError as exc:
+                if os.environ.get("OCTASCOPE_DEBUG"):
+                    raise
+                _say_error(str(exc))
+                raise SystemExit(2) from None
+            import hydra
+
+            _register_resolvers()
+            _run_id()
+            sys.argv = [sys.argv[0], *argv]
+            hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+    except KeyboardInterrupt as exc:
+        from octascope.core.errors import Interrupted
+
+        signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
+        if os.environ.get("OCTASCOPE_DEBUG"):
+            raise
+        _say_error(f"stopped by {signame}; the run is marked FAILED and its incomplete outputs removed; run it again")
+        code = 128 + signum
+    finally:
+        failed = sorted(Path(status_dir).glob("*.failed"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+        n_jobs = len(failed) + len(list(Path(status_dir).glob("*.ok")))
+        shutil.rmtree(status_dir, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if os.environ.get("OCTASCOPE_TIMING"):
+        print(f"octascope: wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if code:
+        raise SystemExit(code)
+    if failed:
+        _say_error(f"{len(failed)} of {n_jobs} jobs failed (jobs {', '.join(p.stem for p in failed)}; see the lines above); "
+                   "fix them and run those jobs again")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Checks of a resolved run configuration (a plain dict, no Hydra): every key is read by something.
+
+The command line composes the configuration with Hydra; :func:`validate_config` then refuses
+what nothing would read (``+foo=1``, ``+tracking.colour=red``), unknown figure formats, and
+tracking URIs MLflow could not use, before anything is written. Stage parameters are checked by
+the plugin registry when the plugins are built; source keys by :func:`octascope.input.sources.load_source`.
+
+What a configuration can execute: nothing but registered plugins (selected by ``name``). A
+``_target_`` key is refused anywhere (see :func:`find_targets`); the command line also refuses
+Hydra callbacks, logging factories and launchers/sweepers other than the installed Hydra plugins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from octascope.core.errors import ConfigError
+
+#: top-level keys of a run configuration and what reads them
+TOP_LEVEL_KEYS = {
+    "source": "sources.load_source",
+    "denoiser": "the denoiser plugin",
+    "locator": "the locator plugin",
+    "classifier": "the classifier plugin",
+    "network": "the network plugin",
+    "metric": "the metric plugins",
+    "tracking": "tracking",
+    "progress": "the progress lines",
+    "figure_formats": "outputs.write_outputs",
+    "region": "crystal.find_region",
+    "refine": "refine.refine_columns",
+}
+TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
+#: keys of the ``region`` group: how the crystal region is found, and crystal_region's parameters
+REGION_KEYS = ("mode", "mask_path", "polygon_A", "resolution_A", "threshold", "edge_level", "min_area_A2",
+               "margin_A", "max_peaks")
+
+
+def find_targets(node: Any, path: str = "") -> Iterator[str]:
+    """Paths of every ``_target_`` key (Hydra's 'import and call this') in a nested config."""
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            here = f"{path}.{k}" if path else str(k)
+            if str(k) == "_target_":
+                yield here
+            yield from find_targets(v, here)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from find_targets(v, f"{path}[{i}]")
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Refuse a run configuration with keys nothing reads, ``_target_`` keys, unknown figure
+    formats or an unusable tracking URI (:class:`ConfigError`, one line with the fix)."""
+    targets = list(find_targets(cfg))
+    if targets:
+        raise ConfigError(f"'{targets[0]}' would import and call a Python object; octascope configs select "
+                          "registered plugins by name only: remove it")
+    unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {unknown}, read by nothing; check the spelling "
+                          f"(keys: {', '.join(TOP_LEVEL_KEYS)}; `octascope --cfg job` prints the configuration)")
+    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine"):
+        if stage in cfg and not isinstance(cfg[stage], Mapping):
+            raise ConfigError(f"'{stage}' must be a group of keys, got {cfg[stage]!r}; choose an option with {stage}=<name>")
+    track = cfg.get("tracking") or {}
+    bad = sorted(set(track) - set(TRACKING_KEYS))
+    if bad:
+        raise ConfigError(f"tracking has no key(s) {bad}; its keys are {', '.join(TRACKING_KEYS)}")
+    bad = sorted(set(cfg.get("region") or {}) - set(REGION_KEYS))
+    if bad:
+        raise ConfigError(f"region has no key(s) {bad}; its keys are {', '.join(REGION_KEYS)}")
+    from octascope.results.outputs import check_figure_formats
+
+    check_figure_formats(cfg.get("figure_formats"))
+    if track.get("enabled", True):
+        from octascope.results.tracking import check_tracking_uri
+
+        check_tracking_uri(track.get("tracking_uri"))

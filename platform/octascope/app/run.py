@@ -1,0 +1,79 @@
+"""One analysis from a resolved configuration dict: build the plugins, read the input, run the
+pipeline, write the outputs, track the run in MLflow. No Hydra here (:mod:`octascope.app.cli` is the
+Hydra wrapper around :func:`run_from_config`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from octascope.core.model import Result
+from octascope.analysis.pipeline import BuiltStages
+from octascope.core.registry import Registry
+
+#: the stages built from a config, by their keyword in :func:`octascope.analysis.pipeline.run_pipeline`
+STAGE_KEYS: tuple[str, ...] = ("denoiser", "locator", "classifier", "network")
+
+
+def build_stages(cfg: Mapping[str, Any], registry: Registry) -> BuiltStages:
+    """Instantiate the configured plugins (only registered names can be instantiated).
+
+    Returns ``denoiser``, ``locator``, ``classifier``, ``network`` (stage objects) and ``metrics``
+    (a list, in the order :func:`octascope.analysis.pipeline.order_metrics` runs them).
+    """
+    from octascope.analysis.pipeline import order_metrics, resolve_stage
+
+    denoiser = resolve_stage(registry, "denoiser", cfg["denoiser"])
+    locator = resolve_stage(registry, "locator", cfg["locator"])
+    classifier = resolve_stage(registry, "classifier", cfg["classifier"])
+    network = resolve_stage(registry, "network", cfg["network"])
+    metric_cfgs = list((cfg.get("metric") or {}).values())
+    metrics = order_metrics([resolve_stage(registry, "metric", m) for m in metric_cfgs])
+    return BuiltStages(denoiser=denoiser, locator=locator, classifier=classifier, network=network, metrics=metrics)
+
+
+def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
+                    registry: Registry | None = None) -> tuple[Result, dict[str, Path]]:
+    """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
+
+    The configuration is checked first (:func:`octascope.app.config.validate_config`), the plugins are
+    built and the image is read before the MLflow run starts; the run then logs the parameters,
+    the input checksum, the code version and the image metadata at once, so a run that dies later
+    still says what it analysed. ``registry``: the plugin registry to build from (default: a fresh
+    :func:`~octascope.core.registry.get_registry`; the command line passes the one it checked with).
+    """
+    from octascope.app.config import validate_config
+    from octascope.input.sources import load_source
+    from octascope.input.readers import input_checksum
+    from octascope.results.outputs import check_figure_formats, write_outputs
+    from octascope.analysis.pipeline import run_pipeline
+    from octascope.core.registry import get_registry
+
+    validate_config(cfg)
+    formats = check_figure_formats(cfg.get("figure_formats"))
+    registry = registry or get_registry()
+    stages = build_stages(cfg, registry)
+    image, truth = load_source(**cfg["source"])
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
+    track = cfg.get("tracking") or {}
+
+    def body() -> tuple[Result, dict[str, Path]]:
+        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"), **stages)
+        files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
+        return result, files
+
+    if not track.get("enabled", True):
+        return body()
+    from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
+
+    tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
+            **({"hydra.job.num": job_tag} if job_tag else {})}
+    with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
+                     run_name=track.get("run_name"), tags=tags) as run:
+        log_start(params=cfg, image=image, input_checksum=input_checksum(image))
+        result, files = body()
+        log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
+        files["mlflow_run_id"] = run.info.run_id
+    return result, files

