@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from octascope.core.model import Image, Result, Truth, make_columns
-from octascope.analysis.octahedral_geometry import OctahedralGeometry
+from octascope.core.model import OctahedralGeometry
 from octascope_plugins.metric.accuracy import AccuracyMetric, match_points
 
 

@@ -10,7 +10,8 @@ from octascope.results import figures
 from octascope.core.model import Image, Octahedra, Result
 from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope_plugins.metric.lattice import LatticeMetric
-from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
+from octascope.analysis.octahedral_geometry import octahedra_from_indices
+from octascope_plugins.metric.octahedral import OctahedralMetric
 
 
 def test_line_profile_integrates_rows_and_bins_by_spacing():

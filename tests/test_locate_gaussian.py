@@ -223,7 +223,7 @@ def test_fine_sampling_fitted_binned_gives_the_same_columns():
 
 
 def test_fit_reports_progress_per_round():
-    from octascope_plugins.locate.gaussian import GaussianOptions
+    from octascope_plugins.locate.gaussian_options import GaussianOptions
     from octascope_plugins.locate.gaussian_fit import fit_gaussians
 
     image, truth = make_synthetic(SyntheticSpec(n_cells=(2, 2), dose_e_per_A2=None, pixel_size_A=0.2, seed=0))

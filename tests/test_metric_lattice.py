@@ -10,7 +10,7 @@ import octascope
 from octascope.core.model import Image, Result
 from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope_plugins.metric.lattice import LatticeMetric, ellipticity_scalars, lattice_spacings
-from octascope_plugins.metric.octahedral import octahedra_from_indices
+from octascope.analysis.octahedral_geometry import octahedra_from_indices
 
 TOL = 1e-6
 

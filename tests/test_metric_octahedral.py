@@ -10,7 +10,8 @@ import octascope
 from octascope.core.errors import InputError
 from octascope.core.model import Image, Octahedra, Result
 from octascope.input.synthetic import SyntheticSpec, perovskite_columns
-from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices, octahedral_geometry
+from octascope.analysis.octahedral_geometry import octahedra_from_indices, octahedral_geometry
+from octascope_plugins.metric.octahedral import OctahedralMetric
 
 TOL = 1e-6
 

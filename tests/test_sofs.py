@@ -11,11 +11,12 @@ import yaml
 
 import octascope
 from octascope.core.errors import InputError, PluginParameterError
-from octascope.core.model import Image, Result
+from octascope.core.model import Classification, Image, Result
 from octascope.core.params import describe
 from octascope.input.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns
 from octascope_plugins.classify.sofs_classifier import SofsClassifier
-from octascope_plugins.metric.octahedral import OctahedralMetric, octahedra_from_indices
+from octascope.analysis.octahedral_geometry import octahedra_from_indices
+from octascope_plugins.metric.octahedral import OctahedralMetric
 from octascope_plugins.network.sofs_network import SofsNetwork
 
 IMAGE = Image(np.zeros((16, 16), np.float32), pixel_size_A=0.2)
@@ -64,7 +65,7 @@ CASES = [(0.0, "square"), (17.0, "square"), (45.0, "square"), (17.0, "L")]
 @pytest.mark.parametrize("angle_deg,shape", CASES)
 def test_species_accuracy_interior(angle_deg, shape):
     table, truth = particle(angle_deg, shape=shape)
-    out = SofsClassifier().classify(IMAGE, table)
+    out = SofsClassifier().classify(IMAGE, table).columns
     assert out.index.equals(table.index) and "species" not in table  # a copy, input untouched
     sp = out.species.to_numpy()
     interior = truth.interior.to_numpy()
@@ -102,7 +103,7 @@ def test_network_matches_truth_neighbours_and_tilt(angle_deg, shape, spurious):
     must_be_ok = complete_ref & interior_pb.reindex(ref.index).to_numpy()
     assert not got.loc[must_be_ok[must_be_ok].index, "edge"].any()
     # the metric on this network recovers the 10° tilt exactly (no position noise)
-    res = Result(image=IMAGE, denoised=IMAGE, columns=classified, octahedra=net)
+    res = Result(image=IMAGE, denoised=IMAGE, columns=classified.columns, octahedra=net)
     octs = OctahedralMetric(figures=False, uncertainty=False).compute(res, None).tables["octahedra"]
     good = octs[~octs.edge]
     if spurious:
@@ -116,14 +117,14 @@ def test_depth_limit_reseeds_and_still_covers():
     table, truth = particle(17.0, shape="L")
     full = SofsClassifier().classify(IMAGE, table)
     short = SofsClassifier(depth_limit=1).classify(IMAGE, table)
-    assert short.attrs["sofs"]["n_seeds"] > full.attrs["sofs"]["n_seeds"]
+    assert short.search.stats["n_seeds"] > full.search.stats["n_seeds"]
     interior = truth.interior.to_numpy()
-    assert np.mean(short.species.to_numpy()[interior] == truth.species.to_numpy()[interior]) >= 0.99
+    assert np.mean(short.columns.species.to_numpy()[interior] == truth.species.to_numpy()[interior]) >= 0.99
 
 
 def test_branching_one_keeps_single_links_but_reseeds():
     table, truth = particle(0.0, missing=0.0, spurious=0.0)
-    out = SofsClassifier(branching=1).classify(IMAGE, table)
+    out = SofsClassifier(branching=1).classify(IMAGE, table).columns
     assert (out.species.to_numpy() == truth.species.to_numpy()).mean() >= 0.99
 
 
@@ -132,12 +133,13 @@ def test_rim_x_found_from_one_side_only_is_flagged():
     # outer X left of Pb (0, 5): drop its two X-X neighbours (the vertical X of Pb (0, 5))
     gone = ((truth.i == 0) & truth.j.isin([4.5, 5.5])).to_numpy()
     table, truth = table[~gone], truth[~gone]
-    out = SofsClassifier().classify(IMAGE, table)
+    classified = SofsClassifier().classify(IMAGE, table)
+    out = classified.columns
     rim = ((truth.i == -0.5) & (truth.j == 5)).to_numpy()
     assert out.species.to_numpy()[rim][0] == "X" and out.edge.to_numpy()[rim][0]
     other_rim = ((truth.i == -0.5) & (truth.j == 8)).to_numpy()
     assert out.species.to_numpy()[other_rim][0] == "X" and not out.edge.to_numpy()[other_rim][0]
-    net = SofsNetwork().build(IMAGE, out)
+    net = SofsNetwork().build(IMAGE, classified)
     pb = net.table[(net.table.i - net.table.i.min() == 0)]
     assert pb.edge.sum() >= 1
 
@@ -152,11 +154,11 @@ def test_bad_inputs():
     with pytest.raises(InputError, match="amplitude"):
         SofsClassifier().classify(IMAGE, table.drop(columns="amplitude"))
     with pytest.raises(InputError, match="species"):
-        SofsNetwork().build(IMAGE, table)
+        SofsNetwork().build(IMAGE, Classification(columns=table))
     # no X at all: an empty, fully flagged network, no crash
-    classified = SofsClassifier().classify(IMAGE, table)
+    classified = SofsClassifier().classify(IMAGE, table).columns
     only_pb_cs = classified.assign(species=np.where(classified.species == "X", "unknown", classified.species))
-    net = SofsNetwork().build(IMAGE, only_pb_cs)
+    net = SofsNetwork().build(IMAGE, Classification(columns=only_pb_cs))
     assert len(net.table) == 16 and net.table.edge.all() and (net.table.x_right == -1).all()
     with pytest.raises(PluginParameterError, match="branching"):
         SofsClassifier(branching=0)
@@ -224,7 +226,7 @@ def _network_frame(octs):
 @pytest.mark.parametrize("angle, shape, seed", [(0.0, "square", 0), (17.0, "L", 1), (30.0, "square", 3)])
 def test_classifier_and_network_search_once(monkeypatch, angle, shape, seed):
     """classifier=sofs then network=sofs runs the spiral search once: the network builds the
-    octahedra from the classifier's search (attrs['sofs_search']), and they are the same octahedra
+    octahedra from the classifier's search (its ``search`` record), and they are the same octahedra
     as a search of its own over the X columns gives (what the network did before it reused one)."""
     table, _ = particle(angle, shape=shape, seed=seed)
     calls = _counting(monkeypatch)
@@ -240,10 +242,8 @@ def test_classifier_and_network_search_once(monkeypatch, angle, shape, seed):
     assert len(reused.table) > 50 and (~reused.table.edge).sum() > 30
 
 
-def _without_record(columns):
-    out = columns.copy()
-    out.attrs = {k: v for k, v in columns.attrs.items() if k != "sofs_search"}
-    return out
+def _without_record(classification):
+    return Classification(columns=classification.columns, lattice_basis_A=classification.lattice_basis_A)
 
 
 def test_network_searches_when_the_record_does_not_apply(monkeypatch):
@@ -256,14 +256,14 @@ def test_network_searches_when_the_record_does_not_apply(monkeypatch):
     calls = _counting(monkeypatch)
     SofsNetwork(min_probability=0.3).build(IMAGE, classified)  # other options
     assert len(calls) == 1
-    moved = classified.assign(x_A=classified.x_A + 1e-3)  # e.g. refined positions
+    cols = classified.columns
+    moved = classified.with_columns(cols.assign(x_A=cols.x_A + 1e-3))  # e.g. refined positions
     SofsNetwork().build(IMAGE, moved)
     assert len(calls) == 2
-    dropped = classified[classified.species != "Cs"]  # rows dropped in between: still the same Pb and X
-    dropped.attrs = dict(classified.attrs)
+    dropped = classified.with_columns(cols[cols.species != "Cs"])  # rows dropped in between: still the same Pb and X
     SofsNetwork().build(IMAGE, dropped)
     assert len(calls) == 2
     lattice = LatticeClassifier().classify(IMAGE, table)  # classifier=lattice: no record, the network searches
-    assert "sofs_search" not in lattice.attrs
+    assert lattice.search is None
     net = SofsNetwork().build(IMAGE, lattice)
     assert len(calls) == 3 and len(net.table) > 50

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from octascope.analysis import noise_spectrum as ns
-from octascope.analysis.region import BraggPeaks, bragg_filter_transfer
+from octascope.analysis.region import bragg_filter_transfer
+from octascope.core.model import BraggPeaks
 from octascope.input.synthetic import SyntheticSpec, make_synthetic
 from octascope_plugins.locate.peaks import CandidateSearch, near_significant
 

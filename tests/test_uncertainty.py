@@ -9,7 +9,7 @@ import pytest
 from octascope.core.model import Image
 from octascope.input.synthetic import SyntheticSpec, perovskite_columns
 from octascope.analysis.uncertainty import column_position_variance, denoiser_position_variance
-from octascope_plugins.metric.octahedral import octahedra_from_indices, octahedral_geometry
+from octascope.analysis.octahedral_geometry import octahedra_from_indices, octahedral_geometry
 
 QUANTITIES = ["phi1_deg", "phi3_deg", "theta1_deg", "theta2_deg", "theta3_deg", "sigma2_A", "L1_A", "L2_A"]
 

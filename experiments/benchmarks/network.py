@@ -21,7 +21,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from octascope.core.model import Image  # noqa: E402
+from octascope.core.model import Classification, Image  # noqa: E402
 from octascope.input.synthetic import Z_COLUMN, SyntheticSpec, perovskite_columns  # noqa: E402
 from octascope_plugins.classify.sofs_classifier import SofsClassifier  # noqa: E402
 from octascope_plugins.network.nearest import NearestNetwork  # noqa: E402
@@ -65,12 +65,12 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         table, species = column_table(n)
-        truth_cls = table.assign(species=species)
+        truth_cls = Classification(columns=table.assign(species=species))
         t_cls, classified = best_time(lambda: SofsClassifier().classify(IMAGE, table), args.repeat)
         t_net, net = best_time(lambda: SofsNetwork().build(IMAGE, classified), args.repeat)
         t_near, _ = best_time(lambda: NearestNetwork().build(IMAGE, truth_cls), args.repeat)
         real = species != "unknown"
-        acc = float(np.mean(classified.species.to_numpy()[real] == species[real]))
+        acc = float(np.mean(classified.columns.species.to_numpy()[real] == species[real]))
         rows.append({"columns": len(table), "sofs_classify_s": t_cls, "sofs_network_s": t_net,
                      "sofs_total_s": t_cls + t_net, "nearest_network_s": t_near, "sofs_species_accuracy": acc,
                      "octahedra": len(net), "octahedra_ok": int((~net.table.edge).sum())})

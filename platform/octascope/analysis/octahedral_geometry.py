@@ -24,7 +24,7 @@ local lattice directions are averages over several Pb columns and are treated as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -32,14 +32,13 @@ import pandas as pd
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
-from octascope.core.model import Image, Octahedra
+from octascope.core.model import TILT_NAMES, Image, MetricInput, Octahedra, OctahedralGeometry, Result, Truth
 from octascope.analysis.uncertainty import angle_gradient, column_position_variance, combination_variance, length_gradient
 
 NEIGHBOURS = Octahedra.NEIGHBOURS
-TILT_NAMES = ("theta1_deg", "theta2_deg", "theta3_deg")
 
 
-def local_lattice_vectors(octahedra: Octahedra) -> tuple[np.ndarray, np.ndarray]:
+def octahedron_axes(octahedra: Octahedra) -> tuple[np.ndarray, np.ndarray]:
     """Per-octahedron lattice vectors ``a1``, ``a2`` [Å], each (n, 2).
 
     Rows without finite local vectors fall back to ``octahedra.lattice_vectors_A``, then to a
@@ -105,7 +104,7 @@ def octahedral_geometry(
     P = tab[["x_A", "y_A"]].to_numpy(float)
     X, rows = _neighbour_positions(columns, octahedra)
     present = rows >= 0
-    a1, a2 = local_lattice_vectors(octahedra) if n else (np.zeros((0, 2)), np.zeros((0, 2)))
+    a1, a2 = octahedron_axes(octahedra) if n else (np.zeros((0, 2)), np.zeros((0, 2)))
     ref = np.stack([a1, -a1, a2, -a2], axis=1)  # (n, 4, 2) ideal bond directions
     b = X - P[:, None, :]
     cross = ref[..., 0] * b[..., 1] - ref[..., 1] * b[..., 0]
@@ -232,31 +231,6 @@ def octahedra_from_indices(columns: pd.DataFrame, lattice_vectors_A: np.ndarray 
     return Octahedra(table=table, bonds=bonds, lattice_vectors_A=basis)
 
 
-@dataclass(frozen=True)
-class OctahedralGeometry:
-    """The per-octahedron geometry of one network (the pipeline's value after the network builder).
-
-    ``table``: one row per octahedron in the order of ``Octahedra.table`` — ``pb`` (row label of
-    the Pb column), ``x_A``, ``y_A``, ``i``, ``j``, ``shell``, ``edge``, ``phi1_deg``..``phi4_deg``,
-    ``theta1_deg``..``theta3_deg`` [deg], ``sigma1_A``..``sigma4_A``, ``L1_A``, ``L2_A`` [Å],
-    ``n_bonds``, ``complete`` and the 1σ errors ``<name>_err_deg`` / ``<name>_err_A``. θ and L
-    (and their errors) are NaN for incomplete or edge octahedra.
-    """
-
-    table: pd.DataFrame
-
-    #: the tilt columns
-    TILTS = TILT_NAMES
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def usable(self) -> pd.DataFrame:
-        """Rows that are not edge octahedra (what statistics and accuracy use)."""
-        return self.table[~self.table["edge"].to_numpy(bool)]
-
-
 def compute_geometry(columns: pd.DataFrame, octahedra: Octahedra, denoised: Image | None = None, *,
                      uncertainty: bool = True) -> OctahedralGeometry:
     """The octahedral geometry of a network, with incomplete and edge octahedra's θ and L blanked.
@@ -278,3 +252,17 @@ def compute_geometry(columns: pd.DataFrame, octahedra: Octahedra, denoised: Imag
     derived = [c for c in table.columns if c.startswith(("theta1_", "theta2_", "theta3_", "L1_", "L2_"))]
     table.loc[partial, derived] = np.nan
     return OctahedralGeometry(table=table)
+
+
+def metric_input(data: MetricInput | Result, truth: Truth | None = None) -> MetricInput:
+    """A metric's argument as a :class:`~octascope.core.model.MetricInput`: a hand-built
+    :class:`~octascope.core.model.Result` is viewed read-only, with its octahedral geometry
+    computed when it has columns and octahedra but no geometry."""
+    if isinstance(data, MetricInput):
+        return data
+    if data.geometry is None and data.columns is not None and data.octahedra is not None:
+        data = dataclasses.replace(data, geometry=compute_geometry(data.columns, data.octahedra, data.denoised))
+    view = MetricInput.from_result(data)
+    if truth is not None and truth is not view.truth:
+        view = dataclasses.replace(view, truth=truth)
+    return view

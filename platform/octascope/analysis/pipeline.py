@@ -28,7 +28,7 @@ from octascope.core.stages import METHODS, Classifier, Denoiser, Locator, Metric
 if TYPE_CHECKING:
     import pandas as pd
 
-    from octascope.analysis.octahedral_geometry import OctahedralGeometry
+    from octascope.core.model import OctahedralGeometry
 
 #: a built stage object
 StageObject = Union[Denoiser, Locator, Classifier, NetworkBuilder, Metric]
@@ -215,18 +215,18 @@ def run_pipeline(
                 "check the pixel size or denoise the image"
             )
         classified = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(denoised, columns))
-        result.columns = _drop_unconfirmed_site_candidates(classified)
-        basis = result.columns.attrs.get("lattice_basis_A")
-        if basis is not None:
-            check_lattice(np.asarray(basis), pixel_size_A=image.pixel_size_A)
+        result.columns = _drop_unconfirmed_site_candidates(classified.columns)
+        if classified.lattice_basis_A is not None:
+            check_lattice(classified.lattice_basis_A, pixel_size_A=image.pixel_size_A)
         result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
                                                  result.columns["amplitude"].to_numpy(float)))
         refine_params = dict(refine or {})
         if refine_params.pop("enabled", bool(refine_params)):
             from octascope.analysis.refine import refine_columns
 
-            result.columns = timed(3, "refine", lambda: refine_columns(denoised, result.columns, **refine_params))
-        octahedra = result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(denoised, result.columns))
+            result.columns, result.refinement = timed(3, "refine", lambda: refine_columns(denoised, result.columns, **refine_params))
+        classification = classified.with_columns(result.columns)
+        octahedra = result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(denoised, classification))
         result.geometry = _geometry(result, octahedra, denoised)
         assert result.region is not None  # set by _restrict_to_crystal
         result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
@@ -291,9 +291,7 @@ def _drop_unconfirmed_site_candidates(columns: "pd.DataFrame") -> "pd.DataFrame"
         return columns
     weak = ~columns["significant"].fillna(True).to_numpy(bool)
     drop = weak & (columns["species"].astype(str).to_numpy() == "unknown")
-    out = columns[~drop]
-    out.attrs = dict(columns.attrs)
-    return out
+    return columns[~drop]
 
 
 def analyze(

@@ -336,7 +336,7 @@ def refine_positions(
 
 def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "species",
                    domain: str = "image", skip_species: Sequence[str] = (), cpu_threads: int = 1,
-                   **params: Any) -> pd.DataFrame:
+                   **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Refine a classified column table on ``image`` (an :class:`octascope.core.model.Image`).
 
     Returns a copy of ``columns`` with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced
@@ -345,6 +345,7 @@ def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "s
     of the model but their position is the locator's. ``domain``: ``"image"`` (default) fits the
     pixels, ``"gradient"`` the image's gradient (the ML fit for iDPC/iCoM noise, see the module
     docstring for when it is biased), ``"auto"`` the gradient for iDPC/iCoM and the pixels otherwise. ``params`` go to :func:`refine_positions`.
+    Also returns what the fit did: domain, rounds, RMS residual, the species profiles.
     """
     ps = float(image.pixel_size_A)
     data = np.asarray(image.data, float)
@@ -359,7 +360,6 @@ def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "s
                                columns[species_field].astype(str).to_numpy(), pixel_size_A=ps,
                                domain=domain, device=device, **params)
     out = columns.copy()
-    out.attrs = dict(columns.attrs)
     keep = out[species_field].astype(str).isin(list(skip_species)).to_numpy()
     out["x_A_locator"], out["y_A_locator"] = out["x_A"].to_numpy(float), out["y_A"].to_numpy(float)
     xr = np.where(keep, out["x_px"].to_numpy(float), fit.x)
@@ -369,7 +369,6 @@ def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "s
     out["amplitude"] = np.where(keep, out["amplitude"].to_numpy(float), fit.amplitude)
     out["x_err_A"] = np.where(keep, out.get("x_err_A", np.nan), fit.x_err * ps)
     out["y_err_A"] = np.where(keep, out.get("y_err_A", np.nan), fit.y_err * ps)
-    out.attrs["refine"] = {"domain": domain, "rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
-                           "profiles": {k: v.tolist() for k, v in fit.profiles.items()},
-                           "basis_sigmas_A": list(fit.basis_sigmas_A)}
-    return out
+    info = {"domain": domain, "rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
+            "profiles": {k: v.tolist() for k, v in fit.profiles.items()}, "basis_sigmas_A": list(fit.basis_sigmas_A)}
+    return out, info

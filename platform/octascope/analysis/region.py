@@ -10,66 +10,13 @@ same peaks tell the lattice spacing and its symmetry (used by the plausibility c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from octascope.core.model import BraggPeaks, CrystalRegion
 from octascope.analysis.noise_spectrum import NoiseSpectrum, estimate_noise_spectrum, periodic_component, radial_frequency_A
-
-
-@dataclass(frozen=True)
-class BraggPeaks:
-    """Significant peaks of the power spectrum (one of each Friedel pair).
-
-    ``kx_A``, ``ky_A`` [1/Å] in the image frame (x along axis 1, y along axis 0) and ``snr``,
-    the peak power over the noise power at that frequency [1].
-    """
-
-    kx_A: np.ndarray
-    ky_A: np.ndarray
-    snr: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.kx_A)
-
-    @property
-    def k_A(self) -> np.ndarray:
-        """|k| of each peak [1/Å]."""
-        return np.hypot(self.kx_A, self.ky_A)
-
-
-@dataclass(frozen=True)
-class CrystalRegion:
-    """The crystal mask of an image and what it was made from.
-
-    ``mask`` is True on crystal pixels; ``energy_snr`` the local Bragg-filtered energy over the
-    noise's expectation of it [1]; ``threshold`` the ratio used to cut it; ``peaks`` the Bragg peaks
-    used; ``source`` says how the mask was made (``auto``, ``file``, ``polygon`` or ``none``).
-    """
-
-    mask: np.ndarray
-    energy_snr: np.ndarray | None = None
-    threshold: float = float("nan")
-    peaks: BraggPeaks | None = None
-    source: str = "auto"
-    info: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        """Fraction of the image inside the mask [0-1]."""
-        return float(np.mean(self.mask))
-
-    def contains(self, x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
-        """Whether points (pixel coordinates) lie inside the mask; points off the image are outside."""
-        x = np.rint(np.asarray(x_px, float)).astype(int)
-        y = np.rint(np.asarray(y_px, float)).astype(int)
-        h, w = self.mask.shape
-        on = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-        out = np.zeros(x.shape, dtype=bool)
-        out[on] = self.mask[y[on], x[on]]
-        return out
 
 
 def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,

@@ -147,7 +147,10 @@ def _hydra_task(cfg: Any) -> None:
         raise SystemExit(2) from None
     if multirun:
         _record_job(str(hc.job.num), None)
-    print(format_summary(result, files, output_dir, (container.get("tracking") or {}).get("tracking_uri")), flush=True)
+    from octascope.results.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
+    print(format_summary(result, files, output_dir, uri), flush=True)
 
 
 def list_plugins(stage: str | None = None) -> str:

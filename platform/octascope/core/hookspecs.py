@@ -36,12 +36,12 @@ def octascope_register_locators() -> list[type[Locator]]:  # type: ignore[empty-
 
 @hookspec
 def octascope_register_classifiers() -> list[type[Classifier]]:  # type: ignore[empty-body]
-    """Return Classifier classes (``classify(image, columns) -> DataFrame``), each with a unique ``name``."""
+    """Return Classifier classes (``classify(image, columns) -> Classification``), each with a unique ``name``."""
 
 
 @hookspec
 def octascope_register_networks() -> list[type[NetworkBuilder]]:  # type: ignore[empty-body]
-    """Return NetworkBuilder classes (``build(image, columns) -> Octahedra``), each with a unique ``name``."""
+    """Return NetworkBuilder classes (``build(image, classification) -> Octahedra``), each with a unique ``name``."""
 
 
 @hookspec

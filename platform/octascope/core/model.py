@@ -18,18 +18,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from octascope.core.errors import InputError
 
-if TYPE_CHECKING:
-    from octascope.analysis.region import CrystalRegion
-    from octascope.analysis.octahedral_geometry import OctahedralGeometry
-
 SPECIES = ("Pb", "X", "Cs", "unknown")
+#: the octahedral tilt columns of the geometry and octahedra tables
+TILT_NAMES = ("theta1_deg", "theta2_deg", "theta3_deg")
 
 #: Column table schema: name -> (dtype, default, description [unit]).
 COLUMN_FIELDS: dict[str, tuple[str, Any, str]] = {
@@ -207,6 +205,45 @@ class Octahedra:
 
 
 @dataclass(frozen=True)
+class Classification:
+    """What a classifier returns: the classified column table and the lattice it found.
+
+    Parameters
+    ----------
+    columns : pandas.DataFrame
+        The column table with ``species``, ``species_confidence`` and ``edge`` set; its row labels
+        are the input's (rows may be dropped, never relabelled).
+    lattice_basis_A : numpy.ndarray, optional
+        (2, 2) Pb-Pb lattice vectors ``a1``, ``a2`` [Å] found by the classifier.
+    search : object, optional
+        The classifier's own search record, for a network builder of the same method to reuse
+        instead of searching again (e.g. SOFS); opaque to the pipeline.
+    """
+
+    columns: pd.DataFrame
+    lattice_basis_A: np.ndarray | None = None
+    search: Any = None
+
+    def __post_init__(self) -> None:
+        if self.lattice_basis_A is not None:
+            basis = np.asarray(self.lattice_basis_A, dtype=float)
+            if basis.shape != (2, 2):
+                raise InputError(f"a classifier's lattice basis must be (2, 2) [Å], got shape {basis.shape}")
+            object.__setattr__(self, "lattice_basis_A", basis)
+
+    @property
+    def lattice_constant_A(self) -> float:
+        """Mean length of the Pb-Pb lattice vectors [Å] (NaN without a basis)."""
+        if self.lattice_basis_A is None:
+            return float("nan")
+        return float(np.mean(np.linalg.norm(self.lattice_basis_A, axis=1)))
+
+    def with_columns(self, columns: pd.DataFrame) -> "Classification":
+        """The same classification over another column table (e.g. after rows were dropped or refined)."""
+        return dataclasses.replace(self, columns=columns)
+
+
+@dataclass(frozen=True)
 class Truth:
     """Ground truth for an image (synthetic or simulated).
 
@@ -231,6 +268,84 @@ class Truth:
         validate_columns(self.columns)
         if "species" not in self.columns:
             raise InputError("truth columns lack 'species'; give x_A, y_A, species (Pb/X/Cs)")
+
+
+@dataclass(frozen=True)
+class BraggPeaks:
+    """Significant peaks of the power spectrum (one of each Friedel pair).
+
+    ``kx_A``, ``ky_A`` [1/Å] in the image frame (x along axis 1, y along axis 0) and ``snr``,
+    the peak power over the noise power at that frequency [1].
+    """
+
+    kx_A: np.ndarray
+    ky_A: np.ndarray
+    snr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kx_A)
+
+    @property
+    def k_A(self) -> np.ndarray:
+        """|k| of each peak [1/Å]."""
+        return np.hypot(self.kx_A, self.ky_A)
+
+
+@dataclass(frozen=True)
+class CrystalRegion:
+    """The crystal mask of an image and what it was made from.
+
+    ``mask`` is True on crystal pixels; ``energy_snr`` the local Bragg-filtered energy over the
+    noise's expectation of it [1]; ``threshold`` the ratio used to cut it; ``peaks`` the Bragg peaks
+    used; ``source`` says how the mask was made (``auto``, ``file``, ``polygon`` or ``none``).
+    """
+
+    mask: np.ndarray
+    energy_snr: np.ndarray | None = None
+    threshold: float = float("nan")
+    peaks: BraggPeaks | None = None
+    source: str = "auto"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the image inside the mask [0-1]."""
+        return float(np.mean(self.mask))
+
+    def contains(self, x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
+        """Whether points (pixel coordinates) lie inside the mask; points off the image are outside."""
+        x = np.rint(np.asarray(x_px, float)).astype(int)
+        y = np.rint(np.asarray(y_px, float)).astype(int)
+        h, w = self.mask.shape
+        on = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        out = np.zeros(x.shape, dtype=bool)
+        out[on] = self.mask[y[on], x[on]]
+        return out
+
+
+@dataclass(frozen=True)
+class OctahedralGeometry:
+    """The per-octahedron geometry of one network (the pipeline's value after the network builder).
+
+    ``table``: one row per octahedron in the order of ``Octahedra.table`` — ``pb`` (row label of
+    the Pb column), ``x_A``, ``y_A``, ``i``, ``j``, ``shell``, ``edge``, ``phi1_deg``..``phi4_deg``,
+    ``theta1_deg``..``theta3_deg`` [deg], ``sigma1_A``..``sigma4_A``, ``L1_A``, ``L2_A`` [Å],
+    ``n_bonds``, ``complete`` and the 1σ errors ``<name>_err_deg`` / ``<name>_err_A``. θ and L
+    (and their errors) are NaN for incomplete or edge octahedra.
+    """
+
+    table: pd.DataFrame
+
+    #: the tilt columns
+    TILTS = TILT_NAMES
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """Rows that are not edge octahedra (what statistics and accuracy use)."""
+        return self.table[~self.table["edge"].to_numpy(bool)]
 
 
 @dataclass(frozen=True)
@@ -261,38 +376,24 @@ class MetricInput:
     denoised: Image
     columns: pd.DataFrame | None
     octahedra: Octahedra | None
-    geometry: "OctahedralGeometry | None"
+    geometry: OctahedralGeometry | None
     truth: Truth | None = None
     plugins: Mapping[str, Any] = field(default_factory=dict)
     previous: Mapping[str, MetricOutput] = field(default_factory=dict)
 
     @classmethod
     def from_result(cls, result: "Result", previous: Mapping[str, MetricOutput] | None = None) -> "MetricInput":
-        """The view of a (possibly hand-built) result; the geometry is computed if the result lacks it."""
-        geometry = result.geometry
-        if geometry is None and result.columns is not None and result.octahedra is not None:
-            from octascope.analysis.octahedral_geometry import compute_geometry
-
-            geometry = compute_geometry(result.columns, result.octahedra, result.denoised)
+        """The read-only view of a result (copies of its tables; ``geometry`` as the result has it)."""
         octs = result.octahedra
         if octs is not None:
             octs = dataclasses.replace(octs, table=octs.table.copy(), bonds=np.array(octs.bonds, copy=True))
+        geometry = result.geometry
         if geometry is not None:
             geometry = dataclasses.replace(geometry, table=geometry.table.copy())
         return cls(image=result.image, denoised=result.denoised if result.denoised is not None else result.image,
                    columns=None if result.columns is None else result.columns.copy(), octahedra=octs,
                    geometry=geometry, truth=result.truth, plugins=MappingProxyType(dict(result.plugins)),
                    previous=MappingProxyType(dict(previous or {})))
-
-
-def metric_input(data: "MetricInput | Result", truth: Truth | None = None) -> MetricInput:
-    """A metric's argument as a :class:`MetricInput` (a :class:`Result` is viewed read-only)."""
-    if isinstance(data, MetricInput):
-        return data
-    view = MetricInput.from_result(data)
-    if truth is not None and truth is not view.truth:
-        view = dataclasses.replace(view, truth=truth)
-    return view
 
 
 @dataclass
@@ -309,7 +410,7 @@ class Result:
     columns: pd.DataFrame | None = None
     octahedra: Octahedra | None = None
     #: per-octahedron θ, φ, σ, L (:func:`octascope.analysis.octahedral_geometry.compute_geometry`)
-    geometry: "OctahedralGeometry | None" = None
+    geometry: OctahedralGeometry | None = None
     truth: Truth | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
@@ -318,8 +419,10 @@ class Result:
     timings_s: dict[str, float] = field(default_factory=dict)
     plugins: dict[str, Any] = field(default_factory=dict)
     #: the crystal region (:class:`octascope.analysis.region.CrystalRegion`) columns were kept in
-    region: "CrystalRegion | None" = None
+    region: CrystalRegion | None = None
     #: columns the locator found outside the crystal region (dropped before classification)
     n_outside_region: int = 0
+    #: what the model-based refinement did (:func:`octascope.analysis.refine.refine_columns`), when it ran
+    refinement: dict[str, Any] | None = None
     #: reasons not to trust the numbers as they stand (empty when none); see :mod:`octascope.analysis.plausibility`
     flags: list[str] = field(default_factory=list)

@@ -97,7 +97,7 @@ class Registry:
                 f"{stage} name '{name}' is registered twice ({other.plugin} and {plugin_name}); rename one of them"
             )
         project = dist.project_name if dist is not None else "octascope"
-        version = dist.version if dist is not None else _own_version()
+        version = dist.version if dist is not None else package_version("octascope")
         self._plugins[stage][name] = PluginInfo(stage, name, cls, plugin_name, project, version)
 
     def names(self, stage: str) -> list[str]:
@@ -160,12 +160,13 @@ class Registry:
             raise PluginError(f"unknown stage '{stage}'; stages are: {', '.join(STAGES)}")
 
 
-def _own_version() -> str:
-    try:
-        from importlib.metadata import version
+def package_version(distribution: str) -> str:
+    """The installed version of a distribution (``unknown`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("octascope")
-    except Exception:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
         return "unknown"
 
 

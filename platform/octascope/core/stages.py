@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import pandas as pd
 
-    from octascope.core.model import Image, MetricInput, MetricOutput, Octahedra, Truth
+    from octascope.core.model import Classification, Image, MetricInput, MetricOutput, Octahedra, Truth
 
 STAGES: tuple[str, ...] = ("denoiser", "locator", "classifier", "network", "metric")
 
@@ -58,25 +58,29 @@ class Locator(Protocol):
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Image, columns -> columns with ``species``.
+    """Image, columns -> :class:`~octascope.core.model.Classification`.
 
-    Inputs: the (denoised) ``Image`` and the locator's column table, neither modified. Output: a
-    new table with ``species`` (Pb, X, Cs or unknown), ``species_confidence`` [0-1] and ``edge``
-    set, optionally lattice indices ``i``, ``j`` and ``attrs["lattice_basis_A"]`` ((2, 2) [Å]).
-    It must keep the row index: the row labels are what :class:`~octascope.core.model.Octahedra`
-    points into (``pb``, ``x_right`` ...); rows may be dropped, never relabelled.
+    Inputs: the (denoised) ``Image`` and the locator's column table (one particle's columns when
+    the frame holds several), neither modified. Output: a ``Classification`` whose ``columns`` is
+    a new table with ``species`` (Pb, X, Cs or unknown), ``species_confidence`` [0-1] and ``edge``
+    set (optionally lattice indices ``i``, ``j``), with ``lattice_basis_A`` ((2, 2) Pb-Pb vectors
+    [Å]) and, optionally, a ``search`` record for a network builder of the same method. The table
+    must keep the row index: the row labels are what :class:`~octascope.core.model.Octahedra`
+    points into (``pb``, ``x_right`` ...); rows may be dropped, never relabelled. A classifier that
+    finds no perovskite lattice raises :class:`~octascope.core.errors.InputError` with the reason.
     """
 
     name: ClassVar[str]
 
-    def classify(self, image: "Image", columns: "pd.DataFrame") -> "pd.DataFrame": ...
+    def classify(self, image: "Image", columns: "pd.DataFrame") -> "Classification": ...
 
 
 @runtime_checkable
 class NetworkBuilder(Protocol):
-    """Image, classified columns -> octahedral network.
+    """Image, classification -> octahedral network.
 
-    Inputs: the (denoised) ``Image`` and the classified column table, neither modified. Output: an
+    Inputs: the (denoised) ``Image`` and the :class:`~octascope.core.model.Classification` (its
+    column table, lattice basis and search record), neither modified. Output: an
     :class:`~octascope.core.model.Octahedra` whose ``table`` has one row per Pb column: ``pb`` and the
     four X neighbours ``x_right``, ``x_left``, ``x_up``, ``x_down`` as *row labels of the column
     table* (-1 where missing), ``x_A``, ``y_A`` [Å], lattice indices ``i``, ``j``, ``shell`` (unit
@@ -88,7 +92,7 @@ class NetworkBuilder(Protocol):
 
     name: ClassVar[str]
 
-    def build(self, image: "Image", columns: "pd.DataFrame") -> "Octahedra": ...
+    def build(self, image: "Image", classification: "Classification") -> "Octahedra": ...
 
 
 @runtime_checkable

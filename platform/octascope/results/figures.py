@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from octascope.analysis.region import CrystalRegion
+    from octascope.core.model import CrystalRegion
     from octascope.core.model import Image, Octahedra
 
 SPECIES_COLOURS = {"Pb": "#d62728", "X": "#9467bd", "Cs": "#ff7f0e", "unknown": "#7f7f7f"}

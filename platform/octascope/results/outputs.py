@@ -26,7 +26,8 @@ import pandas as pd
 
 from octascope.core.errors import ConfigError
 from octascope.core.model import Result
-from octascope.results.summary import summarize  # noqa: F401  (summary.json's content; was defined here)
+from octascope.results.processes import pid_alive
+from octascope.results.summary import summarize
 
 #: public column order of columns.csv (more columns may follow)
 COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigma_major_A", "sigma_minor_A", "ellipticity"]
@@ -145,19 +146,6 @@ def clean_stale_parts(root: str | Path, *, legacy_age_s: float = 3600.0) -> list
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *, dpi: int) -> dict[str, Path]:

@@ -49,7 +49,7 @@ def _nan() -> float:
 
 
 def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, tracking_uri: str | None) -> str:
-    """The short report printed at the end of a run."""
+    """The short report printed at the end of a run (``tracking_uri``: the resolved store the run was logged to)."""
     sections = result.summaries
     lines = [f"octascope: analysed {result.image.source} ({result.image.shape[1]}x{result.image.shape[0]} px, "
              f"{result.image.pixel_size_A:.4g} Å/px) in {result.timings_s.get('total', _nan()):.1f} s"]
@@ -85,8 +85,5 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
         lines.append(f"  FLAG: {flag}")
     lines.append(f"  outputs: {output_dir}")
     if "mlflow_run_id" in files:
-        from octascope.results.tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(tracking_uri)
-        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {uri}")
+        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {tracking_uri}")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from octascope.results.processes import pid_alive, process_start_time
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 #: URI schemes MLflow can track to (a plain path is a file store)
@@ -113,14 +115,6 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
     return uri
 
 
-def process_start_time(pid: int) -> str | None:
-    """The start time of a process (clock ticks since boot, Linux), to tell a reused pid apart."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def owner_tags() -> dict[str, str]:
     """Tags naming the process that runs an analysis: host, pid and the pid's start time."""
     import socket
@@ -137,8 +131,6 @@ def owner_alive(tags: Mapping[str, str]) -> bool | None:
     or the run has no owner tags (then it cannot be checked from here)."""
     import socket
 
-    from octascope.results.outputs import pid_alive
-
     if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
         return None
     pid = int(tags[PID_TAG])
@@ -152,9 +144,9 @@ def code_version() -> dict[str, str]:
     """octascope's version and, when it runs from a git checkout, the commit (``+dirty`` if modified)."""
     import subprocess
 
-    from octascope.core.registry import _own_version
+    from octascope.core.registry import package_version
 
-    out = {"octascope.version": _own_version()}
+    out = {"octascope.version": package_version("octascope")}
     root = Path(__file__).resolve().parents[3]
     if (root / ".git").exists():
         try:

@@ -10,9 +10,9 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
-from octascope.core.model import Image
+from octascope.core.model import Classification, Image
 from octascope.core.params import Plugin, param, require
-from octascope_plugins.sites.sofs_search import SEARCH_ATTR, SofsSearchOptions, cs_sites, search_columns
+from octascope_plugins.sites.sofs_search import SofsSearchOptions, cs_sites, search_columns
 from octascope_plugins.sites.site_registry import column_amplitudes, index_columns, significant_mask
 
 
@@ -53,8 +53,8 @@ class SofsClassifier(Plugin):
     enter the search. ``edge`` marks the unreliable outer rim (rim X found from one direction only,
     rim Cs, unknown columns).
 
-    One search for classifier and network: the returned columns carry the search's outcome in
-    ``attrs["sofs_search"]`` (a :class:`octascope_plugins.sites.sofs_search.SofsSearchRecord`); the ``sofs`` network
+    One search for classifier and network: the returned classification carries the search's
+    outcome as its ``search`` (a :class:`octascope_plugins.sites.sofs_search.SofsSearchRecord`); the ``sofs`` network
     builder builds the octahedra from it, without searching again, when its own search options
     equal these and the Pb and X rows are unchanged.
 
@@ -69,7 +69,7 @@ class SofsClassifier(Plugin):
     Options = SofsClassifierOptions
     options: SofsClassifierOptions
 
-    def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
+    def classify(self, image: Image, columns: pd.DataFrame) -> Classification:
         """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set.
 
         Parameters
@@ -81,10 +81,10 @@ class SofsClassifier(Plugin):
 
         Returns
         -------
-        pandas.DataFrame
-            A copy with ``species``, ``species_confidence`` [1], ``on_lattice`` and ``edge``;
-            ``attrs`` gain ``lattice_basis_A`` [Å], ``lattice_constant_A`` [Å], ``sofs`` (search
-            statistics) and ``sofs_search`` (the :class:`~octascope_plugins.sites.sofs_search.SofsSearchRecord`).
+        Classification
+            A copy of the columns with ``species``, ``species_confidence`` [1], ``on_lattice`` and
+            ``edge``; the Pb-Pb ``lattice_basis_A`` [Å]; the search record
+            (:class:`~octascope_plugins.sites.sofs_search.SofsSearchRecord`, with the search statistics) as ``search``.
         """
         o = self.options
         amp = column_amplitudes(columns)
@@ -128,6 +128,4 @@ class SofsClassifier(Plugin):
         out["on_lattice"] = reg.on_lattice
         prior = out["edge"].to_numpy(bool) if "edge" in out else np.zeros(len(out), bool)
         out["edge"] = prior | edge
-        out.attrs = {**columns.attrs, "lattice_basis_A": res.basis.tolist(), "lattice_constant_A": a,
-                     "sofs": {k: v for k, v in res.stats.items()}, SEARCH_ATTR: record}
-        return out
+        return Classification(columns=out, lattice_basis_A=res.basis, search=record)

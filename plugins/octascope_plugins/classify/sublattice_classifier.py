@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
-from octascope.core.model import Image
+from octascope.core.model import Classification, Image
 from octascope.core.params import Options, Plugin, param, require
 from octascope_plugins.sites.site_registry import column_amplitudes, index_columns, significant_mask
 
@@ -52,7 +52,7 @@ class LatticeClassifier(Plugin):
     Options = LatticeClassifierOptions
     options: LatticeClassifierOptions
 
-    def classify(self, image: Image, columns: pd.DataFrame) -> pd.DataFrame:
+    def classify(self, image: Image, columns: pd.DataFrame) -> Classification:
         """Return a copy of ``columns`` with ``species``, ``species_confidence`` and ``edge`` set.
 
         Parameters
@@ -64,9 +64,9 @@ class LatticeClassifier(Plugin):
 
         Returns
         -------
-        pandas.DataFrame
-            A copy with ``species``, ``species_confidence`` [1], ``on_lattice`` and ``edge``;
-            ``attrs`` gain ``lattice_basis_A`` [Å] and ``lattice_constant_A`` [Å].
+        Classification
+            A copy of the columns with ``species``, ``species_confidence`` [1], ``on_lattice`` and
+            ``edge``, and the Pb-Pb ``lattice_basis_A`` [Å].
         """
         o = self.options
         out = columns.copy()
@@ -102,5 +102,4 @@ class LatticeClassifier(Plugin):
         out["species_confidence"] = conf
         out["on_lattice"] = reg.on_lattice
         out["edge"] = out.get("edge", False) | edge
-        out.attrs = {**columns.attrs, "lattice_basis_A": basis.tolist(), "lattice_constant_A": a}
-        return out
+        return Classification(columns=out, lattice_basis_A=basis)

@@ -7,26 +7,6 @@ import numpy as np
 from octascope_plugins.locate.gaussian_fit import GaussianFit
 
 
-def fit_bin(fit_pixel_A: float, pixel_size_A: float) -> int:
-    """Binning factor k of the fit for a pixel size (1 = the image's own pixels).
-
-    Parameters
-    ----------
-    fit_pixel_A : float
-        Finest sampling the fit runs at [Å]; 0 turns binning off.
-    pixel_size_A : float
-        Pixel size of the image [Å].
-
-    Returns
-    -------
-    int
-        ``k = ⌊fit_pixel_A / pixel_size_A⌋``, at least 1.
-    """
-    if fit_pixel_A <= 0:
-        return 1
-    return max(1, int(np.floor(fit_pixel_A / pixel_size_A + 1e-6)))
-
-
 def bin_image(data: np.ndarray, k: int) -> np.ndarray:
     """Mean of k × k pixel blocks (the last rows/columns that do not fill a block are dropped)."""
     h, w = (data.shape[0] // k) * k, (data.shape[1] // k) * k

@@ -1,6 +1,6 @@
 """The ``gaussian`` locator: candidate search, then a batched elliptical-Gaussian fit of all columns.
 
-This module holds the plugin and its options only. The pieces: :mod:`.peaks` (candidate search,
+This module holds the plugin only. The pieces: :mod:`.gaussian_options` (its parameters), :mod:`.peaks` (candidate search,
 shared with ``atomap``), :mod:`.gaussian_fit` (the fit rounds and the column table),
 :mod:`.lm_solver` (batched Levenberg-Marquardt, model and Jacobian), :mod:`.patches` (pixel
 patches), :mod:`.neighbours` (neighbour rendering) and :mod:`.binning` (fits on binned pixels).
@@ -8,95 +8,20 @@ patches), :mod:`.neighbours` (neighbour rendering) and :mod:`.binning` (fits on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from octascope.core.model import Image
-from octascope.core.params import Plugin, param, require
+from octascope.core.params import Plugin
 from octascope.core.devices import cpu_threads
 
-from octascope_plugins.locate.binning import bin_image, fit_bin, to_binned, unbin_fit
+from octascope_plugins.locate.binning import bin_image, to_binned, unbin_fit
 from octascope_plugins.locate.gaussian_fit import fit_gaussians, fit_to_columns, resolve_device
-from octascope_plugins.locate.peaks import CandidateSearch
+from octascope_plugins.locate.gaussian_options import GaussianOptions
 
-__all__ = ["GaussianOptions", "GaussianLocator"]
-
-#: fewest pixels of a fit-window radius: a 3 px disk has 29 pixels for the 7 parameters
-MIN_FIT_RADIUS_PX = 3
-
-
-@dataclass(frozen=True, kw_only=True)
-class GaussianOptions(CandidateSearch):
-    """Parameters of :class:`GaussianLocator`: the candidate search (inherited from
-    :class:`~octascope_plugins.locate.peaks.CandidateSearch`) and the fit.
-
-    Every length of the fit window is its own knob in Å. They are converted to whole pixels of the
-    fit grid (the image's pixels, or k × k bins, see ``fit_pixel_A``) by :meth:`fit_px`: rounded,
-    and at least 3 px. Their defaults reproduce what ``patch_radius_A`` alone used to set (the
-    width bound and the background window equal to the patch radius, neighbours rendered to twice it).
-    """
-
-    patch_radius_A: float = param(1.2, unit="Å", doc="radius of the circular patch each Gaussian is fitted on "
-                                  "(≈0.4 of the Pb-X spacing, as Atomap's default mask)")
-    max_sigma_A: float = param(1.2, unit="Å", doc="widest usable fit: a fit whose Cholesky determinant "
-                               "allows a larger width is failed")
-    background_radius_A: float = param(1.2, unit="Å", doc="the start background is the 10th percentile "
-                                       "within this radius of the patch centre (the patch where that is smaller)")
-    neighbour_radius_A: float = param(2.4, unit="Å", doc="each neighbour's model is rendered out to this "
-                                      "radius when subtracted from a patch")
-    sigma_init_A: float = param(0.5, unit="Å", doc="starting Gaussian width")
-    neighbour_rounds: int = param(3, doc="refits with the model of all other columns subtracted (0: off)")
-    max_iterations: int = param(100, doc="Levenberg-Marquardt iterations per fit at most")
-    tolerance: float = param(1e-6, doc="relative cost change at which a fit has converged (paper: 1e-6)")
-    max_residual: float = param(0.08, doc="RMS misfit beyond the pixel noise, relative to the peak height, "
-                                "above which a fit is restarted (paper: 0.08)")
-    max_restarts: int = param(2, doc="restart attempts per round (run together)")
-    restart_shift_A: float = param(0.2, unit="Å", doc="largest random shift of a restart's start position")
-    fit_pixel_A: float = param(0.15, unit="Å", doc="finer images are fitted on k x k binned pixels, "
-                               "k = floor(fit_pixel_A / pixel size); 0: off")
-    min_separation_A: float = param(1.0, unit="Å", doc="fitted columns closer than this are merged (the weaker dropped)")
-    seed: int = param(0, doc="seed of the random restart shifts")
-    device: str = param("auto", doc="'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:i]'")
-    cpu_threads: int = param(1, doc="torch threads of a CPU fit (0 keeps torch's setting)")
-
-    def check(self) -> None:
-        super().check()
-        for key in ("patch_radius_A", "max_sigma_A", "background_radius_A", "neighbour_radius_A", "sigma_init_A",
-                    "max_iterations", "tolerance", "max_residual"):
-            require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}; give a positive value")
-        for key in ("neighbour_rounds", "max_restarts", "min_separation_A", "restart_shift_A", "fit_pixel_A",
-                    "cpu_threads"):
-            require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
-        try:
-            resolve_device(self.device)
-        except Exception as exc:  # the device error explains itself; one error type for a bad value
-            require(False, f"device: {exc}")
-
-    @staticmethod
-    def fit_px(length_A: float, pixel_size_A: float) -> int:
-        """A length of the fit window in whole pixels of the fit grid: rounded, at least 3 px.
-
-        Parameters
-        ----------
-        length_A : float
-            Length [Å].
-        pixel_size_A : float
-            Pixel size of the fit grid [Å].
-
-        Returns
-        -------
-        int
-            The length [px]; the 3 px floor binds only above 0.4 Å/px at the default 1.2 Å patch.
-        """
-        return max(MIN_FIT_RADIUS_PX, int(round(length_A / pixel_size_A)))
-
-    def fit_bin(self, pixel_size_A: float) -> int:
-        """Binning factor of the fit for a pixel size [Å] (1 = the image's own pixels), see ``fit_pixel_A``."""
-        return fit_bin(self.fit_pixel_A, pixel_size_A)
-
+__all__ = ["GaussianLocator"]
 
 class GaussianLocator(Plugin):
     """Atomap-style column finding with a batched elliptical-Gaussian fit of all columns.

@@ -20,6 +20,7 @@ from octascope.core.model import make_columns
 from octascope.core.devices import select_device
 
 from octascope_plugins.locate.ellipse import ellipse_from_covariance
+from octascope_plugins.locate.gaussian_options import GaussianOptions
 from octascope_plugins.locate.lm_solver import _A, _B, _L11, _L22, _X, _Y, N_PARAMS, covariance, levenberg_marquardt, model
 from octascope_plugins.locate.neighbours import others_on_patches
 from octascope_plugins.locate.patches import Patches
@@ -27,7 +28,6 @@ from octascope_plugins.locate.patches import Patches
 if TYPE_CHECKING:
     import torch
 
-    from octascope_plugins.locate.gaussian import GaussianOptions
 
 
 def resolve_device(device: str) -> "torch.device":

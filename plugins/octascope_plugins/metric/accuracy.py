@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.analysis.octahedral_geometry import metric_input
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 
 _SPECIES = ("Pb", "X", "Cs")

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from octascope.core.errors import InputError
-from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
+from octascope.analysis.octahedral_geometry import metric_input
+from octascope.core.model import MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 
 #: accuracy-metric scalars repeated under ``denoise_`` names (the downstream effect of denoising)

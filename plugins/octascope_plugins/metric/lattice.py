@@ -18,8 +18,8 @@ from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
-from octascope.core.model import MetricInput, MetricOutput, Octahedra, Result, Truth, metric_input
-from octascope.analysis.octahedral_geometry import local_lattice_vectors
+from octascope.analysis.octahedral_geometry import metric_input, octahedron_axes
+from octascope.core.model import MetricInput, MetricOutput, Octahedra, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 
 
@@ -89,7 +89,7 @@ def lattice_spacings(columns: pd.DataFrame, octahedra: Octahedra | None, toleran
     species = columns["species"].astype(str).to_numpy()
     xy = columns[["x_A", "y_A"]].to_numpy(float)
     if octahedra is not None and len(octahedra) >= 1:
-        a1o, a2o = local_lattice_vectors(octahedra)
+        a1o, a2o = octahedron_axes(octahedra)
         oxy = octahedra.table[["x_A", "y_A"]].to_numpy(float)
         o_shell = octahedra.table["shell"].to_numpy() if "shell" in octahedra.table else np.full(len(oxy), -1)
         o_edge = octahedra.table["edge"].to_numpy(bool) if "edge" in octahedra.table else np.zeros(len(oxy), bool)

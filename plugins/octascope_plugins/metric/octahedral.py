@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 
 from octascope.core.errors import InputError
-from octascope.core.model import MetricInput, MetricOutput, Result, Truth, metric_input
-# the geometry moved to the core; these names stay importable from here
-from octascope.analysis.octahedral_geometry import (NEIGHBOURS, TILT_NAMES, local_lattice_vectors,  # noqa: F401
-                                           octahedra_from_indices, octahedral_geometry)
+from octascope.analysis.octahedral_geometry import metric_input
+from octascope.core.model import TILT_NAMES, MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 
 

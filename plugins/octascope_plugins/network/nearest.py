@@ -11,7 +11,7 @@ from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis, lattice_indices_and_shell, local_lattice_vectors
-from octascope.core.model import Image, Octahedra
+from octascope.core.model import Classification, Image, Octahedra
 from octascope.core.params import Options, Plugin, param, require
 
 
@@ -45,15 +45,15 @@ class NearestNetwork(Plugin):
     Options = NearestNetworkOptions
     options: NearestNetworkOptions
 
-    def build(self, image: Image, columns: pd.DataFrame) -> Octahedra:
+    def build(self, image: Image, classification: Classification) -> Octahedra:
         """The octahedral network of classified ``columns`` (``x_A``, ``y_A`` [Å], ``species``).
 
         Parameters
         ----------
         image : Image
             The image (unused).
-        columns : pandas.DataFrame
-            Classified columns; ``attrs["lattice_basis_A"]`` [Å] is used when present.
+        classification : Classification
+            Classified columns; its ``lattice_basis_A`` [Å] is used when present.
 
         Returns
         -------
@@ -61,6 +61,7 @@ class NearestNetwork(Plugin):
             One row per Pb: its four X neighbours (row labels, -1 if missing), lattice indices,
             shell, local lattice vectors [Å], ``edge`` and ``rim``.
         """
+        columns = classification.columns
         if "species" not in columns:
             raise InputError("columns have no species; run a classifier before the network builder")
         pb = columns[columns["species"] == "Pb"]
@@ -72,7 +73,7 @@ class NearestNetwork(Plugin):
             )
         p = pb[["x_A", "y_A"]].to_numpy(float)
         x = xs[["x_A", "y_A"]].to_numpy(float)
-        basis = np.asarray(columns.attrs.get("lattice_basis_A") or estimate_square_basis(p), dtype=float)
+        basis = classification.lattice_basis_A if classification.lattice_basis_A is not None else estimate_square_basis(p)
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
         tol = self.options.search_radius_frac * a
 

@@ -10,9 +10,9 @@ from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import lattice_indices_and_shell
-from octascope.core.model import Image, Octahedra
+from octascope.core.model import Classification, Image, Octahedra
 from octascope.core.params import Plugin
-from octascope_plugins.sites.sofs_search import SEARCH_ATTR, SofsSearchOptions, SofsSearchRecord, search_columns
+from octascope_plugins.sites.sofs_search import SofsSearchOptions, SofsSearchRecord, search_columns
 
 
 class SofsNetwork(Plugin):
@@ -24,8 +24,8 @@ class SofsNetwork(Plugin):
     kept in the tables, left out of maps and statistics) when an X is missing, is flagged ``edge``
     in the columns, or is a rim X found from one direction only.
 
-    One search per analysis: after ``classifier=sofs`` the columns carry that classifier's search
-    (``attrs["sofs_search"]``, a :class:`~octascope_plugins.sites.sofs_search.SofsSearchRecord`), and when it ran with
+    One search per analysis: after ``classifier=sofs`` the classification carries that classifier's
+    search (``search``, a :class:`~octascope_plugins.sites.sofs_search.SofsSearchRecord`), and when it ran with
     these search options on the same Pb and X rows (nothing dropped or moved in between) the
     octahedra are built from it; otherwise (``classifier=lattice``, other options given to the
     network, refined positions) the search runs here, over the columns labelled X.
@@ -41,10 +41,11 @@ class SofsNetwork(Plugin):
     Options = SofsSearchOptions
     options: SofsSearchOptions
 
-    def search(self, columns: pd.DataFrame) -> SofsSearchRecord:
-        """The search outcome for classified ``columns``: the classifier's when it matches
+    def search(self, classification: Classification) -> SofsSearchRecord:
+        """The search outcome for a classification: the classifier's when it matches its columns
         (:meth:`~octascope_plugins.sites.sofs_search.SofsSearchRecord.matches`), else a new search over the X columns."""
-        record = columns.attrs.get(SEARCH_ATTR)
+        columns = classification.columns
+        record = classification.search
         if isinstance(record, SofsSearchRecord) and record.matches(columns, self.options):
             return record
         species = columns["species"].astype(str).to_numpy()
@@ -54,15 +55,16 @@ class SofsNetwork(Plugin):
                                    candidate_mask=species == "X")
         return record
 
-    def build(self, image: Image, columns: pd.DataFrame) -> Octahedra:
+    def build(self, image: Image, classification: Classification) -> Octahedra:
         """Return the octahedral network of classified ``columns``.
 
         Parameters
         ----------
         image : Image
             The image (unused).
-        columns : pandas.DataFrame
-            Classified columns (``x_A``, ``y_A`` [Å], ``species``, ``amplitude``, ``edge``).
+        classification : Classification
+            Classified columns (``x_A``, ``y_A`` [Å], ``species``, ``amplitude``, ``edge``) and the
+            classifier's search record, if any.
 
         Returns
         -------
@@ -70,9 +72,10 @@ class SofsNetwork(Plugin):
             One row per Pb: its four X neighbours (row labels, -1 if missing), lattice indices,
             shell, local lattice vectors [Å], ``edge`` and ``rim``.
         """
+        columns = classification.columns
         if "species" not in columns:
             raise InputError("columns have no species; run a classifier (e.g. classifier=sofs) before the network builder")
-        rec = self.search(columns)
+        rec = self.search(classification)
         labels = columns.index.to_numpy()
         row_of = pd.Series(np.arange(len(labels)), index=labels)
         pb_rows = row_of[rec.pb_labels].to_numpy()

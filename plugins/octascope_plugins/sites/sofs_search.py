@@ -3,7 +3,7 @@
 Shared by the ``sofs`` classifier and the ``sofs`` network builder (platform code, so neither
 plugin imports the other): :class:`SofsSearchOptions` (the search's parameters, declared once),
 :func:`sofs_search`, :func:`cs_sites` and :class:`SofsSearchRecord` (what the classifier attaches
-to its columns so that the network builder reuses its search instead of running it again). Our reading of the method
+to its classification so that the network builder reuses its search instead of running it again). Our reading of the method
 paper (du2026, Fig. 1c/d, Methods and Supporting Note 3):
 
 * Pb columns are given (amplitude threshold). Their square lattice gives the *local* lattice
@@ -327,14 +327,10 @@ def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: fl
     return is_cs, score, n_diag
 
 
-#: key of the :class:`SofsSearchRecord` in a classified column table's ``attrs``
-SEARCH_ATTR = "sofs_search"
-
-
 @dataclass(frozen=True, eq=False)
 class SofsSearchRecord:
-    """One search's outcome in terms of column-table rows, attached by the ``sofs`` classifier to
-    the columns it returns (``columns.attrs[SEARCH_ATTR]``) so that the ``sofs`` network builder
+    """One search's outcome in terms of column-table rows, returned by the ``sofs`` classifier as
+    its :attr:`~octascope.core.model.Classification.search` so that the ``sofs`` network builder
     builds the octahedra from it instead of searching again.
 
     Rows are identified by their index labels and positions, so the record survives rows being
@@ -360,6 +356,8 @@ class SofsSearchRecord:
         (n_pb, 4) bool, Pb neighbour at ``+a1, -a1, +a2, -a2``.
     a_A : float
         Lattice constant [Å].
+    stats : dict
+        The search's statistics (rings, seeds, rim X found and unreliable).
     """
 
     options: SofsSearchOptions
@@ -372,6 +370,7 @@ class SofsSearchRecord:
     pb_basis: np.ndarray
     pb_neighbours: np.ndarray
     a_A: float
+    stats: dict = field(default_factory=dict)
 
     @classmethod
     def from_result(cls, res: SofsResult, labels: np.ndarray, xy_A: np.ndarray, is_pb: np.ndarray,
@@ -380,7 +379,8 @@ class SofsSearchRecord:
         labels, xy = np.asarray(labels), np.asarray(xy_A, float)
         is_pb = np.asarray(is_pb, bool)
         return cls(options.search_options(), labels[is_pb], xy[is_pb], labels[res.is_x], xy[res.is_x],
-                   res.edge[res.is_x].copy(), res.basis, res.pb_basis, res.pb_neighbours, float(res.stats["a_A"]))
+                   res.edge[res.is_x].copy(), res.basis, res.pb_basis, res.pb_neighbours, float(res.stats["a_A"]),
+                   dict(res.stats))
 
     def matches(self, columns, options: SofsSearchOptions) -> bool:
         """Whether ``columns`` (classified) still are what was searched, with ``options``: the same
