@@ -126,7 +126,7 @@ def test_site_candidates_count_only_next_to_significant_columns():
     significant columns — and nothing two steps out in the vacuum, or between sites."""
     import pandas as pd
 
-    from octascope.analysis.pipeline import _drop_unconfirmed_site_candidates
+    from octascope.analysis.frame import drop_unconfirmed_site_candidates
 
     image, truth, cols = truth_columns()
     t = truth.columns
@@ -140,6 +140,6 @@ def test_site_candidates_count_only_next_to_significant_columns():
                          [(corner[1] + 7.0 * out_dir[1]) / image.pixel_size_A, (centre[1] + 1.6) / image.pixel_size_A],
                          image.pixel_size_A, amplitude=[0.4, 0.4]).assign(significant=False)
     out = LatticeClassifier().classify(image, pd.concat([cols, noise], ignore_index=True)).columns
-    kept = _drop_unconfirmed_site_candidates(out)
+    kept = drop_unconfirmed_site_candidates(out)
     assert len(kept) == len(cols)  # both noise peaks gone, every true column kept
     assert (kept.species.to_numpy() == t.species.to_numpy()).all()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from octascope.analysis import noise_spectrum as ns
-from octascope.analysis.region import bragg_filter_transfer
 from octascope.core.model import BraggPeaks
 from octascope.input.synthetic import SyntheticSpec, make_synthetic
 from octascope_plugins.locate.peaks import CandidateSearch, near_significant
@@ -41,18 +40,31 @@ def test_ring_median_is_the_median_of_each_ring():
         assert np.isclose(spec.power[r], np.median(power[ring == r]) / np.log(2.0))
 
 
-def test_bragg_mask_on_boxes_equals_the_full_grid():
-    shape, ps, width = (96, 128), 0.17, 0.02
-    peaks = BraggPeaks(kx_A=np.array([0.31, -0.05, 2.9]), ky_A=np.array([0.02, 0.33, 2.9]), snr=np.ones(3))
-    ky = np.fft.fftfreq(shape[0], d=ps)[:, None]
+def test_coarse_fringe_power_equals_the_full_grid_filtered_energy():
+    """The crystal region's local lattice energy is computed per Bragg peak on a coarse grid
+    (region._peak_amplitudes); it must equal the square of the image filtered at full resolution
+    with the same Gaussian windows at ±k, averaged locally (the fringe's 2|c|²)."""
+    from scipy import ndimage
+
+    from octascope.analysis.region import _peak_amplitudes, upsample_periodic
+
+    shape, ps, width = (128, 160), 0.2, 1.0 / (2 * np.pi * 3.0)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] * ps
+    k = np.array([0.3125, 0.0])  # on the FFT grid: 0.3125 = 10 / (160 * 0.2)
+    envelope = np.exp(-(((xx - 16.0) ** 2 + (yy - 12.8) ** 2) / (2 * 6.0**2)))
+    image = envelope * np.cos(2 * np.pi * (k[0] * xx + k[1] * yy))
+    u_hat = np.fft.fft2(image)
+    peaks = BraggPeaks(kx_A=np.array([k[0]]), ky_A=np.array([k[1]]), snr=np.ones(1))
+    power, _, step = _peak_amplitudes(u_hat, ps, peaks, width)
     kx = np.fft.fftfreq(shape[1], d=ps)[None, :]
-    full = np.zeros(shape)
-    for px, py in zip(peaks.kx_A, peaks.ky_A):
-        for s in (1.0, -1.0):
-            full = np.maximum(full, np.exp(-((kx - s * px) ** 2 + (ky - s * py) ** 2) / (2 * width**2)))
-    assert np.abs(bragg_filter_transfer(shape, ps, peaks, width) - full).max() < 1e-10
-    wide = bragg_filter_transfer(shape, ps, peaks, 1.0)  # boxes larger than the grid
-    assert wide.shape == shape and wide.max() <= 1.0
+    ky = np.fft.fftfreq(shape[0], d=ps)[:, None]
+    window = sum(np.exp(-((kx - s * k[0]) ** 2 + (ky - s * k[1]) ** 2) / (2 * width**2)) for s in (1, -1))
+    filtered = np.fft.ifft2(u_hat * window).real
+    smooth = ndimage.gaussian_filter(filtered**2, 1.5 / ps, mode="wrap")  # averages out the 2k ripple
+    coarse = upsample_periodic(ndimage.gaussian_filter(power[0], 1.5 / step, mode="wrap"), shape)
+    centre = smooth > 0.5 * smooth.max()
+    assert np.allclose(coarse[centre], smooth[centre], rtol=0.05)
+    assert np.unravel_index(np.argmax(coarse), shape) == np.unravel_index(np.argmax(smooth), shape)
 
 
 def test_site_candidates_far_from_every_significant_one_are_dropped():

@@ -210,3 +210,67 @@ def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np
     dist = ndimage.distance_transform_cdt(occ, metric="taxicab")
     shell = dist[grid_ij[:, 0], grid_ij[:, 1]] - 1
     return ij[:, 0], ij[:, 1], shell.astype(int)
+
+
+def surface_depth(i: np.ndarray, j: np.ndarray, xy_A: np.ndarray, *, frame_A: tuple[float, float],
+                  margin_A: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit cells from each site of a particle to its surface, knowing that the frame may cut it.
+
+    As :func:`lattice_indices_and_shell` (taxicab distance on the occupied, hole-filled (i, j) grid
+    to the nearest empty site, minus one), except that an empty site whose position lies outside
+    the frame (closer than ``margin_A`` to its border, or beyond) is *unknown*: the particle may
+    continue there. A site's depth is known when a known-empty site is at least as close as any
+    unknown one; otherwise only a lower bound is.
+
+    Parameters
+    ----------
+    i, j : numpy.ndarray
+        Integer lattice indices of the particle's Pb sites.
+    xy_A : numpy.ndarray
+        (n, 2) their positions [Å] (image frame); an affine fit ``xy = o + i·a1 + j·a2`` places the
+        empty sites.
+    frame_A : tuple of float
+        Width and height of the frame [Å] (the image spans 0..width, 0..height).
+    margin_A : float
+        Sites closer than this to the border count as outside [Å].
+
+    Returns
+    -------
+    shell : numpy.ndarray of int
+        Unit cells to the surface (0 = outermost); -1 where unknown.
+    shell_min : numpy.ndarray of int
+        The lower bound (equal to ``shell`` where known).
+    known : numpy.ndarray of bool
+        Whether the depth is known.
+    """
+    from scipy import ndimage
+
+    ij = np.column_stack([np.rint(i), np.rint(j)]).astype(int)
+    lo = ij.min(axis=0) - 1
+    g = ij - lo
+    shape = tuple(g.max(axis=0) + 2)
+    occ = np.zeros(shape, dtype=bool)
+    occ[g[:, 0], g[:, 1]] = True
+    occ = ndimage.binary_fill_holes(occ)
+    design = np.column_stack([np.ones(len(ij)), ij])
+    if len(ij) >= 3 and np.linalg.matrix_rank(design) == 3:
+        coef = np.linalg.lstsq(design, np.asarray(xy_A, float), rcond=None)[0]
+        gi, gj = np.meshgrid(np.arange(shape[0]) + lo[0], np.arange(shape[1]) + lo[1], indexing="ij")
+        pos = coef[0] + gi[..., None] * coef[1] + gj[..., None] * coef[2]
+        w, h = frame_A
+        outside = (pos[..., 0] < margin_A) | (pos[..., 1] < margin_A) | (pos[..., 0] > w - margin_A) | (pos[..., 1] > h - margin_A)
+    else:
+        outside = np.zeros(shape, bool)
+    unknown = ~occ & outside
+    empty = ~occ & ~outside
+    big = np.iinfo(np.int32).max // 2
+
+    def dist_to(target: np.ndarray) -> np.ndarray:
+        if not target.any():
+            return np.full(shape, big)
+        return ndimage.distance_transform_cdt(~target, metric="taxicab")
+
+    d_e, d_u = dist_to(empty)[g[:, 0], g[:, 1]], dist_to(unknown)[g[:, 0], g[:, 1]]
+    known = d_e <= d_u
+    shell_min = np.minimum(d_e, d_u) - 1
+    return np.where(known, d_e - 1, -1).astype(int), shell_min.astype(int), known

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence, Typ
 
 import numpy as np
 
+from octascope.analysis.frame import MIN_COLUMNS, analyse_frame
+from octascope.analysis.particle_table import frame_statistics, particle_table
+from octascope.analysis.particles import ParticleOptions, Segmentation, segment_particles, unresolved_particles
 from octascope.core.errors import InputError, PluginError
-from octascope.core.model import Image, MetricInput, MetricOutput, Octahedra, Result, Truth, validate_columns
-from octascope.analysis.plausibility import check_lattice, classification_flags
+from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
+from octascope.core.params import options_from
 from octascope.core.registry import Registry, get_registry
 from octascope.core.stages import METHODS, Classifier, Denoiser, Locator, Metric, NetworkBuilder
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from octascope.core.model import OctahedralGeometry
 
 #: a built stage object
 StageObject = Union[Denoiser, Locator, Classifier, NetworkBuilder, Metric]
@@ -52,8 +53,6 @@ class BuiltStages(TypedDict):
 #: the metrics :func:`analyze` computes when none are named (their order is :func:`order_metrics`'s)
 DEFAULT_METRICS: tuple[str, ...] = ("octahedral", "lattice", "accuracy")
 
-#: Fewest located columns that can hold one perovskite unit cell with its neighbours.
-MIN_COLUMNS = 9
 
 
 @overload
@@ -143,23 +142,26 @@ def run_pipeline(
     truth: Truth | None = None,
     region: Mapping[str, Any] | None = None,
     refine: Mapping[str, Any] | None = None,
+    particles: ParticleOptions | Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
     """Run built stage objects on one image and return the :class:`~octascope.core.model.Result`.
 
     Between the locator and the classifier the crystal region is found
-    (:func:`octascope.analysis.region.find_region`): columns outside it (vacuum, amorphous support) are
-    dropped and counted, and the image is checked against what the analysis assumes
-    (:mod:`octascope.analysis.plausibility`): bright columns, a square perovskite lattice of plausible
-    spacing. What cannot be analysed raises :class:`~octascope.core.errors.InputError`; what is doubtful
-    is listed in ``Result.flags``. An exception raised after the locator carries the result so far
-    as its ``partial_result`` attribute (columns, region), so a caller can still show them.
+    (:func:`octascope.analysis.region.find_region`): columns outside it (vacuum, amorphous support)
+    are dropped and counted. The columns inside are split into particles
+    (:func:`octascope.analysis.particles.segment_particles`) and each particle is classified,
+    checked against what the analysis assumes (:mod:`octascope.analysis.plausibility`: [001] zone
+    axis, bright columns, a square perovskite lattice of plausible spacing, a Pb sublattice) and
+    given its octahedral network and geometry on its own (:func:`octascope.analysis.frame.analyse_frame`).
+    A particle that cannot be analysed is reported with its reason (``Result.particles``,
+    ``Result.flags``) while the others are analysed; :class:`~octascope.core.errors.InputError` is
+    raised only when no particle can be. An exception raised after the locator carries the result
+    so far as its ``partial_result`` attribute (columns, region), so a caller can still show them.
 
-    After the network builder the octahedral geometry (θ, φ, σ, L per octahedron) is computed
-    once (:func:`octascope.analysis.octahedral_geometry.compute_geometry`) and put on ``Result.geometry``.
     Metrics run in the order of :func:`order_metrics`; each gets a read-only
-    :class:`~octascope.core.model.MetricInput` and returns its own tables, scalars, summary section and
-    figures, which the pipeline collects on the result.
+    :class:`~octascope.core.model.MetricInput` and returns its own tables, scalars, summary section
+    and figures, which the pipeline collects on the result.
 
     Parameters
     ----------
@@ -176,94 +178,162 @@ def run_pipeline(
         Keyword arguments of :func:`octascope.analysis.region.find_region` (default: automatic mask).
     refine : Mapping, optional
         Model-based refinement of the classified columns (:func:`octascope.analysis.refine.refine_columns`)
-        before the network is built: ``enabled`` (default True when given) and its parameters;
+        before the networks are built: ``enabled`` (default True when given) and its parameters;
         ``None`` or ``enabled: false`` keeps the locator's positions.
+    particles : ParticleOptions or Mapping, optional
+        How the frame is split into particles (:class:`~octascope.analysis.particles.ParticleOptions`).
     progress : callable, optional
         Called with one line per stage start and end; ``None`` for silence.
     """
     say = progress or (lambda _msg: None)
     metrics = order_metrics(metrics)
     result = Result(image=image, truth=truth)
-    stages: list[tuple[str, StageObject]] = [("denoiser", denoiser), ("locator", locator), ("classifier", classifier),
-                                             ("network", network)]
-    n_steps = len(stages) + len(metrics)
-    result.plugins = {stage: obj.name for stage, obj in stages}
-    result.plugins["metrics"] = [m.name for m in metrics]
-
-    def timed(step: int, label: str, fn: Callable[[], S]) -> S:
-        say(f"[{step}/{n_steps}] {label} ...")
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        result.timings_s[label] = dt
-        say(f"[{step}/{n_steps}] {label} done in {dt:.2f} s")
-        return out
-
-    denoised = result.denoised = timed(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
+    result.plugins = {"denoiser": denoiser.name, "locator": locator.name, "classifier": classifier.name,
+                      "network": network.name, "metrics": [m.name for m in metrics]}
+    clock = _StageClock(result, say, n_steps=4 + len(metrics))
+    denoised = result.denoised = clock.step(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
     if denoised.shape != image.shape:
         raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {denoised.shape}")
-    columns = timed(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
+    columns = clock.step(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
     validate_columns(columns)
     try:
-        say("[region] crystal region ...")
-        columns = _restrict_to_crystal(result, denoised, columns, dict(region or {}))
-        say(f"[region] crystal region done in {result.timings_s['region']:.2f} s")
-        result.columns = columns
-        if len(columns) < MIN_COLUMNS:
-            raise InputError(
-                f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
-                "check the pixel size or denoise the image"
-            )
-        classified = timed(3, f"classifier:{classifier.name}", lambda: classifier.classify(denoised, columns))
-        result.columns = _drop_unconfirmed_site_candidates(classified.columns)
-        if classified.lattice_basis_A is not None:
-            check_lattice(classified.lattice_basis_A, pixel_size_A=image.pixel_size_A)
-        result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
-                                                 result.columns["amplitude"].to_numpy(float)))
-        refine_params = dict(refine or {})
-        if refine_params.pop("enabled", bool(refine_params)):
-            from octascope.analysis.refine import refine_columns
-
-            result.columns, result.refinement = timed(3, "refine", lambda: refine_columns(denoised, result.columns, **refine_params))
-        classification = classified.with_columns(result.columns)
-        octahedra = result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(denoised, classification))
-        result.geometry = _geometry(result, octahedra, denoised)
-        assert result.region is not None  # set by _restrict_to_crystal
-        result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
-                              crystal_fraction=float(result.region.fraction), n_flags=float(len(result.flags)))
+        _analyse_particles(result, denoised, columns, classifier, network, region, refine, particle_options(particles), clock)
     except Exception as exc:
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
+    _run_metrics(result, metrics, truth, clock)
+    _join_particle_table(result)
+    result.timings_s["total"] = sum(v for k, v in result.timings_s.items() if k != "total")
+    return result
+
+
+def particle_options(particles: ParticleOptions | Mapping[str, Any] | None) -> ParticleOptions:
+    """The segmentation options from a mapping (a config group), checked."""
+    if isinstance(particles, ParticleOptions):
+        return particles
+    options = options_from(ParticleOptions, dict(particles or {}), "particles")
+    assert isinstance(options, ParticleOptions)
+    return options
+
+
+class _StageClock:
+    """Times the stages of one run into ``result.timings_s`` and says when each starts and ends."""
+
+    def __init__(self, result: Result, say: Callable[[str], None], n_steps: int) -> None:
+        self.result, self.say, self.n_steps = result, say, n_steps
+
+    def step(self, k: int, label: str, fn: Callable[[], S]) -> S:
+        self.say(f"[{k}/{self.n_steps}] {label} ...")
+        t0 = time.perf_counter()
+        out = fn()
+        self.record(k, label, time.perf_counter() - t0)
+        return out
+
+    def record(self, k: int | str, label: str, seconds: float) -> None:
+        self.result.timings_s[label] = seconds
+        self.say(f"[{k}/{self.n_steps}] {label} done in {seconds:.2f} s" if isinstance(k, int) else
+                 f"[{k}] {label} done in {seconds:.2f} s")
+
+
+def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame", classifier: Classifier,
+                       network: NetworkBuilder, region: Mapping[str, Any] | None, refine: Mapping[str, Any] | None,
+                       options: ParticleOptions, clock: _StageClock) -> None:
+    """Crystal region, particles, and every particle's classification, network and geometry."""
+    clock.say("[region] crystal region ...")
+    columns, band_passed = _restrict_to_crystal(result, denoised, columns, dict(region or {}))
+    clock.record("region", "region", result.timings_s["region"])
+    result.columns = columns
+    if len(columns) < MIN_COLUMNS:
+        raise InputError(
+            f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
+            "check the pixel size or denoise the image"
+        )
+    t0 = time.perf_counter()
+    segmentation = find_particles(denoised, columns, result.region, options)
+    result.particles = list(segmentation.particles)
+    result.n_outside_particles = int((segmentation.labels == 0).sum())
+    clock.record("particles", "particles", time.perf_counter() - t0)
+    if not segmentation.particles:
+        raise InputError(f"the {len(columns)} columns in the crystal region form no square lattice; check the pixel "
+                         f"size ({denoised.pixel_size_A:g} Å/px), the zone axis ([001]) and the denoising")
+    clock.say(f"[3/{clock.n_steps}] classifier:{classifier.name}, network:{network.name} on "
+              f"{len(segmentation.particles)} particle(s) ...")
+    frame = analyse_frame(denoised, columns, segmentation, classifier=classifier, network=network,
+                          band_passed=band_passed, refine=refine_function(refine, denoised), options=options)
+    result.columns, result.particles, result.refinement = frame.columns, frame.particles, frame.refinement
+    result.octahedra, result.geometry = frame.octahedra, frame.geometry
+    result.flags.extend(frame.flags)
+    for k, (label, seconds) in enumerate(frame.timings_s.items()):
+        clock.record(3 if label.startswith("classifier") else (4 if label.startswith("network") else label), label, seconds)
+    assert result.region is not None
+    analysed = [p for p in result.particles if p.analysed]
+    result.scalars.update(n_columns_outside_region=float(result.n_outside_region),
+                          n_columns_outside_particles=float(result.n_outside_particles),
+                          crystal_fraction=float(result.region.fraction), n_flags=float(len(result.flags)),
+                          n_particles=float(len(result.particles)), n_particles_analysed=float(len(analysed)),
+                          n_particles_refused=float(len(result.particles) - len(analysed)))
+
+
+def find_particles(image: Image, columns: "pd.DataFrame", region: CrystalRegion | None,
+                   options: ParticleOptions) -> Segmentation:
+    """The particles of a frame: lattice particles from the columns, plus the crystal regions no
+    lattice particle covers (reported as refused, e.g. off the zone axis)."""
+    sig = columns["significant"].fillna(True).to_numpy(bool) if "significant" in columns else None
+    seg = segment_particles(columns[["x_A", "y_A"]].to_numpy(float), columns["amplitude"].to_numpy(float), sig,
+                            row_labels=columns.index.to_numpy(), shape_px=image.shape, pixel_size_A=image.pixel_size_A,
+                            options=options)
+    if region is None or region.source != "auto" or not np.isfinite(seg.spacing_A):
+        return seg
+    extra, labels = unresolved_particles(region.mask, seg.particles, columns[["x_A", "y_A"]].to_numpy(float), seg.labels,
+                                         columns.index.to_numpy(), spacing_A=seg.spacing_A,
+                                         pixel_size_A=image.pixel_size_A)
+    if not extra:
+        return seg
+    return Segmentation(labels, [*seg.particles, *extra], seg.spacing_A, seg.n_domains_split)
+
+
+def refine_function(refine: Mapping[str, Any] | None, image: Image) -> Callable[["pd.DataFrame"], tuple["pd.DataFrame", dict[str, Any]]] | None:
+    """The refinement of classified columns on ``image`` the configuration asks for (``None``: off)."""
+    params = dict(refine or {})
+    if not params.pop("enabled", bool(params)):
+        return None
+    from octascope.analysis.refine import refine_columns
+
+    return lambda columns: refine_columns(image, columns, **params)
+
+
+def _run_metrics(result: Result, metrics: Sequence[Metric], truth: Truth | None, clock: _StageClock) -> None:
+    """Each metric on its read-only view, in order; their outputs collected on the result."""
     outputs: dict[str, MetricOutput] = {}
     for k, metric in enumerate(metrics, start=5):
         _check_needs(metric, result)
         previous = {n: outputs[n] for n in getattr(metric, "after", ()) if n in outputs}
         view = MetricInput.from_result(result, previous)
-        out = timed(k, f"metric:{metric.name}", partial(metric.compute, view, truth))
+        out = clock.step(k, f"metric:{metric.name}", partial(metric.compute, view, truth))
         outputs[metric.name] = out
         result.tables.update(out.tables)
         result.scalars.update(out.scalars)
         result.figures.update(out.figures)
         result.summaries[metric.name] = dict(out.summary)
-    result.timings_s["total"] = sum(v for k, v in result.timings_s.items() if k != "total")
-    return result
 
 
-def _geometry(result: Result, octahedra: Octahedra, denoised: Image) -> "OctahedralGeometry":
-    """The octahedral geometry of the network (timed as ``geometry``)."""
-    from octascope.analysis.octahedral_geometry import compute_geometry
+def _join_particle_table(result: Result) -> None:
+    """``particles`` table: each particle's description joined with the tilt statistics a metric
+    gave per particle (the ``octahedral`` metric's ``particles`` table), and frame scalars over them."""
+    table = particle_table(result)
+    per_metric = result.tables.get("particles")
+    if per_metric is not None and len(table) and "particle" in per_metric:
+        table = table.merge(per_metric, on="particle", how="left")
+    result.tables["particles"] = table
+    result.scalars.update(frame_statistics(table))
 
-    t0 = time.perf_counter()
-    geometry = compute_geometry(result.columns, octahedra, denoised)
-    result.timings_s["geometry"] = time.perf_counter() - t0
-    return geometry
 
-
-def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: dict[str, Any]) -> "pd.DataFrame":
-    """Find the crystal region of the denoised image ``img``, check its contrast, drop columns outside."""
-    from octascope.analysis.region import find_region
+def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame",
+                         region: dict[str, Any]) -> tuple["pd.DataFrame", np.ndarray]:
+    """Find the crystal region of the denoised image ``img``, drop the columns outside; also the
+    band-passed image (the particles' contrast check)."""
     from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum
-    from octascope.analysis.plausibility import check_contrast
+    from octascope.analysis.region import find_region
 
     t0 = time.perf_counter()
     noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
@@ -276,22 +346,10 @@ def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", re
             "shows a crystal at atomic resolution and its pixel size, or draw the region (region.mode=polygon)"
         )
     bp, _ = band_pass(img.data, img.pixel_size_A, inner_sigma_A=0.25, outer_sigma_A=0.8)
-    check_contrast(bp, reg.mask)
     inside = reg.contains(columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float))
     result.n_outside_region = int((~inside).sum())
     result.timings_s["region"] = time.perf_counter() - t0
-    return columns[inside].reset_index(drop=True)
-
-
-def _drop_unconfirmed_site_candidates(columns: "pd.DataFrame") -> "pd.DataFrame":
-    """Site candidates (weak maxima the locator marked ``significant=False``) that the classifier
-    did not place on a lattice site are no columns: drop them (a significant peak off the lattice
-    stays, as ``unknown``)."""
-    if "significant" not in columns or "species" not in columns:
-        return columns
-    weak = ~columns["significant"].fillna(True).to_numpy(bool)
-    drop = weak & (columns["species"].astype(str).to_numpy() == "unknown")
-    return columns[~drop]
+    return columns[inside].reset_index(drop=True), bp
 
 
 def analyze(
@@ -305,6 +363,7 @@ def analyze(
     truth: Truth | None = None,
     region: Mapping[str, Any] | None = None,
     refine: Mapping[str, Any] | None = None,
+    particles: ParticleOptions | Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
@@ -326,6 +385,9 @@ def analyze(
         file, polygon or none, and its parameters); automatic by default.
     refine : Mapping, optional
         Model-based refinement after classification (see :func:`run_pipeline`); ``None``: off.
+    particles : ParticleOptions or Mapping, optional
+        How the frame is split into particles (defaults of
+        :class:`~octascope.analysis.particles.ParticleOptions`).
     registry : Registry, optional
         Plugin registry; by default all built-in and installed plugins.
 
@@ -344,4 +406,4 @@ def analyze(
         network=resolve_stage(registry, "network", network),
         metrics=[resolve_stage(registry, "metric", m) for m in metrics],
     )
-    return run_pipeline(image, truth=truth, region=region, refine=refine, progress=progress, **built)
+    return run_pipeline(image, truth=truth, region=region, refine=refine, particles=particles, progress=progress, **built)

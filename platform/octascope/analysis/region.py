@@ -67,39 +67,76 @@ def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpect
     return BraggPeaks(kx_A=kx[upper][order], ky_A=ky[upper][order], snr=ratio[iy[upper], ix[upper]][order])
 
 
-def bragg_filter_transfer(shape: tuple[int, int], pixel_size_A: float, peaks: BraggPeaks,
-                          width_A: float) -> np.ndarray:
-    """Fourier mask that keeps Gaussian windows (σ = ``width_A`` [1/Å]) around ±each peak."""
-    h, w = shape
-    ky = np.fft.fftfreq(h, d=pixel_size_A)
-    kx = np.fft.fftfreq(w, d=pixel_size_A)
-    m = np.zeros(shape)
-    # each window is evaluated on a box of ±7σ around its peak (beyond, it is below 3e-11), not on
-    # the whole grid: a few dozen windows on a 2048² grid cost seconds otherwise
-    ry = int(np.ceil(7 * width_A * h * pixel_size_A))
-    rx = int(np.ceil(7 * width_A * w * pixel_size_A))
-    for px, py in zip(peaks.kx_A, peaks.ky_A):
-        for s in (1.0, -1.0):
-            cy, cx = int(round(s * py * h * pixel_size_A)), int(round(s * px * w * pixel_size_A))
-            iy = np.arange(h) if 2 * ry + 1 >= h else np.arange(cy - ry, cy + ry + 1) % h
-            ix = np.arange(w) if 2 * rx + 1 >= w else np.arange(cx - rx, cx + rx + 1) % w
-            win = np.exp(-((kx[ix][None, :] - s * px) ** 2 + (ky[iy][:, None] - s * py) ** 2) / (2 * width_A**2))
-            box = np.ix_(iy, ix)
-            m[box] = np.maximum(m[box], win)
-    return m
+def _peak_amplitudes(u_hat: np.ndarray, pixel_size_A: float, peaks: BraggPeaks,
+                     width_A: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Local amplitude of every Bragg peak on a coarse grid, and the noise each window passes.
+
+    The image's spectrum ``u_hat`` (``np.fft.fft2`` of the periodic component, mean removed) is
+    cut to a Gaussian window (σ = ``width_A`` [1/Å]) around each peak; moved to zero frequency and
+    transformed back on the window's own (coarse) grid, it gives the complex amplitude ``c(x)`` of
+    that lattice fringe, and the fringe pair ±k contributes ``2|c|²`` to the local energy of the
+    Bragg-filtered image (cross terms between peaks oscillate and average out). A window spans
+    ±4σ, so the coarse grid has a few samples per σ_r = 1/(2πσ) and every peak costs a small FFT.
+
+    Returns
+    -------
+    power : numpy.ndarray
+        (n_peaks, by, bx) ``2|c|²`` on the coarse grid [image units²].
+    noise : numpy.ndarray
+        (n_peaks,) the noise variance each ± window pair passes (Parseval) [image units²]; multiply
+        by the noise power spectrum outside (here: its per-window sum is taken by the caller).
+    step_A : float
+        Spacing of the coarse grid along x and y (the field divided by the grid size) [Å].
+    """
+    h, w = u_hat.shape
+    ry, rx = (int(np.ceil(4 * width_A * n * pixel_size_A)) for n in (h, w))
+    by, bx = (min(n, max(16, 1 << int(np.ceil(np.log2(2 * r + 1))))) for n, r in ((h, ry), (w, rx)))
+    oy, ox = np.arange(by) - by // 2, np.arange(bx) - bx // 2
+    power = np.empty((len(peaks), by, bx))
+    win2 = np.empty((len(peaks), by, bx))
+    for k, (px, py) in enumerate(zip(peaks.kx_A, peaks.ky_A)):
+        cy, cx = int(round(py * h * pixel_size_A)), int(round(px * w * pixel_size_A))
+        ky = (cy + oy) / (h * pixel_size_A) - py
+        kx = (cx + ox) / (w * pixel_size_A) - px
+        g = np.exp(-(kx[None, :] ** 2 + ky[:, None] ** 2) / (2 * width_A**2))
+        box = u_hat[np.ix_((cy + oy) % h, (cx + ox) % w)] * g
+        c = np.fft.ifft2(np.fft.ifftshift(box)) * (by * bx) / (h * w)
+        power[k] = 2.0 * np.abs(c) ** 2
+        win2[k] = g**2
+    return power, win2, (h * pixel_size_A / by + w * pixel_size_A / bx) / 2
+
+
+def orientation_groups(peaks: BraggPeaks, tolerance_deg: float = 2.5) -> list[np.ndarray]:
+    """Bragg peaks grouped by lattice orientation: the angle modulo 45° (the {100} and {110} peaks
+    of one [001] lattice fall together). Greedy by strength: the strongest peak not yet grouped
+    seeds a group, which takes every ungrouped peak within ``tolerance_deg`` of the seed's angle, so
+    peaks of several particles never chain into one group."""
+    ang = np.mod(np.degrees(np.arctan2(peaks.ky_A, peaks.kx_A)), 45.0)
+    free = np.ones(len(ang), bool)
+    groups = []
+    for seed in np.argsort(-np.asarray(peaks.snr)):
+        if not free[seed]:
+            continue
+        near = free & (np.abs((ang - ang[seed] + 22.5) % 45.0 - 22.5) <= tolerance_deg)
+        groups.append(np.flatnonzero(near))
+        free &= ~near
+    return groups
 
 
 def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
                    peaks: BraggPeaks | None = None, resolution_A: float = 3.0, threshold: float = 4.0,
                    edge_level: float = 0.2, min_area_A2: float = 150.0, margin_A: float = 2.5,
-                   max_peaks: int = 24) -> CrystalRegion:
+                   max_peaks: int = 96) -> CrystalRegion:
     """Automatic crystal mask from the local energy of the Bragg-filtered image.
 
-    The image is filtered to Gaussian windows around its strongest Bragg peaks; the squared
-    result, averaged over ``resolution_A``, is the local lattice energy. Noise alone gives an
+    The image is filtered to Gaussian windows around its Bragg peaks; the squared result, averaged
+    over ``resolution_A``, is the local lattice energy, computed per orientation group of peaks
+    (one group per particle lattice in a frame of differently rotated particles) from each
+    fringe's local amplitude on a coarse grid (:func:`_peak_amplitudes`). Noise alone gives an
     expected energy of mean(|mask|² × noise power) (Parseval), and a pixel belongs to the crystal
-    where the local energy exceeds ``threshold`` times that *and* ``edge_level`` times the energy
-    typical of the crystal's interior (the 90th percentile above the noise threshold): the
+    where the local energy of some group exceeds ``threshold`` times that *and* ``edge_level``
+    times the energy typical of the crystal's interior (the 90th percentile above the noise
+    threshold, per connected crystal): the
     energy of a strong crystal falls off smoothly over ~``resolution_A``, and the second bound puts
     the boundary where a crystal edge convolved with the filter has fallen to about a quarter,
     not far out in the tail where it first meets the noise. Components smaller than
@@ -128,7 +165,7 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectru
     margin_A : float
         Growth of the mask beyond the threshold contour [Å].
     max_peaks : int
-        Strongest peaks used at most.
+        Strongest peaks used at most (all orientation groups together).
 
     Returns
     -------
@@ -142,17 +179,9 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectru
         return CrystalRegion(mask=np.zeros(shape, bool), energy_snr=np.zeros(shape), threshold=threshold,
                              peaks=peaks, source="auto", info={"reason": "no Bragg peaks above the noise"})
     use = BraggPeaks(peaks.kx_A[:max_peaks], peaks.ky_A[:max_peaks], peaks.snr[:max_peaks])
-    width = 1.0 / (2.0 * np.pi * resolution_A)
-    transfer = bragg_filter_transfer(shape, pixel_size_A, use, width)
-    u = periodic_component(data)
-    filtered = np.real(np.fft.ifft2(np.fft.fft2(u - u.mean()) * transfer))
-    energy = ndimage.gaussian_filter(filtered**2, resolution_A / pixel_size_A, mode="reflect")
-    expected = float(np.mean(transfer**2 * noise.power_on_grid(shape)))
-    snr = energy / max(expected, np.finfo(float).tiny)
+    snr, step, n_groups = _lattice_snr(data, pixel_size_A, use, noise, resolution_A)
     mask = snr > threshold
-    if mask.any():
-        interior = float(np.percentile(energy[mask], 90))
-        mask &= energy > edge_level * interior
+    mask = _edge_level_per_crystal(mask, snr, edge_level)
     mask = ndimage.binary_fill_holes(mask)
     labels, n = ndimage.label(mask)
     if n:
@@ -162,7 +191,69 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectru
         r = margin_A / pixel_size_A
         mask = ndimage.distance_transform_edt(~mask) <= r
     return CrystalRegion(mask=mask, energy_snr=snr.astype(np.float32), threshold=threshold, peaks=use, source="auto",
-                         info={"expected_noise_energy": expected, "n_peaks": len(use)})
+                         info={"n_peaks": len(use), "n_orientations": n_groups, "grid_step_A": step})
+
+
+def _lattice_snr(data: np.ndarray, pixel_size_A: float, peaks: BraggPeaks, noise: NoiseSpectrum,
+                 resolution_A: float) -> tuple[np.ndarray, float, int]:
+    """Local Bragg-filtered energy over the noise's expectation of it (computed on a coarse grid,
+    returned on the image's pixels): for each orientation group of peaks (one particle's lattice, :func:`orientation_groups`), the summed
+    local power of its fringes smoothed over ``resolution_A`` over the noise the same windows pass;
+    the maximum over the groups (so each particle is judged on its own lattice)."""
+    width = 1.0 / (2.0 * np.pi * resolution_A)
+    u = periodic_component(data)
+    # zero padding of ~4 real-space σ: a fringe's amplitude must not wrap around to the far border
+    pad = int(np.ceil(4 * resolution_A / pixel_size_A))
+    h0, w0 = np.shape(data)
+    u_hat = np.fft.fft2(np.pad(u - u.mean(), pad))
+    power, win2, step = _peak_amplitudes(u_hat, pixel_size_A, peaks, width)
+    h, w = u_hat.shape
+    # noise through each ± window pair: mean over the full grid of |W|² P (Parseval)
+    p_grid = noise.power_on_grid((h, w))
+    noise_energy = np.empty(len(peaks))
+    by, bx = power.shape[1:]
+    oy, ox = np.arange(by) - by // 2, np.arange(bx) - bx // 2
+    for k, (px, py) in enumerate(zip(peaks.kx_A, peaks.ky_A)):
+        cy, cx = int(round(py * h * pixel_size_A)), int(round(px * w * pixel_size_A))
+        noise_energy[k] = 2.0 * float((win2[k] * p_grid[np.ix_((cy + oy) % h, (cx + ox) % w)]).sum()) / (h * w)
+    best = np.zeros((by, bx))
+    groups = orientation_groups(peaks)
+    for g in groups:
+        energy = ndimage.gaussian_filter(power[g].sum(0), resolution_A / step, mode="wrap")
+        best = np.maximum(best, energy / max(float(noise_energy[g].sum()), np.finfo(float).tiny))
+    full = upsample_periodic(best, (h, w))
+    return full[pad:pad + h0, pad:pad + w0], step, len(groups)
+
+
+def _interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) weights of periodic linear interpolation from ``n_in`` samples (sample j at
+    position j) to ``n_out`` samples at positions i·n_in/n_out."""
+    pos = np.arange(n_out) * (n_in / n_out)
+    lo = np.floor(pos).astype(int)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo % n_in] += 1 - frac
+    m[np.arange(n_out), (lo + 1) % n_in] += frac
+    return m
+
+
+def upsample_periodic(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A periodic map sampled on a coarse grid (sample (r, c) at the fine pixel (r·H/h, c·W/w)),
+    linearly interpolated to the fine grid ``shape`` (H, W)."""
+    return _interpolation_matrix(shape[0], coarse.shape[0]) @ coarse @ _interpolation_matrix(shape[1], coarse.shape[1]).T
+
+
+def _edge_level_per_crystal(mask: np.ndarray, energy: np.ndarray, edge_level: float) -> np.ndarray:
+    """Keep, in each connected crystal of the threshold mask, the pixels above ``edge_level`` times
+    that crystal's own interior energy (its 90th percentile): a frame's particles differ in
+    thickness and size, so a weak particle is cut at its own edge, not at a stronger neighbour's."""
+    if not mask.any():
+        return mask
+    labels, n = ndimage.label(mask)
+    interior = np.asarray(ndimage.labeled_comprehension(energy, labels, np.arange(1, n + 1),
+                                                        lambda v: np.percentile(v, 90), float, 0.0))
+    level = np.concatenate([[np.inf], edge_level * interior])
+    return mask & (energy > level[labels])
 
 
 def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:

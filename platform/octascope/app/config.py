@@ -29,6 +29,7 @@ TOP_LEVEL_KEYS = {
     "figure_formats": "outputs.write_outputs",
     "region": "crystal.find_region",
     "refine": "refine.refine_columns",
+    "particles": "analysis.particles.ParticleOptions",
 }
 TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
 #: keys of the ``region`` group: how the crystal region is found, and crystal_region's parameters
@@ -60,7 +61,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown}, read by nothing; check the spelling "
                           f"(keys: {', '.join(TOP_LEVEL_KEYS)}; `octascope --cfg job` prints the configuration)")
-    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine"):
+    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine", "particles"):
         if stage in cfg and not isinstance(cfg[stage], Mapping):
             raise ConfigError(f"'{stage}' must be a group of keys, got {cfg[stage]!r}; choose an option with {stage}=<name>")
     track = cfg.get("tracking") or {}
@@ -70,7 +71,10 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     bad = sorted(set(cfg.get("region") or {}) - set(REGION_KEYS))
     if bad:
         raise ConfigError(f"region has no key(s) {bad}; its keys are {', '.join(REGION_KEYS)}")
+    from octascope.analysis.pipeline import particle_options
     from octascope.results.outputs import check_figure_formats
+
+    particle_options(cfg.get("particles"))
 
     check_figure_formats(cfg.get("figure_formats"))
     if track.get("enabled", True):

@@ -60,7 +60,8 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     track = cfg.get("tracking") or {}
 
     def body() -> tuple[Result, dict[str, Path]]:
-        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"), **stages)
+        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
+                              particles=cfg.get("particles"), **stages)
         files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
         return result, files
 

@@ -348,6 +348,80 @@ class OctahedralGeometry:
         return self.table[~self.table["edge"].to_numpy(bool)]
 
 
+#: verdicts of a particle: analysed (its numbers are in the tables), refused (its reason says why)
+PARTICLE_VERDICTS = ("analysed", "refused")
+
+
+@dataclass(frozen=True)
+class Particle:
+    """One particle of a frame: a connected region of one lattice (orientation and registry).
+
+    The segmentation (:func:`octascope.analysis.particles.segment_particles`) finds it; the
+    pipeline then classifies, checks and builds the network of each particle on its own and fills
+    in its lattice and verdict.
+
+    Parameters
+    ----------
+    id : int
+        1, 2, … in the frame (the ``particle`` column of columns.csv, octahedra.csv, lattice.csv).
+    rows : numpy.ndarray
+        Row labels of its columns in the column table.
+    centroid_A : tuple of float
+        Mean position of its columns (x, y) [Å].
+    orientation_deg : float
+        Direction of its column lattice's first axis in the image, in (-45, 45] [deg].
+    spacing_A : float
+        Nearest-neighbour spacing of its column lattice (a/2 of the perovskite) [Å].
+    area_A2 : float
+        Projected area [Å²].
+    size_A : tuple of float
+        Extent along the two lattice axes [Å].
+    touches_edge : bool
+        Its lattice reaches the frame edge: part of it may lie outside the image.
+    outline_A : numpy.ndarray
+        (M, 2) outline polygon (x, y) [Å], for figures.
+    zone_axis : str
+        ``[001]`` (columns straight down the beam), ``off-axis`` or ``unknown``.
+    zone_axis_score : float
+        The measure the zone-axis verdict is taken on (:func:`octascope.analysis.particles.zone_axis_score`) [1].
+    lattice_basis_A : numpy.ndarray, optional
+        (2, 2) Pb-Pb lattice vectors [Å] from its classification.
+    verdict : str
+        ``analysed`` or ``refused`` (:data:`PARTICLE_VERDICTS`); empty before the pipeline judged it.
+    reasons : tuple of str
+        Why it was refused, or flags that make its numbers doubtful (empty when trusted).
+    """
+
+    id: int
+    rows: np.ndarray
+    centroid_A: tuple[float, float]
+    orientation_deg: float
+    spacing_A: float
+    area_A2: float
+    size_A: tuple[float, float]
+    touches_edge: bool
+    outline_A: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    zone_axis: str = "unknown"
+    zone_axis_score: float = float("nan")
+    lattice_basis_A: np.ndarray | None = None
+    verdict: str = ""
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def analysed(self) -> bool:
+        """Whether the particle was analysed (its octahedra and tilts are in the tables)."""
+        return self.verdict == "analysed"
+
+    @property
+    def trusted(self) -> bool:
+        """Analysed with no flag against its numbers."""
+        return self.analysed and not self.reasons
+
+    def replace(self, **changes: Any) -> "Particle":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
 class MetricOutput:
     """What a metric returns.
@@ -380,6 +454,8 @@ class MetricInput:
     truth: Truth | None = None
     plugins: Mapping[str, Any] = field(default_factory=dict)
     previous: Mapping[str, MetricOutput] = field(default_factory=dict)
+    #: the frame's particles (analysed and refused)
+    particles: tuple[Particle, ...] = ()
 
     @classmethod
     def from_result(cls, result: "Result", previous: Mapping[str, MetricOutput] | None = None) -> "MetricInput":
@@ -393,7 +469,7 @@ class MetricInput:
         return cls(image=result.image, denoised=result.denoised if result.denoised is not None else result.image,
                    columns=None if result.columns is None else result.columns.copy(), octahedra=octs,
                    geometry=geometry, truth=result.truth, plugins=MappingProxyType(dict(result.plugins)),
-                   previous=MappingProxyType(dict(previous or {})))
+                   previous=MappingProxyType(dict(previous or {})), particles=tuple(result.particles))
 
 
 @dataclass
@@ -426,3 +502,7 @@ class Result:
     refinement: dict[str, Any] | None = None
     #: reasons not to trust the numbers as they stand (empty when none); see :mod:`octascope.analysis.plausibility`
     flags: list[str] = field(default_factory=list)
+    #: the particles of the frame (:class:`Particle`), analysed and refused
+    particles: list[Particle] = field(default_factory=list)
+    #: columns in the crystal region that belong to no particle (dropped before classification)
+    n_outside_particles: int = 0

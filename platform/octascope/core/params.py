@@ -113,6 +113,21 @@ def build_options(cls: type[Plugin], params: dict[str, Any]) -> Options:
         raise PluginParameterError(f"{label}: {exc}") from None
 
 
+def options_from(options_cls: type[Options], params: dict[str, Any], label: str) -> Options:
+    """``options_cls(**params)`` for a group of parameters named ``label`` (e.g. a config section):
+    unknown names, wrong types and values out of range as one :class:`PluginParameterError` line."""
+    names = [f.name for f in dataclasses.fields(options_cls)]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise PluginParameterError(f"{label} has no parameter(s) {unknown}; its parameters are: {', '.join(names)}")
+    try:
+        return options_cls(**params)
+    except PluginParameterError as exc:
+        raise PluginParameterError(f"{label}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise PluginParameterError(f"{label}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ParamInfo:
     """One parameter as ``octascope plugins STAGE`` prints it."""

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from octascope.core.model import CrystalRegion
-    from octascope.core.model import Image, Octahedra
+    from octascope.core.model import CrystalRegion, Image, Octahedra, Particle
 
 SPECIES_COLOURS = {"Pb": "#d62728", "X": "#9467bd", "Cs": "#ff7f0e", "unknown": "#7f7f7f"}
 EDGE_GREY = "#d9d9d9"
@@ -145,8 +144,22 @@ def show_image(ax: "Axes", image: "Image", cmap: str = "gray") -> Any:
     return im
 
 
-def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra | None" = None) -> "Figure":
-    """The (denoised) image with columns coloured by species and the Pb-X bonds drawn on it."""
+def draw_particles(ax: "Axes", particles: Sequence["Particle"]) -> None:
+    """Outline and id of every particle: solid white when analysed, dashed red when refused."""
+    for p in particles:
+        ok = p.verdict == "analysed"
+        if len(p.outline_A) >= 3:
+            ax.plot(p.outline_A[:, 0], p.outline_A[:, 1], color="white" if ok else "#d62728", lw=1.0,
+                    ls="-" if ok else "--", alpha=0.9)
+        ax.annotate(str(p.id) if ok else f"{p.id} (refused)", p.centroid_A, color="white" if ok else "#d62728",
+                    fontsize=10, fontweight="bold", ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "black", "alpha": 0.5, "lw": 0})
+
+
+def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra | None" = None,
+                    particles: Sequence["Particle"] = ()) -> "Figure":
+    """The (denoised) image with columns coloured by species, the Pb-X bonds, and (with several
+    particles or a refused one) each particle's outline and id."""
     from matplotlib.collections import LineCollection
 
     fig, (ax,) = new_figure(1, panel_size_in=7.0)
@@ -166,6 +179,8 @@ def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra
             ax.scatter(xy[sel & ~edge, 0], xy[sel & ~edge, 1], s=size, c=colour, label=sp, linewidths=0)
             if (sel & edge).any():
                 ax.scatter(xy[sel & edge, 0], xy[sel & edge, 1], s=size, facecolors="none", edgecolors=colour, linewidths=0.8)
+    if len(particles) > 1 or any(p.verdict != "analysed" for p in particles):
+        draw_particles(ax, particles)
     ax.set_title("columns by species (hollow: edge) and Pb–X network")
     ax.legend(loc="upper right", fontsize="small", markerscale=1.5)
     return fig

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from octascope.core.errors import ConfigError
+from octascope.analysis.particle_table import PARTICLES_CSV_FIRST
 from octascope.core.model import Result
 from octascope.results.processes import pid_alive
 from octascope.results.summary import summarize
@@ -271,7 +272,7 @@ the image (not for ``denoiser=none``).
     if result.columns is not None:
         written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
     for name, table in result.tables.items():
-        first = OCTAHEDRA_CSV_FIRST if name == "octahedra" else None
+        first = {"octahedra": OCTAHEDRA_CSV_FIRST, "particles": PARTICLES_CSV_FIRST}.get(name)
         written[name] = write_table(table, run_dir / f"{name}.csv", first)
     denoised = result.denoised
     if denoised is not None and not _same_image(denoised, result.image):

@@ -35,6 +35,8 @@ def summarize(result: Result) -> dict[str, Any]:
         "region": None if result.region is None else {
             "source": result.region.source, "fraction_of_image": result.region.fraction,
             "columns_outside_dropped": result.n_outside_region},
+        "particles": _particle_rows(result),
+        "columns_outside_particles": result.n_outside_particles,
         "flags": list(result.flags),
         "trusted": not result.flags,
         "accuracy": None if accuracy is None else dict(accuracy),
@@ -42,6 +44,29 @@ def summarize(result: Result) -> dict[str, Any]:
         "scalars": dict(result.scalars),
         "timings_s": dict(result.timings_s),
     }
+
+
+def _particle_rows(result: Result) -> list[dict[str, Any]]:
+    """The rows of the particle table (particles.csv) as plain values."""
+    table = result.tables.get("particles")
+    if table is None or table.empty:
+        return []
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def _particle_line(row: Mapping[str, Any]) -> str:
+    """One particle in the printed summary."""
+    head = (f"  particle {row['particle']}: {row['size_a1_nm']:.1f} x {row['size_a2_nm']:.1f} nm"
+            + (f", rotated {row['rotation_deg']:.1f}°" if math.isfinite(row.get("rotation_deg", float("nan"))) else "")
+            + (", at the frame edge" if row.get("touches_edge") else ""))
+    if row.get("verdict") != "analysed":
+        return head + " — not analysed (see FLAG)"
+    parts = [f"{int(row.get('n_octahedra_measured', 0))} octahedra measured"]
+    for region in ("core", "shell"):
+        v, e = row.get(f"theta3_deg_{region}", float("nan")), row.get(f"theta3_deg_{region}_err", float("nan"))
+        if v is not None and math.isfinite(v):
+            parts.append(f"θ3 {region} {v:.2f} ± {e:.2f}°" if e is not None and math.isfinite(e) else f"θ3 {region} {v:.2f}°")
+    return head + ": " + ", ".join(parts)
 
 
 def _nan() -> float:
@@ -57,6 +82,12 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
     lines.append("  columns: " + ", ".join(f"{sp} {counts.get(sp, 0)}" for sp in ("Pb", "X", "Cs", "unknown")))
     if result.octahedra is not None:
         lines.append(f"  octahedra: {len(result.octahedra)}")
+    rows = _particle_rows(result)
+    if len(rows) > 1:
+        analysed = sum(r.get("verdict") == "analysed" for r in rows)
+        lines.append(f"  particles: {len(rows)} ({analysed} analysed, {len(rows) - analysed} not)")
+    if len(rows) > 1 or any(r.get("touches_edge") for r in rows):
+        lines.extend(_particle_line(r) for r in rows)
     tilt = (sections.get("octahedral") or {}).get("tilt") or {}
     for region in ("core", "shell"):
         vals = [tilt.get(f"theta{k}_deg_mean_{region}") for k in (1, 2, 3)]

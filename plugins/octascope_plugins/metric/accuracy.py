@@ -97,15 +97,14 @@ class AccuracyMetric(Plugin):
     Options = AccuracyOptions
     options: AccuracyOptions
     requires: ClassVar[tuple[str, ...]] = ("columns",)  # and the geometry, when truth has octahedra
-    after: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ("octahedral",)  # its shell depth, for the per-particle core − shell Δθ3
 
     def compute(self, data: MetricInput | Result, truth: Truth | None = None) -> MetricOutput:
         data = metric_input(data, truth)
         truth = data.truth
         if truth is None or data.columns is None:
             return MetricOutput()
-        found = data.columns
-        true = truth.columns
+        found, true = _without_invalid_truth(data.columns, truth.columns, self.options.match_tolerance_A)
         f_xy = found[["x_A", "y_A"]].to_numpy(float)
         t_xy = true[["x_A", "y_A"]].to_numpy(float)
         fi, ti = match_points(f_xy, t_xy, self.options.match_tolerance_A)
@@ -148,9 +147,12 @@ class AccuracyMetric(Plugin):
 
         tables = {"accuracy_matches": matches}
         octs = data.geometry.table if data.geometry is not None else None
-        if truth.octahedra is not None and octs is not None and len(octs):
+        true_octs = truth.octahedra
+        if true_octs is not None and "valid_001" in true_octs:
+            true_octs = true_octs[true_octs["valid_001"].astype(bool).to_numpy()]
+        if true_octs is not None and octs is not None and len(octs):
             use = octs[~octs["edge"].astype(bool)] if "edge" in octs else octs
-            to = truth.octahedra
+            to = true_octs
             oi, tj = match_points(use[["x_A", "y_A"]].to_numpy(float), to[["x_A", "y_A"]].to_numpy(float),
                                   self.options.match_tolerance_A)
             s["n_octahedra_matched"] = len(oi)
@@ -171,4 +173,104 @@ class AccuracyMetric(Plugin):
                 # the tilt error of the low-dose issue: mean(|Δθ1|, |Δθ2|) over matched octahedra
                 s["theta_mae_deg"] = float(e12.mean()) if len(e12) else float("nan")
             tables["accuracy_octahedra"] = pd.DataFrame(geo)
+        if "particle" in truth.columns and "particle" in data.columns:
+            octahedral = data.previous.get("octahedral")
+            depth = int((octahedral.summary if octahedral is not None else {}).get("shell_depth_cells", 3))
+            per = particle_accuracy(data.columns, truth, data.geometry.table if data.geometry is not None else None,
+                                    self.options.match_tolerance_A, depth)
+            tables["accuracy_particles"] = per
+            s.update(particle_verdict_counts(per))
         return MetricOutput(tables=tables, scalars=s, summary={k: v for k, v in s.items() if _is_summary_key(k)})
+
+
+def _without_invalid_truth(found: pd.DataFrame, true: pd.DataFrame, tolerance_A: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out the truth of particles that have no valid [001] truth (``valid_001`` False: off
+    the zone axis, their projected columns are streaks) and the found columns on them."""
+    if "valid_001" not in true or true["valid_001"].astype(bool).all():
+        return found, true
+    valid = true["valid_001"].astype(bool).to_numpy()
+    d, k = cKDTree(true[["x_A", "y_A"]].to_numpy(float)).query(found[["x_A", "y_A"]].to_numpy(float), k=1)
+    on_invalid = ~valid[k] & (d < 3 * tolerance_A + 2.0)
+    return found[~on_invalid], true[valid]
+
+
+def _holders(found_ids: np.ndarray, share: float = 0.1) -> list[int]:
+    """The found particles (ids > 0) that hold at least ``share`` of a true particle's matched
+    columns: one, or several when it was split (e.g. the two registry domains of a planar fault)."""
+    ids, counts = np.unique(found_ids[found_ids > 0], return_counts=True)
+    return [int(i) for i in ids[counts >= share * max(found_ids.size, 1)]]
+
+
+def particle_accuracy(found: pd.DataFrame, truth: Truth, geometry: pd.DataFrame | None, tolerance_A: float,
+                      shell_depth_cells: int) -> pd.DataFrame:
+    """One row per true particle: the found particles that hold its matched columns (``4+5`` when
+    it was split), detection precision/recall/F1 and species accuracy on its columns, octahedra coverage
+    (measured octahedra matched / true), θ error mean(|Δθ1|, |Δθ2|) [deg] and the core − shell Δθ3
+    found and true [deg] (the same shell depth), and whether the true particle has a valid [001] truth."""
+    from octascope.analysis.particle_table import core_shell_masks
+
+    true = truth.columns
+    t_xy, f_xy = true[["x_A", "y_A"]].to_numpy(float), found[["x_A", "y_A"]].to_numpy(float)
+    fi, ti = match_points(f_xy, t_xy, tolerance_A)
+    t_pid, f_pid = true["particle"].to_numpy(int), found["particle"].to_numpy(int)
+    t_sp = true["species"].astype(str).to_numpy()
+    f_sp = found["species"].astype(str).to_numpy() if "species" in found else np.full(len(found), "unknown")
+    valid = true["valid_001"].astype(bool).to_numpy() if "valid_001" in true else np.ones(len(true), bool)
+    rows = []
+    for tp in np.unique(t_pid):
+        m = t_pid[ti] == tp
+        fps = _holders(f_pid[fi[m]])
+        n_found = int(np.isin(f_pid, fps).sum())
+        matched_in = int((m & np.isin(f_pid[fi], fps)).sum())
+        prec, rec, f1 = _prf(matched_in, n_found, int((t_pid == tp).sum()))
+        row = {"particle_true": int(tp), "particle_found": "+".join(str(p) for p in fps) or "-",
+               "valid_001": bool(valid[t_pid == tp].all()),
+               "detection_precision": prec, "detection_recall": rec, "detection_f1": f1,
+               "species_accuracy": float((f_sp[fi[m]] == t_sp[ti[m]]).mean()) if m.any() else float("nan")}
+        row.update(_particle_geometry_errors(truth, geometry, tp, fps, tolerance_A, shell_depth_cells, core_shell_masks))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _particle_geometry_errors(truth: Truth, geometry: pd.DataFrame | None, tp: int, fps: list[int], tolerance_A: float,
+                              depth: int, core_shell_masks) -> dict[str, float]:
+    """Coverage, θ error and core − shell Δθ3 (found, true, error) of one true particle."""
+    out = {"n_octahedra_true": 0, "coverage": float("nan"), "theta_mae_deg": float("nan"),
+           "dtheta3_true_deg": float("nan"), "dtheta3_found_deg": float("nan"), "dtheta3_error_deg": float("nan")}
+    to = truth.octahedra
+    if to is None or "particle" not in to:
+        return out
+    to = to[(to["particle"].to_numpy(int) == tp) & np.isfinite(to["theta3_deg"].to_numpy(float))]
+    out["n_octahedra_true"] = len(to)
+    if "shell" in to:
+        shell = to["shell"].to_numpy(float)
+        t3 = to["theta3_deg"].to_numpy(float)
+        core, sh = t3[shell >= depth], t3[shell < depth]
+        if core.size and sh.size:
+            out["dtheta3_true_deg"] = float(core.mean() - sh.mean())
+    if geometry is None or not fps or "particle" not in geometry or len(to) == 0:
+        return out
+    g = geometry[np.isin(geometry["particle"].to_numpy(int), fps) & ~geometry["edge"].astype(bool).to_numpy()]
+    g = g[np.isfinite(g["theta3_deg"].to_numpy(float))]
+    oi, tj = match_points(g[["x_A", "y_A"]].to_numpy(float), to[["x_A", "y_A"]].to_numpy(float), tolerance_A)
+    out["coverage"] = len(oi) / len(to)
+    if len(oi):
+        e = np.abs(np.r_[g["theta1_deg"].to_numpy(float)[oi] - to["theta1_deg"].to_numpy(float)[tj],
+                         g["theta2_deg"].to_numpy(float)[oi] - to["theta2_deg"].to_numpy(float)[tj]])
+        out["theta_mae_deg"] = float(np.nanmean(e))
+    c, sh = core_shell_masks(g, depth)
+    t3 = g["theta3_deg"].to_numpy(float)
+    if c.any() and sh.any():
+        out["dtheta3_found_deg"] = float(t3[c].mean() - t3[sh].mean())
+        out["dtheta3_error_deg"] = out["dtheta3_found_deg"] - out["dtheta3_true_deg"]
+    return out
+
+
+def particle_verdict_counts(per: pd.DataFrame) -> dict[str, float]:
+    """Frame-level verdict counts of a field with truth: true particles, those with a valid [001]
+    truth analysed (found with octahedra) and the invalid (off-axis) ones that yielded tilts (should be 0)."""
+    valid = per["valid_001"].astype(bool)
+    with_tilts = per["coverage"].fillna(0) > 0
+    return {"n_particles_true": float(len(per)), "n_particles_true_on_axis": float(valid.sum()),
+            "n_particles_on_axis_analysed": float((valid & with_tilts).sum()),
+            "n_particles_off_axis_with_tilts": float((~valid & with_tilts).sum())}

@@ -16,6 +16,7 @@ import pandas as pd
 
 from octascope.core.errors import InputError
 from octascope.analysis.octahedral_geometry import metric_input
+from octascope.analysis.particle_table import core_shell_masks, particle_tilts
 from octascope.core.model import TILT_NAMES, MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 
@@ -23,14 +24,18 @@ from octascope.core.params import Options, Plugin, param, require
 def core_shell_scalars(table: pd.DataFrame, shell_depth_cells: int) -> dict[str, float]:
     """Means of θ1-θ3 in the core (shell index >= depth) and the shell (< depth), and of L1, L2.
 
-    Edge-flagged rows are left out. Empty groups give NaN.
+    Edge-flagged rows are left out; so is an octahedron whose depth is unknown (its particle is
+    cut by the frame edge) unless it is surely in the core
+    (:func:`octascope.analysis.particle_table.core_shell_masks`). Empty groups give NaN.
     """
-    use = table[~table["edge"].to_numpy(bool)]
-    in_shell = use["shell"].to_numpy() < shell_depth_cells
+    keep = ~table["edge"].to_numpy(bool)
+    core_all, shell_all = core_shell_masks(table, shell_depth_cells)
+    use = table[keep]
+    in_core, in_shell = core_all[keep], shell_all[keep]
     scalars: dict[str, float] = {}
     for name in TILT_NAMES:
         v = use[name].to_numpy(float)
-        for region, sel in (("core", ~in_shell), ("shell", in_shell)):
+        for region, sel in (("core", in_core), ("shell", in_shell)):
             vv = v[sel & np.isfinite(v)]
             scalars[f"{name}_mean_{region}"] = float(vv.mean()) if vv.size else float("nan")
             scalars[f"{name}_std_{region}"] = float(vv.std(ddof=1)) if vv.size > 1 else float("nan")
@@ -89,5 +94,6 @@ class OctahedralMetric(Plugin):
         if self.options.figures and len(table):
             from octascope_plugins.metric.octahedral_figures import octahedral_figures
 
-            figures = octahedral_figures(data.denoised, data.columns, data.octahedra, table, depth)
-        return MetricOutput(tables={"octahedra": table}, scalars=scalars, figures=figures, summary=summary)
+            figures = octahedral_figures(data.denoised, data.columns, data.octahedra, table, depth, data.particles)
+        return MetricOutput(tables={"octahedra": table, "particles": particle_tilts(table, depth)}, scalars=scalars,
+                            figures=figures, summary=summary)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
-from octascope.results.figures import (default_profile_line, draw_tile_map, line_profile, network_overlay, new_figure,
-                               plot_profiles, robust_limits)
 from octascope.analysis.lattice import estimate_square_basis
+from octascope.analysis.particle_table import core_shell_masks
+from octascope.results.figures import (default_profile_line, draw_particles, draw_tile_map, line_profile,
+                                       network_overlay, new_figure, plot_profiles, robust_limits)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from octascope.core.model import Image, Octahedra
+    from octascope.core.model import Image, Octahedra, Particle
 
 
 def octahedral_figures(
-    image: "Image", columns: pd.DataFrame, octahedra: "Octahedra", table: pd.DataFrame, shell_depth_cells: int
+    image: "Image", columns: pd.DataFrame, octahedra: "Octahedra", table: pd.DataFrame, shell_depth_cells: int,
+    particles: Sequence["Particle"] = (),
 ) -> dict[str, "Figure"]:
     """All figures of the octahedral metric.
 
@@ -27,9 +29,11 @@ def octahedral_figures(
     dict
         ``network_overlay``, ``theta_maps`` (θ1, θ2, θ3), ``phi_maps`` (φ1-φ4),
         ``bond_length_maps`` (L1, L2), ``tilt_histograms`` (core vs shell), ``tilt_line_profile``
-        and, when errors were propagated, ``theta_uncertainty_map``.
+        and, when errors were propagated, ``theta_uncertainty_map``; with several particles
+        ``particle_histograms`` (sizes and mean tilts over the frame's particles).
     """
-    figs: dict[str, Figure] = {"network_overlay": network_overlay(image, columns, octahedra)}
+    figs: dict[str, Figure] = {"network_overlay": network_overlay(image, columns, octahedra, particles)}
+    several = len(particles) > 1
     tab = octahedra.table.reset_index(drop=True)
     xy = table[["x_A", "y_A"]].to_numpy(float)
     a1 = tab[["a1_x_A", "a1_y_A"]].to_numpy(float) if "a1_x_A" in tab else None
@@ -48,6 +52,8 @@ def octahedral_figures(
     for ax, k in zip(axes, (1, 2, 3)):
         draw_tile_map(ax, xy, table[f"theta{k}_deg"], a1, a2, label=f"θ{k} [°]", title=f"θ{k}", excluded=edge,
                       cmap="viridis", limits=theta_lim)
+        if several:
+            draw_particles(ax, particles)
     figs["theta_maps"] = fig
 
     phi_lim = robust_limits(table.loc[good, [f"phi{k}_deg" for k in range(1, 5)]].to_numpy().ravel())
@@ -64,10 +70,10 @@ def octahedral_figures(
     figs["bond_length_maps"] = fig
 
     fig, axes = new_figure(3, panel_size_in=3.8, height_in=3.2)
-    in_shell = table["shell"].to_numpy() < shell_depth_cells
+    in_core, in_shell = core_shell_masks(table, shell_depth_cells)
     for ax, k in zip(axes, (1, 2, 3)):
         v = table[f"theta{k}_deg"].to_numpy(float)
-        core, shell = v[good & ~in_shell], v[good & in_shell]
+        core, shell = v[in_core], v[in_shell]
         core, shell = core[np.isfinite(core)], shell[np.isfinite(shell)]
         both = np.concatenate([core, shell])
         bins = np.linspace(both.min(), both.max() + 1e-9, 16).tolist() if both.size else 10
@@ -95,4 +101,31 @@ def octahedral_figures(
         draw_tile_map(ax, xy, table["theta3_err_deg"], a1, a2, label="σ(θ3) [°]", title="θ3 uncertainty (1σ)",
                       excluded=edge, cmap="magma")
         figs["theta_uncertainty_map"] = fig
+    if several:
+        figs["particle_histograms"] = particle_histograms(particles, table, shell_depth_cells)
     return figs
+
+
+def particle_histograms(particles: Sequence["Particle"], table: pd.DataFrame, shell_depth_cells: int) -> "Figure":
+    """The frame's particles: their size (√(extent along a1 × along a2)) and their mean θ3 in core
+    and shell, one count per analysed particle."""
+    from octascope.analysis.particle_table import particle_tilts
+
+    done = [p for p in particles if p.verdict == "analysed"]
+    sizes = np.array([np.sqrt(p.size_A[0] * p.size_A[1]) / 10.0 for p in done])
+    tilts = particle_tilts(table, shell_depth_cells) if "particle" in table else pd.DataFrame()
+    fig, axes = new_figure(2, panel_size_in=4.2, height_in=3.2)
+    axes[0].hist(sizes, bins=max(3, min(12, len(sizes))), color="#1f77b4")
+    axes[0].set_xlabel("particle size √(a1 extent × a2 extent) [nm]")
+    axes[0].set_ylabel("particles")
+    axes[0].set_title(f"{len(done)} analysed of {len(particles)} particles")
+    for region, colour in (("core", "#2ca02c"), ("shell", "#d62728")):
+        col = f"theta3_deg_{region}"
+        v = tilts[col].to_numpy(float) if col in tilts else np.array([])
+        v = v[np.isfinite(v)]
+        if v.size:
+            axes[1].hist(v, bins=max(3, min(12, v.size)), alpha=0.6, color=colour, label=f"{region} (n={v.size})")
+    axes[1].set_xlabel("mean θ3 per particle [°]")
+    axes[1].set_ylabel("particles")
+    axes[1].legend(fontsize="x-small", loc="best")
+    return fig
