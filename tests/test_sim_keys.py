@@ -36,16 +36,10 @@ def _source(overrides: list[str]) -> dict:
 
 
 def _keys(source: dict) -> tuple[str, str, str]:
-    from octascope.sim import simulation as S
-    from octascope.sim.cache import step_key
+    from octascope.sim.simulation import check_source_params
 
-    s_par = S.complete(S.build_nanocube, S._check("structure", source.get("structure"), S.build_nanocube))
-    s_key = S.structure_key(s_par)
-    m_par = S.complete(S._md.run_md, S._check("md", source.get("md"), S._md.run_md))
-    m_key = step_key("md", S._keyed(m_par), [s_key])
-    i_par = S.complete(S.simulate_image, S._check("imaging", source.get("imaging"), S.simulate_image))
-    i_par["support"] = S.support_params(source.get("support"))
-    return s_key, m_key, step_key("image", S._keyed(i_par), [m_key])
+    keys = check_source_params(source).keys
+    return keys["structure"], keys["md"], keys["image"]
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
