@@ -340,8 +340,6 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
         A parameter out of range (:class:`~octascope.sim.options.SimulationParameterError`), a
         field of view smaller than the particle, or a scan window outside it.
     """
-    import abtem
-
     opts = resolve_options(ImagingOptions, options, params)
     film = None if support is None else SupportOptions.from_config(support)
     positions = _select_snapshots(positions, opts.max_snapshots)
@@ -352,10 +350,8 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
     specimen, support_atoms, carbon = _specimen(symbols, positions, frame, geometry, film, opts)
     dev = _device() if opts.device == "auto" else opts.device
     m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
-    atoms = abtem.AtomsEnsemble(specimen) if len(specimen) > 1 else specimen[0]
     t0 = time.perf_counter()
-    with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
-        com = _simulate_com(abtem, atoms, support_atoms, geometry, m, opts, dev)
+    com = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
     elapsed = time.perf_counter() - t0
     boundary = "periodic" if opts.scan_window_A is None else "mirror"
     image = integrate_gradient(com[0], com[1], p, boundary=boundary)
@@ -435,17 +431,22 @@ def _specimen(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, frame:
     return frames, (c_frames[0] if c_frames else None), carbon
 
 
-def _simulate_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None,
-                  geometry: _ScanGeometry, m: int, opts: ImagingOptions, dev: str) -> np.ndarray:
+def _simulate_com(specimen: list, support_atoms: Atoms | None, geometry: _ScanGeometry, m: int, opts: ImagingOptions,
+                  dev: str, *, progress: bool) -> np.ndarray:
     """The CoM field (2, rows, columns) [1/Å] of the scan window (see the module docstring).
 
-    The simulated periodic cell is ``geometry.cell_shape`` (rows, columns) [px] of ``pixel_size_A``
-    [Å]; the potential grid is ``m`` times finer. ``support_atoms`` (weak-phase mode only) are added
-    as a separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``).
+    ``specimen`` holds the Atoms of each snapshot (averaged as an abTEM ensemble). The simulated
+    periodic cell is ``geometry.cell_shape`` (rows, columns) [px] of ``pixel_size_A`` [Å]; the
+    potential grid is ``m`` times finer. ``support_atoms`` (weak-phase mode only) are added as a
+    separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``).
     """
-    if opts.mode == "weak_phase":
-        return _weak_phase_com(abtem, atoms, support_atoms, geometry, m, opts, dev)
-    return _multislice_com(abtem, atoms, geometry, m, opts, dev)
+    import abtem
+
+    atoms = abtem.AtomsEnsemble(specimen) if len(specimen) > 1 else specimen[0]
+    with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
+        if opts.mode == "weak_phase":
+            return _weak_phase_com(abtem, atoms, support_atoms, geometry, m, opts, dev)
+        return _multislice_com(abtem, atoms, geometry, m, opts, dev)
 
 
 def _weak_phase_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None,
