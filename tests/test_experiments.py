@@ -300,11 +300,11 @@ def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
     """md.mpi_ranks=2 (as in a config's source.md) runs LAMMPS on 2 MPI ranks through the cached MD step;
     2 s (load 3) to 16 s (load 8) for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
     pytest -m slow tests/test_experiments.py -k mpirun"""
-    from octascope.sim import md as md_mod
-    from octascope.sim.simulation import complete, md_step, structure_key
+    from octascope.sim.md import MDOptions
+    from octascope.sim.simulation import md_step, structure_key
     from octascope.sim.structure import build_nanocube
 
-    assert "mpi_ranks" not in complete(md_mod.run_md, {})  # serial cache keys are unchanged
+    assert "mpi_ranks" not in MDOptions().key_params()  # serial cache keys are unchanged
     atoms = build_nanocube(n_cells=2)
     md = dict(n_steps=20, equilibration_steps=0, snapshot_every=10, minimize_steps=0, mpi_ranks=2)
     key, traj, hit = md_step(atoms, structure_key({"n_cells": 2}), md, cache_dir=str(tmp_path), progress=False)

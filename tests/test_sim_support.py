@@ -200,11 +200,14 @@ def test_presets_compose_and_cli_overrides():
 
 def test_image_keys_without_film_or_window_are_unchanged():
     """Cache entries made before the film and crops existed stay valid: unset, they are not keyed."""
-    from octascope.sim.simulation import _keyed, complete, support_params
+    from octascope.sim.imaging import ImagingOptions
+    from octascope.sim.simulation import plan_simulation
+    from octascope.sim.support import SupportOptions
 
-    par = complete(simulate_image, {})
-    par["support"] = support_params(None)
-    keyed = _keyed(par)
-    assert not {"support", "scan_window_A", "window_padding_A"} & set(keyed)
-    par.update(scan_window_A=[0.0, 0.0, 5.0, 5.0], support=support_params({"thickness_A": 20.0}))
-    assert {"support", "scan_window_A"} <= set(_keyed(par))
+    keyed = ImagingOptions().key_params()
+    assert not {"support", "scan_window_A", "window_padding_A", "num_workers", "device"} & set(keyed)
+    assert set(plan_simulation().image_params) == set(keyed)
+    crop = ImagingOptions(scan_window_A=(0.0, 0.0, 5.0, 5.0)).key_params()
+    assert crop["scan_window_A"] == [0.0, 0.0, 5.0, 5.0] and "window_padding_A" not in crop
+    film = plan_simulation(support={"thickness_A": 20.0}).image_params["support"]
+    assert film == {**SupportOptions(thickness_A=20.0).to_dict(), "gap_A": 3.0}

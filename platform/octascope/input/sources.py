@@ -81,15 +81,14 @@ _CALIBRATION_HINT = {
 
 
 def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
-    """Refuse source keys that nothing would read (a typo, or a file key without a file)."""
+    """Refuse source keys that nothing would read (a typo, or a file key without a file), and for
+    the simulated source any simulation parameter with an unknown name or a bad value."""
     if kind not in KINDS:
         raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
     if kind == "simulated":
-        import inspect
+        from octascope.sim.simulation import SOURCE_KEYS
 
-        from octascope.sim.simulation import simulated_source
-
-        own = set(inspect.signature(simulated_source).parameters)
+        own = set(SOURCE_KEYS)
     else:
         own = _KIND_KEYS[kind]
     allowed = set(FILE_KEYS) | own if reads_file or kind == "file" else set(_FILE_ONLY_DEFAULTS) | own
@@ -98,6 +97,10 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
         raise ConfigError(f"source '{kind}' has no key(s) {unknown}; its keys are {', '.join(sorted(allowed | {'path'}))}")
     if reads_file or kind == "file":
         return
+    if kind == "simulated":  # every step's keys and values, before anything is simulated
+        from octascope.sim.simulation import check_source_params
+
+        check_source_params({k: v for k, v in params.items() if k in own})
     ignored = sorted(k for k, default in _FILE_ONLY_DEFAULTS.items() if k in params and params[k] != default)
     if ignored:
         hint = _CALIBRATION_HINT[kind] + "; " if "pixel_size_A" in ignored else ""

@@ -65,6 +65,7 @@ def load_params(config: str | None, overrides: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 (with a one-line ``error:`` message) on a user error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m octascope.sim", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("structure", "md", "run"))
@@ -74,20 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         params = load_params(args.config, args.overrides)
+        from octascope.sim.simulation import check_source_params
         from octascope.sim.structure import build_nanocube, composition_formula, write_structure
 
+        plan = check_source_params(params)  # every group, before anything is built or run
         if args.command == "structure":
-            atoms = build_nanocube(**params.get("structure", {}))
+            atoms = build_nanocube(plan.structure)
             write_structure(atoms, args.out)
             print(f"{composition_formula(atoms)} ({len(atoms)} atoms, charge {atoms.info['charge']}) -> {args.out}")
             return 0
         if args.command == "md":
-            from octascope.sim.md import run_md
+            from octascope.sim.mpi import run_md_on_ranks
 
-            atoms = build_nanocube(**params.get("structure", {}))
-            md = dict(params.get("md", {}))
-            md.setdefault("progress", params.get("progress", True))
-            traj = run_md(atoms, **md)
+            atoms = build_nanocube(plan.structure)
+            traj = run_md_on_ranks(atoms, plan.md, progress=params.get("progress", True))
             if traj.info.get("rank", 0) != 0:  # under mpirun only rank 0 writes
                 return 0
             traj.save(args.out)

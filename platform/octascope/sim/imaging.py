@@ -44,30 +44,30 @@ ones of a full field with vacuum at its border.
 
 Support film
 ------------
-``support`` (parameters of :func:`octascope.sim.support.amorphous_carbon`, plus ``gap_A``) adds an
-amorphous-carbon film covering the whole simulated cell, ``gap_A`` below the particle's lowest atom
-on the beam-exit side, the same film in every snapshot. In weak-phase mode its projected potential is
+``support`` (:class:`octascope.sim.support.SupportOptions`) adds an amorphous-carbon film covering
+the whole simulated cell, ``gap_A`` below the particle's lowest atom on the beam-exit side, the same
+film in every snapshot. In weak-phase mode its projected potential is
 added to the snapshot-averaged one (the model is linear in the potential); in multislice mode its
 atoms are part of every snapshot's specimen.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
 from octascope.core.errors import InputError
+from octascope.core.params import param, require
+from octascope.sim.options import StepOptions, finite, resolve_options
+from octascope.sim.support import SupportOptions, amorphous_carbon
 
 if TYPE_CHECKING:
     from abtem import AtomsEnsemble
     from ase import Atoms
-
-MODES = ("weak_phase", "multislice")
-SIGNALS = ("idpc", "icom")
-
 
 @dataclass(frozen=True)
 class Frame:
@@ -234,31 +234,87 @@ def _device() -> str:
         return "cpu"
 
 
-def simulate_image(
-    symbols: Sequence[str] | np.ndarray,
-    positions: np.ndarray,
-    *,
-    mode: str = "weak_phase",
-    signal: str = "idpc",
-    pixel_size_A: float = 0.2,
-    field_of_view_A: float | None = None,
-    margin_A: float = 8.0,
-    scan_rotation_deg: float = 0.0,
-    scan_window_A: Sequence[float] | None = None,
-    window_padding_A: float = 8.0,
-    energy_eV: float = 300e3,
-    semiangle_mrad: float = 29.9,
-    defocus_A: float = 0.0,
-    sampling_A: float = 0.1,
-    slice_thickness_A: float = 2.0,
-    detector_inner_mrad: float = 0.0,
-    detector_outer_mrad: float | None = None,
-    max_snapshots: int | None = 8,
-    support: Mapping[str, Any] | None = None,
-    num_workers: int = 1,
-    device: str = "auto",
-    progress: bool = False,
-) -> SimulatedImage:
+@dataclass(frozen=True, kw_only=True)
+class ImagingOptions(StepOptions):
+    """Parameters of :func:`simulate_image` (config group ``imaging``)."""
+
+    group: ClassVar[str] = "imaging"
+    not_keyed: ClassVar[frozenset[str]] = frozenset({"num_workers", "device"})
+    keyed_unless: ClassVar[dict[str, Any]] = {"scan_window_A": None, "window_padding_A": 8.0}
+
+    mode: Literal["weak_phase", "multislice"] = param("weak_phase", doc="fast projected-potential ⊗ "
+                                                      "probe-intensity model, or abTEM multislice")
+    signal: Literal["idpc", "icom"] = param("idpc", doc="segmented-detector integrated DPC, or integrated CoM "
+                                            "from a pixelated detector")
+    pixel_size_A: float = param(0.2, unit="Å", doc="scan step = image pixel size")
+    field_of_view_A: float | None = param(None, unit="Å", doc="edge of the square field of view; null: the "
+                                          "particle plus margin_A on each side")
+    margin_A: float = param(8.0, unit="Å", doc="vacuum around the particle when the field of view is automatic")
+    scan_rotation_deg: float = param(0.0, unit="deg", doc="rotation of the particle in the image (scan rotation)")
+    scan_window_A: tuple[float, float, float, float] | None = param(
+        None, unit="Å", doc="(x0, y0, x1, y1) in the full field of view: image only this rectangle (a crop); "
+        "null: the whole field of view")
+    window_padding_A: float = param(8.0, unit="Å", doc="specimen kept around a scan window in multislice mode")
+    energy_eV: float = param(300e3, unit="eV", doc="beam energy")
+    semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
+    defocus_A: float = param(0.0, unit="Å", doc="probe defocus (multislice only)")
+    sampling_A: float = param(0.1, unit="Å", doc="finest allowed potential sampling; the grid is "
+                              "pixel_size_A / m with integer m")
+    slice_thickness_A: float = param(2.0, unit="Å", doc="multislice slice thickness")
+    detector_inner_mrad: float = param(0.0, unit="mrad", doc="inner radius of the segmented (iDPC) detector")
+    detector_outer_mrad: float | None = param(None, unit="mrad", doc="outer radius of the segmented (iDPC) "
+                                              "detector; null: the convergence semi-angle")
+    max_snapshots: int | None = param(8, doc="use at most this many snapshots, evenly spaced; null: all")
+    num_workers: int = param(1, doc="Dask threads of the multislice scan")
+    device: Literal["auto", "cpu", "gpu"] = param("auto", doc="abTEM device; auto uses CuPy on a GPU when present")
+
+    def check(self) -> None:
+        for name in ("pixel_size_A", "energy_eV", "semiangle_mrad", "sampling_A", "slice_thickness_A"):
+            value = getattr(self, name)
+            require(finite(value) and value > 0, f"{name}={value} must be a number > 0")
+        for name in ("margin_A", "window_padding_A", "detector_inner_mrad"):
+            value = getattr(self, name)
+            require(finite(value) and value >= 0, f"{name}={value} must be a number >= 0")
+        require(finite(self.scan_rotation_deg) and finite(self.defocus_A),
+                f"scan_rotation_deg={self.scan_rotation_deg} and defocus_A={self.defocus_A} must be finite numbers")
+        fov = self.field_of_view_A
+        require(fov is None or (finite(fov) and fov > 0), f"field_of_view_A={fov} must be > 0 Å or null")
+        outer = self.detector_outer_mrad
+        require(outer is None or (finite(outer) and outer > self.detector_inner_mrad),
+                f"detector_outer_mrad={outer} must exceed detector_inner_mrad={self.detector_inner_mrad} (or be null)")
+        win = self.scan_window_A
+        require(win is None or (all(finite(v) for v in win) and 0 <= win[0] < win[2] and 0 <= win[1] < win[3]),
+                f"scan_window_A={None if win is None else list(win)} must be [x0, y0, x1, y1] in Å with "
+                "0 <= x0 < x1 and 0 <= y0 < y1")
+        require(self.max_snapshots is None or self.max_snapshots >= 1, f"max_snapshots={self.max_snapshots} must be >= 1 or null")
+        require(self.num_workers >= 1, f"num_workers={self.num_workers} must be >= 1")
+
+
+@dataclass(frozen=True)
+class _ScanGeometry:
+    """Where the scan lies [px]: the window imaged inside the full field of view, and the periodic
+    cell simulated around it. Origins are (column, row), shapes (rows, columns)."""
+
+    n_px: int
+    window_origin: tuple[int, int]
+    window_shape: tuple[int, int]
+    cell_origin: tuple[int, int]
+    cell_shape: tuple[int, int]
+
+    @property
+    def scan_in_cell(self) -> tuple[int, int]:
+        """Origin of the window inside the cell (column, row) [px]."""
+        return self.window_origin[0] - self.cell_origin[0], self.window_origin[1] - self.cell_origin[1]
+
+    @property
+    def is_full_field(self) -> bool:
+        """True when the simulated cell is the full field of view."""
+        return self.cell_shape == (self.n_px, self.n_px) and self.cell_origin == (0, 0)
+
+
+def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, options: ImagingOptions | None = None,
+                   /, *, support: SupportOptions | Mapping[str, Any] | None = None, progress: bool = False,
+                   **params: Any) -> SimulatedImage:
     """Simulate a noise-free iDPC or iCoM image of a particle, averaged over MD snapshots.
 
     Parameters
@@ -267,197 +323,200 @@ def simulate_image(
         Element per atom (N,).
     positions : numpy.ndarray
         Atom positions (S, N, 3) or (N, 3) [Å]; the beam runs along z.
-    mode : {"weak_phase", "multislice"}
-        Fast projected-potential ⊗ probe-intensity model, or abTEM multislice.
-    signal : {"idpc", "icom"}
-        Segmented-detector integrated DPC, or integrated CoM from a pixelated detector.
-    pixel_size_A : float
-        Scan step = image pixel size [Å].
-    field_of_view_A : float, optional
-        Edge of the square field of view [Å]; default the particle plus ``margin_A`` on each side.
-    margin_A : float
-        Vacuum around the particle when the field of view is automatic [Å].
-    scan_rotation_deg : float
-        Rotation of the particle in the image (scan rotation) [deg].
-    scan_window_A : sequence of 4 float, optional
-        ``(x0, y0, x1, y1)`` [Å] in the full field of view: image only this rectangle (a crop; see
-        the module docstring). ``None``: the whole field of view.
-    window_padding_A : float
-        Specimen kept around a scan window in multislice mode [Å].
-    energy_eV : float
-        Beam energy [eV] (300 kV).
-    semiangle_mrad : float
-        Probe convergence semi-angle [mrad] (29.9).
-    defocus_A : float
-        Probe defocus [Å] (multislice only).
-    sampling_A : float
-        Finest allowed potential sampling [Å]; the grid is ``pixel_size_A / m`` with integer m.
-    slice_thickness_A : float
-        Multislice slice thickness [Å].
-    detector_inner_mrad, detector_outer_mrad : float
-        Segmented (iDPC) detector radii [mrad]; outer defaults to the convergence angle.
-    max_snapshots : int, optional
-        Use at most this many snapshots, evenly spaced (``None``: all).
-    support : Mapping, optional
-        Amorphous-carbon support film: keyword arguments of
-        :func:`octascope.sim.support.amorphous_carbon` (``thickness_A`` [Å], ``density_g_cm3``
-        [g/cm³], ``min_distance_A`` [Å], ``seed``) and ``gap_A`` [Å] (particle to film, default 3).
-        ``None``: the particle in vacuum.
-    num_workers : int
-        Dask threads for the multislice scan.
-    device : {"auto", "cpu", "gpu"}
-        abTEM device; ``auto`` uses CuPy on a GPU when present.
+    options : ImagingOptions, optional
+        The imaging parameters (units in :class:`ImagingOptions`); or give them as keywords.
+    support : SupportOptions or Mapping, optional
+        Amorphous-carbon support film (:class:`octascope.sim.support.SupportOptions`); ``None``: vacuum.
     progress : bool
         Show abTEM's task progress bars.
 
     Returns
     -------
     SimulatedImage
+
+    Raises
+    ------
+    InputError
+        A parameter out of range (:class:`~octascope.sim.options.SimulationParameterError`), a
+        field of view smaller than the particle, or a scan window outside it.
     """
-    import time
+    opts = resolve_options(ImagingOptions, options, params)
+    film = None if support is None else SupportOptions.from_config(support)
+    positions = _select_snapshots(positions, opts.max_snapshots)
+    p = opts.pixel_size_A
+    frame, n_px = make_frame(positions, pixel_size_A=p, field_of_view_A=opts.field_of_view_A, margin_A=opts.margin_A,
+                             scan_rotation_deg=opts.scan_rotation_deg)
+    frame, geometry = _scan_geometry(frame, n_px, opts)
+    specimen, support_atoms, carbon = _specimen(symbols, positions, frame, geometry, film, opts)
+    dev = _device() if opts.device == "auto" else opts.device
+    m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
+    t0 = time.perf_counter()
+    com = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
+    elapsed = time.perf_counter() - t0
+    boundary = "periodic" if opts.scan_window_A is None else "mirror"
+    image = integrate_gradient(com[0], com[1], p, boundary=boundary)
+    rows, cols = geometry.cell_shape
+    info = dict(_settings(opts), field_of_view_A=frame.field_of_view_A, sampling_A=p / m, n_snapshots=len(positions),
+                device=dev, seconds=elapsed, shape=[int(v) for v in geometry.window_shape], integration=boundary,
+                scan_window_A=None if opts.scan_window_A is None else [float(v) for v in opts.scan_window_A],
+                cell_A=[cols * p, rows * p], n_atoms_in_cell=int(len(specimen[0])),
+                support_n_atoms=0 if carbon is None else int(len(carbon)))
+    return SimulatedImage(com=com.astype(np.float32), image=image.astype(np.float32), pixel_size_A=p,
+                          signal=opts.signal, frame=frame, info=info)
 
-    import abtem
 
-    from octascope.sim.support import amorphous_carbon
+def _settings(opts: ImagingOptions) -> dict[str, Any]:
+    """The settings an image's ``info`` records first (the noise model reads the beam and detector ones)."""
+    names = ("mode", "signal", "pixel_size_A", "field_of_view_A", "scan_rotation_deg", "energy_eV", "semiangle_mrad",
+             "defocus_A", "detector_inner_mrad", "detector_outer_mrad")
+    return {name: getattr(opts, name) for name in names}
 
-    if mode not in MODES:
-        raise InputError(f"imaging mode {mode!r} is unknown; use one of {list(MODES)}")
-    if signal not in SIGNALS:
-        raise InputError(f"imaging signal {signal!r} is unknown; use one of {list(SIGNALS)}")
-    if not pixel_size_A > 0:
-        raise InputError(f"pixel_size_A={pixel_size_A} must be > 0 Å; e.g. 0.2")
+
+def _select_snapshots(positions: np.ndarray, max_snapshots: int | None) -> np.ndarray:
+    """Positions (S, N, 3) [Å] of at most ``max_snapshots`` evenly spaced snapshots (``None``: all)."""
     positions = np.asarray(positions, float)
     if positions.ndim == 2:
         positions = positions[None]
     if max_snapshots is not None and len(positions) > max_snapshots:
         positions = positions[np.linspace(0, len(positions) - 1, max_snapshots).round().astype(int)]
-    frame, n_px = make_frame(positions, pixel_size_A=pixel_size_A, field_of_view_A=field_of_view_A, margin_A=margin_A,
-                             scan_rotation_deg=scan_rotation_deg)
-    p = pixel_size_A
-    # scan window [px] in the full frame: origin (column, row) and shape (rows, columns)
-    if scan_window_A is None:
-        win_origin, win_shape = (0, 0), (n_px, n_px)
-    else:
-        if len(scan_window_A) != 4:
-            raise InputError(f"scan_window_A={list(scan_window_A)} must be [x0, y0, x1, y1] in Å")
-        x0, y0, x1, y1 = (float(v) for v in scan_window_A)
-        fov = frame.field_of_view_A
-        if not (0 <= x0 < x1 <= fov + 1e-6 and 0 <= y0 < y1 <= fov + 1e-6):
-            raise InputError(f"scan_window_A={list(scan_window_A)} must satisfy 0 <= x0 < x1 <= {fov:.1f} and "
-                             f"0 <= y0 < y1 <= {fov:.1f} Å (the field of view)")
-        c0, r0 = int(round(x0 / p)), int(round(y0 / p))
-        win_origin = (c0, r0)
-        win_shape = (max(1, min(int(round((y1 - y0) / p)), n_px - r0)), max(1, min(int(round((x1 - x0) / p)), n_px - c0)))
-        frame = Frame(frame.centre_A, frame.rotation_deg, frame.field_of_view_A, (c0 * p, r0 * p))
-    if mode == "multislice" and scan_window_A is not None:  # a padded cell around the window
-        pad = int(np.ceil(window_padding_A / p))
-        cell_origin_px = (win_origin[0] - pad, win_origin[1] - pad)
-        cell_shape = (win_shape[0] + 2 * pad, win_shape[1] + 2 * pad)
-    else:
-        cell_origin_px, cell_shape = (0, 0), (n_px, n_px)
-    scan_in_cell = (win_origin[0] - cell_origin_px[0], win_origin[1] - cell_origin_px[1])
-    cell_xy_A = (cell_shape[1] * p, cell_shape[0] * p)
+    return positions
+
+
+def _scan_geometry(frame: Frame, n_px: int, opts: ImagingOptions) -> tuple[Frame, _ScanGeometry]:
+    """The image's frame (its origin at the scan window) and the scan geometry [px].
+
+    Without a window the whole ``n_px``² field of view is scanned and simulated. A window
+    ``(x0, y0, x1, y1)`` [Å] is scanned alone; in multislice mode the simulated periodic cell is the
+    window plus ``window_padding_A`` on every side, in weak-phase mode the full field (then cut).
+    """
+    p = opts.pixel_size_A
+    window = opts.scan_window_A
+    if window is None:
+        full = _ScanGeometry(n_px, (0, 0), (n_px, n_px), (0, 0), (n_px, n_px))
+        return frame, full
+    x0, y0, x1, y1 = window
+    fov = frame.field_of_view_A
+    if not (x1 <= fov + 1e-6 and y1 <= fov + 1e-6):
+        raise InputError(f"scan_window_A={list(window)} must satisfy 0 <= x0 < x1 <= {fov:.1f} and "
+                         f"0 <= y0 < y1 <= {fov:.1f} Å (the field of view)")
+    c0, r0 = int(round(x0 / p)), int(round(y0 / p))
+    shape = (max(1, min(int(round((y1 - y0) / p)), n_px - r0)), max(1, min(int(round((x1 - x0) / p)), n_px - c0)))
+    frame = Frame(frame.centre_A, frame.rotation_deg, frame.field_of_view_A, (c0 * p, r0 * p))
+    if opts.mode == "multislice":
+        pad = int(np.ceil(opts.window_padding_A / p))
+        return frame, _ScanGeometry(n_px, (c0, r0), shape, (c0 - pad, r0 - pad), (shape[0] + 2 * pad, shape[1] + 2 * pad))
+    return frame, _ScanGeometry(n_px, (c0, r0), shape, (0, 0), (n_px, n_px))
+
+
+def _specimen(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, frame: Frame, geometry: _ScanGeometry,
+              film: SupportOptions | None, opts: ImagingOptions) -> tuple[list, Atoms | None, np.ndarray | None]:
+    """The specimen in the simulated cell: ``(atoms per snapshot, support atoms, film positions)``.
+
+    The particle's snapshots are placed in the full frame (``frame`` without its window origin).
+    The film (``film`` parameters, ``None``: none) covers the cell; in multislice mode it is part
+    of every snapshot and the support atoms are ``None``, in weak-phase mode it stays separate
+    (its projected potential is added once). Film positions are (N, 3) [Å] with z from 0.
+    """
+    p = opts.pixel_size_A
+    rows, cols = geometry.cell_shape
+    cell_xy_A = (cols * p, rows * p)
     full = Frame(frame.centre_A, frame.rotation_deg, frame.field_of_view_A)
-    sup = dict(support or {})
-    gap_A = float(sup.pop("gap_A", 3.0))
-    carbon = amorphous_carbon(cell_xy_A, **sup) if support is not None else None
-    dev = _device() if device == "auto" else device
-    m = max(1, int(np.ceil(pixel_size_A / sampling_A - 1e-9)))
-    frames, c_frames = _frame_atoms(symbols, positions, full, cell_origin_A=(cell_origin_px[0] * p, cell_origin_px[1] * p),
-                                    cell_xy_A=cell_xy_A if cell_shape != (n_px, n_px) or cell_origin_px != (0, 0) else None,
-                                    support_xyz=carbon, support_gap_A=gap_A)
-    if mode == "multislice" and c_frames is not None:  # the film is part of every snapshot's specimen
-        frames = [f + c_frames[0] for f in frames]
-        c_frames = None
-    atoms = abtem.AtomsEnsemble(frames) if len(frames) > 1 else frames[0]
-    t0 = time.perf_counter()
-    with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
-        com = _simulate_com(abtem, atoms, c_frames[0] if c_frames else None, cell_shape, m, scan_in_cell, win_shape,
-                            p, mode=mode, signal=signal, energy_eV=energy_eV,
-                            semiangle_mrad=semiangle_mrad, defocus_A=defocus_A, slice_thickness_A=slice_thickness_A,
-                            detector_inner_mrad=detector_inner_mrad, detector_outer_mrad=detector_outer_mrad,
-                            num_workers=num_workers, dev=dev)
-    elapsed = time.perf_counter() - t0
-    boundary = "periodic" if scan_window_A is None else "mirror"
-    image = integrate_gradient(com[0], com[1], pixel_size_A, boundary=boundary)
-    info = dict(mode=mode, signal=signal, pixel_size_A=pixel_size_A, field_of_view_A=frame.field_of_view_A,
-                scan_rotation_deg=scan_rotation_deg, energy_eV=energy_eV, semiangle_mrad=semiangle_mrad,
-                defocus_A=defocus_A, detector_inner_mrad=detector_inner_mrad, detector_outer_mrad=detector_outer_mrad,
-                sampling_A=p / m, n_snapshots=len(positions),
-                device=dev, seconds=elapsed, shape=[int(win_shape[0]), int(win_shape[1])], integration=boundary,
-                scan_window_A=None if scan_window_A is None else [float(v) for v in scan_window_A],
-                cell_A=[cell_xy_A[0], cell_xy_A[1]], n_atoms_in_cell=int(len(frames[0])),
-                support_n_atoms=0 if carbon is None else int(len(carbon)))
-    return SimulatedImage(com=com.astype(np.float32), image=image.astype(np.float32), pixel_size_A=pixel_size_A,
-                          signal=signal, frame=frame, info=info)
+    carbon = amorphous_carbon(cell_xy_A, film) if film is not None else None
+    origin = (geometry.cell_origin[0] * p, geometry.cell_origin[1] * p)
+    frames, c_frames = _frame_atoms(symbols, positions, full, cell_origin_A=origin,
+                                    cell_xy_A=None if geometry.is_full_field else cell_xy_A,
+                                    support_xyz=carbon, support_gap_A=film.gap_A if film is not None else 3.0)
+    if opts.mode == "multislice" and c_frames is not None:  # the film is part of every snapshot's specimen
+        return [f + c_frames[0] for f in frames], None, carbon
+    return frames, (c_frames[0] if c_frames else None), carbon
 
 
-def _simulate_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None, cell_shape: tuple[int, int],
-                  m: int, scan_origin: tuple[int, int], scan_shape: tuple[int, int], p: float, *, mode: str, signal: str,
-                  energy_eV: float, semiangle_mrad: float, defocus_A: float, slice_thickness_A: float,
-                  detector_inner_mrad: float, detector_outer_mrad: float | None, num_workers: int, dev: str) -> np.ndarray:
+def _simulate_com(specimen: list, support_atoms: Atoms | None, geometry: _ScanGeometry, m: int, opts: ImagingOptions,
+                  dev: str, *, progress: bool) -> np.ndarray:
     """The CoM field (2, rows, columns) [1/Å] of the scan window (see the module docstring).
 
-    ``cell_shape`` (rows, columns) [px] is the simulated periodic cell, ``scan_origin`` (column,
-    row) and ``scan_shape`` (rows, columns) [px] the scanned window inside it, ``p`` the pixel size
-    [Å]; the potential grid is ``m`` times finer. ``support_atoms`` (weak-phase mode only) are
-    added as a separate, static projected potential.
+    ``specimen`` holds the Atoms of each snapshot (averaged as an abTEM ensemble). The simulated
+    periodic cell is ``geometry.cell_shape`` (rows, columns) [px] of ``pixel_size_A`` [Å]; the
+    potential grid is ``m`` times finer. ``support_atoms`` (weak-phase mode only) are added as a
+    separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``).
     """
-    from abtem.core.energy import energy2sigma, energy2wavelength
+    import abtem
 
-    ny, nx = cell_shape
+    atoms = abtem.AtomsEnsemble(specimen) if len(specimen) > 1 else specimen[0]
+    with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
+        if opts.mode == "weak_phase":
+            return _weak_phase_com(abtem, atoms, support_atoms, geometry, m, opts, dev)
+        return _multislice_com(abtem, atoms, geometry, m, opts, dev)
+
+
+def _weak_phase_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None,
+                    geometry: _ScanGeometry, m: int, opts: ImagingOptions, dev: str) -> np.ndarray:
+    """CoM field (2, rows, columns) [1/Å] of the thin-object model: ∇(σ·V_proj ⊗ probe intensity)/(2π)."""
+    from abtem.core.energy import energy2sigma
+
+    p = opts.pixel_size_A
+    ny, nx = geometry.cell_shape
     gpts = (nx * m, ny * m)  # abTEM order: (x, y)
     extent = (nx * p, ny * p)
-    c0, r0 = scan_origin
-    h, w = scan_shape
-    if mode == "weak_phase":
-        def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
-            pot = abtem.Potential(a, gpts=gpts, slice_thickness=slice_thickness_A, projection="infinite", device=dev)
-            v = np.asarray(_to_numpy(pot.build().project().compute().array))  # [x, y] eV·Å, maybe with ensemble axis
-            return v.mean(0) if v.ndim == 3 else v
 
-        v = projected(atoms)
-        if support_atoms is not None:
-            v = v + projected(support_atoms)
-        v = v.T  # -> [y, x]
-        probe = abtem.Probe(energy=energy_eV, semiangle_cutoff=semiangle_mrad, gpts=gpts, extent=extent, device=dev)
-        # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
-        # wave (a 2048² image at 2x oversampling); it is a single array either way
-        need = 16 * gpts[0] * gpts[1]
-        with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
-            pr = _to_numpy(np.asarray(probe.build((0.0, 0.0)).intensity().compute().array)).squeeze().T
-        pr = pr / pr.sum()
-        phase = energy2sigma(energy_eV) * v
-        fine = np.fft.ifft2(np.fft.fft2(phase) * np.fft.fft2(pr)).real / (2 * np.pi)
-        s = p / m
-        ky = np.fft.fftfreq(gpts[1], d=s)[:, None]
-        kx = np.fft.fftfreq(gpts[0], d=s)[None, :]
-        ff = np.fft.fft2(fine)
-        gx = np.fft.ifft2(2j * np.pi * kx * ff).real[::m, ::m]
-        gy = np.fft.ifft2(2j * np.pi * ky * ff).real[::m, ::m]
-        com = np.stack([gx, gy])[:, r0:r0 + h, c0:c0 + w]
-    else:
-        pot = abtem.Potential(atoms, gpts=gpts, slice_thickness=slice_thickness_A, device=dev)
-        probe = abtem.Probe(energy=energy_eV, semiangle_cutoff=semiangle_mrad, device=dev,
-                            aberrations={"C10": -defocus_A} if defocus_A else None)
-        scan = abtem.GridScan(start=(c0 * p, r0 * p), end=((c0 + w) * p, (r0 + h) * p), gpts=(w, h), endpoint=False)
-        if signal == "icom":
-            meas = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="valid"))
-            c = np.asarray(_to_numpy(meas.center_of_mass().compute(num_workers=num_workers).array))
-            com = np.stack([c.real.T, c.imag.T])
-        else:
-            outer = semiangle_mrad if detector_outer_mrad is None else detector_outer_mrad
-            det = abtem.SegmentedDetector(nbins_radial=1, nbins_azimuthal=4, inner=detector_inner_mrad, outer=outer,
-                                          rotation=-np.pi / 4)
-            seg = np.asarray(_to_numpy(probe.scan(pot, scan=scan, detectors=det).compute(num_workers=num_workers).array))
-            seg = seg.reshape(w, h, 4)  # [x, y, azimuthal bin]; bin b centred on angle b·90°
-            total = seg.sum(-1)
-            lam = energy2wavelength(energy_eV)
-            scale = np.pi * (outer + detector_inner_mrad) * 1e-3 / lam / 4.0
-            gx = ((seg[..., 0] - seg[..., 2]) / total * scale).T
-            gy = ((seg[..., 1] - seg[..., 3]) / total * scale).T
-            com = np.stack([gx, gy])
-    return com
+    def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
+        pot = abtem.Potential(a, gpts=gpts, slice_thickness=opts.slice_thickness_A, projection="infinite", device=dev)
+        v = np.asarray(_to_numpy(pot.build().project().compute().array))  # [x, y] eV·Å, maybe with ensemble axis
+        return v.mean(0) if v.ndim == 3 else v
+
+    v = projected(atoms)
+    if support_atoms is not None:
+        v = v + projected(support_atoms)
+    v = v.T  # -> [y, x]
+    probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=gpts, extent=extent, device=dev)
+    # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
+    # wave (a 2048² image at 2x oversampling); it is a single array either way
+    need = 16 * gpts[0] * gpts[1]
+    with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
+        pr = _to_numpy(np.asarray(probe.build((0.0, 0.0)).intensity().compute().array)).squeeze().T
+    pr = pr / pr.sum()
+    phase = energy2sigma(opts.energy_eV) * v
+    fine = np.fft.ifft2(np.fft.fft2(phase) * np.fft.fft2(pr)).real / (2 * np.pi)
+    s = p / m
+    ky = np.fft.fftfreq(gpts[1], d=s)[:, None]
+    kx = np.fft.fftfreq(gpts[0], d=s)[None, :]
+    ff = np.fft.fft2(fine)
+    gx = np.fft.ifft2(2j * np.pi * kx * ff).real[::m, ::m]
+    gy = np.fft.ifft2(2j * np.pi * ky * ff).real[::m, ::m]
+    (c0, r0), (h, w) = geometry.scan_in_cell, geometry.window_shape
+    return np.stack([gx, gy])[:, r0:r0 + h, c0:c0 + w]
+
+
+def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _ScanGeometry, m: int,
+                    opts: ImagingOptions, dev: str) -> np.ndarray:
+    """CoM field (2, rows, columns) [1/Å] of an abTEM multislice scan of the window.
+
+    ``icom``: abTEM's centre of mass on a pixelated detector. ``idpc``: four quadrants of
+    ``detector_inner_mrad``..``detector_outer_mrad``, (S₊ - S₋)/ΣS scaled to CoM units by π(k_o + k_i)/4.
+    """
+    from abtem.core.energy import energy2wavelength
+
+    p = opts.pixel_size_A
+    ny, nx = geometry.cell_shape
+    (c0, r0), (h, w) = geometry.scan_in_cell, geometry.window_shape
+    pot = abtem.Potential(atoms, gpts=(nx * m, ny * m), slice_thickness=opts.slice_thickness_A, device=dev)
+    probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, device=dev,
+                        aberrations={"C10": -opts.defocus_A} if opts.defocus_A else None)
+    scan = abtem.GridScan(start=(c0 * p, r0 * p), end=((c0 + w) * p, (r0 + h) * p), gpts=(w, h), endpoint=False)
+    if opts.signal == "icom":
+        meas = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="valid"))
+        c = np.asarray(_to_numpy(meas.center_of_mass().compute(num_workers=opts.num_workers).array))
+        return np.stack([c.real.T, c.imag.T])
+    outer = opts.semiangle_mrad if opts.detector_outer_mrad is None else opts.detector_outer_mrad
+    det = abtem.SegmentedDetector(nbins_radial=1, nbins_azimuthal=4, inner=opts.detector_inner_mrad, outer=outer,
+                                  rotation=-np.pi / 4)
+    seg = np.asarray(_to_numpy(probe.scan(pot, scan=scan, detectors=det).compute(num_workers=opts.num_workers).array))
+    seg = seg.reshape(w, h, 4)  # [x, y, azimuthal bin]; bin b centred on angle b·90°
+    total = seg.sum(-1)
+    scale = np.pi * (outer + opts.detector_inner_mrad) * 1e-3 / energy2wavelength(opts.energy_eV) / 4.0
+    gx = ((seg[..., 0] - seg[..., 2]) / total * scale).T
+    gy = ((seg[..., 1] - seg[..., 3]) / total * scale).T
+    return np.stack([gx, gy])
 
 
 def _to_numpy(a: Any) -> np.ndarray:

@@ -27,10 +27,15 @@ whole frame, per-line horizontal jitter of σ ``jitter_px`` [px] and per-line ad
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 
 from octascope.core.errors import InputError
+from octascope.core.params import param, require
 from octascope.sim.imaging import SimulatedImage, integrate_gradient
+from octascope.sim.options import StepOptions, finite, resolve_options
 
 
 def com_noise_sigma(*, signal: str, dose_e_per_A2: float, pixel_size_A: float, energy_eV: float = 300e3,
@@ -79,44 +84,56 @@ def distort_positions(xy_A: np.ndarray, *, shape: tuple[int, int], pixel_size_A:
     return r
 
 
-def apply_noise(
-    sim: SimulatedImage,
-    *,
-    dose_e_per_A2: float | None = 500.0,
-    line_offset_rel: float = 0.0,
-    jitter_px: float = 0.0,
-    drift_A: tuple[float, float] = (0.0, 0.0),
-    seed: int = 0,
-) -> np.ndarray:
+@dataclass(frozen=True, kw_only=True)
+class NoiseOptions(StepOptions):
+    """Parameters of :func:`apply_noise` (config group ``noise``)."""
+
+    group: ClassVar[str] = "noise"
+
+    dose_e_per_A2: float | None = param(2000.0, unit="e/Å²", doc="electron dose; null for no shot noise")
+    line_offset_rel: float = param(0.0, unit="1", doc="σ of per-scan-line additive offsets, relative to the clean "
+                                   "image's standard deviation")
+    jitter_px: float = param(0.0, unit="px", doc="σ of per-scan-line horizontal shifts")
+    drift_A: tuple[float, float] = param((0.0, 0.0), unit="Å", doc="linear specimen drift (dx, dy) over the whole frame")
+    seed: int = param(0, doc="random seed of the noise, jitter and offsets")
+
+    def check(self) -> None:
+        dose = self.dose_e_per_A2
+        require(dose is None or (finite(dose) and dose > 0),
+                f"dose_e_per_A2={dose} must be > 0 e/Å²; e.g. noise.dose_e_per_A2=500 (or null for no noise)")
+        require(finite(self.jitter_px) and self.jitter_px >= 0, f"jitter_px={self.jitter_px} must be >= 0 px")
+        require(finite(self.line_offset_rel) and self.line_offset_rel >= 0,
+                f"line_offset_rel={self.line_offset_rel} must be >= 0")
+        require(all(finite(d) for d in self.drift_A), f"drift_A={list(self.drift_A)} must be two finite numbers [Å]")
+        require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+
+
+def apply_noise(sim: SimulatedImage, options: NoiseOptions | None = None, /, **params: Any) -> np.ndarray:
     """A noisy, distorted image from a clean simulated CoM field.
 
     Parameters
     ----------
     sim : SimulatedImage
         Output of :func:`octascope.sim.imaging.simulate_image`.
-    dose_e_per_A2 : float or None
-        Electron dose [e/Å²]; ``None`` for no shot noise.
-    line_offset_rel : float
-        σ of per-scan-line additive offsets, relative to the clean image's standard deviation [1].
-    jitter_px : float
-        σ of per-scan-line horizontal shifts [px].
-    drift_A : tuple of float
-        Linear specimen drift over the whole frame (dx, dy) [Å].
-    seed : int
-        Random seed.
+    options : NoiseOptions, optional
+        The noise; or give its fields as keywords: ``dose_e_per_A2`` [e/Å²] (``None``: no shot
+        noise), ``line_offset_rel`` [1], ``jitter_px`` [px], ``drift_A`` (dx, dy) [Å], ``seed``.
 
     Returns
     -------
     numpy.ndarray
         The noisy image (H, W), float32, vacuum level ~0.
+
+    Raises
+    ------
+    SimulationParameterError
+        An unknown parameter or a value out of range.
     """
     from scipy.ndimage import map_coordinates
 
-    if dose_e_per_A2 is not None and not dose_e_per_A2 > 0:
-        raise InputError(f"dose_e_per_A2={dose_e_per_A2} must be > 0 e/Å²; e.g. noise.dose_e_per_A2=500 (or null for no noise)")
-    if jitter_px < 0 or line_offset_rel < 0:
-        raise InputError(f"jitter_px={jitter_px} and line_offset_rel={line_offset_rel} must be >= 0")
-    rng = np.random.default_rng(seed)
+    opts = resolve_options(NoiseOptions, options, params)
+    dose_e_per_A2, jitter_px, drift_A = opts.dose_e_per_A2, opts.jitter_px, opts.drift_A
+    rng = np.random.default_rng(opts.seed)
     com = np.asarray(sim.com, float)
     h, w = com.shape[1:]
     p = sim.pixel_size_A
@@ -134,6 +151,6 @@ def apply_noise(
                                 detector_outer_mrad=info.get("detector_outer_mrad"))
         com = com + rng.normal(0.0, sigma, size=com.shape)
     image = integrate_gradient(com[0], com[1], p, boundary=sim.info.get("integration", "periodic"))
-    if line_offset_rel > 0:
-        image = image + rng.normal(0.0, line_offset_rel * float(np.std(sim.image)), size=(h, 1))
+    if opts.line_offset_rel > 0:
+        image = image + rng.normal(0.0, opts.line_offset_rel * float(np.std(sim.image)), size=(h, 1))
     return image.astype(np.float32)

@@ -2,18 +2,21 @@
 
 ``simulated_source(**params)`` is what ``source=simulated`` calls; :func:`simulate` returns every
 intermediate (structure, trajectory, clean image, 3-D octahedra) for scripts and validation.
-Parameters are plain mappings, one per step, each passed to its function:
+Each step's parameters are a mapping (a config group) or its options object:
 
-- ``structure`` → :func:`octascope.sim.structure.build_nanocube`
-- ``md`` → :func:`octascope.sim.md.run_md` (``run_md=False`` images the relaxed-free start structure)
-- ``imaging`` → :func:`octascope.sim.imaging.simulate_image`
-- ``support`` → :func:`octascope.sim.support.amorphous_carbon` (plus ``gap_A``): an amorphous-carbon
-  film under the particle, added to the image only (``None``: vacuum); the truth is the particle's
-- ``noise`` → :func:`octascope.sim.noise.apply_noise`
+- ``structure`` → :class:`octascope.sim.structure.StructureOptions` (:func:`~octascope.sim.structure.build_nanocube`)
+- ``md`` → :class:`octascope.sim.md.MDOptions` (:func:`~octascope.sim.md.run_md`; ``run_md=False`` images
+  the built structure as a single snapshot)
+- ``imaging`` → :class:`octascope.sim.imaging.ImagingOptions` (:func:`~octascope.sim.imaging.simulate_image`)
+- ``support`` → :class:`octascope.sim.support.SupportOptions`: an amorphous-carbon film under the
+  particle, added to the image only (``None``: vacuum); the truth is the particle's
+- ``noise`` → :class:`octascope.sim.noise.NoiseOptions` (:func:`~octascope.sim.noise.apply_noise`)
 
+:func:`plan_simulation` checks them all and computes the cache keys before anything is simulated.
 MD trajectories and clean images are cached on disk (:mod:`octascope.sim.cache`) by the hash of
-their own parameters and of their inputs, so a dose or noise sweep re-uses one image and an imaging
-sweep re-uses one trajectory.
+their own parameters and of their inputs' keys, so a dose or noise sweep re-uses one image and an
+imaging sweep re-uses one trajectory. A key holds each parameter as the config spelled it
+(:meth:`octascope.sim.options.StepOptions.key_params`), so entries computed from a config stay valid.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -29,17 +32,20 @@ import pandas as pd
 from octascope.core.errors import ConfigError
 from octascope.core.model import Image, Truth
 from octascope.sim.cache import cached, step_key
-from octascope.sim.imaging import Frame, SimulatedImage, simulate_image
-from octascope.sim import md as _md
-from octascope.sim.md import Trajectory
-from octascope.sim.noise import apply_noise, distort_positions
-from octascope.sim.structure import build_nanocube, composition_formula
+from octascope.sim.imaging import Frame, ImagingOptions, SimulatedImage, simulate_image
+from octascope.sim.md import MDOptions, Trajectory
+from octascope.sim.mpi import run_md_on_ranks
+from octascope.sim.noise import NoiseOptions, apply_noise, distort_positions
+from octascope.sim.options import SimulationParameterError, StepOptions
+from octascope.sim.structure import StructureOptions, build_nanocube, composition_formula
+from octascope.sim.support import SupportOptions
 from octascope.sim.truth import octahedra_3d, project_columns, projected_octahedra
 
-#: Parameters that change nothing physical and stay out of the cache keys.
-_NOT_KEYED = {"progress", "workdir", "num_workers", "device", "n_threads", "on_snapshot"}
-#: Imaging parameters added later: keyed only when set, so that earlier cache entries stay valid.
-_KEYED_IF_SET = {"scan_window_A": None, "window_padding_A": 8.0, "support": None}
+#: the keys of the simulated source (``conf/source/simulated.yaml`` besides ``kind``)
+SOURCE_KEYS = ("structure", "md", "imaging", "noise", "support", "run_md", "cache_dir", "progress")
+
+#: a step's parameters: a config mapping, its options object, or ``None`` (the defaults)
+StepParams = Union[Mapping[str, Any], StepOptions, None]
 
 
 @dataclass
@@ -56,89 +62,167 @@ class Simulation:
     keys: dict = field(default_factory=dict)
 
 
-def _check(name: str, given: Mapping[str, Any] | None, func) -> dict:
-    import inspect
+@dataclass(frozen=True)
+class SimulationPlan:
+    """The checked parameters of one simulation and its cache keys.
 
-    given = dict(given or {})
-    allowed = {p for p in inspect.signature(func).parameters if p not in ("atoms", "sim", "symbols", "positions", "extent_A")}
-    unknown = sorted(set(given) - allowed)
+    Attributes
+    ----------
+    structure, md, imaging, noise : StepOptions
+        Each step's options.
+    support : SupportOptions or None
+        The support film (``None``: vacuum).
+    run_md : bool
+        Run MD (``False``: image the built structure).
+    structure_params, image_params : dict
+        The parameters in the structure and image keys (the image's include ``support`` when set).
+    noise_params : dict
+        The noise parameters as given (recorded in the metadata).
+    keys : dict
+        ``structure``, ``md`` (the structure key without MD) and ``image`` cache keys.
+    """
+
+    structure: StructureOptions
+    md: MDOptions
+    imaging: ImagingOptions
+    support: SupportOptions | None
+    noise: NoiseOptions
+    run_md: bool
+    structure_params: dict
+    image_params: dict
+    noise_params: dict
+    keys: dict
+
+
+def _given(params: StepParams) -> dict[str, Any]:
+    """A step's parameters as a plain dict (an options object: its values)."""
+    return params.to_dict() if isinstance(params, StepOptions) else dict(params or {})
+
+
+def plan_simulation(*, structure: StepParams = None, md: StepParams = None, imaging: StepParams = None,
+                    noise: StepParams = None, support: StepParams = None, run_md: bool = True) -> SimulationPlan:
+    """Check every step's parameters and compute the cache keys, without simulating anything.
+
+    Parameters
+    ----------
+    structure, md, imaging, noise, support : Mapping or StepOptions, optional
+        Each step's parameters (see the module docstring); ``support=None``: no film.
+    run_md : bool
+        Run molecular dynamics; ``False`` images the built structure.
+
+    Returns
+    -------
+    SimulationPlan
+
+    Raises
+    ------
+    SimulationParameterError
+        An unknown key or a bad value in any step (one line, naming the key and the allowed ones).
+    """
+    if not isinstance(run_md, bool):
+        raise SimulationParameterError(f"run_md must be true or false, got {run_md!r}")
+    if isinstance(imaging, Mapping) and "support" in imaging:
+        raise ConfigError("the support film is its own group: support.thickness_A=..., not imaging.support")
+    s_opts = StructureOptions.from_config(structure)
+    m_opts = MDOptions.from_config(md)
+    i_opts = ImagingOptions.from_config(imaging)
+    f_opts = None if support is None else SupportOptions.from_config(support)
+    n_opts = NoiseOptions.from_config(noise)
+    s_params = s_opts.key_params(structure)
+    s_key = step_key("structure", s_params)
+    m_key = step_key("md", m_opts.key_params(md), [s_key]) if run_md else s_key
+    i_params = i_opts.key_params(imaging)
+    if f_opts is not None:
+        i_params["support"] = f_opts.key_params(support)
+    keys = {"structure": s_key, "md": m_key if run_md else None, "image": step_key("image", i_params, [m_key])}
+    return SimulationPlan(structure=s_opts, md=m_opts, imaging=i_opts, support=f_opts, noise=n_opts, run_md=run_md,
+                          structure_params=s_params, image_params=i_params, noise_params=_given(noise), keys=keys)
+
+
+def check_source_params(params: Mapping[str, Any]) -> SimulationPlan:
+    """Check the simulated source's parameters (:data:`SOURCE_KEYS`) without simulating; the plan.
+
+    Raises
+    ------
+    SimulationParameterError
+        An unknown key or a bad value (one line).
+    """
+    unknown = sorted(set(params) - set(SOURCE_KEYS))
     if unknown:
-        raise ConfigError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(allowed)}")
-    return given
+        raise SimulationParameterError(f"simulated source has no key(s) {unknown}; its keys are {', '.join(SOURCE_KEYS)}")
+    for name in ("progress",):
+        if name in params and not isinstance(params[name], bool):
+            raise SimulationParameterError(f"{name} must be true or false, got {params[name]!r}")
+    steps = {k: params[k] for k in ("structure", "md", "imaging", "noise", "support", "run_md") if k in params}
+    return plan_simulation(**steps)
 
 
-def _keyed(p: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in p.items()
-            if k not in _NOT_KEYED and not (k in _KEYED_IF_SET and v == _KEYED_IF_SET[k])}
-
-
-def support_params(support: Mapping[str, Any] | None) -> dict | None:
-    """Completed parameters of the support film (``None``: no film), as they enter the image key."""
-    from octascope.sim.support import amorphous_carbon
-
-    if support is None:
-        return None
-    given = dict(support)
-    gap = given.pop("gap_A", 3.0)
-    out = complete(amorphous_carbon, _check("support", given, amorphous_carbon))
-    out.pop("max_rounds", None)
-    out["gap_A"] = float(gap)
-    return out
-
-
-def complete(func, params: Mapping[str, Any] | None) -> dict:
-    """``params`` with every other keyword default of ``func`` filled in (cache keys then do not
-    depend on whether a default was spelled out); tuples become lists as in JSON."""
-    import inspect
-
-    out = {}
-    for name, par in inspect.signature(func).parameters.items():
-        if par.kind is par.KEYWORD_ONLY and par.default is not inspect.Parameter.empty:
-            out[name] = par.default
-    out.update(params or {})
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-
-def structure_key(structure: Mapping[str, Any] | None) -> str:
+def structure_key(structure: StepParams) -> str:
     """Cache key of a structure built by :func:`build_nanocube` with these parameters."""
-    return step_key("structure", _keyed(complete(build_nanocube, structure)))
+    return step_key("structure", StructureOptions.from_config(structure).key_params(structure))
 
 
-def md_step(atoms, s_key: str, md: Mapping[str, Any] | None, *, cache_dir: str | None = None,
+def md_step(atoms: Any, s_key: str, md: StepParams, *, cache_dir: str | None = None,
             progress: bool = True) -> tuple[str, Trajectory, bool]:
-    """Run MD on ``atoms`` (structure key ``s_key``) or load it from the cache: ``(key, trajectory, hit)``."""
-    m_par = complete(_md.run_md, _check("md", md, _md.run_md))
-    m_par["progress"] = m_par.get("progress", True) and progress
+    """Run MD on ``atoms`` (structure key ``s_key``) or load it from the cache: ``(key, trajectory, hit)``.
+
+    ``md.mpi_ranks > 1`` runs it under ``mpirun`` (:func:`octascope.sim.mpi.run_md_on_ranks`).
+    """
+    opts = MDOptions.from_config(md)
 
     def do_md(folder: Path) -> None:
-        _md.run_md(atoms, **m_par).save(folder / "trajectory.npz")
+        run_md_on_ranks(atoms, opts, progress=progress).save(folder / "trajectory.npz")
 
-    key, folder, hit = cached("md", _keyed(m_par), [s_key], do_md, cache_dir=cache_dir)
+    key, folder, hit = cached("md", opts.key_params(md), [s_key], do_md, cache_dir=cache_dir)
     return key, Trajectory.load(folder / "trajectory.npz"), hit
 
 
-def simulate(
-    *,
-    structure: Mapping[str, Any] | None = None,
-    md: Mapping[str, Any] | None = None,
-    imaging: Mapping[str, Any] | None = None,
-    noise: Mapping[str, Any] | None = None,
-    support: Mapping[str, Any] | None = None,
-    run_md: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> Simulation:
+def image_step(symbols: np.ndarray, positions: np.ndarray, plan: SimulationPlan, m_key: str, *,
+               cache_dir: str | None = None) -> tuple[str, SimulatedImage]:
+    """The clean image of snapshots ``positions`` (S, N, 3) [Å] (MD key ``m_key``), simulated or from the cache."""
+
+    def do_image(folder: Path) -> None:
+        sim = simulate_image(symbols, positions, plan.imaging, support=plan.support)
+        np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
+        (folder / "image.json").write_text(json.dumps({
+            "pixel_size_A": sim.pixel_size_A, "signal": sim.signal, "info": sim.info,
+            "frame": sim.frame.as_dict()}, default=str))
+
+    key, folder, _ = cached("image", plan.image_params, [m_key], do_image, cache_dir=cache_dir)
+    meta = json.loads((folder / "image.json").read_text())
+    with np.load(folder / "image.npz") as z:
+        clean = SimulatedImage(com=z["com"], image=z["image"], pixel_size_A=meta["pixel_size_A"], signal=meta["signal"],
+                               frame=Frame.from_dict(meta["frame"]), info=meta["info"])
+    return key, clean
+
+
+def _true_columns(symbols: np.ndarray, lattice: np.ndarray, positions: np.ndarray, clean: SimulatedImage,
+                  plan: SimulationPlan) -> pd.DataFrame:
+    """The projected columns [Å, px] where the noisy image shows them: inside a scan window, drifted."""
+    columns = project_columns(symbols, lattice, positions, to_image=clean.frame.to_image)
+    if plan.imaging.scan_window_A is not None:  # a crop: the truth is the columns inside the scanned area
+        h, w = clean.image.shape
+        inside = (columns["x_A"].between(0, (w - 1) * clean.pixel_size_A)
+                  & columns["y_A"].between(0, (h - 1) * clean.pixel_size_A))
+        columns = columns[inside.to_numpy()].reset_index(drop=True)
+    xy = distort_positions(columns[["x_A", "y_A"]].to_numpy(), shape=clean.image.shape,
+                           pixel_size_A=clean.pixel_size_A, drift_A=plan.noise.drift_A)
+    columns["x_A"], columns["y_A"] = xy[:, 0], xy[:, 1]
+    columns["x_px"], columns["y_px"] = xy[:, 0] / clean.pixel_size_A, xy[:, 1] / clean.pixel_size_A
+    return columns
+
+
+def simulate(*, structure: StepParams = None, md: StepParams = None, imaging: StepParams = None,
+             noise: StepParams = None, support: StepParams = None, run_md: bool = True, cache_dir: str | None = None,
+             progress: bool = True) -> Simulation:
     """Run (or load from the cache) structure → MD → imaging → noise → truth.
 
     Parameters
     ----------
-    structure, md, imaging, noise : Mapping, optional
-        Keyword arguments of each step's function (defaults where missing).
-    support : Mapping, optional
-        Amorphous-carbon support film under the particle (``thickness_A`` [Å], ``density_g_cm3``
-        [g/cm³], ``min_distance_A`` [Å], ``seed``, ``gap_A`` [Å]; see
-        :func:`octascope.sim.support.amorphous_carbon`); ``None``: the particle in vacuum. It changes
-        the image (and its cache key), never the truth.
+    structure, md, imaging, noise, support : Mapping or StepOptions, optional
+        Each step's parameters (see the module docstring; defaults where missing). ``support``
+        (thickness [Å], density [g/cm³], ...) changes the image and its key, never the truth;
+        ``None``: the particle in vacuum.
     run_md : bool
         Run molecular dynamics; ``False`` images the built structure as a single snapshot.
     cache_dir : str, optional
@@ -150,81 +234,39 @@ def simulate(
     -------
     Simulation
     """
-    s_par = complete(build_nanocube, _check("structure", structure, build_nanocube))
-    if imaging and "support" in imaging:
-        raise ConfigError("the support film is its own group: support.thickness_A=..., not imaging.support")
-    i_par = complete(simulate_image, _check("imaging", imaging, simulate_image))
-    i_par["support"] = support_params(support)
-    n_par = _check("noise", noise, apply_noise)
-    atoms = build_nanocube(**s_par)
-    s_key = structure_key(s_par)
+    plan = plan_simulation(structure=structure, md=md, imaging=imaging, noise=noise, support=support, run_md=run_md)
+    atoms = build_nanocube(plan.structure)
+    s_key = plan.keys["structure"]
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
     trajectory = None
     if run_md:
         m_key, trajectory, _ = md_step(atoms, s_key, md, cache_dir=cache_dir, progress=progress)
-        positions = trajectory.positions
-        lattice = trajectory.lattice
+        positions, lattice = trajectory.positions, trajectory.lattice
     else:
         m_key = s_key
         pos = atoms.get_positions()
-        positions = (pos - pos.mean(0))[None]
-        lattice = atoms.arrays["lattice"]
-    i_par.setdefault("progress", False)
-    n_snap = i_par.get("max_snapshots", 8)
+        positions, lattice = (pos - pos.mean(0))[None], atoms.arrays["lattice"]
+    n_snap = plan.imaging.max_snapshots
     if n_snap is not None and len(positions) > n_snap:
         positions = positions[np.linspace(0, len(positions) - 1, n_snap).round().astype(int)]
-
-    def do_image(folder: Path) -> None:
-        sim = simulate_image(symbols, positions, **i_par)
-        np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
-        (folder / "image.json").write_text(json.dumps({
-            "pixel_size_A": sim.pixel_size_A, "signal": sim.signal, "info": sim.info,
-            "frame": sim.frame.as_dict()}, default=str))
-
-    i_key, i_dir, _ = cached("image", _keyed(i_par), [m_key], do_image, cache_dir=cache_dir)
-    meta = json.loads((i_dir / "image.json").read_text())
-    with np.load(i_dir / "image.npz") as z:
-        clean = SimulatedImage(com=z["com"], image=z["image"], pixel_size_A=meta["pixel_size_A"], signal=meta["signal"],
-                               frame=Frame.from_dict(meta["frame"]), info=meta["info"])
-    noisy = apply_noise(clean, **n_par)
-    dose = n_par.get("dose_e_per_A2", 500.0)
-
-    columns = project_columns(symbols, lattice, positions, to_image=clean.frame.to_image)
-    if i_par.get("scan_window_A") is not None:  # a crop: the truth is the columns inside the scanned area
-        h, w = clean.image.shape
-        inside = (columns["x_A"].between(0, (w - 1) * clean.pixel_size_A)
-                  & columns["y_A"].between(0, (h - 1) * clean.pixel_size_A))
-        columns = columns[inside.to_numpy()].reset_index(drop=True)
-    drift = tuple(n_par.get("drift_A", (0.0, 0.0)))
-    xy = distort_positions(columns[["x_A", "y_A"]].to_numpy(), shape=clean.image.shape,
-                           pixel_size_A=clean.pixel_size_A, drift_A=drift)
-    columns["x_A"], columns["y_A"] = xy[:, 0], xy[:, 1]
-    columns["x_px"], columns["y_px"] = xy[:, 0] / clean.pixel_size_A, xy[:, 1] / clean.pixel_size_A
-    octa = projected_octahedra(columns)
+    i_key, clean = image_step(symbols, positions, plan, m_key, cache_dir=cache_dir)
+    columns = _true_columns(symbols, lattice, positions, clean, plan)
     octa3, bonds3 = octahedra_3d(symbols, lattice, positions)
     keys = {"structure": s_key, "md": m_key if run_md else None, "image": i_key}
     metadata = {"composition": composition_formula(atoms), "n_snapshots": int(len(positions)), "keys": keys,
-                "structure": s_par, "md": trajectory.info if trajectory is not None else None, "imaging": _keyed(i_par), "noise": n_par,
-                "support": i_par["support"],
-                "frame": meta["frame"]}
-    image = Image(data=noisy, pixel_size_A=clean.pixel_size_A, signal=clean.signal, dose_e_per_A2=dose,
-                  source=f"simulated:{i_key}", metadata=metadata)
-    truth = Truth(columns=columns, octahedra=octa, clean=clean.image, metadata=metadata)
+                "structure": plan.structure_params, "md": trajectory.info if trajectory is not None else None,
+                "imaging": plan.image_params, "noise": plan.noise_params,
+                "support": plan.image_params.get("support"), "frame": clean.frame.as_dict()}
+    image = Image(data=apply_noise(clean, plan.noise), pixel_size_A=clean.pixel_size_A, signal=clean.signal,
+                  dose_e_per_A2=plan.noise.dose_e_per_A2, source=f"simulated:{i_key}", metadata=metadata)
+    truth = Truth(columns=columns, octahedra=projected_octahedra(columns), clean=clean.image, metadata=metadata)
     return Simulation(atoms=atoms, trajectory=trajectory, clean=clean, image=image, truth=truth,
                       octahedra_3d=octa3, bonds_3d=bonds3, keys=keys)
 
 
-def simulated_source(
-    *,
-    structure: Mapping[str, Any] | None = None,
-    md: Mapping[str, Any] | None = None,
-    imaging: Mapping[str, Any] | None = None,
-    noise: Mapping[str, Any] | None = None,
-    support: Mapping[str, Any] | None = None,
-    run_md: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> tuple[Image, Truth]:
+def simulated_source(*, structure: StepParams = None, md: StepParams = None, imaging: StepParams = None,
+                     noise: StepParams = None, support: StepParams = None, run_md: bool = True,
+                     cache_dir: str | None = None, progress: bool = True) -> tuple[Image, Truth]:
     """A simulated image and its ground truth (see :func:`simulate` for the parameters)."""
     sim = simulate(structure=structure, md=md, imaging=imaging, noise=noise, support=support, run_md=run_md,
                    cache_dir=cache_dir, progress=progress)

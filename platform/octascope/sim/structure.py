@@ -26,18 +26,20 @@ octahedra predict (surface X: the one prediction). ``phase="cubic"`` means no ti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from octascope.core.errors import InputError
+from octascope.core.params import param, require
+from octascope.sim.options import StepOptions, finite, resolve_options
 
 if TYPE_CHECKING:
     from ase import Atoms
 
 HALIDES = ("I", "Br")
-MIXING = ("uniform", "corner", "face", "shell", "paper")
 #: Fraction of the Br placed on corner sites by the method paper's recipe (1700 corner + 100 random).
 PAPER_CORNER_SHARE = 1700 / 1800
 CHARGE = {"Cs": 1, "Pb": 2, "I": -1, "Br": -1}
@@ -57,72 +59,94 @@ def _grid(*ranges: np.ndarray) -> np.ndarray:
     return np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, len(ranges)).astype(float)
 
 
-def build_nanocube(
-    *,
-    n_cells: int = 6,
-    a_A: float = 6.29,
-    phase: str = "orthorhombic",
-    tilt_deg: Sequence[float] = (6.0, 6.0, 9.0),
-    br_fraction: float = 0.0,
-    mixing: str = "uniform",
-    charge_balance: bool = True,
-    seed: int = 0,
-) -> Atoms:
+@dataclass(frozen=True, kw_only=True)
+class StructureOptions(StepOptions):
+    """Parameters of :func:`build_nanocube` (config group ``structure``)."""
+
+    group: ClassVar[str] = "structure"
+
+    n_cells: int = param(6, unit="pseudocubic unit cells", doc="PbX6 octahedra along each cube edge")
+    a_A: float = param(6.29, unit="Å", doc="pseudocubic lattice parameter = twice the Pb-X bond length "
+                       "(6.29 for CsPbI3)")
+    phase: Literal["orthorhombic", "cubic"] = param("orthorhombic", doc="Pbnm start with a⁻a⁻c⁺ tilts of "
+                                                     "tilt_deg, or untilted cubic")
+    tilt_deg: tuple[float, float, float] = param((6.0, 6.0, 9.0), unit="deg", doc="octahedral rotation about x, "
+                                                 "y, z of the orthorhombic start (z is the beam axis)")
+    br_fraction: float = param(0.0, unit="1", doc="fraction of the halide sites occupied by Br; the rest is I")
+    mixing: Literal["uniform", "corner", "face", "shell", "paper"] = param(
+        "uniform", doc="where the Br goes: uniform-random; the X sites nearest the (-x, -y, -z) corner; the "
+        "lowest-x slab; the outermost sites first; or the method paper's recipe (94.4 % of the Br on corner "
+        "sites, the rest on random non-corner sites, as its 1700 + 100 of the 9.5 nm QD)")
+    charge_balance: bool = param(True, doc="remove 3n+1 surface Cs so the particle is neutral")
+    seed: int = param(0, doc="random seed of the halide and Cs-vacancy choices")
+
+    def check(self) -> None:
+        require(self.n_cells >= 1, f"n_cells={self.n_cells} must be >= 1 octahedron per edge; e.g. structure.n_cells=6")
+        require(finite(self.a_A) and self.a_A > 0, f"a_A={self.a_A} must be > 0 Å; CsPbI3 is about 6.29")
+        require(all(finite(t) for t in self.tilt_deg), f"tilt_deg={list(self.tilt_deg)} must be three finite angles [deg]")
+        require(0.0 <= self.br_fraction <= 1.0, f"br_fraction={self.br_fraction} must lie in [0, 1]")
+        require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+
+
+def build_nanocube(options: StructureOptions | None = None, /, **params: Any) -> Atoms:
     """Build a CsX-terminated CsPbX3 nanocube centred at the origin.
 
     Parameters
     ----------
-    n_cells : int
-        PbX6 octahedra along each cube edge [pseudocubic unit cells].
-    a_A : float
-        Pseudocubic lattice parameter = twice the Pb-X bond length [Å] (6.29 for CsPbI3).
-    phase : {"orthorhombic", "cubic"}
-        Pbnm (a⁻a⁻c⁺ tilts of ``tilt_deg``) or untilted cubic start.
-    tilt_deg : sequence of 3 float
-        Octahedral rotation about x, y, z [deg] for the orthorhombic start (z is the beam axis).
-    br_fraction : float
-        Fraction of halide sites occupied by Br [0-1]; the rest is I.
-    mixing : {"uniform", "corner", "face", "shell", "paper"}
-        Where the Br goes: uniform-random; the X sites nearest the (-x, -y, -z) corner; the
-        lowest-x slab; the outermost sites first; or the method paper's recipe (94.4 % of the Br on
-        corner sites, the rest on random non-corner sites, as its 1700 + 100 of the 9.5 nm QD).
-    charge_balance : bool
-        Remove 3n+1 surface Cs so the particle is neutral.
-    seed : int
-        Random seed for the halide and Cs-vacancy choices.
+    options : StructureOptions, optional
+        The parameters; or give them as keywords (``build_nanocube(n_cells=3)``).
+    **params
+        Fields of :class:`StructureOptions`: ``n_cells`` [cells], ``a_A`` [Å], ``phase``,
+        ``tilt_deg`` [deg], ``br_fraction`` [1], ``mixing``, ``charge_balance``, ``seed``.
 
     Returns
     -------
     ase.Atoms
         Symbols Cs, Pb, I, Br; ``arrays["lattice"]`` (N, 3) lattice coordinates [units of a_A];
         ``info`` holds the parameters and the composition.
+
+    Raises
+    ------
+    SimulationParameterError
+        An unknown parameter or a value out of range.
     """
-    from ase import Atoms
+    opts = resolve_options(StructureOptions, options, params)
+    n = opts.n_cells
+    tilt = np.deg2rad(np.asarray(opts.tilt_deg, dtype=float)) if opts.phase == "orthorhombic" else np.zeros(3)
+    rng = np.random.default_rng(opts.seed)
+    pb, rot = _pb_sites(n, tilt)
+    x_lat, x_pos = _x_sites(pb, rot, n)
+    cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
+    if opts.charge_balance:
+        cs = np.delete(cs, _cs_vacancies(cs, n, 3 * n + 1, rng), axis=0)
+    halide = _place_bromide(x_lat, n, opts.br_fraction, opts.mixing, rng)
+    symbols = ["Pb"] * len(pb) + list(halide) + ["Cs"] * len(cs)
+    lattice = np.concatenate([pb, x_lat, cs])
+    positions = np.concatenate([pb, x_pos, cs]) * opts.a_A
+    return _atoms(symbols, lattice, positions, opts, tilt)
 
-    n = int(n_cells)
-    if n < 1:
-        raise InputError(f"n_cells={n_cells} must be >= 1 octahedron per edge; e.g. structure.n_cells=6")
-    if not a_A > 0:
-        raise InputError(f"a_A={a_A} must be > 0 Å; CsPbI3 is about 6.29")
-    if phase not in ("orthorhombic", "cubic"):
-        raise InputError(f"phase={phase!r} is unknown; use 'orthorhombic' or 'cubic'")
-    if mixing not in MIXING:
-        raise InputError(f"mixing={mixing!r} is unknown; use one of {list(MIXING)}")
-    if not 0.0 <= br_fraction <= 1.0:
-        raise InputError(f"br_fraction={br_fraction} must lie in [0, 1]")
-    tilt = np.deg2rad(np.asarray(tilt_deg, dtype=float)) if phase == "orthorhombic" else np.zeros(3)
-    if tilt.shape != (3,):
-        raise InputError(f"tilt_deg={tilt_deg} must hold three angles (about x, y, z) in degrees")
-    rng = np.random.default_rng(seed)
+
+def _pb_sites(n: int, tilt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pb lattice sites (n³, 3) [units of a] and the rotation (n³, 3, 3) of each one's octahedron.
+
+    ``tilt`` (3,) [rad] are the rotations about x, y, z, applied with the Glazer a⁻a⁻c⁺ signs of
+    the module docstring.
+    """
     idx = np.arange(n)
-
     pb = _grid(idx, idx, idx)
-    par = pb.sum(1)
     s_xy = (-1.0) ** (pb[:, 0] + pb[:, 1])
-    s_anti = (-1.0) ** par
-    rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])  # (n³, 3, 3)
-    pb_index = {tuple(p.astype(int)): m for m, p in enumerate(pb)}
+    s_anti = (-1.0) ** pb.sum(1)
+    rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])
+    return pb, rot
 
+
+def _x_sites(pb: np.ndarray, rot: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice sites and positions [units of a] of the halides, (3n²(n+1), 3) each.
+
+    Each X sits at the mean of the positions its (one or two) octahedra predict from their rotations.
+    """
+    idx = np.arange(n)
+    pb_index = {tuple(p.astype(int)): m for m, p in enumerate(pb)}
     x_lat_parts: list[np.ndarray] = []
     x_pos_parts: list[np.ndarray] = []
     for axis in range(3):
@@ -144,24 +168,25 @@ def build_nanocube(
         lat[:, axis] += 0.5
         x_lat_parts.append(lat)
         x_pos_parts.append(pred_sum / count[:, None])
-    x_lat = np.concatenate(x_lat_parts)
-    x_pos = np.concatenate(x_pos_parts)
+    return np.concatenate(x_lat_parts), np.concatenate(x_pos_parts)
 
-    cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
-    if charge_balance:
-        cs = np.delete(cs, _cs_vacancies(cs, n, 3 * n + 1, rng), axis=0)
 
-    halide = _place_bromide(x_lat, n, br_fraction, mixing, rng)
-    symbols = ["Pb"] * len(pb) + list(halide) + ["Cs"] * len(cs)
-    lattice = np.concatenate([pb, x_lat, cs])
-    positions = np.concatenate([pb, x_pos, cs]) * a_A
+def _atoms(symbols: list[str], lattice: np.ndarray, positions: np.ndarray, opts: StructureOptions,
+           tilt: np.ndarray) -> Atoms:
+    """ASE Atoms centred at the origin, with ``arrays["lattice"]`` and the parameters and composition in ``info``.
+
+    ``positions`` are [Å] with Pb (0, 0, 0) at the origin; ``tilt`` (3,) [rad] are the rotations applied.
+    """
+    from ase import Atoms
+
+    n = opts.n_cells
     centre = (n - 1) / 2.0
-    atoms = Atoms(symbols=symbols, positions=positions - centre * a_A, pbc=False)
+    atoms = Atoms(symbols=symbols, positions=positions - centre * opts.a_A, pbc=False)
     atoms.arrays["lattice"] = lattice
     counts = {el: int(np.sum(np.array(symbols) == el)) for el in ("Cs", "Pb", "I", "Br")}
     atoms.info.update(
-        n_cells=n, a_A=float(a_A), phase=phase, tilt_deg=[float(t) for t in np.rad2deg(tilt)],
-        br_fraction=float(br_fraction), mixing=mixing, seed=int(seed), composition=counts,
+        n_cells=n, a_A=float(opts.a_A), phase=opts.phase, tilt_deg=[float(t) for t in np.rad2deg(tilt)],
+        br_fraction=float(opts.br_fraction), mixing=opts.mixing, seed=int(opts.seed), composition=counts,
         charge=int(sum(CHARGE[el] * c for el, c in counts.items())),
     )
     return atoms

@@ -16,9 +16,14 @@ potential of a random, uncorrelated carbon layer of the right areal density.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
 import numpy as np
 
 from octascope.core.errors import InputError
+from octascope.core.params import param, require
+from octascope.sim.options import StepOptions, finite, resolve_options
 
 #: Avogadro's number [1/mol].
 _N_A = 6.02214076e23
@@ -31,29 +36,45 @@ def carbon_number_density_per_A3(density_g_cm3: float) -> float:
     return density_g_cm3 / _M_C * _N_A * 1e-24
 
 
-def amorphous_carbon(
-    extent_A: tuple[float, float],
-    *,
-    thickness_A: float = 30.0,
-    density_g_cm3: float = 2.0,
-    min_distance_A: float = 1.35,
-    seed: int = 0,
-    max_rounds: int = 200,
-) -> np.ndarray:
+@dataclass(frozen=True, kw_only=True)
+class SupportOptions(StepOptions):
+    """Parameters of the support film (config group ``support``): :func:`amorphous_carbon` and ``gap_A``."""
+
+    group: ClassVar[str] = "support"
+
+    thickness_A: float = param(30.0, unit="Å", doc="film thickness along z (the beam)")
+    density_g_cm3: float = param(2.0, unit="g/cm³", doc="mass density (amorphous carbon films: about 2.0)")
+    min_distance_A: float = param(1.35, unit="Å", doc="smallest allowed C-C distance (periodic in x, y)")
+    seed: int = param(0, doc="random seed: the same seed and sizes give the same film")
+    gap_A: float = param(3.0, unit="Å", doc="distance from the particle's lowest atom to the film")
+
+    def check(self) -> None:
+        require(finite(self.thickness_A) and self.thickness_A > 0, f"thickness_A={self.thickness_A} must be > 0 Å")
+        require(finite(self.density_g_cm3) and self.density_g_cm3 > 0,
+                f"density_g_cm3={self.density_g_cm3} must be > 0 g/cm³; amorphous carbon is about 2.0")
+        require(finite(self.min_distance_A) and self.min_distance_A >= 0, f"min_distance_A={self.min_distance_A} must be >= 0 Å")
+        require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+        require(finite(self.gap_A) and self.gap_A >= 0, f"gap_A={self.gap_A} must be >= 0 Å")
+
+    def key_params(self, given: Mapping[str, Any] | StepOptions | None = None) -> dict[str, Any]:
+        """The film's parameters as they enter the image's cache key (``gap_A`` as a float)."""
+        out = super().key_params(given)
+        out["gap_A"] = self.gap_A
+        return out
+
+
+def amorphous_carbon(extent_A: tuple[float, float], options: SupportOptions | None = None, /, *,
+                     max_rounds: int = 200, **params: Any) -> np.ndarray:
     """Random positions of a flat amorphous-carbon slab.
 
     Parameters
     ----------
     extent_A : tuple of float
         Lateral size (x, y) of the slab [Å]; positions are periodic in x and y with these periods.
-    thickness_A : float
-        Slab thickness along z (the beam) [Å]; atoms have 0 <= z < ``thickness_A``.
-    density_g_cm3 : float
-        Mass density [g/cm³] (amorphous carbon films: ≈2.0).
-    min_distance_A : float
-        Smallest allowed C–C distance (periodic in x, y) [Å].
-    seed : int
-        Random seed: the same seed and sizes give the same film.
+    options : SupportOptions, optional
+        The film; or give its fields as keywords: ``thickness_A`` [Å] (atoms have
+        0 <= z < thickness_A), ``density_g_cm3`` [g/cm³], ``min_distance_A`` [Å], ``seed``
+        (``gap_A`` is where the imaging puts the film, unused here).
     max_rounds : int
         Insertion rounds before giving up (a density too high for the hard core).
 
@@ -67,21 +88,42 @@ def amorphous_carbon(
     InputError
         Bad sizes, or the film cannot be packed at this density and minimum distance.
     """
-    from scipy.spatial import cKDTree
-
+    opts = resolve_options(SupportOptions, options, params)
+    thickness_A, density_g_cm3, min_distance_A = opts.thickness_A, opts.density_g_cm3, opts.min_distance_A
     lx, ly = (float(v) for v in extent_A)
-    if not (lx > 0 and ly > 0 and thickness_A > 0):
-        raise InputError(f"support extent {extent_A} and thickness_A={thickness_A} must be > 0 Å")
-    if not density_g_cm3 > 0 or not min_distance_A >= 0:
-        raise InputError(f"support density_g_cm3={density_g_cm3} must be > 0 and min_distance_A={min_distance_A} >= 0")
+    if not (lx > 0 and ly > 0):
+        raise InputError(f"support extent {extent_A} must be > 0 Å")
     n_target = int(round(carbon_number_density_per_A3(density_g_cm3) * lx * ly * thickness_A))
     packing = n_target * np.pi * min_distance_A**3 / 6.0 / (lx * ly * thickness_A)
     if packing > 0.3:
         raise InputError(f"a {density_g_cm3} g/cm³ film with C–C >= {min_distance_A} Å has packing fraction "
                          f"{packing:.2f}, too close to random jamming (0.38); lower the density or the distance")
-    rng = np.random.default_rng(seed)
-    box = np.array([lx, ly, thickness_A + 4.0 * max(min_distance_A, 1.0)])  # z: no wrap-around within the slab
-    scale = np.array([lx, ly, thickness_A])
+    rng = np.random.default_rng(opts.seed)
+    accepted = _random_sequential_addition(n_target, (lx, ly, thickness_A), min_distance_A, rng, max_rounds)
+    if len(accepted) < n_target:
+        raise InputError(f"could place only {len(accepted)} of {n_target} carbon atoms with C–C >= {min_distance_A} Å; "
+                         "lower support.density_g_cm3 or support.min_distance_A")
+    return accepted
+
+
+def _random_sequential_addition(n_target: int, size: tuple[float, float, float], d_min: float,
+                                rng: np.random.Generator, max_rounds: int) -> np.ndarray:
+    """Up to ``n_target`` random points in a slab, none closer than ``d_min`` [Å] (periodic in x, y).
+
+    Each round draws a batch of candidates uniformly in the slab ``size`` (x, y, thickness) [Å],
+    drops those within ``d_min`` of an accepted point, then of each close pair inside the batch
+    the later one, and accepts the rest in order; after ``max_rounds`` rounds it returns what it has.
+
+    Returns
+    -------
+    numpy.ndarray
+        Positions (≤ n_target, 3) [Å].
+    """
+    from scipy.spatial import cKDTree
+
+    lx, ly, thickness = size
+    box = np.array([lx, ly, thickness + 4.0 * max(d_min, 1.0)])  # z: no wrap-around within the slab
+    scale = np.array([lx, ly, thickness])
     accepted = np.zeros((0, 3))
     for _ in range(max_rounds):
         need = n_target - len(accepted)
@@ -89,12 +131,12 @@ def amorphous_carbon(
             break
         cand = rng.random((max(64, int(need * 1.2)), 3)) * scale
         cand[:, :2] %= [lx, ly]
-        if min_distance_A > 0:
+        if d_min > 0:
             if len(accepted):
-                d, _ = cKDTree(accepted, boxsize=box).query(cand, k=1, distance_upper_bound=min_distance_A)
-                cand = cand[~(d < min_distance_A)]
+                d, _ = cKDTree(accepted, boxsize=box).query(cand, k=1, distance_upper_bound=d_min)
+                cand = cand[~(d < d_min)]
             # conflicts inside the batch: keep the earlier point of each close pair, in order
-            pairs = cKDTree(cand, boxsize=box).query_pairs(min_distance_A, output_type="ndarray")
+            pairs = cKDTree(cand, boxsize=box).query_pairs(d_min, output_type="ndarray")
             if len(pairs):
                 keep = np.ones(len(cand), bool)
                 for a, b in pairs[np.argsort(pairs.max(1), kind="stable")]:
@@ -102,7 +144,4 @@ def amorphous_carbon(
                         keep[max(a, b)] = False
                 cand = cand[keep]
         accepted = np.vstack([accepted, cand[:need]])
-    if len(accepted) < n_target:
-        raise InputError(f"could place only {len(accepted)} of {n_target} carbon atoms with C–C >= {min_distance_A} Å; "
-                         "lower support.density_g_cm3 or support.min_distance_A")
     return accepted
