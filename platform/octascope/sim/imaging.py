@@ -365,6 +365,66 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
                           signal=opts.signal, frame=frame, info=info)
 
 
+def image_field(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, shape_px: tuple[int, int],
+                options: ImagingOptions | None = None, /, *, support: SupportOptions | Mapping[str, Any] | None = None,
+                padding_A: float = 12.0, progress: bool = False, **params: Any) -> SimulatedImage:
+    """Simulate a frame of given size over atoms placed in the frame's own coordinates.
+
+    Unlike :func:`simulate_image` (one particle, centred, rotated by the scan rotation), the atoms
+    here are already where they are in the image: x, y [Å] from the centre of pixel [0, 0]
+    (``x_A = x_px·p``), so several particles, and particles cut by the frame edge, can be imaged
+    together. The simulated periodic cell is the frame plus ``padding_A`` on every side (atoms whose
+    mean position lies beyond it are left out), so nothing outside wraps into the frame; the
+    frame's CoM field is then integrated with mirror boundaries, as for a scan window.
+    ``field_of_view_A``, ``margin_A``, ``scan_rotation_deg`` and ``scan_window_A`` of the options
+    are not used.
+
+    Parameters
+    ----------
+    symbols : sequence of str
+        Element per atom (N,).
+    positions : numpy.ndarray
+        (S, N, 3) or (N, 3) [Å] in the frame (z along the beam).
+    shape_px : tuple of int
+        Frame size (rows, columns) [px].
+    options : ImagingOptions, optional
+        Imaging parameters (or as keywords).
+    support : SupportOptions or Mapping, optional
+        Amorphous-carbon film under the whole cell.
+    padding_A : float
+        Specimen kept around the frame [Å].
+    progress : bool
+        Show abTEM's task progress bars.
+    """
+    opts = resolve_options(ImagingOptions, options, params)
+    film = None if support is None else SupportOptions.from_config(support)
+    positions = _select_snapshots(positions, opts.max_snapshots)
+    p = opts.pixel_size_A
+    rows, cols = (int(v) for v in shape_px)
+    pad = int(np.ceil(padding_A / p))
+    side = max(rows, cols) * p
+    identity = Frame((side / 2, side / 2), 0.0, side)
+    geometry = _ScanGeometry(max(rows, cols) + 2 * pad, (pad, pad), (rows, cols), (0, 0), (rows + 2 * pad, cols + 2 * pad))
+    cell_xy_A = ((cols + 2 * pad) * p, (rows + 2 * pad) * p)
+    carbon = amorphous_carbon(cell_xy_A, film) if film is not None else None
+    specimen, c_frames = _frame_atoms(symbols, positions, identity, cell_origin_A=(-pad * p, -pad * p), cell_xy_A=cell_xy_A,
+                                      support_xyz=carbon, support_gap_A=film.gap_A if film is not None else 3.0)
+    support_atoms = c_frames[0] if c_frames else None
+    if opts.mode == "multislice" and support_atoms is not None:
+        specimen, support_atoms = [f + support_atoms for f in specimen], None
+    dev = _device() if opts.device == "auto" else opts.device
+    m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
+    t0 = time.perf_counter()
+    com = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
+    image = integrate_gradient(com[0], com[1], p, boundary="mirror")
+    info = dict(_settings(opts), field_of_view_A=None, sampling_A=p / m, n_snapshots=len(positions), device=dev,
+                seconds=time.perf_counter() - t0, shape=[rows, cols], integration="mirror", padding_A=pad * p,
+                cell_A=list(cell_xy_A), n_atoms_in_cell=int(len(specimen[0])),
+                support_n_atoms=0 if carbon is None else int(len(carbon)))
+    return SimulatedImage(com=com.astype(np.float32), image=image.astype(np.float32), pixel_size_A=p,
+                          signal=opts.signal, frame=identity, info=info)
+
+
 def _settings(opts: ImagingOptions) -> dict[str, Any]:
     """The settings an image's ``info`` records first (the noise model reads the beam and detector ones)."""
     names = ("mode", "signal", "pixel_size_A", "field_of_view_A", "scan_rotation_deg", "energy_eV", "semiangle_mrad",

@@ -64,6 +64,7 @@ class StructureOptions(StepOptions):
     """Parameters of :func:`build_nanocube` (config group ``structure``)."""
 
     group: ClassVar[str] = "structure"
+    keyed_unless: ClassVar[dict[str, Any]] = {"shell_tilt_deg": None, "shell_cells": 1}
 
     n_cells: int = param(6, unit="pseudocubic unit cells", doc="PbX6 octahedra along each cube edge")
     a_A: float = param(6.29, unit="Å", doc="pseudocubic lattice parameter = twice the Pb-X bond length "
@@ -72,6 +73,10 @@ class StructureOptions(StepOptions):
                                                      "tilt_deg, or untilted cubic")
     tilt_deg: tuple[float, float, float] = param((6.0, 6.0, 9.0), unit="deg", doc="octahedral rotation about x, "
                                                  "y, z of the orthorhombic start (z is the beam axis)")
+    shell_tilt_deg: tuple[float, float, float] | None = param(None, unit="deg", doc="octahedral rotation about x, "
+                                                              "y, z of the octahedra in the outer shell_cells cells "
+                                                              "(a core/shell tilt gradient); null: tilt_deg everywhere")
+    shell_cells: int = param(1, unit="unit cells", doc="thickness of the shell that shell_tilt_deg applies to")
     br_fraction: float = param(0.0, unit="1", doc="fraction of the halide sites occupied by Br; the rest is I")
     mixing: Literal["uniform", "corner", "face", "shell", "paper"] = param(
         "uniform", doc="where the Br goes: uniform-random; the X sites nearest the (-x, -y, -z) corner; the "
@@ -84,6 +89,9 @@ class StructureOptions(StepOptions):
         require(self.n_cells >= 1, f"n_cells={self.n_cells} must be >= 1 octahedron per edge; e.g. structure.n_cells=6")
         require(finite(self.a_A) and self.a_A > 0, f"a_A={self.a_A} must be > 0 Å; CsPbI3 is about 6.29")
         require(all(finite(t) for t in self.tilt_deg), f"tilt_deg={list(self.tilt_deg)} must be three finite angles [deg]")
+        require(self.shell_tilt_deg is None or all(finite(t) for t in self.shell_tilt_deg),
+                f"shell_tilt_deg={self.shell_tilt_deg} must be three finite angles [deg] or null")
+        require(self.shell_cells >= 1, f"shell_cells={self.shell_cells} must be >= 1")
         require(0.0 <= self.br_fraction <= 1.0, f"br_fraction={self.br_fraction} must lie in [0, 1]")
         require(self.seed >= 0, f"seed={self.seed} must be >= 0")
 
@@ -113,8 +121,11 @@ def build_nanocube(options: StructureOptions | None = None, /, **params: Any) ->
     opts = resolve_options(StructureOptions, options, params)
     n = opts.n_cells
     tilt = np.deg2rad(np.asarray(opts.tilt_deg, dtype=float)) if opts.phase == "orthorhombic" else np.zeros(3)
+    shell_tilt = None
+    if opts.shell_tilt_deg is not None and opts.phase == "orthorhombic":
+        shell_tilt = (np.deg2rad(np.asarray(opts.shell_tilt_deg, dtype=float)), opts.shell_cells)
     rng = np.random.default_rng(opts.seed)
-    pb, rot = _pb_sites(n, tilt)
+    pb, rot = _pb_sites(n, tilt, shell_tilt)
     x_lat, x_pos = _x_sites(pb, rot, n)
     cs = _grid(*(np.arange(-1, n) + 0.5,) * 3)
     if opts.charge_balance:
@@ -126,17 +137,22 @@ def build_nanocube(options: StructureOptions | None = None, /, **params: Any) ->
     return _atoms(symbols, lattice, positions, opts, tilt)
 
 
-def _pb_sites(n: int, tilt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pb_sites(n: int, tilt: np.ndarray, shell_tilt: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pb lattice sites (n³, 3) [units of a] and the rotation (n³, 3, 3) of each one's octahedron.
 
     ``tilt`` (3,) [rad] are the rotations about x, y, z, applied with the Glazer a⁻a⁻c⁺ signs of
-    the module docstring.
+    the module docstring; ``shell_tilt`` (angles (3,) [rad], depth [cells]) replaces them for the
+    octahedra within that many cells of a face.
     """
     idx = np.arange(n)
     pb = _grid(idx, idx, idx)
     s_xy = (-1.0) ** (pb[:, 0] + pb[:, 1])
     s_anti = (-1.0) ** pb.sum(1)
-    rot = _rotation(s_anti * tilt[0], s_anti * tilt[1], s_xy * tilt[2])
+    angles = np.broadcast_to(tilt, (len(pb), 3)).copy()
+    if shell_tilt is not None:
+        depth = np.minimum(pb, n - 1 - pb).min(1)
+        angles[depth < shell_tilt[1]] = shell_tilt[0]
+    rot = _rotation(s_anti * angles[:, 0], s_anti * angles[:, 1], s_xy * angles[:, 2])
     return pb, rot
 
 

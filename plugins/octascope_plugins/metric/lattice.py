@@ -77,7 +77,22 @@ def ellipticity_scalars(columns: pd.DataFrame, species: str = "X") -> dict[str, 
 
 
 def lattice_spacings(columns: pd.DataFrame, octahedra: Octahedra | None, tolerance_frac: float = 0.25) -> pd.DataFrame:
-    """Per-column Cs-Cs and Pb-Pb spacings.
+    """Per-column Cs-Cs and Pb-Pb spacings, particle by particle when the columns carry a
+    ``particle`` (each particle measured along its own lattice axes); the table then has a
+    ``particle`` column too."""
+    if "particle" not in columns or octahedra is None or "particle" not in octahedra.table:
+        return _spacings(columns, octahedra, tolerance_frac)
+    parts = []
+    for pid in np.unique(octahedra.table["particle"].to_numpy(int)):
+        tab = octahedra.table[octahedra.table["particle"].to_numpy(int) == pid]
+        mine = Octahedra(table=tab, bonds=np.zeros((0, 2), int), lattice_vectors_A=octahedra.lattice_vectors_A)
+        cols = columns[columns["particle"].to_numpy(int) == pid]
+        parts.append(_spacings(cols, mine, tolerance_frac).assign(particle=int(pid)))
+    return pd.concat(parts, ignore_index=True) if parts else _spacings(columns.iloc[:0], None, tolerance_frac)
+
+
+def _spacings(columns: pd.DataFrame, octahedra: Octahedra | None, tolerance_frac: float) -> pd.DataFrame:
+    """Per-column Cs-Cs and Pb-Pb spacings of one lattice.
 
     Returns
     -------
