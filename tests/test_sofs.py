@@ -267,3 +267,29 @@ def test_network_searches_when_the_record_does_not_apply(monkeypatch):
     assert lattice.search is None
     net = SofsNetwork().build(IMAGE, lattice)
     assert len(calls) == 3 and len(net.table) > 50
+
+
+def _weak_peaks_on_vacant_x_sites(seed: int = 4):
+    """A particle with a fifth of its interior X columns missing and a weak background peak
+    (25 % of an X column's amplitude) on each vacant site: what the registry alone takes for X."""
+    rng = np.random.default_rng(seed)
+    table, truth = particle(0.0, missing=0.0, spurious=0.0, seed=seed)
+    vacant = (truth.species == "X").to_numpy() & truth.interior.to_numpy() & (rng.random(len(truth)) < 0.2)
+    amp = table["amplitude"].to_numpy().copy()
+    amp[vacant] = 0.25 * np.median(amp[(truth.species == "X").to_numpy()])
+    return table.assign(amplitude=amp), vacant
+
+
+def test_sofs_discards_weak_peaks_the_registry_takes_for_halides():
+    """Where SOFS differs from the registry classification: a weak peak sitting on a vacant X site
+    continues the lattice (the registry calls it X) but is no halide column (its intensity term
+    keeps the spiral search from linking it). Replacing the search by the registry fails this test."""
+    from octascope_plugins.classify.sublattice_classifier import LatticeClassifier
+
+    table, vacant = _weak_peaks_on_vacant_x_sites()
+    assert vacant.sum() >= 20
+    registry = LatticeClassifier().classify(IMAGE, table).columns["species"].to_numpy()
+    sofs = SofsClassifier().classify(IMAGE, table).columns["species"].to_numpy()
+    assert np.mean(registry[vacant] == "X") >= 0.9  # the registry alone: X
+    assert np.mean(sofs[vacant] == "X") <= 0.1  # the search: not linked
+    assert np.mean(sofs[~vacant] == registry[~vacant]) >= 0.99  # elsewhere they agree

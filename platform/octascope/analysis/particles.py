@@ -317,7 +317,7 @@ def _describe(pid: int, rows: np.ndarray, xy: np.ndarray, theta: float, spacing:
     """A :class:`~octascope.core.model.Particle` from its columns' positions."""
     axes = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
     proj = xy @ axes.T
-    size = proj.max(0) - proj.min(0) + spacing
+    size = proj.max(0) - proj.min(0)  # outermost column to outermost column: n·a for a CsX-terminated cube of n cells
     outline, area = _outline_and_area(xy, spacing)
     h, w = shape_px
     reach = spacing + o.edge_margin_A

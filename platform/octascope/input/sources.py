@@ -14,7 +14,7 @@ from octascope.input.readers import read_image, read_truth, sidecar
 from octascope.core.model import Image, Truth
 
 FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path")
-KINDS = ("file", "example", "synthetic", "simulated")
+KINDS = ("file", "example", "synthetic", "simulated", "field")
 EXAMPLES_DIR = "octascope://data/examples"
 
 
@@ -77,6 +77,7 @@ _CALIBRATION_HINT = {
     "example": "the bundled example carries its own calibration",
     "synthetic": "the synthetic particle is drawn at source.spec.pixel_size_A",
     "simulated": "the simulated image is drawn at source.imaging.pixel_size_A",
+    "field": "the simulated field is drawn at source.imaging.pixel_size_A",
 }
 
 
@@ -89,6 +90,10 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
         from octascope.sim.simulation import SOURCE_KEYS
 
         own = set(SOURCE_KEYS)
+    elif kind == "field":
+        from octascope.sim.field import FIELD_SOURCE_KEYS
+
+        own = set(FIELD_SOURCE_KEYS)
     else:
         own = _KIND_KEYS[kind]
     allowed = set(FILE_KEYS) | own if reads_file or kind == "file" else set(_FILE_ONLY_DEFAULTS) | own
@@ -101,6 +106,10 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
         from octascope.sim.simulation import check_source_params
 
         check_source_params({k: v for k, v in params.items() if k in own})
+    if kind == "field":
+        from octascope.sim.field import check_field_params
+
+        check_field_params({k: v for k, v in params.items() if k in own})
     ignored = sorted(k for k, default in _FILE_ONLY_DEFAULTS.items() if k in params and params[k] != default)
     if ignored:
         hint = _CALIBRATION_HINT[kind] + "; " if "pixel_size_A" in ignored else ""
@@ -145,6 +154,10 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
         from octascope.sim.simulation import simulated_source
 
         return simulated_source(**params)
+    if kind == "field":
+        from octascope.sim.field import simulated_field_source
+
+        return simulated_field_source(**params)
     raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
 
 

@@ -246,3 +246,37 @@ def simulate_field(particles: Sequence[Mapping[str, Any] | FieldParticleOptions]
                   dose_e_per_A2=n_opts.dose_e_per_A2, source=f"simulated field:{key}", metadata=metadata)
     truth = Truth(columns=columns, octahedra=octahedra, clean=clean.image, metadata=metadata)
     return FieldSimulation(image=image, truth=truth, clean=clean, key=key)
+
+
+#: keys of the ``field`` source (``source=field``)
+FIELD_SOURCE_KEYS = ("particles", "field", "imaging", "support", "noise", "cache_dir", "progress")
+
+
+def check_field_params(params: Mapping[str, Any]) -> None:
+    """Check the field source's parameters without simulating (one-line errors naming the key)."""
+    unknown = sorted(set(params) - set(FIELD_SOURCE_KEYS))
+    if unknown:
+        raise SimulationParameterError(f"field source has no key(s) {unknown}; its keys are {', '.join(FIELD_SOURCE_KEYS)}")
+    particles = params.get("particles") or []
+    if not particles:
+        raise SimulationParameterError("particles: give at least one particle of the field (source.particles=[{...}])")
+    for k, p in enumerate(particles):
+        try:
+            FieldParticleOptions.from_config(p)
+        except SimulationParameterError as exc:
+            raise SimulationParameterError(f"particles[{k}].{exc}") from None
+    FieldOptions.from_config(params.get("field"))
+    ImagingOptions.from_config(params.get("imaging"))
+    NoiseOptions.from_config(params.get("noise"))
+    if params.get("support") is not None:
+        SupportOptions.from_config(params["support"])
+
+
+def simulated_field_source(*, particles: Sequence[Mapping[str, Any]], field: Mapping[str, Any] | None = None,
+                           imaging: Mapping[str, Any] | None = None, support: Mapping[str, Any] | None = None,
+                           noise: Mapping[str, Any] | None = None, cache_dir: str | None = None,
+                           progress: bool = True) -> tuple[Image, Truth]:
+    """The image and truth of a simulated field (``source=field``; :func:`simulate_field`)."""
+    sim = simulate_field(particles, field=field, imaging=imaging, support=support, noise=noise, cache_dir=cache_dir,
+                         progress=progress)
+    return sim.image, sim.truth
