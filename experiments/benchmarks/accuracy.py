@@ -18,8 +18,15 @@ mixed         the Br-segregated CsPbI(3-x)Br(x) cube (``+simulation=mixed_halide
 rotated       cspbi3 rotated in-plane by 17° (``source.imaging.scan_rotation_deg=17``)
 carbon        cspbi3 on 3 nm of amorphous carbon (``+simulation=carbon_support``)
 multislice    abTEM multislice iDPC of a 20 Å x 20 Å corner crop of cspbi3 (``+simulation=multislice_crop``,
-              0.25 Å/px, 2 snapshots; 916 s wall the first time on the shared 2-core machine, ≈5 min CPU)
+              0.25 Å/px, 2 snapshots)
+field         a 2048² frame at 0.168 Å/px on 3 nm of carbon with six particles (``source=field``,
+              ``conf/source/field.yaml``): 10 nm static, 8.8 nm with a core/shell tilt gradient, 7.5 nm
+              5° off [001], 10 nm cut by the frame edge, two touching 3.8 nm MD particles; per-particle rows
 ============  =====================================================================================
+
+The field is analysed at 1,000, 220 and 100 e/Å² by default; besides its frame row it gets one
+row per true particle (detection, species, octahedra coverage, θ error, core − shell Δθ3 found and
+true) and the frame's verdict counts (on-axis particles analysed, off-axis ones that yielded tilts).
 
 Doses: ``clean`` (no noise, one run) and 1000, 300, 100 e/Å² (the paper images at ≈220 e/Å²), each
 with the noise seeds given (≥ 3 by default; iDPC shot noise on the CoM, :mod:`octascope.sim.noise`).
@@ -70,8 +77,11 @@ IMAGES: dict[str, list[str]] = {
     "rotated": ["source=simulated", "source.imaging.max_snapshots=10", "source.imaging.scan_rotation_deg=17.0"],
     "carbon": ["source=simulated", "+simulation=carbon_support", "source.imaging.max_snapshots=10"],
     "multislice": ["source=simulated", "+simulation=multislice_crop"],
+    "field": ["source=field"],
 }
 DOSES = ("clean", "1000", "300", "100")
+#: doses of an image when none are given (the paper images at ≈220 e/Å²)
+DOSES_OF = {"field": ("1000", "220", "100")}
 #: overrides of every analysis in the benchmark that do not change the analysis
 BENCH_OVERRIDES = ["figure_formats=[]", "progress=false", "tracking.enabled=false"]
 QUICK = dict(images=list(IMAGES), doses=list(DOSES), seeds=[0])
@@ -102,7 +112,8 @@ def prepare_image(image: str) -> dict:
     from octascope.sim.simulation import simulate
 
     src = compose(source_overrides(image, "clean", 0))["source"]
-    src.pop("kind")
+    if src.pop("kind") == "field":
+        return prepare_field(src)
     for k in ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path",
               "truth_octahedra_path", "name"):
         src.pop(k, None)
@@ -113,6 +124,21 @@ def prepare_image(image: str) -> dict:
             "n_snapshots": info.get("n_snapshots"), "imaging_s": float(info.get("seconds", float("nan"))),
             "wall_s": time.perf_counter() - t0, "key": sim.keys["image"], "n_columns": len(sim.truth.columns),
             "composition": sim.truth.metadata["composition"]}
+
+
+def prepare_field(src: dict) -> dict:
+    """Simulate (or load from the cache) the clean field; its size and cost."""
+    from octascope.sim.field import simulate_field
+
+    t0 = time.perf_counter()
+    sim = simulate_field(src["particles"], field=src.get("field"), imaging=src.get("imaging"), support=src.get("support"),
+                         noise={**(src.get("noise") or {}), "dose_e_per_A2": None}, cache_dir=src.get("cache_dir"),
+                         progress=False)
+    info = sim.clean.info
+    return {"shape": sim.image.shape, "pixel_size_A": sim.image.pixel_size_A, "mode": info.get("mode"),
+            "n_snapshots": info.get("n_snapshots"), "imaging_s": float(info.get("seconds", float("nan"))),
+            "wall_s": time.perf_counter() - t0, "key": sim.key, "n_columns": len(sim.truth.columns),
+            "composition": f"{len(src['particles'])} particles"}
 
 
 def octahedra_scores(result, tolerance_A: float) -> dict[str, float]:
@@ -189,6 +215,9 @@ def analyse(image: str, dose: str, seed: int, config: str, config_overrides: lis
             log_run(params=cfg, scalars=scalars, timings_s=result.timings_s)
         row.update(result.scalars)
         row.update(extra)
+        per = result.tables.get("accuracy_particles")
+        if per is not None:
+            row["particles"] = per.to_dict("records")
         row["ok"] = True
         row["time_s"] = float(result.timings_s.get("total", time.perf_counter() - t0))
     except Exception as exc:  # a failed analysis is a result of the benchmark, not its end
@@ -216,6 +245,9 @@ COLUMNS = [
     ("oct. found", "octahedra_found", "{:.0f}", 1.0),
     ("oct. matched", "octahedra_matched", "{:.0f}", 1.0),
     ("oct. true", "octahedra_true", "{:.0f}", 1.0),
+    ("particles analysed", "n_particles_analysed", "{:.0f}", 1.0),
+    ("particles refused", "n_particles_refused", "{:.0f}", 1.0),
+    ("off-axis with θ", "n_particles_off_axis_with_tilts", "{:.0f}", 1.0),
 ]
 BR_COLUMNS = [("Δθ3 Br−I found [deg]", "br_minus_i_theta3_found_deg", "{:+.2f}", 1.0),
               ("Δθ3 Br−I true [deg]", "br_minus_i_theta3_true_deg", "{:+.2f}", 1.0)]
@@ -244,6 +276,37 @@ def markdown_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def particle_rows(rows: list[dict]) -> pd.DataFrame:
+    """One row per analysis and true particle (fields), with the analysis' labels."""
+    out = []
+    for r in rows:
+        for p in r.get("particles") or []:
+            out.append({"image": r["image"], "dose": r["dose"], "config": r["config"], "seed": r["seed"], **p})
+    return pd.DataFrame(out)
+
+
+#: per-particle table columns: (header, key, format)
+PARTICLE_COLUMNS = [("F1", "detection_f1", "{:.3f}"), ("species acc.", "species_accuracy", "{:.3f}"),
+                    ("coverage", "coverage", "{:.2f}"), ("θ err [deg]", "theta_mae_deg", "{:.2f}"),
+                    ("Δθ3 core−shell found [deg]", "dtheta3_found_deg", "{:+.2f}"),
+                    ("Δθ3 true [deg]", "dtheta3_true_deg", "{:+.2f}"), ("Δθ3 error [deg]", "dtheta3_error_deg", "{:+.2f}")]
+
+
+def particle_markdown(particles: pd.DataFrame) -> str:
+    """Per true particle × dose × config: mean ± sd over seeds; the found particles and whether it
+    has a valid [001] truth (an off-axis particle must yield no octahedra: coverage 0)."""
+    from octascope.results.compare import mean_sd
+
+    head = ["image", "dose [e/Å²]", "config", "particle", "[001] truth", "found as"] + [c[0] for c in PARTICLE_COLUMNS]
+    lines = ["Per particle (fields):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, g in particles.groupby(["image", "dose", "config", "particle_true"], sort=False):
+        found = ",".join(sorted(set(g["particle_found"].astype(str))))
+        cells = [mean_sd(g[c[1]], c[2]) if c[1] in g else "—" for c in PARTICLE_COLUMNS]
+        lines.append("| " + " | ".join([str(key[0]), str(key[1]), str(key[2]), str(key[3]),
+                                        "yes" if bool(g["valid_001"].iloc[0]) else "no (off-axis)", found, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="accuracy-benchmark.md", help="markdown file for the table (a .csv of all runs beside it)")
@@ -264,16 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [i for i in images if i not in IMAGES]
     if unknown:
         parser.error(f"unknown image(s) {unknown}; use {list(IMAGES)}")
-    doses = args.doses.split(",") if args.doses else list(DOSES)
-    for d in doses:
+    doses = args.doses.split(",") if args.doses else None
+    for d in doses or ():
         if d != "clean" and not float(d) > 0:
             parser.error(f"dose {d!r}: a positive number of e/Å² or 'clean'")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else (QUICK["seeds"] if args.quick else [0, 1, 2])
     configs = {"default": [], "best": shlex.split(args.overrides)}
     configs = {k: v for k, v in configs.items() if k in args.configs.split(",")}
 
-    jobs = [(im, d, s, c) for im in images for d in doses for s in (seeds[:1] if d == "clean" else seeds) for c in configs]
-    print(f"accuracy benchmark: {len(images)} images × {len(doses)} doses × seeds {seeds} × configs "
+    jobs = [(im, d, s, c) for im in images for d in (doses or DOSES_OF.get(im, DOSES))
+            for s in (seeds[:1] if d == "clean" else seeds) for c in configs]
+    print(f"accuracy benchmark: {len(images)} images × {len(doses or DOSES)} doses × seeds {seeds} × configs "
           f"{list(configs)} = {len(jobs)} analyses", flush=True)
     t_start = time.perf_counter()
     prepared = {}
@@ -305,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         e["ok"] = e["ok"].astype(str) == "True"
         e["dose"] = e["dose"].astype(str)
         e["error"] = e["error"].fillna("").astype(str)
-    table = pd.concat([*earlier, pd.DataFrame(rows)], ignore_index=True)
-    md = markdown_table(table)
+    particles = particle_rows(rows)
+    table = pd.concat([*earlier, pd.DataFrame([{k: v for k, v in r.items() if k != "particles"} for r in rows])],
+                      ignore_index=True)
+    md = markdown_table(table) + ("\n\n" + particle_markdown(particles) if len(particles) else "")
     from octascope.results.tracking import resolve_tracking_uri
 
     header = [f"# Accuracy benchmark ({'quick' if args.quick else 'full'})", "",
@@ -330,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     table.to_csv(out.with_suffix(".csv"), index=False)
+    if len(particles):
+        particles.to_csv(out.with_suffix(".particles.csv"), index=False)
     print(f"wrote {out} and {out.with_suffix('.csv')}", flush=True)
     return 0
 
