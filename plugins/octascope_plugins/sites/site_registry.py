@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
+from octascope.analysis.lattice import square_neighbour_vectors
 
 #: Coset offsets (in steps of the a/2 lattice) relative to the Pb coset.
 _X_COSETS = ((1, 0), (0, 1))
@@ -32,7 +33,7 @@ _CS_COSET = (1, 1)
 
 
 @dataclass(frozen=True)
-class Registry:
+class SiteRegistry:
     """Result of :func:`index_columns`.
 
     ``index`` (N, 2) integer lattice indices on the a/2 lattice (−1 where not indexed),
@@ -57,28 +58,16 @@ class Registry:
 
 
 def column_basis(xy_A: np.ndarray, *, k: int = 4) -> np.ndarray:
-    """Basis of the square column lattice from near-neighbour vectors: the four-fold mean
-    direction and the median length (robust to the small tilt displacements of X columns).
+    """Basis of the square column lattice [Å]: the four-fold mean direction of the near-neighbour
+    vectors (:func:`~octascope.analysis.lattice.square_neighbour_vectors`) and their median length
+    (robust to the small tilt displacements of X columns).
 
     Raises
     ------
     InputError
         When the near-neighbour directions show no four-fold order.
     """
-    xy = np.asarray(xy_A, float)
-    kk = min(k + 1, len(xy))
-    dist, idx = cKDTree(xy).query(xy, k=kk)
-    d = dist[:, 1:]
-    vec = xy[idx[:, 1:]] - xy[:, None, :]
-    nn = np.median(d[:, 0])
-    keep = (d > 0.7 * nn) & (d < 1.3 * nn)
-    v, length = vec[keep], d[keep]
-    if len(v) < 4:
-        raise InputError("no square lattice found among the columns; check the pixel size and the zone axis ([001])")
-    z = np.exp(4j * np.arctan2(v[:, 1], v[:, 0])).mean()
-    if abs(z) < 0.3:
-        raise InputError(f"column positions show no square lattice (four-fold order {abs(z):.2f} < 0.3); "
-                         "check the pixel size, the zone axis ([001]) and the denoising")
+    _, length, z = square_neighbour_vectors(xy_A, k=k)
     theta = np.angle(z) / 4.0
     L = float(np.median(length))
     return L * np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
@@ -187,7 +176,7 @@ def _attach_site_candidates(xy: np.ndarray, index: np.ndarray, resid: np.ndarray
 
 def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.ndarray | None = None,
                   site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02,
-                  min_columns: int = 9) -> Registry:
+                  min_columns: int = 9) -> SiteRegistry:
     """Index columns on the a/2 lattice and assign species by coset (see module docstring).
 
     Parameters
@@ -210,7 +199,7 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
 
     Returns
     -------
-    Registry
+    SiteRegistry
 
     Raises
     ------
@@ -283,7 +272,7 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
     rest_median = np.nanmedian(np.where(on & ~is_pb_site, amp, np.nan)) if (on & ~is_pb_site).any() else -np.inf
     dim = amp < 0.5 * (medians[pb] + rest_median)
     species[is_pb_site & dim & (np.nan_to_num(post, nan=1.0) < min_pb_posterior)] = "unknown"
-    return Registry(index=np.where(indexed[:, None], index, -1), residual_frac=resid, on_lattice=on,
+    return SiteRegistry(index=np.where(indexed[:, None], index, -1), residual_frac=resid, on_lattice=on,
                     species=species, pb_posterior=post, basis_A=np.asarray(basis), pb_coset=pb_coset)
 
 

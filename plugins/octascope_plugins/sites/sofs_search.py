@@ -43,7 +43,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
-from octascope.analysis.lattice import estimate_square_basis, local_lattice_vectors
+from octascope.analysis.lattice import estimate_square_basis, neighbour_lattice_vectors
 from octascope.core.params import Options, param, require
 
 
@@ -149,7 +149,7 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     basis = estimate_square_basis(pb_xy)
     a = float(np.mean(np.linalg.norm(basis, axis=1)))
     site_tol = prm.site_tolerance_frac * a
-    pb_basis, pb_nb = local_lattice_vectors(pb_xy, basis, tol_frac=prm.site_tolerance_frac)
+    pb_basis, pb_nb = neighbour_lattice_vectors(pb_xy, basis, tol_frac=prm.site_tolerance_frac)
     pb_tree = cKDTree(pb_xy)
     d_pb, near_pb = pb_tree.query(xy, k=1)
     column_basis = pb_basis[near_pb]
