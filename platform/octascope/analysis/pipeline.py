@@ -21,7 +21,10 @@ import numpy as np
 
 from octascope.core.errors import InputError, PluginError
 from octascope.core.model import Image, MetricInput, MetricOutput, Octahedra, Result, Truth, validate_columns
+from octascope.analysis.options import options_from_mapping
 from octascope.analysis.plausibility import check_lattice, classification_flags
+from octascope.analysis.refine import RefineOptions, refine_columns
+from octascope.analysis.region import RegionOptions, find_region
 from octascope.core.registry import Registry, get_registry
 from octascope.core.stages import METHODS, Classifier, Denoiser, Locator, Metric, NetworkBuilder
 
@@ -141,8 +144,8 @@ def run_pipeline(
     network: NetworkBuilder,
     metrics: Sequence[Metric] = (),
     truth: Truth | None = None,
-    region: Mapping[str, Any] | None = None,
-    refine: Mapping[str, Any] | None = None,
+    region: RegionOptions | Mapping[str, Any] | None = None,
+    refine: RefineOptions | Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
     """Run built stage objects on one image and return the :class:`~octascope.core.model.Result`.
@@ -172,16 +175,25 @@ def run_pipeline(
         metrics it names in ``after``.
     truth : Truth, optional
         Ground truth for accuracy metrics.
-    region : Mapping, optional
-        Keyword arguments of :func:`octascope.analysis.region.find_region` (default: automatic mask).
-    refine : Mapping, optional
+    region : RegionOptions or Mapping, optional
+        How the crystal region is found (:class:`octascope.analysis.region.RegionOptions`, or a
+        mapping of its fields; default: automatic mask).
+    refine : RefineOptions or Mapping, optional
         Model-based refinement of the classified columns (:func:`octascope.analysis.refine.refine_columns`)
-        before the network is built: ``enabled`` (default True when given) and its parameters;
+        before the network is built: :class:`octascope.analysis.refine.RefineOptions`, or a mapping
+        of its fields in which ``enabled`` defaults to True when the mapping is not empty;
         ``None`` or ``enabled: false`` keeps the locator's positions.
     progress : callable, optional
         Called with one line per stage start and end; ``None`` for silence.
+
+    Raises
+    ------
+    PluginParameterError
+        Before any stage runs, for a ``region`` or ``refine`` key or value that is not valid.
     """
     say = progress or (lambda _msg: None)
+    region_options = as_region_options(region)
+    refine_options = as_refine_options(refine)
     metrics = order_metrics(metrics)
     result = Result(image=image, truth=truth)
     stages: list[tuple[str, StageObject]] = [("denoiser", denoiser), ("locator", locator), ("classifier", classifier),
@@ -206,7 +218,7 @@ def run_pipeline(
     validate_columns(columns)
     try:
         say("[region] crystal region ...")
-        columns = _restrict_to_crystal(result, denoised, columns, dict(region or {}))
+        columns = _restrict_to_crystal(result, denoised, columns, region_options)
         say(f"[region] crystal region done in {result.timings_s['region']:.2f} s")
         result.columns = columns
         if len(columns) < MIN_COLUMNS:
@@ -220,11 +232,9 @@ def run_pipeline(
             check_lattice(classified.lattice_basis_A, pixel_size_A=image.pixel_size_A)
         result.flags.extend(classification_flags(result.columns["species"].to_numpy(),
                                                  result.columns["amplitude"].to_numpy(float)))
-        refine_params = dict(refine or {})
-        if refine_params.pop("enabled", bool(refine_params)):
-            from octascope.analysis.refine import refine_columns
-
-            result.columns, result.refinement = timed(3, "refine", lambda: refine_columns(denoised, result.columns, **refine_params))
+        if refine_options.enabled:
+            result.columns, result.refinement = timed(3, "refine", lambda: refine_columns(denoised, result.columns,
+                                                                                          refine_options))
         classification = classified.with_columns(result.columns)
         octahedra = result.octahedra = timed(4, f"network:{network.name}", lambda: network.build(denoised, classification))
         result.geometry = _geometry(result, octahedra, denoised)
@@ -259,18 +269,33 @@ def _geometry(result: Result, octahedra: Octahedra, denoised: Image) -> "Octahed
     return geometry
 
 
-def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: dict[str, Any]) -> "pd.DataFrame":
+def as_refine_options(refine: RefineOptions | Mapping[str, Any] | None) -> RefineOptions:
+    """The refinement's options from :func:`run_pipeline`'s ``refine``: ``None`` is off, and in a
+    mapping ``enabled`` defaults to True unless the mapping is empty."""
+    if isinstance(refine, RefineOptions):
+        return refine
+    params = dict(refine or {})
+    params.setdefault("enabled", bool(params))
+    return options_from_mapping(RefineOptions, params, "refine")
+
+
+def as_region_options(region: RegionOptions | Mapping[str, Any] | None) -> RegionOptions:
+    """The crystal region's options from :func:`run_pipeline`'s ``region`` (``None``: automatic)."""
+    if isinstance(region, RegionOptions):
+        return region
+    return options_from_mapping(RegionOptions, dict(region or {}), "region")
+
+
+def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: RegionOptions) -> "pd.DataFrame":
     """Find the crystal region of the denoised image ``img``, check its contrast, drop columns outside."""
-    from octascope.analysis.region import find_region
     from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum
     from octascope.analysis.plausibility import check_contrast
 
     t0 = time.perf_counter()
     noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
-    mode = region.get("mode", "auto")
-    reg = find_region(img.data, img.pixel_size_A, noise=noise, **region)
+    reg = find_region(img.data, img.pixel_size_A, region, noise=noise)
     result.region = reg
-    if mode == "auto" and not reg.mask.any():
+    if region.mode == "auto" and not reg.mask.any():
         raise InputError(
             "no crystal lattice in the image (no Bragg peaks above the noise): nothing to analyse; check that the image "
             "shows a crystal at atomic resolution and its pixel size, or draw the region (region.mode=polygon)"
@@ -303,8 +328,8 @@ def analyze(
     network: StageSpec = "nearest",
     metrics: Sequence[StageSpec] | None = None,
     truth: Truth | None = None,
-    region: Mapping[str, Any] | None = None,
-    refine: Mapping[str, Any] | None = None,
+    region: RegionOptions | Mapping[str, Any] | None = None,
+    refine: RefineOptions | Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
@@ -321,10 +346,10 @@ def analyze(
         :data:`DEFAULT_METRICS` (``accuracy`` only when truth is given).
     truth : Truth, optional
         Ground truth for the ``accuracy`` metric.
-    region : Mapping, optional
-        How the crystal region is found (:func:`octascope.analysis.region.find_region`: ``mode`` auto,
-        file, polygon or none, and its parameters); automatic by default.
-    refine : Mapping, optional
+    region : RegionOptions or Mapping, optional
+        How the crystal region is found (:class:`octascope.analysis.region.RegionOptions`: ``mode``
+        auto, file, polygon or none, and its parameters); automatic by default.
+    refine : RefineOptions or Mapping, optional
         Model-based refinement after classification (see :func:`run_pipeline`); ``None``: off.
     registry : Registry, optional
         Plugin registry; by default all built-in and installed plugins.
