@@ -148,7 +148,7 @@ def test_pipeline_option_refines_classified_columns(small_synthetic):
     assert "refine" not in base.timings_s and "refine" not in off.timings_s and "refine" in on.timings_s
     assert np.allclose(off.columns["x_A"], base.columns["x_A"])
     assert "x_A_locator" in on.columns and np.isfinite(on.columns["x_err_A"]).all()
-    assert on.columns.attrs["refine"]["domain"] == "gradient"  # auto: the synthetic image is iDPC
+    assert on.refinement is not None and on.refinement["domain"] == "gradient"  # auto: the synthetic image is iDPC
     assert len(on.octahedra) == len(base.octahedra)
     moved = np.hypot(on.columns["x_A"] - on.columns["x_A_locator"], on.columns["y_A"] - on.columns["y_A_locator"])
     assert moved.max() < 0.3  # a refinement, not a relocation

@@ -435,17 +435,9 @@ def _alternate(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "tor
     return x, y, amp, rounds, history
 
 
-def refine_positions(
-    data: np.ndarray,
-    x_px: np.ndarray,
-    y_px: np.ndarray,
-    species: Sequence[str],
-    options: RefineOptions | None = None,
-    *,
-    pixel_size_A: float,
-    domain: str | None = None,
-    **params: Any,
-) -> RefineResult:
+def refine_positions(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, species: Sequence[str],
+                     options: RefineOptions | None = None, *, pixel_size_A: float, domain: str | None = None,
+                     **params: Any) -> RefineResult:
     """Fit all columns of ``data`` jointly with one learned profile per species (module docstring).
 
     Parameters
@@ -457,25 +449,22 @@ def refine_positions(
     species : sequence of str
         Species label of every column; each distinct label gets its own profile.
     options : RefineOptions, optional
-        The fit's parameters (``basis_sigmas_A`` [Å], ``radius_A`` [Å], ``background_spacing_A``
-        [Å], ``max_rounds``, ``tolerance_px`` [px], ``max_step_px`` [px], ``linear_every``,
-        ``device``); the defaults when neither it nor ``params`` is given.
+        The fit's parameters (lengths in [Å] or [px] as their names say); the defaults when
+        neither it nor ``params`` is given.
     pixel_size_A : float
         Pixel size [Å].
     domain : str, optional
-        What is fitted: ``"image"`` (unweighted least squares on the pixels: the ML estimator for
-        white noise, HAADF) or ``"gradient"`` (least squares on the image's Fourier gradient: for
-        iDPC/iCoM, whose noise is white in the CoM field the image was integrated from, this is the
-        whitened, maximum-likelihood fit). ``model`` holds the fitted observables (1 or 2 channels).
-        Default: ``options.domain`` (``auto`` is resolved by :func:`refine_columns`, which knows the
-        image's signal).
+        ``"image"`` (least squares on the pixels: the ML fit for white noise) or ``"gradient"``
+        (on the image's Fourier gradient: the whitened ML fit for iDPC/iCoM); default
+        ``options.domain``, whose ``auto`` only :func:`refine_columns` resolves (it knows the signal).
     **params
         The keyword form of ``options`` (its field names).
 
     Returns
     -------
     RefineResult
-        Positions, amplitudes and their uncertainties [px], the species profiles, model and background.
+        Positions, amplitudes and their uncertainties [px], the species profiles, and the fitted
+        observables (``model``, 1 or 2 channels) and background.
     """
     o = refine_options(options, params)
     dev = select_device(o.device, "refine")
