@@ -148,7 +148,7 @@ def test_pipeline_option_refines_classified_columns(small_synthetic):
     assert "refine" not in base.timings_s and "refine" not in off.timings_s and "refine" in on.timings_s
     assert np.allclose(off.columns["x_A"], base.columns["x_A"])
     assert "x_A_locator" in on.columns and np.isfinite(on.columns["x_err_A"]).all()
-    assert on.columns.attrs["refine"]["domain"] == "gradient"  # auto: the synthetic image is iDPC
+    assert on.refinement is not None and on.refinement["domain"] == "gradient"  # auto: the synthetic image is iDPC
     assert len(on.octahedra) == len(base.octahedra)
     moved = np.hypot(on.columns["x_A"] - on.columns["x_A_locator"], on.columns["y_A"] - on.columns["y_A_locator"])
     assert moved.max() < 0.3  # a refinement, not a relocation
@@ -156,20 +156,86 @@ def test_pipeline_option_refines_classified_columns(small_synthetic):
 
 
 def test_config_accepts_the_refine_group_and_it_is_off_by_default():
-    from octascope.app.cli import conf_dir
     from octascope.app.config import validate_config
-    from octascope.analysis.refine import refine_columns
 
     validate_config({"refine": {"enabled": True}, "tracking": {"enabled": False}})
-    import inspect
+    validate_config({"refine": {"enabled": True, "basis_sigmas_A": [0.3, 0.6], "skip_species": ["Cs"]},
+                     "tracking": {"enabled": False}})
+
+
+@pytest.mark.parametrize("group", ["refine", "region"])
+def test_config_yaml_lists_every_option_with_its_default(group):
+    """conf/config.yaml's refine and region groups hold exactly the options' fields, at their defaults."""
+    import dataclasses
 
     import yaml
 
-    cfg = yaml.safe_load((conf_dir() / "config.yaml").read_text())
-    assert cfg["refine"]["enabled"] is False
-    params = set(inspect.signature(refine_columns).parameters) | {"enabled", "radius_A", "background_spacing_A",
-                                                                  "max_rounds", "tolerance_px", "linear_every", "device"}
-    assert set(cfg["refine"]) <= params  # every key of the group is read
+    from octascope.analysis.refine import RefineOptions
+    from octascope.analysis.region import RegionOptions
+    from octascope.app.cli import conf_dir
+
+    cls = {"refine": RefineOptions, "region": RegionOptions}[group]
+    cfg = yaml.safe_load((conf_dir() / "config.yaml").read_text())[group]
+    assert list(cfg) == [f.name for f in dataclasses.fields(cls)]
+    assert cls(**cfg) == cls()
+    assert cfg == cls().to_dict()  # also the YAML types: 1.0e-3 a float, lists for tuples
+
+
+@pytest.mark.parametrize("group, params, needle", [
+    ("refine", {"max_roundz": 3}, "refine has no key(s) ['max_roundz']"),
+    ("refine", {"max_rounds": -1}, "refine.max_rounds must be >= 0"),
+    ("refine", {"domain": "fourier"}, "refine.domain must be one of"),
+    ("refine", {"basis_sigmas_A": [0.2, -0.1]}, "refine.basis_sigmas_A"),
+    ("refine", {"device": "tpu"}, "refine.device"),
+    ("refine", {"linear_every": 0}, "refine.linear_every must be >= 1"),
+    ("region", {"mode": "blob"}, "region.mode must be one of"),
+    ("region", {"threshhold": 3.0}, "region has no key(s) ['threshhold']"),
+    ("region", {"threshold": "high"}, "region.threshold must be a number"),
+    ("region", {"mode": "polygon"}, "region.mode=polygon needs region.polygon_A"),
+    ("region", {"mode": "file"}, "region.mode=file needs region.mask_path"),
+])
+def test_bad_refine_or_region_option_is_one_line(group, params, needle):
+    """The config check and the pipeline refuse the same keys and values with the same one line."""
+    from octascope.analysis.pipeline import as_refine_options, as_region_options
+    from octascope.app.config import validate_config
+    from octascope.core.errors import ConfigError, PluginParameterError
+
+    with pytest.raises(ConfigError) as exc:
+        validate_config({group: params, "tracking": {"enabled": False}})
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+    build = {"refine": as_refine_options, "region": as_region_options}[group]
+    with pytest.raises(PluginParameterError, match="^" + __import__("re").escape(str(exc.value)) + "$"):
+        build(params)
+
+
+def test_pipeline_refine_argument_forms():
+    """A mapping switches the refinement on unless it says otherwise or is empty; options pass through."""
+    from octascope.analysis.pipeline import as_refine_options
+    from octascope.analysis.refine import RefineOptions
+
+    assert as_refine_options(None) == RefineOptions() and not RefineOptions().enabled
+    assert not as_refine_options({}).enabled
+    assert as_refine_options({"device": "cpu"}) == RefineOptions(enabled=True, device="cpu")
+    assert not as_refine_options({"enabled": False, "device": "cpu"}).enabled
+    opts = RefineOptions(enabled=True, max_rounds=5)
+    assert as_refine_options(opts) is opts
+
+
+@pytest.mark.parametrize("override", ["refine.max_roundz=3", "+refine.max_roundz=3", "refine.max_rounds=-1",
+                                      "refine.domain=fourier", "+region.threshhold=3", "region.mode=polygon"])
+def test_cli_refuses_bad_refine_or_region_before_reading_the_image(override, in_tmp, capsys):
+    """One line, exit 2, no output folder: the bad option stops the command before the image is read
+    (the source is a file that does not exist, which would be the error otherwise)."""
+    from cli_run import run_cli
+
+    code, out, err = run_cli([override, "source.path=missing.npy", "source.pixel_size_A=0.2", "tracking.enabled=false",
+                              "progress=false", "figure_formats=[]"], capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("octascope: error: "), err
+    assert ("refine" in lines[0] or "region" in lines[0]) and "missing.npy" not in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    assert not (in_tmp / "outputs").exists()
 
 
 def test_refine_input_errors():

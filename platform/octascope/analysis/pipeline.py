@@ -23,6 +23,8 @@ from octascope.analysis.frame import MIN_COLUMNS, analyse_frame
 from octascope.analysis.particle_table import frame_statistics, particle_table
 from octascope.analysis.particles import ParticleOptions, Segmentation, segment_particles, unresolved_particles
 from octascope.core.errors import InputError, PluginError
+from octascope.analysis.refine import RefineOptions, refine_columns
+from octascope.analysis.region import RegionOptions, find_region
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
 from octascope.core.params import options_from
 from octascope.core.registry import Registry, get_registry
@@ -140,8 +142,8 @@ def run_pipeline(
     network: NetworkBuilder,
     metrics: Sequence[Metric] = (),
     truth: Truth | None = None,
-    region: Mapping[str, Any] | None = None,
-    refine: Mapping[str, Any] | None = None,
+    region: RegionOptions | Mapping[str, Any] | None = None,
+    refine: RefineOptions | Mapping[str, Any] | None = None,
     particles: ParticleOptions | Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = _default_progress,
 ) -> Result:
@@ -174,18 +176,27 @@ def run_pipeline(
         metrics it names in ``after``.
     truth : Truth, optional
         Ground truth for accuracy metrics.
-    region : Mapping, optional
-        Keyword arguments of :func:`octascope.analysis.region.find_region` (default: automatic mask).
-    refine : Mapping, optional
+    region : RegionOptions or Mapping, optional
+        How the crystal region is found (:class:`octascope.analysis.region.RegionOptions`, or a
+        mapping of its fields; default: automatic mask).
+    refine : RefineOptions or Mapping, optional
         Model-based refinement of the classified columns (:func:`octascope.analysis.refine.refine_columns`)
-        before the networks are built: ``enabled`` (default True when given) and its parameters;
+        before the networks are built: :class:`octascope.analysis.refine.RefineOptions`, or a
+        mapping of its fields in which ``enabled`` defaults to True when the mapping is not empty;
         ``None`` or ``enabled: false`` keeps the locator's positions.
     particles : ParticleOptions or Mapping, optional
         How the frame is split into particles (:class:`~octascope.analysis.particles.ParticleOptions`).
     progress : callable, optional
         Called with one line per stage start and end; ``None`` for silence.
+
+    Raises
+    ------
+    PluginParameterError
+        Before any stage runs, for a ``region``, ``refine`` or ``particles`` key or value that is not valid.
     """
     say = progress or (lambda _msg: None)
+    region_options, refine_options = as_region_options(region), as_refine_options(refine)
+    particle_opts = particle_options(particles)
     metrics = order_metrics(metrics)
     result = Result(image=image, truth=truth)
     result.plugins = {"denoiser": denoiser.name, "locator": locator.name, "classifier": classifier.name,
@@ -197,7 +208,7 @@ def run_pipeline(
     columns = clock.step(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
     validate_columns(columns)
     try:
-        _analyse_particles(result, denoised, columns, classifier, network, region, refine, particle_options(particles), clock)
+        _analyse_particles(result, denoised, columns, classifier, network, region_options, refine_options, particle_opts, clock)
     except Exception as exc:
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
@@ -208,12 +219,27 @@ def run_pipeline(
 
 
 def particle_options(particles: ParticleOptions | Mapping[str, Any] | None) -> ParticleOptions:
-    """The segmentation options from a mapping (a config group), checked."""
+    """The segmentation options from :func:`run_pipeline`'s ``particles`` (``None``: the defaults)."""
     if isinstance(particles, ParticleOptions):
         return particles
-    options = options_from(ParticleOptions, dict(particles or {}), "particles")
-    assert isinstance(options, ParticleOptions)
-    return options
+    return options_from(ParticleOptions, dict(particles or {}), "particles")
+
+
+def as_refine_options(refine: RefineOptions | Mapping[str, Any] | None) -> RefineOptions:
+    """The refinement's options from :func:`run_pipeline`'s ``refine``: ``None`` is off, and in a
+    mapping ``enabled`` defaults to True unless the mapping is empty."""
+    if isinstance(refine, RefineOptions):
+        return refine
+    params = dict(refine or {})
+    params.setdefault("enabled", bool(params))
+    return options_from(RefineOptions, params, "refine")
+
+
+def as_region_options(region: RegionOptions | Mapping[str, Any] | None) -> RegionOptions:
+    """The crystal region's options from :func:`run_pipeline`'s ``region`` (``None``: automatic)."""
+    if isinstance(region, RegionOptions):
+        return region
+    return options_from(RegionOptions, dict(region or {}), "region")
 
 
 class _StageClock:
@@ -236,11 +262,11 @@ class _StageClock:
 
 
 def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame", classifier: Classifier,
-                       network: NetworkBuilder, region: Mapping[str, Any] | None, refine: Mapping[str, Any] | None,
+                       network: NetworkBuilder, region: RegionOptions, refine: RefineOptions,
                        options: ParticleOptions, clock: _StageClock) -> None:
     """Crystal region, particles, and every particle's classification, network and geometry."""
     clock.say("[region] crystal region ...")
-    columns, band_passed = _restrict_to_crystal(result, denoised, columns, dict(region or {}))
+    columns, band_passed = _restrict_to_crystal(result, denoised, columns, region)
     clock.record("region", "region", result.timings_s["region"])
     result.columns = columns
     if len(columns) < MIN_COLUMNS:
@@ -292,14 +318,11 @@ def find_particles(image: Image, columns: "pd.DataFrame", region: CrystalRegion 
     return Segmentation(labels, [*seg.particles, *extra], seg.spacing_A, seg.n_domains_split)
 
 
-def refine_function(refine: Mapping[str, Any] | None, image: Image) -> Callable[["pd.DataFrame"], tuple["pd.DataFrame", dict[str, Any]]] | None:
-    """The refinement of classified columns on ``image`` the configuration asks for (``None``: off)."""
-    params = dict(refine or {})
-    if not params.pop("enabled", bool(params)):
+def refine_function(refine: RefineOptions, image: Image) -> Callable[["pd.DataFrame"], tuple["pd.DataFrame", dict[str, Any]]] | None:
+    """The refinement of classified columns on ``image`` the options ask for (``None``: off)."""
+    if not refine.enabled:
         return None
-    from octascope.analysis.refine import refine_columns
-
-    return lambda columns: refine_columns(image, columns, **params)
+    return lambda columns: refine_columns(image, columns, refine)
 
 
 def _run_metrics(result: Result, metrics: Sequence[Metric], truth: Truth | None, clock: _StageClock) -> None:
@@ -329,18 +352,16 @@ def _join_particle_table(result: Result) -> None:
 
 
 def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame",
-                         region: dict[str, Any]) -> tuple["pd.DataFrame", np.ndarray]:
+                         region: RegionOptions) -> tuple["pd.DataFrame", np.ndarray]:
     """Find the crystal region of the denoised image ``img``, drop the columns outside; also the
     band-passed image (the particles' contrast check)."""
     from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum
-    from octascope.analysis.region import find_region
 
     t0 = time.perf_counter()
     noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
-    mode = region.get("mode", "auto")
-    reg = find_region(img.data, img.pixel_size_A, noise=noise, **region)
+    reg = find_region(img.data, img.pixel_size_A, region, noise=noise)
     result.region = reg
-    if mode == "auto" and not reg.mask.any():
+    if region.mode == "auto" and not reg.mask.any():
         raise InputError(
             "no crystal lattice in the image (no Bragg peaks above the noise): nothing to analyse; check that the image "
             "shows a crystal at atomic resolution and its pixel size, or draw the region (region.mode=polygon)"

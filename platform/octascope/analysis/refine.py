@@ -30,14 +30,15 @@ is exact, and the neighbours and background are known (they are nearly orthogona
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from octascope.core.errors import InputError
+from octascope.core.devices import check_device_name, select_device
 from octascope.core.devices import cpu_threads as _cpu_threads
-from octascope.core.devices import select_device
+from octascope.core.errors import InputError, PluginError, PluginParameterError
+from octascope.core.params import Options, options_from, param, require
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +46,53 @@ if TYPE_CHECKING:
 #: feature-image elements held at once in the linear solve (float64: 128 MiB)
 _MAX_FEATURE_ELEMENTS = 2**24
 
-DEFAULT_BASIS_SIGMAS_A: tuple[float, ...] = (0.2, 0.3, 0.45, 0.65, 0.9)
+
+@dataclass(frozen=True, kw_only=True)
+class RefineOptions(Options):
+    """Parameters of the model-based refinement: the ``refine`` group of the run configuration.
+
+    :func:`refine_columns` and :func:`refine_positions` read them; the configuration check builds
+    them before the image is read, and ``conf/config.yaml`` lists every one with its default.
+    """
+
+    enabled: bool = param(False, doc="refine the classified columns before the network is built")
+    domain: Literal["image", "gradient", "auto"] = param(
+        "image", doc="what is fitted: image (the pixels; the ML fit for white noise, HAADF), gradient (the image's "
+                     "Fourier gradient; the ML fit for iDPC/iCoM noise, biased on thermally smeared columns), "
+                     "auto (gradient for iDPC/iCoM, image otherwise)")
+    basis_sigmas_A: tuple[float, ...] = param((0.2, 0.3, 0.45, 0.65, 0.9), unit="Å",
+                                              doc="widths of the Gaussians whose combination is a species profile")
+    radius_A: float = param(2.0, unit="Å", doc="a column's profile is rendered out to this radius (covers the side-lobes)")
+    background_spacing_A: float = param(4.0, unit="Å", doc="spacing and width of the smooth background's Gaussian bumps")
+    max_rounds: int = param(30, doc="alternations (profile + background solve, one Gauss-Newton step of all columns) "
+                                    "at most")
+    tolerance_px: float = param(1e-3, unit="px", doc="stop when the RMS move of the columns in a round is below this")
+    max_step_px: float = param(1.0, unit="px", doc="largest position step of one round (a longer one is clipped)")
+    linear_every: int = param(4, doc="after the first three rounds, re-solve profiles and background every this many "
+                                     "rounds (they change little once the positions settle; the solve is the costly part)")
+    device: str = param("auto", doc="'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:i]'")
+    cpu_threads: int = param(1, doc="torch threads of a CPU fit (0 keeps torch's setting)")
+    skip_species: tuple[str, ...] = param((), doc="species modelled with the others but keeping the locator's positions")
+
+    def check(self) -> None:
+        require(len(self.basis_sigmas_A) > 0 and min(self.basis_sigmas_A) > 0,
+                f"basis_sigmas_A must be one or more widths > 0 [Å], got {list(self.basis_sigmas_A)}")
+        for key in ("radius_A", "background_spacing_A", "max_step_px"):
+            require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("max_rounds", "tolerance_px", "cpu_threads"):
+            require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
+        require(self.linear_every >= 1, f"linear_every must be >= 1, got {self.linear_every}")
+        try:
+            check_device_name(self.device, "refine")
+        except PluginError as exc:
+            require(False, f"device: {exc}")
+
+
+def refine_options(options: RefineOptions | None = None, params: Mapping[str, Any] | None = None) -> RefineOptions:
+    """``options``, or :class:`RefineOptions` built from the keyword form ``params`` (not both)."""
+    if options is not None and params:
+        raise PluginParameterError("refine: give a RefineOptions or keyword parameters, not both")
+    return options if options is not None else options_from(RefineOptions, params or {}, "refine")
 
 
 @dataclass
@@ -86,68 +133,250 @@ def _bump_basis(n: int, spacing_px: float) -> tuple[np.ndarray, np.ndarray]:
     return g, -u / spacing_px * g
 
 
-def refine_positions(
-    data: np.ndarray,
-    x_px: np.ndarray,
-    y_px: np.ndarray,
-    species: Sequence[str],
-    *,
-    pixel_size_A: float,
-    basis_sigmas_A: Sequence[float] = DEFAULT_BASIS_SIGMAS_A,
-    radius_A: float = 2.0,
-    background_spacing_A: float = 4.0,
-    max_rounds: int = 30,
-    tolerance_px: float = 1e-3,
-    max_step_px: float = 1.0,
-    linear_every: int = 4,
-    domain: str = "image",
-    device: str = "auto",
-) -> RefineResult:
-    """Fit all columns of ``data`` jointly with one learned profile per species (module docstring).
+def _observables(img: "torch.Tensor", gradient: bool) -> "torch.Tensor":
+    """What is fitted, (n_ch, h, w): the image itself, or its Fourier gradient (x, y).
 
-    Parameters
-    ----------
-    data : numpy.ndarray
-        2-D image.
-    x_px, y_px : array_like
-        Start positions [px] (e.g. the Gaussian locator's).
-    species : sequence of str
-        Species label of every column; each distinct label gets its own profile.
-    pixel_size_A : float
-        Pixel size [Å].
-    basis_sigmas_A : sequence of float
-        Widths of the Gaussians whose combination is a species profile [Å].
-    radius_A : float
-        Radius around each column over which its profile is rendered [Å] (covers the side-lobes).
-    background_spacing_A : float
-        Spacing and width of the background bumps [Å].
-    max_rounds : int
-        Alternations (profile + background solve, then one Gauss-Newton step of all columns) at most.
-    tolerance_px : float
-        Stop when the RMS move of the columns in a round is below this [px].
-    linear_every : int
-        After the first three rounds, re-solve the profiles and background every this many rounds
-        (they change little once the positions have settled; the solve is the costly part).
-    max_step_px : float
-        Largest position step of one round [px] (a column that wants more is clipped).
-    domain : str
-        What is fitted: ``"image"`` (unweighted least squares on the pixels: the ML estimator for
-        white noise, HAADF) or ``"gradient"`` (least squares on the image's Fourier gradient: for
-        iDPC/iCoM, whose noise is white in the CoM field the image was integrated from, this is the
-        whitened, maximum-likelihood fit). ``model`` holds the fitted observables (1 or 2 channels).
-    device : str
-        ``auto``, ``cpu`` or ``cuda[:i]``.
+    The gradient is taken of the image's mirror extension, so a field of view that is not
+    periodic (a crop) has no edge jump; for iDPC/iCoM it is the CoM field, whose noise is white.
     """
     import torch
 
-    dev = select_device(device, "refine")
+    if not gradient:
+        return img[None]
+    h, w = img.shape
+    ext = torch.cat([torch.cat([img, img.flip(1)], 1), torch.cat([img.flip(0), img.flip(0).flip(1)], 1)], 0)
+    f = torch.fft.fft2(ext)
+    kx = torch.fft.fftfreq(2 * w, device=img.device, dtype=img.dtype)[None, :]
+    ky = torch.fft.fftfreq(2 * h, device=img.device, dtype=img.dtype)[:, None]
+    return torch.stack([torch.fft.ifft2(2j * np.pi * kx * f).real[:h, :w],
+                        torch.fft.ifft2(2j * np.pi * ky * f).real[:h, :w]])
+
+
+@dataclass
+class _JointModel:
+    """The whole-image model of :func:`refine_positions` on fixed pixel sets: what is fitted, every
+    column's patch, the species profile basis and the background basis (torch tensors).
+
+    Patches are the pixels within the render radius of each column's start position (columns move
+    far less than a pixel); ``inside`` masks those off the image, ``flat`` are their flat indices.
+    """
+
+    img: "torch.Tensor"  # (h, w)
+    obs: "torch.Tensor"  # (n_ch, h, w) observables: the image or its gradient
+    gradient: bool
+    sig: "torch.Tensor"  # (k,) basis widths [px]
+    group: "torch.Tensor"  # (n,) species index of every column
+    n_species: int
+    pxf: "torch.Tensor"  # (n, m) patch pixel x [px]
+    pyf: "torch.Tensor"  # (n, m) patch pixel y [px]
+    inside: "torch.Tensor"  # (n, m) 1 on the image, 0 off it
+    flat: "torch.Tensor"  # (n, m) flat pixel index (clamped onto the image)
+    gy: "torch.Tensor"  # (h, by) background bumps along y
+    gx: "torch.Tensor"  # (w, bx) background bumps along x
+    bg_pairs: list[tuple["torch.Tensor", "torch.Tensor"]]  # (row basis, column basis) per channel
+    bb: "torch.Tensor"  # background Gram matrix
+    rhs_bg: "torch.Tensor"  # background right-hand side
+
+    @classmethod
+    def build(cls, img_np: np.ndarray, x0: np.ndarray, y0: np.ndarray, group: np.ndarray, n_species: int, *,
+              pixel_size_A: float, options: RefineOptions, gradient: bool, device: "torch.device") -> "_JointModel":
+        """The model of image ``img_np`` around start positions ``x0``, ``y0`` [px]."""
+        import torch
+
+        dt = torch.float64
+        h, w = img_np.shape
+        img = torch.as_tensor(img_np, dtype=dt, device=device)
+        obs = _observables(img, gradient)
+        rad = max(2, int(np.ceil(options.radius_A / pixel_size_A)))
+        off = np.arange(-rad, rad + 1)
+        oy, ox = np.meshgrid(off, off, indexing="ij")
+        disk = (ox**2 + oy**2) <= rad**2
+        ox_t = torch.as_tensor(ox[disk], dtype=torch.long, device=device)
+        oy_t = torch.as_tensor(oy[disk], dtype=torch.long, device=device)
+        cx = torch.round(torch.as_tensor(x0, dtype=dt, device=device)).long()
+        cy = torch.round(torch.as_tensor(y0, dtype=dt, device=device)).long()
+        px, py = cx[:, None] + ox_t[None, :], cy[:, None] + oy_t[None, :]
+        inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h)).to(dt)
+        flat = py.clamp(0, h - 1) * w + px.clamp(0, w - 1)
+        gy, gx, bg_pairs = _background_basis(h, w, options.background_spacing_A / pixel_size_A, gradient, device)
+        bb = torch.stack([torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs]).sum(0)
+        rhs_bg = torch.stack([(a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs)]).sum(0)
+        sig = torch.as_tensor(np.asarray(options.basis_sigmas_A, float) / pixel_size_A, dtype=dt, device=device)
+        return cls(img=img, obs=obs, gradient=gradient, sig=sig, group=torch.as_tensor(group, dtype=torch.long, device=device),
+                   n_species=n_species, pxf=px.to(dt), pyf=py.to(dt), inside=inside, flat=flat, gy=gy, gx=gx,
+                   bg_pairs=bg_pairs, bb=bb, rhs_bg=rhs_bg)
+
+    def tensor(self, values: np.ndarray) -> "torch.Tensor":
+        """``values`` as a float64 tensor on the model's device."""
+        import torch
+
+        return torch.as_tensor(values, dtype=self.img.dtype, device=self.img.device)
+
+    def start_amplitudes(self, x: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        """Image value at each rounded position above the image mean (kept off zero)."""
+        import torch
+
+        h, w = self.img.shape
+        amp0 = self.img.reshape(-1)[torch.round(y).long().clamp(0, h - 1) * w + torch.round(x).long().clamp(0, w - 1)] \
+            - self.img.mean()
+        return torch.where(amp0.abs() > 1e-12, amp0, torch.full_like(amp0, 1e-12))
+
+    def channels(self, x: "torch.Tensor", y: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Per column, pixel and basis function: the observable channels of a unit-coefficient Gaussian
+        (n_ch, n, m, k), and their derivatives with respect to the column's x and y."""
+        import torch
+
+        dx, dy = self.pxf - x[:, None], self.pyf - y[:, None]
+        dx, dy = dx[..., None], dy[..., None]
+        s2 = self.sig**2
+        g = torch.exp(-0.5 * (dx**2 + dy**2) / s2)
+        if not self.gradient:
+            return g[None], (g * dx / s2)[None], (g * dy / s2)[None]
+        gxp, gyp = -dx / s2 * g, -dy / s2 * g  # ∂g/∂px, ∂g/∂py
+        dxx = -(dx**2 / s2**2 - 1 / s2) * g  # ∂(∂g/∂px)/∂x_i = -∂²g/∂px²
+        dxy = -(dx * dy / s2**2) * g
+        dyy = -(dy**2 / s2**2 - 1 / s2) * g
+        return torch.stack([gxp, gyp]), torch.stack([dxx, dxy]), torch.stack([dxy, dyy])
+
+    def render(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
+               bg_w: "torch.Tensor") -> "torch.Tensor":
+        """The model's observables (n_ch, h, w): every column's profile plus the background."""
+        import torch
+
+        n_ch, h, w = self.obs.shape
+        g = self.channels(x, y)[0]
+        prof = (g * coeffs[self.group][None, :, None, :]).sum(-1)  # (n_ch, n, m)
+        cols = torch.zeros((n_ch, h * w), dtype=self.img.dtype, device=self.img.device)
+        cols.index_add_(1, self.flat.reshape(-1), (amp[None, :, None] * prof * self.inside).reshape(n_ch, -1))
+        return cols.reshape(n_ch, h, w) + torch.stack([a @ bg_w @ b.T for a, b in self.bg_pairs])
+
+    def cost(self, model: "torch.Tensor") -> float:
+        """Mean squared residual of ``model``."""
+        return float(((self.obs - model) ** 2).mean())
+
+    def normalise(self, coeffs: "torch.Tensor", amp: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Profiles scaled to ``P_s(0) = 1`` and the amplitudes scaled back, so ``amp`` is the peak height."""
+        import torch
+
+        peak = coeffs.sum(1)  # P_s(0)
+        peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
+        return coeffs / peak[:, None], amp * peak[self.group]
+
+    def solve_linear(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Profile coefficients (n_species, k) and background weights by linear least squares.
+
+        The normal equations are assembled from feature images (one per species and basis width),
+        a bounded number at a time, without the full design matrix.
+        """
+        import torch
+
+        dt, dev = self.img.dtype, self.img.device
+        h, w = self.img.shape
+        k_b, n_g = self.sig.shape[0], self.n_species
+        n_f, n_bg = n_g * k_b, self.gy.shape[1] * self.gx.shape[1]
+        g = self.channels(x, y)[0]
+        rows = self.group[:, None, None] * k_b + torch.arange(k_b, device=dev)[None, None, :]
+        idx = rows * (h * w) + self.flat[..., None]  # (n, m, k): feature row and pixel, flattened
+        ff = torch.zeros((n_f, n_f), dtype=dt, device=dev)
+        fb = torch.zeros((n_f, n_bg), dtype=dt, device=dev)
+        rf = torch.zeros(n_f, dtype=dt, device=dev)
+        chunk = max(1, int(_MAX_FEATURE_ELEMENTS // (h * w)))  # feature images held at once (memory bound)
+        obs_flat = self.obs.reshape(self.obs.shape[0], -1)
+        for c, (a, b) in enumerate(self.bg_pairs):
+            vals = amp[:, None, None] * g[c] * self.inside[..., None]  # (n, m, k)
+            for f0 in range(0, n_f, chunk):
+                f1 = min(n_f, f0 + chunk)
+                feats = torch.zeros(((f1 - f0), h * w), dtype=dt, device=dev)
+                mine = ((rows >= f0) & (rows < f1)).expand_as(vals)
+                feats.view(-1).index_add_(0, idx[mine] - f0 * h * w, vals[mine])
+                # rows f0:f1 of the Gram matrix: each feature image gathered on every column's patch
+                t = torch.einsum("bnm,nmk->bnk", feats[:, self.flat], vals)
+                ff[f0:f1] += torch.zeros((f1 - f0, n_g, k_b), dtype=dt, device=dev).index_add_(1, self.group, t).reshape(f1 - f0, n_f)
+                fb[f0:f1] += torch.einsum("ya,fyx,xb->fab", a, feats.reshape(-1, h, w), b).reshape(f1 - f0, n_bg)
+                rf[f0:f1] += feats @ obs_flat[c]
+        a_mat = torch.cat([torch.cat([ff, fb], 1), torch.cat([fb.T, self.bb], 1)], 0)
+        rhs = torch.cat([rf, self.rhs_bg])
+        d = torch.diagonal(a_mat).abs()
+        sol = torch.linalg.solve(a_mat + torch.diag(1e-9 * d + 1e-12 * d.max()), rhs)
+        return sol[:n_f].reshape(n_g, k_b), sol[n_f:].reshape(self.gy.shape[1], self.gx.shape[1])
+
+    def patch_residuals(self, model: "torch.Tensor") -> "torch.Tensor":
+        """The residual of ``model`` on every column's patch (n_ch, n, m), 0 off the image."""
+        return (self.obs - model).reshape(self.obs.shape[0], -1)[:, self.flat] * self.inside
+
+    def jacobian(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> "torch.Tensor":
+        """Derivatives of every column's patch observables by its (x, y, A): (n, n_ch·m, 3)."""
+        import torch
+
+        g, gdx, gdy = self.channels(x, y)
+        c = coeffs[self.group][None, :, None, :]
+        jx = amp[None, :, None] * (gdx * c).sum(-1) * self.inside
+        jy = amp[None, :, None] * (gdy * c).sum(-1) * self.inside
+        ja = (g * c).sum(-1) * self.inside
+        return torch.stack([jx, jy, ja], -1).permute(1, 0, 2, 3).reshape(x.shape[0], -1, 3)
+
+    def gauss_newton_step(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
+                          model: "torch.Tensor", max_step_px: float) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Every column's (x, y, A) step against the residual of the full ``model`` (3 × 3 normal
+        equations per column), clipped to ``max_step_px`` [px]; and the unclipped position move [px]."""
+        import torch
+
+        res = self.patch_residuals(model)
+        jac = self.jacobian(x, y, amp, coeffs)
+        n = x.shape[0]
+        hess = jac.transpose(1, 2) @ jac
+        gvec = (jac * res.permute(1, 0, 2).reshape(n, -1)[..., None]).sum(1)
+        eye = torch.eye(3, dtype=self.img.dtype, device=self.img.device)
+        hess = hess + 1e-9 * torch.diag_embed(torch.diagonal(hess, dim1=1, dim2=2)) + 1e-30 * eye
+        step = torch.linalg.solve(hess, gvec[..., None])[..., 0]
+        move = torch.sqrt(step[:, 0] ** 2 + step[:, 1] ** 2)
+        return step * torch.clamp(max_step_px / torch.clamp(move, min=1e-30), max=1.0)[:, None], move
+
+    def position_errors(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
+                        model: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+        """1-σ uncertainties of every column's x and y [px]: ``σ² (JᵀJ)⁻¹`` with σ² the residual
+        variance on its patch (white in the fitted domain: pixels for HAADF, the gradient/CoM field
+        for iDPC and iCoM)."""
+        import torch
+
+        res = self.patch_residuals(model)
+        jac = self.jacobian(x, y, amp, coeffs)
+        hess = jac.transpose(1, 2) @ jac + 1e-30 * torch.eye(3, dtype=self.img.dtype, device=self.img.device)
+        n_fit = self.inside.sum(1) * self.obs.shape[0]
+        var = (res**2).sum((0, 2)) / torch.clamp(n_fit - 3, min=1.0)
+        if self.gradient:
+            # the Fourier gradient of an integrated field holds only its curl-free half: the residual per
+            # channel shows half the CoM noise variance σ², while the Fisher information is JᵀJ/σ²
+            var = 2.0 * var
+        cov = torch.linalg.inv(hess) * var[:, None, None]
+        x_err = torch.sqrt(torch.clamp(cov[:, 0, 0], min=0)).cpu().numpy()
+        y_err = torch.sqrt(torch.clamp(cov[:, 1, 1], min=0)).cpu().numpy()
+        return x_err, y_err
+
+
+def _background_basis(h: int, w: int, spacing_px: float, gradient: bool, device: "torch.device"
+                      ) -> tuple["torch.Tensor", "torch.Tensor", list[tuple["torch.Tensor", "torch.Tensor"]]]:
+    """Background bumps along y (h, by) and x (w, bx), and per observable channel its (row basis,
+    column basis): the image -> (gy, gx); the gradient -> x: (gy, dgx), y: (dgy, gx)."""
+    import torch
+
     dt = torch.float64
+    gy_np, dgy_np = _bump_basis(h, spacing_px)
+    gx_np, dgx_np = _bump_basis(w, spacing_px)
+    gy, gx = torch.as_tensor(gy_np, dtype=dt, device=device), torch.as_tensor(gx_np, dtype=dt, device=device)
+    dgy, dgx = torch.as_tensor(dgy_np, dtype=dt, device=device), torch.as_tensor(dgx_np, dtype=dt, device=device)
+    return gy, gx, ([(gy, dgx), (dgy, gx)] if gradient else [(gy, gx)])
+
+
+def _column_arrays(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, species: Sequence[str], domain: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """The checked inputs: image, start x and y [px], the species labels (sorted) and every column's
+    index into them; :class:`InputError` for what cannot be fitted."""
     img_np = np.asarray(data, dtype=float)
     if img_np.ndim != 2:
         raise InputError(f"refine: the image must be 2-D, got shape {img_np.shape}")
     if domain not in ("image", "gradient"):
         raise InputError(f"refine: domain={domain!r}; use 'image' or 'gradient'")
-    h, w = img_np.shape
     x0 = np.asarray(x_px, float).ravel().copy()
     y0 = np.asarray(y_px, float).ravel().copy()
     labels_in = np.asarray(species, dtype=object).ravel()
@@ -158,142 +387,40 @@ def refine_positions(
         raise InputError("refine: no columns to refine")
     labels = sorted({str(s) for s in labels_in})
     group = np.array([labels.index(str(s)) for s in labels_in])
-    n_g = len(labels)
-    sig = np.asarray(basis_sigmas_A, float) / pixel_size_A
-    k_b = sig.size
-    rad = max(2, int(np.ceil(radius_A / pixel_size_A)))
-    grad = domain == "gradient"
+    return img_np, x0, y0, labels, group
 
-    off = np.arange(-rad, rad + 1)
-    oy, ox = np.meshgrid(off, off, indexing="ij")
-    disk = (ox**2 + oy**2) <= rad**2
-    ox_t = torch.as_tensor(ox[disk], dtype=torch.long, device=dev)
-    oy_t = torch.as_tensor(oy[disk], dtype=torch.long, device=dev)
 
-    img = torch.as_tensor(img_np, dtype=dt, device=dev)
-    if grad:  # the observables: the image's Fourier gradient (for iDPC/iCoM: the CoM field, white noise)
-        # of its mirror extension, so a field of view that is not periodic (a crop) has no edge jump
-        ext = torch.cat([torch.cat([img, img.flip(1)], 1), torch.cat([img.flip(0), img.flip(0).flip(1)], 1)], 0)
-        f = torch.fft.fft2(ext)
-        kx = torch.fft.fftfreq(2 * w, device=dev, dtype=dt)[None, :]
-        ky = torch.fft.fftfreq(2 * h, device=dev, dtype=dt)[:, None]
-        obs = torch.stack([torch.fft.ifft2(2j * np.pi * kx * f).real[:h, :w],
-                           torch.fft.ifft2(2j * np.pi * ky * f).real[:h, :w]])
-    else:
-        obs = img[None]
-    n_ch = obs.shape[0]
-    obs_flat = obs.reshape(n_ch, -1)
-    sig_t = torch.as_tensor(sig, dtype=dt, device=dev)
-    grp_t = torch.as_tensor(group, dtype=torch.long, device=dev)
-    x = torch.as_tensor(x0, dtype=dt, device=dev)
-    y = torch.as_tensor(y0, dtype=dt, device=dev)
+def _alternate(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", options: RefineOptions
+               ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", int, list]:
+    """Rounds of (profile + background solve, one Gauss-Newton step of all columns) until the
+    columns stop moving (``tolerance_px``), a step no longer lowers the cost, or ``max_rounds``.
 
-    # patches: fixed pixel sets around the start positions (columns move far less than a pixel)
-    cx, cy = torch.round(x).long(), torch.round(y).long()
-    px = cx[:, None] + ox_t[None, :]
-    py = cy[:, None] + oy_t[None, :]
-    inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h)).to(dt)
-    flat = py.clamp(0, h - 1) * w + px.clamp(0, w - 1)
-    pxf, pyf = px.to(dt), py.to(dt)
+    Returns
+    -------
+    x, y, amp : torch.Tensor
+        Positions [px] and amplitudes after the last accepted step.
+    rounds : int
+        Rounds run.
+    history : list of float
+        RMS residual after each round.
+    """
+    import torch
 
-    gy_np, dgy_np = _bump_basis(h, background_spacing_A / pixel_size_A)
-    gx_np, dgx_np = _bump_basis(w, background_spacing_A / pixel_size_A)
-    gy, gx = torch.as_tensor(gy_np, dtype=dt, device=dev), torch.as_tensor(gx_np, dtype=dt, device=dev)
-    dgy, dgx = torch.as_tensor(dgy_np, dtype=dt, device=dev), torch.as_tensor(dgx_np, dtype=dt, device=dev)
-    # background channels as (row basis, column basis): image -> (gy, gx); gradient -> x: (gy, dgx), y: (dgy, gx)
-    bg_pairs = [(gy, dgx), (dgy, gx)] if grad else [(gy, gx)]
-    bb = torch.stack([torch.kron(a.T @ a, b.T @ b) for a, b in bg_pairs]).sum(0)
-    rhs_bg = torch.stack([(a.T @ obs[c] @ b).reshape(-1) for c, (a, b) in enumerate(bg_pairs)]).sum(0)
-    n_bg = gy.shape[1] * gx.shape[1]
-
-    def channels(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per column, pixel and basis function: the observable channels of a unit-coefficient Gaussian
-        (n_ch, n, m, k), and their derivatives with respect to the column's x and y."""
-        dx, dy = pxf - x[:, None], pyf - y[:, None]
-        dx, dy = dx[..., None], dy[..., None]
-        s2 = sig_t**2
-        g = torch.exp(-0.5 * (dx**2 + dy**2) / s2)
-        if not grad:
-            return g[None], (g * dx / s2)[None], (g * dy / s2)[None]
-        gxp, gyp = -dx / s2 * g, -dy / s2 * g  # ∂g/∂px, ∂g/∂py
-        dxx = -(dx**2 / s2**2 - 1 / s2) * g  # ∂(∂g/∂px)/∂x_i = -∂²g/∂px²
-        dxy = -(dx * dy / s2**2) * g
-        dyy = -(dy**2 / s2**2 - 1 / s2) * g
-        return torch.stack([gxp, gyp]), torch.stack([dxx, dxy]), torch.stack([dxy, dyy])
-
-    amp0 = img.reshape(-1)[torch.round(y).long().clamp(0, h - 1) * w + torch.round(x).long().clamp(0, w - 1)] - img.mean()
-    amp = torch.where(amp0.abs() > 1e-12, amp0, torch.full_like(amp0, 1e-12))
-    coeffs = torch.zeros((n_g, k_b), dtype=dt, device=dev)
-    bg_w = torch.zeros((gy.shape[1], gx.shape[1]), dtype=dt, device=dev)
-
-    def render(x: torch.Tensor, y: torch.Tensor, amp: torch.Tensor, coeffs: torch.Tensor, bg_w: torch.Tensor) -> torch.Tensor:
-        g = channels(x, y)[0]
-        prof = (g * coeffs[grp_t][None, :, None, :]).sum(-1)  # (n_ch, n, m)
-        cols = torch.zeros((n_ch, h * w), dtype=dt, device=dev)
-        cols.index_add_(1, flat.reshape(-1), (amp[None, :, None] * prof * inside).reshape(n_ch, -1))
-        return cols.reshape(n_ch, h, w) + torch.stack([a @ bg_w @ b.T for a, b in bg_pairs])
-
-    def solve_linear(x: torch.Tensor, y: torch.Tensor, amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Profile coefficients (per species) and background weights by linear least squares."""
-        g = channels(x, y)[0]
-        rows = grp_t[:, None, None] * k_b + torch.arange(k_b, device=dev)[None, None, :]
-        idx = rows * (h * w) + flat[..., None]  # (n, m, k): feature row and pixel, flattened
-        ff = torch.zeros((n_g * k_b, n_g * k_b), dtype=dt, device=dev)
-        fb = torch.zeros((n_g * k_b, n_bg), dtype=dt, device=dev)
-        rf = torch.zeros(n_g * k_b, dtype=dt, device=dev)
-        n_f = n_g * k_b
-        chunk = max(1, int(_MAX_FEATURE_ELEMENTS // (h * w)))  # feature images held at once (memory bound)
-        for c, (a, b) in enumerate(bg_pairs):
-            vals = amp[:, None, None] * g[c] * inside[..., None]  # (n, m, k)
-            for f0 in range(0, n_f, chunk):
-                f1 = min(n_f, f0 + chunk)
-                feats = torch.zeros(((f1 - f0), h * w), dtype=dt, device=dev)
-                mine = ((rows >= f0) & (rows < f1)).expand_as(vals)
-                feats.view(-1).index_add_(0, idx[mine] - f0 * h * w, vals[mine])
-                # rows f0:f1 of the Gram matrix: each feature image gathered on every column's patch
-                t = torch.einsum("bnm,nmk->bnk", feats[:, flat], vals)
-                ff[f0:f1] += torch.zeros((f1 - f0, n_g, k_b), dtype=dt, device=dev).index_add_(1, grp_t, t).reshape(f1 - f0, n_f)
-                fb[f0:f1] += torch.einsum("ya,fyx,xb->fab", a, feats.reshape(-1, h, w), b).reshape(f1 - f0, n_bg)
-                rf[f0:f1] += feats @ obs_flat[c]
-        a_mat = torch.cat([torch.cat([ff, fb], 1), torch.cat([fb.T, bb], 1)], 0)
-        rhs = torch.cat([rf, rhs_bg])
-        d = torch.diagonal(a_mat).abs()
-        sol = torch.linalg.solve(a_mat + torch.diag(1e-9 * d + 1e-12 * d.max()), rhs)
-        return sol[: n_g * k_b].reshape(n_g, k_b), sol[n_g * k_b:].reshape(bg_w.shape)
-
-    def cost_of(model: torch.Tensor) -> float:
-        return float(((obs - model) ** 2).mean())
-
-    def normalise(coeffs: torch.Tensor, amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        peak = coeffs.sum(1)  # P_s(0)
-        peak = torch.where(peak.abs() > 1e-30, peak, torch.ones_like(peak))
-        return coeffs / peak[:, None], amp * peak[grp_t]
-
+    coeffs = torch.zeros((fit.n_species, fit.sig.shape[0]), dtype=fit.img.dtype, device=fit.img.device)
+    bg_w = torch.zeros((fit.gy.shape[1], fit.gx.shape[1]), dtype=fit.img.dtype, device=fit.img.device)
     history = []
     rounds = 0
-    for rounds in range(1, max_rounds + 1):
-        if rounds <= 3 or rounds % linear_every == 0:  # the shared profile and background settle first
-            coeffs, bg_w = solve_linear(x, y, amp)
-            coeffs, amp = normalise(coeffs, amp)
-        model = render(x, y, amp, coeffs, bg_w)
-        cost = cost_of(model)
-        res = (obs - model).reshape(n_ch, -1)[:, flat] * inside  # (n_ch, n, m)
-        g, gdx, gdy = channels(x, y)
-        c = coeffs[grp_t][None, :, None, :]
-        jx = amp[None, :, None] * (gdx * c).sum(-1) * inside
-        jy = amp[None, :, None] * (gdy * c).sum(-1) * inside
-        ja = (g * c).sum(-1) * inside
-        jac = torch.stack([jx, jy, ja], -1).permute(1, 0, 2, 3).reshape(n, -1, 3)  # (n, n_ch*m, 3)
-        hess = jac.transpose(1, 2) @ jac
-        gvec = (jac * res.permute(1, 0, 2).reshape(n, -1)[..., None]).sum(1)
-        hess = hess + 1e-9 * torch.diag_embed(torch.diagonal(hess, dim1=1, dim2=2)) + 1e-30 * torch.eye(3, dtype=dt, device=dev)
-        step = torch.linalg.solve(hess, gvec[..., None])[..., 0]
-        move = torch.sqrt(step[:, 0] ** 2 + step[:, 1] ** 2)
-        step = step * torch.clamp(max_step_px / torch.clamp(move, min=1e-30), max=1.0)[:, None]
+    for rounds in range(1, options.max_rounds + 1):
+        if rounds <= 3 or rounds % options.linear_every == 0:  # the shared profile and background settle first
+            coeffs, bg_w = fit.solve_linear(x, y, amp)
+            coeffs, amp = fit.normalise(coeffs, amp)
+        model = fit.render(x, y, amp, coeffs, bg_w)
+        cost = fit.cost(model)
+        step, move = fit.gauss_newton_step(x, y, amp, coeffs, model, options.max_step_px)
         t = 1.0
-        for _ in range(6):
+        for _ in range(6):  # halve the step until the cost does not rise
             xn, yn, an = x + t * step[:, 0], y + t * step[:, 1], amp + t * step[:, 2]
-            new_cost = cost_of(render(xn, yn, an, coeffs, bg_w))
+            new_cost = fit.cost(fit.render(xn, yn, an, coeffs, bg_w))
             if new_cost <= cost:
                 break
             t *= 0.5
@@ -302,65 +429,106 @@ def refine_positions(
             break
         x, y, amp = xn, yn, an
         history.append(np.sqrt(new_cost))
-        if float(torch.sqrt(torch.mean((t * move) ** 2))) < tolerance_px:
+        if float(torch.sqrt(torch.mean((t * move) ** 2))) < options.tolerance_px:
             break
+    return x, y, amp, rounds, history
 
-    coeffs, bg_w = solve_linear(x, y, amp)
-    coeffs, amp = normalise(coeffs, amp)
+
+def refine_positions(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, species: Sequence[str],
+                     options: RefineOptions | None = None, *, pixel_size_A: float, domain: str | None = None,
+                     **params: Any) -> RefineResult:
+    """Fit all columns of ``data`` jointly with one learned profile per species (module docstring).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image.
+    x_px, y_px : array_like
+        Start positions [px] (e.g. the Gaussian locator's).
+    species : sequence of str
+        Species label of every column; each distinct label gets its own profile.
+    options : RefineOptions, optional
+        The fit's parameters (lengths in [Å] or [px] as their names say); the defaults when
+        neither it nor ``params`` is given.
+    pixel_size_A : float
+        Pixel size [Å].
+    domain : str, optional
+        ``"image"`` (least squares on the pixels: the ML fit for white noise) or ``"gradient"``
+        (on the image's Fourier gradient: the whitened ML fit for iDPC/iCoM); default
+        ``options.domain``, whose ``auto`` only :func:`refine_columns` resolves (it knows the signal).
+    **params
+        The keyword form of ``options`` (its field names).
+
+    Returns
+    -------
+    RefineResult
+        Positions, amplitudes and their uncertainties [px], the species profiles, and the fitted
+        observables (``model``, 1 or 2 channels) and background.
+    """
+    o = refine_options(options, params)
+    dev = select_device(o.device, "refine")
+    domain = o.domain if domain is None else domain
+    img_np, x0, y0, labels, group = _column_arrays(data, x_px, y_px, species, domain)
+    fit = _JointModel.build(img_np, x0, y0, group, len(labels), pixel_size_A=pixel_size_A, options=o,
+                            gradient=domain == "gradient", device=dev)
+    x, y = fit.tensor(x0), fit.tensor(y0)
+    x, y, amp, rounds, history = _alternate(fit, x, y, fit.start_amplitudes(x, y), o)
+    coeffs, bg_w = fit.solve_linear(x, y, amp)
+    coeffs, amp = fit.normalise(coeffs, amp)
+    model = fit.render(x, y, amp, coeffs, bg_w)
+    x_err, y_err = fit.position_errors(x, y, amp, coeffs, model)
     coeffs_np = coeffs.cpu().numpy()
-    model = render(x, y, amp, coeffs, bg_w)
-    # per-column covariance of (x, y, A): sigma^2 (J^T J)^-1 with the noise variance of the residual
-    # (white in the fitted domain: pixels for HAADF, the gradient/CoM field for iDPC and iCoM)
-    res = (obs - model).reshape(n_ch, -1)[:, flat] * inside
-    g, gdx, gdy = channels(x, y)
-    c = coeffs[grp_t][None, :, None, :]
-    jac = torch.stack([amp[None, :, None] * (gdx * c).sum(-1) * inside, amp[None, :, None] * (gdy * c).sum(-1) * inside,
-                       (g * c).sum(-1) * inside], -1).permute(1, 0, 2, 3).reshape(n, -1, 3)
-    hess = jac.transpose(1, 2) @ jac + 1e-30 * torch.eye(3, dtype=dt, device=dev)
-    n_fit = inside.sum(1) * n_ch
-    var = (res**2).sum((0, 2)) / torch.clamp(n_fit - 3, min=1.0)
-    if grad:
-        # the Fourier gradient of an integrated field holds only its curl-free half: the residual per
-        # channel shows half the CoM noise variance σ², while the Fisher information is JᵀJ/σ²
-        var = 2.0 * var
-    cov = torch.linalg.inv(hess) * var[:, None, None]
-    x_err = torch.sqrt(torch.clamp(cov[:, 0, 0], min=0)).cpu().numpy()
-    y_err = torch.sqrt(torch.clamp(cov[:, 1, 1], min=0)).cpu().numpy()
-    bg = (gy @ bg_w @ gx.T).cpu().numpy()
     return RefineResult(
         x=x.cpu().numpy(), y=y.cpu().numpy(), amplitude=amp.cpu().numpy(), x_err=x_err, y_err=y_err,
-        profiles={lab: coeffs_np[i] for i, lab in enumerate(labels)}, basis_sigmas_A=tuple(float(s) for s in basis_sigmas_A),
-        model=model.cpu().numpy(), background=bg, rounds=rounds, cost_history=history,
+        profiles={lab: coeffs_np[i] for i, lab in enumerate(labels)}, basis_sigmas_A=tuple(float(s) for s in o.basis_sigmas_A),
+        model=model.cpu().numpy(), background=(fit.gy @ bg_w @ fit.gx.T).cpu().numpy(), rounds=rounds,
+        cost_history=history,
     )
 
 
-def refine_columns(image: Any, columns: pd.DataFrame, *, species_field: str = "species",
-                   domain: str = "image", skip_species: Sequence[str] = (), cpu_threads: int = 1,
-                   **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+def refine_columns(image: Any, columns: pd.DataFrame, options: RefineOptions | None = None, *,
+                   species_field: str = "species", **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Refine a classified column table on ``image`` (an :class:`octascope.core.model.Image`).
 
-    Returns a copy of ``columns`` with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced
-    by the joint fit, ``x_err_A``/``y_err_A`` by its uncertainties, and the pre-refinement positions
-    kept as ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part
-    of the model but their position is the locator's. ``domain``: ``"image"`` (default) fits the
-    pixels, ``"gradient"`` the image's gradient (the ML fit for iDPC/iCoM noise, see the module
-    docstring for when it is biased), ``"auto"`` the gradient for iDPC/iCoM and the pixels otherwise. ``params`` go to :func:`refine_positions`.
-    Also returns what the fit did: domain, rounds, RMS residual, the species profiles.
+    Parameters
+    ----------
+    image : Image
+        The (denoised) image the columns were located on.
+    columns : pandas.DataFrame
+        Classified columns (``x_px``, ``y_px`` [px], ``x_A``, ``y_A`` [Å], ``amplitude`` and the
+        species in ``species_field``).
+    options : RefineOptions, optional
+        The refinement's parameters (default: :class:`RefineOptions`); ``enabled`` is not read here.
+        ``domain="auto"`` fits the gradient for iDPC/iCoM images and the pixels otherwise.
+    species_field : str
+        Column of ``columns`` holding the species.
+    **params
+        The keyword form of ``options``.
+
+    Returns
+    -------
+    columns : pandas.DataFrame
+        A copy with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced by the joint fit,
+        ``x_err_A``/``y_err_A`` [Å] by its uncertainties, and the pre-refinement positions kept as
+        ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part of
+        the model but keep the locator's position.
+    info : dict
+        What the fit did: domain, rounds, RMS residual, the species profiles and basis widths [Å].
     """
+    o = refine_options(options, params)
     ps = float(image.pixel_size_A)
     data = np.asarray(image.data, float)
     if species_field not in columns:
         raise InputError("refine: the columns have no species; refine after classification")
+    domain = o.domain
     if domain == "auto":  # whitened fit where the noise is integrated (iDPC, iCoM)
         domain = "gradient" if str(getattr(image, "signal", "")).lower() in ("idpc", "icom") else "image"
-    device = params.pop("device", "auto")
-    on_cpu = select_device(device, "refine").type == "cpu"
-    with _cpu_threads(cpu_threads if on_cpu else None):
+    on_cpu = select_device(o.device, "refine").type == "cpu"
+    with _cpu_threads(o.cpu_threads if on_cpu else None):
         fit = refine_positions(data, columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float),
-                               columns[species_field].astype(str).to_numpy(), pixel_size_A=ps,
-                               domain=domain, device=device, **params)
+                               columns[species_field].astype(str).to_numpy(), o, pixel_size_A=ps, domain=domain)
     out = columns.copy()
-    keep = out[species_field].astype(str).isin(list(skip_species)).to_numpy()
+    keep = out[species_field].astype(str).isin(list(o.skip_species)).to_numpy()
     out["x_A_locator"], out["y_A_locator"] = out["x_A"].to_numpy(float), out["y_A"].to_numpy(float)
     xr = np.where(keep, out["x_px"].to_numpy(float), fit.x)
     yr = np.where(keep, out["y_px"].to_numpy(float), fit.y)

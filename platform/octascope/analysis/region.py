@@ -10,13 +10,57 @@ same peaks tell the lattice spacing and its symmetry (used by the plausibility c
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from octascope.core.model import BraggPeaks, CrystalRegion
 from octascope.analysis.noise_spectrum import NoiseSpectrum, estimate_noise_spectrum, periodic_component, radial_frequency_A
+from octascope.core.errors import PluginParameterError
+from octascope.core.model import BraggPeaks, CrystalRegion
+from octascope.core.params import Options, options_from, param, require
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegionOptions(Options):
+    """How the crystal region is found: the ``region`` group of the run configuration.
+
+    :func:`find_region` and :func:`crystal_region` read them; the configuration check builds them
+    before the image is read, and ``conf/config.yaml`` lists every one with its default.
+    """
+
+    mode: Literal["auto", "file", "polygon", "none"] = param(
+        "auto", doc="auto (where the Bragg-filtered image has more local energy than the noise gives it), file "
+                    "(mask_path), polygon (polygon_A) or none (the whole image)")
+    mask_path: str | None = param(None, doc="mask file of the image's shape for mode=file (.npy or an image; "
+                                            "non-zero = crystal)")
+    polygon_A: tuple[tuple[float, float], ...] | None = param(None, unit="Å", doc="polygon vertices [[x, y], ...] "
+                                                                                  "(image frame) for mode=polygon")
+    resolution_A: float = param(3.0, unit="Å", doc="real-space σ over which the local lattice energy is averaged")
+    threshold: float = param(4.0, doc="local energy over the noise's expectation that marks crystal")
+    edge_level: float = param(0.2, doc="fraction of the interior energy at which the boundary is drawn")
+    min_area_A2: float = param(150.0, unit="Å²", doc="smallest crystal region kept (~ four pseudocubic unit cells)")
+    margin_A: float = param(2.5, unit="Å", doc="growth of the mask beyond the threshold contour")
+    max_peaks: int = param(96, doc="strongest Bragg peaks used at most (all orientation groups together: "
+                                   "several particles of a frame need more than one lattice's)")
+
+    def check(self) -> None:
+        require(self.mode != "file" or bool(self.mask_path), "mode=file needs region.mask_path=<mask file>")
+        require(self.mode != "polygon" or (self.polygon_A is not None and len(self.polygon_A) >= 3),
+                "mode=polygon needs region.polygon_A=[[x,y],...] in Å, at least three vertices")
+        for key in ("resolution_A", "threshold"):
+            require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("edge_level", "min_area_A2", "margin_A"):
+            require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
+        require(self.max_peaks >= 1, f"max_peaks must be >= 1, got {self.max_peaks}")
+
+
+def region_options(options: RegionOptions | None = None, params: dict[str, Any] | None = None) -> RegionOptions:
+    """``options``, or :class:`RegionOptions` built from the keyword form ``params`` (not both)."""
+    if options is not None and params:
+        raise PluginParameterError("region: give a RegionOptions or keyword parameters, not both")
+    return options if options is not None else options_from(RegionOptions, params or {}, "region")
 
 
 def find_bragg_peaks(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
@@ -123,10 +167,8 @@ def orientation_groups(peaks: BraggPeaks, tolerance_deg: float = 2.5) -> list[np
     return groups
 
 
-def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectrum | None = None,
-                   peaks: BraggPeaks | None = None, resolution_A: float = 3.0, threshold: float = 4.0,
-                   edge_level: float = 0.2, min_area_A2: float = 150.0, margin_A: float = 2.5,
-                   max_peaks: int = 96) -> CrystalRegion:
+def crystal_region(data: np.ndarray, pixel_size_A: float, options: RegionOptions | None = None, *,
+                   noise: NoiseSpectrum | None = None, peaks: BraggPeaks | None = None, **params: Any) -> CrystalRegion:
     """Automatic crystal mask from the local energy of the Bragg-filtered image.
 
     The image is filtered to Gaussian windows around its Bragg peaks; the squared result, averaged
@@ -149,29 +191,25 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectru
         2-D image.
     pixel_size_A : float
         Pixel size [Å].
+    options : RegionOptions, optional
+        Read here: ``resolution_A`` (real-space σ of the energy average [Å]; the Fourier windows
+        have σ_k = 1 / (2π · resolution_A)), ``threshold`` [1], ``edge_level`` [1],
+        ``min_area_A2`` [Å²], ``margin_A`` [Å] and ``max_peaks``; the defaults when neither it nor
+        ``params`` is given.
     noise : NoiseSpectrum, optional
         The image's noise spectrum (estimated when not given).
     peaks : BraggPeaks, optional
         Bragg peaks (found when not given).
-    resolution_A : float
-        Real-space σ over which the local energy is averaged [Å]; the Fourier windows have
-        σ_k = 1 / (2π · resolution_A).
-    threshold : float
-        Local energy over the noise's expectation that marks crystal [1].
-    edge_level : float
-        Fraction of the interior energy at which the boundary is drawn [1].
-    min_area_A2 : float
-        Smallest crystal region kept [Å²] (~ four pseudocubic unit cells).
-    margin_A : float
-        Growth of the mask beyond the threshold contour [Å].
-    max_peaks : int
-        Strongest peaks used at most (all orientation groups together).
+    **params
+        The keyword form of ``options``.
 
     Returns
     -------
     CrystalRegion
         An all-False mask when the image shows no Bragg peaks.
     """
+    o = region_options(options, params)
+    resolution_A, threshold, edge_level, max_peaks = o.resolution_A, o.threshold, o.edge_level, o.max_peaks
     noise = noise or estimate_noise_spectrum(data, pixel_size_A)
     peaks = peaks if peaks is not None else find_bragg_peaks(data, pixel_size_A, noise=noise)
     shape = np.shape(data)
@@ -186,9 +224,9 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, *, noise: NoiseSpectru
     labels, n = ndimage.label(mask)
     if n:
         areas = ndimage.sum(mask, labels, np.arange(1, n + 1)) * pixel_size_A**2
-        mask = np.isin(labels, 1 + np.flatnonzero(areas >= min_area_A2))
-    if margin_A > 0 and mask.any():
-        r = margin_A / pixel_size_A
+        mask = np.isin(labels, 1 + np.flatnonzero(areas >= o.min_area_A2))
+    if o.margin_A > 0 and mask.any():
+        r = o.margin_A / pixel_size_A
         mask = ndimage.distance_transform_edt(~mask) <= r
     return CrystalRegion(mask=mask, energy_snr=snr.astype(np.float32), threshold=threshold, peaks=use, source="auto",
                          info={"n_peaks": len(use), "n_orientations": n_groups, "grid_step_A": step})
@@ -295,9 +333,8 @@ def region_from_polygon(polygon_A: Sequence[Sequence[float]] | np.ndarray, shape
     return CrystalRegion(mask=mask, source="polygon", info={"polygon_A": verts.tolist()})
 
 
-def find_region(data: np.ndarray, pixel_size_A: float, *, mode: str = "auto", mask_path: str | None = None,
-                polygon_A: Sequence[Sequence[float]] | np.ndarray | None = None, noise: NoiseSpectrum | None = None,
-                **auto: Any) -> CrystalRegion:
+def find_region(data: np.ndarray, pixel_size_A: float, options: RegionOptions | None = None, *,
+                noise: NoiseSpectrum | None = None, **params: Any) -> CrystalRegion:
     """The crystal region of an image: automatic (:func:`crystal_region`), from a mask file, from a
     polygon in Å, or the whole image (``mode="none"``).
 
@@ -307,31 +344,25 @@ def find_region(data: np.ndarray, pixel_size_A: float, *, mode: str = "auto", ma
         2-D image.
     pixel_size_A : float
         Pixel size [Å].
-    mode : str
-        ``auto``, ``file``, ``polygon`` or ``none``.
-    mask_path : str, optional
-        Mask file for ``mode="file"``.
-    polygon_A : sequence of (x, y), optional
-        Polygon vertices [Å] for ``mode="polygon"``.
+    options : RegionOptions, optional
+        ``mode`` and its parameters (default: automatic).
     noise : NoiseSpectrum, optional
         The image's noise spectrum, for ``auto``.
-    **auto
-        Parameters of :func:`crystal_region`.
+    **params
+        The keyword form of ``options``.
     """
     from octascope.core.errors import InputError
 
+    o = region_options(options, params)
     shape = np.shape(data)
-    auto = {k: v for k, v in auto.items() if v is not None}
-    if mode == "auto":
-        return crystal_region(data, pixel_size_A, noise=noise, **auto)
-    if mode == "none":
+    if o.mode == "auto":
+        return crystal_region(data, pixel_size_A, o, noise=noise)
+    if o.mode == "none":
         return CrystalRegion(mask=np.ones(shape, bool), source="none")
-    if mode == "file":
-        if not mask_path:
+    if o.mode == "file":
+        if not o.mask_path:
             raise InputError("region.mode=file needs region.mask_path=<mask file>")
-        return region_from_mask_file(mask_path, shape)
-    if mode == "polygon":
-        if polygon_A is None:
-            raise InputError("region.mode=polygon needs region.polygon_A=[[x,y],...] in Å")
-        return region_from_polygon(polygon_A, shape, pixel_size_A)
-    raise InputError(f"region.mode={mode!r} is unknown; use auto, file, polygon or none")
+        return region_from_mask_file(o.mask_path, shape)
+    if o.polygon_A is None:
+        raise InputError("region.mode=polygon needs region.polygon_A=[[x,y],...] in Å")
+    return region_from_polygon(o.polygon_A, shape, pixel_size_A)

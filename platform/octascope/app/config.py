@@ -3,7 +3,9 @@
 The command line composes the configuration with Hydra; :func:`validate_config` then refuses
 what nothing would read (``+foo=1``, ``+tracking.colour=red``), unknown figure formats, and
 tracking URIs MLflow could not use, before anything is written. Stage parameters are checked by
-the plugin registry when the plugins are built; source keys by :func:`octascope.input.sources.load_source`.
+the plugin registry when the plugins are built; source keys by :func:`octascope.input.sources.load_source`;
+the ``region`` and ``refine`` groups here, as the options of those steps
+(:class:`~octascope.analysis.region.RegionOptions`, :class:`~octascope.analysis.refine.RefineOptions`).
 
 What a configuration can execute: nothing but registered plugins (selected by ``name``). A
 ``_target_`` key is refused anywhere (see :func:`find_targets`); the command line also refuses
@@ -27,14 +29,11 @@ TOP_LEVEL_KEYS = {
     "tracking": "tracking",
     "progress": "the progress lines",
     "figure_formats": "outputs.write_outputs",
-    "region": "crystal.find_region",
+    "region": "region.find_region",
     "refine": "refine.refine_columns",
     "particles": "analysis.particles.ParticleOptions",
 }
 TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
-#: keys of the ``region`` group: how the crystal region is found, and crystal_region's parameters
-REGION_KEYS = ("mode", "mask_path", "polygon_A", "resolution_A", "threshold", "edge_level", "min_area_A2",
-               "margin_A", "max_peaks")
 
 
 def find_targets(node: Any, path: str = "") -> Iterator[str]:
@@ -51,8 +50,9 @@ def find_targets(node: Any, path: str = "") -> Iterator[str]:
 
 
 def validate_config(cfg: Mapping[str, Any]) -> None:
-    """Refuse a run configuration with keys nothing reads, ``_target_`` keys, unknown figure
-    formats or an unusable tracking URI (:class:`ConfigError`, one line with the fix)."""
+    """Refuse a run configuration with keys nothing reads, ``_target_`` keys, bad ``region`` or
+    ``refine`` keys or values, unknown figure formats or an unusable tracking URI
+    (:class:`ConfigError`, one line with the fix)."""
     targets = list(find_targets(cfg))
     if targets:
         raise ConfigError(f"'{targets[0]}' would import and call a Python object; octascope configs select "
@@ -68,16 +68,27 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     bad = sorted(set(track) - set(TRACKING_KEYS))
     if bad:
         raise ConfigError(f"tracking has no key(s) {bad}; its keys are {', '.join(TRACKING_KEYS)}")
-    bad = sorted(set(cfg.get("region") or {}) - set(REGION_KEYS))
-    if bad:
-        raise ConfigError(f"region has no key(s) {bad}; its keys are {', '.join(REGION_KEYS)}")
-    from octascope.analysis.pipeline import particle_options
+    _check_step_options(cfg)
     from octascope.results.outputs import check_figure_formats
-
-    particle_options(cfg.get("particles"))
 
     check_figure_formats(cfg.get("figure_formats"))
     if track.get("enabled", True):
         from octascope.results.tracking import check_tracking_uri
 
         check_tracking_uri(track.get("tracking_uri"))
+
+
+def _check_step_options(cfg: Mapping[str, Any]) -> None:
+    """Build the ``region``, ``refine`` and ``particles`` options as the run will, so a bad key or
+    value stops the command before the image is read."""
+    from octascope.analysis.particles import ParticleOptions
+    from octascope.analysis.refine import RefineOptions
+    from octascope.analysis.region import RegionOptions
+    from octascope.core.errors import PluginParameterError
+    from octascope.core.params import options_from
+
+    for group, cls in (("region", RegionOptions), ("refine", RefineOptions), ("particles", ParticleOptions)):
+        try:
+            options_from(cls, dict(cfg.get(group) or {}), group)
+        except PluginParameterError as exc:
+            raise ConfigError(str(exc)) from None

@@ -113,19 +113,23 @@ def build_options(cls: type[Plugin], params: dict[str, Any]) -> Options:
         raise PluginParameterError(f"{label}: {exc}") from None
 
 
-def options_from(options_cls: type[Options], params: dict[str, Any], label: str) -> Options:
-    """``options_cls(**params)`` for a group of parameters named ``label`` (e.g. a config section):
-    unknown names, wrong types and values out of range as one :class:`PluginParameterError` line."""
+_O = typing.TypeVar("_O", bound=Options)
+
+
+def options_from(options_cls: type[_O], params: typing.Mapping[str, Any], group: str) -> _O:
+    """``options_cls(**params)`` for a group of parameters (a configuration section such as
+    ``region``, ``refine``, ``particles``): unknown keys and bad values as one
+    :class:`PluginParameterError` line naming the group, the key and the valid keys."""
     names = [f.name for f in dataclasses.fields(options_cls)]
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise PluginParameterError(f"{label} has no parameter(s) {unknown}; its parameters are: {', '.join(names)}")
+        raise PluginParameterError(f"{group} has no key(s) {unknown}; its keys are {', '.join(names)}")
     try:
         return options_cls(**params)
     except PluginParameterError as exc:
-        raise PluginParameterError(f"{label}: {exc}") from None
+        raise PluginParameterError(f"{group}.{exc}") from None
     except (TypeError, ValueError) as exc:
-        raise PluginParameterError(f"{label}: {exc}") from None
+        raise PluginParameterError(f"{group}: {exc}") from None
 
 
 @dataclass(frozen=True)

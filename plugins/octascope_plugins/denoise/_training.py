@@ -54,14 +54,6 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Inverse of :func:`dihedral`."""
-    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
-    if k >= 4:
-        x = torch.flip(x, dims=(-1,))
-    return x
-
-
 class Precision:
     """Automatic mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); off on CPU."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from octascope.core.model import Image
 from octascope.core.params import Plugin, param, require
 
 from octascope_plugins.denoise._common import TrainingOptions, check_finite, estimate_noise_psd, estimate_noise_rms, finish, normalise
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +25,7 @@ class DIPOptions(TrainingOptions):
     learning_rate: float = param(0.01, doc="Adam learning rate")
     cpu_work_budget: float | None = param(
         32.0, unit="Mpx·iterations",
-        doc="on the CPU, at most budget / pixels iterations (32: 488 on 256², ~1 min on one core); null = no cap")
+        doc="on the CPU, at most budget / pixels iterations (32: 488 on a 256² image); null = no cap")
     input_channels: int = param(32, doc="channels of the fixed random code z")
     input_scale: float = param(0.1, doc="z is uniform on [0, input_scale] (DIP: 0.1)")
     input_noise_std: float = param(1 / 30, doc="standard deviation of the perturbation added to z every iteration (DIP: 1/30)")
@@ -83,9 +86,9 @@ class DIPDenoiser(Plugin):
 
     CPU defaults (``conf/denoiser/dip.yaml``): a half-width network (16/32 features) on the
     free CPU threads, at most ``cpu_work_budget`` = 32 megapixel-iterations (488 iterations on a
-    256² image, 122 on 512²), so that a 256² image takes about a minute on one core; the
-    whitened stop usually ends the fit before the cap (``stopped_at`` vs ``iterations_planned``
-    in the settings record). The former settings (32/64 features, 2000 iterations, no cap):
+    256² image, 122 on 512²), which bounds the work per image on a CPU; the whitened stop usually
+    ends the fit before the cap (``stopped_at`` vs ``iterations_planned`` in the settings
+    record). The full-width settings for a GPU (32/64 features, 2000 iterations, no cap):
     ``conf/denoiser/dip_paper.yaml``. Quality cost: experiments/benchmarks/results/denoise-cpu-defaults.md.
 
     Parameters are those of :class:`DIPOptions`.
@@ -96,15 +99,59 @@ class DIPDenoiser(Plugin):
     options: DIPOptions
 
     def denoise(self, image: Image) -> Image:
-        import torch
+        """Fit the network to ``image`` until the discrepancy principle stops it (class docstring).
 
+        Returns
+        -------
+        Image
+            The exponential moving average of the network's outputs [image units], with the run's
+            settings and outcome as metadata.
+        """
         from octascope_plugins.denoise import _training as tr
-        from octascope_plugins.denoise._nets import DOWNSAMPLING, S2SNet
+        from octascope_plugins.denoise._nets import DOWNSAMPLING
 
         o = self.options
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, self.name)
         y01, lo, scale = normalise(data)
+        sigma, inv_psd = self._noise_weights(data, scale)
+        padded, (h, w) = tr.pad_to_multiple(y01, DOWNSAMPLING)
+        device = tr.select_device(o.device, self.name)
+        on_cpu = device.type == "cpu"
+        n_iterations = o.iterations_for(padded.size, on_cpu)
+        threads = tr.resolve_cpu_threads(o.cpu_threads) if on_cpu else None
+        t_start = time.perf_counter()
+        with tr.deterministic(o.seed, on_cpu), tr.cpu_threads(threads):
+            st = self._start(padded, device)
+            t_train = time.perf_counter()
+            outcome = self._train(st, inv_psd, (h, w), n_iterations)
+            t_end = time.perf_counter()
+        trained = outcome.iteration - st.start
+        meta = {
+            "name": self.name,
+            **{k: v for k, v in o.to_dict().items() if k != "progress"},
+            "iterations_planned": n_iterations,
+            "cpu_threads_used": threads,
+            "noise_sigma_used": float(sigma),
+            "whitened_residual_at_stop": outcome.whitened if outcome.stopped_at is not None else None,
+            "whitened_residual_last": outcome.whitened,
+            "iterations_run": outcome.iteration,
+            "stopped_at": outcome.stopped_at,
+            "stop_reason": outcome.reason,
+            "iterations_resumed_from": st.start,
+            "device_used": str(device),
+            "amp_used": st.prec.enabled,
+            "final_loss": st.losses[-1] if st.losses else None,
+            "s_per_iteration": (t_end - t_train) / trained if trained > 0 else None,
+            "total_s": t_end - t_start,
+        }
+        return finish(image, st.avg[0, 0, :h, :w].double().cpu().numpy() * scale + lo, meta)
+
+    def _noise_weights(self, data: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
+        """The noise σ [image units] (``noise_sigma``, or estimated by ``noise_estimate``) and the
+        inverse noise power per frequency of the [0, 1] image (unnormalised FFT units; 0 at k = 0),
+        the weights of the whitened residual."""
+        o = self.options
         h0, w0 = data.shape
         if o.noise_sigma is not None:
             sigma, psd = float(o.noise_sigma), None
@@ -115,86 +162,118 @@ class DIPDenoiser(Plugin):
             sigma = info["sigma_total"]
             if o.noise_estimate == "spectrum":
                 psd = None
-        # noise power per frequency of the [0, 1] image (unnormalised FFT units), k = 0 left out
         psd01 = (np.full((h0, w0), sigma**2 * h0 * w0) if psd is None else psd) / scale**2
         inv_psd = np.where(psd01 > 0, 1.0 / np.maximum(psd01, 1e-300), 0.0)
         inv_psd[0, 0] = 0.0
-        padded, (h, w) = tr.pad_to_multiple(y01, DOWNSAMPLING)
-        device = tr.select_device(o.device, self.name)
-        on_cpu = device.type == "cpu"
-        n_iterations = o.iterations_for(padded.size, on_cpu)
-        threads = tr.resolve_cpu_threads(o.cpu_threads) if on_cpu else None
+        return sigma, inv_psd
+
+    def _start(self, padded: np.ndarray, device: "torch.device") -> "_DIPTraining":
+        """A fresh network, optimiser and random code ``z`` (EMA at 0), or the state of a matching
+        checkpoint."""
+        import torch
+
+        from octascope_plugins.denoise import _training as tr
+        from octascope_plugins.denoise._nets import S2SNet
+
+        o = self.options
         skip = {"n_iterations", "cpu_work_budget", "progress", "checkpoint_path", "checkpoint_every", "device", "cpu_threads",
                 "early_stop", "stop_ratio", "min_iterations", "check_every", "noise_sigma", "noise_estimate"}
         settings = {k: v for k, v in o.to_dict().items() if k not in skip}
-        t_start = time.perf_counter()
-        with tr.deterministic(o.seed, on_cpu), tr.cpu_threads(threads):
-            gen = torch.Generator(device=device).manual_seed(o.seed)
-            net = S2SNet(o.input_channels, 1, encoder_width=o.encoder_width, decoder_width=o.decoder_width,
-                         dropout=0.0, upsample=o.upsample, batch_norm=True).to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=o.learning_rate)
-            prec = tr.Precision(device, o.amp)
-            y = torch.as_tensor(padded, dtype=torch.float32, device=device)[None, None]
-            centre, spread = float(y.mean()), float(y.std().clamp(min=1e-6))
-            z = o.input_scale * torch.rand((1, o.input_channels, *y.shape[-2:]), generator=gen, device=device)
-            avg = torch.zeros_like(y)
-            start, losses, stopped_at = 0, [], None
-            reason = "n_iterations reached" if n_iterations == o.n_iterations else "cpu_work_budget reached"
-            ckpt = tr.Checkpointer(o.checkpoint_path, o.checkpoint_every, tr.fingerprint(settings, padded), self.name)
-            state = ckpt.load()
-            if state is not None:
-                net.load_state_dict(state["net"])
-                opt.load_state_dict(state["opt"])
-                z, avg = state["z"].to(device), state["avg"].to(device)
-                start, losses = int(state["iteration"]), list(state["losses"])
-                tr.set_rng_state(state["rng"], gen, device)
-            target = (y - centre) / spread
-            weight = torch.as_tensor(inv_psd, dtype=torch.float64, device=device)
-            bar = tr.progress_bar(n_iterations, min(start, n_iterations), o.progress, self.name)
-            t_train = time.perf_counter()
-            it = start
-            whitened = float("nan")
-            for it in range(start + 1, n_iterations + 1):
-                zin = z + o.input_noise_std * torch.randn(z.shape, generator=gen, device=device)
-                with prec.autocast():
-                    out = net(zin).float()
-                loss = ((out - target) ** 2).mean()
-                prec.step(loss, opt)
-                losses.append(float(loss.detach()))
-                with torch.no_grad():
-                    current = out.detach() * spread + centre
-                    avg = current if it == 1 else o.ema * avg + (1 - o.ema) * current
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if ckpt.due(it, n_iterations):
-                    ckpt.save({"net": net.state_dict(), "opt": opt.state_dict(), "z": z.cpu(), "avg": avg.cpu(),
-                               "iteration": it, "losses": losses, "rng": tr.rng_state(gen, device)})
-                if o.early_stop and it >= o.min_iterations and it % o.check_every == 0:
-                    spectrum = torch.fft.fft2((avg - y)[0, 0, :h, :w].double())
-                    whitened = float((spectrum.abs() ** 2 * weight).sum() / (h * w - 1))
-                    if whitened <= o.stop_ratio:
-                        stopped_at, reason = it, "discrepancy principle"
-                        break
-            bar.close()
-            t_end = time.perf_counter()
-        trained = it - start
-        out_np = avg[0, 0, :h, :w].double().cpu().numpy()
-        meta = {
-            "name": self.name,
-            **{k: v for k, v in o.to_dict().items() if k != "progress"},
-            "iterations_planned": n_iterations,
-            "cpu_threads_used": threads,
-            "noise_sigma_used": float(sigma),
-            "whitened_residual_at_stop": whitened if stopped_at is not None else None,
-            "whitened_residual_last": whitened,
-            "iterations_run": it,
-            "stopped_at": stopped_at,
-            "stop_reason": reason,
-            "iterations_resumed_from": start,
-            "device_used": str(device),
-            "amp_used": prec.enabled,
-            "final_loss": losses[-1] if losses else None,
-            "s_per_iteration": (t_end - t_train) / trained if trained > 0 else None,
-            "total_s": t_end - t_start,
-        }
-        return finish(image, out_np * scale + lo, meta)
+        gen = torch.Generator(device=device).manual_seed(o.seed)
+        net = S2SNet(o.input_channels, 1, encoder_width=o.encoder_width, decoder_width=o.decoder_width,
+                     dropout=0.0, upsample=o.upsample, batch_norm=True).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=o.learning_rate)
+        prec = tr.Precision(device, o.amp)
+        y = torch.as_tensor(padded, dtype=torch.float32, device=device)[None, None]
+        centre, spread = float(y.mean()), float(y.std().clamp(min=1e-6))
+        z = o.input_scale * torch.rand((1, o.input_channels, *y.shape[-2:]), generator=gen, device=device)
+        ckpt = tr.Checkpointer(o.checkpoint_path, o.checkpoint_every, tr.fingerprint(settings, padded), self.name)
+        st = _DIPTraining(net=net, opt=opt, prec=prec, gen=gen, y=y, centre=centre, spread=spread, z=z,
+                          avg=torch.zeros_like(y), start=0, losses=[], ckpt=ckpt)
+        saved = ckpt.load()
+        if saved is not None:
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            st.z, st.avg = saved["z"].to(device), saved["avg"].to(device)
+            st.start, st.losses = int(saved["iteration"]), list(saved["losses"])
+            tr.set_rng_state(saved["rng"], gen, device)
+        return st
+
+    def _train(self, st: "_DIPTraining", inv_psd: np.ndarray, shape: tuple[int, int], n_iterations: int) -> "_DIPOutcome":
+        """Iterations from ``st.start`` to ``n_iterations`` (checkpointed): fit the perturbed code's
+        output to the image, average the outputs, stop by the discrepancy principle (class docstring).
+
+        ``inv_psd`` is the inverse noise power per frequency, ``shape`` the unpadded image's [px].
+        """
+        import torch
+
+        from octascope_plugins.denoise import _training as tr
+
+        o = self.options
+        device = st.y.device
+        weight = torch.as_tensor(inv_psd, dtype=torch.float64, device=device)
+        target = (st.y - st.centre) / st.spread
+        bar = tr.progress_bar(n_iterations, min(st.start, n_iterations), o.progress, self.name)
+        outcome = _DIPOutcome(iteration=st.start, reason="n_iterations reached" if n_iterations == o.n_iterations
+                              else "cpu_work_budget reached")
+        for it in range(st.start + 1, n_iterations + 1):
+            outcome.iteration = it
+            zin = st.z + o.input_noise_std * torch.randn(st.z.shape, generator=st.gen, device=device)
+            with st.prec.autocast():
+                out = st.net(zin).float()
+            loss = ((out - target) ** 2).mean()
+            st.prec.step(loss, st.opt)
+            st.losses.append(float(loss.detach()))
+            with torch.no_grad():
+                current = out.detach() * st.spread + st.centre
+                st.avg = current if it == 1 else o.ema * st.avg + (1 - o.ema) * current
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.losses[-1]:.4g}")
+            if st.ckpt.due(it, n_iterations):
+                st.ckpt.save({"net": st.net.state_dict(), "opt": st.opt.state_dict(), "z": st.z.cpu(), "avg": st.avg.cpu(),
+                              "iteration": it, "losses": st.losses, "rng": tr.rng_state(st.gen, device)})
+            if o.early_stop and it >= o.min_iterations and it % o.check_every == 0:
+                outcome.whitened = _whitened_residual(st.avg - st.y, weight, shape)
+                if outcome.whitened <= o.stop_ratio:
+                    outcome.stopped_at, outcome.reason = it, "discrepancy principle"
+                    break
+        bar.close()
+        return outcome
+
+
+def _whitened_residual(residual: "torch.Tensor", weight: "torch.Tensor", shape: tuple[int, int]) -> float:
+    """Mean power of the residual (1, 1, H, W) on the unpadded ``shape`` [px], each frequency divided
+    by its noise power (``weight``, 0 at k = 0): 1 for pure noise."""
+    import torch
+
+    h, w = shape
+    spectrum = torch.fft.fft2(residual[0, 0, :h, :w].double())
+    return float((spectrum.abs() ** 2 * weight).sum() / (h * w - 1))
+
+
+@dataclass
+class _DIPTraining:
+    """The training state (what a checkpoint holds, with the network and the optimiser)."""
+
+    net: Any
+    opt: Any
+    prec: Any
+    gen: "torch.Generator"
+    y: "torch.Tensor"  # (1, 1, H, W) padded [0, 1] image
+    centre: float  # its mean
+    spread: float  # its standard deviation
+    z: "torch.Tensor"  # the fixed random code
+    avg: "torch.Tensor"  # exponential moving average of the outputs
+    start: int  # iterations done before this run (resumed from a checkpoint)
+    losses: list[float]
+    ckpt: Any
+
+
+@dataclass
+class _DIPOutcome:
+    """How the fit ended: the last iteration, when and why it stopped, the last whitened residual."""
+
+    iteration: int
+    reason: str
+    stopped_at: int | None = None
+    whitened: float = float("nan")

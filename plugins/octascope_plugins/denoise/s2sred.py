@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from octascope.core.params import Plugin, param, require
 
 from octascope_plugins.denoise._common import (TrainingOptions, bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_rms, finish,
                       normalise)
+
+if TYPE_CHECKING:
+    import torch
 
 
 def bernoulli_mask(shape, drop_rate: float, generator):
@@ -85,6 +88,51 @@ class S2SREDOptions(TrainingOptions):
                 f"needs red_sigma > 0, red_lambda >= 0, admm_mu > 0, got {self.red_sigma}, {self.red_lambda}, {self.admm_mu}")
         require(self.stop_tolerance >= 0 and self.min_iterations >= 0 and self.check_every >= 1,
                 "needs stop_tolerance >= 0, min_iterations >= 0 and check_every >= 1")
+
+
+@dataclass
+class _Plan:
+    """What an image and the options make of one run (the [0, 1] image padded to the network's
+    multiple; ``h``, ``w`` its unpadded shape [px])."""
+
+    padded: np.ndarray
+    h: int
+    w: int
+    patch: int | None  # side of the training crops [px]; None: the whole image
+    device: "torch.device"
+    on_cpu: bool
+    n_iterations: int
+    threads: int | None
+    noise_rms01: float  # RMS noise of the [0, 1] image (finest Haar band)
+    red_noise: float | np.ndarray  # BM3D's noise: a σ or a power spectrum
+    red_info: dict[str, Any]  # the fitted spectrum's parameters (empty for a fixed σ)
+
+
+@dataclass
+class _Training:
+    """The training state (what a checkpoint holds, with the network and the optimiser)."""
+
+    net: Any
+    opt: Any
+    prec: Any
+    gen: "torch.Generator"
+    y: "torch.Tensor"  # (1, 1, H, W) padded [0, 1] image
+    stats: tuple[float, float]  # its mean and standard deviation
+    x: "torch.Tensor"  # ADMM primal (RED) variable
+    u: "torch.Tensor"  # ADMM scaled dual
+    start: int  # iterations done before this run (resumed from a checkpoint)
+    losses: list[float]
+    ckpt: Any
+
+
+@dataclass
+class _Outcome:
+    """How training ended: the last iteration, when and why it stopped, the early-stop record."""
+
+    iteration: int
+    reason: str
+    stopped_at: int | None = None
+    changes: list[float] = field(default_factory=list)  # (RMS change - MC scatter) / noise RMS at each check
 
 
 class S2SREDDenoiser(Plugin):
@@ -162,15 +210,62 @@ class S2SREDDenoiser(Plugin):
         return {k: v for k, v in self.options.to_dict().items() if k not in skip}
 
     def denoise(self, image: Image) -> Image:
-        import torch
+        """Train the network on ``image`` alone, then average ``n_mc_passes`` stochastic passes.
 
+        Returns
+        -------
+        Image
+            The mean of the passes [image units], their per-pixel variance as ``variance``
+            [image units²] and the run's settings and outcome as metadata.
+        """
         from octascope_plugins.denoise import _training as tr
-        from octascope_plugins.denoise._nets import DOWNSAMPLING, S2SNet
 
         o = self.options
         data = np.asarray(image.data, dtype=np.float64)
         check_finite(data, self.name)
         y01, lo, scale = normalise(data)
+        plan = self._plan(y01)
+        t_start = time.perf_counter()
+        with tr.deterministic(o.seed, plan.on_cpu), tr.cpu_threads(plan.threads):
+            state = self._start(plan)
+            t_train = time.perf_counter()
+            outcome = self._train(state, plan)
+            t_infer = time.perf_counter()
+            mean, var = self._mc(state.net, state.y, state.gen, o.n_mc_passes, state.prec, state.stats)
+            t_end = time.perf_counter()
+        mean_np = mean[0, 0, :plan.h, :plan.w].double().cpu().numpy()
+        var_np = var[0, 0, :plan.h, :plan.w].double().cpu().numpy()
+        trained = outcome.iteration - state.start
+        meta = {
+            "name": self.name,
+            **{k: v for k, v in o.to_dict().items() if k not in ("progress",)},
+            "iterations_planned": plan.n_iterations,
+            "iterations_run": outcome.iteration,
+            "stopped_at": outcome.stopped_at,
+            "stop_reason": outcome.reason,
+            "change_over_noise": outcome.changes,
+            "noise_rms01": plan.noise_rms01,
+            "cpu_threads_used": plan.threads,
+            "device_used": str(plan.device),
+            "amp_used": state.prec.enabled,
+            "red_sigma_used": (plan.red_info["sigma_total"] if plan.red_info else o.red_sigma) if o.red else None,
+            "padded_shape": list(plan.padded.shape),
+            "iterations_resumed_from": state.start,
+            "final_loss": state.losses[-1] if state.losses else None,
+            "train_s": t_infer - t_train,
+            "s_per_iteration": (t_infer - t_train) / trained if trained > 0 else None,
+            "inference_s": t_end - t_infer,
+            "total_s": t_end - t_start,
+        }
+        return finish(image, mean_np * scale + lo, meta, variance=var_np * scale**2)
+
+    def _plan(self, y01: np.ndarray) -> "_Plan":
+        """What this image and the options make of the run: padding, crops, device, iterations,
+        threads, the early-stop noise scale and the BM3D noise (a σ, or the fitted spectrum)."""
+        from octascope_plugins.denoise import _training as tr
+        from octascope_plugins.denoise._nets import DOWNSAMPLING
+
+        o = self.options
         padded, (h, w) = tr.pad_to_multiple(y01, DOWNSAMPLING)
         ph, pw = padded.shape
         patch = o.patch_px
@@ -181,7 +276,6 @@ class S2SREDDenoiser(Plugin):
         n_iterations = o.iterations_for(o.batch_size * (ph * pw if patch is None else patch * patch), on_cpu)
         threads = tr.resolve_cpu_threads(o.cpu_threads) if on_cpu else None
         noise_rms01 = estimate_noise_rms(y01)  # early-stop tolerance scale [0, 1 units]
-        settings = self._training_settings()
         red_info: dict[str, Any] = {}
         red_noise: float | np.ndarray  # a σ, or a noise power spectrum (bm3d's sigma_psd takes either)
         if o.red_sigma is None:
@@ -189,100 +283,111 @@ class S2SREDDenoiser(Plugin):
             bm3d_compat()
         else:
             red_noise = o.red_sigma
-        t_start = time.perf_counter()
-        with tr.deterministic(o.seed, on_cpu), tr.cpu_threads(threads):
-            gen = torch.Generator(device=device).manual_seed(o.seed)
-            net = S2SNet(1, 1, encoder_width=o.encoder_width, decoder_width=o.decoder_width,
-                         dropout=o.dropout, upsample=o.upsample).to(device)
-            net.train()  # dropout stays on, in training and at inference
-            opt = torch.optim.Adam(net.parameters(), lr=o.learning_rate)
-            prec = tr.Precision(device, o.amp)
-            y = torch.as_tensor(padded, dtype=torch.float32, device=device)[None, None]
-            stats = (float(y.mean()), float(y.std().clamp(min=1e-6)))
-            x = y.clone()  # ADMM primal (RED) variable
-            u = torch.zeros_like(y)  # ADMM scaled dual
-            start = 0
-            losses: list[float] = []
-            ckpt = tr.Checkpointer(o.checkpoint_path, o.checkpoint_every, tr.fingerprint(settings, padded), self.name)
-            state = ckpt.load()
-            if state is not None:
-                net.load_state_dict(state["net"])
-                opt.load_state_dict(state["opt"])
-                x, u = state["x"].to(device), state["u"].to(device)
-                start, losses = int(state["iteration"]), list(state["losses"])
-                tr.set_rng_state(state["rng"], gen, device)
-            elif o.red:
-                x = self._bm3d(y, red_noise)
-            t_train = time.perf_counter()
-            stopped_at, reason = None, "n_iterations reached" if n_iterations == o.n_iterations else "cpu_work_budget reached"
-            previous = None  # f̄ at the last early-stop check
-            changes: list[float] = []  # (RMS change - MC scatter) / noise RMS at each check
-            it = start
-            bar = tr.progress_bar(n_iterations, min(start, n_iterations), o.progress, self.name)
-            for it in range(start + 1, n_iterations + 1):
-                yb, tb = self._batch(y, x - u, patch, gen)
-                mask = bernoulli_mask(yb.shape, o.mask_drop_rate, gen)
-                out = self._forward(net, yb, mask, stats, prec)
-                loss = masked_loss(out, yb, mask)
-                if o.red:
-                    loss = loss + 0.5 * o.admm_mu * ((out - tb) ** 2).mean()
-                prec.step(loss, opt)
-                losses.append(float(loss.detach()))
-                red_due = o.red and it % o.red_every == 0
-                check_due = o.early_stop and it % o.check_every == 0 and it >= o.min_iterations - o.check_every
-                f_bar = f_var = None
-                if red_due or check_due:
-                    f_bar, f_var = self._mc(net, y, gen, o.red_passes, prec, stats)
-                if red_due:
-                    assert f_bar is not None
-                    x = (o.red_lambda * self._bm3d(x, red_noise) + o.admm_mu * (f_bar + u)) / (o.red_lambda + o.admm_mu)
-                    u = u + f_bar - x
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if ckpt.due(it, n_iterations):
-                    ckpt.save({"net": net.state_dict(), "opt": opt.state_dict(), "x": x.cpu(), "u": u.cpu(),
-                               "iteration": it, "losses": losses, "rng": tr.rng_state(gen, device)})
-                if check_due:
-                    assert f_bar is not None and f_var is not None
-                    if previous is not None and it >= o.min_iterations:
-                        sl = (0, 0, slice(0, h), slice(0, w))
-                        change_sq = float(((f_bar - previous)[sl].double() ** 2).mean())
-                        scatter_sq = 2.0 * float(f_var[sl].double().mean()) / o.red_passes
-                        excess = max(change_sq - scatter_sq, 0.0) ** 0.5 / max(noise_rms01, 1e-12)
-                        changes.append(excess)
-                        if excess <= o.stop_tolerance:
-                            stopped_at, reason = it, "estimate converged"
-                            break
-                    previous = f_bar
-            bar.close()
-            trained = it - start
-            t_infer = time.perf_counter()
-            mean, var = self._mc(net, y, gen, o.n_mc_passes, prec, stats)
-            t_end = time.perf_counter()
-        mean_np = mean[0, 0, :h, :w].double().cpu().numpy()
-        var_np = var[0, 0, :h, :w].double().cpu().numpy()
-        meta = {
-            "name": self.name,
-            **{k: v for k, v in o.to_dict().items() if k not in ("progress",)},
-            "iterations_planned": n_iterations,
-            "iterations_run": it,
-            "stopped_at": stopped_at,
-            "stop_reason": reason,
-            "change_over_noise": changes,
-            "noise_rms01": noise_rms01,
-            "cpu_threads_used": threads,
-            "device_used": str(device),
-            "amp_used": prec.enabled,
-            "red_sigma_used": (red_info["sigma_total"] if red_info else o.red_sigma) if o.red else None,
-            "padded_shape": [ph, pw],
-            "iterations_resumed_from": start,
-            "final_loss": losses[-1] if losses else None,
-            "train_s": t_infer - t_train,
-            "s_per_iteration": (t_infer - t_train) / trained if trained > 0 else None,
-            "inference_s": t_end - t_infer,
-            "total_s": t_end - t_start,
-        }
-        return finish(image, mean_np * scale + lo, meta, variance=var_np * scale**2)
+        return _Plan(padded=padded, h=h, w=w, patch=patch, device=device, on_cpu=on_cpu, n_iterations=n_iterations,
+                     threads=threads, noise_rms01=noise_rms01, red_noise=red_noise, red_info=red_info)
+
+    def _start(self, plan: "_Plan") -> "_Training":
+        """A fresh network and optimiser, the ADMM variables (x as BM3D of the image with RED on,
+        u = 0), or the state of a matching checkpoint."""
+        import torch
+
+        from octascope_plugins.denoise import _training as tr
+        from octascope_plugins.denoise._nets import S2SNet
+
+        o = self.options
+        device = plan.device
+        gen = torch.Generator(device=device).manual_seed(o.seed)
+        net = S2SNet(1, 1, encoder_width=o.encoder_width, decoder_width=o.decoder_width,
+                     dropout=o.dropout, upsample=o.upsample).to(device)
+        net.train()  # dropout stays on, in training and at inference
+        opt = torch.optim.Adam(net.parameters(), lr=o.learning_rate)
+        prec = tr.Precision(device, o.amp)
+        y = torch.as_tensor(plan.padded, dtype=torch.float32, device=device)[None, None]
+        stats = (float(y.mean()), float(y.std().clamp(min=1e-6)))
+        ckpt = tr.Checkpointer(o.checkpoint_path, o.checkpoint_every,
+                               tr.fingerprint(self._training_settings(), plan.padded), self.name)
+        st = _Training(net=net, opt=opt, prec=prec, gen=gen, y=y, stats=stats, x=y.clone(), u=torch.zeros_like(y),
+                       start=0, losses=[], ckpt=ckpt)
+        saved = ckpt.load()
+        if saved is not None:
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            st.x, st.u = saved["x"].to(device), saved["u"].to(device)
+            st.start, st.losses = int(saved["iteration"]), list(saved["losses"])
+            tr.set_rng_state(saved["rng"], gen, device)
+        elif o.red:
+            st.x = self._bm3d(y, plan.red_noise)
+        return st
+
+    def _train(self, st: "_Training", plan: "_Plan") -> "_Outcome":
+        """Network iterations from ``st.start`` to ``n_iterations`` (checkpointed), stopping early
+        when the network estimate has converged (class docstring)."""
+        from octascope_plugins.denoise import _training as tr
+
+        o = self.options
+        outcome = _Outcome(iteration=st.start, reason="n_iterations reached" if plan.n_iterations == o.n_iterations
+                           else "cpu_work_budget reached")
+        previous = None  # f̄ at the last early-stop check
+        bar = tr.progress_bar(plan.n_iterations, min(st.start, plan.n_iterations), o.progress, self.name)
+        for it in range(st.start + 1, plan.n_iterations + 1):
+            outcome.iteration = it
+            f_bar, f_var, check_due = self._step(st, plan, it)
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.losses[-1]:.4g}")
+            if st.ckpt.due(it, plan.n_iterations):
+                st.ckpt.save({"net": st.net.state_dict(), "opt": st.opt.state_dict(), "x": st.x.cpu(), "u": st.u.cpu(),
+                              "iteration": it, "losses": st.losses, "rng": tr.rng_state(st.gen, plan.device)})
+            if check_due:
+                assert f_bar is not None and f_var is not None
+                if previous is not None and it >= o.min_iterations:
+                    excess = self._excess_change(f_bar, previous, f_var, plan)
+                    outcome.changes.append(excess)
+                    if excess <= o.stop_tolerance:
+                        outcome.stopped_at, outcome.reason = it, "estimate converged"
+                        break
+                previous = f_bar
+        bar.close()
+        return outcome
+
+    def _step(self, st: "_Training", plan: "_Plan", it: int) -> tuple[Any, Any, bool]:
+        """Iteration ``it``: one network step on the masked Self2Self loss (plus the ADMM term),
+        then, when due, the ADMM x and u updates.
+
+        Returns
+        -------
+        f_bar, f_var : torch.Tensor or None
+            Mean and variance of ``red_passes`` stochastic passes, when an ADMM update or an
+            early-stop check is due at this iteration.
+        check_due : bool
+            Whether an early-stop check is due.
+        """
+        o = self.options
+        yb, tb = self._batch(st.y, st.x - st.u, plan.patch, st.gen)
+        mask = bernoulli_mask(yb.shape, o.mask_drop_rate, st.gen)
+        out = self._forward(st.net, yb, mask, st.stats, st.prec)
+        loss = masked_loss(out, yb, mask)
+        if o.red:
+            loss = loss + 0.5 * o.admm_mu * ((out - tb) ** 2).mean()
+        st.prec.step(loss, st.opt)
+        st.losses.append(float(loss.detach()))
+        red_due = o.red and it % o.red_every == 0
+        check_due = o.early_stop and it % o.check_every == 0 and it >= o.min_iterations - o.check_every
+        f_bar = f_var = None
+        if red_due or check_due:
+            f_bar, f_var = self._mc(st.net, st.y, st.gen, o.red_passes, st.prec, st.stats)
+        if red_due:
+            assert f_bar is not None
+            st.x = (o.red_lambda * self._bm3d(st.x, plan.red_noise) + o.admm_mu * (f_bar + st.u)) / (o.red_lambda + o.admm_mu)
+            st.u = st.u + f_bar - st.x
+        return f_bar, f_var, bool(check_due)
+
+    def _excess_change(self, f_bar: Any, previous: Any, f_var: Any, plan: "_Plan") -> float:
+        """RMS change of the network estimate since the last check beyond what the Monte Carlo
+        scatter of two means explains, in units of the image's RMS noise [1]."""
+        sl = (0, 0, slice(0, plan.h), slice(0, plan.w))
+        change_sq = float(((f_bar - previous)[sl].double() ** 2).mean())
+        scatter_sq = 2.0 * float(f_var[sl].double().mean()) / self.options.red_passes
+        return max(change_sq - scatter_sq, 0.0) ** 0.5 / max(plan.noise_rms01, 1e-12)
 
     @staticmethod
     def _forward(net, y, mask, stats, prec):

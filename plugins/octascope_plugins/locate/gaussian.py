@@ -41,8 +41,8 @@ class GaussianLocator(Plugin):
 
     Parameters are those of :class:`GaussianOptions` (``GaussianLocator(patch_radius_A=1.6)`` or
     ``GaussianLocator(GaussianOptions(...))``). ``cpu_threads``: the batched solves are many small
-    operations; on a 2-core machine one thread fitted the bundled example in 0.6 s and two threads,
-    with the other core busy, in 27-38 s (threads spin-waiting on each other).
+    operations, which run best on one thread: more threads spin-wait on each other when the cores
+    are shared.
     """
 
     name: ClassVar[str] = "gaussian"

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def resolve_device(device: str) -> "torch.device":
     """The torch device of the locator (see :func:`octascope.core.devices.select_device`)."""
     return select_device(device, "locator 'gaussian'")
@@ -90,16 +89,49 @@ def _ok(p: "torch.Tensor", centre_x, centre_y, radius_px: int, sigma_max_px: flo
     return inside & sane & (p[:, _A] > 0) & torch.isfinite(p).all(1)
 
 
-def fit_gaussians(
-    data: np.ndarray,
-    x_px: np.ndarray,
-    y_px: np.ndarray,
-    options: "GaussianOptions",
-    *,
-    pixel_size_A: float,
-    progress: "Callable[[int, int], None] | None" = None,
-) -> GaussianFit:
+@dataclass(frozen=True)
+class _FitWindow:
+    """The fit's lengths in pixels of the fit grid (see :meth:`GaussianOptions.fit_px`)."""
+
+    radius: int  # fitting patch [px]
+    sigma_max: float  # widest usable fit [px]
+    bg_radius: int  # start-background window, at most the patch [px]
+    render_radius: int  # neighbour rendering [px]
+    sigma_init: float  # starting width [px]
+    restart_shift: float  # largest random shift of a restart's start [px]
+
+    @classmethod
+    def of(cls, o: GaussianOptions, pixel_size_A: float) -> "_FitWindow":
+        """The window of options ``o`` on a grid of ``pixel_size_A`` [Å]."""
+        radius = o.fit_px(o.patch_radius_A, pixel_size_A)
+        return cls(radius=radius, sigma_max=float(o.fit_px(o.max_sigma_A, pixel_size_A)),
+                   bg_radius=min(o.fit_px(o.background_radius_A, pixel_size_A), radius),
+                   render_radius=o.fit_px(o.neighbour_radius_A, pixel_size_A),
+                   sigma_init=o.sigma_init_A / pixel_size_A, restart_shift=o.restart_shift_A / pixel_size_A)
+
+
+@dataclass
+class _Round:
+    """One fitting round: the patches, the values fitted on them (neighbours subtracted), and the
+    fitted parameters with their cost (updated in place by the restarts)."""
+
+    patches: Patches
+    target: "torch.Tensor"  # (N, M)
+    p: "torch.Tensor"  # (N, 7)
+    cost: "torch.Tensor"  # (N,)
+    n_pix: "torch.Tensor"  # (N,) pixels on the image per patch
+    cx: "torch.Tensor"  # (N,) rounded patch centres [px]
+    cy: "torch.Tensor"
+
+
+def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options: GaussianOptions, *,
+                  pixel_size_A: float, progress: "Callable[[int, int], None] | None" = None) -> GaussianFit:
     """Fit an elliptical 2-D Gaussian + constant background to every column, all at once.
+
+    A first round fits every column on its patch; ``neighbour_rounds`` more refit each on its
+    patch minus the current model of all other columns (:func:`_fit_round`). In every round, fits
+    that fail or misfit beyond the noise are restarted (:func:`_restart_bad_fits`). The position
+    uncertainties come from the last round (:func:`_position_errors`).
 
     Parameters
     ----------
@@ -108,18 +140,8 @@ def fit_gaussians(
     x_px, y_px : numpy.ndarray
         Start positions (e.g. centre of mass) on that grid [px].
     options : GaussianOptions
-        The locator's options; the lengths in it [Å] are converted to pixels of ``data`` with
-        ``pixel_size_A`` (see :meth:`~octascope_plugins.locate.gaussian.GaussianOptions.fit_px`):
-        ``patch_radius_A`` (fitting patch), ``max_sigma_A`` (widest usable fit),
-        ``background_radius_A`` (start-background window, at most the patch), ``neighbour_radius_A`` (neighbour
-        rendering), ``sigma_init_A``, ``restart_shift_A``; and ``neighbour_rounds`` (refits after
-        the first, each on the patch minus the current model of all other columns; 0 = no
-        neighbour handling), ``max_iterations``, ``tolerance`` [1], ``max_residual`` [1] (fits
-        whose RMS misfit beyond the pixel noise, relative to the peak height, exceeds it are
-        restarted; the noise variance is estimated from adjacent-pixel residual differences, so
-        fits already at the noise floor are not restarted in vain), ``max_restarts`` (attempts
-        per round, all run together; the best usable one is kept when it lowers the cost),
-        ``seed`` and ``device``.
+        The locator's options; its lengths [Å] are converted to pixels of ``data``
+        (:class:`_FitWindow`).
     pixel_size_A : float
         Pixel size of ``data`` [Å].
     progress : callable, optional
@@ -132,97 +154,157 @@ def fit_gaussians(
     """
     import torch
 
-    o = options
-    dev = resolve_device(o.device)
-    dtype = torch.float64
-    n = len(x_px)
-    if n == 0:
-        empty = np.zeros(0)
-        return GaussianFit(empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
-                           np.zeros(0, bool), np.zeros(0, bool), 0)
-    neighbour_rounds, max_iterations, tolerance = o.neighbour_rounds, o.max_iterations, o.tolerance
-    max_residual, max_restarts = o.max_residual, o.max_restarts
-    sigma_init_px = o.sigma_init_A / pixel_size_A
-    restart_shift_px = o.restart_shift_A / pixel_size_A
-    radius = o.fit_px(o.patch_radius_A, pixel_size_A)
-    sigma_max = float(o.fit_px(o.max_sigma_A, pixel_size_A))
-    bg_radius = min(o.fit_px(o.background_radius_A, pixel_size_A), radius)  # a window inside the patch
-    render_radius = o.fit_px(o.neighbour_radius_A, pixel_size_A)
-    rng = np.random.default_rng(o.seed)
-    img = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=dev)
-    start_x = torch.as_tensor(np.asarray(x_px, dtype=np.float64), dtype=dtype, device=dev)
-    start_y = torch.as_tensor(np.asarray(y_px, dtype=np.float64), dtype=dtype, device=dev)
-    p: torch.Tensor | None = None
-    ok = torch.zeros(n, dtype=torch.bool, device=dev)
+    dev = resolve_device(options.device)
+    if len(x_px) == 0:
+        return _empty_fit()
+    win = _FitWindow.of(options, pixel_size_A)
+    rng = np.random.default_rng(options.seed)
+    img, start_x, start_y = (torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64, device=dev)
+                             for a in (data, x_px, y_px))
+    rnd: _Round | None = None
+    ok = torch.zeros(len(x_px), dtype=torch.bool, device=dev)
     iterations = 0
-    for rnd in range(neighbour_rounds + 1):
-        centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
-        centre_y = start_y if p is None else torch.where(ok, p[:, _Y], start_y)
-        patches = Patches(img, centre_x, centre_y, radius)
-        cx_int, cy_int = torch.round(centre_x), torch.round(centre_y)
-        target = patches.values
-        if p is None:
-            p = _initial_params(patches, start_x, start_y, sigma_init_px, bg_radius)
-        else:
-            target = target - others_on_patches(p, ok, patches, img, render_radius) * patches.weight
-            # failed fits start again from their start position on the cleaned patch
-            if bool((~ok).any()):
-                p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], sigma_init_px, bg_radius)
-        p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
-                                          max_iterations=max_iterations, tolerance=tolerance)
+    for k in range(options.neighbour_rounds + 1):
+        rnd, ok, it = _fit_round(img, start_x, start_y, None if rnd is None else rnd.p, ok, win, options, rng)
         iterations += it
-        n_pix = patches.weight.sum(1).clamp_min(1)
-        if max_restarts > 0:
-            rel = _misfit(p, patches, target, cost, n_pix)
-            ok = _ok(p, cx_int, cy_int, radius, sigma_max)
-            bad = (~ok | (rel > max_residual)).nonzero().ravel()
-            if bad.numel():
-                # all restarts of all bad columns in one batched fit (a fixed cost per LM call
-                # dominates when few columns restart); the best usable one that lowers the cost wins
-                nb = bad.numel()
-                shift = torch.as_tensor(rng.uniform(-1, 1, size=(max_restarts * nb, 2)) * restart_shift_px,
-                                        dtype=dtype, device=dev)
-                rep = bad.repeat(max_restarts)
-                q = _initial_params(patches.subset(rep, target), start_x[rep] + shift[:, 0],
-                                    start_y[rep] + shift[:, 1], sigma_init_px, bg_radius)
-                q, qcost, it = levenberg_marquardt(q, patches.x[rep], patches.y[rep], target[rep], patches.weight[rep],
-                                                    max_iterations=max_iterations, tolerance=tolerance)
-                iterations += it
-                q_ok = _ok(q, cx_int[rep], cy_int[rep], radius, sigma_max)
-                qcost = torch.where(q_ok, qcost, torch.full_like(qcost, float("inf"))).view(max_restarts, nb)
-                best_cost, best = qcost.min(0)
-                q_best = q.view(max_restarts, nb, N_PARAMS)[best, torch.arange(nb, device=dev)]
-                take = torch.isfinite(best_cost) & (~ok[bad] | (best_cost < cost[bad]))
-                idx = bad[take]
-                p[idx], cost[idx] = q_best[take], best_cost[take]
-        ok = _ok(p, cx_int, cy_int, radius, sigma_max)
         if progress is not None:
-            progress(rnd + 1, neighbour_rounds + 1)
-    assert p is not None  # the loop above runs at least once (options.neighbour_rounds >= 0)
+            progress(k + 1, options.neighbour_rounds + 1)
+    assert rnd is not None  # the loop above runs at least once (options.neighbour_rounds >= 0)
+    x_err, y_err = _position_errors(rnd)
+    return _gaussian_fit(rnd, ok, x_err, y_err, data, x_px, y_px, iterations)
 
-    # Position uncertainties from the final round. Shot noise is heteroscedastic (largest on the
-    # column, where the position information is), so the plain residual-variance x (J^T J)^-1
-    # underestimates it; the sandwich form (J^T J)^-1 J^T diag(r^2) J (J^T J)^-1 (with the
-    # n / (n - 7) small-sample factor) reduces to it for uniform noise and stays calibrated otherwise.
-    f, jac = model(p, patches.x, patches.y, jacobian=True)
+
+def _empty_fit() -> GaussianFit:
+    """The fit of no columns."""
+    empty = np.zeros(0)
+    return GaussianFit(empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
+                       np.zeros(0, bool), np.zeros(0, bool), 0)
+
+
+def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Tensor", p: "torch.Tensor | None",
+               ok: "torch.Tensor", win: _FitWindow, o: GaussianOptions, rng: np.random.Generator
+               ) -> tuple[_Round, "torch.Tensor", int]:
+    """One round of the fit: patches around the current centres, the other columns' model
+    subtracted (after the first round), Levenberg-Marquardt, restarts of the bad fits.
+
+    Parameters
+    ----------
+    img : torch.Tensor
+        (H, W) image.
+    start_x, start_y : torch.Tensor
+        (N,) start positions [px]; patch centres of the first round and of failed fits.
+    p : torch.Tensor or None
+        (N, 7) parameters of the previous round (``None`` in the first); failed fits restart from
+        their start position.
+    ok : torch.Tensor
+        (N,) bool, usable fits of the previous round.
+    win : _FitWindow
+        The fit's lengths [px].
+    o : GaussianOptions
+        ``max_iterations``, ``tolerance``, ``max_restarts``, ``max_residual``.
+    rng : numpy.random.Generator
+        Source of the restart shifts.
+
+    Returns
+    -------
+    _Round, torch.Tensor, int
+        The round, its usable fits (N,) and the Levenberg-Marquardt iterations run.
+    """
+    import torch
+
+    centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
+    centre_y = start_y if p is None else torch.where(ok, p[:, _Y], start_y)
+    patches = Patches(img, centre_x, centre_y, win.radius)
+    target = patches.values
+    if p is None:
+        p = _initial_params(patches, start_x, start_y, win.sigma_init, win.bg_radius)
+    else:
+        target = target - others_on_patches(p, ok, patches, img, win.render_radius) * patches.weight
+        # failed fits start again from their start position on the cleaned patch
+        if bool((~ok).any()):
+            p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
+    p, cost, iterations = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
+                                              max_iterations=o.max_iterations, tolerance=o.tolerance)
+    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), torch.round(centre_x), torch.round(centre_y))
+    if o.max_restarts > 0:
+        iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng)
+    return rnd, _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max), iterations
+
+
+def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tensor", win: _FitWindow,
+                      o: GaussianOptions, rng: np.random.Generator) -> int:
+    """Refit the failed fits and those whose misfit beyond the noise exceeds ``max_residual``
+    from ``max_restarts`` randomly shifted starts each; the best usable one replaces the fit in
+    ``rnd`` when it lowers the cost (or the fit had failed). Returns the iterations run.
+
+    All restarts of all bad columns run as one batched fit: a fixed cost per Levenberg-Marquardt
+    call dominates when few columns restart.
+    """
+    import torch
+
+    rel = _misfit(rnd.p, rnd.patches, rnd.target, rnd.cost, rnd.n_pix)
+    ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
+    bad = (~ok | (rel > o.max_residual)).nonzero().ravel()
+    if not bad.numel():
+        return 0
+    nb, dev = bad.numel(), start_x.device
+    shift = torch.as_tensor(rng.uniform(-1, 1, size=(o.max_restarts * nb, 2)) * win.restart_shift,
+                            dtype=start_x.dtype, device=dev)
+    rep = bad.repeat(o.max_restarts)
+    patches = rnd.patches
+    q = _initial_params(patches.subset(rep, rnd.target), start_x[rep] + shift[:, 0], start_y[rep] + shift[:, 1],
+                        win.sigma_init, win.bg_radius)
+    q, qcost, iterations = levenberg_marquardt(q, patches.x[rep], patches.y[rep], rnd.target[rep], patches.weight[rep],
+                                               max_iterations=o.max_iterations, tolerance=o.tolerance)
+    q_ok = _ok(q, rnd.cx[rep], rnd.cy[rep], win.radius, win.sigma_max)
+    qcost = torch.where(q_ok, qcost, torch.full_like(qcost, float("inf"))).view(o.max_restarts, nb)
+    best_cost, best = qcost.min(0)
+    q_best = q.view(o.max_restarts, nb, N_PARAMS)[best, torch.arange(nb, device=dev)]
+    take = torch.isfinite(best_cost) & (~ok[bad] | (best_cost < rnd.cost[bad]))
+    idx = bad[take]
+    rnd.p[idx], rnd.cost[idx] = q_best[take], best_cost[take]
+    return iterations
+
+
+def _position_errors(rnd: _Round) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """1-σ position uncertainties (N,) [px] of the fits of ``rnd`` (NaN where ``JᵀWJ`` is singular).
+
+    Shot noise is heteroscedastic (largest on the column, where the position information is), so
+    the plain residual-variance x (J^T J)^-1 underestimates it; the sandwich form
+    (J^T J)^-1 J^T diag(r^2) J (J^T J)^-1 (with the n / (n - 7) small-sample factor) reduces to it
+    for uniform noise and stays calibrated otherwise.
+    """
+    import torch
+
+    weight = rnd.patches.weight
+    f, jac = model(rnd.p, rnd.patches.x, rnd.patches.y, jacobian=True)
     jac_t = jac.transpose(1, 2)
-    jtj = (jac * patches.weight[:, None, :]) @ jac_t
+    jtj = (jac * weight[:, None, :]) @ jac_t
     inv, info = torch.linalg.inv_ex(jtj)
-    r2 = patches.weight * (target - f) ** 2
+    r2 = weight * (rnd.target - f) ** 2
     meat = (jac * r2[:, None, :]) @ jac_t
-    cov = inv @ meat @ inv * (n_pix / (n_pix - N_PARAMS).clamp_min(1))[:, None, None]
+    cov = inv @ meat @ inv * (rnd.n_pix / (rnd.n_pix - N_PARAMS).clamp_min(1))[:, None, None]
     x_err = torch.sqrt(cov[:, _X, _X].clamp_min(0))
     y_err = torch.sqrt(cov[:, _Y, _Y].clamp_min(0))
     bad_cov = info != 0
     x_err[bad_cov] = float("nan")
     y_err[bad_cov] = float("nan")
+    return x_err, y_err
+
+
+def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", x_err: "torch.Tensor", y_err: "torch.Tensor", data: np.ndarray,
+                  x_px: np.ndarray, y_px: np.ndarray, iterations: int) -> GaussianFit:
+    """The :class:`GaussianFit` of the last round: failed fits, and centres a patch cut by the
+    border pulled off the image (no column of this image), keep their start and NaN shape."""
+    import torch
+
+    p = rnd.p
     cxx, cxy, cyy = covariance(p)
 
-    def out(t):
+    def out(t: "torch.Tensor") -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float64)
 
     okn = out(ok).astype(bool)
-    # a patch cut by the border can pull a centre off the image: that is no column of this image
     h, w = np.shape(data)
     fx, fy = out(p[:, _X]), out(p[:, _Y])
     with np.errstate(invalid="ignore"):
@@ -235,8 +317,8 @@ def fit_gaussians(
         background=out(p[:, _B]) * nan,
         cxx=out(cxx) * nan, cxy=out(cxy) * nan, cyy=out(cyy) * nan,
         x_err=out(x_err) * nan, y_err=out(y_err) * nan,
-        residual=out(torch.sqrt(cost / n_pix) / p[:, _A].abs().clamp_min(1e-30)) * nan,
-        edge=out(patches.edge).astype(bool),
+        residual=out(torch.sqrt(rnd.cost / rnd.n_pix) / p[:, _A].abs().clamp_min(1e-30)) * nan,
+        edge=out(rnd.patches.edge).astype(bool),
         ok=okn,
         iterations=iterations,
     )

@@ -21,6 +21,7 @@ written into preallocated buffers) both call it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -133,17 +134,97 @@ def covariance(p: "torch.Tensor"):
     return prec_yy / det, -prec_xy / det, prec_xx / det
 
 
-def levenberg_marquardt(
-    p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor", weight: "torch.Tensor",
-    *, max_iterations: int, tolerance: float,
-) -> tuple["torch.Tensor", "torch.Tensor", int]:
+@dataclass
+class _WorkingSet:
+    """The columns of a batched Levenberg-Marquardt fit that are still iterating, and their state.
+
+    ``buf`` (N, 8, M) and ``work`` (5, N, M) are the scratch space of :func:`_normal_matrix`,
+    allocated once for all N columns; the working set uses their first rows.
+    """
+
+    idx: "torch.Tensor"  # (k,) working set -> column
+    p: "torch.Tensor"  # (k, 7) current parameters
+    x: "torch.Tensor"  # (k, M) pixel coordinates [px]
+    y: "torch.Tensor"
+    tw: "torch.Tensor"  # (k, M) target times sqrt(weight)
+    sw: "torch.Tensor | None"  # (k, M) sqrt(weight); None for all-ones weights
+    cost: "torch.Tensor"  # (k,) weighted sum of squared residuals at p
+    lam: "torch.Tensor"  # (k,) damping
+    normal: "torch.Tensor"  # (k, 8, 8) augmented normal matrix at p
+    active: "torch.Tensor"  # (k,) bool, not yet converged
+    buf: "torch.Tensor"
+    work: "torch.Tensor"
+
+    @classmethod
+    def start(cls, p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
+              weight: "torch.Tensor") -> "_WorkingSet":
+        """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
+        import torch
+
+        n, m = x.shape
+        sqrt_w = weight.sqrt()
+        tw = target * sqrt_w
+        buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
+        buf[:, _B] = sqrt_w
+        sw: torch.Tensor | None = sqrt_w
+        if bool((weight == 1).all()):
+            sw = None  # no pixel outside the image: skip the weighting
+        work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
+        normal = _normal_matrix(p, x, y, tw, sw, buf, work)
+        return cls(idx=torch.arange(n, device=p.device), p=p, x=x, y=y, tw=tw, sw=sw,
+                   cost=normal[:, N_PARAMS, N_PARAMS].clone(), lam=torch.full((n,), 1e-3, dtype=p.dtype, device=p.device),
+                   normal=normal, active=torch.ones(n, dtype=torch.bool, device=p.device), buf=buf, work=work)
+
+    def iterate(self, tolerance: float) -> None:
+        """One damped Gauss-Newton step of every active column: kept where it lowers the cost
+        (damping / 10), refused otherwise (damping x 10); converged columns become inactive."""
+        import torch
+
+        jtj = self.normal[:, :N_PARAMS, :N_PARAMS]
+        grad = self.normal[:, :N_PARAMS, N_PARAMS]
+        diag = jtj.diagonal(dim1=1, dim2=2)
+        floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
+        damped = jtj + torch.diag_embed(self.lam[:, None] * (diag + floor))
+        step, info = torch.linalg.solve_ex(damped, grad[..., None])
+        step = step[..., 0]
+        solved = (info == 0) & torch.isfinite(step).all(1) & self.active
+        p_new = torch.where(solved[:, None], self.p + step, self.p)
+        k = self.p.shape[0]
+        normal_new = _normal_matrix(p_new, self.x, self.y, self.tw, self.sw, self.buf[:k], self.work[:, :k])
+        cost_new = normal_new[:, N_PARAMS, N_PARAMS]
+        better = solved & torch.isfinite(cost_new) & (cost_new < self.cost)
+        rel = (self.cost - cost_new) / self.cost.clamp_min(1e-300)
+        self.p = torch.where(better[:, None], p_new, self.p)
+        self.normal = torch.where(better[:, None, None], normal_new, self.normal)
+        self.lam = torch.where(better, self.lam / 10, self.lam * 10).clamp(1e-12, 1e12)
+        converged = (better & (rel < tolerance)) | (~better & (self.lam >= 1e12)) | (self.cost <= 0)
+        self.cost = torch.where(better, cost_new, self.cost)
+        self.active = self.active & ~converged
+
+    def shrink(self, p_out: "torch.Tensor", cost_out: "torch.Tensor") -> None:
+        """Write the inactive columns into ``p_out`` (N, 7) and ``cost_out`` (N,) and keep only
+        the active ones, so later iterations touch only those."""
+        done = ~self.active
+        p_out[self.idx[done]] = self.p[done]
+        cost_out[self.idx[done]] = self.cost[done]
+        keep = self.active.nonzero().ravel()
+        self.idx, self.p, self.cost, self.lam, self.normal = (self.idx[keep], self.p[keep], self.cost[keep],
+                                                              self.lam[keep], self.normal[keep])
+        self.x, self.y, self.tw = self.x[keep], self.y[keep], self.tw[keep]
+        self.active = self.active[keep]
+        if self.sw is not None:
+            self.sw = self.sw[keep]
+            self.buf[:keep.numel(), _B] = self.sw
+
+
+def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
+                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float
+                        ) -> tuple["torch.Tensor", "torch.Tensor", int]:
     """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
-    Each iteration evaluates the model, analytic Jacobian and residual once, at the trial
-    parameters, and forms J^T W J, J^T W r and the cost in one batched product
-    (:func:`_normal_matrix`); a rejected step keeps the normal equations of the current
-    parameters. Columns that have converged are frozen and dropped from the working set, so later
-    iterations only touch the rest.
+    Each iteration forms J^T W J, J^T W r and the cost at the trial parameters in one batched
+    product (:func:`_normal_matrix`; a rejected step keeps those of the current parameters).
+    Converged columns leave the working set (:class:`_WorkingSet`) once a fifth of it has.
 
     Parameters
     ----------
@@ -171,62 +252,19 @@ def levenberg_marquardt(
     """
     import torch
 
-    n, m = x.shape
     p = p.clone()
-    if n == 0:
+    if x.shape[0] == 0:
         return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
-    sqrt_w = weight.sqrt()
-    tw = target * sqrt_w
-    buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
-    buf[:, _B] = sqrt_w
-    sw: torch.Tensor | None = sqrt_w
-    if bool((weight == 1).all()):
-        sw = None  # no pixel outside the image: skip the weighting
-    work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
-    normal = _normal_matrix(p, x, y, tw, sw, buf, work)
-    cost = normal[:, N_PARAMS, N_PARAMS].clone()
-    cost_out = cost.clone()
-    lam = torch.full((n,), 1e-3, dtype=p.dtype, device=p.device)
-    idx = torch.arange(n, device=p.device)  # working set -> column
-    active = torch.ones(n, dtype=torch.bool, device=p.device)
-    pa, xa, ya, twa, swa = p, x, y, tw, sw
+    ws = _WorkingSet.start(p, x, y, target, weight)
+    cost_out = ws.cost.clone()
     it = 0
     for it in range(1, max_iterations + 1):
-        jtj = normal[:, :N_PARAMS, :N_PARAMS]
-        grad = normal[:, :N_PARAMS, N_PARAMS]
-        diag = jtj.diagonal(dim1=1, dim2=2)
-        floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
-        damped = jtj + torch.diag_embed(lam[:, None] * (diag + floor))
-        step, info = torch.linalg.solve_ex(damped, grad[..., None])
-        step = step[..., 0]
-        solved = (info == 0) & torch.isfinite(step).all(1) & active
-        p_new = torch.where(solved[:, None], pa + step, pa)
-        k = pa.shape[0]
-        normal_new = _normal_matrix(p_new, xa, ya, twa, swa, buf[:k], work[:, :k])
-        cost_new = normal_new[:, N_PARAMS, N_PARAMS]
-        better = solved & torch.isfinite(cost_new) & (cost_new < cost)
-        rel = (cost - cost_new) / cost.clamp_min(1e-300)
-        pa = torch.where(better[:, None], p_new, pa)
-        normal = torch.where(better[:, None, None], normal_new, normal)
-        lam = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
-        converged = (better & (rel < tolerance)) | (~better & (lam >= 1e12)) | (cost <= 0)
-        cost = torch.where(better, cost_new, cost)
-        active = active & ~converged
-        n_active = int(active.sum())
+        ws.iterate(tolerance)
+        n_active = int(ws.active.sum())
         if n_active == 0:
             break
-        if n_active <= 0.8 * pa.shape[0]:
-            # write the frozen columns out and shrink the working set to the active ones
-            done = ~active
-            p[idx[done]] = pa[done]
-            cost_out[idx[done]] = cost[done]
-            keep = active.nonzero().ravel()
-            idx, pa, cost, lam, normal = idx[keep], pa[keep], cost[keep], lam[keep], normal[keep]
-            xa, ya, twa = xa[keep], ya[keep], twa[keep]
-            active = active[keep]
-            if swa is not None:
-                swa = swa[keep]
-                buf[:n_active, _B] = swa
-    p[idx] = pa
-    cost_out[idx] = cost
+        if n_active <= 0.8 * ws.p.shape[0]:
+            ws.shrink(p, cost_out)
+    p[ws.idx] = ws.p
+    cost_out[ws.idx] = ws.cost
     return p, cost_out, it

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
-from octascope.analysis.lattice import estimate_square_basis, lattice_indices_and_shell, local_lattice_vectors
+from octascope.analysis.lattice import estimate_square_basis, lattice_indices_and_shell, neighbour_lattice_vectors
 from octascope.core.model import Classification, Image, Octahedra
 from octascope.core.params import Options, Plugin, param, require
 
@@ -77,7 +77,7 @@ class NearestNetwork(Plugin):
         a = float(np.mean(np.linalg.norm(basis, axis=1)))
         tol = self.options.search_radius_frac * a
 
-        local, present = local_lattice_vectors(p, basis, tol_A=tol)
+        local, present = neighbour_lattice_vectors(p, basis, tol_A=tol)
         a1, a2 = local[:, 0], local[:, 1]
         a1p, a1m, a2p, a2m = present.T
 

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
+from octascope.analysis.lattice import square_neighbour_vectors
 
 #: Coset offsets (in steps of the a/2 lattice) relative to the Pb coset.
 _X_COSETS = ((1, 0), (0, 1))
@@ -32,7 +33,7 @@ _CS_COSET = (1, 1)
 
 
 @dataclass(frozen=True)
-class Registry:
+class SiteRegistry:
     """Result of :func:`index_columns`.
 
     ``index`` (N, 2) integer lattice indices on the a/2 lattice (−1 where not indexed),
@@ -57,28 +58,16 @@ class Registry:
 
 
 def column_basis(xy_A: np.ndarray, *, k: int = 4) -> np.ndarray:
-    """Basis of the square column lattice from near-neighbour vectors: the four-fold mean
-    direction and the median length (robust to the small tilt displacements of X columns).
+    """Basis of the square column lattice [Å]: the four-fold mean direction of the near-neighbour
+    vectors (:func:`~octascope.analysis.lattice.square_neighbour_vectors`) and their median length
+    (robust to the small tilt displacements of X columns).
 
     Raises
     ------
     InputError
         When the near-neighbour directions show no four-fold order.
     """
-    xy = np.asarray(xy_A, float)
-    kk = min(k + 1, len(xy))
-    dist, idx = cKDTree(xy).query(xy, k=kk)
-    d = dist[:, 1:]
-    vec = xy[idx[:, 1:]] - xy[:, None, :]
-    nn = np.median(d[:, 0])
-    keep = (d > 0.7 * nn) & (d < 1.3 * nn)
-    v, length = vec[keep], d[keep]
-    if len(v) < 4:
-        raise InputError("no square lattice found among the columns; check the pixel size and the zone axis ([001])")
-    z = np.exp(4j * np.arctan2(v[:, 1], v[:, 0])).mean()
-    if abs(z) < 0.3:
-        raise InputError(f"column positions show no square lattice (four-fold order {abs(z):.2f} < 0.3); "
-                         "check the pixel size, the zone axis ([001]) and the denoising")
+    _, length, z = square_neighbour_vectors(xy_A, k=k)
     theta = np.angle(z) / 4.0
     L = float(np.median(length))
     return L * np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
@@ -187,7 +176,7 @@ def _attach_site_candidates(xy: np.ndarray, index: np.ndarray, resid: np.ndarray
 
 def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.ndarray | None = None,
                   site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02,
-                  min_columns: int = 9) -> Registry:
+                  min_columns: int = 9) -> SiteRegistry:
     """Index columns on the a/2 lattice and assign species by coset (see module docstring).
 
     Parameters
@@ -195,7 +184,8 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
     xy_A : numpy.ndarray
         (N, 2) column positions [Å].
     amplitude : numpy.ndarray
-        (N,) fitted amplitudes [image units]; NaN for failed fits (they are not indexed).
+        (N,) fitted amplitudes [image units]; NaN for failed fits (such a column keeps its
+        centre-of-mass position: indexed by where it is, left out of the amplitude statistics).
     significant : numpy.ndarray of bool, optional
         Columns significant on their own (the locator's ``significant``); the others are site
         candidates, indexed only one step from a significant column and kept only there. Default:
@@ -210,7 +200,7 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
 
     Returns
     -------
-    Registry
+    SiteRegistry
 
     Raises
     ------
@@ -219,35 +209,67 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
     """
     xy = np.asarray(xy_A, float)
     amp = np.asarray(amplitude, float)
-    # a column whose Gaussian fit failed (NaN amplitude) keeps its centre-of-mass position: it is
-    # indexed by where it is, and left out of the amplitude statistics
     usable = np.isfinite(xy).all(1)
     if np.isfinite(amp[usable]).sum() < min_columns:
         raise InputError(f"only {int(np.isfinite(amp[usable]).sum())} fitted columns: too few for a lattice (need >= {min_columns}); "
                          "check the pixel size or denoise the image")
     strong = usable if significant is None else usable & np.asarray(significant, bool)
-    basis = column_basis(xy[usable])
-    spacing = float(np.mean(np.linalg.norm(basis, axis=1)))
-    index, resid = _propagate(xy, basis, strong, site_tolerance_frac, spacing)
-    _attach_site_candidates(xy, index, resid, usable & ~strong, basis, spacing, site_tolerance_frac)
+    index, resid = _index_lattice(xy, usable, strong, site_tolerance_frac)
     indexed = resid < site_tolerance_frac
     if indexed.sum() < min_columns:
         raise InputError(f"only {int(indexed.sum())} columns continue a square lattice (need >= {min_columns}); "
                          "check the pixel size, the zone axis ([001]) and the denoising")
-    # refine the basis over all indexed columns (least squares), for the coset-free reporting
+    on = _one_column_per_site(index, indexed, amp, strong)
+    parity = np.mod(index, 2)
+    pb_coset, pb_median = _pb_coset(parity, on, amp)
+    species, post = _species_by_coset(parity, on, amp, pb_coset, pb_median, min_pb_posterior)
+    return SiteRegistry(index=np.where(indexed[:, None], index, -1), residual_frac=resid, on_lattice=on,
+                        species=species, pb_posterior=post, basis_A=_fitted_basis(xy, index, indexed), pb_coset=pb_coset)
+
+
+def _index_lattice(xy: np.ndarray, usable: np.ndarray, strong: np.ndarray, site_tolerance_frac: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice indices (N, 2) on the a/2 lattice and the residual from the predicted site
+    [fraction of the spacing] (inf where not indexed): the significant columns from neighbour to
+    neighbour, then the site candidates one step from them."""
+    basis = column_basis(xy[usable])
+    spacing = float(np.mean(np.linalg.norm(basis, axis=1)))
+    index, resid = _propagate(xy, basis, strong, site_tolerance_frac, spacing)
+    _attach_site_candidates(xy, index, resid, usable & ~strong, basis, spacing, site_tolerance_frac)
+    return index, resid
+
+
+def _fitted_basis(xy: np.ndarray, index: np.ndarray, indexed: np.ndarray) -> np.ndarray:
+    """The a/2-lattice basis [Å] fitted by least squares to all indexed columns (for reporting;
+    the indexing itself follows the local lattice)."""
     idx_f = index[indexed].astype(float)
     design = np.column_stack([idx_f, np.ones(len(idx_f))])
     coef, *_ = np.linalg.lstsq(design, xy[indexed], rcond=None)
-    basis = coef[:2]
-    # one column per site: a significant column before a site candidate, then the brighter
+    return np.asarray(coef[:2])
+
+
+def _one_column_per_site(index: np.ndarray, indexed: np.ndarray, amp: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """(N,) bool, the indexed columns that hold their site: of several on one site, a significant
+    column before a site candidate, then the brighter."""
     on = indexed.copy()
     keys = index[:, 0] * 1_000_003 + index[:, 1]
     order = np.lexsort((-np.nan_to_num(amp, nan=-np.inf), ~strong, keys))
     order = order[on[order]]
     dup = np.r_[False, np.diff(keys[order]) == 0]
     on[order[dup]] = False
+    return on
 
-    parity = np.mod(index, 2)
+
+def _pb_coset(parity: np.ndarray, on: np.ndarray, amp: np.ndarray) -> tuple[tuple[int, int], float]:
+    """The Pb coset (i mod 2, j mod 2): the one of highest median amplitude, and that median.
+
+    Raises
+    ------
+    InputError
+        When that coset does not stand above the pooled other columns by more than three
+        standard errors (equal cosets — a metal, a wrong zone axis — fail; so does a field too
+        small to tell).
+    """
     coset_id = parity[:, 0] * 2 + parity[:, 1]
     medians = np.full(4, -np.inf)
     sem = np.full(4, np.inf)
@@ -257,8 +279,6 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
             medians[c] = np.median(amp[sel])
             sem[c] = 1.2533 * np.std(amp[sel]) / np.sqrt(sel.sum())  # standard error of a median
     pb = int(np.argmax(medians))
-    # the Pb coset must stand above the pooled other columns by more than the statistics allow
-    # (equal cosets — a metal, a wrong zone axis — fail; so does a field too small to tell)
     rest_sel = on & (coset_id != pb) & np.isfinite(amp)
     pb_sel = on & (coset_id == pb) & np.isfinite(amp)
     rest_med = float(np.median(amp[rest_sel])) if rest_sel.sum() >= 2 else np.inf
@@ -270,9 +290,16 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
             f"is not significantly brighter than the other columns ({rest_med:.3g}); is this a lead-halide perovskite "
             "on [001] with bright columns, and does the field hold enough of it?"
         )
-    pb_coset = (pb // 2, pb % 2)
+    return (pb // 2, pb % 2), float(medians[pb])
+
+
+def _species_by_coset(parity: np.ndarray, on: np.ndarray, amp: np.ndarray, pb_coset: tuple[int, int], pb_median: float,
+                      min_pb_posterior: float) -> tuple[np.ndarray, np.ndarray]:
+    """Species of every column from its coset relative to Pb's (Cs diagonal, X the other two,
+    ``unknown`` off the lattice), a Pb-site column whose amplitude is clearly not Pb's left
+    ``unknown``; and the amplitude mixture's P(Pb | amplitude) (N,)."""
     rel = np.mod(parity - np.array(pb_coset), 2)
-    species = np.full(len(xy), "unknown", dtype=object)
+    species = np.full(len(on), "unknown", dtype=object)
     species[on & (rel[:, 0] == 1) & (rel[:, 1] == 1)] = "Cs"
     species[on & (rel[:, 0] + rel[:, 1] == 1)] = "X"
     is_pb_site = on & (rel[:, 0] == 0) & (rel[:, 1] == 0)
@@ -281,10 +308,9 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
     # a mixture with one narrow component can give a low P(Pb) to a Pb column only slightly dim:
     # reject only amplitudes that are also nearer the other columns' median than the Pb median
     rest_median = np.nanmedian(np.where(on & ~is_pb_site, amp, np.nan)) if (on & ~is_pb_site).any() else -np.inf
-    dim = amp < 0.5 * (medians[pb] + rest_median)
+    dim = amp < 0.5 * (pb_median + rest_median)
     species[is_pb_site & dim & (np.nan_to_num(post, nan=1.0) < min_pb_posterior)] = "unknown"
-    return Registry(index=np.where(indexed[:, None], index, -1), residual_frac=resid, on_lattice=on,
-                    species=species, pb_posterior=post, basis_A=np.asarray(basis), pb_coset=pb_coset)
+    return species, post
 
 
 def column_amplitudes(columns) -> np.ndarray:

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
-from octascope.analysis.lattice import estimate_square_basis, local_lattice_vectors
+from octascope.analysis.lattice import estimate_square_basis, neighbour_lattice_vectors
 from octascope.core.params import Options, param, require
 
 
@@ -109,9 +109,45 @@ def _link_probability(d: np.ndarray, expected: np.ndarray, p_int: np.ndarray, a:
     return p_dist * p_ang * p_int[:, :, None]
 
 
+@dataclass
+class _PbLattice:
+    """The Pb lattice as every column sees it (lengths in Å)."""
+
+    pb_xy: np.ndarray  # (n_pb, 2) Pb positions
+    pb_tree: cKDTree
+    basis: np.ndarray  # (2, 2) particle-wide a1, a2
+    a: float  # lattice constant
+    pb_basis: np.ndarray  # (n_pb, 2, 2) local a1, a2 at every Pb
+    pb_nb: np.ndarray  # (n_pb, 4) bool, Pb neighbour at +a1, -a1, +a2, -a2
+    d_pb: np.ndarray  # (N,) distance of every column to its nearest Pb
+    column_basis: np.ndarray  # (N, 2, 2) local a1, a2 of every column's nearest Pb
+    site_tol: float  # largest miss of a predicted site
+    bond_tol: float  # largest miss of the Pb-X bond length a/2
+
+
+@dataclass
+class _Search:
+    """What the search has found so far, per column (mutated as it runs)."""
+
+    is_x: np.ndarray
+    prob: np.ndarray
+    ring: np.ndarray
+    links: list[np.ndarray] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    def result(self, lat: _PbLattice, edge: np.ndarray, stats: dict) -> SofsResult:
+        """The :class:`SofsResult`: links between accepted X columns only, probabilities of X only."""
+        link_arr = np.concatenate(self.links) if self.links else np.zeros((0, 2), int)
+        if len(link_arr):
+            link_arr = link_arr[self.is_x[link_arr[:, 0]] & self.is_x[link_arr[:, 1]]]
+        return SofsResult(self.is_x, np.where(self.is_x, self.prob, 0.0), edge, self.ring, link_arr, self.seeds,
+                          lat.basis, lat.column_basis, lat.pb_basis, lat.pb_nb, stats)
+
+
 def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, params: SofsSearchOptions | None = None,
                 candidate_mask: np.ndarray | None = None) -> SofsResult:
-    """Run SOFS on one particle's columns.
+    """Run SOFS on one particle's columns (module docstring: the Pb lattice, the pruned
+    candidates, the rim from the Pb side, the spiral from seeds, one column per site, rim X).
 
     Parameters
     ----------
@@ -139,6 +175,35 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     xy = np.asarray(xy_A, float)
     n = len(xy)
     is_pb = np.asarray(is_pb, bool)
+    lat = _pb_lattice(xy, is_pb, prm)
+    cand_idx, p_int = _candidates(xy, amplitude, is_pb, candidate_mask, lat, prm)
+    search = _Search(is_x=np.zeros(n, bool), prob=np.zeros(n), ring=np.full(n, -1))
+    if len(cand_idx) == 0:
+        return search.result(lat, np.zeros(n, bool), {"a_A": lat.a, "n_rings": 0})
+    cand_tree = cKDTree(xy[cand_idx])
+    pb_side, pb_side_prob = _pb_side_sites(n, cand_idx, cand_tree, p_int, lat, prm)
+    seed_ok = _seed_candidates(xy, cand_idx, p_int, lat, prm)
+    knn, pos_in_cand = _candidate_neighbours(xy, cand_idx, cand_tree, prm.n_candidates)
+    n_rings = _spiral(xy, seed_ok, knn, pos_in_cand, p_int, lat, prm, search)
+    _add_pb_side_and_dedupe(xy, search, pb_side, pb_side_prob, p_int, lat.a, prm)
+    # rim X: reliable only when found from both directions
+    _, jn = lat.pb_tree.query(xy, k=2)
+    d_b = np.linalg.norm(lat.pb_xy[jn] - xy[:, None, :], axis=-1)
+    rim_x = search.is_x & ~(np.abs(d_b - lat.a / 2) < lat.bond_tol).all(1)
+    edge = rim_x & ~(pb_side & (search.ring >= 0))
+    stats = {"a_A": lat.a, "n_rings": n_rings, "n_seeds": len(search.seeds), "n_rim_x": int(rim_x.sum()),
+             "n_rim_x_unreliable": int(edge.sum())}
+    return search.result(lat, edge, stats)
+
+
+def _pb_lattice(xy: np.ndarray, is_pb: np.ndarray, prm: SofsSearchOptions) -> _PbLattice:
+    """The particle-wide and local Pb lattice vectors, and what every column sees of them.
+
+    Raises
+    ------
+    InputError
+        With fewer than 4 Pb columns or no square Pb lattice.
+    """
     pb_idx = np.flatnonzero(is_pb)
     if len(pb_idx) < 4:
         raise InputError(
@@ -149,140 +214,162 @@ def sofs_search(xy_A: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, para
     basis = estimate_square_basis(pb_xy)
     a = float(np.mean(np.linalg.norm(basis, axis=1)))
     site_tol = prm.site_tolerance_frac * a
-    pb_basis, pb_nb = local_lattice_vectors(pb_xy, basis, tol_frac=prm.site_tolerance_frac)
+    pb_basis, pb_nb = neighbour_lattice_vectors(pb_xy, basis, tol_frac=prm.site_tolerance_frac)
     pb_tree = cKDTree(pb_xy)
     d_pb, near_pb = pb_tree.query(xy, k=1)
-    column_basis = pb_basis[near_pb]
+    return _PbLattice(pb_xy=pb_xy, pb_tree=pb_tree, basis=basis, a=a, pb_basis=pb_basis, pb_nb=pb_nb, d_pb=d_pb,
+                      column_basis=pb_basis[near_pb], site_tol=site_tol, bond_tol=0.4 * site_tol)
 
-    # pruning: an X column is bonded to a Pb at ~a/2; Cs columns (a/√2) and background peaks
-    # away from the lattice never enter the search
-    bond_tol = 0.4 * site_tol
+
+def _candidates(xy: np.ndarray, amplitude: np.ndarray, is_pb: np.ndarray, candidate_mask: np.ndarray | None,
+                lat: _PbLattice, prm: SofsSearchOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The columns that may become X and every column's intensity term.
+
+    Pruning: an X column is bonded to a Pb at ~a/2; Cs columns (a/√2) and background peaks away
+    from the lattice never enter the search. The intensity term penalises only amplitudes below
+    the candidates' median (width ``intensity_tolerance_frac`` of it); NaN amplitudes get 1.
+
+    Returns
+    -------
+    cand_idx : numpy.ndarray
+        Indices of the candidate columns.
+    p_int : numpy.ndarray
+        (N,) intensity term in [0, 1].
+    """
     cand = ~is_pb if candidate_mask is None else (np.asarray(candidate_mask, bool) & ~is_pb)
-    cand &= np.abs(d_pb - a / 2) < bond_tol
+    cand &= np.abs(lat.d_pb - lat.a / 2) < lat.bond_tol
     cand_idx = np.flatnonzero(cand)
     amp = np.asarray(amplitude, float)
     ref = np.nanmedian(amp[cand_idx]) if len(cand_idx) and np.isfinite(amp[cand_idx]).any() else np.nan
     with np.errstate(invalid="ignore"):
-        weak = np.clip((ref - amp) / (prm.intensity_tolerance_frac * abs(ref)), 0, None) if np.isfinite(ref) and ref != 0 else np.zeros(n)
-    p_int = np.where(np.isfinite(weak), np.exp(-0.5 * weak**2), 1.0)
+        weak = np.clip((ref - amp) / (prm.intensity_tolerance_frac * abs(ref)), 0, None) if np.isfinite(ref) and ref != 0 \
+            else np.zeros(len(xy))
+    return cand_idx, np.where(np.isfinite(weak), np.exp(-0.5 * weak**2), 1.0)
 
-    is_x = np.zeros(n, bool)
-    prob = np.zeros(n)
-    ring = np.full(n, -1)
-    links: list[np.ndarray] = []
-    seeds: list[int] = []
-    empty = SofsResult(is_x, prob, np.zeros(n, bool), ring, np.zeros((0, 2), int), seeds, basis, column_basis, pb_basis, pb_nb,
-                       {"a_A": a, "n_rings": 0})
-    if len(cand_idx) == 0:
-        return empty
 
-    # periphery first: X sites predicted a/2 beyond the rim Pb, found from the Pb side
-    cand_tree = cKDTree(xy[cand_idx])
+def _pb_side_sites(n: int, cand_idx: np.ndarray, cand_tree: cKDTree, p_int: np.ndarray, lat: _PbLattice,
+                   prm: SofsSearchOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The periphery first: candidates at the X sites ``a/2`` beyond the rim Pb (those missing a
+    Pb neighbour in that direction), found from the Pb side; and their probability (N,)."""
     pb_side = np.zeros(n, bool)
     pb_side_prob = np.zeros(n)
     signs = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], float)
-    offsets = np.einsum("sk,nkd->nsd", signs, pb_basis) / 2  # (n_pb, 4, 2) bond sites
-    rim = ~pb_nb
-    sites = (pb_xy[:, None, :] + offsets)[rim]
+    offsets = np.einsum("sk,nkd->nsd", signs, lat.pb_basis) / 2  # (n_pb, 4, 2) bond sites
+    sites = (lat.pb_xy[:, None, :] + offsets)[~lat.pb_nb]
     if len(sites):
-        d, j = cand_tree.query(sites, k=1, distance_upper_bound=site_tol)
+        d, j = cand_tree.query(sites, k=1, distance_upper_bound=lat.site_tol)
         ok = np.isfinite(d)
         hit = cand_idx[j[ok]]
         pb_side[hit] = True
-        np.maximum.at(pb_side_prob, hit, np.exp(-0.5 * (d[ok] / (prm.distance_tolerance_frac * a)) ** 2) * p_int[hit])
+        np.maximum.at(pb_side_prob, hit, np.exp(-0.5 * (d[ok] / (prm.distance_tolerance_frac * lat.a)) ** 2) * p_int[hit])
+    return pb_side, pb_side_prob
 
-    # X-like columns seen from the Pb side: two Pb at a/2 on opposite sides (seed candidates)
-    k_pb = min(2, len(pb_idx))
-    d2, j2 = pb_tree.query(xy[cand_idx], k=k_pb)
-    v1 = pb_xy[j2[:, 0]] - xy[cand_idx]
-    v2 = pb_xy[j2[:, 1]] - xy[cand_idx]
+
+def _seed_candidates(xy: np.ndarray, cand_idx: np.ndarray, p_int: np.ndarray, lat: _PbLattice,
+                     prm: SofsSearchOptions) -> np.ndarray:
+    """(N,) bool: candidates that look like an X column from the Pb side (two Pb at ``a/2`` on
+    opposite sides) with a plausible amplitude; the spiral's seeds are taken among them."""
+    d2, j2 = lat.pb_tree.query(xy[cand_idx], k=min(2, len(lat.pb_xy)))
+    v1 = lat.pb_xy[j2[:, 0]] - xy[cand_idx]
+    v2 = lat.pb_xy[j2[:, 1]] - xy[cand_idx]
     cos12 = (v1 * v2).sum(-1) / np.maximum(d2[:, 0] * d2[:, 1], 1e-12)
-    seedlike = (np.abs(d2 - a / 2) < bond_tol).all(1) & (cos12 < -0.8) & (p_int[cand_idx] > prm.min_probability)
-    seed_ok = np.zeros(n, bool)
+    seedlike = (np.abs(d2 - lat.a / 2) < lat.bond_tol).all(1) & (cos12 < -0.8) & (p_int[cand_idx] > prm.min_probability)
+    seed_ok = np.zeros(len(xy), bool)
     seed_ok[cand_idx[seedlike]] = True
+    return seed_ok
 
-    # neighbour lists: n_candidates nearest non-Pb columns of every candidate column
-    k = min(prm.n_candidates + 1, len(cand_idx))
+
+def _candidate_neighbours(xy: np.ndarray, cand_idx: np.ndarray, cand_tree: cKDTree, n_candidates: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_candidates`` nearest candidates of every candidate (n_cand, K), as column indices,
+    and every column's row in that table (-1 for non-candidates)."""
+    k = min(n_candidates + 1, len(cand_idx))
     _, knn_local = cand_tree.query(xy[cand_idx], k=k)
     knn_local = np.atleast_2d(knn_local)[:, 1:] if k > 1 else np.zeros((len(cand_idx), 0), int)
-    pos_in_cand = np.full(n, -1)
+    pos_in_cand = np.full(len(xy), -1)
     pos_in_cand[cand_idx] = np.arange(len(cand_idx))
-    knn = cand_idx[knn_local]  # (n_cand, K) global indices
-    diag = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], float)
+    return cand_idx[knn_local], pos_in_cand
 
-    tried = np.zeros(n, bool)
-    centre = pb_xy.mean(axis=0)
+
+def _spiral(xy: np.ndarray, seed_ok: np.ndarray, knn: np.ndarray, pos_in_cand: np.ndarray, p_int: np.ndarray,
+            lat: _PbLattice, prm: SofsSearchOptions, search: _Search) -> int:
+    """Expand from seeds until no seed candidate is left; returns the rings expanded.
+
+    The first seed is the seed candidate nearest the Pb centroid; when an expansion dies out, the
+    next is the untried one nearest the explored region.
+    """
+    tried = np.zeros(len(xy), bool)
+    centre = lat.pb_xy.mean(axis=0)
     n_rings = 0
     while True:
-        free = np.flatnonzero(seed_ok & ~is_x & ~tried)
+        free = np.flatnonzero(seed_ok & ~search.is_x & ~tried)
         if len(free) == 0:
             break
-        if not is_x.any():
+        if not search.is_x.any():
             seed = int(free[np.argmin(np.linalg.norm(xy[free] - centre, axis=1))])
         else:
-            dd, _ = cKDTree(xy[is_x]).query(xy[free], k=1)
+            dd, _ = cKDTree(xy[search.is_x]).query(xy[free], k=1)
             seed = int(free[np.argmin(dd)])
         tried[seed] = True
-        seeds.append(seed)
-        is_x[seed] = True
-        prob[seed] = max(prob[seed], p_int[seed])
-        ring[seed] = 0
+        search.seeds.append(seed)
+        search.is_x[seed] = True
+        search.prob[seed] = max(search.prob[seed], p_int[seed])
+        search.ring[seed] = 0
         frontier = np.array([seed])
         depth = 0
         while len(frontier) and knn.shape[1]:
             if depth and depth % prm.depth_limit == 0:
-                seeds.extend(int(s) for s in frontier)  # the boundary ring seeds the next expansion
-            cands = knn[pos_in_cand[frontier]]  # (F, K)
-            dvec = xy[cands] - xy[frontier][:, None, :]
-            expected = np.einsum("sk,fkd->fsd", diag, column_basis[frontier]) / 2  # (F, 4, 2)
-            p = _link_probability(dvec, expected, p_int[cands], a, prm)  # (F, K, 4)
-            best_k = p.argmax(axis=1)  # (F, 4) best candidate per expected site
-            best_p = np.take_along_axis(p, best_k[:, None, :], axis=1)[:, 0, :]
-            if prm.branching < 4:
-                order = np.argsort(-best_p, axis=1)
-                drop = order[:, prm.branching:]
-                np.put_along_axis(best_p, drop, 0.0, axis=1)
-            keep = best_p > prm.min_probability
-            src = np.broadcast_to(frontier[:, None], keep.shape)[keep]
-            dst = np.take_along_axis(cands, best_k, axis=1)[keep]
-            lp = best_p[keep]
-            if len(dst):
-                links.append(np.column_stack([src, dst]))
-                np.maximum.at(prob, dst, lp)
-            new = np.unique(dst[~is_x[dst]])
-            is_x[new] = True
-            ring[new] = n_rings + depth + 1
-            frontier = new
+                search.seeds.extend(int(s) for s in frontier)  # the boundary ring seeds the next expansion
+            frontier = _expand_ring(xy, frontier, n_rings + depth + 1, knn, pos_in_cand, p_int, lat, prm, search)
             depth += 1
         n_rings += depth
+    return n_rings
 
-    # columns predicted from the Pb side only (rim X whose X neighbours are all missing)
-    only_pb = pb_side & ~is_x & (pb_side_prob > prm.min_probability)
-    is_x |= only_pb
-    prob = np.where(only_pb, pb_side_prob, prob)
 
-    # one column per X site: a background peak next to a real X loses
-    x_idx = np.flatnonzero(is_x)
+def _expand_ring(xy: np.ndarray, frontier: np.ndarray, ring: int, knn: np.ndarray, pos_in_cand: np.ndarray,
+                 p_int: np.ndarray, lat: _PbLattice, prm: SofsSearchOptions, search: _Search) -> np.ndarray:
+    """Link every column of ``frontier`` to the best candidate at each of its four expected X sites
+    ``(±a1 ± a2)/2`` (the ``branching`` most probable above ``min_probability``); returns the
+    newly accepted X columns (ring number ``ring``), the next frontier."""
+    diag = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], float)
+    cands = knn[pos_in_cand[frontier]]  # (F, K)
+    dvec = xy[cands] - xy[frontier][:, None, :]
+    expected = np.einsum("sk,fkd->fsd", diag, lat.column_basis[frontier]) / 2  # (F, 4, 2)
+    p = _link_probability(dvec, expected, p_int[cands], lat.a, prm)  # (F, K, 4)
+    best_k = p.argmax(axis=1)  # (F, 4) best candidate per expected site
+    best_p = np.take_along_axis(p, best_k[:, None, :], axis=1)[:, 0, :]
+    if prm.branching < 4:
+        order = np.argsort(-best_p, axis=1)
+        np.put_along_axis(best_p, order[:, prm.branching:], 0.0, axis=1)
+    keep = best_p > prm.min_probability
+    src = np.broadcast_to(frontier[:, None], keep.shape)[keep]
+    dst = np.take_along_axis(cands, best_k, axis=1)[keep]
+    if len(dst):
+        search.links.append(np.column_stack([src, dst]))
+        np.maximum.at(search.prob, dst, best_p[keep])
+    new = np.unique(dst[~search.is_x[dst]])
+    search.is_x[new] = True
+    search.ring[new] = ring
+    return new
+
+
+def _add_pb_side_and_dedupe(xy: np.ndarray, search: _Search, pb_side: np.ndarray, pb_side_prob: np.ndarray,
+                            p_int: np.ndarray, a: float, prm: SofsSearchOptions) -> None:
+    """Accept the columns found from the Pb side only (rim X whose X neighbours are all missing),
+    then keep one column per X site: of two accepted columns closer than ``0.3 a`` the less
+    probable (a background peak next to a real X) is dropped."""
+    only_pb = pb_side & ~search.is_x & (pb_side_prob > prm.min_probability)
+    search.is_x |= only_pb
+    search.prob = np.where(only_pb, pb_side_prob, search.prob)
+    x_idx = np.flatnonzero(search.is_x)
     if len(x_idx) > 1:
         pairs = cKDTree(xy[x_idx]).query_pairs(r=0.3 * a, output_type="ndarray")
         if len(pairs):
             pa, pb_ = x_idx[pairs[:, 0]], x_idx[pairs[:, 1]]
+            prob = search.prob
             loser = np.where(prob[pa] * p_int[pa] >= prob[pb_] * p_int[pb_], pb_, pa)
-            is_x[loser] = False
+            search.is_x[loser] = False
             prob[loser] = 0.0
-
-    # rim X: reliable only when found from both directions
-    _, jn = pb_tree.query(xy, k=2)
-    d_b = np.linalg.norm(pb_xy[jn] - xy[:, None, :], axis=-1)
-    two_pb = (np.abs(d_b - a / 2) < bond_tol).all(1)
-    rim_x = is_x & ~two_pb
-    edge = rim_x & ~(pb_side & (ring >= 0))
-    link_arr = np.concatenate(links) if links else np.zeros((0, 2), int)
-    if len(link_arr):
-        link_arr = link_arr[is_x[link_arr[:, 0]] & is_x[link_arr[:, 1]]]
-    stats = {"a_A": a, "n_rings": n_rings, "n_seeds": len(seeds), "n_rim_x": int(rim_x.sum()),
-             "n_rim_x_unreliable": int(edge.sum())}
-    return SofsResult(is_x, np.where(is_x, prob, 0.0), edge, ring, link_arr, seeds, basis, column_basis, pb_basis, pb_nb, stats)
 
 
 def cs_sites(xy_A: np.ndarray, amplitude: np.ndarray, pb_xy: np.ndarray, a_A: float, ref_amplitude: float,
