@@ -155,7 +155,7 @@ def test_pixel_size_has_one_name_for_every_source():
     from octascope.core.errors import ConfigError
 
     where = {"example": "pixel_size_A", "file": "pixel_size_A", "synthetic": "spec.pixel_size_A",
-             "simulated": "imaging.pixel_size_A"}
+             "simulated": "imaging.pixel_size_A", "field": "imaging.pixel_size_A"}
     for path in sorted((ROOT / "conf" / "source").glob("*.yaml")):
         node = yaml.safe_load(path.read_text())
 
