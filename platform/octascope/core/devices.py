@@ -44,10 +44,9 @@ def free_cpu_threads() -> int:
     """Torch CPU threads a single-image network should use now: the cores nobody else is using.
 
     ``max(1, round(os.cpu_count() - load))`` with ``load`` the 1-minute load average
-    (``os.getloadavg``; 0 where the platform has none), at most ``os.cpu_count()``. On a
-    shared 2-core machine with other jobs running this is 1: two torch threads spin-waiting on
-    each other on a loaded machine made a DIP iteration 5x and an S2SRED step 5-20x slower here
-    (experiments/benchmarks/results/denoise-cpu-defaults.md). A plugin's ``cpu_threads``
+    (``os.getloadavg``; 0 where the platform has none), at most ``os.cpu_count()``: torch threads
+    that spin-wait on cores other jobs hold slow a network several times over
+    (``experiments/benchmarks/results/denoise-cpu-defaults.md``). A plugin's ``cpu_threads``
     parameter overrides it.
     """
     cores = os.cpu_count() or 1
@@ -70,8 +69,8 @@ def resolve_cpu_threads(n: int | None) -> int | None:
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Use ``n`` torch CPU threads inside the block (``None`` or 0: leave the setting alone).
 
-    Batched small-matrix work runs best on one thread on a small, shared machine: two threads
-    spin-waiting on each other made the locator 40x and an S2SRED step 20x slower here.
+    Batched small-matrix work runs best on one thread on a small, shared machine: threads
+    spin-waiting on each other cost more than the parallel work saves.
     """
     if not n:
         yield

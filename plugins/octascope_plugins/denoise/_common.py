@@ -148,10 +148,7 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
     frequencies; HAADF and ABF noise is white (``a = 0``). The ring medians are those of
     :func:`octascope.analysis.noise_spectrum.estimate_noise_spectrum` (one estimator of the noise power for
     the platform and the denoisers; rings one FFT sample wide, unsmoothed, of the image's periodic
-    component). Against the former estimator of this module (raw FFT, rings from ``k_fit[0]``), the
-    fitted ``sigma_total`` moved by +0.05 % (simulated iDPC, 256²), -1.2 % (Poisson synthetic,
-    63²) and -0.55 % (white noise, 128²), the PSD by at most 2.3 % per frequency (tolerance
-    accepted: 2.5 %). Above ``k_fit[0]`` [cycles/px] the
+    component). Above ``k_fit[0]`` [cycles/px] the
     signal of atomic columns (σ ≳ 1.5 px) has died out, so the median power of each ring there is
     noise; ``a`` and ``b`` are fitted to those rings by least squares (relative errors) and the
     model is extended to all frequencies.

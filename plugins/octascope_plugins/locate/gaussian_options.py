@@ -22,8 +22,8 @@ class GaussianOptions(CandidateSearch):
 
     Every length of the fit window is its own knob in Å. They are converted to whole pixels of the
     fit grid (the image's pixels, or k × k bins, see ``fit_pixel_A``) by :meth:`fit_px`: rounded,
-    and at least 3 px. Their defaults reproduce what ``patch_radius_A`` alone used to set (the
-    width bound and the background window equal to the patch radius, neighbours rendered to twice it).
+    and at least 3 px. By default the width bound and the background window equal the patch
+    radius and neighbours are rendered to twice it.
     """
 
     patch_radius_A: float = param(1.2, unit="Å", doc="radius of the circular patch each Gaussian is fitted on "
