@@ -59,6 +59,8 @@ class ParticleOptions(Options):
                                    "nearest column within this distance")
     edge_margin_A: float = param(1.0, unit="Å", doc="a particle touches the frame edge when its lattice comes "
                                  "within one spacing plus this of the border")
+    rim_band_A: float = param(6.0, unit="Å", doc="columns this far outside the automatic crystal region may still "
+                              "join a particle (weak rim columns the region's smooth boundary cuts off); 0: none")
     off_axis_score: float = param(0.25, doc="coherent column elongation above which a particle is off the "
                                   "[001] zone axis (zone_axis_score)")
 
@@ -72,6 +74,7 @@ class ParticleOptions(Options):
         require(self.min_columns >= 4, f"min_columns is {self.min_columns}; give at least 4")
         require(self.attach_spacings > 0, "attach_spacings must be > 0, e.g. 1.5")
         require(self.edge_margin_A >= 0, "edge_margin_A must be >= 0 Å")
+        require(self.rim_band_A >= 0, "rim_band_A must be >= 0 Å")
         require(self.off_axis_score > 0, "off_axis_score must be > 0, e.g. 0.25")
 
 
@@ -330,7 +333,7 @@ def _describe(pid: int, rows: np.ndarray, xy: np.ndarray, theta: float, spacing:
 
 def segment_particles(xy_A: np.ndarray, amplitude: np.ndarray, significant: np.ndarray | None, *,
                       row_labels: np.ndarray, shape_px: tuple[int, int], pixel_size_A: float,
-                      options: ParticleOptions | None = None) -> Segmentation:
+                      options: ParticleOptions | None = None, linkable: np.ndarray | None = None) -> Segmentation:
     """Split located columns into particles (module docstring).
 
     Parameters
@@ -341,6 +344,9 @@ def segment_particles(xy_A: np.ndarray, amplitude: np.ndarray, significant: np.n
         (N,) fitted amplitudes (the registry check compares cosets by them).
     significant : numpy.ndarray of bool, optional
         Columns significant on their own; the others (site candidates) never link, they only join.
+    linkable : numpy.ndarray of bool, optional
+        Columns that may link (default all); the others may only join a particle (e.g. columns in
+        a rim band just outside the crystal region).
     row_labels : numpy.ndarray
         (N,) row labels of the columns (kept in each :attr:`Particle.rows`).
     shape_px : tuple of int
@@ -359,11 +365,12 @@ def segment_particles(xy_A: np.ndarray, amplitude: np.ndarray, significant: np.n
     xy = np.asarray(xy_A, float)
     n = len(xy)
     usable = np.isfinite(xy).all(1)
-    strong = usable if significant is None else usable & np.asarray(significant, bool)
+    inner = usable if linkable is None else usable & np.asarray(linkable, bool)
+    strong = inner if significant is None else inner & np.asarray(significant, bool)
     if strong.sum() < o.min_columns:
-        strong = usable
+        strong = inner
     labels = np.zeros(n, int)
-    spacing = column_spacing(xy[usable]) if usable.sum() >= 2 else float("nan")
+    spacing = column_spacing(xy[inner]) if inner.sum() >= 5 else float("nan")
     if strong.sum() < o.min_columns or not np.isfinite(spacing):
         return Segmentation(labels, [], spacing)
     nodes = np.flatnonzero(strong)

@@ -266,18 +266,20 @@ def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame",
                        options: ParticleOptions, clock: _StageClock) -> None:
     """Crystal region, particles, and every particle's classification, network and geometry."""
     clock.say("[region] crystal region ...")
-    columns, band_passed = _restrict_to_crystal(result, denoised, columns, region)
+    columns, in_region, band_passed = _restrict_to_crystal(result, denoised, columns, region, options.rim_band_A)
     clock.record("region", "region", result.timings_s["region"])
     result.columns = columns
-    if len(columns) < MIN_COLUMNS:
+    if in_region.sum() < MIN_COLUMNS:
         raise InputError(
-            f"found {len(columns)} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
+            f"found {int(in_region.sum())} atomic columns in the crystal region, too few for a lattice (need >= {MIN_COLUMNS}); "
             "check the pixel size or denoise the image"
         )
     t0 = time.perf_counter()
-    segmentation = find_particles(denoised, columns, result.region, options)
+    segmentation = find_particles(denoised, columns, in_region, result.region, options)
     result.particles = list(segmentation.particles)
-    result.n_outside_particles = int((segmentation.labels == 0).sum())
+    unjoined = segmentation.labels == 0
+    result.n_outside_region += int((unjoined & ~in_region).sum())  # rim-band columns no particle took
+    result.n_outside_particles = int((unjoined & in_region).sum())
     clock.record("particles", "particles", time.perf_counter() - t0)
     if not segmentation.particles:
         raise InputError(f"the {len(columns)} columns in the crystal region form no square lattice; check the pixel "
@@ -300,14 +302,15 @@ def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame",
                           n_particles_refused=float(len(result.particles) - len(analysed)))
 
 
-def find_particles(image: Image, columns: "pd.DataFrame", region: CrystalRegion | None,
+def find_particles(image: Image, columns: "pd.DataFrame", in_region: np.ndarray, region: CrystalRegion | None,
                    options: ParticleOptions) -> Segmentation:
-    """The particles of a frame: lattice particles from the columns, plus the crystal regions no
+    """The particles of a frame: lattice particles from the columns in the crystal region (those
+    ``in_region``; the others, in the rim band, may only join one), plus the crystal regions no
     lattice particle covers (reported as refused, e.g. off the zone axis)."""
     sig = columns["significant"].fillna(True).to_numpy(bool) if "significant" in columns else None
     seg = segment_particles(columns[["x_A", "y_A"]].to_numpy(float), columns["amplitude"].to_numpy(float), sig,
                             row_labels=columns.index.to_numpy(), shape_px=image.shape, pixel_size_A=image.pixel_size_A,
-                            options=options)
+                            options=options, linkable=in_region)
     if region is None or region.source != "auto" or not np.isfinite(seg.spacing_A):
         return seg
     extra, labels = unresolved_particles(region.mask, seg.particles, columns[["x_A", "y_A"]].to_numpy(float), seg.labels,
@@ -351,10 +354,11 @@ def _join_particle_table(result: Result) -> None:
     result.scalars.update(frame_statistics(table))
 
 
-def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame",
-                         region: RegionOptions) -> tuple["pd.DataFrame", np.ndarray]:
-    """Find the crystal region of the denoised image ``img``, drop the columns outside; also the
-    band-passed image (the particles' contrast check)."""
+def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: RegionOptions,
+                         rim_band_A: float) -> tuple["pd.DataFrame", np.ndarray, np.ndarray]:
+    """Find the crystal region of the denoised image ``img`` and drop the columns outside it, but
+    for those within ``rim_band_A`` of an automatic region (they may join a particle); return the
+    kept columns, which of them lie in the region, and the band-passed image (contrast checks)."""
     from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum
 
     t0 = time.perf_counter()
@@ -367,10 +371,29 @@ def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame",
             "shows a crystal at atomic resolution and its pixel size, or draw the region (region.mode=polygon)"
         )
     bp, _ = band_pass(img.data, img.pixel_size_A, inner_sigma_A=0.25, outer_sigma_A=0.8)
-    inside = reg.contains(columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float))
-    result.n_outside_region = int((~inside).sum())
+    x_px, y_px = columns["x_px"].to_numpy(float), columns["y_px"].to_numpy(float)
+    inside = reg.contains(x_px, y_px)
+    keep = inside | (_near_region(reg, x_px, y_px, rim_band_A / img.pixel_size_A) if reg.source == "auto" else False)
+    result.n_outside_region = int((~keep).sum())
     result.timings_s["region"] = time.perf_counter() - t0
-    return columns[inside].reset_index(drop=True), bp
+    return columns[keep].reset_index(drop=True), inside[keep], bp
+
+
+def _near_region(region: CrystalRegion, x_px: np.ndarray, y_px: np.ndarray, band_px: float) -> np.ndarray:
+    """Whether points (pixel coordinates) lie within ``band_px`` of the region's mask (on a grid
+    of ~band/4, enough for a band of a few Å)."""
+    from scipy import ndimage
+
+    if band_px <= 0 or not region.mask.any():
+        return np.zeros(np.shape(x_px), bool)
+    step = max(1, int(band_px // 4))
+    coarse = region.mask[::step, ::step]
+    dist = ndimage.distance_transform_edt(~coarse) * step
+    h, w = coarse.shape
+    cx = np.clip(np.rint(np.asarray(x_px) / step).astype(int), 0, w - 1)
+    cy = np.clip(np.rint(np.asarray(y_px) / step).astype(int), 0, h - 1)
+    on = (x_px >= 0) & (y_px >= 0) & (x_px < region.mask.shape[1]) & (y_px < region.mask.shape[0])
+    return on & (dist[cy, cx] <= band_px)
 
 
 def analyze(
