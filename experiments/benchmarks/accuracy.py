@@ -24,7 +24,7 @@ field         a 2048² frame at 0.168 Å/px on 3 nm of carbon with six particles
               5° off [001], 10 nm cut by the frame edge, two touching 3.8 nm MD particles; per-particle rows
 ============  =====================================================================================
 
-The field is analysed at 1,000, 220 and 100 e/Å² by default; besides its frame row it gets one
+The field is analysed at 1,000, 300, 220 and 100 e/Å² by default; besides its frame row it gets one
 row per true particle (detection, species, octahedra coverage, θ error, core − shell Δθ3 found and
 true) and the frame's verdict counts (on-axis particles analysed, off-axis ones that yielded tilts).
 
@@ -81,7 +81,7 @@ IMAGES: dict[str, list[str]] = {
 }
 DOSES = ("clean", "1000", "300", "100")
 #: doses of an image when none are given (the paper images at ≈220 e/Å²)
-DOSES_OF = {"field": ("1000", "220", "100")}
+DOSES_OF = {"field": ("1000", "300", "220", "100")}
 #: overrides of every analysis in the benchmark that do not change the analysis
 BENCH_OVERRIDES = ["figure_formats=[]", "progress=false", "tracking.enabled=false"]
 QUICK = dict(images=list(IMAGES), doses=list(DOSES), seeds=[0])
