@@ -237,7 +237,7 @@ def _registry_cuts(xy: np.ndarray, amp: np.ndarray, links: np.ndarray, comp: np.
         near = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
         win = sparse.csr_matrix((np.ones(near.nnz), (near.row, near.col)), shape=(len(nodes),) * 2) + \
             sparse.identity(len(nodes), format="csr")
-        means, errors = [], []
+        local, errors = [], []
         for k in (bright, partner):  # each coset's local mean and its standard error, from the window alone
             sel = (good & (coset == k)).astype(float)
             v = np.where(sel > 0, a, 0.0)
@@ -245,10 +245,10 @@ def _registry_cuts(xy: np.ndarray, amp: np.ndarray, links: np.ndarray, comp: np.
             with np.errstate(divide="ignore", invalid="ignore"):
                 mean = s1 / n
                 var = np.maximum(s2 / n - mean**2, 0.0) * n / np.maximum(n - 1, 1)
-            means.append(mean)
+            local.append(mean)
             errors.append(var / n)
         with np.errstate(divide="ignore", invalid="ignore"):
-            contrast = means[0] - means[1]
+            contrast = local[0] - local[1]
             z = contrast / np.sqrt(errors[0] + errors[1])
         swapped = np.nan_to_num(z, nan=0.0) < -o.registry_min_z
         if swapped.sum() < o.min_columns or (np.nan_to_num(z, nan=0.0) > o.registry_min_z).sum() < o.min_columns:
