@@ -60,7 +60,8 @@ class ParticleOptions(Options):
     edge_margin_A: float = param(1.0, unit="Å", doc="a particle touches the frame edge when its lattice comes "
                                  "within one spacing plus this of the border")
     rim_band_A: float = param(6.0, unit="Å", doc="columns this far outside the automatic crystal region may still "
-                              "join a particle (weak rim columns the region's smooth boundary cuts off); 0: none")
+                              "join a particle as site candidates, kept only on its lattice sites (weak rim columns "
+                              "the region's smooth boundary cuts off); 0: none")
     off_axis_score: float = param(0.25, doc="coherent column elongation above which a particle is off the "
                                   "[001] zone axis (zone_axis_score)")
 

@@ -267,6 +267,9 @@ def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame",
     """Crystal region, particles, and every particle's classification, network and geometry."""
     clock.say("[region] crystal region ...")
     columns, in_region, band_passed = _restrict_to_crystal(result, denoised, columns, region, options.rim_band_A)
+    if not in_region.all() and "significant" in columns:
+        # a rim-band column counts as a site candidate: kept only where a particle's lattice puts a column
+        columns = columns.assign(significant=columns["significant"].fillna(True).to_numpy(bool) & in_region)
     clock.record("region", "region", result.timings_s["region"])
     result.columns = columns
     if in_region.sum() < MIN_COLUMNS:
