@@ -156,6 +156,8 @@ def octahedra_scores(result, tolerance_A: float) -> dict[str, float]:
     if to is None:
         return out
     to = to[np.isfinite(to["theta3_deg"].to_numpy(float))]
+    if "valid_001" in to:  # a particle off the zone axis has no [001] truth to find
+        to = to[to["valid_001"].astype(bool).to_numpy()]
     out["octahedra_true"] = float(len(to))
     if octs is None or not len(octs):
         out["octahedra_found"] = 0.0
