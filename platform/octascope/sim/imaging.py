@@ -336,7 +336,8 @@ class ImagingOptions(StepOptions):
     group: ClassVar[str] = "imaging"
     not_keyed: ClassVar[frozenset[str]] = frozenset({"num_workers", "device"})
     keyed_unless: ClassVar[dict[str, Any]] = {"scan_window_A": None, "window_padding_A": 8.0,
-                                              "thermal_configurations": None, "thermal_seed": 0}
+                                              "thermal_configurations": None, "thermal_seed": 0,
+                                              "depth_resolved": False}
     #: revision of the ``idpc`` detector model, in the image key of ``idpc`` images: 2 = weak-phase
     #: quadrant transfer, CoM scale π k_α/(2√2), beam-current normalisation, outer edge 1.05 α by
     #: default, segment signals kept for counting (docs/simulated-dose.md); images of the old model
@@ -358,7 +359,11 @@ class ImagingOptions(StepOptions):
     window_padding_A: float = param(8.0, unit="Å", doc="specimen kept around a scan window in multislice mode")
     energy_eV: float = param(300e3, unit="eV", doc="beam energy")
     semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
-    defocus_A: float = param(0.0, unit="Å", doc="probe defocus (multislice only)")
+    defocus_A: float = param(0.0, unit="Å", doc="probe focus below the entrance surface of the simulated cell (2 Å "
+                             "above the particle's top atom); multislice, and weak-phase with depth_resolved")
+    depth_resolved: bool = param(False, doc="weak-phase mode: every potential slice is convolved with the probe at its "
+                                 "own depth (vacuum propagation, focus defocus_A), not the projected potential with the "
+                                 "focused probe: the depth of field of a thick particle (docs/simulated-dose.md)")
     sampling_A: float = param(0.1, unit="Å", doc="finest allowed potential sampling; the grid is "
                               "pixel_size_A / m with integer m")
     slice_thickness_A: float = param(2.0, unit="Å", doc="multislice slice thickness")
@@ -652,10 +657,36 @@ def _simulate_com(specimen: list, support_atoms: Atoms | None, geometry: _ScanGe
 
 def _weak_phase_com(abtem: ModuleType, specimen: list, support_atoms: Atoms | None,
                     geometry: _ScanGeometry, m: int, opts: ImagingOptions, dev: str) -> np.ndarray:
-    """CoM field (2, rows, columns) [1/Å] of the thin-object model of the snapshots' mean potential.
+    """CoM field (2, rows, columns) [1/Å] of the thin-object model of the snapshots' mean potential."""
+    ny, nx = geometry.cell_shape
+    gpts = (nx * m, ny * m)  # abTEM order: (x, y)
 
-    ``icom``: ∇(σ·V_proj ⊗ probe intensity)/(2π). ``idpc``: the quadrant differences to first order
-    in σ·V_proj (:func:`segment_transfer`) times :func:`dpc_com_scale`.
+    def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
+        """Summed over the configurations: [x, y] eV·Å, or [slice, x, y] with ``depth_resolved``."""
+        pot = abtem.Potential(a, gpts=gpts, slice_thickness=opts.slice_thickness_A, projection="infinite", device=dev)
+        built = pot.build() if opts.depth_resolved else pot.build().project()
+        v = np.asarray(_to_numpy(built.compute().array))  # maybe with an ensemble axis first
+        return v.sum(0) if v.ndim == (4 if opts.depth_resolved else 3) else v
+
+    batch = 16  # snapshots per abTEM ensemble: bounds the memory of many frozen-phonon configurations
+    v: np.ndarray | float = 0.0
+    for i in range(0, len(specimen), batch):
+        part = specimen[i:i + batch]
+        v = v + projected(abtem.AtomsEnsemble(part) if len(part) > 1 else part[0])
+    v = np.asarray(v) / len(specimen)
+    if support_atoms is not None:
+        v = v + projected(support_atoms)
+    return _weak_phase_com_of_potential(abtem, np.swapaxes(v, -1, -2), geometry, m, opts, dev)
+
+
+def _weak_phase_com_of_potential(abtem: ModuleType, v: np.ndarray, geometry: _ScanGeometry, m: int,
+                                 opts: ImagingOptions, dev: str) -> np.ndarray:
+    """CoM field (2, rows, columns) [1/Å] of the window from the potential ``v`` of the cell [eV·Å]:
+    projected (y, x) with the focused probe, or per slice (slice, y, x) with the probe at each slice's
+    depth (``depth_resolved``: focus ``defocus_A`` below the entrance surface; the sum over slices).
+
+    ``icom``: Σ ∇(σ·V ⊗ probe intensity)/(2π). ``idpc``: the quadrant differences to first order
+    in σ·V (:func:`segment_transfer`) times :func:`dpc_com_scale`.
     """
     from abtem.core.energy import energy2sigma, energy2wavelength
 
@@ -663,48 +694,45 @@ def _weak_phase_com(abtem: ModuleType, specimen: list, support_atoms: Atoms | No
     ny, nx = geometry.cell_shape
     gpts = (nx * m, ny * m)  # abTEM order: (x, y)
     extent = (nx * p, ny * p)
-
-    def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
-        pot = abtem.Potential(a, gpts=gpts, slice_thickness=opts.slice_thickness_A, projection="infinite", device=dev)
-        v = np.asarray(_to_numpy(pot.build().project().compute().array))  # [x, y] eV·Å, maybe with ensemble axis
-        return v.sum(0) if v.ndim == 3 else v
-
-    batch = 16  # snapshots per abTEM ensemble: bounds the memory of many frozen-phonon configurations
-    v = np.zeros((gpts[0], gpts[1]))
-    for i in range(0, len(specimen), batch):
-        part = specimen[i:i + batch]
-        v = v + projected(abtem.AtomsEnsemble(part) if len(part) > 1 else part[0])
-    v = v / len(specimen)
-    if support_atoms is not None:
-        v = v + projected(support_atoms)
-    v = v.T  # -> [y, x]
-    probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=gpts, extent=extent, device=dev)
-    # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
-    # wave (a 2048² image at 2x oversampling); it is a single array either way
-    need = 16 * gpts[0] * gpts[1]
-    with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
-        wave = _to_numpy(np.asarray(probe.build((0.0, 0.0)).compute().array)).squeeze().T  # [y, x]
-    phase = energy2sigma(opts.energy_eV) * v
     s = p / m
     ky = np.fft.fftfreq(gpts[1], d=s)[:, None]
     kx = np.fft.fftfreq(gpts[0], d=s)[None, :]
     (c0, r0), (h, w) = geometry.scan_in_cell, geometry.window_shape
+    slices = v[None] if v.ndim == 2 else v
+    depths = [None] if v.ndim == 2 else list((np.arange(len(v)) + 0.5) * opts.slice_thickness_A)
+    seg = None
     if opts.signal == "idpc":
-        lam = energy2wavelength(opts.energy_eV)
-        seg = quadrant_masks(kx, ky, lam, opts.detector_inner_mrad,
+        seg = quadrant_masks(kx, ky, energy2wavelength(opts.energy_eV), opts.detector_inner_mrad,
                              detector_outer(opts.semiangle_mrad, opts.detector_outer_mrad))
-        transfer = segment_transfer(np.fft.fft2(wave), np.stack([seg[0] - seg[2], seg[1] - seg[3]]))
-        fp = np.fft.fft2(phase)
-        scale = dpc_com_scale(opts.energy_eV, opts.semiangle_mrad)
-        g = np.stack([np.fft.ifft2(fp * t).real[::m, ::m] for t in transfer]) * scale
-        return g[:, r0:r0 + h, c0:c0 + w]
-    pr = np.abs(wave) ** 2
-    pr = pr / pr.sum()
-    fine = np.fft.ifft2(np.fft.fft2(phase) * np.fft.fft2(pr)).real / (2 * np.pi)
-    ff = np.fft.fft2(fine)
-    gx = np.fft.ifft2(2j * np.pi * kx * ff).real[::m, ::m]
-    gy = np.fft.ifft2(2j * np.pi * ky * ff).real[::m, ::m]
-    return np.stack([gx, gy])[:, r0:r0 + h, c0:c0 + w]
+        seg = np.stack([seg[0] - seg[2], seg[1] - seg[3]])
+    need = 16 * gpts[0] * gpts[1]
+
+    def aperture(focus_A: float) -> np.ndarray:
+        probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=gpts, extent=extent,
+                            device=dev, aberrations={"C10": -focus_A} if focus_A else None)
+        # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
+        # wave (a 2048² image at 2x oversampling); it is a single array either way
+        with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
+            wave = _to_numpy(np.asarray(probe.build((0.0, 0.0)).compute().array)).squeeze().T  # [y, x]
+        return np.fft.fft2(wave)
+
+    a0 = aperture(0.0)
+    # the defocus phase is linear in the focus: measured once on abTEM's probe (its sign convention)
+    phase_per_A = np.angle(aperture(1.0) * np.conj(a0)) if depths[0] is not None else None
+    g = np.zeros((2, gpts[1], gpts[0]))
+    for v_slice, z in zip(slices, depths):
+        if not np.any(v_slice):
+            continue
+        a = a0 if z is None or phase_per_A is None else a0 * np.exp(1j * phase_per_A * (opts.defocus_A - z))
+        fp = np.fft.fft2(energy2sigma(opts.energy_eV) * v_slice)
+        if seg is not None:
+            transfer = segment_transfer(a, seg)
+            g += np.stack([np.fft.ifft2(fp * t).real for t in transfer]) * dpc_com_scale(opts.energy_eV, opts.semiangle_mrad)
+        else:
+            pr = np.abs(np.fft.ifft2(a)) ** 2
+            ff = fp * np.fft.fft2(pr / pr.sum()) / (2 * np.pi)
+            g += np.stack([np.fft.ifft2(2j * np.pi * kx * ff).real, np.fft.ifft2(2j * np.pi * ky * ff).real])
+    return g[:, ::m, ::m][:, r0:r0 + h, c0:c0 + w]
 
 
 def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _ScanGeometry, m: int,
