@@ -1,6 +1,7 @@
 """The simulator's dose, checked: weak-phase model vs multislice with Poisson-counted detector signals.
 
-    python experiments/validation/dose_check.py [--doses 300 1000] [--seeds 12] [--out experiments/validation/results/dose_check.json]
+    python experiments/validation/dose_check.py --defocus 21 --seeds 16 --out experiments/validation/results/dose_check_focus21.json
+    python experiments/validation/dose_check.py --defocus 0 --seeds 16 --out experiments/validation/results/dose_check_focus0.json
 
 Specimen: the ``+simulation=multislice_crop`` window of the default CsPbI3 cube (20 Å × 20 Å over a
 corner of the particle, 0.25 Å/px, 2 MD snapshots, potential sampling 0.125 Å). One abTEM multislice
@@ -16,7 +17,9 @@ CPU core the first time); from it:
 - the old iDPC model (outer edge at α, divided by the counts of each position, scale π k_α/4) for
   the "before" ratio.
 
-The weak-phase images of the same window and snapshots come from :func:`octascope.sim.imaging.simulate_image`.
+The weak-phase images of the same window and snapshots come from :func:`octascope.sim.imaging.simulate_image`,
+projected (the default) and ``depth_resolved`` at the multislice's focus (``--defocus``, Å below the
+cell's entrance surface, which lies 2 Å above the particle; 21 Å is mid-particle).
 Signal transfer: the cross-spectrum of the CoM fields, Re⟨F_ms F_wp*⟩ / ⟨|F_wp|²⟩, in bands of |q|
 (Hann-windowed, both components); the integrated images have the same ratio (integration divides
 both by 2π i q). Noise: the power spectrum of (noisy - clean) CoM over the seeds, multislice-counted
@@ -167,21 +170,31 @@ def main() -> None:
 
     kw = dict(pixel_size_A=p, scan_window_A=WINDOW, sampling_A=0.125, max_snapshots=2)
     wp = {sig: simulate_image(sym, pos, mode="weak_phase", signal=sig, **kw) for sig in ("icom", "idpc")}
+    wpd = {sig: simulate_image(sym, pos, mode="weak_phase", signal=sig, depth_resolved=True, defocus_A=args.defocus, **kw)
+           for sig in ("icom", "idpc")}
     assert wp["icom"].com.shape == com_ms.shape, (wp["icom"].com.shape, com_ms.shape)
     q = radial_bands((h, w), p)
     f_wp = {s: spectra(np.asarray(wp[s].com, float)) for s in wp}
+    f_wpd = {s: spectra(np.asarray(wpd[s].com, float)) for s in wpd}
     f_ms = {"icom": spectra(com_ms), "idpc": spectra(dpc_ms), "idpc_old": spectra(old_ms)}
     transfer = {
         "icom": band_ratio(f_ms["icom"] * np.conj(f_wp["icom"]), np.abs(f_wp["icom"]) ** 2, q),
         "idpc": band_ratio(f_ms["idpc"] * np.conj(f_wp["idpc"]), np.abs(f_wp["idpc"]) ** 2, q),
+        # against the depth-resolved weak-phase model at the multislice's focus
+        "icom_vs_depth_resolved": band_ratio(f_ms["icom"] * np.conj(f_wpd["icom"]), np.abs(f_wpd["icom"]) ** 2, q),
+        "idpc_vs_depth_resolved": band_ratio(f_ms["idpc"] * np.conj(f_wpd["idpc"]), np.abs(f_wpd["idpc"]) ** 2, q),
+        "depth_resolved_vs_projected_icom": band_ratio(f_wpd["icom"] * np.conj(f_wp["icom"]), np.abs(f_wp["icom"]) ** 2, q),
         # before: the old multislice iDPC against the old weak-phase iDPC (= the CoM image)
         "idpc_old_vs_old_weak_phase": band_ratio(f_ms["idpc_old"] * np.conj(f_wp["icom"]), np.abs(f_wp["icom"]) ** 2, q),
         # the quadrant transfer against the CoM's in the weak-phase model (new / old weak-phase iDPC)
         "weak_phase_idpc_vs_icom": band_ratio(f_wp["idpc"] * np.conj(f_wp["icom"]), np.abs(f_wp["icom"]) ** 2, q),
     }
-    corr = {s: float(np.corrcoef(np.concatenate([a.ravel() for a in (com_ms if s == "icom" else dpc_ms)]),
-                                 np.concatenate([a.ravel() for a in wp[s].com]))[0, 1]) for s in ("icom", "idpc")}
-    results.update(transfer=transfer, com_correlation=corr)
+    def corr_of(a, b):
+        return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+    corr = {s: corr_of(com_ms if s == "icom" else dpc_ms, wp[s].com) for s in ("icom", "idpc")}
+    corr.update({f"{s}_vs_depth_resolved": corr_of(com_ms if s == "icom" else dpc_ms, wpd[s].com) for s in ("icom", "idpc")})
+    results.update(transfer=transfer, com_correlation=corr, defocus_A=args.defocus)
     noise: dict = {}
     for dose in args.doses:
         n_e = dose * p**2

@@ -77,6 +77,9 @@ def pdyna_tilts(symbols: np.ndarray, positions: np.ndarray, padding_A: float = 1
             except Exception:  # the tilt-correlation part after the tilts can fail on a cluster; the tilts are set
                 if not hasattr(frame, "Tilting"):
                     raise
+    import matplotlib.pyplot as plt
+
+    plt.close("all")  # PDynA draws its distributions with pyplot
     b_pos = frame.st0.cart_coords[frame.Bindex] - padding_A + positions.min(0)
     return np.asarray(frame.Tilting, float), b_pos
 
@@ -172,7 +175,14 @@ def main() -> None:
     print(worst[["i", "j", "k", "shell", "theta3_z_deg", "signed_local_deg", "signed_global_deg", "pdyna_x_deg",
                  "pdyna_y_deg", "pdyna_z_deg"]].round(2).to_string())
     if args.all:
-        per = [agreement(compare(s, traj)) for s in range(len(traj.positions))]
+        per, failed = [], {}
+        for s in range(len(traj.positions)):
+            try:
+                per.append(agreement(compare(s, traj)))
+            except ValueError as exc:  # PDynA refuses an octahedron it cannot match to the ideal one
+                failed[s] = str(exc)[:160]
+        print(f"PDynA analysed {len(per)} of {len(traj.positions)} snapshots; refused: {sorted(failed)}")
+        res["all_snapshots_failed"] = failed
         res["all_snapshots"] = {k: {m: float(np.mean([p[k][m] for p in per])) for m in ("rms_deg", "corr", "mean_offset_deg")}
                                 for k in per[0] if isinstance(per[0][k], dict)}
         for k, v in res["all_snapshots"].items():

@@ -17,7 +17,10 @@ Modes
     averaged over the snapshots): seconds per image. ``icom``: convolved with the abTEM probe
     intensity as above (exact for a thin phase object); ``idpc``: the first-order (weak-phase) signal
     of the four quadrants (below). ``signal`` also selects the detector's noise model in
-    :mod:`octascope.sim.noise`.
+    :mod:`octascope.sim.noise`. The projection has no depth of field; ``depth_resolved`` convolves
+    each potential slice with the probe propagated (in vacuum) to its depth, focused ``defocus_A``
+    below the cell's entrance, which follows multislice much more closely for a thick particle
+    (``docs/simulated-dose.md``).
 ``multislice``
     abTEM multislice of a focused probe over a :class:`abtem.GridScan`, averaged over the snapshots
     (:class:`abtem.AtomsEnsemble`, frozen-phonon style). ``signal="icom"``: pixelated detector
@@ -746,7 +749,6 @@ def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _
     difference in vacuum, which the discrete grid makes slightly non-zero).
     """
     import ase
-    import dask
 
     p = opts.pixel_size_A
     ny, nx = geometry.cell_shape
@@ -759,11 +761,11 @@ def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _
     if opts.signal == "icom":
         meas = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="valid"))
         kx, ky = (np.asarray(v, float) for v in meas.coordinates)
-        arr = meas.array
         kx2, ky2 = kx[:, None], ky[None, :]
-        sums = [arr.sum(axis=(-2, -1))] + [(arr * f).sum(axis=(-2, -1)) for f in (kx2, ky2, kx2**2, ky2**2, kx2 * ky2)]
-        tot, sx, sy, sxx, syy, sxy = (np.asarray(_to_numpy(v), float).T
-                                      for v in dask.compute(*sums, num_workers=opts.num_workers))
+        weights = np.stack([np.ones_like(kx2 * ky2), kx2 + 0 * ky2, ky2 + 0 * kx2, kx2**2 + 0 * ky2, ky2**2 + 0 * kx2,
+                            kx2 * ky2], axis=-1)  # (Kx, Ky, 6): one lazy pass over the patterns
+        sums = (meas.array[..., None] * weights).sum(axis=(-3, -2)).compute(num_workers=opts.num_workers)
+        tot, sx, sy, sxx, syy, sxy = (np.asarray(_to_numpy(sums[..., i]), float).T for i in range(6))
         tot_safe = np.where(tot > 0, tot, 1.0)
         detector = np.stack([tot, sxx / tot_safe, syy / tot_safe, sxy / tot_safe])
         return np.stack([sx / tot_safe, sy / tot_safe]), detector, {}

@@ -14,6 +14,8 @@ Used by :func:`octascope.sim.simulation.simulate` when ``imaging.thermal_configu
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from octascope.core.errors import InputError
@@ -86,7 +88,8 @@ def gaussian_projected_potential(symbols: np.ndarray | list, xy_A: np.ndarray, c
         one = ase.Atoms(el, positions=[(0.0, 0.0, 1.0)], cell=(extent_A[0], extent_A[1], 2.0), pbc=True)
         pot = abtem.Potential(one, gpts=gpts, slice_thickness=slice_thickness_A, projection="infinite", device="cpu")
         with abtem.config.set({"diagnostics.progress_bar": False}):
-            v1 = np.asarray(pot.build().project().compute().array, float).T  # [y, x], the atom at the origin
+            built: Any = pot.build().project().compute()
+        v1 = np.asarray(built.array, dtype=np.float64).T  # [y, x], the atom at the origin
         idx = np.flatnonzero(sym == el)
         sf = np.zeros((ny, nx), complex)
         for i in range(0, len(idx), chunk):
