@@ -83,3 +83,80 @@ def test_bad_imaging_inputs(tiny):
         simulate_image(*tiny, mode="holography")
     with pytest.raises(InputError, match="field of view"):
         simulate_image(*tiny, field_of_view_A=5.0)
+
+
+def _probe_grid(n=256, s=0.1):
+    import abtem
+
+    probe = abtem.Probe(energy=300e3, semiangle_cutoff=29.9, gpts=(n, n), extent=(n * s, n * s))
+    wave = np.asarray(probe.build((0.0, 0.0)).compute().array).squeeze().T  # [y, x]
+    k = np.fft.fftfreq(n, d=s)
+    return wave, k[None, :], k[:, None]
+
+
+def test_segment_transfer_of_k_x_is_the_com():
+    """The first-order detector transfer with D = k_x is the CoM's, i q_x P̃(q) (P the probe intensity)."""
+    from octascope.sim.imaging import segment_transfer
+
+    wave, kx, ky = _probe_grid(128, 0.125)
+    pr = np.abs(wave) ** 2
+    k_com = 1j * kx * np.fft.fft2(pr / pr.sum())
+    k_d = segment_transfer(np.fft.fft2(wave), np.broadcast_to(kx, wave.shape))
+    assert np.abs(k_d - k_com).max() < 1e-5 * np.abs(k_com).max()
+
+
+def test_quadrant_transfer_against_the_com():
+    """π k_α/(2√2) × the quadrant difference is the CoM at low frequency and 1.1 / 1.24 / 1.41 times it at
+    0.5 / 1.0 / 1.5 Å⁻¹ along x (the uniform-disc values, docs/simulated-dose.md); with the detector's
+    edge at exactly α half of abTEM's tapered disc edge is missed and the lowest frequencies drop."""
+    from octascope.sim.imaging import DEFAULT_OUTER_FACTOR, dpc_com_scale, quadrant_masks, segment_transfer
+
+    n, s = 512, 0.1
+    wave, kx, ky = _probe_grid(n, s)
+    pr = np.abs(wave) ** 2
+    k_com = 1j * kx * np.fft.fft2(pr / pr.sum())
+    scale = dpc_com_scale(300e3, 29.9)
+
+    def ratio(outer, q):
+        seg = quadrant_masks(kx, ky, 0.019687, 0.0, outer)
+        k_d = segment_transfer(np.fft.fft2(wave), seg[0] - seg[2]) * scale
+        i = int(round(q * n * s))
+        return float((k_d[0, i] / k_com[0, i]).real)
+
+    outer = DEFAULT_OUTER_FACTOR * 29.9
+    assert ratio(outer, 0.02) == pytest.approx(1.0, abs=0.01)
+    for q, expected in ((0.5, 1.10), (1.0, 1.234), (1.5, 1.40)):
+        assert ratio(outer, q) == pytest.approx(expected, abs=0.02)
+    assert ratio(29.9, 0.02) < 0.9
+
+
+def test_multislice_detector_signals(tiny):
+    """Multislice keeps what the noise counts: four segments (iDPC) whose difference is the CoM field,
+    the captured fraction and second moments of the pattern (iCoM); in vacuum the disc's values."""
+    from octascope.sim.imaging import bright_field_radius, dpc_com_scale
+
+    box = [0.0, 0.0, 3.0, 3.0]  # a vacuum corner and the particle's edge
+    dpc = simulate_image(*tiny, mode="multislice", signal="idpc", scan_window_A=box, window_padding_A=6.0, **KW)
+    seg, vac = dpc.detector, np.asarray(dpc.info["detector_vacuum"])
+    assert seg.shape == (4,) + dpc.image.shape and vac.sum() == pytest.approx(1.0, abs=1e-3)
+    com_x = dpc_com_scale(300e3, 29.9) * (seg[0] - seg[2] - (vac[0] - vac[2]))
+    np.testing.assert_allclose(dpc.com[0], com_x, atol=1e-5)
+    com = simulate_image(*tiny, mode="multislice", signal="icom", scan_window_A=box, window_padding_A=6.0, **KW)
+    captured, kxx, kyy, kxy = com.detector
+    assert np.all(captured <= 1.001) and np.all(kxx >= com.com[0] ** 2 - 1e-6)
+    k2 = bright_field_radius(300e3, 29.9) ** 2 / 4
+    assert kxx[0, 0] == pytest.approx(k2, rel=0.05) and kyy[0, 0] == pytest.approx(k2, rel=0.05)
+
+
+def test_depth_resolved_weak_phase(tiny):
+    """Each slice with the probe at its own depth: a 6 Å thin cell focused in its middle images like the
+    projected model; focused 30 Å away, its columns blur (lower peak)."""
+    kw = dict(KW, pixel_size_A=0.25)
+    proj = simulate_image(*tiny, mode="weak_phase", signal="icom", **kw)
+    mid = simulate_image(*tiny, mode="weak_phase", signal="icom", depth_resolved=True, defocus_A=5.0, **kw)
+    far = simulate_image(*tiny, mode="weak_phase", signal="icom", depth_resolved=True, defocus_A=35.0, **kw)
+    assert np.corrcoef(mid.image.ravel(), proj.image.ravel())[0, 1] > 0.99
+    assert mid.image.max() / proj.image.max() == pytest.approx(1.0, abs=0.05)
+    assert far.image.max() < 0.8 * proj.image.max()
+    dpc = simulate_image(*tiny, mode="weak_phase", signal="idpc", depth_resolved=True, defocus_A=5.0, **kw)
+    assert np.corrcoef(dpc.image.ravel(), proj.image.ravel())[0, 1] > 0.95

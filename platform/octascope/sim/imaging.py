@@ -14,16 +14,38 @@ Modes
 -----
 ``weak_phase``
     Projected potential from abTEM (``Potential(..., projection="infinite")`` summed over slices and
-    averaged over the snapshots) convolved with the abTEM probe intensity: seconds per image. Both
-    signals give the same clean image here (the thin-object limit); ``signal`` then selects the
-    detector's noise model in :mod:`octascope.sim.noise`.
+    averaged over the snapshots): seconds per image. ``icom``: convolved with the abTEM probe
+    intensity as above (exact for a thin phase object); ``idpc``: the first-order (weak-phase) signal
+    of the four quadrants (below). ``signal`` also selects the detector's noise model in
+    :mod:`octascope.sim.noise`. The projection has no depth of field; ``depth_resolved`` convolves
+    each potential slice with the probe propagated (in vacuum) to its depth, focused ``defocus_A``
+    below the cell's entrance, which follows multislice much more closely for a thick particle
+    (``docs/simulated-dose.md``).
 ``multislice``
     abTEM multislice of a focused probe over a :class:`abtem.GridScan`, averaged over the snapshots
     (:class:`abtem.AtomsEnsemble`, frozen-phonon style). ``signal="icom"``: pixelated detector
     and abTEM's ``center_of_mass`` (which divides by the captured intensity: checked against the
     thin-object case above in ``experiments/validation/icom_normalisation.py``); ``signal="idpc"``: a
-    four-quadrant :class:`abtem.SegmentedDetector` (``inner``..``outer`` mrad), DPC_x = (S₊ₓ - S₋ₓ)/ΣS
-    times π(k_o + k_i)/4 (the CoM of a uniform disc shifted by δ gives exactly this difference ×4/(π(k_o+k_i))).
+    four-quadrant :class:`abtem.SegmentedDetector` (``inner``..``outer`` mrad).
+
+Four-quadrant DPC in CoM units
+------------------------------
+The quadrants are centred on +x, +y, -x, -y and DPC_x = S₊ₓ - S₋ₓ, the difference of the intensities
+of opposite quadrants as fractions of the incident beam (an analogue iDPC detector: normalised by
+the beam current, not by the counts of each probe position). For a small shift δ of a uniform
+bright-field disc of radius k_α whose edge lies on the detector, only the edge moves and
+S₊ₓ - S₋ₓ = 2√2 δ / (π k_α), so CoM_x ≈ π k_α / (2√2) · (S₊ₓ - S₋ₓ) (:func:`dpc_com_scale`). At higher
+spatial frequencies the quadrant transfer is not the CoM's: the weak-phase mode computes it
+(:func:`segment_transfer`), so that both modes image the same detector. The detector's outer edge
+must lie outside the disc: abTEM tapers the aperture over one reciprocal pixel centred on α, and a
+detector edge at exactly α would see half the taper (half the low-frequency signal); ``null`` puts
+it at 1.05 α (:data:`DEFAULT_OUTER_FACTOR`). ``docs/simulated-dose.md`` derives this and the noise.
+
+Detector signals for counting noise
+-----------------------------------
+Multislice images also keep, per probe position, what the noise model needs to count electrons
+(:attr:`SimulatedImage.detector`): for ``idpc`` the four segment intensities, for ``icom`` the
+captured fraction and the second moments of the diffraction pattern.
 
 Image frame
 -----------
@@ -119,6 +141,12 @@ class SimulatedImage:
         Particle-to-image transform.
     info : dict
         Settings and timing.
+    detector : numpy.ndarray or None
+        Per probe position, what the noise model counts (multislice only; ``None``: the noise uses
+        the vacuum formula). ``idpc``: (4, H, W) intensities of the quadrants centred on +x, +y, -x,
+        -y [fraction of the incident beam]. ``icom``: (4, H, W) captured fraction [1] and the
+        pattern's second moments ⟨k_x²⟩, ⟨k_y²⟩, ⟨k_x k_y⟩ about k = 0 [1/Å²] (over the captured
+        electrons).
     """
 
     com: np.ndarray
@@ -127,6 +155,76 @@ class SimulatedImage:
     signal: str
     frame: Frame
     info: dict = field(default_factory=dict)
+    detector: np.ndarray | None = None
+
+
+#: ``detector_outer_mrad`` when null, relative to the convergence semi-angle: the bright-field disc's
+#: tapered edge (one reciprocal pixel around α in abTEM) then lies wholly on the segments
+DEFAULT_OUTER_FACTOR = 1.05
+
+
+def bright_field_radius(energy_eV: float, semiangle_mrad: float) -> float:
+    """Radius k_α = α/λ of the bright-field disc [1/Å]."""
+    from abtem.core.energy import energy2wavelength
+
+    return float(semiangle_mrad * 1e-3 / energy2wavelength(energy_eV))
+
+
+def dpc_com_scale(energy_eV: float, semiangle_mrad: float) -> float:
+    """CoM per unit quadrant difference S₊ - S₋ (fractions of the incident beam): π k_α / (2√2) [1/Å].
+
+    A shift δ of the uniform bright-field disc moves only its edge; with the edge on the detector,
+    the quadrant centred on +x gains δ k_α √2 / (π k_α²) of the beam and the one on -x loses as much,
+    so S₊ₓ - S₋ₓ = 2√2 δ / (π k_α) (``docs/simulated-dose.md``).
+    """
+    return float(np.pi * bright_field_radius(energy_eV, semiangle_mrad) / (2.0 * np.sqrt(2.0)))
+
+
+def detector_outer(semiangle_mrad: float, detector_outer_mrad: float | None) -> float:
+    """The segmented detector's outer radius [mrad] (``None``: :data:`DEFAULT_OUTER_FACTOR` × α)."""
+    return DEFAULT_OUTER_FACTOR * semiangle_mrad if detector_outer_mrad is None else float(detector_outer_mrad)
+
+
+def quadrant_masks(kx: np.ndarray, ky: np.ndarray, wavelength_A: float, inner_mrad: float,
+                   outer_mrad: float) -> np.ndarray:
+    """The four quadrants centred on +x, +y, -x, -y (4, ...) as 0/1 masks over spatial frequencies [1/Å].
+
+    The same segments as ``abtem.SegmentedDetector(nbins_radial=1, nbins_azimuthal=4, rotation=-π/4)``:
+    scattering angle in [inner, outer), bin b for azimuth in [b·90° - 45°, b·90° + 45°).
+    """
+    kx, ky = np.broadcast_arrays(np.asarray(kx, float), np.asarray(ky, float))
+    alpha = np.hypot(kx, ky) * wavelength_A * 1e3
+    ring = (alpha >= inner_mrad) & (alpha < outer_mrad)
+    phi = (np.arctan2(ky, kx) + np.pi / 4) % (2 * np.pi)
+    b = np.clip(np.floor(4 * phi / (2 * np.pi)), 0, 3).astype(int)
+    return np.stack([(ring & (b == i)).astype(float) for i in range(4)])
+
+
+def segment_transfer(aperture: np.ndarray, detector: np.ndarray) -> np.ndarray:
+    """First-order (weak-phase) transfer of detector functions, K(q) with ΔS(r₀) = Σ_q φ̃(q) K(q) e^{2πiq·r₀}/N.
+
+    For a thin object exp(iφ) ≈ 1 + iφ and a probe a(k) (Σ|a|² = 1) the intensity of detector
+    function D changes by ``ifft2(fft2(φ) · K)`` with K(q) = i[W(q) - W*(-q)] and
+    W(q) = Σ_k D(k) a*(k) a(k - q) (``docs/simulated-dose.md``); ``D = k_x`` gives the CoM.
+
+    Parameters
+    ----------
+    aperture : numpy.ndarray
+        The probe's wave function in reciprocal space (numpy FFT order), any normalisation.
+    detector : numpy.ndarray
+        Detector functions (..., same shape) over the same frequencies.
+
+    Returns
+    -------
+    numpy.ndarray
+        K (complex), the shape of ``detector``, over the frequencies of ``numpy.fft.fft2``.
+    """
+    a = np.asarray(aperture, complex)
+    a = a / np.sqrt(np.sum(np.abs(a) ** 2))
+    g = np.conj(np.fft.fft2(np.conj(a)))
+    w = np.fft.ifft2(np.fft.fft2(np.asarray(detector) * np.conj(a)) * g)
+    w_neg = np.roll(w[..., ::-1, ::-1], 1, axis=(-2, -1))  # W(-q)
+    return 1j * (w - np.conj(w_neg))
 
 
 def integrate_gradient(gx: np.ndarray, gy: np.ndarray, pixel_size_A: float, *, boundary: str = "periodic") -> np.ndarray:
@@ -240,7 +338,14 @@ class ImagingOptions(StepOptions):
 
     group: ClassVar[str] = "imaging"
     not_keyed: ClassVar[frozenset[str]] = frozenset({"num_workers", "device"})
-    keyed_unless: ClassVar[dict[str, Any]] = {"scan_window_A": None, "window_padding_A": 8.0}
+    keyed_unless: ClassVar[dict[str, Any]] = {"scan_window_A": None, "window_padding_A": 8.0,
+                                              "thermal_configurations": None, "thermal_seed": 0,
+                                              "depth_resolved": False}
+    #: revision of the ``idpc`` detector model, in the image key of ``idpc`` images: 2 = weak-phase
+    #: quadrant transfer, CoM scale π k_α/(2√2), beam-current normalisation, outer edge 1.05 α by
+    #: default, segment signals kept for counting (docs/simulated-dose.md); images of the old model
+    #: (without the entry) are not reused
+    idpc_model: ClassVar[int] = 2
 
     mode: Literal["weak_phase", "multislice"] = param("weak_phase", doc="fast projected-potential ⊗ "
                                                       "probe-intensity model, or abTEM multislice")
@@ -257,14 +362,24 @@ class ImagingOptions(StepOptions):
     window_padding_A: float = param(8.0, unit="Å", doc="specimen kept around a scan window in multislice mode")
     energy_eV: float = param(300e3, unit="eV", doc="beam energy")
     semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
-    defocus_A: float = param(0.0, unit="Å", doc="probe defocus (multislice only)")
+    defocus_A: float = param(0.0, unit="Å", doc="probe focus below the entrance surface of the simulated cell (2 Å "
+                             "above the particle's top atom); multislice, and weak-phase with depth_resolved")
+    depth_resolved: bool = param(False, doc="weak-phase mode: every potential slice is convolved with the probe at its "
+                                 "own depth (vacuum propagation, focus defocus_A), not the projected potential with the "
+                                 "focused probe: the depth of field of a thick particle (docs/simulated-dose.md)")
     sampling_A: float = param(0.1, unit="Å", doc="finest allowed potential sampling; the grid is "
                               "pixel_size_A / m with integer m")
     slice_thickness_A: float = param(2.0, unit="Å", doc="multislice slice thickness")
     detector_inner_mrad: float = param(0.0, unit="mrad", doc="inner radius of the segmented (iDPC) detector")
     detector_outer_mrad: float | None = param(None, unit="mrad", doc="outer radius of the segmented (iDPC) "
-                                              "detector; null: the convergence semi-angle")
+                                              "detector, at least the convergence semi-angle; null: just outside "
+                                              "the bright-field disc (1.05 x semiangle_mrad)")
     max_snapshots: int | None = param(8, doc="use at most this many snapshots, evenly spaced; null: all")
+    thermal_configurations: int | None = param(
+        None, doc="image this many frozen-phonon configurations drawn from the MD instead of its snapshots: "
+        "each atom at its mean position over all snapshots plus a Gaussian displacement with its own MD "
+        "covariance (octascope.sim.thermal; max_snapshots is then not used); null: the MD snapshots")
+    thermal_seed: int = param(0, doc="seed of the frozen-phonon configurations")
     num_workers: int = param(1, doc="Dask threads of the multislice scan")
     device: Literal["auto", "cpu", "gpu"] = param("auto", doc="abTEM device; auto uses CuPy on a GPU when present")
 
@@ -282,12 +397,29 @@ class ImagingOptions(StepOptions):
         outer = self.detector_outer_mrad
         require(outer is None or (finite(outer) and outer > self.detector_inner_mrad),
                 f"detector_outer_mrad={outer} must exceed detector_inner_mrad={self.detector_inner_mrad} (or be null)")
+        if self.signal == "idpc":  # the disc's edge must lie on the segments, or there is no low-frequency DPC
+            require(self.detector_inner_mrad < self.semiangle_mrad,
+                    f"detector_inner_mrad={self.detector_inner_mrad} must be below semiangle_mrad={self.semiangle_mrad} "
+                    "(the bright-field disc's edge must fall on the segments)")
+            require(outer is None or outer >= self.semiangle_mrad,
+                    f"detector_outer_mrad={outer} must be >= semiangle_mrad={self.semiangle_mrad} (the bright-field "
+                    "disc's edge must fall on the segments; null: 1.05 x semiangle_mrad)")
         win = self.scan_window_A
         require(win is None or (all(finite(v) for v in win) and 0 <= win[0] < win[2] and 0 <= win[1] < win[3]),
                 f"scan_window_A={None if win is None else list(win)} must be [x0, y0, x1, y1] in Å with "
                 "0 <= x0 < x1 and 0 <= y0 < y1")
         require(self.max_snapshots is None or self.max_snapshots >= 1, f"max_snapshots={self.max_snapshots} must be >= 1 or null")
+        n_fp = self.thermal_configurations
+        require(n_fp is None or n_fp >= 1, f"thermal_configurations={n_fp} must be >= 1 or null")
+        require(self.thermal_seed >= 0, f"thermal_seed={self.thermal_seed} must be >= 0")
         require(self.num_workers >= 1, f"num_workers={self.num_workers} must be >= 1")
+
+    def key_params(self, given: Mapping[str, Any] | StepOptions | None = None) -> dict[str, Any]:
+        """The image key's parameters (:meth:`StepOptions.key_params`), with :attr:`idpc_model` for ``idpc``."""
+        out = super().key_params(given)
+        if self.signal == "idpc":
+            out["idpc_model"] = self.idpc_model
+        return out
 
 
 @dataclass(frozen=True)
@@ -342,7 +474,7 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
     """
     opts = resolve_options(ImagingOptions, options, params)
     film = None if support is None else SupportOptions.from_config(support)
-    positions = _select_snapshots(positions, opts.max_snapshots)
+    positions = _imaged_positions(positions, opts)
     p = opts.pixel_size_A
     frame, n_px = make_frame(positions, pixel_size_A=p, field_of_view_A=opts.field_of_view_A, margin_A=opts.margin_A,
                              scan_rotation_deg=opts.scan_rotation_deg)
@@ -351,7 +483,7 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
     dev = _device() if opts.device == "auto" else opts.device
     m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
     t0 = time.perf_counter()
-    com = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
+    com, detector, extra = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
     elapsed = time.perf_counter() - t0
     boundary = "periodic" if opts.scan_window_A is None else "mirror"
     image = integrate_gradient(com[0], com[1], p, boundary=boundary)
@@ -360,9 +492,10 @@ def simulate_image(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, o
                 device=dev, seconds=elapsed, shape=[int(v) for v in geometry.window_shape], integration=boundary,
                 scan_window_A=None if opts.scan_window_A is None else [float(v) for v in opts.scan_window_A],
                 cell_A=[cols * p, rows * p], n_atoms_in_cell=int(len(specimen[0])),
-                support_n_atoms=0 if carbon is None else int(len(carbon)))
+                support_n_atoms=0 if carbon is None else int(len(carbon)), **extra)
     return SimulatedImage(com=com.astype(np.float32), image=image.astype(np.float32), pixel_size_A=p,
-                          signal=opts.signal, frame=frame, info=info)
+                          signal=opts.signal, frame=frame, info=info,
+                          detector=None if detector is None else detector.astype(np.float32))
 
 
 def image_field(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, shape_px: tuple[int, int],
@@ -398,7 +531,7 @@ def image_field(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, shap
     """
     opts = resolve_options(ImagingOptions, options, params)
     film = None if support is None else SupportOptions.from_config(support)
-    positions = _select_snapshots(positions, opts.max_snapshots)
+    positions = _imaged_positions(positions, opts)
     p = opts.pixel_size_A
     rows, cols = (int(v) for v in shape_px)
     pad = int(np.ceil(padding_A / p))
@@ -415,14 +548,15 @@ def image_field(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, shap
     dev = _device() if opts.device == "auto" else opts.device
     m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
     t0 = time.perf_counter()
-    com = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
+    com, detector, extra = _simulate_com(specimen, support_atoms, geometry, m, opts, dev, progress=progress)
     image = integrate_gradient(com[0], com[1], p, boundary="mirror")
     info = dict(_settings(opts), field_of_view_A=None, sampling_A=p / m, n_snapshots=len(positions), device=dev,
                 seconds=time.perf_counter() - t0, shape=[rows, cols], integration="mirror", padding_A=pad * p,
                 cell_A=list(cell_xy_A), n_atoms_in_cell=int(len(specimen[0])),
-                support_n_atoms=0 if carbon is None else int(len(carbon)))
+                support_n_atoms=0 if carbon is None else int(len(carbon)), **extra)
     return SimulatedImage(com=com.astype(np.float32), image=image.astype(np.float32), pixel_size_A=p,
-                          signal=opts.signal, frame=identity, info=info)
+                          signal=opts.signal, frame=identity, info=info,
+                          detector=None if detector is None else detector.astype(np.float32))
 
 
 def _settings(opts: ImagingOptions) -> dict[str, Any]:
@@ -440,6 +574,20 @@ def _select_snapshots(positions: np.ndarray, max_snapshots: int | None) -> np.nd
     if max_snapshots is not None and len(positions) > max_snapshots:
         positions = positions[np.linspace(0, len(positions) - 1, max_snapshots).round().astype(int)]
     return positions
+
+
+def _imaged_positions(positions: np.ndarray, opts: ImagingOptions) -> np.ndarray:
+    """The configurations imaged (S, N, 3) [Å]: at most ``max_snapshots`` of the snapshots, or
+    ``thermal_configurations`` frozen-phonon configurations drawn from all of them."""
+    if opts.thermal_configurations is None:
+        return _select_snapshots(positions, opts.max_snapshots)
+    from octascope.sim.thermal import frozen_phonon_configurations
+
+    positions = np.asarray(positions, float)
+    if positions.ndim != 3 or len(positions) < 2:
+        raise InputError(f"imaging.thermal_configurations={opts.thermal_configurations} needs MD snapshots (S, N, 3) "
+                         f"with S >= 2, got shape {positions.shape}; set it to null for a static structure")
+    return frozen_phonon_configurations(positions, opts.thermal_configurations, seed=opts.thermal_seed)
 
 
 def _scan_geometry(frame: Frame, n_px: int, opts: ImagingOptions) -> tuple[Frame, _ScanGeometry]:
@@ -492,91 +640,146 @@ def _specimen(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, frame:
 
 
 def _simulate_com(specimen: list, support_atoms: Atoms | None, geometry: _ScanGeometry, m: int, opts: ImagingOptions,
-                  dev: str, *, progress: bool) -> np.ndarray:
+                  dev: str, *, progress: bool) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The CoM field (2, rows, columns) [1/Å] of the scan window (see the module docstring).
 
     ``specimen`` holds the Atoms of each snapshot (averaged as an abTEM ensemble). The simulated
     periodic cell is ``geometry.cell_shape`` (rows, columns) [px] of ``pixel_size_A`` [Å]; the
     potential grid is ``m`` times finer. ``support_atoms`` (weak-phase mode only) are added as a
-    separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``).
+    separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``). Also returns
+    the detector signals (multislice only, else ``None``) and info entries for the noise model.
     """
     import abtem
 
-    atoms = abtem.AtomsEnsemble(specimen) if len(specimen) > 1 else specimen[0]
     with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
         if opts.mode == "weak_phase":
-            return _weak_phase_com(abtem, atoms, support_atoms, geometry, m, opts, dev)
+            return _weak_phase_com(abtem, specimen, support_atoms, geometry, m, opts, dev), None, {}
+        atoms = abtem.AtomsEnsemble(specimen) if len(specimen) > 1 else specimen[0]
         return _multislice_com(abtem, atoms, geometry, m, opts, dev)
 
 
-def _weak_phase_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, support_atoms: Atoms | None,
+def _weak_phase_com(abtem: ModuleType, specimen: list, support_atoms: Atoms | None,
                     geometry: _ScanGeometry, m: int, opts: ImagingOptions, dev: str) -> np.ndarray:
-    """CoM field (2, rows, columns) [1/Å] of the thin-object model: ∇(σ·V_proj ⊗ probe intensity)/(2π)."""
-    from abtem.core.energy import energy2sigma
+    """CoM field (2, rows, columns) [1/Å] of the thin-object model of the snapshots' mean potential."""
+    ny, nx = geometry.cell_shape
+    gpts = (nx * m, ny * m)  # abTEM order: (x, y)
+
+    def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
+        """Summed over the configurations: [x, y] eV·Å, or [slice, x, y] with ``depth_resolved``."""
+        pot = abtem.Potential(a, gpts=gpts, slice_thickness=opts.slice_thickness_A, projection="infinite", device=dev)
+        built = pot.build() if opts.depth_resolved else pot.build().project()
+        v = np.asarray(_to_numpy(built.compute().array))  # maybe with an ensemble axis first
+        return v.sum(0) if v.ndim == (4 if opts.depth_resolved else 3) else v
+
+    batch = 16  # snapshots per abTEM ensemble: bounds the memory of many frozen-phonon configurations
+    v: np.ndarray | float = 0.0
+    for i in range(0, len(specimen), batch):
+        part = specimen[i:i + batch]
+        v = v + projected(abtem.AtomsEnsemble(part) if len(part) > 1 else part[0])
+    v = np.asarray(v) / len(specimen)
+    if support_atoms is not None:
+        v = v + projected(support_atoms)
+    return _weak_phase_com_of_potential(abtem, np.swapaxes(v, -1, -2), geometry, m, opts, dev)
+
+
+def _weak_phase_com_of_potential(abtem: ModuleType, v: np.ndarray, geometry: _ScanGeometry, m: int,
+                                 opts: ImagingOptions, dev: str) -> np.ndarray:
+    """CoM field (2, rows, columns) [1/Å] of the window from the potential ``v`` of the cell [eV·Å]:
+    projected (y, x) with the focused probe, or per slice (slice, y, x) with the probe at each slice's
+    depth (``depth_resolved``: focus ``defocus_A`` below the entrance surface; the sum over slices).
+
+    ``icom``: Σ ∇(σ·V ⊗ probe intensity)/(2π). ``idpc``: the quadrant differences to first order
+    in σ·V (:func:`segment_transfer`) times :func:`dpc_com_scale`.
+    """
+    from abtem.core.energy import energy2sigma, energy2wavelength
 
     p = opts.pixel_size_A
     ny, nx = geometry.cell_shape
     gpts = (nx * m, ny * m)  # abTEM order: (x, y)
     extent = (nx * p, ny * p)
-
-    def projected(a: Atoms | AtomsEnsemble) -> np.ndarray:
-        pot = abtem.Potential(a, gpts=gpts, slice_thickness=opts.slice_thickness_A, projection="infinite", device=dev)
-        v = np.asarray(_to_numpy(pot.build().project().compute().array))  # [x, y] eV·Å, maybe with ensemble axis
-        return v.mean(0) if v.ndim == 3 else v
-
-    v = projected(atoms)
-    if support_atoms is not None:
-        v = v + projected(support_atoms)
-    v = v.T  # -> [y, x]
-    probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=gpts, extent=extent, device=dev)
-    # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
-    # wave (a 2048² image at 2x oversampling); it is a single array either way
-    need = 16 * gpts[0] * gpts[1]
-    with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
-        pr = _to_numpy(np.asarray(probe.build((0.0, 0.0)).intensity().compute().array)).squeeze().T
-    pr = pr / pr.sum()
-    phase = energy2sigma(opts.energy_eV) * v
-    fine = np.fft.ifft2(np.fft.fft2(phase) * np.fft.fft2(pr)).real / (2 * np.pi)
     s = p / m
     ky = np.fft.fftfreq(gpts[1], d=s)[:, None]
     kx = np.fft.fftfreq(gpts[0], d=s)[None, :]
-    ff = np.fft.fft2(fine)
-    gx = np.fft.ifft2(2j * np.pi * kx * ff).real[::m, ::m]
-    gy = np.fft.ifft2(2j * np.pi * ky * ff).real[::m, ::m]
     (c0, r0), (h, w) = geometry.scan_in_cell, geometry.window_shape
-    return np.stack([gx, gy])[:, r0:r0 + h, c0:c0 + w]
+    slices = v[None] if v.ndim == 2 else v
+    depths = [None] if v.ndim == 2 else list((np.arange(len(v)) + 0.5) * opts.slice_thickness_A)
+    seg = None
+    if opts.signal == "idpc":
+        seg = quadrant_masks(kx, ky, energy2wavelength(opts.energy_eV), opts.detector_inner_mrad,
+                             detector_outer(opts.semiangle_mrad, opts.detector_outer_mrad))
+        seg = np.stack([seg[0] - seg[2], seg[1] - seg[3]])
+    need = 16 * gpts[0] * gpts[1]
+
+    def aperture(focus_A: float) -> np.ndarray:
+        probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=gpts, extent=extent,
+                            device=dev, aberrations={"C10": -focus_A} if focus_A else None)
+        # one probe over the whole field: abTEM's 128 MB auto-chunk limit refuses a 4096² complex
+        # wave (a 2048² image at 2x oversampling); it is a single array either way
+        with abtem.config.set({"dask.chunk-size": max(128 * 2**20, 2 * need)}):
+            wave = _to_numpy(np.asarray(probe.build((0.0, 0.0)).compute().array)).squeeze().T  # [y, x]
+        return np.fft.fft2(wave)
+
+    a0 = aperture(0.0)
+    # the defocus phase is linear in the focus: measured once on abTEM's probe (its sign convention)
+    phase_per_A = np.angle(aperture(1.0) * np.conj(a0)) if depths[0] is not None else None
+    g = np.zeros((2, gpts[1], gpts[0]))
+    for v_slice, z in zip(slices, depths):
+        if not np.any(v_slice):
+            continue
+        a = a0 if z is None or phase_per_A is None else a0 * np.exp(1j * phase_per_A * (opts.defocus_A - z))
+        fp = np.fft.fft2(energy2sigma(opts.energy_eV) * v_slice)
+        if seg is not None:
+            transfer = segment_transfer(a, seg)
+            g += np.stack([np.fft.ifft2(fp * t).real for t in transfer]) * dpc_com_scale(opts.energy_eV, opts.semiangle_mrad)
+        else:
+            pr = np.abs(np.fft.ifft2(a)) ** 2
+            ff = fp * np.fft.fft2(pr / pr.sum()) / (2 * np.pi)
+            g += np.stack([np.fft.ifft2(2j * np.pi * kx * ff).real, np.fft.ifft2(2j * np.pi * ky * ff).real])
+    return g[:, ::m, ::m][:, r0:r0 + h, c0:c0 + w]
 
 
 def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _ScanGeometry, m: int,
-                    opts: ImagingOptions, dev: str) -> np.ndarray:
-    """CoM field (2, rows, columns) [1/Å] of an abTEM multislice scan of the window.
+                    opts: ImagingOptions, dev: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """CoM field (2, rows, columns) [1/Å] of an abTEM multislice scan of the window, the detector
+    signals (:attr:`SimulatedImage.detector`) and what the noise model needs besides.
 
-    ``icom``: abTEM's centre of mass on a pixelated detector. ``idpc``: four quadrants of
-    ``detector_inner_mrad``..``detector_outer_mrad``, (S₊ - S₋)/ΣS scaled to CoM units by π(k_o + k_i)/4.
+    ``icom``: the centre of mass of the pattern on a pixelated detector (up to abTEM's ``valid``
+    angle), divided by the captured intensity. ``idpc``: four quadrants of ``detector_inner_mrad``..
+    the outer radius (:func:`detector_outer`); CoM = :func:`dpc_com_scale` × (S₊ - S₋ - the same
+    difference in vacuum, which the discrete grid makes slightly non-zero).
     """
-    from abtem.core.energy import energy2wavelength
+    import ase
 
     p = opts.pixel_size_A
     ny, nx = geometry.cell_shape
     (c0, r0), (h, w) = geometry.scan_in_cell, geometry.window_shape
-    pot = abtem.Potential(atoms, gpts=(nx * m, ny * m), slice_thickness=opts.slice_thickness_A, device=dev)
+    gpts = (nx * m, ny * m)
+    pot = abtem.Potential(atoms, gpts=gpts, slice_thickness=opts.slice_thickness_A, device=dev)
     probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, device=dev,
                         aberrations={"C10": -opts.defocus_A} if opts.defocus_A else None)
     scan = abtem.GridScan(start=(c0 * p, r0 * p), end=((c0 + w) * p, (r0 + h) * p), gpts=(w, h), endpoint=False)
     if opts.signal == "icom":
         meas = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="valid"))
-        c = np.asarray(_to_numpy(meas.center_of_mass().compute(num_workers=opts.num_workers).array))
-        return np.stack([c.real.T, c.imag.T])
-    outer = opts.semiangle_mrad if opts.detector_outer_mrad is None else opts.detector_outer_mrad
+        kx, ky = (np.asarray(v, float) for v in meas.coordinates)
+        kx2, ky2 = kx[:, None], ky[None, :]
+        weights = np.stack([np.ones_like(kx2 * ky2), kx2 + 0 * ky2, ky2 + 0 * kx2, kx2**2 + 0 * ky2, ky2**2 + 0 * kx2,
+                            kx2 * ky2], axis=-1)  # (Kx, Ky, 6): one lazy pass over the patterns
+        sums = (meas.array[..., None] * weights).sum(axis=(-3, -2)).compute(num_workers=opts.num_workers)
+        tot, sx, sy, sxx, syy, sxy = (np.asarray(_to_numpy(sums[..., i]), float).T for i in range(6))
+        tot_safe = np.where(tot > 0, tot, 1.0)
+        detector = np.stack([tot, sxx / tot_safe, syy / tot_safe, sxy / tot_safe])
+        return np.stack([sx / tot_safe, sy / tot_safe]), detector, {}
+    outer = detector_outer(opts.semiangle_mrad, opts.detector_outer_mrad)
     det = abtem.SegmentedDetector(nbins_radial=1, nbins_azimuthal=4, inner=opts.detector_inner_mrad, outer=outer,
                                   rotation=-np.pi / 4)
     seg = np.asarray(_to_numpy(probe.scan(pot, scan=scan, detectors=det).compute(num_workers=opts.num_workers).array))
-    seg = seg.reshape(w, h, 4)  # [x, y, azimuthal bin]; bin b centred on angle b·90°
-    total = seg.sum(-1)
-    scale = np.pi * (outer + opts.detector_inner_mrad) * 1e-3 / energy2wavelength(opts.energy_eV) / 4.0
-    gx = ((seg[..., 0] - seg[..., 2]) / total * scale).T
-    gy = ((seg[..., 1] - seg[..., 3]) / total * scale).T
-    return np.stack([gx, gy])
+    seg = seg.reshape(w, h, 4).transpose(2, 1, 0).astype(float)  # [bin, y, x]; bin b centred on angle b·90°
+    vacuum = abtem.Potential(ase.Atoms(cell=pot.extent + (2.0,), pbc=True), gpts=gpts, slice_thickness=2.0, device=dev)
+    one = abtem.GridScan(start=(0.0, 0.0), end=(p, p), gpts=(1, 1), endpoint=False)
+    seg0 = np.asarray(_to_numpy(probe.scan(vacuum, scan=one, detectors=det).compute().array), float).reshape(4)
+    scale = dpc_com_scale(opts.energy_eV, opts.semiangle_mrad)
+    com = scale * np.stack([seg[0] - seg[2] - (seg0[0] - seg0[2]), seg[1] - seg[3] - (seg0[1] - seg0[3])])
+    return com, seg, {"detector_vacuum": [float(v) for v in seg0]}
 
 
 def _to_numpy(a: Any) -> np.ndarray:

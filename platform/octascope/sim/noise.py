@@ -6,19 +6,27 @@ iDPC and iCoM images are not counts: they are integrals of differential signals 
 probe position. Shot noise therefore enters the *measured CoM field*, and the integration turns the
 white noise of the gradients into the characteristic 1/|k| (low-frequency, "cloudy") noise of iDPC.
 Adding Poisson noise to the final image would be wrong (its values are not counts and can be
-negative) and would give the wrong spectrum. We adopt:
+negative) and would give the wrong spectrum. From counting statistics (derived in
+``docs/simulated-dose.md``), with N = dose · pixel² electrons per probe position:
 
-- N = dose · pixel² electrons per probe position.
-- ``icom``: each CoM component is the mean of N single-electron momenta with variance ⟨k²⟩ per
-  component; for the uniform bright-field disc of radius k_α = α/λ, ⟨k_x²⟩ = k_α²/4, so
-  σ_CoM = k_α / (2√N) [1/Å].
-- ``idpc`` (four quadrants of a ring k_i..k_o): (S₊ - S₋)/ΣS has variance ≈ 1/(2N) (each electron
-  lands in one of four equally lit quadrants), scaled to CoM units by π(k_o + k_i)/4 as in
-  :mod:`octascope.sim.imaging`: σ = π(k_o + k_i)/(4√(2N)).
+- ``icom``: the CoM of the M electrons counted at a probe position (M Poisson with mean N) is the
+  mean of M single-electron momenta, so each component has variance Var_pattern(k_x) · E[1/M; M ≥ 1]
+  (:func:`inverse_count_mean`, ≈ 1/N). For the uniform bright-field disc of radius k_α = α/λ,
+  Var(k_x) = k_α²/4: σ_CoM = k_α/2 · √E[1/M].
+- ``idpc`` (quadrants centred on ±x, ±y over the ring k_i..k_o with k_i < k_α ≤ k_o): CoM_x =
+  π k_α/(2√2) · (n₊ₓ - n₋ₓ)/N (:func:`octascope.sim.imaging.dpc_com_scale`) with Poisson counts n of
+  mean N f/4 each in vacuum, f = 1 - k_i²/k_α² the share of the disc on the detector:
+  σ_CoM = π k_α √f / (4√N), √2 more than the version before (which paired the half-plane scale
+  π k_α/4 with the variance of one opposite-quadrant pair).
 
-The noise is Gaussian with these exact first two moments (the Poisson counts of ≥ a few electrons
-per segment are close to Gaussian; below that the skew is not modelled). It is independent between
-pixels and components, then integrated with the same FFT routine as the clean field.
+Weak-phase images (and multislice images cached before detector signals were kept) get Gaussian
+noise with the vacuum variance above, independent between pixels and components. Multislice images
+carry their detector signals (:attr:`octascope.sim.imaging.SimulatedImage.detector`) and are counted
+per probe position: ``idpc`` draws Poisson counts of the four segments at the dose and forms the
+differences from them; ``icom`` adds Gaussian noise with the pattern's own covariance at that
+position times E[1/M] (the first two moments of the CoM of Poisson-sampled patterns; the
+validation ``experiments/validation/dose_check.py`` compares it with sampling the full patterns).
+The noisy CoM field is integrated with the same FFT routine as the clean one.
 
 Scan distortions (after the specimen, before the noise): a linear drift ``drift_A`` (dx, dy) over the
 whole frame, per-line horizontal jitter of σ ``jitter_px`` [px] and per-line additive offsets of σ
@@ -38,20 +46,84 @@ from octascope.sim.imaging import SimulatedImage, integrate_gradient
 from octascope.sim.options import StepOptions, finite, resolve_options
 
 
+def inverse_count_mean(mean_count: float | np.ndarray) -> float | np.ndarray:
+    """E[1/M; M ≥ 1] for M Poisson with mean ``mean_count`` (≈ 1/mean for large means; 0 when M = 0).
+
+    The variance of a mean over M counted electrons is the single-electron variance times this.
+    Exact for scalars; arrays are interpolated in log(mean) on a table (relative error < 1e-4).
+    """
+    from scipy.stats import poisson
+
+    def exact(n: float) -> float:
+        if n <= 0:
+            return 0.0
+        m = np.arange(1, int(n + 12 * np.sqrt(n) + 40))
+        return float(np.sum(poisson.pmf(m, n) / m))
+
+    if np.ndim(mean_count) == 0:
+        return exact(float(mean_count))
+    arr = np.asarray(mean_count, float)
+    pos = arr > 0
+    out = np.zeros_like(arr)
+    if pos.any():
+        lo, hi = np.log(arr[pos].min()), np.log(arr[pos].max())
+        grid = np.linspace(lo, hi, max(2, int((hi - lo) * 200) + 2))
+        table = np.log([exact(float(np.exp(g))) for g in grid])
+        out[pos] = np.exp(np.interp(np.log(arr[pos]), grid, table))
+    return out
+
+
 def com_noise_sigma(*, signal: str, dose_e_per_A2: float, pixel_size_A: float, energy_eV: float = 300e3,
                     semiangle_mrad: float = 29.9, detector_inner_mrad: float = 0.0,
                     detector_outer_mrad: float | None = None) -> float:
-    """Standard deviation of each CoM component per pixel [1/Å] at a dose (see module docstring)."""
-    from abtem.core.energy import energy2wavelength
+    """Standard deviation of each CoM component per pixel in vacuum [1/Å] at a dose (module docstring).
+
+    ``icom``: k_α/2 · √E[1/M]; ``idpc``: π k_α √f / (4√N) with f = 1 - k_i²/k_α². The detector's
+    outer radius does not enter (it must lie outside the bright-field disc).
+    """
+    from octascope.sim.imaging import bright_field_radius
 
     if dose_e_per_A2 is None or not dose_e_per_A2 > 0:
         raise InputError(f"dose_e_per_A2={dose_e_per_A2} must be > 0 e/Å²; e.g. noise.dose_e_per_A2=500 (or null for no noise)")
-    lam = energy2wavelength(energy_eV)
+    k_alpha = bright_field_radius(energy_eV, semiangle_mrad)
     n_e = dose_e_per_A2 * pixel_size_A**2
     if signal == "icom":
-        return (semiangle_mrad * 1e-3 / lam) / (2.0 * np.sqrt(n_e))
-    outer = semiangle_mrad if detector_outer_mrad is None else detector_outer_mrad
-    return np.pi * (outer + detector_inner_mrad) * 1e-3 / lam / (4.0 * np.sqrt(2.0 * n_e))
+        return float(k_alpha / 2.0 * np.sqrt(inverse_count_mean(n_e)))
+    if not 0 <= detector_inner_mrad < semiangle_mrad:
+        raise InputError(f"detector_inner_mrad={detector_inner_mrad} must be in [0, semiangle_mrad={semiangle_mrad})")
+    if detector_outer_mrad is not None and detector_outer_mrad < semiangle_mrad:
+        raise InputError(f"detector_outer_mrad={detector_outer_mrad} must be >= semiangle_mrad={semiangle_mrad}")
+    f = 1.0 - (detector_inner_mrad / semiangle_mrad) ** 2
+    return float(np.pi * k_alpha * np.sqrt(f) / (4.0 * np.sqrt(n_e)))
+
+
+def counted_com(sim: SimulatedImage, com: np.ndarray, detector: np.ndarray, n_e: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """A noisy CoM field (2, H, W) [1/Å] counted from the detector signals at N = ``n_e`` electrons per position.
+
+    ``idpc``: Poisson counts of the four segments, CoM = :func:`~octascope.sim.imaging.dpc_com_scale`
+    × ((n₊ - n₋)/N - the vacuum difference). ``icom``: the clean CoM plus Gaussian noise with the
+    pattern's covariance at each position times E[1/M], M Poisson with mean N × captured fraction.
+    """
+    from octascope.sim.imaging import dpc_com_scale
+
+    info = sim.info
+    if sim.signal == "idpc":
+        counts = rng.poisson(n_e * np.clip(detector, 0.0, None)).astype(float)
+        v = np.asarray(info.get("detector_vacuum", [0.0] * 4), float)
+        scale = dpc_com_scale(info.get("energy_eV", 300e3), info.get("semiangle_mrad", 29.9))
+        return scale * np.stack([(counts[0] - counts[2]) / n_e - (v[0] - v[2]),
+                                 (counts[1] - counts[3]) / n_e - (v[1] - v[3])])
+    captured, mxx, myy, mxy = detector
+    cxx = np.clip(mxx - com[0] ** 2, 0.0, None)
+    cyy = np.clip(myy - com[1] ** 2, 0.0, None)
+    cxy = mxy - com[0] * com[1]
+    w = inverse_count_mean(n_e * np.clip(captured, 0.0, None))
+    l11 = np.sqrt(cxx)
+    l21 = np.where(l11 > 0, cxy / np.where(l11 > 0, l11, 1.0), 0.0)
+    l22 = np.sqrt(np.clip(cyy - l21**2, 0.0, None))
+    z1, z2 = rng.standard_normal((2,) + com.shape[1:])
+    return com + np.sqrt(w) * np.stack([l11 * z1, l21 * z1 + l22 * z2])
 
 
 def frame_time(shape: tuple[int, int]) -> np.ndarray:
@@ -108,6 +180,41 @@ class NoiseOptions(StepOptions):
         require(self.seed >= 0, f"seed={self.seed} must be >= 0")
 
 
+def noisy_com(sim: SimulatedImage, options: NoiseOptions | None = None, /, **params: Any) -> np.ndarray:
+    """The distorted, noisy CoM field (2, H, W) [1/Å] that :func:`apply_noise` integrates (same options, same draws)."""
+    opts = resolve_options(NoiseOptions, options, params)
+    return _noisy_com(sim, opts, np.random.default_rng(opts.seed))
+
+
+def _noisy_com(sim: SimulatedImage, opts: NoiseOptions, rng: np.random.Generator) -> np.ndarray:
+    """Scan distortions, then shot noise (counted from the detector signals where the image has them)."""
+    from scipy.ndimage import map_coordinates
+
+    dose_e_per_A2, jitter_px, drift_A = opts.dose_e_per_A2, opts.jitter_px, opts.drift_A
+    com = np.asarray(sim.com, float)
+    detector = None if sim.detector is None else np.asarray(sim.detector, float)
+    h, w = com.shape[1:]
+    p = sim.pixel_size_A
+    rows, cols = np.mgrid[0:h, 0:w].astype(float)
+    dx, dy = drift_shift_A(frame_time((h, w)), drift_A)
+    jitter = rng.normal(0.0, jitter_px, size=(h, 1)) if jitter_px > 0 else np.zeros((h, 1))
+    if np.any(drift_A) or jitter_px > 0:
+        coords = np.stack([rows + dy / p, cols + dx / p + jitter])
+        com = np.stack([map_coordinates(c, coords, order=3, mode="nearest") for c in com])
+        if detector is not None:
+            detector = np.stack([map_coordinates(c, coords, order=3, mode="nearest") for c in detector])
+    if dose_e_per_A2 is None:
+        return com
+    if detector is not None:
+        return counted_com(sim, com, detector, dose_e_per_A2 * p**2, rng)
+    info = sim.info
+    sigma = com_noise_sigma(signal=sim.signal, dose_e_per_A2=dose_e_per_A2, pixel_size_A=p,
+                            energy_eV=info.get("energy_eV", 300e3), semiangle_mrad=info.get("semiangle_mrad", 29.9),
+                            detector_inner_mrad=info.get("detector_inner_mrad", 0.0),
+                            detector_outer_mrad=info.get("detector_outer_mrad"))
+    return com + rng.normal(0.0, sigma, size=com.shape)
+
+
 def apply_noise(sim: SimulatedImage, options: NoiseOptions | None = None, /, **params: Any) -> np.ndarray:
     """A noisy, distorted image from a clean simulated CoM field.
 
@@ -129,27 +236,11 @@ def apply_noise(sim: SimulatedImage, options: NoiseOptions | None = None, /, **p
     SimulationParameterError
         An unknown parameter or a value out of range.
     """
-    from scipy.ndimage import map_coordinates
-
     opts = resolve_options(NoiseOptions, options, params)
-    dose_e_per_A2, jitter_px, drift_A = opts.dose_e_per_A2, opts.jitter_px, opts.drift_A
     rng = np.random.default_rng(opts.seed)
-    com = np.asarray(sim.com, float)
-    h, w = com.shape[1:]
+    com = _noisy_com(sim, opts, rng)
     p = sim.pixel_size_A
-    rows, cols = np.mgrid[0:h, 0:w].astype(float)
-    dx, dy = drift_shift_A(frame_time((h, w)), drift_A)
-    jitter = rng.normal(0.0, jitter_px, size=(h, 1)) if jitter_px > 0 else np.zeros((h, 1))
-    if np.any(drift_A) or jitter_px > 0:
-        coords = np.stack([rows + dy / p, cols + dx / p + jitter])
-        com = np.stack([map_coordinates(c, coords, order=3, mode="nearest") for c in com])
-    if dose_e_per_A2 is not None:
-        info = sim.info
-        sigma = com_noise_sigma(signal=sim.signal, dose_e_per_A2=dose_e_per_A2, pixel_size_A=p,
-                                energy_eV=info.get("energy_eV", 300e3), semiangle_mrad=info.get("semiangle_mrad", 29.9),
-                                detector_inner_mrad=info.get("detector_inner_mrad", 0.0),
-                                detector_outer_mrad=info.get("detector_outer_mrad"))
-        com = com + rng.normal(0.0, sigma, size=com.shape)
+    h = com.shape[1]
     image = integrate_gradient(com[0], com[1], p, boundary=sim.info.get("integration", "periodic"))
     if opts.line_offset_rel > 0:
         image = image + rng.normal(0.0, opts.line_offset_rel * float(np.std(sim.image)), size=(h, 1))

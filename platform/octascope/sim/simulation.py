@@ -179,11 +179,18 @@ def md_step(atoms: Any, s_key: str, md: StepParams, *, cache_dir: str | None = N
 
 def image_step(symbols: np.ndarray, positions: np.ndarray, plan: SimulationPlan, m_key: str, *,
                cache_dir: str | None = None) -> tuple[str, SimulatedImage]:
-    """The clean image of snapshots ``positions`` (S, N, 3) [Å] (MD key ``m_key``), simulated or from the cache."""
+    """The clean image of snapshots ``positions`` (S, N, 3) [Å] (MD key ``m_key``), simulated or from the cache.
+
+    With ``imaging.thermal_configurations`` set, ``positions`` are all the MD snapshots, from which
+    the imaging step draws its frozen-phonon configurations.
+    """
 
     def do_image(folder: Path) -> None:
         sim = simulate_image(symbols, positions, plan.imaging, support=plan.support)
-        np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
+        if sim.detector is None:
+            np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image)
+        else:
+            np.savez_compressed(folder / "image.npz", com=sim.com, image=sim.image, detector=sim.detector)
         (folder / "image.json").write_text(json.dumps({
             "pixel_size_A": sim.pixel_size_A, "signal": sim.signal, "info": sim.info,
             "frame": sim.frame.as_dict()}, default=str))
@@ -192,7 +199,8 @@ def image_step(symbols: np.ndarray, positions: np.ndarray, plan: SimulationPlan,
     meta = json.loads((folder / "image.json").read_text())
     with np.load(folder / "image.npz") as z:
         clean = SimulatedImage(com=z["com"], image=z["image"], pixel_size_A=meta["pixel_size_A"], signal=meta["signal"],
-                               frame=Frame.from_dict(meta["frame"]), info=meta["info"])
+                               frame=Frame.from_dict(meta["frame"]), info=meta["info"],
+                               detector=z["detector"] if "detector" in z.files else None)
     return key, clean
 
 
@@ -247,7 +255,11 @@ def simulate(*, structure: StepParams = None, md: StepParams = None, imaging: St
         pos = atoms.get_positions()
         positions, lattice = (pos - pos.mean(0))[None], atoms.arrays["lattice"]
     n_snap = plan.imaging.max_snapshots
-    if n_snap is not None and len(positions) > n_snap:
+    if plan.imaging.thermal_configurations is not None:
+        if not run_md:
+            raise SimulationParameterError("imaging.thermal_configurations draws configurations from the MD: it needs "
+                                           "run_md: true (or set it to null)")
+    elif n_snap is not None and len(positions) > n_snap:  # thermal: all snapshots (their mean is the truth)
         positions = positions[np.linspace(0, len(positions) - 1, n_snap).round().astype(int)]
     i_key, clean = image_step(symbols, positions, plan, m_key, cache_dir=cache_dir)
     columns = _true_columns(symbols, lattice, positions, clean, plan)
