@@ -16,7 +16,9 @@ Images (``octascope.sim``, cached in ``$OCTASCOPE_CACHE`` or ``~/.cache/octascop
   the total (statistical + systematic) uncertainty can cover the error.
 
 Each image is analysed with :func:`octascope.analyze` and the default stages (``none``, ``gaussian``,
-``lattice``, ``nearest``; the default command's) at every dose and noise seed. For every column
+``lattice``, ``nearest``; the default command's) at every dose and noise seed; ``--refine image`` or
+``--refine gradient`` adds the model-based refinement (:mod:`octascope.analysis.refine`), whose
+uncertainties then replace the locator's. For every column
 matched to a true column (0.6 Å) and every complete, non-edge octahedron matched to a true one:
 z = (measured − truth) / reported 1σ, for x and y (pooled as "position"), θ1 and θ2 (pooled) and
 θ3, and per image for the particle's mean θ3 in the core and in the shell (the outer
@@ -79,11 +81,15 @@ def simulate_case(case: str, dose: float | None, seed: int):
     return simulate(run_md=case == "md", noise={"dose_e_per_A2": dose, "seed": seed}, progress=False)
 
 
+#: the model-based refinement after classification (``--refine``): None (off, the default command) or its domain
+REFINE: str | None = None
+
+
 def run_analysis(image, truth):
     from octascope import analyze
 
-    return analyze(image, truth=truth, metrics=[("octahedral", {"shell_depth_cells": SHELL_DEPTH}), "accuracy"],
-                   progress=None)
+    return analyze(image, truth=truth, metrics=[("octahedral", {"shell_depth_cells": SHELL_DEPTH, "figures": False}), "accuracy"],
+                   refine=None if REFINE is None else {"enabled": True, "domain": REFINE}, progress=None)
 
 
 def _pick(table: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
@@ -277,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md-seeds", default="0-9", help="noise seeds of the MD images")
     ap.add_argument("--out", default=None, help="markdown table to write")
     ap.add_argument("--csv", default=None, help="the table as CSV")
+    ap.add_argument("--refine", default=None, choices=["image", "gradient"],
+                    help="refine the classified columns (refine.enabled=true, refine.domain=...); default: off")
     ap.add_argument("--study-systematic", action="store_true",
                     help="instead: the noise-free MD study that sets the systematic term (docs/uncertainty.md)")
     args = ap.parse_args(argv)
+    global REFINE
+    REFINE = args.refine
     t0 = time.perf_counter()
     if args.study_systematic:
         text = study_markdown(*systematic_study())
