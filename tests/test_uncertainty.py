@@ -188,10 +188,11 @@ def test_measured_lattice_directions_add_to_theta_errors():
 
 
 def test_systematic_term_by_species_and_depth():
-    """x_sys_A follows the study's table by species and depth class (outer cell or unknown depth:
-    outer); totals add in quadrature; the systematic part of a mean does not average down."""
-    from octascope.analysis.uncertainty import (SYSTEMATIC_A, column_covariance, column_depth_class, region_weights,
-                                                with_systematic)
+    """The systematic covariance follows the study's table by species and depth class (outer cell
+    or unknown depth: outer), X columns along and across their Pb–X bond; totals add in quadrature;
+    the systematic part of a mean tilt does not average down, that of a mean length does."""
+    from octascope.analysis.uncertainty import (SYSTEMATIC_A, column_bond_axes, column_covariance, column_depth_class,
+                                                region_weights, systematic_covariance, with_systematic)
     from octascope.analysis.octahedral_geometry import geometry_with_covariance
 
     cols = _lattice().assign(x_err_A=0.01, y_err_A=0.01)
@@ -200,12 +201,19 @@ def test_systematic_term_by_species_and_depth():
     tab = net.table.set_index("pb")
     for label in tab.index:
         assert depth[cols.index.get_loc(label)] == ("inner" if tab.loc[label, "shell"] >= 1 else "outer")
+    cov = systematic_covariance(cols, net)
+    axes = column_bond_axes(cols, net)
+    species = cols["species"].to_numpy()
+    for k in range(len(cols)):
+        along, across = SYSTEMATIC_A[(species[k], depth[k])]
+        if species[k] == "X" and np.isfinite(axes[k]).all():
+            u = axes[k]
+            v = np.array([-u[1], u[0]])
+            assert u @ cov[k] @ u == pytest.approx(along**2) and v @ cov[k] @ v == pytest.approx(across**2)
+        else:
+            np.testing.assert_allclose(cov[k], max(along, across) ** 2 * np.eye(2))
+    assert np.isfinite(axes[species == "X"]).all(axis=1).sum() >= 0.8 * (species == "X").sum()
     out = with_systematic(cols, net)
-    for sp in ("Pb", "X", "Cs"):
-        for d in ("inner", "outer"):
-            sel = (out.species == sp).to_numpy() & (depth == d)
-            if sel.any():
-                np.testing.assert_allclose(out.loc[sel, "x_sys_A"], SYSTEMATIC_A[(sp, d)])
     np.testing.assert_allclose(out["x_total_err_A"], np.hypot(0.01, out["x_sys_A"]))
     unknown = net.table.assign(shell=-1)
     assert set(column_depth_class(cols, type(net)(unknown, net.bonds, net.lattice_vectors_A))) == {"outer"}
@@ -218,6 +226,10 @@ def test_systematic_term_by_species_and_depth():
     assert geo.error("theta3_deg", w, "total") == pytest.approx(
         np.hypot(geo.error("theta3_deg", w, "stat"), geo.error("theta3_deg", w, "sys")), rel=1e-9)
     np.testing.assert_allclose(table["theta3_total_err_deg"], np.hypot(table["theta3_err_deg"], table["theta3_sys_deg"]))
+    w_l = region_weights(inner, table["L1_A"].to_numpy())
+    independent = float(np.sqrt(geo.combination("L1_A", w_l, "sys")[0, 0]))
+    assert geo.error("L1_A", w_l, "sys") == pytest.approx(independent, rel=1e-9)
+    assert independent < 0.5 * float(w_l @ np.nan_to_num(table["L1_sys_A"].to_numpy()))
 
 
 def test_particle_tilts_test_the_core_shell_difference():

@@ -165,10 +165,11 @@ STUDY_POOLED = 2
 
 def systematic_study() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The study behind :data:`octascope.analysis.uncertainty.SYSTEMATIC_A`: the default analysis
-    of noise-free MD images; per species and depth class (the analysis' own
-    :func:`~octascope.analysis.uncertainty.column_depth_class`) the RMS position error per axis
-    against the truth, and per image the mean θ3 error in core and shell."""
-    from octascope.analysis.uncertainty import column_depth_class
+    of noise-free MD images; per column its error against the truth, split along and across its
+    Pb–X bond for X columns (the analysis' own :func:`~octascope.analysis.uncertainty.column_bond_axes`
+    and :func:`~octascope.analysis.uncertainty.column_depth_class`), and per image the mean θ3
+    and L errors in core and shell."""
+    from octascope.analysis.uncertainty import column_bond_axes, column_depth_class
     from octascope.sim.simulation import simulate
 
     cols_rows, oct_rows = [], []
@@ -176,42 +177,65 @@ def systematic_study() -> tuple[pd.DataFrame, pd.DataFrame]:
         sim = simulate(noise={"dose_e_per_A2": None}, progress=False, **kw)
         res = run_analysis(sim.image, sim.truth)
         cols = res.columns[res.columns["species"].astype(str).isin(["Pb", "X", "Cs"])]
-        cols = cols.assign(depth=column_depth_class(cols, res.octahedra))
+        axes = column_bond_axes(cols, res.octahedra)
+        cols = cols.assign(depth=column_depth_class(cols, res.octahedra), ux=axes[:, 0], uy=axes[:, 1])
         f, t = _matched_columns(cols, sim.truth.columns)
         err = f[["x_A", "y_A"]].to_numpy(float) - t[["x_A", "y_A"]].to_numpy(float)
+        u = f[["ux", "uy"]].to_numpy(float)
+        bonded = np.isfinite(u).all(1)
+        # along / across the bond for bonded X; the two image axes otherwise
+        e1 = np.where(bonded, (err * np.nan_to_num(u)).sum(1), err[:, 0])
+        e2 = np.where(bonded, err[:, 1] * np.nan_to_num(u[:, 0]) - err[:, 0] * np.nan_to_num(u[:, 1]), err[:, 1])
         cols_rows.append(pd.DataFrame({"image": name, "pooled": k < STUDY_POOLED, "species": f["species"].astype(str),
-                                       "depth": f["depth"], "ex": err[:, 0], "ey": err[:, 1]}))
+                                       "depth": f["depth"], "bonded": bonded, "e1": e1, "e2": e2}))
         octs = _complete(res.tables["octahedra"])
         tru = sim.truth.octahedra
         fo, to = _matched_columns(octs, tru[np.isfinite(tru["theta3_deg"].to_numpy(float))])
         d = fo["theta3_deg"].to_numpy(float) - to["theta3_deg"].to_numpy(float)
+        dl = (fo[["L1_A", "L2_A"]].to_numpy(float) - to[["L1_A", "L2_A"]].to_numpy(float)).mean(1)
         shell = fo["shell"].to_numpy() < SHELL_DEPTH
         oct_rows.append({"image": name, "n": len(d), "theta3_rms": float(np.sqrt(np.mean(d**2))),
                          "theta3_mean": float(d.mean()), "core_mean": float(d[~shell].mean()),
-                         "shell_mean": float(d[shell].mean()), "n_core": int((~shell).sum()), "n_shell": int(shell.sum())})
-    cols_df = pd.concat(cols_rows, ignore_index=True)
-    return cols_df, pd.DataFrame(oct_rows)
+                         "shell_mean": float(d[shell].mean()), "n_core": int((~shell).sum()), "n_shell": int(shell.sum()),
+                         "L_core_mean": float(np.nanmean(dl[~shell])), "L_shell_mean": float(np.nanmean(dl[shell])),
+                         "L_rms": float(np.sqrt(np.nanmean(dl**2)))})
+    return pd.concat(cols_rows, ignore_index=True), pd.DataFrame(oct_rows)
+
+
+def _study_values(g: pd.DataFrame) -> tuple[float, float]:
+    """(along, across) RMS [Å] for bonded X, the per-axis RMS twice otherwise."""
+    if g["species"].iloc[0] == "X":
+        b = g[g["bonded"]]
+        return float(np.sqrt(np.mean(b["e1"] ** 2))), float(np.sqrt(np.mean(b["e2"] ** 2)))
+    v = float(np.sqrt(np.mean(np.r_[g["e1"], g["e2"]] ** 2)))
+    return v, v
+
+
+def _pm(sp: str, a: float, c: float) -> str:
+    return f"{100 * a:.1f} / {100 * c:.1f}" if sp == "X" else f"{100 * a:.1f}"
 
 
 def study_markdown(cols: pd.DataFrame, octs: pd.DataFrame) -> str:
-    def rms(g: pd.DataFrame) -> float:
-        return float(np.sqrt(np.mean(np.r_[g["ex"], g["ey"]] ** 2)))
-
-    lines = ["| image | species | depth | columns | RMS error per axis [pm] |", "|---|---|---|---|---|"]
+    lines = ["RMS error of the noise-free analysis against the MD truth [pm]: X along / across its Pb–X bond, "
+             "Pb and Cs per image axis; depth: outer = in the outermost unit cell.", "",
+             "| image | species | depth | columns | RMS [pm] |", "|---|---|---|---|---|"]
     for (img, sp, depth), g in cols.groupby(["image", "species", "depth"], sort=False):
-        lines.append(f"| {img} | {sp} | {depth} | {len(g)} | {100 * rms(g):.1f} |")
+        lines.append(f"| {img} | {sp} | {depth} | {len(g)} | {_pm(sp, *_study_values(g))} |")
     lines += ["", "Pooled over the first two images (the table `SYSTEMATIC_A`):", "",
-              "| species | depth | columns | RMS per axis [pm] |", "|---|---|---|---|"]
+              "| species | depth | columns | RMS [pm] |", "|---|---|---|---|"]
     table = {}
     for (sp, depth), g in cols[cols["pooled"]].groupby(["species", "depth"]):
-        table[(sp, depth)] = round(rms(g), 3)
-        lines.append(f"| {sp} | {depth} | {len(g)} | {100 * rms(g):.1f} |")
+        a, c = _study_values(g)
+        table[(sp, depth)] = (round(a, 3), round(c, 3))
+        lines.append(f"| {sp} | {depth} | {len(g)} | {_pm(sp, a, c)} |")
     lines += ["", f"`SYSTEMATIC_A = {table}`", "",
-              "| image | octahedra | θ3 RMS error | mean θ3 error | core mean (n) | shell mean (n) |",
-              "|---|---|---|---|---|---|"]
+              "Per octahedron (matched, complete): θ3 and L = (L1 + L2)/2 against the truth.", "",
+              "| image | octahedra | θ3 RMS error | mean θ3 error | core mean (n) | shell mean (n) | L RMS error | mean L error core / shell |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in octs.to_dict("records"):
         lines.append(f"| {r['image']} | {r['n']} | {r['theta3_rms']:.2f}° | {r['theta3_mean']:+.2f}° | "
-                     f"{r['core_mean']:+.2f}° ({r['n_core']}) | {r['shell_mean']:+.2f}° ({r['n_shell']}) |")
+                     f"{r['core_mean']:+.2f}° ({r['n_core']}) | {r['shell_mean']:+.2f}° ({r['n_shell']}) | "
+                     f"{100 * r['L_rms']:.1f} pm | {100 * r['L_core_mean']:+.1f} / {100 * r['L_shell_mean']:+.1f} pm |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,9 +21,10 @@ The position errors of all columns form one Gaussian vector (x₁, y₁, x₂, y
    centre; its spatial correlation is ignored (a lower bound when neighbouring pixels co-vary).
 
 ``Σ_sys`` — what no noise model contains: the image peak of a column whose atoms are thermally
-smeared or not aligned is not their mean position. Per column ``x_sys_A``, ``y_sys_A``
-(:func:`systematic_position_error`; the study that sets it is in ``docs/uncertainty.md``),
-independent between columns.
+smeared or not aligned is not their mean position. Per column ``x_sys_A``, ``y_sys_A``,
+``xy_sys_corr`` (:func:`systematic_covariance`: by species, depth and, for X, along and across its
+Pb–X bond; the study that sets it is in ``docs/uncertainty.md``), independent between columns for
+one octahedron, shared by the octahedra of a mean (:meth:`GeometryCovariance.error`).
 
 A missing source counts as zero; a column with neither statistical source gives NaN.
 
@@ -268,6 +269,9 @@ def column_covariance(columns: pd.DataFrame, denoised: Image | None = None,
     for k, name in enumerate(("x_sys_A", "y_sys_A")):
         if name in columns:
             sys_own[:, k, k] = np.nan_to_num(columns[name].to_numpy(float)) ** 2
+    if "xy_sys_corr" in columns:
+        sys_own[:, 0, 1] = sys_own[:, 1, 0] = np.nan_to_num(columns["xy_sys_corr"].to_numpy(float)) * np.sqrt(
+            sys_own[:, 0, 0] * sys_own[:, 1, 1])
     sys_m = _blocks_to_sparse(n, np.arange(n), np.arange(n), sys_own)
     return ColumnCovariance.build(columns.index.to_numpy(), stat, sys_m)
 
@@ -314,13 +318,15 @@ class GeometryCovariance:
     def error(self, quantity: str, weights: np.ndarray, which: Part = "total") -> float:
         """1σ of ``weights @ q`` (NaN when a column it depends on has no uncertainty).
 
-        The statistical part is ``√(wᵀ G Σ_stat Gᵀ w)``. The systematic part is a bias that
-        neighbouring octahedra share (the image peak of a thermally smeared column is off its
-        mean atom position the same way throughout a region; ``docs/uncertainty.md``), so it does
-        not average down: the octahedra entering with a positive weight are taken as fully
-        correlated, those with a negative weight too, the two sides of a difference as
-        independent — ``√((Σ_{w>0} w σ_sys)² + (Σ_{w<0} |w| σ_sys)²)`` with each octahedron's own
-        ``σ_sys`` (:meth:`errors`).
+        The statistical part is ``√(wᵀ G Σ_stat Gᵀ w)``. The systematic part of an angle
+        (:data:`SHARED_SYSTEMATIC`) is a bias that the octahedra of a region share (the image peak
+        of a thermally smeared X column sits further out along its tilt than its mean atom
+        position, throughout a particle; ``docs/uncertainty.md``), so it does not average down:
+        octahedra entering with a positive weight are taken as fully correlated, those with a
+        negative weight too, the two sides of a difference as independent —
+        ``√((Σ_{w>0} w σ_sys)² + (Σ_{w<0} |w| σ_sys)²)`` with each octahedron's own ``σ_sys``
+        (:meth:`errors`). For other quantities (lengths) the columns' systematic errors are taken
+        as independent: ``√(wᵀ G Σ_sys Gᵀ w)``.
         """
         w = np.asarray(weights, float).ravel()
         parts: dict[str, float] = {}
@@ -328,13 +334,16 @@ class GeometryCovariance:
             v = float(self.combination(quantity, w, "stat")[0, 0])
             parts["stat"] = v if v >= 0 else float("nan")
         if which in ("sys", "total"):
-            on = w != 0
-            s = self.errors(quantity, "sys")
-            if np.isnan(s[on]).any():
-                parts["sys"] = float("nan")
+            if not quantity.startswith(SHARED_SYSTEMATIC):
+                parts["sys"] = float(self.combination(quantity, w, "sys")[0, 0])
             else:
-                s = np.where(on, s, 0.0)
-                parts["sys"] = float(np.sum(np.clip(w, 0, None) * s)) ** 2 + float(np.sum(np.clip(-w, 0, None) * s)) ** 2
+                on = w != 0
+                s = self.errors(quantity, "sys")
+                if np.isnan(s[on]).any():
+                    parts["sys"] = float("nan")
+                else:
+                    s = np.where(on, s, 0.0)
+                    parts["sys"] = float(np.sum(np.clip(w, 0, None) * s)) ** 2 + float(np.sum(np.clip(-w, 0, None) * s)) ** 2
         return float(np.sqrt(sum(parts.values())))
 
     def errors(self, quantity: str, which: Part = "total") -> np.ndarray:
@@ -343,6 +352,13 @@ class GeometryCovariance:
         v = np.asarray((g @ self.columns.part(which)).multiply(g).sum(axis=1)).ravel()
         unknown = (abs(g) @ self.columns.missing.astype(float)) > 0 if which != "sys" else np.zeros(len(v), bool)
         return np.sqrt(np.where((v >= 0) & ~unknown, v, np.nan))
+
+    def derived(self, name: str, coefficients: Mapping[str, float]) -> "GeometryCovariance":
+        """This propagation with one more quantity ``name = Σ c_q q`` per octahedron (e.g. the mean
+        X–Pb–X length ``{"L1_A": 0.5, "L2_A": 0.5}``)."""
+        g = sum((c * self.gradients[q] for q, c in coefficients.items()), sparse.csr_matrix(next(iter(self.gradients.values())).shape))
+        return GeometryCovariance(gradients={**self.gradients, name: sparse.csr_matrix(g)}, columns=self.columns,
+                                  n_octahedra=self.n_octahedra)
 
     @staticmethod
     def join(parts: Sequence["GeometryCovariance"]) -> "GeometryCovariance":
@@ -411,42 +427,89 @@ def column_depth_class(columns: pd.DataFrame, octahedra: Octahedra) -> np.ndarra
     return np.where(depth >= 1, "inner", "outer").astype(object)
 
 
-#: systematic position error per axis [Å] by species and depth class (``docs/uncertainty.md``): the
-#: RMS error per axis of the default analysis on noise-free weak-phase iDPC images of the 3.8 nm
-#: CsPbI3 and Br-segregated CsPbI3−xBrx cubes after 300 K ReaxFF MD
+def column_bond_axes(columns: pd.DataFrame, octahedra: Octahedra) -> np.ndarray:
+    """Unit vector (n, 2) of the Pb–X bond of every X column of the network (the local ``a1`` of
+    the octahedron it is the right or left neighbour of, ``a2`` for up or down); NaN for other
+    columns."""
+    n = len(columns)
+    axes = np.full((n, 2), np.nan)
+    tab = octahedra.table
+    if n == 0 or len(tab) == 0:
+        return axes
+    for names, vec in ((("x_right", "x_left"), "a1"), (("x_up", "x_down"), "a2")):
+        if f"{vec}_x_A" in tab:
+            v = tab[[f"{vec}_x_A", f"{vec}_y_A"]].to_numpy(float)
+        else:
+            v = np.broadcast_to(np.asarray(octahedra.lattice_vectors_A, float)[0 if vec == "a1" else 1], (len(tab), 2))
+        unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+        for name in names:
+            if name not in tab:
+                continue
+            labels = tab[name].to_numpy()
+            labels = np.where(pd.isna(labels), -1, labels).astype(np.int64)
+            rows = columns.index.get_indexer(labels)
+            ok = (labels >= 0) & (rows >= 0) & np.isfinite(unit).all(1)
+            axes[rows[ok]] = unit[ok]
+    return axes
+
+
+#: systematic position error [Å] by species and depth class (``docs/uncertainty.md``): (along the
+#: Pb–X bond, across it) for X columns, (per axis, per axis) for Pb and Cs. The RMS error of the
+#: default analysis on noise-free weak-phase iDPC images of the 3.8 nm CsPbI3 and Br-segregated
+#: CsPbI3−xBrx cubes after 300 K ReaxFF MD
 #: (``python experiments/benchmarks/calibration.py --study-systematic``)
-SYSTEMATIC_A: dict[tuple[str, str], float] = {
-    ("Pb", "inner"): 0.024, ("Pb", "outer"): 0.033,
-    ("X", "inner"): 0.018, ("X", "outer"): 0.084,
-    ("Cs", "inner"): 0.035, ("Cs", "outer"): 0.111,
+SYSTEMATIC_A: dict[tuple[str, str], tuple[float, float]] = {
+    ("Pb", "inner"): (0.024, 0.024), ("Pb", "outer"): (0.033, 0.033),
+    ("X", "inner"): (0.010, 0.023), ("X", "outer"): (0.046, 0.110),
+    ("Cs", "inner"): (0.035, 0.035), ("Cs", "outer"): (0.111, 0.111),
 }
 
+#: quantities whose systematic error is a bias shared by the octahedra of a mean (angles: the image
+#: of a thermally smeared X column overestimates its tilt throughout a particle); the others' (lengths)
+#: is taken as independent between octahedra (``docs/uncertainty.md``)
+SHARED_SYSTEMATIC = ("phi", "theta")
 
-def systematic_position_error(columns: pd.DataFrame, octahedra: Octahedra | None = None,
-                              table: Mapping[tuple[str, str], float] | None = None) -> np.ndarray:
-    """The systematic 1σ per axis of every column's position [Å] (module docstring).
+
+def systematic_covariance(columns: pd.DataFrame, octahedra: Octahedra | None = None,
+                          table: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> np.ndarray:
+    """The systematic covariance (n, 2, 2) of every column's position [Å²] (module docstring).
 
     Looked up by species (``Pb``, ``X``, ``Cs``; anything else takes the largest value) and depth
-    class (:func:`column_depth_class`; every column is ``outer`` without a network) in ``table``
-    (default :data:`SYSTEMATIC_A`).
+    class (:func:`column_depth_class`; ``outer`` without a network) in ``table`` (default
+    :data:`SYSTEMATIC_A`): an X column with a bond in the network gets its two values along and
+    across the bond (:func:`column_bond_axes`), any other column the larger one on both axes.
     """
     table = SYSTEMATIC_A if table is None else table
     n = len(columns)
+    out = np.zeros((n, 2, 2))
     if not table or n == 0:
-        return np.zeros(n)
+        return out
     depth = column_depth_class(columns, octahedra) if octahedra is not None else np.full(n, "outer", dtype=object)
+    axes = column_bond_axes(columns, octahedra) if octahedra is not None else np.full((n, 2), np.nan)
     species = columns["species"].astype(str).to_numpy() if "species" in columns else np.full(n, "unknown")
-    worst = max(table.values())
-    return np.array([table.get((s, d), worst) for s, d in zip(species, depth)], float)
+    worst = max(max(v) for v in table.values())
+    for k, (sp, d) in enumerate(zip(species, depth)):
+        par, perp = table.get((sp, d), (worst, worst))
+        u = axes[k]
+        if np.isfinite(u).all():
+            v = np.array([-u[1], u[0]])
+            out[k] = par**2 * np.outer(u, u) + perp**2 * np.outer(v, v)
+        else:
+            out[k] = max(par, perp) ** 2 * np.eye(2)
+    return out
 
 
 def with_systematic(columns: pd.DataFrame, octahedra: Octahedra | None = None,
-                    table: Mapping[tuple[str, str], float] | None = None) -> pd.DataFrame:
-    """``columns`` with ``x_sys_A``, ``y_sys_A`` (:func:`systematic_position_error`) and the totals
-    ``x_total_err_A``, ``y_total_err_A`` (statistical and systematic in quadrature) [Å]."""
-    sys_a = systematic_position_error(columns, octahedra, table)
-    out = columns.assign(x_sys_A=sys_a, y_sys_A=sys_a)
-    for axis in ("x", "y"):
+                    table: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> pd.DataFrame:
+    """``columns`` with their systematic 1σ ``x_sys_A``, ``y_sys_A`` [Å] and correlation
+    ``xy_sys_corr`` (:func:`systematic_covariance`) and the totals ``x_total_err_A``,
+    ``y_total_err_A`` (statistical and systematic in quadrature) [Å]."""
+    cov = systematic_covariance(columns, octahedra, table)
+    sx, sy = np.sqrt(cov[:, 0, 0]), np.sqrt(cov[:, 1, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(sx * sy > 0, cov[:, 0, 1] / (sx * sy), 0.0)
+    out = columns.assign(x_sys_A=sx, y_sys_A=sy, xy_sys_corr=corr)
+    for axis, sys_a in (("x", sx), ("y", sy)):
         stat = out[f"{axis}_err_A"].to_numpy(float) if f"{axis}_err_A" in out else np.full(len(out), np.nan)
         out[f"{axis}_total_err_A"] = np.hypot(stat, sys_a)
     return out
