@@ -21,7 +21,8 @@ Uncertainties (1σ) are first-order propagations of the column position covarian
 statistical part (the image's noise: fit covariances under the image's noise spectrum, the
 covariance of neighbouring columns, the denoiser's Monte Carlo variance), ``*_sys_deg``,
 ``*_sys_A`` the systematic part (the columns' model error, ``x_sys_A``) and ``*_total_err_deg``,
-``*_total_err_A`` both. The sparse gradients are kept (:class:`~octascope.analysis.uncertainty.GeometryCovariance`
+``*_total_err_A`` both; the systematic part of φ and θ includes the upward bias of an absolute
+angle under the noise (:func:`octascope.analysis.uncertainty.folded_bias`). The sparse gradients are kept (:class:`~octascope.analysis.uncertainty.GeometryCovariance`
 on :attr:`OctahedralGeometry.covariance`) for the errors of means and differences over octahedra,
 which share X columns. The local lattice directions ``a1``, ``a2`` are measured too — from the Pb
 columns next to the octahedron's (:func:`octascope.analysis.lattice.neighbour_lattice_vectors`) — so
@@ -42,7 +43,8 @@ from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
 from octascope.core.model import TILT_NAMES, Image, MetricInput, Octahedra, OctahedralGeometry, Result, Truth
 from octascope.analysis.uncertainty import (ColumnCovariance, GeometryCovariance, PositionCovariance, angle_gradient,
-                                            column_covariance, diagonal_covariance, length_gradient, with_systematic)
+                                            column_covariance, diagonal_covariance, folded_bias, length_gradient,
+                                            with_systematic)
 
 NEIGHBOURS = Octahedra.NEIGHBOURS
 
@@ -203,6 +205,14 @@ def geometry_with_covariance(
         gradients[f"{name}_{ERROR_QUANTITIES[name]}"] = _gradient_matrix(g, w, pb_rows, rows, len(columns), extra)
     geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n)
     with_sys = bool(cov.sys.nnz) and bool(np.any(cov.sys.data))
+    if with_sys:
+        # |φ| under noise is biased upward (folded normal), bond by bond; θ averages the bonds' biases
+        bond_bias = np.stack([folded_bias(phi[:, k], geo.errors(f"phi{k + 1}_deg", "stat")) for k in range(4)], axis=1)
+        bias = {f"phi{k + 1}_deg": bond_bias[:, k] for k in range(4)}
+        for name in ("theta1", "theta2", "theta3"):
+            w = weights[name][1]
+            bias[f"{name}_deg"] = (w * np.nan_to_num(bond_bias)).sum(1)
+        geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n, bias=bias)
     for name, (_, _, ok) in weights.items():
         unit = ERROR_QUANTITIES[name]
         q = f"{name}_{unit}"

@@ -295,12 +295,14 @@ class GeometryCovariance:
     the ``m`` columns ``labels``; ``columns`` their :class:`ColumnCovariance`. Rows follow the
     geometry table. The variance of a linear combination ``wᵀq`` is ``wᵀ G Σ Gᵀ w``
     (:meth:`combination`), which keeps the correlation of octahedra through shared X columns and
-    correlated neighbours.
+    correlated neighbours. ``bias[q]`` (n_octahedra,) is a systematic term of each octahedron that
+    is no column's: the upward bias of an absolute angle under noise (:func:`folded_bias`).
     """
 
     gradients: Mapping[str, sparse.csr_matrix]
     columns: ColumnCovariance
     n_octahedra: int = field(default=0)
+    bias: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def combination(self, quantity: str, weights: np.ndarray, which: Part = "stat") -> np.ndarray:
         """Covariance matrix (k, k) of the k linear combinations ``weights @ q`` (weights (k, n) or
@@ -336,6 +338,8 @@ class GeometryCovariance:
         if which in ("sys", "total"):
             if not quantity.startswith(SHARED_SYSTEMATIC):
                 parts["sys"] = float(self.combination(quantity, w, "sys")[0, 0])
+                if quantity in self.bias:
+                    parts["sys"] += float(np.abs(w) @ np.nan_to_num(self.bias[quantity])) ** 2
             else:
                 on = w != 0
                 s = self.errors(quantity, "sys")
@@ -350,6 +354,8 @@ class GeometryCovariance:
         """1σ of ``quantity`` for every octahedron (n,)."""
         g = self.gradients[quantity]
         v = np.asarray((g @ self.columns.part(which)).multiply(g).sum(axis=1)).ravel()
+        if which != "stat" and quantity in self.bias:
+            v = v + np.nan_to_num(self.bias[quantity]) ** 2
         unknown = (abs(g) @ self.columns.missing.astype(float)) > 0 if which != "sys" else np.zeros(len(v), bool)
         return np.sqrt(np.where((v >= 0) & ~unknown, v, np.nan))
 
@@ -357,8 +363,11 @@ class GeometryCovariance:
         """This propagation with one more quantity ``name = Σ c_q q`` per octahedron (e.g. the mean
         X–Pb–X length ``{"L1_A": 0.5, "L2_A": 0.5}``)."""
         g = sum((c * self.gradients[q] for q, c in coefficients.items()), sparse.csr_matrix(next(iter(self.gradients.values())).shape))
+        bias = dict(self.bias)
+        if any(q in self.bias for q in coefficients):
+            bias[name] = sum(abs(c) * np.nan_to_num(self.bias.get(q, 0.0)) for q, c in coefficients.items())
         return GeometryCovariance(gradients={**self.gradients, name: sparse.csr_matrix(g)}, columns=self.columns,
-                                  n_octahedra=self.n_octahedra)
+                                  n_octahedra=self.n_octahedra, bias=bias)
 
     @staticmethod
     def join(parts: Sequence["GeometryCovariance"]) -> "GeometryCovariance":
@@ -370,7 +379,27 @@ class GeometryCovariance:
                                 stat=sparse.block_diag([p.columns.stat for p in parts], format="csr"),
                                 sys=sparse.block_diag([p.columns.sys for p in parts], format="csr"),
                                 missing=np.concatenate([p.columns.missing for p in parts]))
-        return GeometryCovariance(gradients=grads, columns=cols, n_octahedra=sum(p.n_octahedra for p in parts))
+        bias = {q: np.concatenate([np.asarray(p.bias[q], float) if q in p.bias else np.zeros(p.n_octahedra) for p in parts])
+                for q in set().union(*(set(p.bias) for p in parts))}
+        return GeometryCovariance(gradients=grads, columns=cols, n_octahedra=sum(p.n_octahedra for p in parts), bias=bias)
+
+
+def folded_bias(value: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Upward bias of an absolute value measured with Gaussian noise: ``E|μ + ε| − |μ|`` for
+    ``ε ~ N(0, σ²)``, evaluated at the measured ``|value|`` (same units as ``value``; 0 where σ is 0).
+
+    An angle φ is reported as ``|φ|`` (the tilt, whatever its sense), so noise of 1σ comparable to
+    the tilt raises it on average: by 0.80 σ at φ = 0, 0.17 σ at φ = σ, 0.02 σ at φ = 2 σ and less
+    than 0.001 σ beyond 3 σ.
+    """
+    from scipy.stats import norm
+
+    mu = np.abs(np.asarray(value, float))
+    s = np.asarray(sigma, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(s > 0, mu / s, np.inf)
+        folded = np.where(s > 0, s * np.sqrt(2 / np.pi) * np.exp(-0.5 * r**2) + mu * (1 - 2 * norm.cdf(-r)), mu)
+    return np.where(np.isfinite(folded), folded - mu, np.nan)
 
 
 def region_weights(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
