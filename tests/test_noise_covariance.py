@@ -135,3 +135,20 @@ def test_locator_reports_neighbour_covariances():
     corr = pairs.cov[:, 0, 0] / (ex.loc[pairs.a].to_numpy() * ex.loc[pairs.b].to_numpy())
     assert np.all(np.abs(corr) < 0.5)
     assert np.all(np.abs(cols["xy_corr"].dropna()) <= 1)
+
+
+def test_large_patches_by_fft_equal_the_direct_sum(monkeypatch):
+    """The FFT path (patches of many pixels) gives the direct sum's covariances."""
+    import octascope.analysis.noise_covariance as nc
+
+    rng = np.random.default_rng(3)
+    shape = (96, 96)
+    infl = rng.normal(size=(3, 2, 2, len(OFFSETS)))
+    centres = np.array([[30, 30], [36, 33], [31, 41]])
+    pairs = np.array([[0, 1], [0, 2], [1, 2]])
+    acov = autocovariance(channel_spectra(_spectrum(shape), shape, ("dx", "dy")))
+    own, pair = estimator_covariance(infl, OFFSETS, centres, pairs, acov)
+    monkeypatch.setattr(nc, "DIRECT_MAX_PIXELS", 0)
+    own_f, pair_f = estimator_covariance(infl, OFFSETS, centres, pairs, acov)
+    np.testing.assert_allclose(own_f, own, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pair_f, pair, rtol=1e-9, atol=1e-12)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy import fft as sfft
 
 from octascope.analysis.noise_spectrum import NoiseSpectrum
 
@@ -85,6 +86,8 @@ def estimator_covariance(influence: np.ndarray, offsets: np.ndarray, centres: np
         (P, 2, 2) ``Cov((x_i, y_i), (x_j, y_j))`` of each pair [px²].
     """
     n, c, _, m = influence.shape
+    if m > DIRECT_MAX_PIXELS and _fft_window(offsets, centres, pairs) <= min(acov.shape[-2:]):
+        return _estimator_covariance_fft(influence, offsets, centres, pairs, acov)
     h, w = acov.shape[-2:]
     off = np.asarray(offsets, np.int64)
     lag_x = off[None, :, 0] - off[:, None, 0]  # (M, M): o_n − o_m
@@ -116,6 +119,58 @@ def estimator_covariance(influence: np.ndarray, offsets: np.ndarray, centres: np
                 block = np.take(centred[a, b], idx)  # (k, M, M)
                 acc += np.matmul(np.matmul(influence[i, a], block), np.swapaxes(influence[j, b], 1, 2))
         pair[sl] = acc
+    return own, pair
+
+
+#: patches of more pixels than this are convolved by FFT instead of summed directly (the direct sum
+#: costs M² per column and per pair; a fit on unbinned pixels far finer than a column has M in the thousands)
+DIRECT_MAX_PIXELS = 400
+
+
+def _fft_window(offsets: np.ndarray, centres: np.ndarray, pairs: np.ndarray) -> int:
+    """Side of the periodic window on which :func:`_estimator_covariance_fft` convolves: every lag
+    d + o_n − o_m of a pair, read at d + o_n after a convolution over o_m, stays unwrapped."""
+    off = np.abs(np.asarray(offsets, np.int64)).max() if len(offsets) else 0
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    cen = np.asarray(centres, np.int64)
+    d = int(np.abs(cen[pairs[:, 1]] - cen[pairs[:, 0]]).max()) if len(pairs) else 0
+    return int(sfft.next_fast_len(2 * (d + 3 * int(off)) + 2))
+
+
+def _estimator_covariance_fft(influence: np.ndarray, offsets: np.ndarray, centres: np.ndarray, pairs: np.ndarray,
+                              acov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`estimator_covariance` for large patches: each column's influence is convolved with the
+    autocovariance on a periodic S × S window by FFT and read at its own and its neighbours' pixels."""
+    n, c, _, m = influence.shape
+    h, w = acov.shape[-2:]
+    off = np.asarray(offsets, np.int64)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    cen = np.asarray(centres, np.int64)
+    size = _fft_window(offsets, centres, pairs)
+    lag = np.fft.fftfreq(size, d=1.0 / size).astype(np.int64)
+    window_fft = np.fft.fft2(acov[:, :, lag[:, None] % h, lag[None, :] % w], axes=(-2, -1))
+    flat = (off[:, 1] % size) * size + off[:, 0] % size
+    own = np.zeros((n, 2, 2))
+    pair = np.zeros((len(pairs), 2, 2))
+    order = np.argsort(pairs[:, 0], kind="stable") if len(pairs) else np.zeros(0, np.int64)
+    first = pairs[order, 0] if len(pairs) else np.zeros(0, np.int64)
+    chunk = max(1, int(_MAX_ELEMENTS // (c * 2 * size * size)))
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        grid = np.zeros((i1 - i0, c, 2, size * size))
+        grid[..., flat] = influence[i0:i1]
+        g_hat = np.fft.fft2(grid.reshape(i1 - i0, c, 2, size, size), axes=(-2, -1))
+        v = np.real(np.fft.ifft2(np.einsum("icaxy,cdxy->idaxy", g_hat, window_fft), axes=(-2, -1)))
+        v = v.reshape(i1 - i0, c, 2, size * size)
+        own[i0:i1] = np.einsum("icam,icbm->iab", v[..., flat], influence[i0:i1])
+        lo, hi = np.searchsorted(first, i0), np.searchsorted(first, i1)
+        if hi > lo:
+            sel = order[lo:hi]
+            i, j = pairs[sel, 0], pairs[sel, 1]
+            dd = cen[j] - cen[i]
+            idx = ((dd[:, 1, None] + off[None, :, 1]) % size) * size + (dd[:, 0, None] + off[None, :, 0]) % size
+            got = np.take_along_axis(v[i - i0], np.broadcast_to(idx[:, None, None, :], (len(sel), c, 2, m)), axis=-1)
+            pair[sel] = np.einsum("kcam,kcbm->kab", got, influence[j])
     return own, pair
 
 

@@ -501,7 +501,7 @@ def _covariance(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "to
         mode = "spectrum" if np.isfinite(slope) and slope < -1.0 else "white"
     channels = ("dx", "dy") if fit.gradient else ("image",)
     rad_px = max(2, int(np.ceil(o.radius_A / pixel_size_A)))  # the patches' radius (_JointModel.build)
-    side = max(2 * (int(np.ceil(radius_px)) + 3 + 2 * rad_px) + 1, min(crop, max(h, w)))
+    side = max(2 * (int(np.ceil(radius_px)) + 3 + 3 * rad_px) + 2, min(crop, max(h, w)))
     acov = autocovariance(channel_spectra(noise, (side, side), channels))
     off = np.arange(-rad_px, rad_px + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")

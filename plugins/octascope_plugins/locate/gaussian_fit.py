@@ -391,7 +391,7 @@ def _centre_crop(data: np.ndarray, size: int) -> np.ndarray:
 def _acov_grid(shape: tuple[int, int], patch_radius_px: int, pair_radius_px: float) -> tuple[int, int]:
     """Grid of the noise autocovariance: long enough for every lag of a pair (|lag| < half the
     grid), at most the image and :data:`NOISE_CROP_PX`, whose longest wavelength covers the patches."""
-    need = 2 * (int(np.ceil(pair_radius_px)) + 2 + 2 * patch_radius_px) + 1
+    need = 2 * (int(np.ceil(pair_radius_px)) + 2 + 3 * patch_radius_px) + 2
     side = max(need, min(NOISE_CROP_PX, max(shape)))
     return side, side
 
