@@ -14,9 +14,13 @@ Definitions (all on the projected [001] octahedra of the image frame):
 - Br-rich = truth ``br_fraction`` ≥ 0.5 of the four in-plane X columns, I-only = 0; measured on the
   found octahedra matched to truth (the image does not tell Br from I; the truth labels which
   octahedra to average), truth on the same matched octahedra.
-- Interval: mean ± t(0.975, n−1)·sd/√n over the noise seeds. "Propagated" is the mean over seeds of
-  the standard error of a group mean from the per-octahedron propagated uncertainties
-  (``theta3_err_deg``): √Σσ²/n.
+- Interval: mean ± t(0.975, n−1)·sd/√n over the noise seeds.
+- Propagated 1σ (issue 19): every group mean and difference is a linear combination of the column
+  positions, so its uncertainty is propagated from the image's own column covariance with the
+  correlations kept (:class:`octascope.analysis.uncertainty.GeometryCovariance`): ``stat`` (the
+  image's noise), ``sys`` (the columns' model error, shared by the octahedra of a group) and
+  ``total`` (both). One image's verdict on a difference: resolved when |difference| ≥ 2 × its total
+  1σ. "Covered": the truth lies within the total 1σ (2σ) of the measured value.
 """
 
 from __future__ import annotations
@@ -52,10 +56,43 @@ def _diff(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nanmean(values[a]) - np.nanmean(values[b]))
 
 
-def _prop_se(err: np.ndarray, mask: np.ndarray) -> float:
-    e = err[mask]
-    e = e[np.isfinite(e)]
-    return float(math.sqrt((e**2).sum()) / len(e)) if len(e) else math.nan
+def _weights(n: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Weights over the n octahedra of the table of the mean of the finite ``values`` at ``rows``."""
+    w = np.zeros(n)
+    ok = rows[np.isfinite(values[rows])]
+    if len(ok):
+        w[ok] = 1.0 / len(ok)
+    return w
+
+
+def _errors(geo, quantity: str, w: np.ndarray, prefix: str) -> dict[str, float]:
+    """``<prefix>_err_stat``, ``_err_sys``, ``_err_total`` of ``w @ quantity`` (NaN without a propagation)."""
+    if geo is None or not np.any(w):
+        return {f"{prefix}_err_{p}": math.nan for p in ("stat", "sys", "total")}
+    return {f"{prefix}_err_{p}": geo.error(quantity, w, p) for p in ("stat", "sys", "total")}
+
+
+def propagated(result, found_rows: dict[str, np.ndarray]) -> dict[str, float]:
+    """Propagated 1σ of the group means and differences of one analysis (module docstring);
+    ``found_rows``: group name -> row positions in the octahedra table."""
+    octs = result.tables["octahedra"]
+    geo = getattr(result.geometry, "covariance", None)
+    if geo is not None and len(octs) != geo.n_octahedra:
+        geo = None
+    if geo is not None:
+        geo = geo.derived("L_A", {"L1_A": 0.5, "L2_A": 0.5})
+    n = len(octs)
+    th, L = octs["theta3_deg"].to_numpy(float), _L(octs)
+    w = {g: (_weights(n, r, th), _weights(n, r, L)) for g, r in found_rows.items()}
+    out: dict[str, float] = {}
+    for g, (wt, wl) in w.items():
+        out.update(_errors(geo, "theta3_deg", wt, f"theta3_{g}"))
+        out.update(_errors(geo, "L_A", wl, f"L_{g}"))
+    for a, b, name in (("core", "shell", "core_minus_shell"), ("br", "i", "br_minus_i")):
+        if a in w and b in w:
+            out.update(_errors(geo, "theta3_deg", w[a][0] - w[b][0], f"{name}_theta3"))
+            out.update(_errors(geo, "L_A", w[a][1] - w[b][1], f"{name}_L"))
+    return out
 
 
 def scores(result) -> dict[str, float]:
@@ -75,13 +112,14 @@ def scores(result) -> dict[str, float]:
         out[f"L_core_{tag}"] = float(np.nanmean(L[~sh])) if (~sh).any() else math.nan
         out[f"core_minus_shell_L_{tag}"] = _diff(L, ~sh, sh)
         out[f"n_shell_{tag}"], out[f"n_core_{tag}"] = float(sh.sum()), float((~sh).sum())
-    if "theta3_err_deg" in found:
-        sh = found["shell"].to_numpy() == 0
-        err = found["theta3_err_deg"].to_numpy(float)
-        out["theta3_shell_prop_se"], out["theta3_core_prop_se"] = _prop_se(err, sh), _prop_se(err, ~sh)
+    octs = result.tables["octahedra"]
+    pos = np.flatnonzero(octs.index.isin(found.index))
+    sh_all = octs["shell"].to_numpy() == 0
+    rows = {"shell": pos[sh_all[pos]], "core": pos[~sh_all[pos]]}
     # the accuracy benchmark's own scores (θ error = mean |Δθ1|, |Δθ2|; Br-rich − I-only θ3), for comparison
     out.update({f"bench_{k}": v for k, v in expkit.accuracy.octahedra_scores(result, 0.6).items()})
     f, t = expkit.matched_octahedra(result)
+    f_pos = _matched_positions(result)
     out["octahedra_matched"] = float(len(f))
     if len(f):
         out["theta3_mae_matched"] = float(np.nanmean(np.abs(f["theta3_deg"].to_numpy(float) - t["theta3_deg"].to_numpy(float))))
@@ -98,10 +136,23 @@ def scores(result) -> dict[str, float]:
             out[f"br_L_{tag}"] = float(np.nanmean(L[rich])) if rich.any() else math.nan
             out[f"i_L_{tag}"] = float(np.nanmean(L[pure])) if pure.any() else math.nan
             out[f"br_minus_i_L_{tag}"] = _diff(L, rich, pure)
-        if "theta3_err_deg" in f:
-            err = f["theta3_err_deg"].to_numpy(float)
-            out["br_theta3_prop_se"], out["i_theta3_prop_se"] = _prop_se(err, rich), _prop_se(err, pure)
+        rows["br"], rows["i"] = f_pos[rich], f_pos[pure]
+    out.update(propagated(result, rows))
     return out
+
+
+def _matched_positions(result) -> np.ndarray:
+    """Row positions in the octahedra table of the found octahedra :func:`expkit.matched_octahedra`
+    returns, in its order."""
+    from octascope_plugins.metric.accuracy import match_points
+
+    octs = result.tables["octahedra"]
+    use = np.flatnonzero((~octs["edge"].astype(bool).to_numpy() if "edge" in octs else np.ones(len(octs), bool))
+                         & np.isfinite(octs["theta3_deg"].to_numpy(float)))
+    to = result.truth.octahedra
+    to = to[np.isfinite(to["theta3_deg"].to_numpy(float))]
+    oi, _ = match_points(octs.iloc[use][["x_A", "y_A"]].to_numpy(float), to[["x_A", "y_A"]].to_numpy(float), 0.6)
+    return use[oi]
 
 
 def maps_figure(result, path: Path, title: str) -> None:
@@ -156,6 +207,51 @@ ROWS_MIXED = [
 ]
 
 
+#: (label, score prefix, measured key, truth key, digits, is a difference) of the propagated-uncertainty table
+PROPAGATED_COMMON = [
+    ("θ3 shell [deg]", "theta3_shell", "theta3_shell_found", "theta3_shell_true", 2, False),
+    ("θ3 core [deg]", "theta3_core", "theta3_core_found", "theta3_core_true", 2, False),
+    ("θ3 core − shell [deg]", "core_minus_shell_theta3", "core_minus_shell_theta3_found", "core_minus_shell_theta3_true", 2, True),
+    ("L shell [Å]", "L_shell", "L_shell_found", "L_shell_true", 3, False),
+    ("L core [Å]", "L_core", "L_core_found", "L_core_true", 3, False),
+    ("L core − shell [Å]", "core_minus_shell_L", "core_minus_shell_L_found", "core_minus_shell_L_true", 3, True),
+]
+PROPAGATED_MIXED = [
+    ("θ3 Br-rich [deg]", "theta3_br", "br_theta3_found", "br_theta3_true", 2, False),
+    ("θ3 I-only [deg]", "theta3_i", "i_theta3_found", "i_theta3_true", 2, False),
+    ("θ3 Br-rich − I-only [deg]", "br_minus_i_theta3", "br_minus_i_theta3_found", "br_minus_i_theta3_true", 2, True),
+    ("L Br-rich [Å]", "L_br", "br_L_found", "br_L_true", 3, False),
+    ("L I-only [Å]", "L_i", "i_L_found", "i_L_true", 3, False),
+    ("L Br-rich − I-only [Å]", "br_minus_i_L", "br_minus_i_L_found", "br_minus_i_L_true", 3, True),
+]
+
+
+def propagated_markdown(ok: pd.DataFrame, mixed: bool) -> list[str]:
+    """The table of each image's own uncertainties against the seed-to-seed scatter and the truth."""
+    rows = [r for r in PROPAGATED_COMMON + (PROPAGATED_MIXED if mixed else []) if f"{r[1]}_err_total" in ok]
+    if not rows:
+        return []
+    n = len(ok)
+    lines = ["Uncertainties each image reports for itself (propagated from its column covariance, correlations kept; "
+             "mean over the seeds): stat = the image's noise, sys = the columns' model error, total = both. "
+             "Seed sd = the scatter of the measured value over the seeds (what stat should match). "
+             "Covered = seeds whose truth lies within the total 1σ of the measured value; resolved = seeds whose "
+             "measured difference is ≥ 2 × its total 1σ (significant at 2σ).", "",
+             "| quantity | stat 1σ | seed sd | sys 1σ | total 1σ | covered (1σ) | covered (2σ) | resolved |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, prefix, kf, kt, d, diff in rows:
+        stat, sys_, tot = (ok[f"{prefix}_err_{p}"].to_numpy(float) for p in ("stat", "sys", "total"))
+        meas, true = ok[kf].to_numpy(float), ok[kt].to_numpy(float)
+        z = (meas - true) / tot
+        fin = np.isfinite(z)
+        cover1, cover2 = int(np.sum(np.abs(z[fin]) <= 1)), int(np.sum(np.abs(z[fin]) <= 2))
+        resolved = f"{int(np.sum(np.abs(meas[fin]) >= 2 * tot[fin]))}/{int(fin.sum())}" if diff else ""
+        sd = np.nanstd(meas, ddof=1) if n > 1 else math.nan
+        lines.append(f"| {label} | {np.nanmean(stat):.{d}f} | {sd:.{d}f} | {np.nanmean(sys_):.{d}f} | {np.nanmean(tot):.{d}f} "
+                     f"| {cover1}/{int(fin.sum())} | {cover2}/{int(fin.sum())} | {resolved} |")
+    return lines
+
+
 def results_markdown(name: str, rows: pd.DataFrame, *, command: str, wall_s: float, jobs: list[list[str]],
                      cfg: dict, mixed: bool) -> str:
     ok = rows[rows["ok"]]
@@ -185,15 +281,9 @@ def results_markdown(name: str, rows: pd.DataFrame, *, command: str, wall_s: flo
         extra.append(f"θ3 error on matched octahedra: {expkit.fmt_ci(ok['theta3_mae_matched'])}° (mean |Δθ3|); "
                      f"L error {expkit.fmt_ci(ok['L_mae_matched_pm'], 1)} pm; detection F1 "
                      f"{expkit.fmt_ci(ok['detection_f1'], 3)}.")
-    if "theta3_shell_prop_se" in ok:
-        sd = ok["theta3_shell_found"].std(ddof=1), ok["theta3_core_found"].std(ddof=1)
-        extra.append(f"Propagated standard error of the mean θ3 (from theta3_err_deg): shell "
-                     f"{np.nanmean(ok['theta3_shell_prop_se']):.2f}°, core {np.nanmean(ok['theta3_core_prop_se']):.2f}°; "
-                     f"seed-to-seed sd: shell {sd[0]:.2f}°, core {sd[1]:.2f}°.")
-    if mixed and "br_theta3_prop_se" in ok:
-        extra.append(f"Propagated standard error of the mean θ3: Br-rich {np.nanmean(ok['br_theta3_prop_se']):.2f}°, "
-                     f"I-only {np.nanmean(ok['i_theta3_prop_se']):.2f}° (n = {ok['n_br_rich'].mean():.0f} Br-rich, "
-                     f"{ok['n_i_only'].mean():.0f} I-only matched octahedra per image).")
+    lines_p = propagated_markdown(ok, mixed)
+    if lines_p:
+        extra += ["", *lines_p]
     fails = rows[~rows["ok"]]
     if len(fails):
         extra.append(f"{len(fails)} failed: " + "; ".join(f"{j}: {e}" for j, e in zip(fails['job'], fails['error'])))

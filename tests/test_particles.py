@@ -81,6 +81,10 @@ def test_core_shell_gradient_per_particle(two_apart):
     found = table["dtheta3_core_minus_shell_deg"]
     assert found.max() > 2.0 and abs(found.min()) < 0.5  # the uniform particle shows no gradient
     assert (table["dtheta3_core_minus_shell_err_deg"] > 0).all()
+    # the test against the total (statistical + systematic) uncertainty tells the two apart
+    graded = table["dtheta3_core_minus_shell_deg"].idxmax()
+    assert table.loc[graded, "dtheta3_verdict"].startswith("significant")
+    assert table.drop(index=graded)["dtheta3_verdict"].iloc[0].startswith("not significant")
 
 
 def test_touching_off_axis_and_edge_particles(mixed_field):
@@ -181,6 +185,10 @@ def test_outputs_have_the_particle_table_and_column(two_apart, tmp_path):
     assert len(table) == 2 and set(table["verdict"]) == {"analysed"}
     for name in ("columns", "octahedra", "lattice"):
         assert "particle" in pd.read_csv(files[name]).columns
-    assert len(summarize(res)["particles"]) == 2
+    summary = summarize(res)
+    assert len(summary["particles"]) == 2
+    assert [t["particle"] for t in summary["core_shell_test"]] == [1, 2]
+    assert all({"dtheta3_deg", "error_deg", "z", "p", "verdict"} <= set(t) for t in summary["core_shell_test"])
     text = format_summary(res, files, tmp_path, None)
     assert "particle 1:" in text and "particle 2:" in text
+    assert "core − shell Δθ3: particle 2:" in text and "z " in text

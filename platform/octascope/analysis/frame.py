@@ -24,6 +24,7 @@ from octascope.analysis.lattice import surface_depth
 from octascope.analysis.octahedral_geometry import compute_geometry
 from octascope.analysis.particles import ParticleOptions, Segmentation, particle_label_image, zone_axis_score
 from octascope.analysis.plausibility import check_contrast, check_lattice, classification_flags
+from octascope.analysis.uncertainty import GeometryCovariance, PositionCovariance, pop_position_covariance, with_systematic
 from octascope.core.errors import InputError
 from octascope.core.model import Classification, Image, Octahedra, OctahedralGeometry, Particle
 from octascope.core.stages import Classifier, NetworkBuilder
@@ -129,8 +130,10 @@ def _edge_depth(octahedra: Octahedra, image: Image, margin_A: float) -> Octahedr
 
 
 def _network(particle: Particle, classification: Classification, image: Image, network: NetworkBuilder,
-             clock: _Clock, label: str, options: ParticleOptions) -> tuple[Octahedra, OctahedralGeometry]:
-    """Network and geometry of one particle; the depth is edge-aware when it touches the frame edge."""
+             clock: _Clock, label: str, options: ParticleOptions,
+             pairs: PositionCovariance | None = None) -> tuple[Octahedra, OctahedralGeometry, pd.DataFrame]:
+    """Network, geometry and the columns with their systematic error (``x_sys_A``, totals) of one
+    particle; the depth is edge-aware when it touches the frame edge."""
     octahedra = clock.run(label, lambda: network.build(image, classification))
     if particle.touches_edge:
         octahedra = _edge_depth(octahedra, image, options.edge_margin_A)
@@ -139,10 +142,11 @@ def _network(particle: Particle, classification: Classification, image: Image, n
         octahedra = Octahedra(table=tab, bonds=octahedra.bonds, lattice_vectors_A=octahedra.lattice_vectors_A)
     tab = octahedra.table.assign(particle=particle.id)
     octahedra = Octahedra(table=tab, bonds=octahedra.bonds, lattice_vectors_A=octahedra.lattice_vectors_A)
-    geometry = clock.run("geometry", lambda: compute_geometry(classification.columns, octahedra, image))
+    columns = with_systematic(classification.columns, octahedra)
+    geometry = clock.run("geometry", lambda: compute_geometry(columns, octahedra, image, pairs=pairs))
     gtab = geometry.table.assign(particle=particle.id, shell_min=tab["shell_min"].to_numpy(),
                                  depth_known=tab["depth_known"].to_numpy(bool))
-    return octahedra, OctahedralGeometry(table=gtab)
+    return octahedra, OctahedralGeometry(table=gtab, covariance=geometry.covariance), columns
 
 
 def _join_octahedra(parts: list[Octahedra]) -> Octahedra:
@@ -161,7 +165,7 @@ def refusal_line(particle: Particle) -> str:
 def analyse_frame(image: Image, columns: pd.DataFrame, segmentation: Segmentation, *, classifier: Classifier,
                   network: NetworkBuilder, band_passed: np.ndarray,
                   refine: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]] | None = None,
-                  options: ParticleOptions | None = None) -> FrameAnalysis:
+                  options: ParticleOptions | None = None, pairs: PositionCovariance | None = None) -> FrameAnalysis:
     """Classify, check and build the network of every particle (module docstring).
 
     Parameters
@@ -178,9 +182,12 @@ def analyse_frame(image: Image, columns: pd.DataFrame, segmentation: Segmentatio
         The band-passed image (contrast check).
     refine : callable, optional
         Model-based refinement of all analysed particles' classified columns at once (they are
-        one image model); returns the refined table and what the fit did.
+        one image model); returns the refined table (with its own pair covariances in its
+        ``attrs``, :func:`octascope.analysis.uncertainty.pop_position_covariance`) and what the fit did.
     options : ParticleOptions, optional
         Zone-axis threshold and the frame-edge margin.
+    pairs : PositionCovariance, optional
+        The locator's covariances between neighbouring columns (keyed by ``column_id``).
 
     Raises
     ------
@@ -205,16 +212,19 @@ def analyse_frame(image: Image, columns: pd.DataFrame, segmentation: Segmentatio
     if refine is not None and classified:
         joined = pd.concat([c.columns for c in classified.values()]).sort_index()
         refined, refinement = clock.run("refine", lambda: refine(joined))
+        # the refined positions are another estimate: their own neighbour covariances replace the locator's
+        pairs = pop_position_covariance(refined)
         classified = {pid: c.with_columns(refined.loc[c.columns.index]) for pid, c in classified.items()}
     networks: list[Octahedra] = []
     geometries: list[OctahedralGeometry] = []
     for pid, classification in classified.items():
         try:
-            octs, geo = _network(judged[pid], classification, image, network, clock, n_label, o)
+            octs, geo, cols = _network(judged[pid], classification, image, network, clock, n_label, o, pairs)
         except InputError as exc:
             judged[pid] = judged[pid].replace(verdict="refused", reasons=(" ".join(str(exc).split()),))
             continue
         judged[pid] = judged[pid].replace(verdict="analysed")
+        classified[pid] = classification.with_columns(cols)
         networks.append(octs)
         geometries.append(geo)
     particles = [judged[p.id] for p in segmentation.particles]
@@ -222,8 +232,15 @@ def analyse_frame(image: Image, columns: pd.DataFrame, segmentation: Segmentatio
     return FrameAnalysis(
         columns=_join_columns(columns, particles, classified), particles=particles,
         octahedra=_join_octahedra(networks) if networks else None,
-        geometry=OctahedralGeometry(table=pd.concat([g.table for g in geometries], ignore_index=True)) if geometries else None,
+        geometry=_join_geometry(geometries) if geometries else None,
         flags=_particle_flags(particles), timings_s=clock.timings, refinement=refinement)
+
+
+def _join_geometry(parts: list[OctahedralGeometry]) -> OctahedralGeometry:
+    """One geometry from the particles' (tables concatenated, propagations joined block by block)."""
+    covs = [g.covariance for g in parts]
+    joined = GeometryCovariance.join(covs) if all(isinstance(c, GeometryCovariance) for c in covs) else None
+    return OctahedralGeometry(table=pd.concat([g.table for g in parts], ignore_index=True), covariance=joined)
 
 
 def _refuse_frame_if_nothing_analysed(particles: list[Particle]) -> None:

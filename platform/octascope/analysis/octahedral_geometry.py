@@ -16,10 +16,19 @@ both), θ3 the θ that are present (:func:`octahedral_geometry`). In the pipelin
 (:func:`compute_geometry`) an octahedron missing a bond, or at the rim, has empty θ and L
 columns: its tilt is not one anyone should read (φ and σ of the bonds it has stay).
 
-Uncertainties (``*_err_deg``, ``*_err_A``, 1σ) are first-order propagations of the column
-position variances (:mod:`octascope.analysis.uncertainty`: fit covariance plus the denoiser's Monte Carlo
-variance) through the bond vectors, keeping the correlation through the shared Pb column. The
-local lattice directions are averages over several Pb columns and are treated as exact.
+Uncertainties (1σ) are first-order propagations of the column position covariance
+(:mod:`octascope.analysis.uncertainty`) through the bond vectors: ``*_err_deg``, ``*_err_A`` the
+statistical part (the image's noise: fit covariances under the image's noise spectrum, the
+covariance of neighbouring columns, the denoiser's Monte Carlo variance), ``*_sys_deg``,
+``*_sys_A`` the systematic part (the columns' model error, ``x_sys_A``) and ``*_total_err_deg``,
+``*_total_err_A`` both; the systematic part of φ and θ includes the upward bias of an absolute
+angle under the noise (:func:`octascope.analysis.uncertainty.folded_bias`). The sparse gradients are kept (:class:`~octascope.analysis.uncertainty.GeometryCovariance`
+on :attr:`OctahedralGeometry.covariance`) for the errors of means and differences over octahedra,
+which share X columns. The local lattice directions ``a1``, ``a2`` are measured too — from the Pb
+columns next to the octahedron's (:func:`octascope.analysis.lattice.neighbour_lattice_vectors`) — so
+their error turns every bond angle of the octahedron the same way; where the stored vector is
+reproduced from its Pb neighbours, those Pb columns enter the gradients (:func:`_reference_terms`),
+otherwise (a particle-wide vector) the direction is treated as exact.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ import pandas as pd
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
 from octascope.core.model import TILT_NAMES, Image, MetricInput, Octahedra, OctahedralGeometry, Result, Truth
-from octascope.analysis.uncertainty import angle_gradient, column_position_variance, combination_variance, length_gradient
+from octascope.analysis.uncertainty import (ColumnCovariance, GeometryCovariance, PositionCovariance, angle_gradient,
+                                            column_covariance, diagonal_covariance, folded_bias, length_gradient,
+                                            with_systematic)
 
 NEIGHBOURS = Octahedra.NEIGHBOURS
 
@@ -76,7 +87,7 @@ def _neighbour_positions(columns: pd.DataFrame, octahedra: Octahedra) -> tuple[n
 
 
 def octahedral_geometry(
-    columns: pd.DataFrame, octahedra: Octahedra, position_variance: np.ndarray | None = None
+    columns: pd.DataFrame, octahedra: Octahedra, position_variance: np.ndarray | ColumnCovariance | None = None
 ) -> pd.DataFrame:
     """Per-octahedron bond tilts, octahedral tilts and bond lengths (vectorised).
 
@@ -86,19 +97,33 @@ def octahedral_geometry(
         Column table whose index holds the row labels used by ``octahedra``.
     octahedra : Octahedra
         The network (Pb positions, X neighbour labels, local lattice vectors).
-    position_variance : numpy.ndarray, optional
-        (N, 2) position variance of every column [Å²] (see
-        :func:`octascope.analysis.uncertainty.column_position_variance`); adds the ``*_err_*`` columns
-        (1-sigma, first-order propagation).
+    position_variance : numpy.ndarray or ColumnCovariance, optional
+        (N, 2) position variance of every column [Å²] (independent columns, see
+        :func:`octascope.analysis.uncertainty.column_position_variance`) or the full covariance of the
+        table's positions (:func:`octascope.analysis.uncertainty.column_covariance`); adds the error
+        columns (1σ, first-order propagation; module docstring).
 
     Returns
     -------
     pandas.DataFrame
         One row per octahedron: ``pb``, ``x_A``, ``y_A``, ``i``, ``j``, ``shell``, ``edge``,
         ``phi1_deg``..``phi4_deg``, ``theta1_deg``..``theta3_deg`` [deg], ``sigma1_A``..``sigma4_A``,
-        ``L1_A``, ``L2_A`` [Å], ``n_bonds``, ``complete`` and, with variances, ``<name>_err_deg`` /
-        ``<name>_err_A``.
+        ``L1_A``, ``L2_A`` [Å], ``n_bonds``, ``complete`` and, with a covariance, ``<name>_err_deg`` /
+        ``<name>_err_A`` (and ``<name>_sys_*``, ``<name>_total_err_*`` when it has a systematic part).
     """
+    return geometry_with_covariance(columns, octahedra, position_variance)[0]
+
+
+#: quantities of the geometry table that have uncertainties: name -> unit suffix
+ERROR_QUANTITIES = {**{f"phi{k}": "deg" for k in range(1, 5)}, **{f"theta{k}": "deg" for k in (1, 2, 3)},
+                    **{f"sigma{k}": "A" for k in range(1, 5)}, "L1": "A", "L2": "A"}
+
+
+def geometry_with_covariance(
+    columns: pd.DataFrame, octahedra: Octahedra, position_variance: np.ndarray | ColumnCovariance | None = None
+) -> tuple[pd.DataFrame, GeometryCovariance | None]:
+    """:func:`octahedral_geometry` and, with a covariance, its propagation
+    (:class:`~octascope.analysis.uncertainty.GeometryCovariance`; rows follow the table)."""
     tab = octahedra.table.reset_index(drop=True)
     n = len(tab)
     P = tab[["x_A", "y_A"]].to_numpy(float)
@@ -148,28 +173,137 @@ def octahedral_geometry(
     for k in range(4):
         out[f"sigma{k + 1}_A"] = sigma[:, k]
     out.update(L1_A=L1, L2_A=L2, n_bonds=present.sum(1), complete=present.all(1))
+    if position_variance is None:
+        return pd.DataFrame(out), None
 
-    if position_variance is not None:
-        var = np.asarray(position_variance, dtype=float)
-        pb_rows = columns.index.get_indexer(tab["pb"].to_numpy()) if "pb" in tab else np.full(n, -1)
-        var_p = np.where((pb_rows >= 0)[:, None], var[np.clip(pb_rows, 0, None)], np.nan)
-        var_x = np.where(present[..., None], var[np.clip(rows, 0, None)], np.nan)
-        g_phi = np.sign(signed)[..., None] * angle_gradient(b)  # d|angle| / db [rad/Å]
-        g_sig = length_gradient(b)
-        deg = np.degrees(1.0)
-        eye = np.eye(4)
-        for k in range(4):
-            w = np.broadcast_to(eye[k], (n, 4))
-            out[f"phi{k + 1}_err_deg"] = np.where(present[:, k], deg * np.sqrt(combination_variance(g_phi, w, var_p, var_x)), np.nan)
-            out[f"sigma{k + 1}_err_A"] = np.where(present[:, k], np.sqrt(combination_variance(g_sig, w, var_p, var_x)), np.nan)
-        for name, w, ok in (("theta1", w_t1, has1), ("theta2", w_t2, has2), ("theta3", w_t3, n_theta > 0)):
-            out[f"{name}_err_deg"] = np.where(ok, deg * np.sqrt(combination_variance(g_phi, w, var_p, var_x)), np.nan)
-        for name, sl in (("L1", slice(0, 2)), ("L2", slice(2, 4))):
-            w = np.zeros((n, 4))
-            w[:, sl] = 1.0
-            ok = present[:, sl].all(1)
-            out[f"{name}_err_A"] = np.where(ok, np.sqrt(combination_variance(g_sig, w, var_p, var_x)), np.nan)
-    return pd.DataFrame(out)
+    cov = position_variance if isinstance(position_variance, ColumnCovariance) else \
+        diagonal_covariance(columns.index.to_numpy(), np.asarray(position_variance, float))
+    pb_rows = columns.index.get_indexer(tab["pb"].to_numpy()) if "pb" in tab else np.full(n, -1)
+    g_phi = np.degrees(np.sign(signed)[..., None] * angle_gradient(b))  # d|angle| / db [deg/Å]
+    g_sig = length_gradient(b)
+    eye = np.eye(4)
+    weights: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+    for k in range(4):
+        weights[f"phi{k + 1}"] = (g_phi, np.broadcast_to(eye[k], (n, 4)), present[:, k])
+        weights[f"sigma{k + 1}"] = (g_sig, np.broadcast_to(eye[k], (n, 4)), present[:, k])
+    for name, w, ok in (("theta1", w_t1, has1), ("theta2", w_t2, has2), ("theta3", w_t3, n_theta > 0)):
+        weights[name] = (g_phi, w, ok)
+    for name, sl in (("L1", slice(0, 2)), ("L2", slice(2, 4))):
+        w = np.zeros((n, 4))
+        w[:, sl] = 1.0
+        weights[name] = (g_sig, w, present[:, sl].all(1))
+    ref_rows, ref_coef = _reference_terms(columns, octahedra, np.stack([a1, a2], axis=1), pb_rows)
+    # the reference direction of bond k turns its signed angle by minus its own turn: d|φ_k|/dα = -sign_k
+    ref_grad = np.degrees(np.stack([angle_gradient(a1), angle_gradient(a2)], axis=1))  # (n, 2, 2) dα_r/da_r
+    sign = np.nan_to_num(np.sign(signed))
+    gradients = {}
+    for name, (g, w, _) in weights.items():
+        extra = None
+        if name.startswith(("phi", "theta")):
+            s_ref = np.stack([(w * sign)[:, :2].sum(1), (w * sign)[:, 2:].sum(1)], axis=1)  # (n, 2)
+            extra = (ref_rows, -s_ref[:, :, None, None] * ref_coef[..., None] * ref_grad[:, :, None, :])
+        gradients[f"{name}_{ERROR_QUANTITIES[name]}"] = _gradient_matrix(g, w, pb_rows, rows, len(columns), extra)
+    geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n)
+    with_sys = bool(cov.sys.nnz) and bool(np.any(cov.sys.data))
+    if with_sys:
+        # |φ| under noise is biased upward (folded normal), bond by bond; θ averages the bonds' biases
+        bond_bias = np.stack([folded_bias(phi[:, k], geo.errors(f"phi{k + 1}_deg", "stat")) for k in range(4)], axis=1)
+        bias = {f"phi{k + 1}_deg": bond_bias[:, k] for k in range(4)}
+        for name in ("theta1", "theta2", "theta3"):
+            w = weights[name][1]
+            bias[f"{name}_deg"] = (w * np.nan_to_num(bond_bias)).sum(1)
+        geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n, bias=bias)
+    for name, (_, _, ok) in weights.items():
+        unit = ERROR_QUANTITIES[name]
+        q = f"{name}_{unit}"
+        out[f"{name}_err_{unit}"] = np.where(ok, geo.errors(q, "stat"), np.nan)
+        if with_sys:
+            out[f"{name}_sys_{unit}"] = np.where(ok, geo.errors(q, "sys"), np.nan)
+            out[f"{name}_total_err_{unit}"] = np.where(ok, geo.errors(q, "total"), np.nan)
+    return pd.DataFrame(out), geo
+
+
+def _reference_terms(columns: pd.DataFrame, octahedra: Octahedra, local: np.ndarray,
+                     pb_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which Pb columns each octahedron's local lattice vectors were measured from.
+
+    ``local`` (n, 2, 2) are the vectors a1, a2 the network gave. Each is matched to the Pb columns
+    of the table at ``P ± a_k`` of the particle-wide basis: ``(P₊ − P₋)/2``, ``P₊ − P`` or
+    ``P − P₋`` (:func:`octascope.analysis.lattice.neighbour_lattice_vectors`), whichever reproduces it
+    to 1e-6 Å. Returns the column rows (n, 2, 2) and coefficients (n, 2, 2) with
+    ``a_k = Σ_j coef[:, k, j] · position(rows[:, k, j])``; rows -1 (coefficient 0) where no
+    combination reproduces the vector, or where it is the network's particle-wide vector
+    (``octahedra.lattice_vectors_A``), which is then treated as exact.
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(local)
+    rows = np.full((n, 2, 2), -1, np.int64)
+    coef = np.zeros((n, 2, 2))
+    if n == 0:
+        return rows, coef
+    species = columns["species"].astype(str).to_numpy() if "species" in columns else None
+    pb_all = np.flatnonzero(species == "Pb") if species is not None else np.unique(pb_rows[pb_rows >= 0])
+    pb_all = np.union1d(pb_all, pb_rows[pb_rows >= 0])
+    xy = columns[["x_A", "y_A"]].to_numpy(float)
+    basis = np.asarray(octahedra.lattice_vectors_A, float)
+    glob = basis.copy() if basis.shape == (2, 2) else np.full((2, 2), np.nan)
+    if basis.shape != (2, 2) or not np.isfinite(basis).all():
+        basis = np.nanmedian(local, axis=0) if np.isfinite(local).all(axis=(1, 2)).any() else np.full((2, 2), np.nan)
+    if not np.isfinite(basis).all() or len(pb_all) < 2:
+        return rows, coef
+    tree = cKDTree(xy[pb_all])
+    own = np.clip(pb_rows, 0, None)
+    centre = xy[own]
+    for k in range(2):
+        tol = 0.45 * float(np.linalg.norm(basis[k]))
+        d_p, i_p = tree.query(centre + basis[k], k=1)
+        d_m, i_m = tree.query(centre - basis[k], k=1)
+        p_row, m_row = pb_all[np.minimum(i_p, len(pb_all) - 1)], pb_all[np.minimum(i_m, len(pb_all) - 1)]
+        ok_p, ok_m = (d_p < tol) & (pb_rows >= 0), (d_m < tol) & (pb_rows >= 0)
+        for ok, r, c in ((ok_p & ok_m, (p_row, m_row), (0.5, -0.5)), (ok_p, (p_row, own), (1.0, -1.0)),
+                         (ok_m, (own, m_row), (1.0, -1.0))):
+            vec = c[0] * xy[r[0]] + c[1] * xy[r[1]]
+            hit = ok & (rows[:, k, 0] < 0) & (np.abs(vec - local[:, k]).max(axis=1) < 1e-6)
+            with np.errstate(invalid="ignore"):
+                hit &= ~(np.abs(local[:, k] - glob[k]).max(axis=1) < 1e-9)
+            rows[hit, k, 0], rows[hit, k, 1] = r[0][hit], r[1][hit]
+            coef[hit, k] = c
+    return rows, coef
+
+
+def _gradient_matrix(g: np.ndarray, w: np.ndarray, pb_rows: np.ndarray, x_rows: np.ndarray, n_columns: int,
+                     extra: tuple[np.ndarray, np.ndarray] | None = None):
+    """Sparse (n, 2 n_columns) gradient of ``Q = Σ_k w_k q_k(X_k − P)`` per octahedron: ``w_k g_k``
+    at X_k, ``−Σ_k w_k g_k`` at the Pb column P (absent bonds and Pb columns contribute nothing);
+    ``extra`` = (rows (n, r, j), gradients (n, r, j, 2)) adds gradients at further columns (the Pb
+    columns the reference directions were measured from; row -1: none)."""
+    from scipy import sparse
+
+    n = len(w)
+    wg = np.where((x_rows >= 0)[..., None], np.nan_to_num(w[..., None] * g), 0.0)  # (n, 4, 2)
+    centre = -wg.sum(axis=1)  # (n, 2)
+    oct_idx = np.repeat(np.arange(n), 4)
+    r_x = np.repeat(oct_idx, 2)
+    c_x = (2 * np.clip(x_rows, 0, None).ravel())[:, None] + np.arange(2)[None, :]
+    d_x = wg.reshape(-1, 2)
+    keep_x = np.repeat((x_rows.ravel() >= 0), 2) & (d_x.ravel() != 0)
+    r_p = np.repeat(np.arange(n), 2)
+    c_p = (2 * np.clip(pb_rows, 0, None))[:, None] + np.arange(2)[None, :]
+    keep_p = np.repeat(pb_rows >= 0, 2) & (centre.ravel() != 0)
+    rows = [r_x[keep_x], r_p[keep_p]]
+    cols = [c_x.ravel()[keep_x], c_p.ravel()[keep_p]]
+    data = [d_x.ravel()[keep_x], centre.ravel()[keep_p]]
+    if extra is not None:
+        e_rows, e_grad = extra
+        oct_e = np.broadcast_to(np.arange(n)[:, None, None, None], e_grad.shape)
+        col_e = 2 * np.clip(e_rows, 0, None)[..., None] + np.arange(2)
+        keep_e = np.broadcast_to((e_rows >= 0)[..., None], e_grad.shape) & np.isfinite(e_grad) & (e_grad != 0)
+        rows.append(oct_e[keep_e])
+        cols.append(col_e[keep_e])
+        data.append(e_grad[keep_e])
+    # duplicates (a column in two roles) are summed by the sparse constructor
+    return sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, 2 * n_columns))
 
 
 def octahedra_from_indices(columns: pd.DataFrame, lattice_vectors_A: np.ndarray | None = None) -> Octahedra:
@@ -232,7 +366,7 @@ def octahedra_from_indices(columns: pd.DataFrame, lattice_vectors_A: np.ndarray 
 
 
 def compute_geometry(columns: pd.DataFrame, octahedra: Octahedra, denoised: Image | None = None, *,
-                     uncertainty: bool = True) -> OctahedralGeometry:
+                     uncertainty: bool = True, pairs: PositionCovariance | None = None) -> OctahedralGeometry:
     """The octahedral geometry of a network, with incomplete and edge octahedra's θ and L blanked.
 
     Parameters
@@ -244,14 +378,22 @@ def compute_geometry(columns: pd.DataFrame, octahedra: Octahedra, denoised: Imag
     denoised : Image, optional
         The image the columns were fitted on (its Monte Carlo ``variance`` adds to the errors).
     uncertainty : bool
-        Propagate the column position uncertainty to the ``*_err_*`` columns.
+        Propagate the column position uncertainty to the error columns and keep the propagation
+        (``covariance``).
+    pairs : PositionCovariance, optional
+        Covariances between neighbouring columns (the locator's or the refinement's).
+
+    The columns' systematic error is their ``x_sys_A``/``y_sys_A`` when the table has them, else
+    :func:`octascope.analysis.uncertainty.with_systematic` of this network.
     """
-    var = column_position_variance(columns, denoised) if uncertainty else None
-    table = octahedral_geometry(columns, octahedra, var)
+    if uncertainty and "x_sys_A" not in columns:
+        columns = with_systematic(columns, octahedra)
+    cov = column_covariance(columns, denoised, pairs) if uncertainty else None
+    table, geo = geometry_with_covariance(columns, octahedra, cov)
     partial = ~table["complete"].to_numpy(bool) | table["edge"].to_numpy(bool)
     derived = [c for c in table.columns if c.startswith(("theta1_", "theta2_", "theta3_", "L1_", "L2_"))]
     table.loc[partial, derived] = np.nan
-    return OctahedralGeometry(table=table)
+    return OctahedralGeometry(table=table, covariance=geo)
 
 
 def metric_input(data: MetricInput | Result, truth: Truth | None = None) -> MetricInput:

@@ -4,7 +4,8 @@ One row per particle: where it is and how large (centroid [Å], area [nm²], ext
 lattice axes [nm], aspect ratio), its in-plane rotation [deg] and Pb-Pb lattice parameters [Å],
 the zone-axis verdict, its columns per species, the octahedra measured, its verdict with the
 reasons, and whether it touches the frame edge. The ``octahedral`` metric adds its mean tilts in
-core and shell with their uncertainties (:func:`particle_tilts`), joined on ``particle``.
+core and shell with their uncertainties and the test of the core − shell difference
+(:func:`particle_tilts`), joined on ``particle``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from octascope.analysis.uncertainty import GeometryCovariance, Part, region_weights
 from octascope.core.model import TILT_NAMES, Particle, Result
 
 #: columns of particles.csv that scripts read (more may follow)
@@ -61,8 +63,8 @@ def particle_table(result: Result) -> pd.DataFrame:
 
 
 def _mean_and_error(values: np.ndarray, errors: np.ndarray | None) -> tuple[float, float, int]:
-    """Mean of finite values and its standard error: the scatter's (sd/√n) with two or more, the
-    one octahedron's own 1σ with one."""
+    """Mean of finite values and its standard error from their scatter (sd/√n) with two or more,
+    the one octahedron's own 1σ with one: the estimate without a propagated covariance."""
     ok = np.isfinite(values)
     v = values[ok]
     if v.size == 0:
@@ -71,6 +73,26 @@ def _mean_and_error(values: np.ndarray, errors: np.ndarray | None) -> tuple[floa
         e = float(errors[ok][0]) if errors is not None else float("nan")
         return float(v[0]), e, 1
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)), int(v.size)
+
+
+#: |z| at and above which a difference is stated significant, strictest first
+SIGNIFICANCE_LEVELS = (3.0, 2.0)
+
+
+def significance(difference: float, error: float) -> tuple[float, float, str]:
+    """The test of a difference against zero with its 1σ: z, the two-sided p-value of a Gaussian
+    error, and a verdict ("significant at 3σ", "significant at 2σ", "not significant (< 2σ)" or
+    "untested" without an error)."""
+    import math
+
+    if not (np.isfinite(difference) and np.isfinite(error) and error > 0):
+        return float("nan"), float("nan"), "untested"
+    z = difference / error
+    p = math.erfc(abs(z) / math.sqrt(2.0))
+    for level in SIGNIFICANCE_LEVELS:
+        if abs(z) >= level:
+            return float(z), float(p), f"significant at {level:g}σ"
+    return float(z), float(p), f"not significant (< {SIGNIFICANCE_LEVELS[-1]:g}σ)"
 
 
 def core_shell_masks(table: pd.DataFrame, shell_depth_cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,24 +111,58 @@ def core_shell_masks(table: pd.DataFrame, shell_depth_cells: int) -> tuple[np.nd
     return core, in_shell
 
 
-def particle_tilts(geometry: pd.DataFrame, shell_depth_cells: int) -> pd.DataFrame:
-    """Per particle: mean θ1-θ3 in core and shell with their standard errors [deg] and counts, and
-    core − shell Δθ3 with its error [deg] (errors of the two means combined in quadrature)."""
+def particle_tilts(geometry: pd.DataFrame, shell_depth_cells: int,
+                   covariance: GeometryCovariance | None = None) -> pd.DataFrame:
+    """Per particle: mean θ1-θ3 in core and shell and core − shell Δθ3, with their uncertainties [deg].
+
+    With the propagation of the column covariance (``covariance``, rows following ``geometry``)
+    each mean and the difference are linear combinations of the column positions, so their 1σ keeps
+    the X columns shared by neighbouring octahedra and the correlation of neighbouring columns:
+    ``<name>_err`` the statistical part (the image's noise), ``<name>_sys`` the systematic part,
+    ``<name>_total_err`` both; ``<name>_sd`` is the scatter of the octahedra (their tilts differ,
+    which is structure, not error). Δθ3 is tested against zero with the total uncertainty:
+    ``dtheta3_z``, ``dtheta3_p`` (two-sided) and ``dtheta3_verdict`` (:func:`significance`).
+    Without a covariance the errors are the scatter's standard error (sd/√n).
+    """
     rows = []
     if "particle" not in geometry:
         geometry = geometry.assign(particle=1)
+    pid_all = geometry["particle"].to_numpy()
     for pid, tab in geometry.groupby("particle", sort=True):
+        at = np.flatnonzero(pid_all == pid)
         core, shell = core_shell_masks(tab, shell_depth_cells)
         row: dict[str, Any] = {"particle": int(pid)}
+        weights: dict[str, np.ndarray] = {}
         for name in TILT_NAMES:
             base = name.replace("_deg", "")
             err = tab[f"{base}_err_deg"].to_numpy(float) if f"{base}_err_deg" in tab else None
+            values = tab[name].to_numpy(float)
             for region, sel in (("core", core), ("shell", shell)):
-                m, e, n = _mean_and_error(tab[name].to_numpy(float)[sel], None if err is None else err[sel])
-                row[f"{base}_deg_{region}"], row[f"{base}_deg_{region}_err"] = m, e
-                row[f"n_octahedra_{region}"] = n
+                m, e, n = _mean_and_error(values[sel], None if err is None else err[sel])
+                key = f"{base}_deg_{region}"
+                row[key], row[f"n_octahedra_{region}"] = m, n
+                row[f"{key}_sd"] = float(np.std(values[sel][np.isfinite(values[sel])], ddof=1)) if n > 1 else float("nan")
+                if covariance is not None and err is not None:
+                    w = np.zeros(len(geometry))
+                    w[at] = region_weights(sel, values)
+                    weights[f"{base}_{region}"] = w
+                    parts: tuple[tuple[Part, str], ...] = (("stat", "err"), ("sys", "sys"), ("total", "total_err"))
+                    for part, suffix in parts:
+                        row[f"{key}_{suffix}"] = covariance.error(name, w, part) if n else float("nan")
+                else:
+                    row[f"{key}_err"] = e
         row["dtheta3_core_minus_shell_deg"] = row["theta3_deg_core"] - row["theta3_deg_shell"]
-        row["dtheta3_core_minus_shell_err_deg"] = float(np.hypot(row["theta3_deg_core_err"], row["theta3_deg_shell_err"]))
+        if "theta3_core" in weights and covariance is not None:
+            w = weights["theta3_core"] - weights["theta3_shell"]
+            dparts: tuple[tuple[Part, str], ...] = (("stat", "err_deg"), ("sys", "sys_deg"), ("total", "total_err_deg"))
+            for part, suffix in dparts:
+                row[f"dtheta3_core_minus_shell_{suffix}"] = covariance.error("theta3_deg", w, part) \
+                    if np.isfinite(row["dtheta3_core_minus_shell_deg"]) else float("nan")
+            total = row["dtheta3_core_minus_shell_total_err_deg"]
+        else:
+            total = row["dtheta3_core_minus_shell_err_deg"] = float(np.hypot(row["theta3_deg_core_err"],
+                                                                               row["theta3_deg_shell_err"]))
+        row["dtheta3_z"], row["dtheta3_p"], row["dtheta3_verdict"] = significance(row["dtheta3_core_minus_shell_deg"], total)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -25,6 +25,7 @@ from octascope.analysis.particles import ParticleOptions, Segmentation, segment_
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
 from octascope.analysis.region import RegionOptions, find_region
+from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
 from octascope.core.params import options_from
 from octascope.core.registry import Registry, get_registry
@@ -207,8 +208,10 @@ def run_pipeline(
         raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {denoised.shape}")
     columns = clock.step(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
     validate_columns(columns)
+    pairs = pop_position_covariance(columns)
     try:
-        _analyse_particles(result, denoised, columns, classifier, network, region_options, refine_options, particle_opts, clock)
+        _analyse_particles(result, denoised, columns, classifier, network, region_options, refine_options, particle_opts,
+                           clock, pairs)
     except Exception as exc:
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
@@ -263,8 +266,9 @@ class _StageClock:
 
 def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame", classifier: Classifier,
                        network: NetworkBuilder, region: RegionOptions, refine: RefineOptions,
-                       options: ParticleOptions, clock: _StageClock) -> None:
-    """Crystal region, particles, and every particle's classification, network and geometry."""
+                       options: ParticleOptions, clock: _StageClock, pairs: PositionCovariance | None = None) -> None:
+    """Crystal region, particles, and every particle's classification, network and geometry
+    (``pairs``: the locator's covariances between neighbouring columns)."""
     clock.say("[region] crystal region ...")
     columns, in_region, band_passed = _restrict_to_crystal(result, denoised, columns, region, options.rim_band_A)
     if not in_region.all() and "significant" in columns:
@@ -290,7 +294,7 @@ def _analyse_particles(result: Result, denoised: Image, columns: "pd.DataFrame",
     clock.say(f"[3/{clock.n_steps}] classifier:{classifier.name}, network:{network.name} on "
               f"{len(segmentation.particles)} particle(s) ...")
     frame = analyse_frame(denoised, columns, segmentation, classifier=classifier, network=network,
-                          band_passed=band_passed, refine=refine_function(refine, denoised), options=options)
+                          band_passed=band_passed, refine=refine_function(refine, denoised), options=options, pairs=pairs)
     result.columns, result.particles, result.refinement = frame.columns, frame.particles, frame.refinement
     result.octahedra, result.geometry = frame.octahedra, frame.geometry
     result.flags.extend(frame.flags)

@@ -20,11 +20,15 @@ Gauss-Newton step of every column's (x, y, A) against the residual of the full m
 normal equations per column, solved batched with torch; GPU when present). The cost is checked
 after every step and the step halved if it rose.
 
-Per-column uncertainty: ``σ² (JᵀJ)⁻¹`` of the column's (x, y, A) in the fitted domain, with σ² the
-residual variance on its patch. It is the Cramér-Rao bound of the column model when the noise is
-white in that domain (pixels for HAADF; the CoM field, i.e. the image's gradient, for iDPC/iCoM,
-whose image-domain noise is ∝ 1/k² and would make a pixel-domain ``σ² (JᵀJ)⁻¹`` wrong), the model
-is exact, and the neighbours and background are known (they are nearly orthogonal to a centre).
+Per-column uncertainty (``noise_model``): the fit of a column's (x, y, A) against the residual is
+linear in the noise, ``δp = (JᵀJ)⁻¹Jᵀε`` on its patch, so its covariance — and that of two
+neighbouring columns — is ``(JᵀJ)⁻¹Jᵀ C J (JᵀJ)⁻¹`` with ``C`` the noise covariance of the fitted
+observables, taken from the noise power spectrum of the image minus the fitted columns
+(``spectrum``: :mod:`octascope.analysis.noise_covariance`; for the gradient domain the cross-spectra
+of the two derivative channels). ``white`` keeps ``σ² (JᵀJ)⁻¹`` with σ² the residual variance on the
+column's patch (the Cramér-Rao bound when the noise is white in the fitted domain: heteroscedastic
+HAADF pixels); ``auto`` takes ``spectrum`` when the image's noise power falls faster than 1/k. The
+neighbours and the background are treated as known (they are nearly orthogonal to a centre).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from octascope.core.devices import check_device_name, select_device
 from octascope.core.devices import cpu_threads as _cpu_threads
 from octascope.core.errors import InputError, PluginError, PluginParameterError
 from octascope.core.params import Options, options_from, param, require
+from octascope.analysis.uncertainty import PAIRS_ATTR, PositionCovariance
 
 if TYPE_CHECKING:
     import torch
@@ -73,13 +78,19 @@ class RefineOptions(Options):
     device: str = param("auto", doc="'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:i]'")
     cpu_threads: int = param(1, doc="torch threads of a CPU fit (0 keeps torch's setting)")
     skip_species: tuple[str, ...] = param((), doc="species modelled with the others but keeping the locator's positions")
+    noise_model: Literal["auto", "spectrum", "white"] = param(
+        "auto", doc="noise the position covariances assume: spectrum (the noise power spectrum of the image minus the "
+                    "fitted columns; correlated), white (each column's residual variance), auto (spectrum when the noise "
+                    "power falls faster than 1/k)")
+    covariance_radius_A: float = param(4.5, unit="Å", doc="columns closer than this get the covariance of their position "
+                                                         "errors; 0: none")
 
     def check(self) -> None:
         require(len(self.basis_sigmas_A) > 0 and min(self.basis_sigmas_A) > 0,
                 f"basis_sigmas_A must be one or more widths > 0 [Å], got {list(self.basis_sigmas_A)}")
         for key in ("radius_A", "background_spacing_A", "max_step_px"):
             require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("max_rounds", "tolerance_px", "cpu_threads"):
+        for key in ("max_rounds", "tolerance_px", "cpu_threads", "covariance_radius_A"):
             require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         require(self.linear_every >= 1, f"linear_every must be >= 1, got {self.linear_every}")
         try:
@@ -100,7 +111,9 @@ class RefineResult:
     """Output of :func:`refine_positions` (pixel units unless stated).
 
     ``profiles`` maps each species to its coefficients on ``basis_sigmas_A``; ``x_err``/``y_err``
-    are per-column 1-σ uncertainties from the fit [px] (module docstring);
+    are per-column 1-σ uncertainties from the fit [px] and ``xy_cov`` the covariance of the two
+    [px²] (module docstring); ``pairs`` (P, 2) index neighbouring columns and ``pair_cov``
+    (P, 2, 2) their covariances [px²]; ``noise_model`` the noise assumed;
     ``cost_history`` the RMS residual after each round.
     """
 
@@ -115,6 +128,10 @@ class RefineResult:
     background: np.ndarray
     rounds: int
     cost_history: list = field(default_factory=list)
+    xy_cov: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    pair_cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
+    noise_model: str = "white"
 
 
 def profile_values(coeffs: np.ndarray, sigmas_px: np.ndarray, r_px: np.ndarray) -> np.ndarray:
@@ -334,9 +351,15 @@ class _JointModel:
 
     def position_errors(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
                         model: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
-        """1-σ uncertainties of every column's x and y [px]: ``σ² (JᵀJ)⁻¹`` with σ² the residual
-        variance on its patch (white in the fitted domain: pixels for HAADF, the gradient/CoM field
-        for iDPC and iCoM)."""
+        """1-σ uncertainties of every column's x and y [px] for white noise in the fitted domain:
+        ``σ² (JᵀJ)⁻¹`` with σ² the residual variance on its patch (pixels for HAADF; the
+        gradient/CoM field for iDPC and iCoM)."""
+        cov = self.white_covariance(x, y, amp, coeffs, model)
+        return np.sqrt(np.clip(cov[:, 0, 0], 0, None)), np.sqrt(np.clip(cov[:, 1, 1], 0, None))
+
+    def white_covariance(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
+                         model: "torch.Tensor") -> np.ndarray:
+        """(n, 2, 2) covariance of (x, y) for white noise in the fitted domain [px²] (:meth:`position_errors`)."""
         import torch
 
         res = self.patch_residuals(model)
@@ -349,9 +372,31 @@ class _JointModel:
             # channel shows half the CoM noise variance σ², while the Fisher information is JᵀJ/σ²
             var = 2.0 * var
         cov = torch.linalg.inv(hess) * var[:, None, None]
-        x_err = torch.sqrt(torch.clamp(cov[:, 0, 0], min=0)).cpu().numpy()
-        y_err = torch.sqrt(torch.clamp(cov[:, 1, 1], min=0)).cpu().numpy()
-        return x_err, y_err
+        return cov[:, :2, :2].cpu().numpy()
+
+    def influence(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> np.ndarray:
+        """(n, n_ch, 2, m) rows x, y of ``(JᵀJ)⁻¹Jᵀ`` of every column on its patch pixels, per channel."""
+        import torch
+
+        jac = self.jacobian(x, y, amp, coeffs)  # (n, n_ch·m, 3), channel-major
+        hess = jac.transpose(1, 2) @ jac + 1e-30 * torch.eye(3, dtype=self.img.dtype, device=self.img.device)
+        infl = torch.linalg.solve(hess, jac.transpose(1, 2))[:, :2]  # (n, 2, n_ch·m)
+        n, _, total = infl.shape
+        n_ch = self.obs.shape[0]
+        return infl.reshape(n, 2, n_ch, total // n_ch).permute(0, 2, 1, 3).cpu().numpy()
+
+    def column_image(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> np.ndarray:
+        """The columns' profiles rendered in the image domain (h, w), background left out (the gradient
+        domain fits the same profile coefficients, up to a constant)."""
+        import torch
+
+        h, w = self.img.shape
+        dx, dy = self.pxf - x[:, None], self.pyf - y[:, None]
+        g = torch.exp(-0.5 * (dx[..., None] ** 2 + dy[..., None] ** 2) / self.sig**2)
+        prof = (g * coeffs[self.group][:, None, :]).sum(-1) * amp[:, None] * self.inside
+        out = torch.zeros(h * w, dtype=self.img.dtype, device=self.img.device)
+        out.index_add_(0, self.flat.reshape(-1), prof.reshape(-1))
+        return out.reshape(h, w).cpu().numpy()
 
 
 def _background_basis(h: int, w: int, spacing_px: float, gradient: bool, device: "torch.device"
@@ -434,6 +479,45 @@ def _alternate(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "tor
     return x, y, amp, rounds, history
 
 
+def _covariance(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
+                model: "torch.Tensor", img_np: np.ndarray, pixel_size_A: float, o: RefineOptions
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Every column's (x, y) covariance, and neighbouring columns', under the ``noise_model`` (module
+    docstring) [px²]: own (n, 2, 2), pairs (P, 2), their covariances (P, 2, 2), the model used."""
+    from octascope.analysis.noise_covariance import autocovariance, channel_spectra, estimator_covariance, neighbour_pairs
+    from octascope.analysis.noise_spectrum import estimate_noise_spectrum
+
+    xs, ys = x.cpu().numpy(), y.cpu().numpy()
+    radius_px = o.covariance_radius_A / pixel_size_A
+    pairs = neighbour_pairs(xs, ys, radius_px)
+    residual = img_np - fit.column_image(x, y, amp, coeffs)
+    h, w = residual.shape
+    crop = 512
+    y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    noise = estimate_noise_spectrum(residual[y0:y0 + crop, x0:x0 + crop], pixel_size_A)
+    mode = o.noise_model
+    if mode == "auto":
+        slope = noise.slope()
+        mode = "spectrum" if np.isfinite(slope) and slope < -1.0 else "white"
+    channels = ("dx", "dy") if fit.gradient else ("image",)
+    rad_px = max(2, int(np.ceil(o.radius_A / pixel_size_A)))  # the patches' radius (_JointModel.build)
+    side = max(2 * (int(np.ceil(radius_px)) + 3 + 3 * rad_px) + 2, min(crop, max(h, w)))
+    acov = autocovariance(channel_spectra(noise, (side, side), channels))
+    off = np.arange(-rad_px, rad_px + 1)
+    oy, ox = np.meshgrid(off, off, indexing="ij")
+    disk = (ox**2 + oy**2) <= rad_px**2
+    offsets = np.column_stack([ox[disk], oy[disk]])
+    centres = np.column_stack([np.rint(fit.pxf[:, 0].cpu().numpy() - offsets[0, 0]),
+                               np.rint(fit.pyf[:, 0].cpu().numpy() - offsets[0, 1])]).astype(np.int64)
+    own, pair_cov = estimator_covariance(fit.influence(x, y, amp, coeffs), offsets, centres, pairs, acov)
+    if mode == "white":
+        white = fit.white_covariance(x, y, amp, coeffs, model)
+        level = np.sqrt(np.einsum("nii->n", white) / np.maximum(np.einsum("nii->n", own), 1e-300))
+        pair_cov = pair_cov * (level[pairs[:, 0]] * level[pairs[:, 1]])[:, None, None]
+        own = white
+    return own, pairs, pair_cov, mode
+
+
 def refine_positions(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, species: Sequence[str],
                      options: RefineOptions | None = None, *, pixel_size_A: float, domain: str | None = None,
                      **params: Any) -> RefineResult:
@@ -476,10 +560,12 @@ def refine_positions(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, speci
     coeffs, bg_w = fit.solve_linear(x, y, amp)
     coeffs, amp = fit.normalise(coeffs, amp)
     model = fit.render(x, y, amp, coeffs, bg_w)
-    x_err, y_err = fit.position_errors(x, y, amp, coeffs, model)
+    own, pairs, pair_cov, mode = _covariance(fit, x, y, amp, coeffs, model, img_np, pixel_size_A, o)
     coeffs_np = coeffs.cpu().numpy()
     return RefineResult(
-        x=x.cpu().numpy(), y=y.cpu().numpy(), amplitude=amp.cpu().numpy(), x_err=x_err, y_err=y_err,
+        x=x.cpu().numpy(), y=y.cpu().numpy(), amplitude=amp.cpu().numpy(),
+        x_err=np.sqrt(np.clip(own[:, 0, 0], 0, None)), y_err=np.sqrt(np.clip(own[:, 1, 1], 0, None)),
+        xy_cov=own[:, 0, 1], pairs=pairs, pair_cov=pair_cov, noise_model=mode,
         profiles={lab: coeffs_np[i] for i, lab in enumerate(labels)}, basis_sigmas_A=tuple(float(s) for s in o.basis_sigmas_A),
         model=model.cpu().numpy(), background=(fit.gy @ bg_w @ fit.gx.T).cpu().numpy(), rounds=rounds,
         cost_history=history,
@@ -509,8 +595,10 @@ def refine_columns(image: Any, columns: pd.DataFrame, options: RefineOptions | N
     -------
     columns : pandas.DataFrame
         A copy with ``x_A``, ``y_A``, ``x_px``, ``y_px``, ``amplitude`` replaced by the joint fit,
-        ``x_err_A``/``y_err_A`` [Å] by its uncertainties, and the pre-refinement positions kept as
-        ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part of
+        ``x_err_A``/``y_err_A`` [Å] and ``xy_corr`` by its uncertainties (the covariances between
+        neighbouring refined columns in ``attrs["position_covariance"]``,
+        :class:`octascope.analysis.uncertainty.PositionCovariance`, when the table has ``column_id``),
+        and the pre-refinement positions kept as ``x_A_locator``/``y_A_locator``. Columns whose species is in ``skip_species`` are part of
         the model but keep the locator's position.
     info : dict
         What the fit did: domain, rounds, RMS residual, the species profiles and basis widths [Å].
@@ -537,6 +625,14 @@ def refine_columns(image: Any, columns: pd.DataFrame, options: RefineOptions | N
     out["amplitude"] = np.where(keep, out["amplitude"].to_numpy(float), fit.amplitude)
     out["x_err_A"] = np.where(keep, out.get("x_err_A", np.nan), fit.x_err * ps)
     out["y_err_A"] = np.where(keep, out.get("y_err_A", np.nan), fit.y_err * ps)
-    info = {"domain": domain, "rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = fit.xy_cov / (fit.x_err * fit.y_err)
+    out["xy_corr"] = np.where(keep, out.get("xy_corr", 0.0), corr)
+    if "column_id" in out:
+        ids = out["column_id"].to_numpy()
+        both = ~keep[fit.pairs[:, 0]] & ~keep[fit.pairs[:, 1]] if len(fit.pairs) else np.zeros(0, bool)
+        out.attrs[PAIRS_ATTR] = PositionCovariance(ids[fit.pairs[both, 0]], ids[fit.pairs[both, 1]],
+                                                   fit.pair_cov[both] * ps**2)
+    info = {"domain": domain, "noise_model": fit.noise_model, "rounds": fit.rounds, "rms_residual": fit.cost_history[-1] if fit.cost_history else None,
             "profiles": {k: v.tolist() for k, v in fit.profiles.items()}, "basis_sigmas_A": list(fit.basis_sigmas_A)}
     return out, info

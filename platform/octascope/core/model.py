@@ -330,11 +330,17 @@ class OctahedralGeometry:
     ``table``: one row per octahedron in the order of ``Octahedra.table`` — ``pb`` (row label of
     the Pb column), ``x_A``, ``y_A``, ``i``, ``j``, ``shell``, ``edge``, ``phi1_deg``..``phi4_deg``,
     ``theta1_deg``..``theta3_deg`` [deg], ``sigma1_A``..``sigma4_A``, ``L1_A``, ``L2_A`` [Å],
-    ``n_bonds``, ``complete`` and the 1σ errors ``<name>_err_deg`` / ``<name>_err_A``. θ and L
-    (and their errors) are NaN for incomplete or edge octahedra.
+    ``n_bonds``, ``complete`` and the 1σ errors ``<name>_err_deg`` / ``<name>_err_A`` (statistical),
+    ``<name>_sys_*`` (systematic) and ``<name>_total_err_*`` (both). θ and L (and their errors) are
+    NaN for incomplete or edge octahedra.
+
+    ``covariance``: the propagation of the column position covariance to the table's quantities
+    (an :class:`octascope.analysis.uncertainty.GeometryCovariance`; rows follow ``table``), for the
+    errors of means and differences over octahedra; ``None`` without uncertainties.
     """
 
     table: pd.DataFrame
+    covariance: Any = None
 
     #: the tilt columns
     TILTS = TILT_NAMES

@@ -4,6 +4,8 @@ Each metric returns its summary section (:attr:`octascope.core.model.MetricOutpu
 are listed under ``metrics.<name>``. The keys scripts read stay where they were: ``tilt`` is the
 ``octahedral`` metric's core/shell means, ``accuracy`` the ``accuracy`` metric's section (or
 ``null`` without truth), ``scalars`` every flat scalar, ``timings_s`` every stage's time.
+``core_shell_test`` states, per analysed particle, whether its core − shell Δθ3 differs from zero
+beyond its total (statistical and systematic) uncertainty (:func:`core_shell_tests`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def summarize(result: Result) -> dict[str, Any]:
             "source": result.region.source, "fraction_of_image": result.region.fraction,
             "columns_outside_dropped": result.n_outside_region},
         "particles": _particle_rows(result),
+        "core_shell_test": core_shell_tests(result),
         "columns_outside_particles": result.n_outside_particles,
         "flags": list(result.flags),
         "trusted": not result.flags,
@@ -54,6 +57,39 @@ def _particle_rows(result: Result) -> list[dict[str, Any]]:
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
+def core_shell_tests(result: Result) -> list[dict[str, Any]]:
+    """Per analysed particle with octahedra in core and shell: Δθ3 = core − shell [deg], its total 1σ
+    (statistical and systematic, correlations kept; the statistical and systematic parts too), z,
+    the two-sided p-value and the verdict (``significant at 3σ``, ``significant at 2σ``,
+    ``not significant (< 2σ)``), from the ``particles`` table
+    (:func:`octascope.analysis.particle_table.particle_tilts`)."""
+    out = []
+    for row in _particle_rows(result):
+        d = row.get("dtheta3_core_minus_shell_deg")
+        if row.get("verdict") != "analysed" or d is None or not math.isfinite(d):
+            continue
+        out.append({"particle": row["particle"], "dtheta3_deg": d,
+                    "error_deg": row.get("dtheta3_core_minus_shell_total_err_deg",
+                                         row.get("dtheta3_core_minus_shell_err_deg")),
+                    "stat_error_deg": row.get("dtheta3_core_minus_shell_err_deg"),
+                    "sys_error_deg": row.get("dtheta3_core_minus_shell_sys_deg"),
+                    "z": row.get("dtheta3_z"), "p": row.get("dtheta3_p"), "verdict": row.get("dtheta3_verdict")})
+    return out
+
+
+def core_shell_line(test: Mapping[str, Any], several: bool) -> str:
+    """One line of the printed summary: the core − shell test of a particle."""
+    who = f"particle {test['particle']}: " if several else ""
+    err, z, p = test.get("error_deg"), test.get("z"), test.get("p")
+    if err is None or not math.isfinite(err):
+        return f"  core − shell Δθ3: {who}{test['dtheta3_deg']:+.2f}° (no uncertainty: untested)"
+    parts = []
+    if test.get("sys_error_deg") is not None and math.isfinite(test["sys_error_deg"]):
+        parts.append(f"stat {test['stat_error_deg']:.2f}, sys {test['sys_error_deg']:.2f}")
+    return (f"  core − shell Δθ3: {who}{test['dtheta3_deg']:+.2f} ± {err:.2f}° ({'; '.join(parts) + '; ' if parts else ''}"
+            f"z {z:+.1f}, p {p:.2g}): {test['verdict']}")
+
+
 def _particle_line(row: Mapping[str, Any]) -> str:
     """One particle in the printed summary."""
     head = (f"  particle {row['particle']}: {row['size_a1_nm']:.1f} x {row['size_a2_nm']:.1f} nm"
@@ -63,7 +99,8 @@ def _particle_line(row: Mapping[str, Any]) -> str:
         return head + " — not analysed (see FLAG)"
     parts = [f"{int(row.get('n_octahedra_measured', 0))} octahedra measured"]
     for region in ("core", "shell"):
-        v, e = row.get(f"theta3_deg_{region}", float("nan")), row.get(f"theta3_deg_{region}_err", float("nan"))
+        v = row.get(f"theta3_deg_{region}", float("nan"))
+        e = row.get(f"theta3_deg_{region}_total_err", row.get(f"theta3_deg_{region}_err", float("nan")))
         if v is not None and math.isfinite(v):
             parts.append(f"θ3 {region} {v:.2f} ± {e:.2f}°" if e is not None and math.isfinite(e) else f"θ3 {region} {v:.2f}°")
     return head + ": " + ", ".join(parts)
@@ -97,8 +134,12 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
             lines.append(f"  mean tilt ({region}): no complete octahedra in the {region} "
                          "(change the depth with metric.octahedral.shell_depth_cells)")
         else:
+            errs = [tilt.get(f"theta{k}_deg_mean_{region}_err") for k in (1, 2, 3)]
             lines.append(f"  mean tilt ({region}): " + ", ".join(
-                f"θ{k} {v:.2f}°" for k, v in zip((1, 2, 3), vals) if v is not None))
+                f"θ{k} {v:.2f}" + (f" ± {e:.2f}°" if e is not None and math.isfinite(e) else "°")
+                for k, v, e in zip((1, 2, 3), vals, errs) if v is not None))
+    tests = core_shell_tests(result)
+    lines.extend(core_shell_line(t, len(rows) > 1) for t in tests)
     s = sections.get("accuracy") or {}
     if result.truth is not None and "detection_f1" in s:
         acc = [f"detection F1 {s['detection_f1']:.3f} (outer cell {s.get('detection_f1_outer', _nan()):.3f})",

@@ -25,5 +25,6 @@ def unbin_fit(fit: GaussianFit, k: int, start_x: np.ndarray, start_y: np.ndarray
 
     back = (k - 1) / 2
     return replace(fit, x=np.where(fit.ok, fit.x * k + back, start_x), y=np.where(fit.ok, fit.y * k + back, start_y),
-                   cxx=fit.cxx * k**2, cxy=fit.cxy * k**2, cyy=fit.cyy * k**2, x_err=fit.x_err * k, y_err=fit.y_err * k)
+                   cxx=fit.cxx * k**2, cxy=fit.cxy * k**2, cyy=fit.cyy * k**2, x_err=fit.x_err * k, y_err=fit.y_err * k,
+                   xy_cov=fit.xy_cov * k**2, pair_cov=fit.pair_cov * k**2)
 

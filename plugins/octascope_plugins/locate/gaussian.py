@@ -86,7 +86,8 @@ class GaussianLocator(Plugin):
             fit = fit_gaussians(data, xs, ys, o, pixel_size_A=fps, progress=bar)
         if k > 1:
             fit = unbin_fit(fit, k, np.asarray(x_px, float), np.asarray(y_px, float))
-        return fit_to_columns(fit, ps, o.min_separation_A, significance=significance, threshold=threshold)
+        return fit_to_columns(fit, ps, o.min_separation_A, significance=significance, threshold=threshold,
+                              failed_err_A=0.5 * o.com_radius_A)
 
     def locate(self, image: Image) -> pd.DataFrame:
         """Find and fit all columns of ``image``; see the class docstring."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -45,6 +46,12 @@ class GaussianOptions(CandidateSearch):
     fit_pixel_A: float = param(0.15, unit="Å", doc="finer images are fitted on k x k binned pixels, "
                                "k = floor(fit_pixel_A / pixel size); 0: off")
     min_separation_A: float = param(1.0, unit="Å", doc="fitted columns closer than this are merged (the weaker dropped)")
+    noise_model: Literal["auto", "spectrum", "white"] = param(
+        "auto", doc="noise the position covariances assume: spectrum (the image's fitted noise power spectrum, "
+                    "correlated; iDPC/iCoM), white (each fit's residual, heteroscedastic; HAADF), auto (spectrum when "
+                    "the noise power falls faster than 1/k)")
+    covariance_radius_A: float = param(4.5, unit="Å", doc="columns closer than this get the covariance of their "
+                                       "position errors (pairs table); 0: none")
     seed: int = param(0, doc="seed of the random restart shifts")
     device: str = param("auto", doc="'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:i]'")
     cpu_threads: int = param(1, doc="torch threads of a CPU fit (0 keeps torch's setting)")
@@ -55,7 +62,7 @@ class GaussianOptions(CandidateSearch):
                     "max_iterations", "tolerance", "max_residual"):
             require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}; give a positive value")
         for key in ("neighbour_rounds", "max_restarts", "min_separation_A", "restart_shift_A", "fit_pixel_A",
-                    "cpu_threads"):
+                    "cpu_threads", "covariance_radius_A"):
             require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         try:
             check_device_name(self.device, "locator 'gaussian'")

@@ -37,14 +37,39 @@ def others_on_patches(p: "torch.Tensor", ok: "torch.Tensor", patches: Patches, i
     torch.Tensor
         (N, M) summed model of the other columns on every patch pixel.
     """
-    import torch
-
     h, w = patches.shape
     q = p.clone()
     q[:, _B] = 0
     q[~ok, _A] = 0
     own, _ = model(q, patches.x, patches.y, jacobian=False)
-    total = torch.zeros(img.numel(), dtype=img.dtype, device=img.device)
+    total = render_columns(p, ok, (h, w), img, render_radius_px).reshape(-1)
+    return total[patches.flat] - own
+
+
+def render_columns(p: "torch.Tensor", ok: "torch.Tensor", shape: tuple[int, int], img: "torch.Tensor",
+                   render_radius_px: int) -> "torch.Tensor":
+    """The summed model of all usable columns (background excluded) on the image grid (H, W).
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        (N, 7) parameters (see :mod:`.lm_solver`) [px].
+    ok : torch.Tensor
+        (N,) bool, usable fits (the others render nothing).
+    shape : tuple of int
+        (H, W) of the image.
+    img : torch.Tensor
+        Gives dtype and device.
+    render_radius_px : int
+        Radius each column's model is rendered out to [px].
+    """
+    import torch
+
+    h, w = shape
+    q = p.clone()
+    q[:, _B] = 0
+    q[~ok, _A] = 0
+    total = torch.zeros((h, w), dtype=img.dtype, device=img.device)
     good = (ok & torch.isfinite(q).all(1)).nonzero().ravel()
     if good.numel():
         # render into an image padded by the disk radius, so no pixel needs clipping
@@ -66,5 +91,5 @@ def others_on_patches(p: "torch.Tensor", ok: "torch.Tensor", patches: Patches, i
         for k in range(0, qg.shape[0], chunk):
             rendered, _ = model(qg[k:k + chunk], ox, oy, jacobian=False)
             padded.index_add_(0, flat[k:k + chunk].ravel(), rendered.ravel())
-        total = padded.view(h + 2 * pad, wp)[pad:pad + h, pad:pad + w].reshape(-1)
-    return total[patches.flat] - own
+        total = padded.view(h + 2 * pad, wp)[pad:pad + h, pad:pad + w]
+    return total

@@ -29,7 +29,8 @@ def octahedral_figures(
     dict
         ``network_overlay``, ``theta_maps`` (θ1, θ2, θ3), ``phi_maps`` (φ1-φ4),
         ``bond_length_maps`` (L1, L2), ``tilt_histograms`` (core vs shell), ``tilt_line_profile``
-        and, when errors were propagated, ``theta_uncertainty_map``; with several particles
+        and, when errors were propagated, ``theta_uncertainty_map`` (the total — statistical and
+        systematic — 1σ of θ3 when the systematic part is known, else the statistical one); with several particles
         ``particle_histograms`` (sizes and mean tilts over the frame's particles).
     """
     figs: dict[str, Figure] = {"network_overlay": network_overlay(image, columns, octahedra, particles)}
@@ -96,9 +97,11 @@ def octahedral_figures(
         plot_profiles(ax, profs, "tilt [°]", "tilt along a1 through the centre (4 rows integrated)")
         figs["tilt_line_profile"] = fig
 
-    if "theta3_err_deg" in table and np.isfinite(table.loc[good, "theta3_err_deg"]).any():
+    unc = "theta3_total_err_deg" if "theta3_total_err_deg" in table else "theta3_err_deg"
+    if unc in table and np.isfinite(table.loc[good, unc]).any():
         fig, (ax,) = new_figure(1)
-        draw_tile_map(ax, xy, table["theta3_err_deg"], a1, a2, label="σ(θ3) [°]", title="θ3 uncertainty (1σ)",
+        what = "statistical ⊕ systematic" if unc == "theta3_total_err_deg" else "statistical"
+        draw_tile_map(ax, xy, table[unc], a1, a2, label="σ(θ3) [°]", title=f"θ3 uncertainty (1σ, {what})",
                       excluded=edge, cmap="magma")
         figs["theta_uncertainty_map"] = fig
     if several:
