@@ -77,23 +77,56 @@ class _Clock:
             self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - t0
 
 
-def _zone_axis(particle: Particle, cols: pd.DataFrame, options: ParticleOptions) -> Particle:
-    """The particle with its zone-axis verdict from its significant columns' shapes."""
-    sig = cols["significant"].fillna(True).to_numpy(bool) if "significant" in cols else np.ones(len(cols), bool)
-    rot = cols["rotation_deg"].to_numpy(float)[sig] if "rotation_deg" in cols else np.array([])
-    ell = cols["ellipticity"].to_numpy(float)[sig] if "ellipticity" in cols else np.array([])
-    score = zone_axis_score(rot, ell)
-    verdict = "unknown" if not np.isfinite(score) else ("off-axis" if score > options.off_axis_score else "[001]")
-    return particle.replace(zone_axis=verdict, zone_axis_score=score)
+def _elongation(cols: pd.DataFrame, species: tuple[str, ...] | None = None) -> float:
+    """Coherent elongation (:func:`~octascope.analysis.particles.zone_axis_score`) of a particle's
+    columns: those of the given species, or (``None``) the significant ones."""
+    if species is not None:
+        sel = cols["species"].astype(str).isin(species).to_numpy() if "species" in cols else np.zeros(len(cols), bool)
+    else:
+        sel = cols["significant"].fillna(True).to_numpy(bool) if "significant" in cols else np.ones(len(cols), bool)
+    if "rotation_deg" not in cols or "ellipticity" not in cols:
+        return float("nan")
+    return zone_axis_score(cols["rotation_deg"].to_numpy(float)[sel], cols["ellipticity"].to_numpy(float)[sel])
 
 
-def _pre_checks(particle: Particle, cols: pd.DataFrame, band_passed: np.ndarray, pixel_mask: np.ndarray,
-                options: ParticleOptions) -> None:
+def _off_axis_reason(score: float, threshold: float, columns: str) -> str:
+    return (f"off the [001] zone axis: its {columns} are smeared into streaks along one direction (coherent "
+            f"elongation {score:.2f} > {threshold:g}); tilt it to [001] to measure its octahedra")
+
+
+def _zone_axis(particle: Particle, classified: pd.DataFrame, options: ParticleOptions) -> Particle:
+    """The particle's zone-axis verdict from its halide and Cs columns' shapes (after classification).
+
+    On [001] the halide and Cs columns are not elongated along one common direction (the Pb
+    columns of an orthorhombic particle are, by their apical halides, which is why they are left
+    out); off the axis every column is a streak along the same direction.
+
+    Raises
+    ------
+    InputError
+        When the particle is off the axis.
+    """
+    score = _elongation(classified, ("X", "Cs"))
+    if not np.isfinite(score):
+        return particle.replace(zone_axis="unknown", zone_axis_score=score)
+    if score > options.off_axis_score:
+        raise InputError(_off_axis_reason(score, options.off_axis_score, "halide and Cs columns"))
+    return particle.replace(zone_axis="[001]", zone_axis_score=score)
+
+
+def _unclassifiable(particle: Particle, cols: pd.DataFrame, exc: InputError, options: ParticleOptions) -> Particle:
+    """A particle the checks or the classifier refused; when all its columns are coherently
+    streaked (twice the off-axis threshold: more than the Pb columns' own elongation on the axis
+    gives), the reason is that it is off the zone axis."""
+    score = _elongation(cols)
+    if np.isfinite(score) and score > 2 * options.off_axis_score:
+        reason = _off_axis_reason(score, 2 * options.off_axis_score, "columns")
+        return particle.replace(verdict="refused", zone_axis="off-axis", zone_axis_score=score, reasons=(reason,))
+    return particle.replace(verdict="refused", zone_axis_score=score, reasons=(" ".join(str(exc).split()),))
+
+
+def _pre_checks(particle: Particle, cols: pd.DataFrame, band_passed: np.ndarray, pixel_mask: np.ndarray) -> None:
     """Refuse (InputError) a particle that cannot be analysed before its classification."""
-    if particle.zone_axis == "off-axis":
-        raise InputError(f"off the [001] zone axis: its columns are smeared into streaks along one direction "
-                         f"(coherent elongation {particle.zone_axis_score:.2f} > {options.off_axis_score}); "
-                         "tilt it to [001] to measure its octahedra")
     if np.isnan(particle.spacing_A):
         raise InputError("crystalline (lattice fringes) but its columns form no square lattice: off the [001] zone "
                          "axis, or not an [001] perovskite projection")
@@ -202,12 +235,16 @@ def analyse_frame(image: Image, columns: pd.DataFrame, segmentation: Segmentatio
     c_label, n_label = f"classifier:{classifier.name}", f"network:{network.name}"
     for p in segmentation.particles:
         cols = columns.loc[np.sort(p.rows)]
-        p = _zone_axis(p, cols, o)
         try:
-            _pre_checks(p, cols, band_passed, pixel_labels == p.id, o)
-            judged[p.id], classified[p.id] = _classify(p, cols, image, classifier, clock, c_label)
+            _pre_checks(p, cols, band_passed, pixel_labels == p.id)
+            done, classification = _classify(p, cols, image, classifier, clock, c_label)
         except InputError as exc:
-            judged[p.id] = p.replace(verdict="refused", reasons=(" ".join(str(exc).split()),))
+            judged[p.id] = _unclassifiable(p, cols, exc, o)
+            continue
+        try:
+            judged[p.id], classified[p.id] = _zone_axis(done, classification.columns, o), classification
+        except InputError as exc:
+            judged[p.id] = done.replace(verdict="refused", zone_axis="off-axis", reasons=(str(exc),))
     refinement = None
     if refine is not None and classified:
         joined = pd.concat([c.columns for c in classified.values()]).sort_index()

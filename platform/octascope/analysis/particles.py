@@ -23,7 +23,8 @@ before anything assumes one lattice:
 
 The particle's zone axis is judged from the shape of its columns (:func:`zone_axis_score`): off
 the [001] axis a column's atoms no longer line up with the beam and every column smears into a
-streak along the same direction, while on axis the halide columns' elongations alternate.
+streak along the same direction, while on axis the halide and Cs columns are not elongated along
+one common direction (the Pb columns of an orthorhombic particle are, by their apical halides).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class ParticleOptions(Options):
     rim_band_A: float = param(6.0, unit="Å", doc="columns this far outside the automatic crystal region may still "
                               "join a particle as site candidates, kept only on its lattice sites (weak rim columns "
                               "the region's smooth boundary cuts off); 0: none")
-    off_axis_score: float = param(0.25, doc="coherent column elongation above which a particle is off the "
-                                  "[001] zone axis (zone_axis_score)")
+    off_axis_score: float = param(0.3, doc="coherent elongation of a particle's halide and Cs columns above which it "
+                                  "is off the [001] zone axis (zone_axis_score)")
 
     def check(self) -> None:
         require(0 < self.bond_angle_tolerance_deg < 45, "bond_angle_tolerance_deg must lie in (0, 45), e.g. 20")
