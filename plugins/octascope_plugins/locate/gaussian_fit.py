@@ -17,16 +17,18 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.analysis.noise_covariance import autocovariance, channel_spectra, estimator_covariance, neighbour_pairs
-from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 from octascope.analysis.uncertainty import PAIRS_ATTR, PositionCovariance
 from octascope.core.model import make_columns
 from octascope.core.devices import select_device
 
 from octascope_plugins.locate.ellipse import ellipse_from_covariance
 from octascope_plugins.locate.gaussian_options import GaussianOptions
-from octascope_plugins.locate.lm_solver import _A, _B, _L11, _L22, _X, _Y, N_PARAMS, covariance, levenberg_marquardt, model
+from octascope_plugins.locate.lm_solver import (_A, _B, _L11, _L22, _X, _Y, N_PARAMS, N_POSITION, covariance,
+                                                fit_shared_shapes, levenberg_marquardt, model)
 from octascope_plugins.locate.neighbours import others_on_patches, render_columns
 from octascope_plugins.locate.patches import Patches, disk_offsets
+from octascope_plugins.locate.profile_covariance import (NOISE_CROP_PX, acov_grid, residual_noise,
+                                                         shared_profile_covariance)
 
 if TYPE_CHECKING:
     import torch
@@ -136,13 +138,17 @@ class _Round:
 
 
 def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options: GaussianOptions, *,
-                  pixel_size_A: float, progress: "Callable[[int, int], None] | None" = None) -> GaussianFit:
+                  pixel_size_A: float, progress: "Callable[[int, int], None] | None" = None,
+                  shape_from: np.ndarray | None = None) -> GaussianFit:
     """Fit an elliptical 2-D Gaussian + constant background to every column, all at once.
 
-    A first round fits every column on its patch; ``neighbour_rounds`` more refit each on its
-    patch minus the current model of all other columns (:func:`_fit_round`). In every round, fits
-    that fail or misfit beyond the noise are restarted (:func:`_restart_bad_fits`). The position
-    uncertainties come from the last round (:func:`_position_errors`).
+    With ``options.profile_groups`` >= 1 (the default) the columns are grouped by amplitude and
+    the columns of a group share one elliptical profile, each keeping its own position, amplitude
+    and background (:func:`_fit_round_shared`); with 0 every column has its own shape
+    (:func:`_fit_round`). A first round fits every column on its patch; ``neighbour_rounds`` more
+    refit each on its patch minus the current model of all other columns. In every round, fits
+    that fail (and, for own shapes, those that misfit beyond the noise) are restarted
+    (:func:`_restart_bad_fits`). The position uncertainties come from the last round.
 
     Parameters
     ----------
@@ -157,6 +163,9 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
         Pixel size of ``data`` [Å].
     progress : callable, optional
         Called as ``progress(rounds_done, rounds_total)`` after each fitting round.
+    shape_from : numpy.ndarray, optional
+        (N,) bool, the columns whose patches the shared profiles are fitted on (e.g. the
+        significant candidates; default: every column with a positive start amplitude).
 
     Returns
     -------
@@ -173,17 +182,201 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
     img, start_x, start_y = (torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64, device=dev)
                              for a in (data, x_px, y_px))
     rnd: _Round | None = None
+    shared: _Shared | None = None
     ok = torch.zeros(len(x_px), dtype=torch.bool, device=dev)
     iterations = 0
+    use = None if shape_from is None else torch.as_tensor(np.asarray(shape_from, bool), device=dev)
     for k in range(options.neighbour_rounds + 1):
-        rnd, ok, it = _fit_round(img, start_x, start_y, None if rnd is None else rnd.p, ok, win, options, rng)
+        if options.profile_groups > 0:
+            rnd, ok, it, shared = _fit_round_shared(img, start_x, start_y, rnd, ok, shared, use, win, options, rng)
+        else:
+            rnd, ok, it = _fit_round(img, start_x, start_y, None if rnd is None else rnd.p, ok, win, options, rng)
         iterations += it
         if progress is not None:
             progress(k + 1, options.neighbour_rounds + 1)
     assert rnd is not None  # the loop above runs at least once (options.neighbour_rounds >= 0)
-    fit = _gaussian_fit(rnd, ok, data, x_px, y_px, iterations)
+    shape_p = rnd.p
+    if shared is not None and options.shape_iterations > 0:
+        shape_p, iterations = _own_shapes(rnd, ok, win, options, iterations)
+    fit = _gaussian_fit(rnd, ok, data, x_px, y_px, iterations, shape_p)
     residual = img - render_columns(rnd.p, ok, (int(img.shape[0]), int(img.shape[1])), img, win.render_radius)
-    return _with_covariance(fit, rnd, residual.detach().cpu().numpy(), pixel_size_A, options)
+    residual_np = residual.detach().cpu().numpy()
+    if shared is None:
+        return _with_covariance(fit, rnd, residual_np, pixel_size_A, options)
+    influence, white, _ = _influence(rnd, N_POSITION)
+    centres = np.column_stack([rnd.cx.detach().cpu().numpy(), rnd.cy.detach().cpu().numpy()]).astype(np.int64)
+    return _with(fit, *shared_profile_covariance(
+        ok=fit.ok, x=fit.x, y=fit.y, amplitude=rnd.p[:, _A].detach().cpu().numpy(), group=shared.group.cpu().numpy(),
+        shapes=shared.shapes.cpu().numpy(), radius_px=rnd.patches.radius, centres=centres,
+        edge=rnd.patches.edge.cpu().numpy(), influence=influence, white=white, residual=residual_np,
+        pixel_size_A=pixel_size_A, noise_model=options.noise_model, covariance_radius_A=options.covariance_radius_A))
+
+
+@dataclass
+class _Shared:
+    """The profile groups of a shared-profile fit: every column's group and each group's shape."""
+
+    group: "torch.Tensor"  # (N,) long
+    shapes: "torch.Tensor"  # (G, 3) l11, l21, l22 [1/px]
+
+
+#: members of a group its shared profile is fitted on at most (a random sample; three shape
+#: parameters are fixed to a fraction of a per cent by a few hundred columns)
+SHAPE_SAMPLE = 400
+#: fewest members of a profile group; a smaller group joins the nearest one in amplitude
+MIN_GROUP = 8
+
+
+def amplitude_groups(amplitude: np.ndarray, usable: np.ndarray, n_groups: int) -> np.ndarray:
+    """Group columns by amplitude: 1-D k-means of log amplitude over the usable columns.
+
+    Parameters
+    ----------
+    amplitude : numpy.ndarray
+        (N,) peak heights above the background [image units].
+    usable : numpy.ndarray
+        (N,) bool, columns whose amplitude is trusted (the others join the nearest group).
+    n_groups : int
+        Groups at most; a group of fewer than :data:`MIN_GROUP` usable columns joins its nearest
+        neighbour in amplitude.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) group of every column, ``0 .. G - 1`` in increasing amplitude.
+    """
+    a = np.asarray(amplitude, float)
+    use = np.asarray(usable, bool) & np.isfinite(a) & (a > 0)
+    v = np.log(np.where(a > 0, a, np.nan))
+    if use.sum() < 2 * MIN_GROUP or n_groups <= 1:
+        return np.zeros(len(a), np.int64)
+    centres = np.quantile(v[use], (np.arange(n_groups) + 0.5) / n_groups)
+    for _ in range(25):
+        lab = np.argmin(np.abs(v[use, None] - centres[None, :]), axis=1)
+        new = np.array([v[use][lab == g].mean() if (lab == g).any() else centres[g] for g in range(len(centres))])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    while len(centres) > 1:
+        lab = np.argmin(np.abs(v[use, None] - centres[None, :]), axis=1)
+        counts = np.bincount(lab, minlength=len(centres))
+        if counts.min() >= MIN_GROUP:
+            break
+        centres = np.delete(centres, int(np.argmin(counts)))
+    centres = np.sort(centres)
+    filled = np.where(np.isfinite(v), v, centres[0])
+    return np.argmin(np.abs(filled[:, None] - centres[None, :]), axis=1).astype(np.int64)
+
+
+def _shape_sample(group: np.ndarray, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most :data:`SHAPE_SAMPLE` candidate columns of every group, in random order."""
+    out = []
+    for g in np.unique(group[candidates]):
+        members = np.flatnonzero(candidates & (group == g))
+        out.append(rng.permutation(members)[:SHAPE_SAMPLE] if len(members) > SHAPE_SAMPLE else members)
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Tensor", rnd: "_Round | None",
+                      ok: "torch.Tensor", shared: "_Shared | None", use: "torch.Tensor | None", win: _FitWindow,
+                      o: GaussianOptions, rng: np.random.Generator) -> tuple["_Round", "torch.Tensor", int, "_Shared"]:
+    """One round of the shared-profile fit: patches around the current centres (the other columns'
+    model subtracted after the first round), the group shapes (:func:`.lm_solver.fit_shared_shapes`
+    on a sample of each group), then every column's ``A, B, x0, y0`` with its group's shape
+    (:func:`.lm_solver.levenberg_marquardt`, ``fixed_shape``), and restarts of the failed fits.
+
+    The first round groups the columns by their start amplitude and, once fitted, again by the
+    fitted one (:func:`amplitude_groups`); later rounds keep the groups.
+
+    Returns
+    -------
+    _Round, torch.Tensor, int, _Shared
+        The round, its usable fits (N,), the Levenberg-Marquardt iterations run, and the groups
+        with their shapes.
+    """
+    import torch
+
+    first = rnd is None
+    p = None if rnd is None else rnd.p
+    centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
+    centre_y = start_y if p is None else torch.where(ok, p[:, _Y], start_y)
+    patches = Patches(img, centre_x, centre_y, win.radius)
+    target = patches.values
+    if p is None:
+        p = _initial_params(patches, start_x, start_y, win.sigma_init, win.bg_radius)
+        amp = p[:, _A].detach().cpu().numpy()
+        trusted = amp > 0 if use is None else (amp > 0) & use.cpu().numpy()
+        group = torch.as_tensor(amplitude_groups(amp, trusted, o.profile_groups), device=img.device)
+        n_groups = int(group.max()) + 1
+        shared = _Shared(group, p[0, _L11:].repeat(n_groups, 1))
+    else:
+        assert shared is not None
+        target = target - others_on_patches(p, ok, patches, img, win.render_radius) * patches.weight
+        if bool((~ok).any()):  # failed fits start again from their start position on the cleaned patch
+            p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
+    group = shared.group
+    cand = (p[:, _A] > 0) & (ok if not first else torch.ones_like(ok))
+    if use is not None:
+        cand &= use
+    sample = torch.as_tensor(_shape_sample(group.cpu().numpy(), cand.cpu().numpy(), rng), device=img.device)
+    iterations = 0
+    if sample.numel():
+        q = p[sample].clone()
+        q[:, _L11:] = shared.shapes[group[sample]]
+        _, shapes, it = fit_shared_shapes(q, patches.x[sample], patches.y[sample], target[sample], patches.weight[sample],
+                                          group[sample], shared.shapes.shape[0], max_iterations=o.max_iterations,
+                                          tolerance=o.tolerance)
+        iterations += it
+        fitted = torch.zeros(shared.shapes.shape[0], dtype=torch.bool, device=img.device)
+        fitted[group[sample]] = True
+        shared.shapes = torch.where((fitted & _sane_shape(shapes, win.sigma_max))[:, None], shapes, shared.shapes)
+    p[:, _L11:] = shared.shapes[group]
+    p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
+                                      max_iterations=o.max_iterations, tolerance=o.tolerance, fixed_shape=True)
+    iterations += it
+    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), torch.round(centre_x), torch.round(centre_y))
+    if o.max_restarts > 0:
+        iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng, fixed_shape=True)
+    ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
+    if first and o.profile_groups > 1:  # regroup by the fitted amplitudes; each new group starts from its members' mean shape
+        amp = torch.where(ok, rnd.p[:, _A], torch.full_like(rnd.p[:, _A], float("nan"))).cpu().numpy()
+        trusted = ok.cpu().numpy() if use is None else ok.cpu().numpy() & use.cpu().numpy()
+        new = torch.as_tensor(amplitude_groups(amp, trusted, o.profile_groups), device=img.device)
+        n_new = int(new.max()) + 1
+        sums = torch.zeros((n_new, 3), dtype=p.dtype, device=img.device).index_add_(0, new, shared.shapes[group])
+        counts = torch.zeros(n_new, dtype=p.dtype, device=img.device).index_add_(0, new, torch.ones_like(p[:, 0]))
+        shared = _Shared(new, sums / counts.clamp_min(1)[:, None])
+    return rnd, ok, iterations, shared
+
+
+def _sane_shape(shapes: "torch.Tensor", sigma_max_px: float) -> "torch.Tensor":
+    """(G,) bool: shapes ``l11, l21, l22`` (G, 3) that :func:`_ok` accepts."""
+    import torch
+
+    det = (shapes[:, 0] * shapes[:, 2]).abs()
+    return (det > 1.0 / sigma_max_px**2) & (shapes[:, 0].abs() < 10) & (shapes[:, 2].abs() < 10) & torch.isfinite(shapes).all(1)
+
+
+def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianOptions,
+                iterations: int) -> tuple["torch.Tensor", int]:
+    """Every column's own shape after a shared-profile fit: at most ``shape_iterations``
+    Levenberg-Marquardt iterations of all seven parameters on the last round's patch, from the
+    shared fit. Only the shape is used (positions and amplitudes stay those of the shared fit); a
+    column whose own fit is not usable keeps its group's shape.
+
+    Returns
+    -------
+    torch.Tensor, int
+        (N, 7) parameters whose ``l11, l21, l22`` are the columns' own shapes; the iterations so far.
+    """
+    import torch
+
+    q, _, it = levenberg_marquardt(rnd.p, rnd.patches.x, rnd.patches.y, rnd.target, rnd.patches.weight,
+                                   max_iterations=o.shape_iterations, tolerance=o.tolerance)
+    good = _ok(q, rnd.cx, rnd.cy, win.radius, win.sigma_max) & ok
+    out = rnd.p.clone()
+    out[:, _L11:] = torch.where(good[:, None], q[:, _L11:], rnd.p[:, _L11:])
+    return out, iterations + it
 
 
 def _empty_fit() -> GaussianFit:
@@ -244,19 +437,26 @@ def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Ten
 
 
 def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tensor", win: _FitWindow,
-                      o: GaussianOptions, rng: np.random.Generator) -> int:
+                      o: GaussianOptions, rng: np.random.Generator, fixed_shape: bool = False) -> int:
     """Refit the failed fits and those whose misfit beyond the noise exceeds ``max_residual``
     from ``max_restarts`` randomly shifted starts each; the best usable one replaces the fit in
     ``rnd`` when it lowers the cost (or the fit had failed). Returns the iterations run.
+
+    ``fixed_shape``: the columns share their group's profile (kept in ``rnd.p``); only failed
+    fits restart (a shared profile does not fit every column's own shape, so the misfit says
+    nothing about a wrong minimum), with the shape held.
 
     All restarts of all bad columns run as one batched fit: a fixed cost per Levenberg-Marquardt
     call dominates when few columns restart.
     """
     import torch
 
-    rel = _misfit(rnd.p, rnd.patches, rnd.target, rnd.cost, rnd.n_pix)
     ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
-    bad = (~ok | (rel > o.max_residual)).nonzero().ravel()
+    if fixed_shape:
+        bad = (~ok).nonzero().ravel()
+    else:
+        rel = _misfit(rnd.p, rnd.patches, rnd.target, rnd.cost, rnd.n_pix)
+        bad = (~ok | (rel > o.max_residual)).nonzero().ravel()
     if not bad.numel():
         return 0
     nb, dev = bad.numel(), start_x.device
@@ -266,8 +466,11 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
     patches = rnd.patches
     q = _initial_params(patches.subset(rep, rnd.target), start_x[rep] + shift[:, 0], start_y[rep] + shift[:, 1],
                         win.sigma_init, win.bg_radius)
+    if fixed_shape:
+        q[:, _L11:] = rnd.p[rep, _L11:]
     q, qcost, iterations = levenberg_marquardt(q, patches.x[rep], patches.y[rep], rnd.target[rep], patches.weight[rep],
-                                               max_iterations=o.max_iterations, tolerance=o.tolerance)
+                                               max_iterations=o.max_iterations, tolerance=o.tolerance,
+                                               fixed_shape=fixed_shape)
     q_ok = _ok(q, rnd.cx[rep], rnd.cy[rep], win.radius, win.sigma_max)
     qcost = torch.where(q_ok, qcost, torch.full_like(qcost, float("inf"))).view(o.max_restarts, nb)
     best_cost, best = qcost.min(0)
@@ -278,8 +481,12 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
     return iterations
 
 
-def _influence(rnd: _Round) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _influence(rnd: _Round, n_free: int = N_PARAMS, rows: "torch.Tensor | None" = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each fit's linear response to the noise on its patch, and the white-noise sandwich.
+
+    ``n_free``: the parameters the fit had free (7; 4 = ``A, B, x0, y0`` for a shared profile);
+    ``rows``: only these columns (default all).
 
     Returns
     -------
@@ -296,21 +503,23 @@ def _influence(rnd: _Round) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     import torch
 
-    weight = rnd.patches.weight
-    f, jac = model(rnd.p, rnd.patches.x, rnd.patches.y, jacobian=True)
+    sel = slice(None) if rows is None else rows
+    weight, n_pix = rnd.patches.weight[sel], rnd.n_pix[sel]
+    f, jac = model(rnd.p[sel], rnd.patches.x[sel], rnd.patches.y[sel], jacobian=True)
+    jac = jac[:, :n_free]
     jac_t = jac.transpose(1, 2)
     jtj = (jac * weight[:, None, :]) @ jac_t
     inv, info = torch.linalg.inv_ex(jtj)
-    r2 = weight * (rnd.target - f) ** 2
+    r2 = weight * (rnd.target[sel] - f) ** 2
     meat = (jac * r2[:, None, :]) @ jac_t
-    cov = inv @ meat @ inv * (rnd.n_pix / (rnd.n_pix - N_PARAMS).clamp_min(1))[:, None, None]
+    cov = inv @ meat @ inv * (n_pix / (n_pix - n_free).clamp_min(1))[:, None, None]
     infl = (inv[:, [_X, _Y], :] @ (jac * weight[:, None, :]))
     bad = (info != 0).detach().cpu().numpy()
     white = cov[:, [_X, _Y]][:, :, [_X, _Y]].detach().cpu().numpy().astype(np.float64)
     influence = infl.detach().cpu().numpy().astype(np.float64)
     white[bad] = np.nan
     influence[bad] = np.nan
-    return influence, white, (r2.sum(1) / rnd.n_pix).detach().cpu().numpy()
+    return influence, white, (r2.sum(1) / n_pix).detach().cpu().numpy()
 
 
 def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarray, residual: np.ndarray,
@@ -342,11 +551,7 @@ def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarr
         ``spectrum`` or ``white``.
     """
     influence, white, _ = _influence(rnd)
-    noise = estimate_noise_spectrum(_centre_crop(residual, NOISE_CROP_PX), pixel_size_A)
-    mode = o.noise_model
-    if mode == "auto":
-        slope = noise.slope()
-        mode = "spectrum" if np.isfinite(slope) and slope < -1.0 else "white"
+    noise, mode = residual_noise(residual, pixel_size_A, o.noise_model)
     usable = ok & np.isfinite(influence).all(axis=(1, 2))
     radius_px = o.covariance_radius_A / pixel_size_A
     idx = np.flatnonzero(usable)
@@ -358,7 +563,7 @@ def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarr
     ox, oy, _, _ = disk_offsets(rnd.patches.radius)
     offsets = np.column_stack([ox, oy])
     centres = np.column_stack([rnd.cx.detach().cpu().numpy(), rnd.cy.detach().cpu().numpy()]).astype(np.int64)
-    acov = autocovariance(channel_spectra(noise, _acov_grid(np.shape(residual), rnd.patches.radius, radius_px)))
+    acov = autocovariance(channel_spectra(noise, acov_grid(np.shape(residual), rnd.patches.radius, radius_px)))
     pos = np.full(len(x), -1)
     pos[idx] = np.arange(len(idx))
     spec_own, spec_pair = estimator_covariance(influence[idx][:, None], offsets, centres[idx], pos[pairs], acov)
@@ -376,44 +581,29 @@ def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarr
     return own, pairs, pair_cov, mode
 
 
-#: the residual's noise spectrum is estimated on at most this many pixels square around its centre
-#: (the noise is stationary; a 2048² spectrum costs seconds)
-NOISE_CROP_PX = 512
-
-
-def _centre_crop(data: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size`` × ``size`` pixels of ``data`` (all of a smaller axis)."""
-    h, w = data.shape
-    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return data[y0:y0 + size, x0:x0 + size]
-
-
-def _acov_grid(shape: tuple[int, int], patch_radius_px: int, pair_radius_px: float) -> tuple[int, int]:
-    """Grid of the noise autocovariance: long enough for every lag of a pair (|lag| < half the
-    grid), at most the image and :data:`NOISE_CROP_PX`, whose longest wavelength covers the patches."""
-    need = 2 * (int(np.ceil(pair_radius_px)) + 2 + 3 * patch_radius_px) + 2
-    side = max(need, min(NOISE_CROP_PX, max(shape)))
-    return side, side
-
-
 def _with_covariance(fit: GaussianFit, rnd: _Round, residual: np.ndarray, pixel_size_A: float,
                      o: GaussianOptions) -> GaussianFit:
     """``fit`` with its position uncertainties and neighbour covariances (:func:`_position_covariance`;
     ``residual``: the image minus the model of all columns)."""
-    own, pairs, pair_cov, mode = _position_covariance(rnd, fit.ok, fit.x, fit.y, residual, pixel_size_A, o)
+    return _with(fit, *_position_covariance(rnd, fit.ok, fit.x, fit.y, residual, pixel_size_A, o))
+
+
+def _with(fit: GaussianFit, own: np.ndarray, pairs: np.ndarray, pair_cov: np.ndarray, mode: str) -> GaussianFit:
+    """``fit`` with the position covariances ``own`` (N, 2, 2), ``pairs`` (P, 2), ``pair_cov`` (P, 2, 2) [px²]."""
     return replace(fit, x_err=np.sqrt(np.clip(own[:, 0, 0], 0, None)), y_err=np.sqrt(np.clip(own[:, 1, 1], 0, None)),
                    xy_cov=own[:, 0, 1], pairs=pairs, pair_cov=pair_cov, noise_model=mode)
 
 
 def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray,
-                  iterations: int) -> GaussianFit:
+                  iterations: int, shape_p: "torch.Tensor | None" = None) -> GaussianFit:
     """The :class:`GaussianFit` of the last round (uncertainties NaN until :func:`_with_covariance`):
     failed fits, and centres a patch cut by the border pulled off the image (no column of this
-    image), keep their start and NaN shape."""
+    image), keep their start and NaN shape. The shape (widths, rotation) is read from
+    ``shape_p`` (N, 7) when given (a column's own shape after a shared-profile fit)."""
     import torch
 
     p = rnd.p
-    cxx, cxy, cyy = covariance(p)
+    cxx, cxy, cyy = covariance(p if shape_p is None else shape_p)
 
     def out(t: "torch.Tensor") -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float64)

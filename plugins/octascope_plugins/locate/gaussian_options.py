@@ -37,10 +37,16 @@ class GaussianOptions(CandidateSearch):
                                       "radius when subtracted from a patch")
     sigma_init_A: float = param(0.5, unit="Å", doc="starting Gaussian width")
     neighbour_rounds: int = param(3, doc="refits with the model of all other columns subtracted (0: off)")
+    profile_groups: int = param(3, doc="columns are grouped by amplitude into at most this many groups whose members "
+                                "share one elliptical profile (position, amplitude and background free per column); "
+                                "0: every column fits its own shape")
+    shape_iterations: int = param(10, doc="after a shared-profile fit, each column's own shape (widths, ellipticity, "
+                                  "rotation) is refined from it by at most this many iterations; 0: columns report "
+                                  "their group's shape")
     max_iterations: int = param(100, doc="Levenberg-Marquardt iterations per fit at most")
     tolerance: float = param(1e-6, doc="relative cost change at which a fit has converged (paper: 1e-6)")
     max_residual: float = param(0.08, doc="RMS misfit beyond the pixel noise, relative to the peak height, "
-                                "above which a fit is restarted (paper: 0.08)")
+                                "above which a fit of its own shape is restarted (paper: 0.08; profile_groups=0)")
     max_restarts: int = param(2, doc="restart attempts per round (run together)")
     restart_shift_A: float = param(0.2, unit="Å", doc="largest random shift of a restart's start position")
     fit_pixel_A: float = param(0.15, unit="Å", doc="finer images are fitted on k x k binned pixels, "
@@ -62,7 +68,7 @@ class GaussianOptions(CandidateSearch):
                     "max_iterations", "tolerance", "max_residual"):
             require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}; give a positive value")
         for key in ("neighbour_rounds", "max_restarts", "min_separation_A", "restart_shift_A", "fit_pixel_A",
-                    "cpu_threads", "covariance_radius_A"):
+                    "cpu_threads", "covariance_radius_A", "profile_groups", "shape_iterations"):
             require(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         try:
             check_device_name(self.device, "locator 'gaussian'")

@@ -71,9 +71,10 @@ def model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: boo
     return f, jac
 
 
-def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None) -> "torch.Tensor":
+def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None, shape: bool = True) -> "torch.Tensor":
     """Write the Jacobian rows x0, y0, l11, l21, l22 into ``jac`` (N, >=7, M); the one place the
-    Jacobian is written.
+    Jacobian is written. ``shape=False`` writes only the rows x0, y0 (``jac`` (N, >=4, M)): the
+    shape is held fixed.
 
     ``g`` is the Gaussian factor ``exp(-(w1² + w2²)/2)`` (a weight folded into it carries over to
     every row); ``w1 = l11 dx + l21 dy``, ``w2 = l22 dy`` are overwritten (with ``-A g w1`` and
@@ -91,19 +92,22 @@ def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None) -> "torch.Tensor":
     t2 = w2.mul_(u)  # -A g w2
     torch.mul(t1, -p[:, _L11, None], out=jac[:, _X])
     torch.mul(t1, -p[:, _L21, None], out=jac[:, _Y]).addcmul_(t2, -p[:, _L22, None])
+    if not shape:
+        return u
     torch.mul(t1, dx, out=jac[:, _L11])
     torch.mul(t1, dy, out=jac[:, _L21])
     torch.mul(t2, dy, out=jac[:, _L22])
     return u
 
 
-def _normal_matrix(p, x, y, tw, sw, buf, work) -> "torch.Tensor":
-    """Augmented normal matrix (N, 8, 8) of the weighted problem at ``p``.
+def _normal_matrix(p, x, y, tw, sw, buf, work, n_free: int = N_PARAMS) -> "torch.Tensor":
+    """Augmented normal matrix (N, F+1, F+1) of the weighted problem at ``p`` in its first
+    ``n_free`` = F parameters (7: all; 4: ``A, B, x0, y0`` with the shape held fixed).
 
-    ``buf`` (N, 8, M) receives the weighted Jacobian rows sqrt(w) dF/dp (row 1, the background
-    row sqrt(w), must already be there) and, as row 7, the weighted residual sqrt(w) (t - f);
-    ``buf @ buf^T`` then holds J^T W J in [:7, :7], J^T W r in [:7, 7] and the cost r^T W r
-    in [7, 7], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
+    ``buf`` (N, F+1, M) receives the weighted Jacobian rows sqrt(w) dF/dp (row 1, the background
+    row sqrt(w), must already be there) and, as row F, the weighted residual sqrt(w) (t - f);
+    ``buf @ buf^T`` then holds J^T W J in [:F, :F], J^T W r in [:F, F] and the cost r^T W r
+    in [F, F], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
     iterations allocate no large temporaries. ``sw`` may be None for all-ones weights.
     """
     import torch
@@ -116,12 +120,12 @@ def _normal_matrix(p, x, y, tw, sw, buf, work) -> "torch.Tensor":
     g = torch.exp(e, out=buf[:, _A])
     if sw is not None:
         g.mul_(sw)
-    u = _jacobian_rows(buf, p, g, dx, dy, w1, w2, u_out=work[4])  # u = -A g
+    u = _jacobian_rows(buf, p, g, dx, dy, w1, w2, u_out=work[4], shape=n_free == N_PARAMS)  # u = -A g
     # weighted residual sqrt(w) * (t - B - A g)
     if sw is None:
-        torch.sub(tw, p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+        torch.sub(tw, p[:, _B, None], out=buf[:, n_free]).add_(u)
     else:
-        torch.addcmul(tw, sw, -p[:, _B, None], out=buf[:, N_PARAMS]).add_(u)
+        torch.addcmul(tw, sw, -p[:, _B, None], out=buf[:, n_free]).add_(u)
     return torch.bmm(buf, buf.transpose(1, 2))
 
 
@@ -134,12 +138,17 @@ def covariance(p: "torch.Tensor"):
     return prec_yy / det, -prec_xy / det, prec_xx / det
 
 
+#: free parameters of a fit with the shape held fixed: ``A, B, x0, y0``
+N_POSITION = 4
+
+
 @dataclass
 class _WorkingSet:
     """The columns of a batched Levenberg-Marquardt fit that are still iterating, and their state.
 
-    ``buf`` (N, 8, M) and ``work`` (5, N, M) are the scratch space of :func:`_normal_matrix`,
-    allocated once for all N columns; the working set uses their first rows.
+    ``buf`` (N, F+1, M) and ``work`` (5, N, M) are the scratch space of :func:`_normal_matrix`,
+    allocated once for all N columns; the working set uses their first rows. ``n_free`` (F) is 7,
+    or 4 when the shape is held fixed.
     """
 
     idx: "torch.Tensor"  # (k,) working set -> column
@@ -150,48 +159,52 @@ class _WorkingSet:
     sw: "torch.Tensor | None"  # (k, M) sqrt(weight); None for all-ones weights
     cost: "torch.Tensor"  # (k,) weighted sum of squared residuals at p
     lam: "torch.Tensor"  # (k,) damping
-    normal: "torch.Tensor"  # (k, 8, 8) augmented normal matrix at p
+    normal: "torch.Tensor"  # (k, F+1, F+1) augmented normal matrix at p
     active: "torch.Tensor"  # (k,) bool, not yet converged
     buf: "torch.Tensor"
     work: "torch.Tensor"
+    n_free: int = N_PARAMS
 
     @classmethod
     def start(cls, p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-              weight: "torch.Tensor") -> "_WorkingSet":
+              weight: "torch.Tensor", n_free: int = N_PARAMS) -> "_WorkingSet":
         """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
         import torch
 
         n, m = x.shape
         sqrt_w = weight.sqrt()
         tw = target * sqrt_w
-        buf = torch.empty((n, N_PARAMS + 1, m), dtype=p.dtype, device=p.device)
+        buf = torch.empty((n, n_free + 1, m), dtype=p.dtype, device=p.device)
         buf[:, _B] = sqrt_w
         sw: torch.Tensor | None = sqrt_w
         if bool((weight == 1).all()):
             sw = None  # no pixel outside the image: skip the weighting
         work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
-        normal = _normal_matrix(p, x, y, tw, sw, buf, work)
+        normal = _normal_matrix(p, x, y, tw, sw, buf, work, n_free)
         return cls(idx=torch.arange(n, device=p.device), p=p, x=x, y=y, tw=tw, sw=sw,
-                   cost=normal[:, N_PARAMS, N_PARAMS].clone(), lam=torch.full((n,), 1e-3, dtype=p.dtype, device=p.device),
-                   normal=normal, active=torch.ones(n, dtype=torch.bool, device=p.device), buf=buf, work=work)
+                   cost=normal[:, n_free, n_free].clone(), lam=torch.full((n,), 1e-3, dtype=p.dtype, device=p.device),
+                   normal=normal, active=torch.ones(n, dtype=torch.bool, device=p.device), buf=buf, work=work,
+                   n_free=n_free)
 
     def iterate(self, tolerance: float) -> None:
         """One damped Gauss-Newton step of every active column: kept where it lowers the cost
         (damping / 10), refused otherwise (damping x 10); converged columns become inactive."""
         import torch
 
-        jtj = self.normal[:, :N_PARAMS, :N_PARAMS]
-        grad = self.normal[:, :N_PARAMS, N_PARAMS]
+        nf = self.n_free
+        jtj = self.normal[:, :nf, :nf]
+        grad = self.normal[:, :nf, nf]
         diag = jtj.diagonal(dim1=1, dim2=2)
         floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
         damped = jtj + torch.diag_embed(self.lam[:, None] * (diag + floor))
         step, info = torch.linalg.solve_ex(damped, grad[..., None])
         step = step[..., 0]
         solved = (info == 0) & torch.isfinite(step).all(1) & self.active
-        p_new = torch.where(solved[:, None], self.p + step, self.p)
+        p_new = self.p.clone()
+        p_new[:, :nf] += torch.where(solved[:, None], step, torch.zeros_like(step))
         k = self.p.shape[0]
-        normal_new = _normal_matrix(p_new, self.x, self.y, self.tw, self.sw, self.buf[:k], self.work[:, :k])
-        cost_new = normal_new[:, N_PARAMS, N_PARAMS]
+        normal_new = _normal_matrix(p_new, self.x, self.y, self.tw, self.sw, self.buf[:k], self.work[:, :k], nf)
+        cost_new = normal_new[:, nf, nf]
         better = solved & torch.isfinite(cost_new) & (cost_new < self.cost)
         rel = (self.cost - cost_new) / self.cost.clamp_min(1e-300)
         self.p = torch.where(better[:, None], p_new, self.p)
@@ -218,7 +231,7 @@ class _WorkingSet:
 
 
 def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float
+                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float, fixed_shape: bool = False
                         ) -> tuple["torch.Tensor", "torch.Tensor", int]:
     """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
@@ -240,6 +253,9 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
         Iterations at most.
     tolerance : float
         A column has converged when an accepted step lowers its cost by less than this fraction [1].
+    fixed_shape : bool
+        Hold ``l11, l21, l22`` at their values in ``p`` and fit ``A, B, x0, y0`` only (4 x 4
+        normal equations).
 
     Returns
     -------
@@ -255,7 +271,7 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     p = p.clone()
     if x.shape[0] == 0:
         return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
-    ws = _WorkingSet.start(p, x, y, target, weight)
+    ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS)
     cost_out = ws.cost.clone()
     it = 0
     for it in range(1, max_iterations + 1):
@@ -268,3 +284,106 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     p[ws.idx] = ws.p
     cost_out[ws.idx] = ws.cost
     return p, cost_out, it
+
+
+def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
+                      weight: "torch.Tensor", group: "torch.Tensor", n_groups: int, *, max_iterations: int,
+                      tolerance: float) -> tuple["torch.Tensor", "torch.Tensor", int]:
+    """Levenberg-Marquardt of one shape per group of columns, with every column's ``A, B, x0, y0`` free.
+
+    The joint problem of group g has the shared ``l11, l21, l22`` and four parameters per member.
+    Its Gauss-Newton step is solved exactly by eliminating the members' parameters (the Schur
+    complement, as in bundle adjustment): from each column's 8 x 8 augmented normal matrix
+    (:func:`_normal_matrix`), ``S_g = Σ_i (H_ss - H_sc H_cc⁻¹ H_cs)`` and
+    ``t_g = Σ_i (g_s - H_sc H_cc⁻¹ g_c)`` give the shape step ``δs = S_g⁻¹ t_g`` (3 x 3 per group),
+    then ``δc_i = H_cc⁻¹ (g_c - H_cs δs)`` every member's. A step is kept per group when it lowers
+    the group's summed cost (damping / 10), refused otherwise (damping x 10).
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        (N, 7) start parameters; a member's ``l11, l21, l22`` are read from its group's first
+        member (all members of a group must start with the same shape). Not modified.
+    x, y, target, weight : torch.Tensor
+        (N, M) patches, as for :func:`levenberg_marquardt`.
+    group : torch.Tensor
+        (N,) long, the group of every column, in ``0 .. n_groups - 1``.
+    n_groups : int
+        Number of groups.
+    max_iterations : int
+        Iterations at most.
+    tolerance : float
+        A group has converged when an accepted step lowers its cost by less than this fraction [1].
+
+    Returns
+    -------
+    p : torch.Tensor
+        (N, 7) fitted parameters (the members of a group share its shape).
+    shapes : torch.Tensor
+        (n_groups, 3) ``l11, l21, l22`` of every group [1/px] (a group without members keeps zeros).
+    iterations : int
+        Iterations run.
+    """
+    import torch
+
+    p = p.clone()
+    dt, dev = p.dtype, p.device
+    shapes = torch.zeros((n_groups, 3), dtype=dt, device=dev)
+    if x.shape[0] == 0:
+        return p, shapes, 0
+    shapes.index_copy_(0, group, p[:, _L11:])  # every member of a group starts with the same shape
+    n, m = x.shape
+    sqrt_w = weight.sqrt()
+    tw = target * sqrt_w
+    buf = torch.empty((n, N_PARAMS + 1, m), dtype=dt, device=dev)
+    buf[:, _B] = sqrt_w
+    work = torch.empty((5, n, m), dtype=dt, device=dev)
+    normal = _normal_matrix(p, x, y, tw, sqrt_w, buf, work).clone()
+    lam = torch.full((n_groups,), 1e-3, dtype=dt, device=dev)
+    cost = torch.zeros(n_groups, dtype=dt, device=dev).index_add_(0, group, normal[:, N_PARAMS, N_PARAMS])
+    active = torch.ones(n_groups, dtype=torch.bool, device=dev)
+    c, s = slice(0, N_POSITION), slice(N_POSITION, N_PARAMS)
+    it = 0
+    for it in range(1, max_iterations + 1):
+        lam_i = lam[group]
+        h_cc = normal[:, c, c]
+        h_cs = normal[:, c, s]
+        d_cc = h_cc.diagonal(dim1=1, dim2=2)
+        damped = h_cc + torch.diag_embed(lam_i[:, None] * (d_cc + 1e-12 * d_cc.amax(1, keepdim=True) + 1e-30))
+        rhs = torch.cat([h_cs, normal[:, c, N_PARAMS, None]], 2)  # (N, 4, 4): [H_cs | g_c]
+        sol, info = torch.linalg.solve_ex(damped, rhs)
+        x_s, x_g = sol[:, :, :3], sol[:, :, 3]
+        h_sc = h_cs.transpose(1, 2)
+        usable = (info == 0) & torch.isfinite(sol).all((1, 2))
+        schur = torch.where(usable[:, None, None], normal[:, s, s] - h_sc @ x_s, torch.zeros_like(normal[:, s, s]))
+        t = torch.where(usable[:, None], normal[:, s, N_PARAMS] - (h_sc @ x_g[..., None])[..., 0],
+                        torch.zeros_like(x_g[:, :3]))
+        s_g = torch.zeros((n_groups, 3, 3), dtype=dt, device=dev).index_add_(0, group, schur)
+        t_g = torch.zeros((n_groups, 3), dtype=dt, device=dev).index_add_(0, group, t)
+        d_s = s_g.diagonal(dim1=1, dim2=2)
+        floor = 1e-12 * d_s.amax(1, keepdim=True) + 1e-30
+        ds, info_g = torch.linalg.solve_ex(s_g + torch.diag_embed(lam[:, None] * (d_s + floor)), t_g[..., None])
+        ds = ds[..., 0]
+        solved = (info_g == 0) & torch.isfinite(ds).all(1) & active
+        ds = torch.where(solved[:, None], ds, torch.zeros_like(ds))
+        dc = x_g - (x_s @ ds[group][..., None])[..., 0]
+        dc = torch.where(usable[:, None], dc, torch.zeros_like(dc))
+        p_new = p.clone()
+        p_new[:, c] += dc
+        p_new[:, s] = (shapes + ds)[group]
+        normal_new = _normal_matrix(p_new, x, y, tw, sqrt_w, buf, work)
+        cost_i = torch.nan_to_num(normal_new[:, N_PARAMS, N_PARAMS], nan=float("inf"))
+        cost_new = torch.zeros(n_groups, dtype=dt, device=dev).index_add_(0, group, cost_i)
+        better = solved & (cost_new < cost)
+        rel = (cost - cost_new) / cost.clamp_min(1e-300)
+        take = better[group]
+        p = torch.where(take[:, None], p_new, p)
+        normal = torch.where(take[:, None, None], normal_new, normal)
+        shapes = torch.where(better[:, None], shapes + ds, shapes)
+        lam = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
+        converged = (better & (rel < tolerance)) | (~better & (lam >= 1e12))
+        cost = torch.where(better, cost_new, cost)
+        active = active & ~converged
+        if not bool(active.any()):
+            break
+    return p, shapes, it
