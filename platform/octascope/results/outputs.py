@@ -1,4 +1,4 @@
-"""Writing the output files of one analysis (DESIGN.md "Outputs"), atomically.
+"""Writing the output files of one analysis (docs/outputs.md), atomically.
 
 Every file is written to a temporary name in the same directory and moved into place with
 :func:`os.replace`, so a crash never leaves a half-written table behind. The temporary name
