@@ -624,7 +624,7 @@ def runs_command(argv: list[str]) -> int:
     store; with ``--fix-stale`` mark runs whose process died KILLED and remove stale ``.part`` files."""
     import argparse
 
-    from octascope.results.outputs import clean_stale_parts, is_complete
+    from octascope.results.outputs import clean_orphan_dirs, clean_stale_parts, is_complete
     from octascope.results.tracking import DIR_TAG, fix_stale_runs, list_runs, resolve_tracking_uri
 
     ap = argparse.ArgumentParser(prog="octascope runs", description=runs_command.__doc__)
@@ -641,10 +641,12 @@ def runs_command(argv: list[str]) -> int:
     if args.fix_stale:
         killed, unknown = fix_stale_runs(uri, dry_run=args.dry_run, untagged_older_than_h=args.untagged_older_than)
         parts = [] if args.dry_run else [p for root in args.outputs for p in clean_stale_parts(root)]
+        orphans = [] if args.dry_run else [p for root in args.outputs for p in clean_orphan_dirs(root)]
         verb = "would mark" if args.dry_run else "marked"
         print(f"octascope: {verb} {len(killed)} run(s) KILLED (their process is gone)"
               + (": " + ", ".join(r.info.run_id[:12] for r in killed) if killed else "")
               + f"; removed {len(parts)} stale .part file(s)"
+              + (f" and {len(orphans)} empty folder(s) of killed runs" if orphans else "")
               + (f"; {len(unknown)} RUNNING run(s) from another host or an older version not checked" if unknown else ""))
         return 0
     runs = list_runs(uri)
@@ -654,7 +656,8 @@ def runs_command(argv: list[str]) -> int:
     for r in runs:
         started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         folder = r.data.tags.get(DIR_TAG, "")
-        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)")
+        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)"
+                                       if Path(folder).is_dir() else " (folder removed)")
         print(f"{r.info.run_id[:12]:<12}  {r.info.status:<9}  {started:<19}  {folder}{state}")
     return 0
 
