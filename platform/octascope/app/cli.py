@@ -291,7 +291,10 @@ def _hydra_error(exc: BaseException) -> Exception:
     m = re.search(r"Could not find '([^']+)'", text)
     if m:
         return ConfigError(f"no configuration '{m.group(1)}'; check the group and option names (see conf/)")
-    first = " ".join(text.split())[:300] or exc.__class__.__name__
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause).strip():  # Hydra wraps OmegaConf's message in an empty exception
+        cause = cause.__cause__ or cause.__context__
+    first = " ".join(str(cause or exc).split())[:300] or exc.__class__.__name__
     return ConfigError(f"invalid configuration: {first}; check the overrides (OCTASCOPE_DEBUG=1 shows Hydra's message)")
 
 

@@ -404,7 +404,7 @@ def _check_header(h: _Header, frame: int | None, pixel_size_A: float | None, p: 
     if frame is not None and ndim == 2:
         raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
     if ndim == 3 and frame is not None and not -h.shape[0] <= frame < h.shape[0]:
-        raise InputError(f"frame {frame} out of range: {p.name} has {h.shape[0]} frames (0..{h.shape[0] - 1})")
+        raise InputError(f"frame {frame} out of range: {p.name} has {h.shape[0]} frames; give source.frame=0..{h.shape[0] - 1}")
     if ndim not in (2, 3):
         raise InputError(f"{p.name} has {ndim} dimensions (shape {h.shape}); a 2-D image is needed")
     lo, hi = PIXEL_SIZE_RANGE_A
@@ -610,7 +610,10 @@ def read_truth(columns_path: str | Path, octahedra_path: str | Path | None = Non
     if missing:
         raise InputError(f"truth file {cp.name} lacks columns {missing}; it needs x_A, y_A, species")
     cols = _numeric_columns(cols, ("x_A", "y_A"), cp, "truth")
-    validate_columns(cols)
+    try:
+        validate_columns(cols)
+    except InputError as exc:
+        raise InputError(f"truth file {cp.name}: {exc}") from None
     octs = None
     if octahedra_path is not None:
         op, octs = _read_table(octahedra_path, "truth octahedra", "source.truth_octahedra_path")

@@ -494,7 +494,7 @@ def clean_orphan_dirs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return removed
-    for marker in root.rglob(OWNER_FILE):
+    for marker in sorted(root.rglob(OWNER_FILE)):  # listed first: the loop removes folders
         folder = marker.parent
         info = _owner(folder) or {}
         pid = info.get("pid")

@@ -250,7 +250,13 @@ def store_lock(uri: str) -> Iterator[None]:
 
     from octascope.core.errors import ConfigError
 
-    lock = FileLock(str(db) + ".lock", timeout=600)
+    path = str(db) + ".lock"
+    try:  # filelock retries a lock file it cannot create until its timeout: say so at once instead
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+    except OSError as exc:
+        raise ConfigError(f"cannot create the lock file of the tracking store {path} ({exc.strerror or exc}); "
+                          f"{_STORE_FIX}") from None
+    lock = FileLock(path, timeout=600)
     try:
         lock.acquire()
     except Timeout:
@@ -275,12 +281,12 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
     db = sqlite_path(uri)
     mlflow.set_tracking_uri(uri)
     try:
+        if db is not None and db.is_file():  # before the lock: a refused store gets no lock file beside it
+            wait_for_store(db, write=True)
+            if _store_kind(db) == "other":
+                raise ConfigError(f"{db} is a SQLite database but not an MLflow store; {_STORE_FIX}")
         with store_lock(uri):
             new = db is not None and not db.exists()
-            if db is not None and not new:
-                wait_for_store(db, write=True)
-                if _store_kind(db) == "other":
-                    raise ConfigError(f"{db} is a SQLite database but not an MLflow store; {_STORE_FIX}")
             if db is not None:
                 _wait_in_every_connection()
             mlflow.set_experiment(experiment)
