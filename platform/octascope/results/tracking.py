@@ -509,7 +509,7 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
     return linked
 
 
-def _readable_store(uri: str) -> bool:
+def readable_store(uri: str) -> bool:
     """Whether there is a store at ``uri`` to read (False: none yet, and none is created); a store that
     is damaged, locked for too long or someone else's database is a :class:`ConfigError`."""
     from urllib.parse import unquote, urlparse
@@ -532,7 +532,8 @@ def _readable_store(uri: str) -> bool:
     return True
 
 
-def _store_error(uri: str, exc: Exception) -> Exception:
+def store_error(uri: str, exc: Exception) -> Exception:
+    """A store failure as a one-line :class:`ConfigError` (an OctascopeError passes through)."""
     from octascope.core.errors import ConfigError, OctascopeError
 
     if isinstance(exc, OctascopeError):
@@ -545,7 +546,7 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
     """Every run of every experiment in the store, newest first; ``[]`` when there is no store yet
     (none is created). A store that cannot be read is a :class:`ConfigError`."""
     uri = resolve_tracking_uri(tracking_uri)
-    if not _readable_store(uri):
+    if not readable_store(uri):
         return []
     quiet_mlflow_logging()
     try:
@@ -559,7 +560,7 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
             runs += client.search_runs(ids[start:start + 100], run_view_type=ViewType.ALL, max_results=50000,
                                        order_by=["attributes.start_time DESC"])
     except Exception as exc:
-        raise _store_error(uri, exc) from exc
+        raise store_error(uri, exc) from exc
     return runs
 
 
@@ -606,7 +607,7 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
                 client.set_terminated(run.info.run_id, status="KILLED")
                 killed.append(run)
         except Exception as exc:
-            raise _store_error(uri, exc) from exc
+            raise store_error(uri, exc) from exc
     else:
         killed = stale
     return killed, unknown
