@@ -851,6 +851,7 @@ def test_store_missing_is_not_created_and_no_mlflow_lines(args, in_tmp, capsys):
     assert snapshot(in_tmp) == before
 
 
+@pytest.mark.slow  # a whole tracked run: MLflow creates the store
 def test_store_follows_the_umask(in_tmp, capsys):
     import stat
 
