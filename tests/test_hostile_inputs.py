@@ -913,12 +913,13 @@ def test_busy_store_is_waited_for(tmp_path):
 
 
 @pytest.mark.slow
-def test_store_locked_past_the_bound_is_one_line(tmp_path):
+@pytest.mark.parametrize("args", [TRACKED, ["runs"], ["runs", "--fix-stale"]], ids=["run", "runs", "fix-stale"])
+def test_store_locked_past_the_bound_is_one_line(tmp_path, args):
     assert run_proc(TRACKED, tmp_path)[0] == 0
-    holder = _hold_lock(tmp_path / "mlruns.db", 30)
+    holder = _hold_lock(tmp_path / "mlruns.db", 60)
     try:
         before = snapshot(tmp_path)
-        code, out, err, peak, _ = run_proc(TRACKED, tmp_path, env=_env(OCTASCOPE_STORE_WAIT_S="2"))
+        code, out, err, peak, _ = run_proc(args, tmp_path, env=_env(OCTASCOPE_STORE_WAIT_S="2"))
         after = snapshot(tmp_path)
     finally:
         holder.kill()
