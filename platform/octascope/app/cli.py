@@ -460,22 +460,7 @@ def _check_quietly(argv: list[str]) -> _Checked:
         if "_target_" in key or key.startswith("hydra.callbacks") or "()" in key:
             raise ConfigError(f"override '{ov.input_line}' would make Hydra import and call a Python object; "
                               "octascope configs select registered plugins by name only: remove it")
-    config_dir, config_name = str(conf_dir()), "config"
-    it = iter(flags)
-    extra_search = []
-    for tok in it:
-        name, _, val = tok.partition("=")
-        if name in _FLAGS_WITH_VALUE and not val:
-            val = next(it, "")
-        if name in ("--config-path", "-cp", "--config-dir", "-cd") and "://" in val:
-            raise ConfigError(f"{name} {val}: give a folder (a pkg:// or other URL would import a Python package); "
-                              "use a path to a config folder")
-        if name in ("--config-path", "-cp"):
-            config_dir = str(Path(val).resolve())
-        elif name in ("--config-name", "-cn"):
-            config_name = val
-        elif name in ("--config-dir", "-cd"):
-            extra_search.append(f"file://{Path(val).resolve()}")
+    config_dir, config_name, extra_search = _config_location(flags)
     _check_search_paths(parsed, Path(config_dir) / f"{config_name}.yaml")
     base = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
     if extra_search:
@@ -525,6 +510,29 @@ def _check_quietly(argv: list[str]) -> _Checked:
         for item in rest:
             _compose_and_check(config_dir, config_name, [*base, *firsts[:i], item, *firsts[i + 1:]])
     return _Checked([*flags, *overrides], multirun, _output_dir(hydra_node, multirun))
+
+
+def _config_location(flags: list[str]) -> tuple[str, str, list[str]]:
+    """The primary config folder and name and the extra search folders the flags give (folders only)."""
+    from octascope.core.errors import ConfigError
+
+    config_dir, config_name = str(conf_dir()), "config"
+    extra_search = []
+    it = iter(flags)
+    for tok in it:
+        name, _, val = tok.partition("=")
+        if name in _FLAGS_WITH_VALUE and not val:
+            val = next(it, "")
+        if name in ("--config-path", "-cp", "--config-dir", "-cd") and "://" in val:
+            raise ConfigError(f"{name} {val}: give a folder (a pkg:// or other URL would import a Python package); "
+                              "use a path to a config folder")
+        if name in ("--config-path", "-cp"):
+            config_dir = str(Path(val).resolve())
+        elif name in ("--config-name", "-cn"):
+            config_name = val
+        elif name in ("--config-dir", "-cd"):
+            extra_search.append(f"file://{Path(val).resolve()}")
+    return config_dir, config_name, extra_search
 
 
 def _check_search_paths(parsed: list[Any], primary: Path) -> None:

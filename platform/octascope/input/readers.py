@@ -508,10 +508,9 @@ def read_image(
     Raises
     ------
     InputError
-        Missing, empty, truncated or damaged file, unsupported format, a stack without ``frame``
-        (or ``frame`` for a 2-D image), complex, text or object values, NaN/Inf or constant pixels,
-        a missing, non-numeric or absurd pixel size, an image too large for the memory available.
-        Every message is one line naming the file.
+        One line naming the file: missing, empty, damaged or of an unsupported format; a stack
+        without ``frame`` (or ``frame`` for a 2-D image); complex, text or object values; NaN/Inf
+        or constant pixels; a missing or absurd pixel size; too large for the memory available.
     """
     if pixel_size_A is not None:
         pixel_size_A = check_pixel_size(pixel_size_A)
