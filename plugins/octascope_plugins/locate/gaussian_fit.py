@@ -361,13 +361,15 @@ def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianO
                 iterations: int) -> tuple["torch.Tensor", int]:
     """Every column's own shape after a shared-profile fit: at most ``shape_iterations``
     Levenberg-Marquardt iterations of all seven parameters on the last round's patch, from the
-    shared fit. Only the shape is used (positions and amplitudes stay those of the shared fit); a
-    column whose own fit is not usable keeps its group's shape.
+    shared fit. Its shape, amplitude and background are reported (a column whose profile differs
+    from its group's, e.g. a weak column at a corner, has its peak height misread by the group's
+    profile; the classifiers read the amplitude); positions stay those of the shared fit (the more
+    precise ones). A column whose own fit is not usable keeps the shared fit's values.
 
     Returns
     -------
     torch.Tensor, int
-        (N, 7) parameters whose ``l11, l21, l22`` are the columns' own shapes; the iterations so far.
+        (N, 7) parameters whose ``A, B, l11, l21, l22`` are the columns' own; the iterations so far.
     """
     import torch
 
@@ -375,7 +377,8 @@ def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianO
                                    max_iterations=o.shape_iterations, tolerance=o.tolerance)
     good = _ok(q, rnd.cx, rnd.cy, win.radius, win.sigma_max) & ok
     out = rnd.p.clone()
-    out[:, _L11:] = torch.where(good[:, None], q[:, _L11:], rnd.p[:, _L11:])
+    own = [_A, _B, *range(_L11, N_PARAMS)]
+    out[:, own] = torch.where(good[:, None], q[:, own], rnd.p[:, own])
     return out, iterations + it
 
 
@@ -598,12 +601,13 @@ def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.nd
                   iterations: int, shape_p: "torch.Tensor | None" = None) -> GaussianFit:
     """The :class:`GaussianFit` of the last round (uncertainties NaN until :func:`_with_covariance`):
     failed fits, and centres a patch cut by the border pulled off the image (no column of this
-    image), keep their start and NaN shape. The shape (widths, rotation) is read from
-    ``shape_p`` (N, 7) when given (a column's own shape after a shared-profile fit)."""
+    image), keep their start and NaN shape. The shape (widths, rotation), amplitude and background
+    are read from ``shape_p`` (N, 7) when given (a column's own after a shared-profile fit)."""
     import torch
 
     p = rnd.p
-    cxx, cxy, cyy = covariance(p if shape_p is None else shape_p)
+    sp = p if shape_p is None else shape_p
+    cxx, cxy, cyy = covariance(sp)
 
     def out(t: "torch.Tensor") -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float64)
@@ -617,8 +621,8 @@ def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.nd
     return GaussianFit(
         x=np.where(okn, out(p[:, _X]), np.asarray(x_px, float)),
         y=np.where(okn, out(p[:, _Y]), np.asarray(y_px, float)),
-        amplitude=out(p[:, _A]) * nan,
-        background=out(p[:, _B]) * nan,
+        amplitude=out(sp[:, _A]) * nan,
+        background=out(sp[:, _B]) * nan,
         cxx=out(cxx) * nan, cxy=out(cxy) * nan, cyy=out(cyy) * nan,
         x_err=nan.copy(), y_err=nan.copy(), xy_cov=nan.copy(),
         residual=out(torch.sqrt(rnd.cost / rnd.n_pix) / p[:, _A].abs().clamp_min(1e-30)) * nan,
