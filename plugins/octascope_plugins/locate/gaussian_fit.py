@@ -324,7 +324,7 @@ def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "to
         q = p[sample].clone()
         q[:, _L11:] = shared.shapes[group[sample]]
         _, shapes, it = fit_shared_shapes(q, patches.x[sample], patches.y[sample], target[sample], patches.weight[sample],
-                                          group[sample], shared.shapes.shape[0], max_iterations=o.max_iterations,
+                                          group[sample], shared.shapes.shape[0], max_iterations=o.profile_iterations,
                                           tolerance=o.tolerance)
         iterations += it
         fitted = torch.zeros(shared.shapes.shape[0], dtype=torch.bool, device=img.device)

@@ -40,6 +40,9 @@ class GaussianOptions(CandidateSearch):
     profile_groups: int = param(3, doc="columns are grouped by amplitude into at most this many groups whose members "
                                 "share one elliptical profile (position, amplitude and background free per column); "
                                 "0: every column fits its own shape")
+    profile_iterations: int = param(15, doc="Levenberg-Marquardt iterations of a group's shared profile per round at "
+                                    "most (each round starts from the last one's; 15: RMSE unchanged against 100 at "
+                                    "100-300 e/Å², experiments/benchmarks/results/locator_sweep.md)")
     shape_iterations: int = param(10, doc="after a shared-profile fit, each column's own shape (widths, ellipticity, "
                                   "rotation) is refined from it by at most this many iterations; 0: columns report "
                                   "their group's shape")
@@ -65,7 +68,7 @@ class GaussianOptions(CandidateSearch):
     def check(self) -> None:
         super().check()
         for key in ("patch_radius_A", "max_sigma_A", "background_radius_A", "neighbour_radius_A", "sigma_init_A",
-                    "max_iterations", "tolerance", "max_residual"):
+                    "max_iterations", "tolerance", "max_residual", "profile_iterations"):
             require(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}; give a positive value")
         for key in ("neighbour_rounds", "max_restarts", "min_separation_A", "restart_shift_A", "fit_pixel_A",
                     "cpu_threads", "covariance_radius_A", "profile_groups", "shape_iterations"):
