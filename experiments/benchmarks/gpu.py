@@ -61,8 +61,8 @@ class Sizes:
 QUICK = Sizes(locator_cells=10, refine_cells=6, net_px=256, paper_px=128, bm3d_px=256,
               steps_cpu={"s2sred": 10, "dip": 10, "s2sred-paper": 2},
               steps_gpu={"s2sred": 50, "dip": 50, "s2sred-paper": 10})
-FULL = Sizes(locator_cells=44, refine_cells=20, net_px=1024, paper_px=1024, bm3d_px=512,
-             steps_cpu={"s2sred": 20, "dip": 5, "s2sred-paper": 2},
+FULL = Sizes(locator_cells=44, refine_cells=12, net_px=1024, paper_px=1024, bm3d_px=512,
+             steps_cpu={"s2sred": 20, "dip": 5, "s2sred-paper": 1},
              steps_gpu={"s2sred": 200, "dip": 200, "s2sred-paper": 50})
 
 PIXEL_SIZE_A = 0.168
