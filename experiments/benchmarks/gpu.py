@@ -25,7 +25,8 @@ device (CUDA context, kernel selection and first-call set-up are excluded):
 
 The CPU side uses the plugins' CPU defaults (the locator one thread, the networks the free
 cores). ``--quick``: small images (441 columns, 256² networks, a few steps), for a smoke run;
-the default sizes are the paper's (a 2048² frame with ~8,000 columns, 1024² networks).
+the default sizes are the paper's (a 2048² frame of ~10,000 columns for the locator, 1024² networks; the
+refinement on a 12 x 12-octahedra particle, ~600 columns, to bound its CPU side).
 The table (markdown, with the command, date, machine, load) is printed and written to ``--out``.
 """
 
@@ -61,7 +62,7 @@ class Sizes:
 QUICK = Sizes(locator_cells=10, refine_cells=6, net_px=256, paper_px=128, bm3d_px=256,
               steps_cpu={"s2sred": 10, "dip": 10, "s2sred-paper": 2},
               steps_gpu={"s2sred": 50, "dip": 50, "s2sred-paper": 10})
-FULL = Sizes(locator_cells=44, refine_cells=12, net_px=1024, paper_px=1024, bm3d_px=512,
+FULL = Sizes(locator_cells=52, refine_cells=12, net_px=1024, paper_px=1024, bm3d_px=512,
              steps_cpu={"s2sred": 20, "dip": 5, "s2sred-paper": 1},
              steps_gpu={"s2sred": 200, "dip": 200, "s2sred-paper": 50})
 
