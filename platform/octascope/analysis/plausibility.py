@@ -47,7 +47,7 @@ def check_contrast(band_passed: np.ndarray, mask: np.ndarray) -> float:
     if skew < -0.3:
         raise InputError(
             f"the columns look dark on a bright background (band-passed skewness {skew:.2f} inside the crystal), "
-            "as in ABF or an inverted iDPC image; octascope needs bright columns (iDPC/HAADF): negate the image first"
+            "as in ABF or an inverted iDPC image; octascope needs bright columns (iDPC/HAADF): give source.invert=true to invert the contrast"
         )
     return skew
 

@@ -191,8 +191,9 @@ def register_frames(frames: Sequence[np.ndarray], pixel_size_A: float, *, lowpas
 def fit_particle_lattice(octahedra: pd.DataFrame) -> dict[str, float]:
     """The Pb lattice of one particle from its octahedra (``x_A``, ``y_A``, ``i``, ``j``).
 
-    Least squares of ``(x, y) = origin + i a1 + j a2``; the position error is the residual scatter
-    (per coordinate, 2N − 6 degrees of freedom), propagated to |a1|, |a2| and to the angles of a1
+    Least squares of ``(x, y) = origin + i a1 + j a2`` (after one round rejecting columns more than
+    4σ off the lattice); the position error is the residual scatter (per coordinate, 2N − 6
+    degrees of freedom), propagated to |a1|, |a2| and to the angles of a1
     and a2 − 90°, whose weighted mean is the rotation, folded into (−45, 45] [deg].
 
     Returns
@@ -218,6 +219,15 @@ def fit_particle_lattice(octahedra: pd.DataFrame) -> dict[str, float]:
     resid = t[:, :2] - A @ coef
     dof = 2 * n - 6
     s2 = float((resid**2).sum() / dof) if dof > 0 else float("nan")
+    # one round of rejection: a Pb column given the wrong lattice index (or a misfit) is far off the lattice
+    far = np.hypot(*resid.T) > 4.0 * np.sqrt(2.0 * s2) if np.isfinite(s2) else np.zeros(n, bool)
+    if far.any() and n - far.sum() >= 4 and np.linalg.matrix_rank(A[~far]) == 3:
+        A, t = A[~far], t[~far]
+        n = len(t)
+        coef, *_ = np.linalg.lstsq(A, t[:, :2], rcond=None)
+        resid = t[:, :2] - A @ coef
+        dof = 2 * n - 6
+        s2 = float((resid**2).sum() / dof) if dof > 0 else float("nan")
     inv = np.linalg.inv(A.T @ A)
     a1, a2 = coef[1], coef[2]
     n1, n2 = float(np.hypot(*a1)), float(np.hypot(*a2))
