@@ -34,10 +34,10 @@ _SOURCE_ANALYSIS_KEYS = ("pixel_size_A", "signal_index", "signal", "signal_type"
 def cache_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What the per-frame cache key holds besides the frame's pixels and index: the analysis
     configuration and the octascope version."""
-    import octascope
+    from octascope.core.registry import package_version
 
     src = cfg.get("source") or {}
-    return {"version": getattr(octascope, "__version__", "unknown"),
+    return {"version": package_version("octascope"),
             "source": {k: src.get(k) for k in _SOURCE_ANALYSIS_KEYS},
             **{k: cfg.get(k) for k in _ANALYSIS_KEYS}}
 
@@ -99,8 +99,9 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
         result = analyse_series(stack, analyse=analyse, frame_indices=stack.frames, time_s=times,
                                 dose_per_frame_e_per_A2=src.get("dose_per_frame_e_per_A2"), options=opts,
                                 cache_dir=cache_root() / "series", cache_config=cache_config(cfg), progress=say)
-        info = {"path": str(stack.path), "n_stack": stack.n_stack, "time_from": time_from,
-                "pixel_size_A": stack.pixel_size_A, "pixel_size_from": stack.metadata.get("pixel_size_from"),
+        info = {"path": str(stack.path), "input_sha256": input_checksum(first), "n_stack": stack.n_stack, "time_from": time_from,
+                "pixel_size_A": stack.pixel_size_A, "pixel_size_from": {"file": "the file's calibration", "override": "source.pixel_size_A"}.get(
+                    str(stack.metadata.get("pixel_size_from")), "?"),
                 "seconds": time.perf_counter() - t0}
         files = write_series_outputs(result, output_dir, config=cfg, figure_formats=formats, info=info)
         files["info"] = info
@@ -175,6 +176,11 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
     summary = {"kind": "series", "frames": [int(f) for f in result.frames], "n_cached": result.n_cached,
                "failed": {str(k): v for k, v in result.failed.items()}, "tracks": tracks,
                "scalars": series_scalars(result), **({"input": dict(info)} if info else {})}
+    from octascope.results.export import write_provenance
+
+    written["provenance"] = write_provenance(run_dir, input_checksum=(info or {}).get("input_sha256"),
+                                             input_path=(info or {}).get("path"), tables=result.tables,
+                                             extra={"frames": [int(f) for f in result.frames]})
     written["summary"] = write_json(summary, run_dir / "summary.json")
     return written
 

@@ -403,7 +403,22 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
     try:  # lazily: the shape and calibration without reading the pixels
         return file_reader(str(path), lazy=True)
     except Exception as exc:  # the readers raise many kinds of errors for damaged files
+        if kind == "hspy" and _is_atom_lattice(path):
+            raise InputError(f"{path.name} is an Atomap Atom_Lattice file (atom positions), not a HyperSpy image; load it "
+                             "with atomap.io.load_atom_lattice_from_hdf5 and save its image (atom_lattice.signal.save("
+                             "'image.hspy')) to analyse that") from None
         raise InputError(f"could not read {path.name} as {kind.upper()}: {_short(exc)}; check the file") from None
+
+
+def _is_atom_lattice(path: Path) -> bool:
+    """Whether an HDF5 file is Atomap's Atom_Lattice format (a group holding ``atom_positions``)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return any(isinstance(g, h5py.Group) and "atom_positions" in g for g in f.values())
+    except Exception:
+        return False
 
 
 def _open_header(p: Path, kind: str, signal_index: int | None, signal: str | None) -> _Header:
@@ -480,16 +495,25 @@ def _pixel_size(pixel_size_A: float | None, calib: float | None, p: Path, metada
     """The pixel size: the override, else the file's calibration (checked), else an InputError that
     names the scale the file gives (without a length unit) and the override to use."""
     if pixel_size_A is not None:
-        metadata["pixel_size_from"] = "override (source.pixel_size_A)"
+        metadata["pixel_size_from"] = "override"
         return float(pixel_size_A)
     if calib is not None:
-        metadata["pixel_size_from"] = f"the calibration of {p.name}"
+        metadata["pixel_size_from"] = "file"
+        lo, hi = PIXEL_SIZE_RANGE_A
+        if not lo <= calib <= hi:
+            raise InputError(f"the calibration of {p.name} gives {calib:.4g} Å per pixel, outside {lo:g}-{hi:g} Å "
+                             "(atomic-resolution images): is it an atomic-resolution image? If the calibration is "
+                             "wrong, give source.pixel_size_A=<Å per pixel>")
         return check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
     if raw_scale is not None:
         value, unit = raw_scale
         said = "no unit" if unit in ("", "<undefined>") else f"unit '{unit}', not a length"
+        lo, hi = PIXEL_SIZE_RANGE_A
+        guesses = [f"in {u}: source.pixel_size_A={value * f:.4g}" for u, f in (("Å", 1.0), ("nm", 10.0), ("µm", 1e4))
+                   if lo <= value * f <= hi]
+        example = f"({'; '.join(guesses)})" if guesses else "(e.g. source.pixel_size_A=0.168)"
         raise InputError(f"{p.name} gives its pixels a scale of {value:.4g} with {said}; give the pixel size with "
-                         "source.pixel_size_A=<Å per pixel> (e.g. source.pixel_size_A=0.168)")
+                         f"source.pixel_size_A=<Å per pixel> {example}")
     raise InputError(
         f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
     )
