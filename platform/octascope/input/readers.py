@@ -365,7 +365,7 @@ def _rsciio_header(p: Path, kind: str, signal_index: int | None, signal: str | N
         except (TypeError, ValueError):
             value = float("nan")
         unit = str(a0.get("units") if a0.get("units") not in (None, "") else "")
-        if np.isfinite(value) and (value != 1.0 or unit not in ("", "<undefined>", "px", "pixel", "pixels")):
+        if np.isfinite(value):
             raw_scale = (value, unit)
     nav = [a for a in sig.get("axes", []) if a.get("navigate", False)]
     frame_time_s = None
@@ -505,6 +505,10 @@ def _pixel_size(pixel_size_A: float | None, calib: float | None, p: Path, metada
                              "(atomic-resolution images): is it an atomic-resolution image? If the calibration is "
                              "wrong, give source.pixel_size_A=<Å per pixel>")
         return check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
+    if raw_scale is not None and raw_scale[0] == 1.0 and raw_scale[1] in ("", "<undefined>", "px", "pixel", "pixels"):
+        raise InputError(f"{p.name} carries no pixel-size calibration (its axes have scale 1 and "
+                         f"{'no unit' if raw_scale[1] in ('', '<undefined>') else 'unit ' + repr(raw_scale[1])}: pixels); "
+                         "give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)")
     if raw_scale is not None:
         value, unit = raw_scale
         said = "no unit" if unit in ("", "<undefined>") else f"unit '{unit}', not a length"
