@@ -96,9 +96,9 @@ def test_invert_option_maps_the_range_onto_itself(tmp_path):
     from octascope.core.errors import InputError
     from octascope.input.readers import read_image
 
-    data = np.arange(12, dtype=np.float32).reshape(3, 4) + 5.0
+    data = np.arange(160, dtype=np.float32).reshape(10, 16) + 5.0
     np.save(tmp_path / "a.npy", data)
     img = read_image(tmp_path / "a.npy", pixel_size_A=0.2, invert=True)
-    np.testing.assert_array_equal(img.data, 21.0 - data)
+    np.testing.assert_array_equal(img.data, 169.0 - data)
     with pytest.raises(InputError, match="source.invert=true or source.invert=false"):
         read_image(tmp_path / "a.npy", pixel_size_A=0.2, invert="yes")
