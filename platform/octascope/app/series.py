@@ -77,6 +77,11 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
         opts = options_from(SeriesOptions, dict(cfg.get("series") or {}), "series")
     except PluginParameterError as exc:
         raise ConfigError(str(exc)) from None
+    from octascope.results.export import check_export
+
+    if check_export(cfg.get("export")):
+        raise ConfigError("export is written by single-image runs; a time series writes its tables (series.csv and the "
+                          "per-frame tables): give export=[] with source.frames, or export one frame with source.frame=N")
     if not src.get("path"):
         raise ConfigError("source.frames reads the frames of a stack file; give source.path=<stack file>")
     registry = registry or get_registry()
