@@ -31,7 +31,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,15 @@ SERIES_CSV_FIRST = ["frame", "time_s", "dose_e_per_A2", "particle", "frame_parti
 FRAME_TABLES = ("columns", "octahedra", "particles")
 #: bump when the per-frame cache's content changes, so old entries are not reused
 SERIES_CACHE_VERSION = 1
+
+
+class Frames(Protocol):
+    """What :func:`analyse_series` needs of its frames: a length and one :class:`Image` per index
+    (a list, or a lazy reader such as :class:`octascope.input.readers.ImageStack`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, k: int) -> Image: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,8 +324,8 @@ def track_particles(detections: pd.DataFrame, options: SeriesOptions | None = No
             r, c = linear_sum_assignment(cost)
             for ri, ci in zip(r, c):
                 if ok[ri, ci]:
-                    assigned[int(rows[ri])] = ci
-        for row in rows:
+                    assigned[int(rows[ri])] = int(ci)
+        for row in (int(r) for r in rows):
             if row in assigned:
                 t = tracks[assigned[row]]
             else:
@@ -388,11 +397,11 @@ def _frame_tables(result: "Result") -> dict[str, pd.DataFrame]:
 
 
 def analyse_series(
-    frames: Sequence[Image],
+    frames: Frames,
     *,
     analyse: Callable[[Image], "Result"] | None = None,
     frame_indices: Sequence[int] | None = None,
-    time_s: Sequence[float] | None = None,
+    time_s: Sequence[float] | np.ndarray | None = None,
     dose_per_frame_e_per_A2: float | None = None,
     options: SeriesOptions | Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
@@ -403,7 +412,7 @@ def analyse_series(
 
     Parameters
     ----------
-    frames : sequence of Image
+    frames : Frames
         The frames, in time order, all with the same shape and pixel size [Å]; read one at a time
         (a lazy sequence works: only ``len`` and indexing are used).
     analyse : callable, optional

@@ -169,9 +169,11 @@ def _hydra_task(cfg: Any) -> None:
     from octascope.results.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
-    from octascope.app.series import format_series_summary  # [h-series]
-    summary = format_series_summary if "series" in files else format_summary
-    print(summary(result, files, output_dir, uri), flush=True)
+    from octascope.app.series import SeriesResult, format_series_summary  # [h-series]
+    if isinstance(result, SeriesResult):
+        print(format_series_summary(result, files, output_dir, uri), flush=True)
+        return
+    print(format_summary(result, files, output_dir, uri), flush=True)
 
 
 def list_plugins(stage: str | None = None) -> str:

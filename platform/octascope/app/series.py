@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from octascope.analysis.series import SeriesResult
 from octascope.app.run import build_stages
 
 if TYPE_CHECKING:
-    from octascope.analysis.series import SeriesResult
     from octascope.core.model import Image, Result
     from octascope.core.registry import Registry
 

@@ -413,7 +413,7 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
 def _is_atom_lattice(path: Path) -> bool:
     """Whether an HDF5 file is Atomap's Atom_Lattice format (a group holding ``atom_positions``)."""
     try:
-        import h5py
+        import h5py  # type: ignore[import-untyped]
 
         with h5py.File(path, "r") as f:
             return any(isinstance(g, h5py.Group) and "atom_positions" in g for g in f.values())
