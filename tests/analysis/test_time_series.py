@@ -1,4 +1,4 @@
-"""Time series (issue 23 item 2): frame selection, drift registration, the lattice fit, tracking,
+"""Time series: frame selection, drift registration, the lattice fit, tracking,
 the per-frame cache, the stack reader, and (slow) a 20-frame rotating, drifting particle end to end."""
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def test_source_frames_config_checks():
 
 @pytest.mark.slow
 def test_twenty_frame_stack_recovers_a_two_degree_rotation(tmp_path):
-    """The issue's target: 20 frames, drift, a particle rotating by 2° linearly: recovered within 0.3°."""
+    """20 frames, drift, a particle rotating by 2° linearly: recovered within 0.3°."""
     spec = SyntheticSpec(n_cells=(6, 6), particle_angle_deg=10.0, dose_e_per_A2=500.0, seed=4)
     frames, truth = make_synthetic_series(spec, n_frames=20, rotation_total_deg=2.0)
     res = analyse_series(frames, cache_dir=tmp_path)
@@ -200,7 +200,7 @@ def test_twenty_frame_stack_recovers_a_two_degree_rotation(tmp_path):
 
 @pytest.mark.slow
 def test_series_command_writes_tables_and_resumes(tmp_path, in_tmp, capsys, monkeypatch):
-    from tests.cli_run import run_cli
+    from cli_run import run_cli
 
     monkeypatch.setenv("OCTASCOPE_CACHE", str(tmp_path / "cache"))
     frames, _ = make_synthetic_series(SyntheticSpec(n_cells=(5, 5), particle_angle_deg=10.0, dose_e_per_A2=1000.0),

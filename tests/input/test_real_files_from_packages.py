@@ -1,4 +1,4 @@
-"""Real microscope files shipped in PyPI packages (issue 23 item 5): each is analysed or refused
+"""Real microscope files shipped in PyPI packages: each is analysed or refused
 with a message that names the value found and the fix.
 
 Atomap (a dependency) ships its test images in the installed package. TEMUL's example files
@@ -111,7 +111,7 @@ def _analyse(path: Path, **read) -> str:
 
 @pytest.mark.slow
 def test_atomap_adf_refusal_has_no_nan_and_names_the_pixel_size():
-    """Issue 23: this image gave "|a2| 0.00 Å, angle nan°" and two RuntimeWarnings."""
+    """This image gave "|a2| 0.00 Å, angle nan°" and two RuntimeWarnings."""
     msg = _analyse(_find("atomap/tests/datasets/test_ADF_cropped.hdf5", _atomap), pixel_size_A=0.09326)
     assert not re.search(r"\bnan\b", msg, re.I) and "0.00 Å" not in msg
     assert "no two-dimensional lattice" in msg and "pixel size used: 0.09326 Å/px, from source.pixel_size_A" in msg

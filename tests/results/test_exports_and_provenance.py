@@ -1,5 +1,5 @@
-"""Results for other tools (issue 23 item 4): HyperSpy markers, Atomap Atom_Lattice, provenance.json,
-the export option; and the inverted-contrast option (item 3)."""
+"""Results for other tools: HyperSpy markers, Atomap Atom_Lattice, provenance.json,
+the export option; and the inverted-contrast option."""
 
 from __future__ import annotations
 
