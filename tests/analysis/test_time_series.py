@@ -218,3 +218,19 @@ def test_series_command_writes_tables_and_resumes(tmp_path, in_tmp, capsys, monk
     assert (tmp_path / "a" / "series_tilts.png").exists() and (tmp_path / "a" / "provenance.json").exists()
     code, out, err = run_cli(args + [f"hydra.run.dir={tmp_path / 'b'}"], capsys)
     assert code == 0 and "(3 frame(s) from the cache)" in out
+
+
+def test_series_options_are_declared_once_and_mirrored_in_the_yaml():
+    from pathlib import Path
+
+    import yaml
+
+    from octascope.core.errors import PluginParameterError
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "config.yaml").read_text())
+    assert cfg["series"] == SeriesOptions().to_dict() and cfg["export"] == []
+    for source in ("file", "example", "synthetic"):
+        src = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "source" / f"{source}.yaml").read_text())
+        assert src["frames"] is None and src["invert"] is False
+    with pytest.raises(PluginParameterError, match="max_gap_frames"):
+        SeriesOptions(max_gap_frames=-1)
