@@ -141,22 +141,32 @@ class SeriesResult:
         return {"columns": self.columns, "octahedra": self.octahedra, "particles": self.particles, "series": self.series}
 
     def rotation_change_deg(self, particle: int) -> tuple[float, float]:
-        """Total rotation of a tracked particle over the series from a straight-line fit of its
-        rotation against frame index (slope × (last − first frame)) and its 1σ [deg]."""
+        """Total rotation of a tracked particle over the frames it is seen in, from a weighted
+        straight-line fit of its rotation against frame index (slope × (last − first frame)), and
+        its 1σ [deg]: from the per-frame errors, scaled up by the reduced χ² when the points scatter
+        more than their errors say (NaN with fewer than 2 frames)."""
         rows = self.series[(self.series["particle"] == particle) & np.isfinite(self.series["rotation_deg"])]
-        if len(rows) < 3:
+        if len(rows) < 2:
             return float("nan"), float("nan")
         x = rows["frame"].to_numpy(float)
         y = rows["rotation_deg"].to_numpy(float)
-        w = rows["rotation_err_deg"].to_numpy(float)
-        w = np.where(np.isfinite(w) & (w > 0), 1.0 / w**2, 1.0)
-        (slope, _), cov = np.polyfit(x, y, 1, w=np.sqrt(w), cov="unscaled") if len(rows) > 3 else (np.polyfit(x, y, 1), None)
+        e = rows["rotation_err_deg"].to_numpy(float)
+        known = bool(np.all(np.isfinite(e) & (e > 0)))
+        w = 1.0 / e**2 if known else np.ones_like(x)
+        S, Sx, Sxx, Sy, Sxy = w.sum(), (w * x).sum(), (w * x * x).sum(), (w * y).sum(), (w * x * y).sum()
+        delta = S * Sxx - Sx**2
+        if delta <= 0:
+            return float("nan"), float("nan")
+        slope = (S * Sxy - Sx * Sy) / delta
+        var = S / delta
+        n = len(x)
+        if n > 2:
+            chi2 = float(np.sum(w * (y - (Sy - slope * Sx) / S - slope * x) ** 2) / (n - 2))
+            var *= max(chi2, 1.0) if known else chi2
+        elif not known:
+            var = float("nan")
         span = x.max() - x.min()
-        if cov is None:
-            return float(slope * span), float("nan")
-        resid = y - np.polyval(np.polyfit(x, y, 1, w=np.sqrt(w)), x)
-        chi2 = float(np.sum(w * resid**2) / max(len(x) - 2, 1))
-        return float(slope * span), float(np.sqrt(cov[0, 0] * max(chi2, 1.0)) * span)
+        return float(slope * span), float(np.sqrt(var) * span)
 
 
 # ----------------------------------------------------------------------------------------------- drift

@@ -207,7 +207,8 @@ def format_series_summary(result: "SeriesResult", files: Mapping[str, Any], outp
     for pid in sorted(result.series["particle"].unique()) if len(result.series) else ():
         rows = result.series[result.series["particle"] == pid]
         change, err = result.rotation_change_deg(int(pid))
-        rot = f"rotation change {change:+.2f} ± {err:.2f}°" if np.isfinite(change) else "rotation change: too few frames"
+        rot = (f"rotation change {change:+.2f}" + (f" ± {err:.2f}°" if np.isfinite(err) else "°")
+               if np.isfinite(change) else "rotation change: seen in one frame")
         th = rows["theta3_deg"].to_numpy(float)
         tilt = f", mean θ3 {np.nanmean(th):.2f}° (frames {np.nanmin(th):.2f}-{np.nanmax(th):.2f}°)" if np.isfinite(th).any() else ""
         lines.append(f"  particle {pid}: in {len(rows)} frame(s), {rot}{tilt}")
