@@ -16,8 +16,8 @@ that grid) and read at each pair's displacement by bilinear interpolation. That 
 double sum over the pixels of every pair (M² per pair, :func:`octascope.analysis.noise_covariance.estimator_covariance`)
 by a lookup; what it leaves out is the sub-pixel placement of a column on its patch's pixels (the
 patch is a disk around the rounded centre; not measured separately: the locator's calibration
-tests, ``tests/test_noise_covariance.py``, run through this path). For columns at whole pixels
-the two are equal (``tests/test_locate_shared_profile.py``). Columns whose patch is cut by the
+tests, ``tests/analysis/test_noise_covariance.py``, run through this path). For columns at whole pixels
+the two are equal (``tests/plugins/locate/test_shared_profile.py``). Columns whose patch is cut by the
 image border have another influence and keep the direct sum.
 """
 
