@@ -159,12 +159,15 @@ def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *,
     engine set to none), so the other formats are the same figure drawn once more, not laid out
     again.
     """
+    from octascope.results.style import figure_style
+
     written: dict[str, Path] = {}
-    for k, fmt in enumerate(formats):
-        written[f"{name}.{fmt}"] = atomic_write(
-            run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
-        if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
-            fig.set_layout_engine("none")
+    with figure_style():  # what matplotlib reads at draw time (ticks, SVG text) in the figures' style
+        for k, fmt in enumerate(formats):
+            written[f"{name}.{fmt}"] = atomic_write(
+                run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
+            if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
+                fig.set_layout_engine("none")
     return written
 
 
