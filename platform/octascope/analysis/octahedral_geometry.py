@@ -4,7 +4,7 @@ Computed once by the pipeline right after the network builder (:func:`compute_ge
 carried on the result as an :class:`OctahedralGeometry`, so every metric can read θ and L
 without depending on another metric (``metric=[accuracy]`` measures the tilt errors too).
 
-Definitions (DESIGN.md, the method paper's Fig. 1d): for each Pb column with its four X
+Definitions (the method paper's Fig. 1d): for each Pb column with its four X
 neighbours, the projected bond ``b_k = X_k - Pb``; φ1, φ2 are the unsigned angles of the right
 and left bonds from ``+a1`` and ``-a1``, φ3, φ4 those of the up and down bonds from ``+a2`` and
 ``-a2``, where ``a1``, ``a2`` are the *local* Pb-Pb lattice vectors (so a rotated particle gives the

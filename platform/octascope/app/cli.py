@@ -59,6 +59,7 @@ def conf_dir() -> Path:
 #: environment variables a command shares with its jobs (set by main, restored after)
 _RUN_ID_ENV = "OCTASCOPE_RUN_ID"
 _STATUS_ENV = "OCTASCOPE_JOB_STATUS_DIR"
+_CREATED_ENV = "OCTASCOPE_CREATED_DIRS"
 
 
 def _run_id() -> str:
@@ -104,6 +105,20 @@ def _record_job(num: str, failed: str | None) -> None:
         (Path(folder) / name).write_text(failed or "")
 
 
+def _created_for(output_dir: Path, multirun: bool) -> list[Path]:
+    """The folders of ``output_dir``'s path that this command created (before Hydra ran: see :func:`main`);
+    in a sweep the job's own folder too (Hydra makes it for the job, inside the sweep's folder)."""
+    import json
+
+    try:
+        made = [Path(p) for p in json.loads(os.environ.get(_CREATED_ENV) or "[]")]
+    except ValueError:
+        made = []
+    here = Path(os.path.abspath(output_dir))
+    mine = [p for p in made if p == here or p in here.parents]
+    return mine + ([here] if multirun else [])
+
+
 def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -118,7 +133,8 @@ def _hydra_task(cfg: Any) -> None:
     claimed = False
     try:
         container = _to_dict(cfg, resolve=True)
-        claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag})
+        claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
+                         created=_created_for(output_dir, multirun))
         claimed = True
         result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
@@ -193,8 +209,6 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
 _NO_JOB_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 #: override keys whose values are free text (paths, names): quoted for Hydra when its grammar refuses them
 _TEXT_KEYS = ("path", "dir", "uri", "name", "title", "signal", "experiment")
-#: environment variables a config may not set through hydra.job.env_set (they load code)
-_ENV_REFUSED = ("LD_", "DYLD_", "PYTHON", "PATH", "BASH_ENV", "ENV")
 
 
 def _split_argv(argv: list[str]) -> tuple[list[str], list[str], set[str]]:
@@ -277,60 +291,98 @@ def _hydra_error(exc: BaseException) -> Exception:
     m = re.search(r"Could not find '([^']+)'", text)
     if m:
         return ConfigError(f"no configuration '{m.group(1)}'; check the group and option names (see conf/)")
-    first = " ".join(text.split())[:300] or exc.__class__.__name__
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause).strip():  # Hydra wraps OmegaConf's message in an empty exception
+        cause = cause.__cause__ or cause.__context__
+    first = " ".join(str(cause or exc).split())[:300] or exc.__class__.__name__
     return ConfigError(f"invalid configuration: {first}; check the overrides (OCTASCOPE_DEBUG=1 shows Hydra's message)")
 
 
 def _check_hydra_node(hydra_cfg: Any) -> None:
-    """Refuse what would make Hydra import and call code beyond octascope's own settings."""
+    """Refuse what would make Hydra (or a job's child programs) import and run code, or write files,
+    beyond octascope's own settings: the closed lists of :mod:`octascope.app.policy`.
+
+    ``hydra_cfg`` is the ``hydra`` node with its interpolations resolved (where they can be before
+    a job runs), so a value built by an interpolation is checked as what it becomes.
+    """
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
     from hydra.plugins.sweeper import Sweeper
 
+    from octascope.app import policy
     from octascope.app.config import find_targets
     from octascope.core.errors import ConfigError
 
     allowed = {f"{c.__module__}.{c.__qualname__}" for kind in (Launcher, Sweeper) for c in Plugins.instance().discover(kind)}
     if hydra_cfg.get("callbacks"):
-        raise ConfigError(f"hydra.callbacks ({', '.join(hydra_cfg['callbacks'])}) would import and call Python objects; "
-                          "octascope runs no Hydra callbacks: remove them")
+        raise ConfigError(f"hydra.callbacks ({', '.join(map(str, hydra_cfg['callbacks']))}) would import and call Python "
+                          "objects; octascope runs no Hydra callbacks: remove them")
     for path in find_targets(hydra_cfg, "hydra"):
         node = hydra_cfg
         for part in path.split(".")[1:-1]:
-            node = node[part]
-        if path not in ("hydra.launcher._target_", "hydra.sweeper._target_") or node["_target_"] not in allowed:
+            node = node[part] if isinstance(node, dict) else None
+        target = node.get("_target_") if isinstance(node, dict) else None
+        if path not in ("hydra.launcher._target_", "hydra.sweeper._target_") or target not in allowed:
             raise ConfigError(f"'{path}' would import and call a Python object; only installed Hydra launchers and "
                               "sweepers are allowed (hydra/launcher=<name>): remove it")
     for name in ("job_logging", "hydra_logging"):
-        for path, key, value in _walk(hydra_cfg.get(name) or {}, f"hydra.{name}"):
-            if key == "()" or (key == "class" and not str(value).startswith("logging.")):
-                raise ConfigError(f"'{path}' would import and call '{value}'; logging configs may use logging.* classes only: "
-                                  "remove it")
-    env = ((hydra_cfg.get("job") or {}).get("env_set") or {})
-    bad = sorted(k for k in env if str(k).upper().startswith(_ENV_REFUSED))
-    if bad:
-        raise ConfigError(f"hydra.job.env_set sets {bad}, which load code; remove them")
+        policy.check_logging_config(hydra_cfg.get(name), f"hydra.{name}")
+    job = hydra_cfg.get("job") or {}
+    policy.check_env_set(job.get("env_set"))
+    policy.check_env_copy(job.get("env_copy"))
+    policy.check_search_path(hydra_cfg.get("searchpath"))
+    policy.check_launcher(hydra_cfg.get("launcher"))
+    policy.check_output_subdir(hydra_cfg.get("output_subdir"))
 
 
-def _walk(node: Any, path: str):
-    from collections.abc import Mapping
+def _resolved(node: Any) -> Any:
+    """A plain copy of an OmegaConf node with every interpolation resolved that can be before a job
+    runs; values that cannot (``${hydra.job.num}`` outside a sweep) are kept as written."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            yield f"{path}.{k}", str(k), v
-            yield from _walk(v, f"{path}.{k}")
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{path}[{i}]")
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:
+        pass
+    if isinstance(node, DictConfig):
+        out = {}
+        for key in node.keys():
+            child = node._get_node(key)
+            out[str(key)] = _resolved(child) if isinstance(child, (DictConfig, ListConfig)) else _resolved_value(node, key)
+        return out
+    if isinstance(node, ListConfig):
+        return [_resolved(node._get_node(i)) if isinstance(node._get_node(i), (DictConfig, ListConfig))
+                else _resolved_value(node, i) for i in range(len(node))]
+    return node
 
 
-def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) -> dict[str, str]:
-    """Compose and check one job's configuration; return the sweeper's ``params`` (sweeps a config file sets)."""
+def _resolved_value(parent: Any, key: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    try:
+        value = parent[key]
+    except Exception:
+        return parent._get_node(key)._value()
+    if isinstance(value, (DictConfig, ListConfig)):
+        return _resolved(value)
+    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+
+
+def _compose_and_check(config_dir: str, config_name: str, overrides: list[str], *, job: bool = True) -> dict[str, Any]:
+    """Compose and check one job's configuration; return its ``hydra`` node, resolved where it can be.
+
+    Before anything resolves an interpolation, the resolvers used and the sizes of the
+    expansions are checked (:func:`octascope.app.policy.check_interpolations`); the ``hydra`` node
+    is then resolved and checked (:func:`_check_hydra_node`), then (with ``job``) the job's own
+    configuration: keys, source, plugins.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from octascope.app.config import validate_config
+    from octascope.app.policy import check_interpolations
+    from octascope.core.errors import ConfigError
     from octascope.input.sources import check_source_config
 
     GlobalHydra.instance().clear()
@@ -341,59 +393,82 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str]) 
             except OctascopeError:
                 raise
             except Exception as exc:
+                if not job:  # --help, --cfg: Hydra reports its own composition errors
+                    return {}
                 raise _hydra_error(exc) from exc
     finally:
         GlobalHydra.instance().clear()
-    with_hydra = _to_dict(cfg, resolve=False)
-    hydra_node = with_hydra.pop("hydra", {}) or {}
+    check_interpolations(_to_dict(cfg, resolve=False))
+    hydra_node = _resolved(cfg.hydra) or {}
     _check_hydra_node(hydra_node)
+    if not job:
+        return hydra_node
     try:
-        job = _to_dict(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True)
+        job_cfg = _to_dict(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True)
     except Exception as exc:
-        from octascope.core.errors import ConfigError
-
         raise ConfigError(f"cannot resolve the configuration: {_one_line(exc)}; check the ${{...}} interpolations") from exc
-    validate_config(job)
-    check_source_config(dict(job.get("source") or {}))
-    build_stages(job, _registry())
-    return {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
+    validate_config(job_cfg)
+    check_source_config(dict(job_cfg.get("source") or {}))
+    build_stages(job_cfg, _registry())
+    return hydra_node
 
 
-def check_command_line(argv: list[str]) -> list[str]:
-    """Check a command line before Hydra runs anything; return it with free-text values quoted.
+class _Checked:
+    """A checked command line: the arguments for Hydra, whether it sweeps, and its output folder
+    (``hydra.run.dir``, or ``hydra.sweep.dir`` in a sweep; None where it cannot be known before
+    the jobs run)."""
 
-    Malformed overrides, unknown groups, options and keys, keys that nothing reads (``+foo=1``),
-    ``_target_`` keys, Hydra callbacks, unknown plugins or plugin parameters, bad figure formats,
-    bad tracking URIs and bad pixel sizes all raise :class:`ConfigError`/:class:`InputError`
-    here, before any output folder exists. In a sweep every value of every swept key is checked.
-    """
+    def __init__(self, argv: list[str], multirun: bool = False, output_dir: str | None = None):
+        self.argv, self.multirun, self.output_dir = argv, multirun, output_dir
+
+
+def _is_multirun(names: set[str], hydra_node: dict[str, Any]) -> bool:
+    return bool(names & {"--multirun", "-m"}) or "MULTIRUN" in str(hydra_node.get("mode") or "")
+
+
+def _output_dir(hydra_node: dict[str, Any], multirun: bool) -> str | None:
+    """The run's (or sweep's) output folder as Hydra will make it, when it is already fully resolved."""
+    from octascope.results.outputs import check_output_location
+
+    key = "sweep" if multirun else "run"
+    value = (hydra_node.get(key) or {}).get("dir")
+    if not isinstance(value, str) or "${" in value or not value.strip():
+        return None
+    check_output_location(value, f"hydra.{key}.dir")
+    return value
+
+
+def _check(argv: list[str]) -> _Checked:
+    """:func:`check_command_line`, also saying whether the command sweeps and where its outputs go."""
+    import warnings
+
+    with warnings.catch_warnings():  # Hydra's and the libraries' warnings while composing: the checks say what matters
+        warnings.simplefilter("ignore")
+        return _check_quietly(argv)
+
+
+def _check_quietly(argv: list[str]) -> _Checked:
     from octascope.core.errors import ConfigError
 
     flags, overrides, names = _split_argv(argv)
+    if names & {"--experimental-rerun"}:
+        raise ConfigError("--experimental-rerun would load a pickled file and run it; octascope does not rerun "
+                          "pickles: give the command's overrides again (its config.yaml lists them)")
     overrides, parsed = _parse_overrides(overrides)
     for ov in parsed:
         key = ov.key_or_group
         if "_target_" in key or key.startswith("hydra.callbacks") or "()" in key:
             raise ConfigError(f"override '{ov.input_line}' would make Hydra import and call a Python object; "
                               "octascope configs select registered plugins by name only: remove it")
-    if names & _NO_JOB_FLAGS:
-        return [*flags, *overrides]
-    config_dir, config_name = str(conf_dir()), "config"
-    it = iter(flags)
-    extra_search = []
-    for tok in it:
-        name, _, val = tok.partition("=")
-        if name in _FLAGS_WITH_VALUE and not val:
-            val = next(it, "")
-        if name in ("--config-path", "-cp"):
-            config_dir = str(Path(val).resolve())
-        elif name in ("--config-name", "-cn"):
-            config_name = val
-        elif name in ("--config-dir", "-cd"):
-            extra_search.append(f"file://{Path(val).resolve()}")
+    config_dir, config_name, extra_search = _config_location(flags)
+    _check_search_paths(parsed, Path(config_dir) / f"{config_name}.yaml")
     base = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
     if extra_search:
         base.append(f"hydra.searchpath=[{','.join(extra_search)}]")
+    if names & _NO_JOB_FLAGS:
+        if not names & {"--shell-completion", "-sc"}:  # help and --cfg still configure Hydra's logging
+            _compose_and_check(config_dir, config_name, base, job=False)
+        return _Checked([*flags, *overrides])
     sweeps = [(o, p) for o, p in zip(overrides, parsed) if p.is_sweep_override()]
     firsts, variants = [], []
 
@@ -409,9 +484,21 @@ def check_command_line(argv: list[str]) -> list[str]:
 
     for _tok, p in sweeps:
         add_sweep(p)
-    params = _compose_and_check(config_dir, config_name, [*base, *firsts])
+    hydra_node = _compose_and_check(config_dir, config_name, [*base, *firsts])
+    multirun = _is_multirun(names, hydra_node)
+    if sweeps and not multirun:
+        tok, p = sweeps[0]
+        key, _, value = tok.partition("=")
+        leaf = key.lstrip("+~").split("@")[0].rsplit(".", 1)[-1].lower()
+        if any(t in leaf for t in _TEXT_KEYS):
+            raise ConfigError(f"'{tok}': Hydra reads the comma as a sweep over several values; for one value "
+                              f"(a file name with a comma) quote it: \"{key}='{value}'\" (the shell's quotes around "
+                              "Hydra's), or add --multirun to sweep")
+        raise ConfigError(f"'{tok}' lists several values, which is a sweep; add --multirun to run one job per value, "
+                          f"or write a list as {key}=[{value}]")
     # sweeps set in a config file (hydra.sweeper.params, e.g. conf/experiment/): each value too,
     # unless the command line sweeps that key itself
+    params = {str(k): str(v) for k, v in ((hydra_node.get("sweeper") or {}).get("params") or {}).items()}
     swept = {p.key_or_group for _tok, p in sweeps}
     _p, extra = _parse_overrides([f"{k}={v}" for k, v in params.items() if k not in swept])
     for p in extra:
@@ -422,7 +509,90 @@ def check_command_line(argv: list[str]) -> list[str]:
     for i, rest in enumerate(variants):
         for item in rest:
             _compose_and_check(config_dir, config_name, [*base, *firsts[:i], item, *firsts[i + 1:]])
-    return [*flags, *overrides]
+    return _Checked([*flags, *overrides], multirun, _output_dir(hydra_node, multirun))
+
+
+def _config_location(flags: list[str]) -> tuple[str, str, list[str]]:
+    """The primary config folder and name and the extra search folders the flags give (folders only)."""
+    from octascope.core.errors import ConfigError
+
+    config_dir, config_name = str(conf_dir()), "config"
+    extra_search = []
+    it = iter(flags)
+    for tok in it:
+        name, _, val = tok.partition("=")
+        if name in _FLAGS_WITH_VALUE and not val:
+            val = next(it, "")
+        if name in ("--config-path", "-cp", "--config-dir", "-cd") and "://" in val:
+            raise ConfigError(f"{name} {val}: give a folder (a pkg:// or other URL would import a Python package); "
+                              "use a path to a config folder")
+        if name in ("--config-path", "-cp"):
+            config_dir = str(Path(val).resolve())
+        elif name in ("--config-name", "-cn"):
+            config_name = val
+        elif name in ("--config-dir", "-cd"):
+            extra_search.append(f"file://{Path(val).resolve()}")
+    return config_dir, config_name, extra_search
+
+
+def _check_search_paths(parsed: list[Any], primary: Path) -> None:
+    """Refuse config search paths that are not folders before Hydra composes anything: Hydra imports
+    a ``pkg://`` search path's package while it looks for configs. Hydra reads ``hydra.searchpath``
+    from the overrides and from the primary config file only."""
+    from octascope.app.policy import check_search_path
+
+    for ov in parsed:
+        if ov.key_or_group.lstrip("+~") == "hydra.searchpath":
+            value = ov.value()
+            check_search_path(value if isinstance(value, list) else [value])
+    if primary.is_file():
+        import yaml
+
+        from octascope.app.policy import YAML_MAX_BYTES, check_yaml_text
+
+        try:
+            text = primary.open(encoding="utf-8").read(YAML_MAX_BYTES + 1)
+            check_yaml_text(text, str(primary))
+            raw = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return  # Hydra reports an unreadable primary config itself
+        hydra_node = raw.get("hydra") if isinstance(raw, dict) else None
+        if isinstance(hydra_node, dict):
+            entries = hydra_node.get("searchpath")
+            check_search_path(entries if isinstance(entries, list) else [entries] if entries else [])
+
+
+def check_command_line(argv: list[str]) -> list[str]:
+    """Check a command line before Hydra runs anything; return it with free-text values quoted.
+
+    Malformed overrides, unknown groups, options and keys, keys that nothing reads (``+foo=1``),
+    ``_target_`` keys, Hydra callbacks, anything outside the closed lists of
+    :mod:`octascope.app.policy` (environment variables, logging configs, resolvers, search paths,
+    launcher commands), ``--experimental-rerun``, an output folder that cannot be created,
+    unknown plugins or plugin parameters, bad figure formats, bad tracking URIs and bad pixel
+    sizes all raise :class:`ConfigError`/:class:`InputError` here, before any output folder
+    exists. In a sweep every value of every swept key is checked.
+    """
+    return _check(argv).argv
+
+
+def _pin_output_dir(checked: _Checked) -> list[str]:
+    """The override that fixes the output folder to the one checked (its time stamp resolved once),
+    or none when the folder cannot be written as a Hydra value exactly."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if checked.output_dir is None:
+        return []
+    key = "hydra.sweep.dir" if checked.multirun else "hydra.run.dir"
+    quoted = _quote(checked.output_dir)
+    if quoted is None or "${" in checked.output_dir:
+        return []
+    try:
+        if OverridesParser.create().parse_override(f"{key}={quoted}").value() != checked.output_dir:
+            return []
+    except Exception:
+        return []
+    return [f"{key}={quoted}"]
 
 
 class _Signals:
@@ -465,7 +635,7 @@ def runs_command(argv: list[str]) -> int:
     store; with ``--fix-stale`` mark runs whose process died KILLED and remove stale ``.part`` files."""
     import argparse
 
-    from octascope.results.outputs import clean_stale_parts, is_complete
+    from octascope.results.outputs import clean_orphan_dirs, clean_stale_parts, is_complete
     from octascope.results.tracking import DIR_TAG, fix_stale_runs, list_runs, resolve_tracking_uri
 
     ap = argparse.ArgumentParser(prog="octascope runs", description=runs_command.__doc__)
@@ -482,10 +652,12 @@ def runs_command(argv: list[str]) -> int:
     if args.fix_stale:
         killed, unknown = fix_stale_runs(uri, dry_run=args.dry_run, untagged_older_than_h=args.untagged_older_than)
         parts = [] if args.dry_run else [p for root in args.outputs for p in clean_stale_parts(root)]
+        orphans = [] if args.dry_run else [p for root in args.outputs for p in clean_orphan_dirs(root)]
         verb = "would mark" if args.dry_run else "marked"
         print(f"octascope: {verb} {len(killed)} run(s) KILLED (their process is gone)"
               + (": " + ", ".join(r.info.run_id[:12] for r in killed) if killed else "")
               + f"; removed {len(parts)} stale .part file(s)"
+              + (f" and {len(orphans)} empty folder(s) of killed runs" if orphans else "")
               + (f"; {len(unknown)} RUNNING run(s) from another host or an older version not checked" if unknown else ""))
         return 0
     runs = list_runs(uri)
@@ -495,7 +667,8 @@ def runs_command(argv: list[str]) -> int:
     for r in runs:
         started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         folder = r.data.tags.get(DIR_TAG, "")
-        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)")
+        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)"
+                                       if Path(folder).is_dir() else " (folder removed)")
         print(f"{r.info.run_id[:12]:<12}  {r.info.status:<9}  {started:<19}  {folder}{state}")
     return 0
 
@@ -528,17 +701,24 @@ def main(argv: list[str] | None = None) -> None:
     import shutil
     import tempfile
 
+    from octascope.app.policy import guarded_yaml_loading
+
     os.environ.setdefault("MPLBACKEND", "Agg")
-    saved = {k: os.environ.get(k) for k in (_RUN_ID_ENV, _STATUS_ENV)}
+    saved = {k: os.environ.get(k) for k in (_RUN_ID_ENV, _STATUS_ENV, _CREATED_ENV)}
     os.environ.pop(_RUN_ID_ENV, None)
     status_dir = tempfile.mkdtemp(prefix="octascope-jobs-")
     os.environ[_STATUS_ENV] = status_dir
     t0 = time.perf_counter()
+    started = time.time()
     code = 0
+    checked: _Checked | None = None
+    created: list[Path] = []
     try:
-        with _Signals():
+        with _Signals(), guarded_yaml_loading():
             try:
-                argv = check_command_line(argv)
+                _register_resolvers()
+                checked = _check(argv)
+                created = _prepare_output_dir(checked)
             except OctascopeError as exc:
                 if os.environ.get("OCTASCOPE_DEBUG"):
                     raise
@@ -546,9 +726,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(2) from None
             import hydra
 
-            _register_resolvers()
             _run_id()
-            sys.argv = [sys.argv[0], *argv]
+            sys.argv = [sys.argv[0], *checked.argv, *_pin_output_dir(checked)]
             hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
     except KeyboardInterrupt as exc:
         from octascope.core.errors import Interrupted
@@ -563,6 +742,8 @@ def main(argv: list[str] | None = None) -> None:
         failed = sorted(Path(status_dir).glob("*.failed"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
         n_jobs = len(failed) + len(list(Path(status_dir).glob("*.ok")))
         shutil.rmtree(status_dir, ignore_errors=True)
+        if checked is not None and checked.output_dir is not None:
+            _release_output_dir(checked, created, started)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -576,6 +757,34 @@ def main(argv: list[str] | None = None) -> None:
         _say_error(f"{len(failed)} of {n_jobs} jobs failed (jobs {', '.join(p.stem for p in failed)}; see the lines above); "
                    "fix them and run those jobs again")
         raise SystemExit(1)
+
+
+def _prepare_output_dir(checked: _Checked) -> list[Path]:
+    """Create the command's output folder (run or sweep) before Hydra does, so that a folder that
+    cannot be created is one line, and record the folders created for the jobs (:data:`_CREATED_ENV`)."""
+    import json
+
+    from octascope.results.outputs import make_output_dir
+
+    if checked.output_dir is None or not _pin_output_dir(checked):
+        return []
+    key = "hydra.sweep.dir" if checked.multirun else "hydra.run.dir"
+    created = make_output_dir(checked.output_dir, key)
+    os.environ[_CREATED_ENV] = json.dumps([str(p) for p in created])
+    return created
+
+
+def _release_output_dir(checked: _Checked, created: list[Path], started: float) -> None:
+    """After the command: remove the folders it created and left empty (a run stopped before its job
+    claimed the folder; a sweep whose every job failed or was stopped keeps no ``multirun.yaml``)."""
+    from octascope.results.outputs import release_sweep_dir, remove_created_dirs
+
+    if checked.output_dir is None:
+        return
+    if checked.multirun:
+        release_sweep_dir(checked.output_dir, created, since=started)
+    else:
+        remove_created_dirs(created)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ must fit in the memory available.
 
 from __future__ import annotations
 
+import contextlib
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -133,19 +136,230 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def check_image_size(shape: tuple[int, ...], pixel_size_A: float, name: str = "the image") -> None:
-    """Refuse an image whose analysis would need more memory than is available (before allocating it)."""
+def check_image_size(shape: tuple[int, ...], pixel_size_A: float | None, name: str = "the image") -> None:
+    """Refuse an image whose analysis would need more memory than is available (before allocating it).
+
+    With ``pixel_size_A`` None (not known before the pixels are read, or absurd) the least memory
+    an analysis at any accepted pixel size needs is used: a refusal then holds whatever the
+    pixel size turns out to be.
+    """
     n_px = int(np.prod(shape[-2:]))
     if n_px > MAX_PIXELS:
         raise InputError(f"{name} has {n_px} pixels ({shape[-1]}x{shape[-2]}), more than {MAX_PIXELS}; "
                          "crop or bin it (e.g. 2x2) first")
-    need = estimate_peak_bytes(shape, pixel_size_A)
+    lo = PIXEL_SIZE_RANGE_A[0]
+    need = estimate_peak_bytes(shape, pixel_size_A if pixel_size_A is not None else lo)
     avail = available_memory_bytes()
-    if avail is not None and need > avail:
+    if avail is None or need <= avail:
+        return
+    if pixel_size_A is None:
+        raise InputError(f"{name} ({shape[-1]}x{shape[-2]} px) needs at least {need / 2**30:.1f} GiB to analyse at any "
+                         f"pixel size, {avail / 2**30:.1f} GiB are available; crop or bin the image first")
+    raise InputError(
+        f"{name} ({shape[-1]}x{shape[-2]} px at {pixel_size_A:g} Å/px) needs about {need / 2**30:.1f} GiB, "
+        f"{avail / 2**30:.1f} GiB are available; crop or bin the image, or check source.pixel_size_A"
+    )
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one short line: ``Class: message``."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+#: libraries whose log lines and warnings about a damaged file would appear beside the one-line error
+_NOISY_LOGGERS = ("tifffile", "rsciio", "hyperspy", "PIL", "imageio", "h5py", "zarr", "numcodecs", "dask")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the readers' warnings, numpy's floating-point warnings and the libraries' log lines:
+    what matters about a file is raised as an :class:`InputError`, in one line."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@dataclass
+class _Header:
+    """What an image file says before its pixels are decoded.
+
+    ``read(frame)`` decodes the image (one frame of a stack, or all of a 2-D image); ``shape``
+    is the stored shape with colour channels removed; ``nbytes`` what decoding allocates.
+    """
+
+    read: Callable[[int | None], Any]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes_per_frame: int
+    calib: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_index(value: Any, key: str) -> int | None:
+    """A frame or signal index as an int (None stays None); anything else is a one-line InputError."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise InputError(f"{key}={value!r} is not a whole number; give {key}=N with N = 0, 1, ... (or -1 for the last)")
+
+
+def _locate(path: str | Path) -> tuple[Path, str]:
+    """The file to read and its reader name, or an InputError (missing, a folder, not a regular file,
+    an unknown suffix)."""
+    p = resolve_path(path)
+    if not p.exists():
+        raise InputError(f"image file not found: {p}; check source.path")
+    kind = FORMATS.get(p.suffix.lower())
+    if p.is_dir() and kind != "zspy":  # a zspy file is a zarr directory
+        raise InputError(f"{p} is a directory; give source.path to an image file")
+    if not p.is_dir() and not p.is_file():
+        raise InputError(f"{p} is not a regular file (a pipe, a device or a socket); give source.path to an image file")
+    if kind is None:
         raise InputError(
-            f"{name} ({shape[-1]}x{shape[-2]} px at {pixel_size_A:g} Å/px) needs about {need / 2**30:.1f} GiB, "
-            f"{avail / 2**30:.1f} GiB are available; crop or bin the image, or check source.pixel_size_A"
+            f"unsupported image format '{p.suffix or p.name}'; use one of {', '.join(sorted(set(FORMATS)))} "
+            "(or convert the file, e.g. to TIFF)"
         )
+    if p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"{p.name} is empty (0 bytes); check the file (was it copied completely?)")
+    return p, kind
+
+
+def _npy_header(p: Path) -> _Header:
+    """The array's shape and type from an NPY header; the pixels are memory-mapped, not read."""
+    fmt = np.lib.format
+    try:
+        with open(p, "rb") as fh:
+            start = fh.read(4)
+            fh.seek(0)
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        if start.startswith(b"PK"):
+            raise InputError(f"{p.name} is a zip archive (an .npz file named .npy?); save one array with numpy.save "
+                             "and give that file") from None
+        raise InputError(f"could not read {p.name} as NPY ({_short(exc)}); save a plain numeric array with numpy.save") from None
+    if dtype.hasobject:
+        raise InputError(f"{p.name} holds Python objects (a pickled array), which octascope never loads; save a numeric "
+                         "array with numpy.save")
+    if dtype.names is not None or dtype.kind not in "biufc":
+        raise InputError(f"{p.name} holds {dtype} values (text, records or raw bytes), not pixel values; save a numeric "
+                         "array with numpy.save")
+    n = math.prod(shape)
+    if n == 0:
+        raise InputError(f"{p.name} holds an empty array (shape {shape}); check the file")
+    if p.stat().st_size < offset + n * dtype.itemsize:
+        raise InputError(f"{p.name} is truncated: its header declares {shape} {dtype} values ({n * dtype.itemsize} bytes), "
+                         f"the file holds {p.stat().st_size - offset}; save or copy it again")
+
+    def read(frame: int | None) -> Any:
+        data = np.memmap(p, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+        return np.array(data if frame is None else data[frame])
+
+    per_frame = math.prod(shape[-2:]) * dtype.itemsize if len(shape) >= 2 else n * dtype.itemsize
+    return _Header(read, tuple(shape), dtype, per_frame)
+
+
+#: PNG colour type -> samples per pixel
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _png_header(p: Path) -> _Header:
+    """Width, height and sample size from a PNG's IHDR chunk (the first 33 bytes), before decoding."""
+    import struct
+
+    with open(p, "rb") as fh:
+        head = fh.read(33)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise InputError(f"{p.name} is not a PNG file (it lacks the PNG signature); check the file, or give it the suffix "
+                         "of its real format")
+    width, height = struct.unpack(">II", head[16:24]) if len(head) >= 26 else (0, 0)
+    if head[12:16] != b"IHDR" or width == 0 or height == 0 or head[25] not in _PNG_CHANNELS:
+        raise InputError(f"{p.name} has a damaged PNG header (IHDR); check the file or export it again")
+    sample = 2 if head[24] == 16 else 1
+
+    def read(_frame: int | None) -> Any:
+        import imageio.v3 as iio
+
+        data = np.asarray(iio.imread(p))
+        if data.ndim == 3 and data.shape[-1] in (3, 4):
+            data = data[..., :3].astype(np.float32).mean(axis=-1)
+        elif data.ndim == 3 and data.shape[-1] == 2:  # grey + alpha
+            data = data[..., 0]
+        return data
+
+    dtype = np.dtype(np.uint16 if sample == 2 else np.uint8)
+    per_frame = width * height * max(4 * _PNG_CHANNELS[head[25]], sample)  # RGB is averaged in float32
+    return _Header(read, (height, width), dtype, per_frame)
+
+
+def _tiff_precheck(p: Path) -> str | None:
+    """Refuse a TIFF whose first page declares too many pixels (a tile or decompression bomb) from
+    its header; return the ImageJ length unit (``unit=nm``) if the file has one."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            page = tif.pages.first
+            shape = (int(page.imagelength), int(page.imagewidth))
+            meta = tif.imagej_metadata or {}
+    except Exception as exc:
+        raise InputError(f"could not read {p.name} as TIFF ({_short(exc)}); the file is damaged or not a TIFF: "
+                         "check it or export it again") from None
+    n_px = shape[0] * shape[1]
+    if n_px > MAX_PIXELS:  # before RosettaSciIO maps the tiles: the calibration comes with it, the size cannot wait
+        raise InputError(f"{p.name} has {n_px} pixels ({shape[1]}x{shape[0]}), more than {MAX_PIXELS}; "
+                         "crop or bin it (e.g. 2x2) first")
+    unit = str(meta.get("unit", "")).strip()
+    return None if unit.lower() in ("pixel", "pixels", "") else unit
+
+
+def _rsciio_header(p: Path, kind: str, signal_index: int | None, signal: str | None) -> _Header:
+    """Shape, type, calibration and title of the chosen image of a TIFF/DM/EMD/HSPY/ZSPY file, read
+    lazily: the pixels stay in the file until ``read``."""
+    imagej_unit = _tiff_precheck(p) if kind == "tiff" else None
+    sig = _pick_signal(_read_rsciio(p, kind), signal_index, signal, p)
+    data = sig["data"]  # lazy (dask): read once its size is known to fit
+    axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
+    units = [a.get("units") for a in axes[-2:]]
+    if kind == "tiff" and all(u is None for u in units):
+        units = [imagej_unit] * len(units)  # ImageJ keeps the unit in its own metadata
+    scales = [_scale_to_A(a.get("scale"), u) for a, u in zip(axes[-2:], units)]
+    known = [s for s in scales if s is not None]
+    calib = None
+    if len(scales) == 2 and len(known) == 2:
+        if abs(known[0] - known[1]) > 0.01 * max(known):
+            raise InputError(
+                f"{p.name} has non-square pixels ({known[1]:.4g} x {known[0]:.4g} Å); resample to square pixels first"
+            )
+        calib = float(np.mean(known))
+    metadata: dict[str, Any] = {}
+    title = sig.get("metadata", {}).get("General", {}).get("title")
+    if title:
+        metadata["title"] = str(title)
+    dtype = np.dtype(data.dtype)
+
+    def read(frame: int | None) -> Any:
+        return np.asarray(data if frame is None else data[frame])
+
+    shape = tuple(int(n) for n in data.shape)
+    return _Header(read, shape, dtype, math.prod(shape[-2:]) * dtype.itemsize, calib, metadata)
 
 
 def _read_rsciio(path: Path, kind: str) -> list[dict]:
@@ -159,13 +373,100 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
         from rsciio.zspy import file_reader
     else:
         from rsciio.emd import file_reader
-    try:
-        try:  # lazily first: the shape and calibration without reading the pixels
-            return file_reader(str(path), lazy=True)
-        except Exception:
-            return file_reader(str(path))
+    try:  # lazily: the shape and calibration without reading the pixels
+        return file_reader(str(path), lazy=True)
     except Exception as exc:  # the readers raise many kinds of errors for damaged files
-        raise InputError(f"could not read {path.name} as {kind.upper()}: {exc.__class__.__name__}: {exc}; check the file") from exc
+        raise InputError(f"could not read {path.name} as {kind.upper()}: {_short(exc)}; check the file") from None
+
+
+def _open_header(p: Path, kind: str, signal_index: int | None, signal: str | None) -> _Header:
+    """The header of any supported file (:class:`_Header`), read without decoding the pixels."""
+    if kind == "npy":
+        return _npy_header(p)
+    if kind == "png":
+        return _png_header(p)
+    return _rsciio_header(p, kind, signal_index, signal)
+
+
+def _check_header(h: _Header, frame: int | None, pixel_size_A: float | None, p: Path) -> None:
+    """What the header alone tells: complex values, a stack without a frame (or a frame without a
+    stack), the dimensions, and whether the image can be analysed in the memory available."""
+    if h.dtype.kind == "c":
+        raise InputError(
+            f"{p.name} holds complex values; save the real image (e.g. numpy.abs or .real for a phase image) and give that file"
+        )
+    ndim = len(h.shape)
+    if ndim == 3 and frame is None:
+        raise InputError(
+            f"{p.name} is a stack of {h.shape[0]} frames (shape {h.shape}); pick one with "
+            f"source.frame=N (0..{h.shape[0] - 1}) or sum the stack first"
+        )
+    if frame is not None and ndim == 2:
+        raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
+    if ndim == 3 and frame is not None and not -h.shape[0] <= frame < h.shape[0]:
+        raise InputError(f"frame {frame} out of range: {p.name} has {h.shape[0]} frames; give source.frame=0..{h.shape[0] - 1}")
+    if ndim not in (2, 3):
+        raise InputError(f"{p.name} has {ndim} dimensions (shape {h.shape}); a 2-D image is needed")
+    lo, hi = PIXEL_SIZE_RANGE_A
+    ps = pixel_size_A if pixel_size_A is not None else (h.calib if h.calib and lo <= h.calib <= hi else None)
+    check_image_size(h.shape, ps, p.name)
+    avail = available_memory_bytes()
+    if avail is not None and 2 * h.nbytes_per_frame > avail:
+        raise InputError(f"{p.name} decodes to {h.nbytes_per_frame / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB are "
+                         "available; crop or bin the image first")
+
+
+def _decode(h: _Header, frame: int | None, p: Path) -> np.ndarray:
+    """The pixels as a 2-D float32 array: decoding errors of a truncated or damaged file are InputErrors."""
+    try:
+        data = np.asarray(h.read(frame if len(h.shape) == 3 else None))
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"not enough memory to decode {p.name}; crop or bin the image first") from None
+    except Exception as exc:
+        raise InputError(f"could not decode {p.name} ({_short(exc)}); the file is truncated or damaged: check it or "
+                         "export it again") from None
+    if np.iscomplexobj(data):
+        raise InputError(
+            f"{p.name} holds complex values; save the real image (e.g. numpy.abs or .real for a phase image) and give that file"
+        )
+    if data.ndim != 2 or data.dtype.kind not in "biuf":
+        raise InputError(f"{p.name} decodes to {data.dtype} values of shape {data.shape}; a 2-D image of numbers is needed")
+    return data.astype(np.float32)
+
+
+def _check_pixels(data: np.ndarray, p: Path) -> None:
+    """Refuse NaN/Inf pixels (or values beyond float32) and a constant image."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InputError(
+            f"{p.name} has {int((~finite).sum())} NaN/Inf pixels (or values beyond float32); replace them (e.g. numpy.nan_to_num) and save again"
+        )
+    if float(data.max() - data.min()) <= 1e-12 * max(1.0, float(np.abs(data).max())):
+        raise InputError(f"{p.name} is a constant image (every pixel = {float(data.flat[0]):g}); check that the right file/frame is given")
+
+
+def _pixel_size(pixel_size_A: float | None, calib: float | None, p: Path, metadata: dict[str, Any]) -> float:
+    """The pixel size: the override, else the file's calibration (checked), else an InputError."""
+    if pixel_size_A is not None:
+        metadata["pixel_size_from"] = "override"
+        return float(pixel_size_A)
+    if calib is not None:
+        metadata["pixel_size_from"] = "file"
+        return check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
+    raise InputError(
+        f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
+    )
+
+
+def _signal_type(title: str | None, signal_type: str) -> str:
+    if signal_type != "unknown" or not title:
+        return signal_type
+    for key in ("idpc", "haadf", "abf", "icom", "dpc"):
+        if key in title.lower():
+            return key
+    return signal_type
 
 
 def read_image(
@@ -178,6 +479,12 @@ def read_image(
     signal_type: str = "unknown",
 ) -> Image:
     """Read a 2-D microscope image with its pixel size.
+
+    The file's header is read first (shape, type, calibration) and the image refused from it when
+    it cannot be analysed — a stack without ``frame``, more pixels than :data:`MAX_PIXELS` or than
+    the memory available allows (at the pixel size, or at the smallest accepted one when none is
+    known yet) — so a decompression or tile bomb is never decoded. Only then are the pixels
+    (of one frame) decoded.
 
     Parameters
     ----------
@@ -201,124 +508,25 @@ def read_image(
     Raises
     ------
     InputError
-        Missing file, unsupported format, a stack without ``frame`` (or ``frame`` for a 2-D image),
-        complex, NaN/Inf or constant pixels, a missing, non-numeric or absurd pixel size, an image
-        too large for the memory available.
+        One line naming the file: missing, empty, damaged or of an unsupported format; a stack
+        without ``frame`` (or ``frame`` for a 2-D image); complex, text or object values; NaN/Inf
+        or constant pixels; a missing or absurd pixel size; too large for the memory available.
     """
     if pixel_size_A is not None:
         pixel_size_A = check_pixel_size(pixel_size_A)
-    p = resolve_path(path)
-    if not p.exists():
-        raise InputError(f"image file not found: {p}; check source.path")
-    if p.is_dir() and p.suffix.lower() != ".zspy":  # a zspy file is a zarr directory
-        raise InputError(f"{p} is a directory; give source.path to an image file")
-    kind = FORMATS.get(p.suffix.lower())
-    if kind is None:
-        raise InputError(
-            f"unsupported image format '{p.suffix or p.name}'; use one of {', '.join(sorted(set(FORMATS)))} "
-            "(or convert the file, e.g. to TIFF)"
-        )
-    calib: float | None = None
-    metadata: dict[str, Any] = {"path": str(p), "format": kind}
-    if kind == "npy":
-        try:
-            data = np.load(p, allow_pickle=False, mmap_mode="r")  # header first: refuse a huge array unread
-            if pixel_size_A is not None and data.ndim >= 2:
-                check_image_size(data.shape, pixel_size_A, p.name)
-            data = np.array(data)
-        except InputError:
-            raise
-        except ValueError as exc:
-            raise InputError(f"could not read {p.name} as NPY: {exc}; save a plain numeric array with numpy.save") from exc
-    elif kind == "png":
-        import imageio.v3 as iio
-
-        data = np.asarray(iio.imread(p))
-        if data.ndim == 3 and data.shape[-1] in (3, 4):
-            data = data[..., :3].astype(np.float32).mean(axis=-1)
-    else:
-        sig = _pick_signal(_read_rsciio(p, kind), signal_index, signal, p)
-        data = sig["data"]  # possibly lazy (dask): read below, once its size is known to fit
-        axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
-        units = [a.get("units") for a in axes[-2:]]
-        if kind == "tiff" and all(u is None for u in units):
-            units = [_imagej_unit(p)] * len(units)  # ImageJ keeps the unit in its own metadata
-        scales = [_scale_to_A(a.get("scale"), u) for a, u in zip(axes[-2:], units)]
-        known = [s for s in scales if s is not None]
-        if len(scales) == 2 and len(known) == 2:
-            if abs(known[0] - known[1]) > 0.01 * max(known):
-                raise InputError(
-                    f"{p.name} has non-square pixels ({known[1]:.4g} x {known[0]:.4g} Å); resample to square pixels first"
-                )
-            calib = float(np.mean(known))
-        title = sig.get("metadata", {}).get("General", {}).get("title")
-        if title:
-            metadata["title"] = str(title)
-            if signal_type == "unknown":
-                for key in ("idpc", "haadf", "abf", "icom", "dpc"):
-                    if key in str(title).lower():
-                        signal_type = key
-                        break
-
-    if not isinstance(data, np.ndarray):
-        lo, hi = PIXEL_SIZE_RANGE_A
-        ps_known = pixel_size_A if pixel_size_A is not None else (calib if calib and lo <= calib <= hi else None)
-        if ps_known is not None and np.ndim(data) >= 2:
-            check_image_size(tuple(data.shape), ps_known, p.name)
-        data = np.asarray(data)
-    if np.iscomplexobj(data):
-        raise InputError(
-            f"{p.name} holds complex values; save the real image (e.g. numpy.abs or .real for a phase image) and give that file"
-        )
-    if data.ndim == 3 and frame is None:
-        raise InputError(
-            f"{p.name} is a stack of {data.shape[0]} frames (shape {data.shape}); pick one with "
-            f"source.frame=N (0..{data.shape[0] - 1}) or sum the stack first"
-        )
-    if frame is not None and data.ndim == 2:
-        raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
-    if data.ndim == 3:
-        if not -data.shape[0] <= frame < data.shape[0]:
-            raise InputError(f"frame {frame} out of range: {p.name} has {data.shape[0]} frames (0..{data.shape[0] - 1})")
-        data = data[frame]
-    if data.ndim != 2:
-        raise InputError(f"{p.name} has {data.ndim} dimensions (shape {data.shape}); a 2-D image is needed")
-    data = data.astype(np.float32)
-    finite = np.isfinite(data)
-    if not finite.all():
-        raise InputError(
-            f"{p.name} has {int((~finite).sum())} NaN/Inf pixels; replace them (e.g. numpy.nan_to_num) and save again"
-        )
-    if float(data.max() - data.min()) <= 1e-12 * max(1.0, float(np.abs(data).max())):
-        raise InputError(f"{p.name} is a constant image (every pixel = {float(data.flat[0]):g}); check that the right file/frame is given")
-    if pixel_size_A is not None:
-        ps = float(pixel_size_A)
-        metadata["pixel_size_from"] = "override"
-    elif calib is not None:
-        ps = check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
-        metadata["pixel_size_from"] = "file"
-    else:
-        raise InputError(
-            f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
-        )
+    frame = check_index(frame, "source.frame")
+    signal_index = check_index(signal_index, "source.signal_index")
+    p, kind = _locate(path)
+    with _quiet():
+        header = _open_header(p, kind, signal_index, signal)
+        _check_header(header, frame, pixel_size_A, p)
+        metadata: dict[str, Any] = {"path": str(p), "format": kind, **header.metadata}
+        ps = _pixel_size(pixel_size_A, header.calib, p, metadata)
+        data = _decode(header, frame, p)
+        _check_pixels(data, p)
     check_image_size(data.shape, ps, p.name)
-    return Image(data=data, pixel_size_A=ps, signal=signal_type, source=str(p), metadata=metadata)
-
-
-def _imagej_unit(path: Path) -> str | None:
-    """The length unit an ImageJ TIFF stores in its ImageDescription (``unit=nm``), if any."""
-    try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            meta = tif.imagej_metadata or {}
-    except Exception:
-        return None
-    unit = meta.get("unit")
-    if unit is None:
-        return None
-    unit = str(unit).strip()
-    return None if unit.lower() in ("pixel", "pixels", "") else unit
+    return Image(data=data, pixel_size_A=ps, signal=_signal_type(metadata.get("title"), signal_type), source=str(p),
+                 metadata=metadata)
 
 
 def input_checksum(image: Image) -> str:
@@ -336,30 +544,81 @@ def input_checksum(image: Image) -> str:
     return "sha256:" + h.hexdigest()
 
 
+#: largest ground-truth table read [bytes] (a table of a 4096² image's columns is about 1 MB)
+TRUTH_MAX_BYTES = 256 << 20
+
+
+def _read_table(path: str | Path, what: str, key: str) -> tuple[Path, pd.DataFrame]:
+    """A CSV table as a DataFrame, or a one-line InputError naming the file and the problem."""
+    p = resolve_path(path)
+    if not p.exists():
+        raise InputError(f"{what} file not found: {p}; check {key}")
+    if p.is_dir():
+        raise InputError(f"{what} file {p} is a folder; give {key} to a CSV file")
+    if not p.is_file():
+        raise InputError(f"{what} file {p} is not a regular file (a pipe or a device); give {key} to a CSV file")
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError(f"{what} file {p.name} is empty; give a CSV with a header line and one row per entry ({key})")
+    if size > TRUTH_MAX_BYTES:
+        raise InputError(f"{what} file {p.name} is {size / 2**20:.0f} MB, more than {TRUTH_MAX_BYTES >> 20} MB; "
+                         f"check {key} (a table of columns is a few MB at most)")
+    try:
+        with _quiet():
+            table = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{what} file {p.name} holds no table; give a CSV with a header line ({key})") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{what} file {p.name} is not a valid CSV ({' '.join(str(exc).split())[:160]}); every row needs "
+                         "as many fields as the header") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} file {p.name} is not a text (CSV) file; check {key}") from None
+    except Exception as exc:
+        raise InputError(f"could not read {what} file {p.name} ({_short(exc)}); check {key}") from None
+    if table.empty:
+        raise InputError(f"{what} file {p.name} has a header but no rows; check {key}")
+    return p, table
+
+
+def _numeric_columns(table: pd.DataFrame, names: tuple[str, ...], p: Path, what: str) -> pd.DataFrame:
+    """The columns ``names`` as finite floats, or an InputError naming the first bad row."""
+    table = table.copy()
+    for name in names:
+        values = pd.to_numeric(table[name], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise InputError(f"{what} file {p.name}: column {name} has a non-numeric, empty or infinite value in row "
+                             f"{row + 1} ({table[name].iloc[row]!r}); positions must be numbers in Å")
+        table[name] = values.astype(float)
+    return table
+
+
 def read_truth(columns_path: str | Path, octahedra_path: str | Path | None = None) -> Truth:
     """Read ground truth: a CSV of columns (``x_A, y_A, species``) and optionally of octahedra.
 
     Raises
     ------
     InputError
-        If a file is missing or lacks the required columns.
+        A file that is missing, a folder, empty, not a CSV (ragged rows, binary), without rows,
+        without the required columns, or with non-numeric positions or unknown species; each
+        message is one line naming the file.
     """
-    cp = resolve_path(columns_path)
-    if not cp.exists():
-        raise InputError(f"truth file not found: {cp}; check source.truth_path")
-    cols = pd.read_csv(cp)
+    cp, cols = _read_table(columns_path, "truth", "source.truth_path")
     missing = [c for c in ("x_A", "y_A", "species") if c not in cols]
     if missing:
         raise InputError(f"truth file {cp.name} lacks columns {missing}; it needs x_A, y_A, species")
-    validate_columns(cols)
+    cols = _numeric_columns(cols, ("x_A", "y_A"), cp, "truth")
+    try:
+        validate_columns(cols)
+    except InputError as exc:
+        raise InputError(f"truth file {cp.name}: {exc}") from None
     octs = None
     if octahedra_path is not None:
-        op = resolve_path(octahedra_path)
-        if not op.exists():
-            raise InputError(f"truth octahedra file not found: {op}; check source.truth_octahedra_path")
-        octs = pd.read_csv(op)
+        op, octs = _read_table(octahedra_path, "truth octahedra", "source.truth_octahedra_path")
         if not {"x_A", "y_A"} <= set(octs):
-            raise InputError(f"truth octahedra file {op.name} lacks x_A, y_A columns")
+            raise InputError(f"truth octahedra file {op.name} lacks x_A, y_A columns; give a CSV with x_A, y_A in Å")
+        octs = _numeric_columns(octs, ("x_A", "y_A"), op, "truth octahedra")
     return Truth(columns=cols, octahedra=octs, metadata={"columns_path": str(cp)})
 
 

@@ -164,12 +164,21 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
 def check_source_config(source: dict[str, Any]) -> None:
     """The cheap checks of a source configuration, without reading or simulating anything:
     keys that nothing reads, file keys for a source that reads no file, a non-numeric or absurd
-    pixel size (:class:`ConfigError`/:class:`InputError`, one line with the fix)."""
-    from octascope.input.readers import check_pixel_size
+    pixel size, a frame or signal index that is not a whole number, a path that is not text
+    (:class:`ConfigError`/:class:`InputError`, one line with the fix)."""
+    from octascope.input.readers import check_index, check_pixel_size
 
     params = dict(source)
     kind = params.pop("kind", "file")
     path = params.pop("path", None)
     _check_keys(kind, bool(path), params)
-    if path and params.get("pixel_size_A") is not None:
+    if not path:
+        return
+    if params.get("pixel_size_A") is not None:
         check_pixel_size(params["pixel_size_A"])
+    for key in ("frame", "signal_index"):
+        check_index(params.get(key), f"source.{key}")
+    for key in ("path", "signal", "signal_type", "truth_path", "truth_octahedra_path"):
+        value = path if key == "path" else params.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"source.{key}={value!r} must be text; quote it: \"source.{key}='...'\"")

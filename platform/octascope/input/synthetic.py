@@ -1,4 +1,4 @@
-"""Synthetic [001] CsPbX3 images with known geometry (the default input and test fixtures).
+"""Synthetic [001] CsPbX3 images with known geometry (the `source=synthetic` input and test fixtures).
 
 The particle is an n1 x n2 block of corner-sharing PbX6 octahedra seen along [001], CsX
 terminated: Pb columns (Pb + apical X) on a square lattice of spacing ``a_A``, X columns

@@ -32,15 +32,21 @@ def runs_frame(experiment: str, tracking_uri: str | None = None, status: str = "
     import mlflow
 
     from octascope.core.errors import ConfigError
-    from octascope.results.tracking import resolve_tracking_uri
+    from octascope.results.tracking import quiet_mlflow_logging, readable_store, resolve_tracking_uri, store_error
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        names = sorted(e.name for e in mlflow.search_experiments())
-        raise ConfigError(f"no MLflow experiment '{experiment}' in {resolve_tracking_uri(tracking_uri)}; "
-                          f"experiments: {', '.join(names) or '(none)'}")
-    df = mlflow.search_runs(experiment_names=[experiment], filter_string=f"attributes.status = '{status}'",
-                            max_results=100000, output_format="pandas")
+    uri = resolve_tracking_uri(tracking_uri)
+    if not readable_store(uri):  # none is created
+        raise ConfigError(f"no tracking store at {uri}; run octascope there first, or give --tracking-uri")
+    quiet_mlflow_logging()
+    mlflow.set_tracking_uri(uri)
+    try:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            names = sorted(e.name for e in mlflow.search_experiments())
+            raise ConfigError(f"no MLflow experiment '{experiment}' in {uri}; experiments: {', '.join(names) or '(none)'}")
+        df = mlflow.search_runs(experiment_names=[experiment], filter_string=f"attributes.status = '{status}'",
+                                max_results=100000, output_format="pandas")
+    except Exception as exc:
+        raise store_error(uri, exc) from exc
     return df
 
 

@@ -1,4 +1,4 @@
-"""Writing the output files of one analysis (DESIGN.md "Outputs"), atomically.
+"""Writing the output files of one analysis (docs/outputs.md), atomically.
 
 Every file is written to a temporary name in the same directory and moved into place with
 :func:`os.replace`, so a crash never leaves a half-written table behind. The temporary name
@@ -288,25 +288,105 @@ def _write_report(run_dir: Path, **kwargs: Any) -> Path | None:
         return None
 
 
-#: hidden file naming the run that owns an output folder
+#: hidden file naming the run that owns an output folder (and the folders that run created)
 OWNER_FILE = ".octascope-run"
+#: the file Hydra writes into a sweep's folder
+SWEEP_FILE = "multirun.yaml"
 
 
-def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None) -> Path:
+def _missing_chain(path: Path) -> tuple[list[Path], Path]:
+    """The folders of ``path`` that do not exist, outermost first, and the deepest one that does."""
+    missing: list[Path] = []
+    here = Path(os.path.abspath(path))
+    while not os.path.lexists(here) and here.parent != here:
+        missing.append(here)
+        here = here.parent
+    return missing[::-1], here
+
+
+def check_output_location(path: str | Path, key: str = "hydra.run.dir") -> None:
+    """Refuse an output folder that cannot be created, without creating anything.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is a file (or another non-folder), lies under a file, or its deepest existing
+        folder is not writable (the message names ``key``, the setting to change).
+    """
+    path = Path(path)
+    missing, existing = _missing_chain(path)
+    if not missing and not existing.is_dir():
+        raise ConfigError(f"{key}={path} is a file, not a folder; give a new folder for the outputs")
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path} cannot be created: {existing} is a file; give a folder path that is not under a file")
+    if missing and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path} cannot be created: {existing} is not writable; give a folder you can write to")
+    if not missing and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path} is not writable; give a folder you can write to")
+
+
+def make_output_dir(path: str | Path, key: str = "hydra.run.dir") -> list[Path]:
+    """Create an output folder and its missing parents; return the folders created, outermost first.
+
+    The list is what a failed run may remove again (:func:`release_failed_output_dir`,
+    :func:`remove_created_dirs`): folders that existed before are never removed.
+
+    Raises
+    ------
+    ConfigError
+        The folder cannot be created (a file in the way, no permission, a read-only file system).
+    """
+    check_output_location(path, key)
+    missing, _ = _missing_chain(Path(path))
+    created: list[Path] = []
+    try:
+        for folder in missing:
+            try:
+                folder.mkdir()
+            except FileExistsError:  # another process made it meanwhile: not ours
+                if not folder.is_dir():
+                    raise
+                continue
+            created.append(folder)
+    except OSError as exc:
+        remove_created_dirs(created)
+        raise ConfigError(f"{key}={path} cannot be created ({exc.strerror or exc.__class__.__name__}: "
+                          f"{exc.filename or folder}); give a folder you can write to") from None
+    return created
+
+
+def remove_created_dirs(created: Any) -> None:
+    """Remove the folders of ``created`` that are empty, innermost first; stop at the first that is not."""
+    for folder in sorted((Path(f) for f in created), key=lambda f: len(f.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+
+
+def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None, *, created: Any = ()) -> Path:
     """Take ownership of an output folder for one run, or refuse with a :class:`ConfigError`.
 
     The folder is created if needed; it must not belong to another run (an ``.octascope-run``
     file, created exclusively, names the owner) and must be empty, so two runs never write into
-    the same folder even when they are given the same ``hydra.run.dir``.
+    the same folder even when they are given the same ``hydra.run.dir``. The owner file also
+    lists the folders this run created — ``created`` (made for it before, e.g. by the command
+    line) and those made here — so a failed run removes those and nothing else.
     """
     import socket
     import time
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        made = make_output_dir(path)
+    except ConfigError:
+        raise
+    mine = [str(Path(os.path.abspath(f))) for f in [*created, *made]]
     marker = path / OWNER_FILE
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **dict(owner or {})}
+            **dict(owner or {}), "created": sorted(set(mine))}
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
@@ -315,13 +395,19 @@ def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None) -
             who = f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}"
         except (OSError, ValueError):
             who = "another run"
+        remove_created_dirs(made)
         raise ConfigError(f"output folder {path} belongs to another run ({who}); give a new hydra.run.dir "
                           "(the default is unique per run)") from None
+    except OSError as exc:
+        remove_created_dirs(made)
+        raise ConfigError(f"cannot write into the output folder {path} ({exc.strerror}); give a folder you can "
+                          "write to with hydra.run.dir") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(info) + "\n")
     others = [p.name for p in path.iterdir() if p.name != OWNER_FILE]
     if others:
         marker.unlink(missing_ok=True)
+        remove_created_dirs(made)
         raise ConfigError(f"output folder {path} is not empty ({', '.join(sorted(others)[:3])}...); "
                           "give a new or empty hydra.run.dir")
     return path
@@ -332,34 +418,94 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / "summary.json").is_file()
 
 
-def release_failed_output_dir(path: str | Path, *, stop_at: str | Path | None = None) -> bool:
-    """After a failed run: remove its incomplete output folder (it was empty when claimed, so all
-    in it is this run's) and the empty parents below ``stop_at``. A complete folder is kept.
+def _owner(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((path / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
-    Returns True when the folder was removed.
+
+def release_failed_output_dir(path: str | Path) -> bool:
+    """After a failed run: remove what it put in its incomplete output folder (the folder was empty
+    when claimed, so all in it is this run's) and the folders the run created (listed in its owner
+    file), innermost first, while they are empty. A complete folder is kept, and so is every
+    folder that existed before the run.
+
+    Returns True when the folder's contents were removed.
     """
     import shutil
 
     path = Path(path)
-    if not path.exists() or is_complete(path):
+    if not path.is_dir() or is_complete(path):
         return False
-    marker = path / OWNER_FILE
-    try:
-        mine = json.loads(marker.read_text()).get("pid") == os.getpid()
-    except (OSError, ValueError):
-        mine = not any(path.iterdir())
-    if not mine:
+    info = _owner(path)
+    if info is None:
+        if any(path.iterdir()):
+            return False
+        created: list[str] = []
+    elif info.get("pid") != os.getpid():
         return False
-    shutil.rmtree(path, ignore_errors=True)
-    stop = Path(stop_at or Path.cwd()).resolve()
-    parent = path.resolve().parent
-    while parent != stop and stop in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
+    else:
+        created = [str(c) for c in info.get("created") or []]
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    remove_created_dirs(created)
     return True
+
+
+def release_sweep_dir(sweep_dir: str | Path, created: Any, *, since: float) -> bool:
+    """After a sweep that left no job folder (every job failed, or it was stopped): remove the
+    ``multirun.yaml`` Hydra wrote for it (if written at or after ``since``, a time stamp) and the
+    folders the command created. Returns True when the sweep folder is gone or left as found."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        remove_created_dirs(created)
+        return True
+    others = [p for p in sweep_dir.iterdir() if p.name != SWEEP_FILE]
+    if others:
+        return False
+    sweep_file = sweep_dir / SWEEP_FILE
+    try:
+        if sweep_file.is_file() and sweep_file.stat().st_mtime >= since - 1:
+            sweep_file.unlink()
+    except OSError:
+        return False
+    remove_created_dirs(created)
+    return True
+
+
+def clean_orphan_dirs(root: str | Path) -> list[Path]:
+    """Remove output folders under ``root`` left by runs killed before they wrote anything: the folder
+    holds only its owner file (and ``.part`` files), and the owner process is gone from this host."""
+    import shutil
+    import socket
+
+    removed: list[Path] = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for marker in sorted(root.rglob(OWNER_FILE)):  # listed first: the loop removes folders
+        folder = marker.parent
+        info = _owner(folder) or {}
+        pid = info.get("pid")
+        if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid_alive(pid):
+            continue
+        if any(p.name != OWNER_FILE and not p.name.endswith(PART_SUFFIX) for p in folder.iterdir()):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        parent = folder.parent
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+    return removed
 
 
 def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> dict[str, Path]:

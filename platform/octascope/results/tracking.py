@@ -55,11 +55,176 @@ def check_tracking_uri(tracking_uri: str | None) -> str:
         raise ConfigError(f"tracking URI '{uri}' has an unknown scheme '{scheme}'; use sqlite:///mlruns.db, "
                           "http(s)://host:port of an MLflow server, or tracking.enabled=false")
     db = sqlite_path(uri)
-    if db is not None and not db.parent.is_dir():
-        raise ConfigError(f"the folder of the tracking store {db} does not exist; create it or fix tracking.tracking_uri")
+    if db is not None:
+        check_sqlite_file(db)
     if scheme in ("http", "https") and not urlparse(uri).netloc:
         raise ConfigError(f"tracking URI '{uri}' names no host; use http(s)://host:port")
     return uri
+
+
+#: the first bytes of every SQLite database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_STORE_FIX = "fix tracking.tracking_uri (or MLFLOW_TRACKING_URI, or --tracking-uri), or run with tracking.enabled=false"
+
+
+def check_sqlite_file(db: Path) -> None:
+    """Refuse a SQLite store path that cannot be a store, without opening it as a database.
+
+    Raises
+    ------
+    ConfigError
+        The folder does not exist or is not writable (for a new store), the path is a folder or
+        another non-file, or the file is not a SQLite database (its first bytes say so).
+    """
+    from octascope.core.errors import ConfigError
+
+    if not db.parent.is_dir():
+        raise ConfigError(f"the folder of the tracking store {db} does not exist; create it or {_STORE_FIX}")
+    if not db.exists() and not db.is_symlink():
+        if not os.access(db.parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot create the tracking store {db}: {db.parent} is not writable; {_STORE_FIX}")
+        return
+    if not db.is_file():
+        what = "a folder" if db.is_dir() else "not a regular file"
+        raise ConfigError(f"the tracking store {db} is {what}; move it away or {_STORE_FIX}")
+    try:
+        with open(db, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the tracking store {db} ({exc.strerror}); {_STORE_FIX}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise ConfigError(f"the tracking store {db} is not a SQLite database (damaged, or another kind of file); "
+                          f"move it away (MLflow makes a new store) or {_STORE_FIX}")
+
+
+def store_wait_s() -> float:
+    """How long to wait for a SQLite store another process holds locked [s]: ``$OCTASCOPE_STORE_WAIT_S``
+    or :data:`STORE_WAIT_S`."""
+    from octascope.core.errors import ConfigError
+
+    text = os.environ.get("OCTASCOPE_STORE_WAIT_S")
+    if not text:
+        return STORE_WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"OCTASCOPE_STORE_WAIT_S={text!r} is not a number of seconds; give 0-86400 (e.g. 120)")
+    return value
+
+
+#: how long a command waits for a SQLite store another process holds locked [s]
+STORE_WAIT_S = 120.0
+
+
+def _connect(db: Path, *, write: bool, timeout: float) -> Any:
+    import sqlite3
+    from urllib.parse import quote
+
+    return sqlite3.connect(f"file:{quote(str(db))}?mode={'rw' if write else 'ro'}", uri=True, timeout=timeout)
+
+
+def wait_for_store(db: Path, *, write: bool, timeout: float | None = None) -> None:
+    """Wait (at most ``timeout`` s, default :func:`store_wait_s`) while another process holds the SQLite
+    store locked, saying so once on stderr; a store locked for longer, or damaged, is a :class:`ConfigError`.
+
+    A reader waits for a writer's exclusive lock; a writer (``write``) also for another writer's
+    reserved lock. Nothing is created: a missing file is left to MLflow.
+    """
+    import sqlite3
+    import sys
+
+    from octascope.core.errors import ConfigError
+
+    if not db.is_file():
+        return
+    wait = store_wait_s() if timeout is None else timeout
+
+    def attempt(t: float) -> None:
+        con = _connect(db, write=write, timeout=t)
+        try:
+            if write:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+            else:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        finally:
+            con.close()
+
+    def damaged(exc: Exception) -> ConfigError:
+        return ConfigError(f"cannot open the tracking store {db} ({exc.__class__.__name__}: {exc}); move it away or "
+                           f"{_STORE_FIX}")
+
+    try:
+        attempt(0.05)
+        return
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise damaged(exc) from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(exc) from None
+    print(f"octascope: the tracking store {db} is locked by another process; waiting up to {wait:.0f} s "
+          "(OCTASCOPE_STORE_WAIT_S)", file=sys.stderr, flush=True)
+    try:
+        attempt(wait)
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise damaged(exc) from None
+        raise ConfigError(f"the tracking store {db} stayed locked by another process for {wait:.0f} s; let that process "
+                          "finish (or stop it) and run again, wait longer with OCTASCOPE_STORE_WAIT_S, or run with "
+                          "tracking.enabled=false") from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(exc) from None
+
+
+def _store_kind(db: Path) -> str:
+    """``empty`` (no tables yet: a new store), ``mlflow`` (MLflow's tables) or ``other`` (someone else's database)."""
+    if db.stat().st_size == 0:
+        return "empty"
+    con = _connect(db, write=False, timeout=store_wait_s())
+    try:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        con.close()
+    return "empty" if not names else "mlflow" if {"experiments", "runs"} <= names else "other"
+
+
+_BUSY_HOOKED = False
+
+
+def _wait_in_every_connection() -> None:
+    """Make every SQLite connection MLflow opens wait :func:`store_wait_s` for a lock (SQLite's busy
+    timeout; Python's default is 5 s)."""
+    global _BUSY_HOOKED
+    if _BUSY_HOOKED:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    ms = int(store_wait_s() * 1000)
+
+    def busy(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {ms}")
+
+    event.listen(Engine, "connect", busy)
+    _BUSY_HOOKED = True
+
+
+def quiet_mlflow_logging() -> None:
+    """MLflow's INFO lines (creating tables, creating the experiment) would break the one-line error
+    contract and clutter the summary; warnings still show."""
+    import logging
+
+    for name, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3.connectionpool", logging.ERROR)):
+        if logging.getLogger(name).level < level:  # urllib3: its 'Retrying ...' lines before MLflow's own error
+            logging.getLogger(name).setLevel(level)
+    # a server that does not answer: fail in seconds, not after MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -81,33 +246,56 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
-    with FileLock(str(db) + ".lock", timeout=600):
+    from octascope.core.errors import ConfigError
+
+    path = str(db) + ".lock"
+    try:  # filelock retries a lock file it cannot create until its timeout: say so at once instead
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+    except OSError as exc:
+        raise ConfigError(f"cannot create the lock file of the tracking store {path} ({exc.strerror or exc}); "
+                          f"{_STORE_FIX}") from None
+    lock = FileLock(path, timeout=600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"the tracking store {db} is being created by another process for more than 600 s; "
+                          f"remove {db}.lock if no octascope runs, or {_STORE_FIX}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot lock the tracking store {db} ({exc.strerror or exc}: {db}.lock); {_STORE_FIX}") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -> str:
     """Point MLflow at the store (created/migrated once, under :func:`store_lock`) and the experiment."""
-    import logging
-
     import mlflow
 
-    # MLflow's INFO lines (creating tables, creating the experiment) would break the one-line
-    # error contract and clutter the summary; warnings still show
-    for name, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3.connectionpool", logging.ERROR)):
-        if logging.getLogger(name).level < level:  # urllib3: its 'Retrying ...' lines before MLflow's own error
-            logging.getLogger(name).setLevel(level)
-    from octascope.core.errors import ConfigError
+    from octascope.core.errors import ConfigError, OctascopeError
 
+    quiet_mlflow_logging()
     uri = check_tracking_uri(tracking_uri)
-    # a server that does not answer: fail in seconds, not after MLflow's minutes of retries
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    db = sqlite_path(uri)
     mlflow.set_tracking_uri(uri)
     try:
+        if db is not None and db.is_file():  # before the lock: a refused store gets no lock file beside it
+            wait_for_store(db, write=True)
+            if _store_kind(db) == "other":
+                raise ConfigError(f"{db} is a SQLite database but not an MLflow store; {_STORE_FIX}")
         with store_lock(uri):
+            new = db is not None and not db.exists()
+            if db is not None:
+                _wait_in_every_connection()
             mlflow.set_experiment(experiment)
+            if new and db is not None and db.is_file():
+                from octascope.results.outputs import current_umask
+
+                os.chmod(db, 0o666 & ~current_umask())  # SQLite makes 0644 whatever the umask
+    except OctascopeError:
+        raise
     except Exception as exc:
         first = " ".join(str(exc).split())[:200] or exc.__class__.__name__
         raise ConfigError(f"cannot open the tracking store {uri} ({exc.__class__.__name__}: {first}); check "
@@ -140,6 +328,19 @@ def owner_alive(tags: Mapping[str, str]) -> bool | None:
     return not (start and process_start_time(pid) not in (None, start))
 
 
+def git_environment() -> dict[str, str]:
+    """The environment git runs with for :func:`code_version`: ``PATH`` and a C locale only.
+
+    Nothing of the job's environment reaches git (``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n`` set
+    ``core.fsmonitor`` or ``core.pager`` to a command; ``GIT_DIR``, ``GIT_EXEC_PATH`` ... point git
+    elsewhere), the system and global git configs are not read (``GIT_CONFIG_NOSYSTEM``,
+    ``GIT_CONFIG_GLOBAL=/dev/null``; no ``HOME`` or ``XDG_CONFIG_HOME``), and git takes no
+    optional locks, so asking for the version changes nothing in the checkout.
+    """
+    return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
+
+
 def code_version() -> dict[str, str]:
     """octascope's version and, when it runs from a git checkout, the commit (``+dirty`` if modified)."""
     import subprocess
@@ -149,11 +350,13 @@ def code_version() -> dict[str, str]:
     out = {"octascope.version": package_version("octascope")}
     root = Path(__file__).resolve().parents[3]
     if (root / ".git").exists():
+        git = ["git", "-C", str(root), "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+        env = git_environment()
         try:
-            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    timeout=10).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, env=env,
+                                    stdin=subprocess.DEVNULL, timeout=10).stdout.strip()
+            dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, env=env, stdin=subprocess.DEVNULL, timeout=10).stdout.strip()
             if commit:
                 out["octascope.git_commit"] = commit + ("+dirty" if dirty else "")
         except (OSError, subprocess.SubprocessError):
@@ -306,22 +509,58 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
     return linked
 
 
-def list_runs(tracking_uri: str | None = None) -> list[Any]:
-    """Every run of every experiment in the store, newest first."""
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
+def readable_store(uri: str) -> bool:
+    """Whether there is a store at ``uri`` to read (False: none yet, and none is created); a store that
+    is damaged, locked for too long or someone else's database is a :class:`ConfigError`."""
+    from urllib.parse import unquote, urlparse
 
-    uri = resolve_tracking_uri(tracking_uri)
+    from octascope.core.errors import ConfigError
+
+    check_tracking_uri(uri)
     db = sqlite_path(uri)
-    if db is not None and not db.exists():
+    if db is not None:
+        if not db.is_file() or db.stat().st_size == 0:
+            return False
+        wait_for_store(db, write=False)
+        kind = _store_kind(db)
+        if kind == "other":
+            raise ConfigError(f"{db} is a SQLite database but not an MLflow store; {_STORE_FIX}")
+        return kind == "mlflow"
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a file store: a folder MLflow would create
+        return Path(unquote(parsed.path) if parsed.scheme == "file" else uri).is_dir()
+    return True
+
+
+def store_error(uri: str, exc: Exception) -> Exception:
+    """A store failure as a one-line :class:`ConfigError` (an OctascopeError passes through)."""
+    from octascope.core.errors import ConfigError, OctascopeError
+
+    if isinstance(exc, OctascopeError):
+        return exc
+    first = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+    return ConfigError(f"cannot read the tracking store {uri} ({exc.__class__.__name__}: {first}); {_STORE_FIX}")
+
+
+def list_runs(tracking_uri: str | None = None) -> list[Any]:
+    """Every run of every experiment in the store, newest first; ``[]`` when there is no store yet
+    (none is created). A store that cannot be read is a :class:`ConfigError`."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if not readable_store(uri):
         return []
-    with store_lock(uri):
+    quiet_mlflow_logging()
+    try:
+        from mlflow.entities import ViewType
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(tracking_uri=uri)
         ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    runs: list[Any] = []
-    for start in range(0, len(ids), 100):
-        runs += client.search_runs(ids[start:start + 100], run_view_type=ViewType.ALL, max_results=50000,
-                                   order_by=["attributes.start_time DESC"])
+        runs: list[Any] = []
+        for start in range(0, len(ids), 100):
+            runs += client.search_runs(ids[start:start + 100], run_view_type=ViewType.ALL, max_results=50000,
+                                       order_by=["attributes.start_time DESC"])
+    except Exception as exc:
+        raise store_error(uri, exc) from exc
     return runs
 
 
@@ -338,10 +577,10 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
         The runs marked KILLED, and the RUNNING runs that cannot be checked from here (started on
         another host, or by a version that did not tag its process).
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
-    killed, unknown = [], []
+    uri = resolve_tracking_uri(tracking_uri)
+    killed: list[Any] = []
+    unknown: list[Any] = []
+    stale: list[Any] = []
     for run in list_runs(tracking_uri):
         if run.info.status != "RUNNING":
             continue
@@ -354,7 +593,21 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
         if alive is None:
             unknown.append(run)
         elif not alive:
-            if not dry_run:
+            stale.append(run)
+    if stale and not dry_run:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            db = sqlite_path(uri)
+            if db is not None:
+                wait_for_store(db, write=True)
+                _wait_in_every_connection()
+            client = MlflowClient(tracking_uri=uri)
+            for run in stale:
                 client.set_terminated(run.info.run_id, status="KILLED")
-            killed.append(run)
+                killed.append(run)
+        except Exception as exc:
+            raise store_error(uri, exc) from exc
+    else:
+        killed = stale
     return killed, unknown

@@ -4,7 +4,7 @@ This module computes the geometry from the atoms' own lattice sites (``lattice``
 from the structure builder through MD), with its own arithmetic; it imports nothing from the metric
 plugins, so a bug in one cannot cancel in the other.
 
-Definitions (DESIGN.md): for each Pb column the four in-plane Pb→X bonds (right = +a1, left = -a1,
+Definitions (the method paper's Fig. 1d): for each Pb column the four in-plane Pb→X bonds (right = +a1, left = -a1,
 up = +a2, down = -a2); φ_k = |angle| between the projected bond and the local lattice direction
 (a1 = Pb(i+1) - Pb(i-1) central difference, one-sided at the rim; same for a2); θ1 = mean(φ1, φ2),
 θ2 = mean(φ3, φ4), θ3 = mean(θ1, θ2); σ_k the projected bond lengths, L1 = σ1 + σ2, L2 = σ3 + σ4.
