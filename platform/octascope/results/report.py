@@ -426,14 +426,14 @@ def _figure_html(run_dir: Path, stem: str, heading: str, caption: str, *, narrow
     files = " ".join(f'<a href="{link(p.name)}">{esc(p.suffix[1:].upper())}</a>' for p in (png, svg) if p.is_file())
     cls = ' class="narrow"' if narrow else ""
     return (f'<figure{cls} id="fig-{esc(stem)}"><h3>{esc(heading)}</h3>'
-            f'<img src="{src}" alt="{esc(heading)}" decoding="async">'
+            f'<img src="{src}" alt="{esc(heading)}">'
             f"<figcaption>{caption} <span class=\"files\">File: {files}</span></figcaption></figure>")
 
 
 def _captions() -> dict[str, str]:
     from octascope.results.figures import L_DEFINITION, PHI_DEFINITION, THETA_DEFINITION
 
-    return {"theta": esc(THETA_DEFINITION), "phi": esc(PHI_DEFINITION[0].upper() + PHI_DEFINITION[1:]),
+    return {"theta": esc(THETA_DEFINITION), "phi": esc(PHI_DEFINITION),
             "L": esc(L_DEFINITION)}
 
 
@@ -576,7 +576,9 @@ with known truth, is docs/uncertainty.md in the octascope documentation.</p>"""]
     return "\n".join(parts)
 
 
-def _files_html(run_dir: Path) -> str:
+def _files_html(run_dir: Path, to_come: Sequence[str] = ()) -> str:
+    """The files of the folder, CSV first, linked; ``to_come``: files written after the page
+    (``summary.json``), listed without a size."""
     try:
         entries = sorted((p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")
                           and p.name != REPORT_NAME), key=lambda p: (p.suffix != ".csv", p.suffix, p.name))
@@ -592,6 +594,10 @@ def _files_html(run_dir: Path) -> str:
         human = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB" if size >= 1e3 else f"{size} B"
         items.append(f'<li><a href="{link(p.name)}">{esc(p.name)}</a> <span class="pm">({esc(human)})</span>'
                      + (f" — {esc(note)}" if note else "") + "</li>")
+    for name in to_come:
+        if not (run_dir / name).exists():
+            note = FILE_NOTES.get(name, "")
+            items.append(f'<li><a href="{link(name)}">{esc(name)}</a>' + (f" — {esc(note)}" if note else "") + "</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No files.</p>"
 
 
@@ -688,8 +694,10 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
         nav.append(("particles", "particles"))
         sections.append('<h2 id="particles">Particles</h2>'
                         "<p>One row per particle (click a column head to sort). Mean tilts per region with their "
-                        "total 1σ; all columns are in "
-                        f'<a href="{link("particles.csv")}">particles.csv</a>.</p>'
+                        + ("total 1σ; all columns are in "
+                           f'<a href="{link("particles.csv")}">particles.csv</a>.</p>'
+                           if (run_dir / "particles.csv").is_file() else
+                           "total 1σ (no particles.csv: the frame was not measured).</p>")
                         + html_table(particles[keep], table_id="particles-table"))
 
     if summary is not None:
@@ -724,7 +732,7 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
 
     nav.append(("files", "files"))
     sections.append('<h2 id="files">Files of this run</h2><p>Beside this page in the run folder (links open the '
-                    "files; keep the folder together when you copy it).</p>" + _files_html(run_dir))
+                    "files; keep the folder together when you copy it).</p>" + _files_html(run_dir, ("summary.json",) if summary is not None and not error else ()))
     sections.append('<footer>Written by octascope. The page is self-contained: figures are embedded, tables and '
                     "figure files are linked relative to the run folder.</footer>")
     return _write(run_dir / REPORT_NAME, page(title, "\n".join(sections), nav=nav))
@@ -761,7 +769,7 @@ def _frame_card(run_dir: Path, session_dir: Path, name: str | None) -> str:
             thumb = thumbnail_uri(run_dir / f"{stem}.png")
             if thumb:
                 break
-    img = (f'<img src="{thumb}" alt="{esc(source)}" loading="lazy">' if thumb
+    img = (f'<img src="{thumb}" alt="{esc(source)}">' if thumb
            else '<div class="noimg">no figure</div>')
     target = run_dir / REPORT_NAME if (run_dir / REPORT_NAME).is_file() else run_dir
     href = _relative(target, session_dir)
