@@ -10,11 +10,10 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "analyse_a_frame.i
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(tmp_path):
     nbformat = pytest.importorskip("nbformat", reason="nbformat not installed (pip install -e '.[test]')")
     nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")
     pytest.importorskip("ipykernel", reason="ipykernel not installed (pip install -e '.[test]')")
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError with the cell and its traceback when a cell fails

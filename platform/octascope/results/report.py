@@ -207,7 +207,8 @@ def html_table(df: pd.DataFrame, *, table_id: str | None = None, pair_errors: bo
                 attrs = f' data-v="{esc(_sort_key(v))}"'
             href = (links or {}).get(c, {}).get(v) if v is not None else None
             inner = f'<a href="{link(href)}">{esc(text)}</a>' if href else esc(text)
-            cls = ' class="num"' if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else ""
+            cls = (' class="num"' if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                   else ' class="long"' if len(text) > 40 else "")  # long text: a wider column, not a tall row
             cells.append(f"<td{cls}{attrs}>{inner}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{esc(table_id)}"' if table_id else ""
@@ -287,6 +288,7 @@ th, td { border: 1px solid var(--line); padding: 0.22rem 0.5rem; text-align: lef
 thead th { background: var(--bg); position: sticky; top: 0; cursor: pointer; user-select: none; white-space: nowrap; }
 thead th[aria-sort="ascending"]::after { content: " ▲"; font-size: 0.7em; }
 thead th[aria-sort="descending"]::after { content: " ▼"; font-size: 0.7em; }
+td.long { min-width: 22rem; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.kv th { background: var(--bg); font-weight: 600; white-space: nowrap; }
 table.kv td { word-break: break-word; }
