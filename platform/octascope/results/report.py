@@ -280,7 +280,6 @@ a { color: #0969da; }
 .notice.ok { border-color: var(--ok); background: #dafbe1; color: var(--ink); }
 figure { margin: 1rem 0 1.6rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: white; }
-figure.narrow img { max-width: min(100%, 720px); }
 figcaption { color: var(--muted); font-size: 0.92rem; margin-top: 0.3rem; max-width: 72rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.86rem; margin: 0.4rem 0 0.8rem; }
@@ -427,9 +426,26 @@ def _figure_html(run_dir: Path, stem: str, heading: str, caption: str, *, narrow
         return None
     files = " ".join(f'<a href="{link(p.name)}">{esc(p.suffix[1:].upper())}</a>' for p in (png, svg) if p.is_file())
     cls = ' class="narrow"' if narrow else ""
+    width = _css_width(png) if png.is_file() else None
+    size = f' width="{width}"' if width else ""
     return (f'<figure{cls} id="fig-{esc(stem)}"><h3>{esc(heading)}</h3>'
-            f'<img src="{src}" alt="{esc(heading)}">'
+            f'<img src="{src}" alt="{esc(heading)}"{size}>'
             f"<figcaption>{caption} <span class=\"files\">File: {files}</span></figcaption></figure>")
+
+
+def _css_width(png: Path) -> int | None:
+    """The width [CSS px] at which a PNG shows its text at the size it was drawn (its pixels × 96 / its
+    dpi), so every figure on the page has the same scale and font size (a wide figure is still
+    shrunk to the page); None when unknown."""
+    try:
+        from PIL import Image as PILImage
+
+        with PILImage.open(png) as im:
+            dpi = float((im.info.get("dpi") or (0, 0))[0] or 0)
+            width = im.size[0]
+    except Exception:  # noqa: BLE001 - no size: the page's max-width rule alone
+        return None
+    return round(width * 96 / dpi) if dpi > 0 else None
 
 
 def _captions() -> dict[str, str]:
