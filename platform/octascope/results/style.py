@@ -51,7 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def figure_style() -> Iterator[None]:
     """Apply :data:`STYLE` for the duration of the block (``matplotlib.rc_context``: restored after)."""
     import matplotlib
-    from cycler import cycler
+    from matplotlib import cycler  # matplotlib re-exports cycler (its dependency)
 
     with matplotlib.rc_context({**STYLE, "axes.prop_cycle": cycler(color=list(OKABE_ITO))}):
         yield
