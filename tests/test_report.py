@@ -58,11 +58,15 @@ def _hrefs(text: str) -> list[str]:
 
 
 def _check_links(page: Path) -> list[str]:
-    """Every relative link of ``page`` resolves to a file; no link or source leaves the machine."""
+    """Every relative link of ``page`` resolves to a file, every #anchor to a section; no link or
+    source leaves the machine."""
     from urllib.parse import unquote
 
     text = page.read_text(encoding="utf-8")
     assert not re.search(r'(src|href)="(https?:)?//', text), "a link or source outside the page's folder"
+    ids = set(re.findall(r' id="([^"]+)"', text))
+    for anchor in re.findall(r'href="#([^"]*)"', text):
+        assert html.unescape(anchor) in ids, f"link to #{anchor} on {page.name}, which has no such section"
     hrefs = _hrefs(text)
     for h in hrefs:
         assert (page.parent / unquote(h)).exists(), f"broken link {h!r} on {page.name}"

@@ -544,7 +544,8 @@ def _partial_summary(result: Result) -> dict[str, Any] | None:
                                  "touches_edge": bool(p.touches_edge), "size_a1_nm": p.size_A[0] / 10,
                                  "size_a2_nm": p.size_A[1] / 10} for p in result.particles]
     summary["tilt"] = {}
-    summary.pop("timings_s", None)
+    for key in ("timings_s", "accuracy", "n_octahedra", "scalars", "core_shell_test", "metrics"):
+        summary.pop(key, None)  # a refused frame's numbers are not results
     return summary
 
 

@@ -678,7 +678,8 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
     glance = _glance_lines(summary) if summary else ([f"refused: {error}"] if error else ["no results"])
     sections.append('<h2 id="glance">Summary</h2><pre class="glance">' + esc("\n".join(glance)) + "</pre>"
                     f'<p class="sub">{esc(THETA_DEFINITION)}; φk is the angle of Pb–X bond k from its local lattice '
-                    "axis. ± is the total 1σ (see <a href=\"#uncertainties\">Uncertainties</a>).</p>")
+                    + ("axis.</p>" if error or summary is None else
+                       "axis. ± is the total 1σ (see <a href=\"#uncertainties\">Uncertainties</a>).</p>"))
     sections.append('<h2 id="flags">Flags and refusals</h2>' + _flags_html(summary, error))
 
     captions = _captions()
@@ -718,7 +719,7 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
                            "total 1σ (no particles.csv: the frame was not measured).</p>")
                         + html_table(particles[keep], table_id="particles-table"))
 
-    if summary is not None:
+    if summary is not None and not error:
         nav.append(("uncertainties", "uncertainties"))
         sections.append('<h2 id="uncertainties">Uncertainties: what the ± means</h2>' + _uncertainty_html(summary))
         acc = summary.get("accuracy")
