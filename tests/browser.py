@@ -1,6 +1,6 @@
 """Open an HTML page in real headless Chromium and report what a reader's browser would see go wrong.
 
-Used by tests/test_report.py. Chromium's ``--dump-dom`` prints the DOM after the page has loaded;
+Used by tests/results/test_report.py. Chromium's ``--dump-dom`` prints the DOM after the page has loaded;
 a checker script is put into a copy of the page (first in ``<head>``, with the page's own CSP nonce so
 the page's Content-Security-Policy lets it run) that records
 

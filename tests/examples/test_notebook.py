@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "analyse_a_frame.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "analyse_a_frame.ipynb"
 
 
 @pytest.mark.slow

@@ -11,18 +11,15 @@ import html
 import json
 import re
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import browser  # tests/browser.py (conftest puts tests/ on the path)
 import octascope
 from octascope.results.outputs import save_figure, write_outputs, write_partial_outputs
 from octascope.results.report import REPORT_NAME, SESSION_REPORT_NAME, write_run_report, write_session_report
-
-sys.path.insert(0, str(Path(__file__).parent))
-import browser  # noqa: E402
 
 REFUSAL = "no particle could be analysed: particle 1: off the [001] zone axis <streaked> & unclassifiable"
 needs_chromium = pytest.mark.skipif(browser.chromium() is None,

@@ -13,7 +13,7 @@ from octascope.core.errors import ConfigError
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed "
                     "(pip install -e '.[tuning]')")
 
-TUNING_CONF = Path(__file__).resolve().parents[1] / "experiments" / "tuning" / "conf"
+TUNING_CONF = Path(__file__).resolve().parents[2] / "experiments" / "tuning" / "conf"
 
 
 def _check(*overrides: str, conf: Path = TUNING_CONF) -> list[str]:
