@@ -209,3 +209,37 @@ def test_fourd_memory_refused_from_the_header(tmp_path: Path, counted, monkeypat
     monkeypatch.setattr(readers, "available_memory_bytes", lambda: 1000)
     with pytest.raises(InputError, match="bin the detector"):
         read_fourd(path)
+
+
+def test_read_image_dispatches_fourd_files(tmp_path: Path, counted) -> None:
+    """``source.path=<4-D file>`` goes through the ordinary reader: the iCoM image comes back, with the
+    scan step as pixel size and the dose from the counts."""
+    from octascope.input.readers import read_image
+    from octascope.input.sources import load_source
+
+    data, phi = counted
+    path = _write_hspy(tmp_path / "scan.hspy", data)
+    image = read_image(path)
+    assert image.signal == "icom" and image.data.shape == data.shape[:2]
+    assert image.metadata["format"] == "hspy" and abs(image.metadata["rotation_deg"] - 25.0) < 0.5
+    assert _corr(image.data, phi) > 0.95
+    image2, truth = load_source("file", path=str(path))
+    assert truth is None and np.array_equal(image2.data, image.data)
+    with pytest.raises(InputError, match="drop source.frame"):
+        read_image(path, frame=0)
+    mib = _write_mib(tmp_path / "scan.mib", np.clip(data // 4, 0, 63))
+    with pytest.raises(InputError, match="source.pixel_size_A"):
+        read_image(mib)  # a Merlin file has no scan calibration
+    assert read_image(mib, pixel_size_A=STEP_A).pixel_size_A == pytest.approx(STEP_A)
+
+
+def test_detector_calibrated_from_the_bright_field_disc(tmp_path: Path, counted) -> None:
+    """No detector calibration in the file: k per pixel = k_α / (disc radius) from the mean pattern."""
+    from octascope.sim.imaging import bright_field_radius
+
+    data, _ = counted
+    path = _write_hspy(tmp_path / "raw_detector.hspy", data, calibrated=False)
+    assert read_fourd_header(path).detector_sampling is None
+    image, com = read_fourd(path)
+    # the fixture's disc has radius 8 px (edge ramp of 1 px): a 2 % error is a quarter of the ramp
+    assert com.detector_sampling == pytest.approx(bright_field_radius(300e3, 29.9) / 8.0, rel=0.02)
