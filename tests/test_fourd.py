@@ -243,3 +243,31 @@ def test_detector_calibrated_from_the_bright_field_disc(tmp_path: Path, counted)
     image, com = read_fourd(path)
     # the fixture's disc has radius 8 px (edge ramp of 1 px): a 2 % error is a quarter of the ramp
     assert com.detector_sampling == pytest.approx(bright_field_radius(300e3, 29.9) / 8.0, rel=0.02)
+
+
+def _write_empad(folder: Path, data: np.ndarray) -> Path:
+    """An EMPAD scan: ``scan_x{W}_y{H}.raw`` (128x130 float32 frames: 128 rows of pixels, 2 footer rows)
+    and the ``.xml`` that names it, with the scan's field of view [m] as EMPAD records it."""
+    h, w, dy, dx = data.shape
+    frames = np.zeros((h, w, 130, 128), np.float32)
+    y0, x0 = (128 - dy) // 2, (128 - dx) // 2
+    frames[:, :, y0:y0 + dy, x0:x0 + dx] = data
+    raw = folder / f"scan_x{w}_y{h}.raw"
+    frames.tofile(raw)
+    fov_m = max(h, w) * STEP_A * 1e-10
+    xml = (f'<root name="acquisition_1"><raw_file filename="{raw.name}"/><iom_measurements>'
+           f"<full_scan_field_of_view><x>{fov_m!r}</x><y>{fov_m!r}</y><scale_factor>1.0</scale_factor>"
+           "</full_scan_field_of_view></iom_measurements></root>")
+    path = folder / "acquisition.xml"
+    path.write_text(xml)
+    return path
+
+
+def test_read_empad(tmp_path: Path, counted) -> None:
+    data, phi = counted
+    path = _write_empad(tmp_path, data)
+    head = read_fourd_header(path)
+    assert head.shape == (40, 40, 128, 128) and head.step_A == pytest.approx(STEP_A, rel=1e-3)
+    image, com = read_fourd(path)
+    assert abs(com.rotation_deg - 25.0) < 0.5
+    assert _corr(image.data, phi) > 0.95
