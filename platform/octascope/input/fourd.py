@@ -162,9 +162,11 @@ def _rsciio_fourd(p: Path, kind: str) -> FourDHeader:
     nav = [a for a in axes if a.get("navigate", False)]
     det = [a for a in axes if not a.get("navigate", False)]
     steps = [_scale_A(a.get("scale"), a.get("units")) for a in nav]
-    step = float(np.mean(steps)) if steps and all(s is not None for s in steps) else None
+    known = [s for s in steps if s is not None]
+    step = float(np.mean(known)) if steps and len(known) == len(steps) else None
     recs = [_reciprocal(a.get("scale"), a.get("units")) for a in det]
-    rec = float(np.mean(recs)) if recs and all(r is not None for r in recs) else None
+    known_r = [r for r in recs if r is not None]
+    rec = float(np.mean(known_r)) if recs and len(known_r) == len(recs) else None
     md = sig.get("metadata", {})
     tem = md.get("Acquisition_instrument", {}).get("TEM", {})
     meta: dict[str, Any] = {"format": kind}

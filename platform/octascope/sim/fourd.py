@@ -45,11 +45,11 @@ class FourDOptions(StepOptions):
     step_A: float = param(0.4, unit="Å", doc="scan step = pixel size of the CoM/iCoM images")
     field_of_view_A: float | None = param(None, unit="Å", doc="edge of the square scan; null: the particle plus "
                                           "margin_A on each side (any rotation)")
-    margin_A: float = param(2.0, unit="Å", doc="vacuum around the particle's circumscribed circle when the field of "
+    margin_A: float = param(1.5, unit="Å", doc="vacuum around the particle's circumscribed circle when the field of "
                             "view is automatic")
     energy_eV: float = param(300e3, unit="eV", doc="beam energy")
     semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
-    sampling_A: float = param(0.15, unit="Å", doc="finest potential sampling (grid = step_A / m, integer m); sets "
+    sampling_A: float = param(0.14, unit="Å", doc="finest potential sampling (grid = step_A / m, integer m); sets "
                               "the detector's valid angle (2/3 of 1/(2·sampling))")
     slice_thickness_A: float | None = param(None, unit="Å", doc="multislice slice thickness; null: one slice, the "
                                             "projected potential (projection approximation)")
@@ -126,22 +126,29 @@ def pattern_moments(patterns: np.ndarray, dk: float, origin_px: tuple[float, flo
     return np.stack([tot, mx, my, mxx, myy, mxy])
 
 
-def _bin_patterns(arr: np.ndarray, kx: np.ndarray, detector_px: int) -> tuple[np.ndarray, float, float]:
-    """Crop abTEM patterns [scan_x, scan_y, kx, ky] (k = 0 at index n//2) centred on k = 0 and bin them to
-    ``detector_px``²: (patterns [y, x, ky, kx], dk [1/Å], origin [binned px], same along both axes)."""
-    n = arr.shape[-1]
+def _bin_patterns(arr: Any, kx: np.ndarray, detector_px: int) -> tuple[Any, float, float]:
+    """Crop abTEM patterns [scan_x, scan_y, kx, ky] (numpy or a lazy dask array) centred on k = 0 and sum
+    them in b x b blocks to ``detector_px``² pixels: (patterns [y, x, ky, kx], dk [1/Å], origin [binned
+    px], the same along both axes). A dask array stays lazy, so the full-resolution patterns are never
+    held in memory at once."""
     dk0 = float(kx[1] - kx[0])
+    n = len(kx)
     b = max(1, n // detector_px)
     c = int(np.argmin(np.abs(kx)))
-    lo = c - (detector_px // 2) * b
-    crop = arr[:, :, lo:lo + detector_px * b, lo:lo + detector_px * b]
-    if crop.shape[-1] < detector_px * b:  # fewer valid pixels than detector_px: pad with zeros
-        pad = detector_px * b - crop.shape[-1]
-        crop = np.pad(crop, ((0, 0), (0, 0), (0, pad), (0, pad)))
-    s = crop.shape
-    binned = crop.reshape(s[0], s[1], detector_px, b, detector_px, b).sum(axis=(3, 5))
+    lo = max(0, c - (detector_px // 2) * b)
+    size = detector_px * b
+    crop = arr[:, :, lo:lo + size, lo:lo + size]
+    if crop.shape[-1] < size:
+        raise ValueError(f"{crop.shape[-1]} valid detector pixels around k = 0, fewer than {size}: lower detector_px")
+    if hasattr(crop, "dask"):
+        import dask.array as da
+
+        binned = da.coarsen(np.sum, crop.rechunk({2: -1, 3: -1}), {2: b, 3: b})
+    else:
+        s = crop.shape
+        binned = crop.reshape(s[0], s[1], detector_px, b, detector_px, b).sum(axis=(3, 5))
     origin = ((c - lo) - (b - 1) / 2.0) / b
-    return np.ascontiguousarray(binned.transpose(1, 0, 3, 2)).astype(np.float32), dk0 * b, origin
+    return binned.transpose(1, 0, 3, 2), dk0 * b, origin
 
 
 def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping[str, Any] | None = None,
@@ -201,7 +208,7 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
         p = opts.step_A
         m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
         ny, nx = geometry.cell_shape
-        acc = None
+        acc: np.ndarray | None = None
         t0 = time.perf_counter()
         probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, device="cpu")
         scan = abtem.GridScan(start=(0.0, 0.0), end=(nx * p, ny * p), gpts=(nx, ny), endpoint=False)
@@ -214,13 +221,13 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
                                           device="cpu")
                 else:
                     pot = abtem.Potential(a, gpts=(nx * m, ny * m), slice_thickness=opts.slice_thickness_A, device="cpu")
-                meas = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="valid"))
-                meas = meas.compute(num_workers=opts.num_workers)
-                arr = np.asarray(meas.array, np.float32)
-                acc = arr.astype(np.float64) if acc is None else acc + arr
-                kx = np.asarray(meas.coordinates[0], float)
-        assert acc is not None and kx is not None
-        binned, dk, origin = _bin_patterns(acc / len(specimen), kx, opts.detector_px)
+                lazy: Any = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="cutoff"))
+                kx = np.asarray(lazy.coordinates[0], dtype=np.float64)
+                binned_lazy, dk, origin = _bin_patterns(lazy.array, kx, opts.detector_px)
+                arr = np.asarray(binned_lazy.compute(num_workers=opts.num_workers), np.float64)
+                acc = arr if acc is None else acc + arr
+        assert acc is not None
+        binned = np.ascontiguousarray(acc / len(specimen)).astype(np.float32)
         np.save(folder / "patterns.npy", binned)
         (folder / "fourd.json").write_text(json.dumps({
             "detector_sampling": dk, "origin_px": [origin, origin], "seconds": time.perf_counter() - t0,
