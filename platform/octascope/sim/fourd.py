@@ -41,6 +41,8 @@ class FourDOptions(StepOptions):
 
     group: ClassVar[str] = "fourd"
     not_keyed: ClassVar[frozenset[str]] = frozenset({"num_workers"})
+    #: revision of the pattern computation, in the cache key
+    model: ClassVar[int] = 2
 
     step_A: float = param(0.4, unit="Å", doc="scan step = pixel size of the CoM/iCoM images")
     field_of_view_A: float | None = param(None, unit="Å", doc="edge of the square scan; null: the particle plus "
@@ -51,8 +53,8 @@ class FourDOptions(StepOptions):
     semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
     sampling_A: float = param(0.14, unit="Å", doc="finest potential sampling (grid = step_A / m, integer m); sets "
                               "the detector's valid angle (2/3 of 1/(2·sampling))")
-    slice_thickness_A: float | None = param(None, unit="Å", doc="multislice slice thickness; null: one slice, the "
-                                            "projected potential (projection approximation)")
+    window_A: float = param(12.0, unit="Å", doc="edge of the window around each probe position in which its exit "
+                            "wave is computed; the detector pixel is 1/window [1/Å]")
     detector_px: int = param(64, doc="detector pixels along each axis after binning")
     max_snapshots: int = param(1, doc="MD snapshots averaged (evenly spaced)")
     num_workers: int = param(1, doc="Dask threads of the abTEM scan")
@@ -62,8 +64,7 @@ class FourDOptions(StepOptions):
             value = getattr(self, name)
             require(finite(value) and value > 0 or (name == "margin_A" and value == 0),
                     f"{name}={value} must be a number > 0")
-        require(self.slice_thickness_A is None or (finite(self.slice_thickness_A) and self.slice_thickness_A > 0),
-                f"slice_thickness_A={self.slice_thickness_A} must be > 0 Å or null")
+        require(finite(self.window_A) and self.window_A >= 4.0, f"window_A={self.window_A} must be >= 4 Å")
         require(self.field_of_view_A is None or (finite(self.field_of_view_A) and self.field_of_view_A > 0),
                 f"field_of_view_A={self.field_of_view_A} must be > 0 Å or null")
         require(8 <= self.detector_px <= 512, f"detector_px={self.detector_px} must be in 8..512")
@@ -126,29 +127,49 @@ def pattern_moments(patterns: np.ndarray, dk: float, origin_px: tuple[float, flo
     return np.stack([tot, mx, my, mxx, myy, mxy])
 
 
-def _bin_patterns(arr: Any, kx: np.ndarray, detector_px: int) -> tuple[Any, float, float]:
-    """Crop abTEM patterns [scan_x, scan_y, kx, ky] (numpy or a lazy dask array) centred on k = 0 and sum
-    them in b x b blocks to ``detector_px``² pixels: (patterns [y, x, ky, kx], dk [1/Å], origin [binned
-    px], the same along both axes). A dask array stays lazy, so the full-resolution patterns are never
-    held in memory at once."""
-    dk0 = float(kx[1] - kx[0])
-    n = len(kx)
-    b = max(1, n // detector_px)
-    c = int(np.argmin(np.abs(kx)))
-    lo = max(0, c - (detector_px // 2) * b)
-    size = detector_px * b
-    crop = arr[:, :, lo:lo + size, lo:lo + size]
-    if crop.shape[-1] < size:
-        raise ValueError(f"{crop.shape[-1]} valid detector pixels around k = 0, fewer than {size}: lower detector_px")
-    if hasattr(crop, "dask"):
-        import dask.array as da
+def _window_patterns(atoms: Any, cell_shape: tuple[int, int], opts: FourDOptions) -> tuple[np.ndarray, float, float]:
+    """Patterns [y, x, ky, kx] (fractions of the beam per detector pixel) of a probe scanned over ``atoms``.
 
-        binned = da.coarsen(np.sum, crop.rechunk({2: -1, 3: -1}), {2: b, 3: b})
-    else:
-        s = crop.shape
-        binned = crop.reshape(s[0], s[1], detector_px, b, detector_px, b).sum(axis=(3, 5))
-    origin = ((c - lo) - (b - 1) / 2.0) / b
-    return binned.transpose(1, 0, 3, 2), dk0 * b, origin
+    The projected potential V of the cell (abTEM, ``projection="infinite"``, one slice, sampling
+    s = step/m) gives the transmission t = exp(iσV); abTEM's probe is built on a window of
+    ``window_A`` around each position (the probe's intensity lies within a few Å of its centre);
+    the pattern is |FFT(ψ·t_window)|², cropped to ``detector_px``² pixels around k = 0 (pixel
+    1/window [1/Å]). Probe positions fall on the potential's grid (step = m·s), so no interpolation is
+    needed; the cell is periodic (its margin of vacuum keeps the particle away from the wrap).
+    """
+    import abtem
+    from abtem.core.energy import energy2sigma
+
+    p = opts.step_A
+    m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
+    s = p / m
+    ny, nx = cell_shape
+    with abtem.config.set({"diagnostics.progress_bar": False}):
+        pot = abtem.Potential(atoms, gpts=(nx * m, ny * m), slice_thickness=float(atoms.cell[2, 2]),
+                              projection="infinite", device="cpu")
+        v = np.asarray(pot.build().project().compute().array, np.float64)
+        v = (v.sum(0) if v.ndim == 3 else v).T  # [y, x] eV·Å
+        n_w = int(2 * np.ceil(opts.window_A / s / 2))
+        probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=(n_w, n_w),
+                            sampling=s, device="cpu")
+        psi = np.asarray(probe.build((n_w * s / 2, n_w * s / 2)).compute().array).squeeze().T.astype(np.complex64)
+    if n_w < opts.detector_px:
+        raise ValueError(f"window_A={opts.window_A} gives {n_w} pixels, fewer than detector_px={opts.detector_px}")
+    t = np.exp(1j * energy2sigma(opts.energy_eV) * v).astype(np.complex64)
+    half = n_w // 2
+    tp = np.pad(t, half, mode="wrap")
+    norm = float(np.sum(np.abs(psi) ** 2)) * n_w * n_w  # Parseval: a pattern sums to 1 on the full window
+    lo = n_w // 2 - opts.detector_px // 2
+    out = np.empty((ny, nx, opts.detector_px, opts.detector_px), np.float32)
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    cols = np.arange(nx) * m
+    for r in range(ny):  # one scan row at a time: (nx, n_w, n_w) windows, one batched FFT
+        band = tp[r * m:r * m + n_w]
+        win = sliding_window_view(band, (n_w, n_w))[0, cols]
+        f = np.fft.fftshift(np.fft.fft2(win * psi[None]), axes=(-2, -1))
+        out[r] = (np.abs(f[:, lo:lo + opts.detector_px, lo:lo + opts.detector_px]) ** 2 / norm).astype(np.float32)
+    return out, 1.0 / (n_w * s), float(n_w // 2 - lo)
 
 
 def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping[str, Any] | None = None,
@@ -177,14 +198,14 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
     from octascope.sim import imaging as im
     from octascope.sim.cache import cached
     from octascope.sim.simulation import _true_columns, md_step, plan_simulation
-    from octascope.sim.structure import build_nanocube
+    from octascope.sim.structure import build_nanocube, composition_formula
     from octascope.sim.truth import projected_octahedra
 
     opts = resolve_options(FourDOptions, options, params)
     imaging = dict(mode="multislice", signal="icom", pixel_size_A=opts.step_A, field_of_view_A=opts.field_of_view_A,
                    margin_A=opts.margin_A, energy_eV=opts.energy_eV, semiangle_mrad=opts.semiangle_mrad,
                    sampling_A=opts.sampling_A, max_snapshots=opts.max_snapshots, device="cpu",
-                   slice_thickness_A=opts.slice_thickness_A or 2.0)
+                   slice_thickness_A=2.0)
     plan = plan_simulation(structure=structure, md=md, imaging=imaging, run_md=run_md)
     atoms = build_nanocube(plan.structure)
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
@@ -203,38 +224,23 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
     specimen, _, _ = im._specimen(symbols, positions, frame, geometry, None, io)
 
     def compute(folder: Path) -> None:
-        import abtem
-
-        p = opts.step_A
-        m = max(1, int(np.ceil(p / opts.sampling_A - 1e-9)))
-        ny, nx = geometry.cell_shape
-        acc: np.ndarray | None = None
         t0 = time.perf_counter()
-        probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, device="cpu")
-        scan = abtem.GridScan(start=(0.0, 0.0), end=(nx * p, ny * p), gpts=(nx, ny), endpoint=False)
-        kx = None
-        with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
-            for a in specimen:
-                thick = float(a.cell[2, 2])
-                if opts.slice_thickness_A is None:
-                    pot = abtem.Potential(a, gpts=(nx * m, ny * m), slice_thickness=thick, projection="infinite",
-                                          device="cpu")
-                else:
-                    pot = abtem.Potential(a, gpts=(nx * m, ny * m), slice_thickness=opts.slice_thickness_A, device="cpu")
-                lazy: Any = probe.scan(pot, scan=scan, detectors=abtem.PixelatedDetector(max_angle="cutoff"))
-                kx = np.asarray(lazy.coordinates[0], dtype=np.float64)
-                binned_lazy, dk, origin = _bin_patterns(lazy.array, kx, opts.detector_px)
-                arr = np.asarray(binned_lazy.compute(num_workers=opts.num_workers), np.float64)
-                acc = arr if acc is None else acc + arr
+        acc: np.ndarray | None = None
+        dk = origin = 0.0
+        for a in specimen:
+            pats, dk, origin = _window_patterns(a, geometry.cell_shape, opts)
+            acc = pats if acc is None else acc + pats
         assert acc is not None
         binned = np.ascontiguousarray(acc / len(specimen)).astype(np.float32)
         np.save(folder / "patterns.npy", binned)
         (folder / "fourd.json").write_text(json.dumps({
             "detector_sampling": dk, "origin_px": [origin, origin], "seconds": time.perf_counter() - t0,
-            "frame": frame.as_dict(), "shape": list(binned.shape), "potential_sampling_A": p / m,
+            "frame": frame.as_dict(), "shape": list(binned.shape),
+            "potential_sampling_A": opts.step_A / max(1, int(np.ceil(opts.step_A / opts.sampling_A - 1e-9))),
             "n_snapshots": int(len(specimen))}))
 
-    key_params = dict(opts.key_params(options if options is not None else params), structure=plan.keys["structure"])
+    key_params = dict(opts.key_params(options if options is not None else params), structure=plan.keys["structure"],
+                      model=FourDOptions.model)
     key, folder, hit = cached("fourd", key_params, [m_key], compute, cache_dir=cache_dir)
     meta = json.loads((folder / "fourd.json").read_text())
     patterns = np.load(folder / "patterns.npy")
@@ -244,7 +250,8 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
     truth = Truth(columns=columns, octahedra=projected_octahedra(columns),
                   metadata={"source": f"simulated 4D-STEM {key}", "frame": frame.as_dict()})
     info = dict(opts.to_dict(), key=key, cache_hit=hit, seconds=meta["seconds"], n_snapshots=meta["n_snapshots"],
-                potential_sampling_A=meta["potential_sampling_A"], md_key=m_key)
+                potential_sampling_A=meta["potential_sampling_A"], md_key=m_key,
+                composition=composition_formula(atoms))
     return FourDSimulation(patterns=patterns, step_A=opts.step_A, detector_sampling=float(meta["detector_sampling"]),
                            origin_px=(float(meta["origin_px"][0]), float(meta["origin_px"][1])),
                            energy_eV=opts.energy_eV, semiangle_mrad=opts.semiangle_mrad, truth=truth, info=info)
