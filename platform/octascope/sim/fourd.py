@@ -1,12 +1,17 @@
 """Small simulated 4D-STEM datasets with ground truth: a diffraction pattern per probe position.
 
-:func:`simulate_fourd` images a particle of the simulation chain (structure → MD, cached as for
-every simulated image) with an abTEM probe scanned over a :class:`abtem.GridScan` and a
-:class:`abtem.PixelatedDetector`, bins the patterns to a small detector (``detector_px``² pixels)
-and caches the mean patterns over the snapshots in ``<cache>/fourd/<key>/`` (:mod:`octascope.sim.cache`).
-By default the specimen is one slice (the projected potential, ``projection="infinite"``: the
-strong-phase-object, projection approximation, one FFT per probe position, minutes on a CPU for
-~20,000 positions); ``slice_thickness_A`` makes it a multislice (tens of times slower).
+:func:`simulate_fourd` scans a particle of the simulation chain (structure → MD, cached as for every
+simulated image) with a focused probe and records a ``detector_px``² pattern per position. Physics:
+the projection approximation (a strong phase object): abTEM's projected potential of the snapshot
+(``projection="infinite"``, one slice) gives the transmission t = exp(iσV), abTEM's probe ψ
+(aperture ``semiangle_mrad``, no aberrations) is multiplied with t in a ``window_A`` window around each
+position, and the pattern is |FFT(ψ·t)|² (:func:`_window_patterns`; the batched FFT of one scan row at
+a time: seconds for ~20,000 positions, where abTEM's own ``probe.scan`` with a
+:class:`abtem.PixelatedDetector` transforms the whole cell per position — more than 5 CPU minutes
+and gigabytes at full detector resolution for the default particle on this project's machine, so it
+was not used). No multislice: the depth of field of a thick particle is left out (as in the
+weak-phase images of :mod:`octascope.sim.imaging`). The mean patterns over the snapshots are cached in
+``<cache>/fourd/<key>/`` (:mod:`octascope.sim.cache`).
 
 Conventions (HyperSpy's): the 4-D array is ``[scan_y, scan_x, det_y, det_x]``; scan pixel
 ``[r, c]`` is the probe position (x, y) = (c·step, r·step) of the image frame
@@ -51,11 +56,11 @@ class FourDOptions(StepOptions):
                             "view is automatic")
     energy_eV: float = param(300e3, unit="eV", doc="beam energy")
     semiangle_mrad: float = param(29.9, unit="mrad", doc="probe convergence semi-angle")
-    sampling_A: float = param(0.14, unit="Å", doc="finest potential sampling (grid = step_A / m, integer m); sets "
-                              "the detector's valid angle (2/3 of 1/(2·sampling))")
+    sampling_A: float = param(0.14, unit="Å", doc="finest potential sampling (grid = step_A / m, integer m); the "
+                              "potential is band-limited to 2/3 of 1/(2·sampling) [1/Å]")
     window_A: float = param(12.0, unit="Å", doc="edge of the window around each probe position in which its exit "
                             "wave is computed; the detector pixel is 1/window [1/Å]")
-    detector_px: int = param(64, doc="detector pixels along each axis after binning")
+    detector_px: int = param(64, doc="detector pixels along each axis (pixel 1/window_A [1/Å], k = 0 at the centre)")
     max_snapshots: int = param(1, doc="MD snapshots averaged (evenly spaced)")
     num_workers: int = param(1, doc="Dask threads of the abTEM scan")
 
