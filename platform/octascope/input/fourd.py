@@ -19,7 +19,8 @@ Centre of mass
 preprocessing: the CoM of every pattern, the diffraction-pattern origin as a plane fitted to the
 CoM over the scan (which also takes out a linear descan), and the scan-to-detector rotation (and a
 possible transpose) as the angle that minimises the curl of the CoM field (a phase gradient has
-none), searched in 1° steps and then refined in 0.05° steps around the best one. Curl cannot tell
+none), searched in 1° steps and then refined in 0.05° steps around the best one, on the CoM field
+smoothed by a Gaussian of σ = 1 scan pixel (at low dose the curl is mostly shot noise). Curl cannot tell
 a rotation from the same rotation plus 180°; the sign is fixed by the physics: the beam is drawn
 towards the columns, so the integrated CoM (iCoM) must show the columns bright (positive skewness
 of its band-passed image).
@@ -284,7 +285,7 @@ def _band_passed(image: np.ndarray, step_A: float) -> np.ndarray:
 
 def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sampling: float | None = None,
                    fit_function: str = "plane", rotation_deg: float | None = None,
-                   transpose: bool | None = None) -> CenterOfMass:
+                   transpose: bool | None = None, rotation_smooth_px: float = 1.0) -> CenterOfMass:
     """Centre of mass per probe position, with the pattern origin and scan-to-detector rotation from the data.
 
     Parameters
@@ -301,6 +302,10 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
     rotation_deg, transpose : optional
         Force the rotation [deg] (our convention, see :class:`CenterOfMass`) or the transpose
         instead of finding them.
+    rotation_smooth_px : float
+        Gaussian σ [scan px] applied to the measured CoM for the rotation search only (the curl
+        of a low-dose CoM field is mostly shot noise: on the simulated particle at 16 e per pattern
+        σ = 1 px halved the rotation error of two seeds, 1.55° → 0.85° and 0.25°); 0: none.
 
     Returns
     -------
@@ -337,13 +342,17 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
         measured = (np.asarray(dpc._com_measured_x), np.asarray(dpc._com_measured_y))
         fitted = (np.asarray(dpc._com_fitted_x), np.asarray(dpc._com_fitted_y))
         if forced is None:  # refine around the best whole degree, on the CoM already measured
-            best = float(np.rad2deg(dpc._rotation_best_rad))
-            fine = DPC(datacube=None, energy=300e3, verbose=False)
-            fine._datacube = cube
-            fine.preprocess(force_com_measured=measured, force_com_shifts=fitted, force_com_transpose=bool(
-                dpc._rotation_best_transpose), rotation_angles_deg=np.arange(best - 1.5, best + 1.5001, 0.05),
-                plot_rotation=False, plot_center_of_mass=False)
-            dpc = fine
+            search = measured
+            if rotation_smooth_px > 0:  # the search on the smoothed DPC components (measured - origin)
+                from scipy import ndimage
+
+                search = tuple(f + ndimage.gaussian_filter(c - f, rotation_smooth_px)  # type: ignore[assignment]
+                               for c, f in zip(measured, fitted))
+            coarse = _dpc_on(cube, search, fitted, None, None, np.arange(-89.0, 90.5, 1.0))
+            best = float(np.rad2deg(coarse._rotation_best_rad))
+            tr0 = bool(coarse._rotation_best_transpose)
+            fine = _dpc_on(cube, search, fitted, None, tr0, np.arange(best - 1.5, best + 1.5001, 0.05))
+            dpc = _dpc_on(cube, measured, fitted, float(np.rad2deg(fine._rotation_best_rad)), tr0, None)
     rot_p4d = float(np.rad2deg(dpc._rotation_best_rad))
     tr = bool(dpc._rotation_best_transpose)
     # py4DSTEM's (Rx, Ry) are (scan_y, scan_x): com_x is our y component, com_y our x component
@@ -359,6 +368,20 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
     rot = (rot + 180.0) % 360.0 - 180.0
     return CenterOfMass(com=com, origin_px=origin, rotation_deg=rot, transpose=tr,
                         detector_sampling=detector_sampling, counts_per_pattern=float(totals.mean()))
+
+
+def _dpc_on(cube: Any, measured: tuple, fitted: tuple, rotation_p4d_deg: float | None, transpose: bool | None,
+            angles: np.ndarray | None) -> Any:
+    """py4DSTEM's DPC preprocessing on a CoM already measured: the rotation search over ``angles``
+    [deg, py4DSTEM's convention] or the rotation given, and the rotated DPC components."""
+    from py4DSTEM.process.phase import DPC
+
+    dpc = DPC(datacube=None, energy=300e3, verbose=False)
+    dpc._datacube = cube
+    dpc.preprocess(force_com_measured=measured, force_com_shifts=fitted, force_com_rotation=rotation_p4d_deg,
+                   force_com_transpose=transpose, rotation_angles_deg=angles, plot_rotation=False,
+                   plot_center_of_mass=False)
+    return dpc
 
 
 def detector_sampling_from_disc(data_mean: np.ndarray, *, energy_eV: float, semiangle_mrad: float) -> float:
@@ -377,7 +400,8 @@ def detector_sampling_from_disc(data_mean: np.ndarray, *, energy_eV: float, semi
 
 def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampling: float | None = None,
                dose_e_per_A2: float | None = None, energy_eV: float | None = None,
-               semiangle_mrad: float | None = None, boundary: str = "mirror") -> tuple[Image, CenterOfMass]:
+               semiangle_mrad: float | None = None, boundary: str = "mirror",
+               rotation_smooth_px: float = 1.0) -> tuple[Image, CenterOfMass]:
     """Read a 4D-STEM file and form its iCoM image (with the DPC components) for analysis.
 
     The header is read first and the dataset refused from it when the centre-of-mass step would
@@ -400,6 +424,8 @@ def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampli
         Beam energy [eV] and convergence semi-angle [mrad] (the file's where it has them).
     boundary : str
         Integration boundary of the CoM field: ``mirror`` (a crop) or ``periodic``.
+    rotation_smooth_px : float
+        Smoothing [scan px] of the CoM for the rotation search only (:func:`center_of_mass`).
 
     Returns
     -------
@@ -434,7 +460,7 @@ def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampli
         dk = detector_sampling if detector_sampling is not None else header.detector_sampling
         if dk is None and energy and alpha:
             dk = detector_sampling_from_disc(data.mean(axis=(0, 1)), energy_eV=float(energy), semiangle_mrad=float(alpha))
-        com = center_of_mass(data, step_A=step, detector_sampling=dk)
+        com = center_of_mass(data, step_A=step, detector_sampling=dk, rotation_smooth_px=rotation_smooth_px)
         icom = integrate_gradient(com.com[0], com.com[1], step, boundary=boundary).astype(np.float32)
     dose = dose_e_per_A2
     if dose is None and data.dtype.kind in "iu":
