@@ -211,26 +211,28 @@ def test_fourd_memory_refused_from_the_header(tmp_path: Path, counted, monkeypat
         read_fourd(path)
 
 
-def test_read_image_dispatches_fourd_files(tmp_path: Path, counted) -> None:
-    """``source.path=<4-D file>`` goes through the ordinary reader: the iCoM image comes back, with the
-    scan step as pixel size and the dose from the counts."""
+def test_source_path_dispatches_fourd_files(tmp_path: Path, counted) -> None:
+    """``source.path=<4-D file>``: the iCoM image comes back, with the scan step as pixel size and the
+    dose from the counts; the 2-D reader alone refuses the file with the pointer."""
     from octascope.input.readers import read_image
     from octascope.input.sources import load_source
 
     data, phi = counted
     path = _write_hspy(tmp_path / "scan.hspy", data)
-    image = read_image(path)
-    assert image.signal == "icom" and image.data.shape == data.shape[:2]
+    image, truth = load_source("file", path=str(path))
+    assert truth is None and image.signal == "icom" and image.data.shape == data.shape[:2]
     assert image.metadata["format"] == "hspy" and abs(image.metadata["rotation_deg"] - 25.0) < 0.5
     assert _corr(image.data, phi) > 0.95
-    image2, truth = load_source("file", path=str(path))
-    assert truth is None and np.array_equal(image2.data, image.data)
     with pytest.raises(InputError, match="drop source.frame"):
-        read_image(path, frame=0)
+        load_source("file", path=str(path), frame=0)
+    with pytest.raises(InputError, match="4D-STEM scan; give it as source.path"):
+        read_image(path)
     mib = _write_mib(tmp_path / "scan.mib", np.clip(data // 4, 0, 63))
     with pytest.raises(InputError, match="source.pixel_size_A"):
-        read_image(mib)  # a Merlin file has no scan calibration
-    assert read_image(mib, pixel_size_A=STEP_A).pixel_size_A == pytest.approx(STEP_A)
+        load_source("file", path=str(mib))  # a Merlin file has no scan calibration
+    assert load_source("file", path=str(mib), pixel_size_A=STEP_A)[0].pixel_size_A == pytest.approx(STEP_A)
+    with pytest.raises(InputError, match="4D-STEM file; give it as source.path"):
+        read_image(mib, pixel_size_A=STEP_A)
 
 
 def test_detector_calibrated_from_the_bright_field_disc(tmp_path: Path, counted) -> None:

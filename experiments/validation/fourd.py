@@ -13,7 +13,7 @@ against the truth:
   integrated — what ``source=simulated`` with ``imaging.signal=icom`` produces from this scan;
 - ``4D-STEM (file)``: the clean patterns turned on the detector by ``--rotation`` degrees with a
   linear descan, Poisson-counted at the dose, written as a HyperSpy ``.hspy`` file without a detector
-  calibration (beam energy and convergence angle in its metadata), then ``read_image`` → py4DSTEM
+  calibration (beam energy and convergence angle in its metadata), then ``load_file`` → py4DSTEM
   centre of mass, origin, rotation and the disc calibration found from the data → iCoM → analysis;
 - ``4D-STEM (known geometry)``: the CoM of the same counts with the true origin, rotation and
   calibration (what the 4-D route could reach if the geometry were given).
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fourd.md"))
     args = ap.parse_args(argv)
 
-    from octascope.input.readers import read_image
+    from octascope.input.sources import load_file
     from octascope.sim.fourd import count_patterns, rotate_patterns, save_fourd, simulate_fourd
 
     t0 = time.process_time()
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = count_patterns(turned, args.dose, sim.step_A, seed=1000 + seed)
             path = save_fourd(Path(tmp) / f"scan_{seed}.hspy", counts, step_A=sim.step_A, detector_sampling=None,
                               metadata={"beam_energy": sim.energy_eV / 1e3, "convergence_angle": sim.semiangle_mrad})
-            image = read_image(path)
+            image, _ = load_file(str(path), truth_path=None)  # as source.path=<file> does
             found_geometry.append((image.metadata["rotation_deg"], image.metadata["detector_sampling_inv_A"],
                                    image.dose_e_per_A2))
             rows["4D-STEM (file)"].append(score(image, sim.truth))

@@ -471,3 +471,42 @@ def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampli
     if header.metadata.get("title"):
         meta["title"] = header.metadata["title"]
     return Image(data=icom, pixel_size_A=step, signal="icom", dose_e_per_A2=dose, source=str(p), metadata=meta), com
+
+
+def is_fourd_file(path: str | Path) -> bool:
+    """Whether ``path`` is a 4D-STEM file: a Merlin/EMPAD/py4DSTEM suffix, or an HSPY/ZSPY file whose
+    signal is 4-D (its header only; a damaged or missing file is left to the image reader's messages)."""
+    from octascope.input.readers import _quiet, _read_rsciio, resolve_path
+
+    p = resolve_path(path)
+    suffix = p.suffix.lower()
+    if suffix in FOURD_FORMATS:
+        return True
+    if suffix not in (".hspy", ".zspy") or not p.exists():
+        return False
+    try:
+        with _quiet():
+            return any(np.ndim(s["data"]) == 4 for s in _read_rsciio(p, suffix[1:]))
+    except InputError:
+        return False
+
+
+def read_fourd_image(path: str | Path, *, pixel_size_A: float | None = None, frame: int | None = None) -> Image:
+    """The iCoM image of a 4D-STEM file for a run (``source.path``): :func:`read_fourd` with the scan step
+    ``pixel_size_A`` [Å] (overrides the file's), then the image's own memory check.
+
+    Raises
+    ------
+    InputError
+        ``frame`` given (a scan is one image), or any refusal of :func:`read_fourd`.
+    """
+    from octascope.input.readers import check_image_size, check_index, check_pixel_size, resolve_path
+
+    p = resolve_path(path)
+    if check_index(frame, "source.frame") is not None:
+        raise InputError(f"source.frame={frame} given but {p.name} is a 4D-STEM scan (one image); drop source.frame")
+    if pixel_size_A is not None:
+        pixel_size_A = check_pixel_size(pixel_size_A)
+    image, _ = read_fourd(p, step_A=pixel_size_A)
+    check_image_size(image.data.shape, image.pixel_size_A, p.name)
+    return image

@@ -4,7 +4,8 @@ Formats: TIFF (including ImageJ TIFFs calibrated in nm/µm/Å), DM3/DM4, Velox E
 own HSPY/ZSPY through RosettaSciIO (with the pixel-size calibration stored in the file), NPY and
 PNG (no calibration: give ``pixel_size_A``). A ``pixel_size_A`` argument always overrides the
 file's calibration. 4D-STEM scans (HSPY/ZSPY with a 4-D signal, Merlin MIB, EMPAD XML, py4DSTEM H5)
-are handed to :mod:`octascope.input.fourd`, which returns their iCoM image.
+are refused here with a pointer: :func:`octascope.input.sources.load_file` hands them to
+:mod:`octascope.input.fourd`, which returns their iCoM image.
 
 Cheap guards run before anything large is allocated: the pixel size must be a number within
 :data:`PIXEL_SIZE_RANGE_A`, and the image's estimated peak memory (:func:`estimate_peak_bytes`)
@@ -408,6 +409,9 @@ def _check_header(h: _Header, frame: int | None, pixel_size_A: float | None, p: 
         raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
     if ndim == 3 and frame is not None and not -h.shape[0] <= frame < h.shape[0]:
         raise InputError(f"frame {frame} out of range: {p.name} has {h.shape[0]} frames; give source.frame=0..{h.shape[0] - 1}")
+    if ndim == 4:  # 4D-STEM: octascope.input.sources.load_file hands these to input.fourd
+        raise InputError(f"{p.name} has 4 dimensions (shape {h.shape}): a 4D-STEM scan; give it as source.path (or "
+                         "read it with octascope.input.fourd.read_fourd_image), which forms its iCoM image")
     if ndim not in (2, 3):
         raise InputError(f"{p.name} has {ndim} dimensions (shape {h.shape}); a 2-D image is needed")
     lo, hi = PIXEL_SIZE_RANGE_A
@@ -520,8 +524,9 @@ def read_image(
     frame = check_index(frame, "source.frame")
     signal_index = check_index(signal_index, "source.signal_index")
     p, kind = _locate(path)
-    if kind in ("mib", "empad", "py4dstem") or (kind in ("hspy", "zspy") and _is_fourd(p, kind)):  # 4D-STEM
-        return _read_fourd_image(p, pixel_size_A, frame)
+    if kind in ("mib", "empad", "py4dstem"):  # 4D-STEM: octascope.input.sources.load_file hands these to input.fourd
+        raise InputError(f"{p.name} is a 4D-STEM file; give it as source.path (or read it with "
+                         "octascope.input.fourd.read_fourd_image), which forms its iCoM image")
     with _quiet():
         header = _open_header(p, kind, signal_index, signal)
         _check_header(header, frame, pixel_size_A, p)
@@ -532,29 +537,6 @@ def read_image(
     check_image_size(data.shape, ps, p.name)
     return Image(data=data, pixel_size_A=ps, signal=_signal_type(metadata.get("title"), signal_type), source=str(p),
                  metadata=metadata)
-
-
-# --- 4D-STEM dispatch: octascope.input.fourd reads the patterns, finds the centre of mass and returns the iCoM ---
-def _is_fourd(p: Path, kind: str) -> bool:
-    """Whether an HSPY/ZSPY file's signal is 4-D (its header only; a damaged file is left to the 2-D path)."""
-    try:
-        with _quiet():
-            return any(np.ndim(s["data"]) == 4 for s in _read_rsciio(p, kind))
-    except InputError:
-        return False
-
-
-def _read_fourd_image(p: Path, pixel_size_A: float | None, frame: int | None) -> Image:
-    """The iCoM image of a 4D-STEM file (:func:`octascope.input.fourd.read_fourd`; its header is checked
-    against the memory available before the patterns are read)."""
-    from octascope.input.fourd import read_fourd
-
-    if frame is not None:
-        raise InputError(f"source.frame={frame} given but {p.name} is a 4D-STEM scan (one image); drop source.frame")
-    image, _ = read_fourd(p, step_A=pixel_size_A)
-    check_image_size(image.data.shape, image.pixel_size_A, p.name)
-    return image
-# --- end of the 4D-STEM dispatch ---
 
 
 def input_checksum(image: Image) -> str:
