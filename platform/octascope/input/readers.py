@@ -40,7 +40,7 @@ FORMATS = {
 
 #: pixel sizes [Å] accepted: atomic-resolution STEM of perovskites lies well inside
 PIXEL_SIZE_RANGE_A = (0.01, 5.0)
-#: bytes of peak memory per image pixel for one analysis (measured, see README "Memory")
+#: bytes of peak memory per image pixel for one analysis (measured, see docs/outputs.md, "Memory")
 BYTES_PER_PIXEL = 160
 #: largest image accepted, in pixels (a 16384 x 16384 frame)
 MAX_PIXELS = 16384 * 16384
