@@ -346,8 +346,7 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
             if rotation_smooth_px > 0:  # the search on the smoothed DPC components (measured - origin)
                 from scipy import ndimage
 
-                search = tuple(f + ndimage.gaussian_filter(c - f, rotation_smooth_px)  # type: ignore[assignment]
-                               for c, f in zip(measured, fitted))
+                search = tuple(f + ndimage.gaussian_filter(c - f, rotation_smooth_px) for c, f in zip(measured, fitted))
             coarse = _dpc_on(cube, search, fitted, None, None, np.arange(-89.0, 90.5, 1.0))
             best = float(np.rad2deg(coarse._rotation_best_rad))
             tr0 = bool(coarse._rotation_best_transpose)

@@ -152,12 +152,14 @@ def _window_patterns(atoms: Any, cell_shape: tuple[int, int], opts: FourDOptions
     with abtem.config.set({"diagnostics.progress_bar": False}):
         pot = abtem.Potential(atoms, gpts=(nx * m, ny * m), slice_thickness=float(atoms.cell[2, 2]),
                               projection="infinite", device="cpu")
-        v = np.asarray(pot.build().project().compute().array, np.float64)
+        built: Any = pot.build().project().compute()
+        v = np.asarray(built.array, np.float64)
         v = (v.sum(0) if v.ndim == 3 else v).T  # [y, x] eV·Å
         n_w = int(2 * np.ceil(opts.window_A / s / 2))
         probe = abtem.Probe(energy=opts.energy_eV, semiangle_cutoff=opts.semiangle_mrad, gpts=(n_w, n_w),
                             sampling=s, device="cpu")
-        psi = np.asarray(probe.build((n_w * s / 2, n_w * s / 2)).compute().array).squeeze().T.astype(np.complex64)
+        wave: Any = probe.build((n_w * s / 2, n_w * s / 2)).compute()
+        psi = np.asarray(wave.array).squeeze().T.astype(np.complex64)
     if n_w < opts.detector_px:
         raise ValueError(f"window_A={opts.window_A} gives {n_w} pixels, fewer than detector_px={opts.detector_px}")
     t = np.exp(1j * energy2sigma(opts.energy_eV) * v).astype(np.complex64)
