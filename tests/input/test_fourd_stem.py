@@ -273,3 +273,34 @@ def test_read_empad(tmp_path: Path, counted) -> None:
     image, com = read_fourd(path)
     assert abs(com.rotation_deg - 25.0) < 0.5
     assert _corr(image.data, phi) > 0.95
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.mib", b""),
+    ("noise.mib", b"\x00\x01garbage" * 50),
+    ("noise.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 64),
+    ("page.xml", b"<html><body>not an EMPAD acquisition</body></html>"),
+    ("missing.h5", None),
+])
+def test_damaged_fourd_files_are_one_line_input_errors(tmp_path: Path, name: str, content: bytes | None) -> None:
+    from octascope.input.sources import load_source
+
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        load_source("file", path=str(path), pixel_size_A=STEP_A)
+    message = str(err.value)
+    assert "\n" not in message and name in message
+
+
+def test_truncated_mib_is_refused(tmp_path: Path, counted) -> None:
+    from octascope.input.sources import load_source
+
+    data, _ = counted
+    path = _write_mib(tmp_path / "cut.mib", np.clip(data // 4, 0, 63))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as err:
+        load_source("file", path=str(path), pixel_size_A=STEP_A)
+    assert "\n" not in str(err.value) and "cut.mib" in str(err.value)

@@ -178,7 +178,22 @@ def _rsciio_fourd(p: Path, kind: str) -> FourDHeader:
     if tem.get("convergence_angle") is not None:
         meta["semiangle_mrad"] = float(tem["convergence_angle"])
     shape = tuple(int(n) for n in data.shape)
+    if kind == "mib":
+        _check_mib_frames(p, shape)
     return FourDHeader(shape, np.dtype(data.dtype), step, rec, lambda: np.asarray(data), meta)  # type: ignore[arg-type]
+
+
+def _check_mib_frames(p: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a Merlin file with fewer frames than its ``.hdr`` declares (RosettaSciIO reads what is there)."""
+    import re
+
+    hdr = p.with_suffix(".hdr")
+    if not hdr.is_file():
+        return
+    m = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", hdr.read_text(errors="replace"))
+    if m and int(m.group(1)) != shape[0] * shape[1]:
+        raise InputError(f"{p.name} holds {shape[0] * shape[1]} frames, its {hdr.name} declares {m.group(1)}: the file "
+                         "is truncated (or the .hdr belongs to another scan); copy it again")
 
 
 def _find_py4dstem_cube(p: Path) -> tuple[str, tuple[int, ...], np.dtype, dict[str, Any]]:
