@@ -304,3 +304,25 @@ def test_truncated_mib_is_refused(tmp_path: Path, counted) -> None:
     with pytest.raises(InputError) as err:
         load_source("file", path=str(path), pixel_size_A=STEP_A)
     assert "\n" not in str(err.value) and "cut.mib" in str(err.value)
+
+
+def test_icom_noise_of_counted_vacuum_matches_the_icom_noise_model() -> None:
+    """Vacuum counted at 16 e per pattern: the DPC components carry white noise of σ = k_α/2·√E[1/M]
+    per position (octascope.sim.noise.com_noise_sigma, the model of simulated iCoM images), and their
+    integral the 1/k² noise power that the locator measures (log-log slope ≈ -2)."""
+    from octascope.analysis.noise_spectrum import estimate_noise_spectrum
+    from octascope.sim.imaging import bright_field_radius, integrate_gradient
+    from octascope.sim.noise import com_noise_sigma
+
+    h = w = 64
+    step, dose = 0.4, 100.0
+    disc, _ = disc_patterns(np.zeros((2, h, w)), radius_px=8.0)
+    counts = np.random.default_rng(3).poisson(dose * step**2 * disc).astype(np.uint16)
+    dk = bright_field_radius(300e3, 29.9) / 8.0
+    res = center_of_mass(counts, step_A=step, detector_sampling=dk, rotation_deg=0.0, transpose=False)
+    expected = com_noise_sigma(signal="icom", dose_e_per_A2=dose, pixel_size_A=step)
+    # 2 x 4096 samples: the SD of a sample SD is 1.1 %; the disc's one-pixel edge ramp adds ≈ 2 % to its variance
+    assert res.com.std() == pytest.approx(expected, rel=0.05)
+    icom = integrate_gradient(res.com[0], res.com[1], step, boundary="periodic")
+    slope = estimate_noise_spectrum(icom, step).slope()
+    assert -2.4 < slope < -1.6, slope
