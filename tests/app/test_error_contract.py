@@ -300,7 +300,7 @@ def test_calibration_in_the_file_is_checked_too(tmp_path):
     from octascope.input.readers import read_image
 
     path = write_tiff(tmp_path / "a.tif", np.random.default_rng(0).random((24, 32)).astype(np.float32), 0.0001)
-    with pytest.raises(InputError, match=r"outside 0.01-5 .*calibration of a.tif \(override it with source.pixel_size_A\)"):
+    with pytest.raises(InputError, match=r"calibration of a.tif gives 0.001 Å per pixel, outside 0.01-5 Å .*give source.pixel_size_A="):
         read_image(path)
 
 

@@ -198,7 +198,7 @@ def _check_mib_frames(p: Path, shape: tuple[int, ...]) -> None:
 
 def _find_py4dstem_cube(p: Path) -> tuple[str, tuple[int, ...], np.dtype, dict[str, Any]]:
     """Path, shape, type and calibration of the first 4-D dataset of a py4DSTEM (EMD 1.0) HDF5 file."""
-    import h5py
+    import h5py  # type: ignore[import-untyped]
 
     found: list[tuple[str, tuple[int, ...], np.dtype]] = []
 

@@ -348,7 +348,7 @@ def _hspy_to_zspy(hspy: Path, zspy: Path) -> None:
     (its own ZSPY writer needs ``zarr.storage.NestedDirectoryStore``, gone in zarr 3)."""
     import shutil
 
-    import h5py
+    import h5py  # type: ignore[import-untyped]
     import zarr
 
     def plain(v: Any) -> Any:
