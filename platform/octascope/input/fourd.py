@@ -264,9 +264,9 @@ def read_fourd_header(path: str | Path) -> FourDHeader:
     if not p.exists():
         raise InputError(f"4D-STEM file not found: {p}; check source.path")
     suffix = p.suffix.lower()
-    kind = {".hspy": "hspy", ".zspy": "zspy", **FOURD_FORMATS}.get(suffix)
+    kind = {".hspy": "hspy", ".hdf5": "hspy", ".zspy": "zspy", **FOURD_FORMATS}.get(suffix)
     if kind is None:
-        raise InputError(f"unsupported 4D-STEM format '{suffix}'; use .hspy, .zspy, .mib, EMPAD .xml or py4DSTEM .h5")
+        raise InputError(f"unsupported 4D-STEM format '{suffix}'; use .hspy/.hdf5, .zspy, .mib, EMPAD .xml or py4DSTEM .h5")
     with _quiet():
         return _py4dstem_fourd(p) if kind == "py4dstem" else _rsciio_fourd(p, kind)
 
@@ -496,11 +496,12 @@ def is_fourd_file(path: str | Path) -> bool:
     suffix = p.suffix.lower()
     if suffix in FOURD_FORMATS:
         return True
-    if suffix not in (".hspy", ".zspy") or not p.exists():
+    kind = {".hspy": "hspy", ".hdf5": "hspy", ".zspy": "zspy"}.get(suffix)
+    if kind is None or not p.exists():
         return False
     try:
         with _quiet():
-            return any(np.ndim(s["data"]) == 4 for s in _read_rsciio(p, suffix[1:]))
+            return any(np.ndim(s["data"]) == 4 for s in _read_rsciio(p, kind))
     except InputError:
         return False
 
