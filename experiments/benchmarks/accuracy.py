@@ -77,6 +77,7 @@ IMAGES: dict[str, list[str]] = {
     "rotated": ["source=simulated", "source.imaging.max_snapshots=10", "source.imaging.scan_rotation_deg=17.0"],
     "carbon": ["source=simulated", "+simulation=carbon_support", "source.imaging.max_snapshots=10"],
     "multislice": ["source=simulated", "+simulation=multislice_crop"],
+    "multislice_full": ["source=simulated", "+simulation=multislice_full"],
     "field": ["source=field"],
 }
 DOSES = ("clean", "1000", "300", "100")
