@@ -381,7 +381,7 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     it lifts over 2.5 that the recorded image shows at 2-2.5 — stays). Undenoised images are left
     as they are. The count dropped is ``result.n_unsupported_by_recorded``.
     """
-    o = getattr(locator, "options", None)
+    o: Any = getattr(locator, "options", None)  # a locator without the candidate search's options is not checked
     floor = getattr(o, "recorded_significance", None)
     if (floor is None or not len(columns) or denoised.data is image.data
             or not all(hasattr(o, k) for k in ("detection_sigma_A", "background_sigma_A", "com_radius_A"))
