@@ -32,6 +32,9 @@ TOP_LEVEL_KEYS = {
     "region": "region.find_region",
     "refine": "refine.refine_columns",
     "particles": "analysis.particles.ParticleOptions",
+    # [h-series] time series (source.frames) and exports
+    "series": "analysis.series.SeriesOptions (a source.frames run)",
+    "export": "results.export.export_results",
 }
 TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
 
