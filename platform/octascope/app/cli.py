@@ -410,7 +410,14 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str], 
     validate_config(job_cfg)
     check_source_config(dict(job_cfg.get("source") or {}))
     build_stages(job_cfg, _registry())
+    global _LAST_COMPOSED
+    _LAST_COMPOSED = (job_cfg, hydra_node)
     return hydra_node
+
+
+#: the job configuration and hydra node composed last by :func:`_compose_and_check` (a session
+#: runs from it: Hydra is not composed again)
+_LAST_COMPOSED: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 class _Checked:
@@ -713,22 +720,30 @@ def main(argv: list[str] | None = None) -> None:
     code = 0
     checked: _Checked | None = None
     created: list[Path] = []
+    session: "_SessionRequest | None" = None
     try:
         with _Signals(), guarded_yaml_loading():
             try:
                 _register_resolvers()
-                checked = _check(argv)
+                session = _session_request(argv)
+                checked = _check(session.check_argv if session else argv)
                 created = _prepare_output_dir(checked)
+                if session is not None:
+                    code = _run_session_command(session, checked, created, status_dir)
             except OctascopeError as exc:
                 if os.environ.get("OCTASCOPE_DEBUG"):
                     raise
                 _say_error(str(exc))
                 raise SystemExit(2) from None
+            if session is not None:
+                raise _SessionDone()
             import hydra
 
             _run_id()
             sys.argv = [sys.argv[0], *checked.argv, *_pin_output_dir(checked)]
             hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+    except _SessionDone:
+        pass
     except KeyboardInterrupt as exc:
         from octascope.core.errors import Interrupted
 
@@ -757,6 +772,135 @@ def main(argv: list[str] | None = None) -> None:
         _say_error(f"{len(failed)} of {n_jobs} jobs failed (jobs {', '.join(p.stem for p in failed)}; see the lines above); "
                    "fix them and run those jobs again")
         raise SystemExit(1)
+
+
+class _SessionDone(Exception):
+    """A session command finished (its exit code is set): skip Hydra's run."""
+
+
+class _SessionRequest:
+    """A command line whose ``source.path`` is a glob or a folder: the frames, and the command line
+    checked with the first frame in its place."""
+
+    def __init__(self, argv: list[str], pattern: str, frames: list[Path], check_argv: list[str]):
+        self.argv, self.pattern, self.frames, self.check_argv = argv, pattern, frames, check_argv
+
+
+def _session_request(argv: list[str]) -> _SessionRequest | None:
+    """A session when ``source.path`` is a glob or a folder (:mod:`octascope.app.batch`), else None."""
+    from octascope.app.batch import expand_frames, is_batch_path
+    from octascope.core.errors import ConfigError
+
+    flags, overrides, names = _split_argv(argv)
+    if names & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}:
+        return None
+    quoted, parsed = _parse_overrides(overrides)
+    for tok, p in zip(quoted, parsed):
+        if p.key_or_group != "source.path" or p.is_sweep_override():
+            continue
+        value = p.value()
+        if not is_batch_path(value):
+            return None
+        if names & {"--multirun", "-m"}:
+            raise ConfigError(f"source.path={value} is a session (a glob or a folder) and cannot be swept with --multirun; "
+                              "run one session per setting")
+        frames = expand_frames(str(value))
+        first = _quote(str(frames[0])) or str(frames[0])
+        check = [a for a in argv if a != overrides[quoted.index(tok)]] + [f"source.path={first}"]
+        return _SessionRequest(argv, str(value), frames, check)
+    return None
+
+
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def _run_session_command(session: _SessionRequest, checked: _Checked, created: list[Path], status_dir: str) -> int:
+    """Run a session: in this machine's process pool, or as a Hydra sweep through the configured
+    launcher (SLURM). Returns the exit code (1 when a frame failed)."""
+    from octascope.app import batch
+    from octascope.core.errors import ConfigError
+    from octascope.results.outputs import claim_output_dir
+
+    if _LAST_COMPOSED is None or checked.output_dir is None:
+        raise ConfigError("a session needs an output folder known before it starts; give hydra.run.dir without "
+                          "${hydra.job...} interpolations")
+    cfg, hydra_node = _LAST_COMPOSED
+    cfg = dict(cfg, source=dict(cfg.get("source") or {}, path=session.pattern))
+    options = batch.batch_options(cfg)
+    session_dir = Path(checked.output_dir)
+    launcher = str((hydra_node.get("launcher") or {}).get("_target_") or _BASIC_LAUNCHER)
+    frames = session.frames
+    if options.dry_run:
+        plan = batch.plan_session(frames, cfg, session_dir, options)
+        for i, (f, d) in enumerate(zip(plan.frames, plan.done)):
+            print(f"[{i + 1}/{len(frames)}] {f}" + (f"  (done before: {d['output_dir']})" if d else ""))
+        todo = [f for f, d in zip(plan.frames, plan.done) if d is None]
+        if launcher != _BASIC_LAUNCHER:
+            params = {k: v for k, v in (hydra_node.get("launcher") or {}).items() if k != "_target_" and v is not None}
+            print(f"octascope: would submit {len(todo)} job(s) through {launcher.rsplit('.', 1)[-1]} "
+                  f"({', '.join(f'{k}={v}' for k, v in params.items())})")
+            print("  jobs: octascope --multirun " + " ".join(batch.sweep_overrides(todo, session_dir)) if todo else "  jobs: none")
+        else:
+            print(f"octascope: would analyse {len(todo)} frame(s) into {session_dir} "
+                  f"({len(frames) - len(todo)} done before)")
+        from octascope.results.outputs import remove_created_dirs
+
+        remove_created_dirs(created)
+        return 0
+    claim_output_dir(session_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "session": session.pattern}, created=created)
+    if launcher != _BASIC_LAUNCHER:
+        return _run_session_sweep(session, cfg, session_dir, options, status_dir)
+    record = batch.run_session(cfg, frames, session_dir)
+    print(_session_summary(record, session_dir), flush=True)
+    if record["failed"]:
+        _say_error(f"{record['failed']} of {record['frames']} frames failed (see the lines above); the others are in "
+                   f"{session_dir / batch.SESSION_CSV}; fix them and run the same command again (done frames are skipped)")
+        return 1
+    return 0
+
+
+def _session_summary(record: dict[str, Any], session_dir: Path) -> str:
+    lines = [f"octascope: session of {record['frames']} frame(s) in {record['wall_s']:.1f} s: {record['ok']} analysed"
+             f" ({record['frames_per_min']:.1f} frames/min, {record.get('workers', 1)} worker(s)), "
+             f"{record['skipped']} done before, {record['failed']} failed",
+             f"  table: {session_dir / 'session.csv'}"]
+    if (session_dir / "session.html").is_file():
+        lines.append(f"  report: {session_dir / 'session.html'}")
+    if record.get("mlflow_parent_run_id"):
+        lines.append(f"  MLflow: parent run {record['mlflow_parent_run_id']} (one child run per frame)")
+    return "\n".join(lines)
+
+
+def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_dir: Path, options: Any,
+                       status_dir: str) -> int:
+    """A session as a Hydra sweep through the configured launcher: one job per frame not done before,
+    the jobs' folders ``<session>/frames/<n>``, then the session table."""
+    import hydra
+
+    from octascope.app import batch
+
+    t0 = time.perf_counter()
+    plan = batch.plan_session(session.frames, cfg, session_dir, options)
+    todo = [f for f, d in zip(plan.frames, plan.done) if d is None]
+    track = dict(cfg.get("tracking") or {})
+    parent = batch._start_parent(track, session_dir, len(todo)) if track.get("enabled", True) and todo else None
+    if todo:
+        flags, overrides, _names = _split_argv(session.argv)
+        rest = [o for o in overrides if not o.startswith("source.path=")]
+        extra = [f"tracking.parent_run_id={parent}"] if parent else []
+        sys.argv = [sys.argv[0], *flags, "--multirun", *rest, *batch.sweep_overrides(todo, session_dir), *extra]
+        try:
+            hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+    failed = {int(p.stem): p.read_text() for p in Path(status_dir).glob("*.failed") if p.stem.isdigit()}
+    record = batch.collect_sweep(todo, session_dir, cfg, failed, time.perf_counter() - t0)
+    if parent:
+        batch._end_parent(track, parent, dict(record, frames_per_min=0.0), session_dir, failed=False)
+    print(f"octascope: session of {len(session.frames)} frame(s) through the launcher: {record['ok']} analysed, "
+          f"{len(session.frames) - len(todo)} done before, {record['failed']} failed; table: {session_dir / 'session.csv'}")
+    return 1 if record["failed"] else 0
 
 
 def _prepare_output_dir(checked: _Checked) -> list[Path]:

@@ -32,8 +32,9 @@ TOP_LEVEL_KEYS = {
     "region": "region.find_region",
     "refine": "refine.refine_columns",
     "particles": "analysis.particles.ParticleOptions",
+    "batch": "app.batch.BatchOptions (sessions: source.path a glob or a folder)",
 }
-TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
+TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name", "parent_run_id")
 
 
 def find_targets(node: Any, path: str = "") -> Iterator[str]:
@@ -61,7 +62,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown}, read by nothing; check the spelling "
                           f"(keys: {', '.join(TOP_LEVEL_KEYS)}; `octascope --cfg job` prints the configuration)")
-    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine", "particles"):
+    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine", "particles",
+                  "batch"):
         if stage in cfg and not isinstance(cfg[stage], Mapping):
             raise ConfigError(f"'{stage}' must be a group of keys, got {cfg[stage]!r}; choose an option with {stage}=<name>")
     track = cfg.get("tracking") or {}
@@ -69,6 +71,10 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if bad:
         raise ConfigError(f"tracking has no key(s) {bad}; its keys are {', '.join(TRACKING_KEYS)}")
     _check_step_options(cfg)
+    if "batch" in cfg:
+        from octascope.app.batch import batch_options
+
+        batch_options(cfg)
     from octascope.results.outputs import check_figure_formats
 
     check_figure_formats(cfg.get("figure_formats"))

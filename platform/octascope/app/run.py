@@ -34,8 +34,17 @@ def build_stages(cfg: Mapping[str, Any], registry: Registry) -> BuiltStages:
     return BuiltStages(denoiser=denoiser, locator=locator, classifier=classifier, network=network, metrics=metrics)
 
 
+def input_stem(image: Any, source: Mapping[str, Any]) -> str:
+    """The name a run is known by: the input file's stem, else the source's name or kind."""
+    path = (getattr(image, "metadata", None) or {}).get("path") or source.get("path")
+    if path:
+        return Path(str(path)).stem
+    return str(source.get("name") or source.get("kind") or "run")
+
+
 def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
-                    registry: Registry | None = None) -> tuple[Result, dict[str, Path]]:
+                    registry: Registry | None = None, run_name: str | None = None,
+                    tags: Mapping[str, str] | None = None) -> tuple[Result, dict[str, Path]]:
     """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
 
     The configuration is checked first (:func:`octascope.app.config.validate_config`), the plugins are
@@ -43,6 +52,9 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     the input checksum, the code version and the image metadata at once, so a run that dies later
     still says what it analysed. ``registry``: the plugin registry to build from (default: a fresh
     :func:`~octascope.core.registry.get_registry`; the command line passes the one it checked with).
+    ``run_name``: the MLflow run's name (default ``tracking.run_name``, else the input's stem and the
+    non-default settings, :func:`octascope.results.tracking.run_name`); ``tags``: more MLflow tags.
+    ``tracking.parent_run_id`` makes the run a child of that run (a session's frame).
     """
     from octascope.app.config import validate_config
     from octascope.input.sources import load_source
@@ -67,12 +79,13 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
 
     if not track.get("enabled", True):
         return body()
-    from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
+    from octascope.results.tracking import DIR_TAG, log_run, log_start, run_name as default_name, tracked_run
 
-    tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
-            **({"hydra.job.num": job_tag} if job_tag else {})}
+    all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
+                **({"hydra.job.num": job_tag} if job_tag else {}), **dict(tags or {})}
+    name = run_name or track.get("run_name") or default_name(input_stem(image, cfg.get("source") or {}), cfg)
     with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
-                     run_name=track.get("run_name"), tags=tags) as run:
+                     run_name=name, tags=all_tags, parent_run_id=track.get("parent_run_id")) as run:
         log_start(params=cfg, image=image, input_checksum=input_checksum(image))
         result, files = body()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
