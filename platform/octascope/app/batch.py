@@ -422,7 +422,7 @@ def run_session(cfg: Mapping[str, Any], frames: Sequence[Path], session_dir: str
             fcfg["tracking"] = dict(fcfg.get("tracking") or {}, parent_run_id=parent)
         jobs.append({"cfg": fcfg, "output_dir": str(plan.dirs[i]), "key": plan.keys[i], "num": i,
                      "input_sha256": plan.checksums[i], "index_dir": options.index_dir, "session": str(session_dir),
-                     "run_name": run_name_for(plan.frames[i], cfg), "tags": {"octascope.session": str(session_dir)}})
+                     "run_name": run_name_for(plan.frames[i], cfg), "tags": {"octascope.session": str(session_dir.resolve())}})
     if jobs:
         say(f"octascope: session of {n} frame(s): {len(jobs)} to analyse with {workers} worker(s)"
             + (f", {n - len(jobs)} done before" if n > len(jobs) else ""))
@@ -505,7 +505,7 @@ def _start_parent(track: Mapping[str, Any], session_dir: Path, n_frames: int) ->
 
     return start_parent_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
                             run_name=track.get("run_name") or f"session_{session_dir.name}",
-                            tags={"octascope.session": str(session_dir), "octascope.output_dir": str(session_dir),
+                            tags={"octascope.session": str(session_dir.resolve()), "octascope.output_dir": str(session_dir.resolve()),
                                   "octascope.frames": str(n_frames)})
 
 

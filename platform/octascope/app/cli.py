@@ -667,23 +667,62 @@ def runs_command(argv: list[str]) -> int:
               + (f" and {len(orphans)} empty folder(s) of killed runs" if orphans else "")
               + (f"; {len(unknown)} RUNNING run(s) from another host or an older version not checked" if unknown else ""))
         return 0
-    runs = list_runs(uri)
-    print(f"{'run':<12}  {'status':<9}  {'started (UTC)':<19}  {'output folder'}")
+    print(runs_table(list_runs(uri), is_complete))
+    return 0
+
+
+def headline_tilt(metrics: dict[str, float]) -> str:
+    """θ3 core/shell of a run's metrics, as ``θ3 core 8.9 ± 0.2° / shell 6.5 ± 0.7°`` (or '')."""
+    parts = []
+    for region in ("core", "shell"):
+        mean = metrics.get(f"theta3_deg_mean_{region}")
+        err = metrics.get(f"theta3_deg_mean_{region}_err")
+        if mean is not None:
+            parts.append(f"{region} {mean:.1f}" + (f" ± {err:.1f}°" if err is not None else "°"))
+    return ("θ3 " + " / ".join(parts)) if parts else ""
+
+
+def runs_table(runs: list[Any], is_complete: Any) -> str:
+    """The lines of ``octascope runs``: name, input, status, start, headline tilt, output folder."""
     import datetime as _dt
 
+    from octascope.results.tracking import DIR_TAG
+
+    rows = [("run", "name", "input", "status", "started (UTC)", "tilt", "output folder")]
     for r in runs:
-        started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
         folder = r.data.tags.get(DIR_TAG, "")
-        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)"
-                                       if Path(folder).is_dir() else " (folder removed)")
-        print(f"{r.info.run_id[:12]:<12}  {r.info.status:<9}  {started:<19}  {folder}{state}")
-    return 0
+        state = "" if not folder else ("" if is_complete(folder) or r.data.tags.get("octascope.kind") == "session"
+                                       else " (incomplete)" if Path(folder).is_dir() else " (removed)")
+        source = r.data.tags.get("octascope.source", "")
+        name = r.info.run_name or ""
+        if r.data.tags.get("mlflow.parentRunId"):
+            name = "  " + name
+        rows.append((r.info.run_id[:8], name[:32], Path(source).name[:28] if source else "", r.info.status, started,
+                     headline_tilt(dict(r.data.metrics)), folder + state))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``octascope`` console command."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("plugins", "runs", "compare") and {"--help", "-h"} & set(argv):
+        from octascope.app.help import HELP
+
+        print(HELP)
+        return
+    if argv and argv[0] == "--version":
+        from octascope.app.help import version_text
+
+        print(version_text())
+        return
     if argv and argv[0] == "plugins":
+        if {"--help", "-h"} & set(argv[1:]):
+            from octascope.app.help import PLUGINS_HELP
+
+            print(PLUGINS_HELP)
+            return
         rest = [a for a in argv[1:] if a != "list"]
         try:
             print(list_plugins(rest[0] if rest else None))

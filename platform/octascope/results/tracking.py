@@ -32,6 +32,9 @@ PID_TAG, HOST_TAG, START_TAG, DIR_TAG = "octascope.pid", "octascope.host", "octa
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 #: MLflow's tag that makes a run the child of another (the UI nests it under its parent)
 PARENT_TAG = "mlflow.parentRunId"
+#: scalars kept in summary.json but not logged to MLflow: the lattice-vector statistics, spreads and
+#: medians that no comparison reads (fewer, readable metrics in the UI)
+NOT_LOGGED = re.compile(r"^(C[123]|P[123])_A_(mean|std)$|_std_(core|shell)$|^x_ellipticity_|_deg_median$")
 #: significant digits of logged metrics (the uncertainties are a few % at best: 6 keep every real digit)
 METRIC_DIGITS = 6
 
@@ -567,7 +570,8 @@ def log_run(*, params: Mapping[str, Any] | None = None, scalars: Mapping[str, fl
         for start in range(0, len(items), 100):
             mlflow.log_params(dict(items[start:start + 100]))
     metrics = {metric_name(k): round_metric(v) for k, v in scalars.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+               and not NOT_LOGGED.search(k)}
     metrics.update({metric_name(f"time_s/{k}"): round(float(v), 3) for k, v in timings_s.items()})
     if metrics:
         mlflow.log_metrics(metrics)
