@@ -125,12 +125,15 @@ def _hydra_task(cfg: Any) -> None:
 
     from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
+    if "hydra_start" in _PHASES:  # Hydra's own start (composing, logging) before the job
+        _PHASES["hydra"] = time.perf_counter() - _PHASES.pop("hydra_start")
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     job_tag = str(hc.job.num) if multirun else None
     label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
     claimed = False
+    t_job = time.perf_counter()
     try:
         container = _to_dict(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
@@ -167,6 +170,9 @@ def _hydra_task(cfg: Any) -> None:
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
     print(format_summary(result, files, output_dir, uri), flush=True)
+    from octascope.app.run import PHASES
+
+    PHASES["job"] = time.perf_counter() - t_job
 
 
 def list_plugins(stage: str | None = None) -> str:
@@ -765,7 +771,9 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 _register_resolvers()
                 session = _session_request(argv)
+                t_check = time.perf_counter()
                 checked = _check(session.check_argv if session else argv)
+                _PHASES["check"] = time.perf_counter() - t_check
                 created = _prepare_output_dir(checked)
                 if session is not None:
                     code = _run_session_command(session, checked, created, status_dir)
@@ -780,6 +788,7 @@ def main(argv: list[str] | None = None) -> None:
 
             _run_id()
             sys.argv = [sys.argv[0], *checked.argv, *_pin_output_dir(checked)]
+            _PHASES["hydra_start"] = time.perf_counter()
             hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
     except _SessionDone:
         pass
@@ -804,7 +813,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 os.environ[k] = v
     if os.environ.get("OCTASCOPE_TIMING"):
-        print(f"octascope: wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        _print_timing(t0)
     if code:
         raise SystemExit(code)
     if failed:
@@ -940,6 +949,30 @@ def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_di
     print(f"octascope: session of {len(session.frames)} frame(s) through the launcher: {record['ok']} analysed, "
           f"{len(session.frames) - len(todo)} done before, {record['failed']} failed; table: {session_dir / 'session.csv'}")
     return 1 if record["failed"] else 0
+
+
+#: wall time of the command's phases [s] (with :data:`octascope.app.run.PHASES`: ``OCTASCOPE_TIMING=1``)
+_PHASES: dict[str, float] = {}
+
+
+def _print_timing(t0: float) -> None:
+    """One stderr line: the command's wall time and its phases (start-up = interpreter and imports
+    before :func:`main`)."""
+    import json
+
+    from octascope.app.run import PHASES
+
+    phases = dict(_PHASES)
+    try:
+        import psutil
+
+        phases["startup"] = time.time() - psutil.Process().create_time() - (time.perf_counter() - t0)
+    except Exception:
+        pass
+    phases.update(PHASES)
+    phases["wall"] = time.perf_counter() - t0 + phases.get("startup", 0.0)
+    print(f"octascope: wall time {time.perf_counter() - t0:.1f} s; phases " + json.dumps({k: round(v, 3) for k, v in phases.items()}),
+          file=sys.stderr)
 
 
 def _prepare_output_dir(checked: _Checked) -> list[Path]:

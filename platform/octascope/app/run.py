@@ -13,6 +13,28 @@ from octascope.core.model import Result
 from octascope.analysis.pipeline import BuiltStages
 from octascope.core.registry import Registry
 
+#: wall time of the phases of the last run in this process [s] (``OCTASCOPE_TIMING=1`` prints them;
+#: experiments/benchmarks/startup.py reads them)
+PHASES: dict[str, float] = {}
+
+
+class _phase:
+    """``with _phase("name"):`` adds the block's wall time to :data:`PHASES`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        import time
+
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        import time
+
+        PHASES[self.name] = PHASES.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
 #: the stages built from a config, by their keyword in :func:`octascope.analysis.pipeline.run_pipeline`
 STAGE_KEYS: tuple[str, ...] = ("denoiser", "locator", "classifier", "network")
 
@@ -63,18 +85,22 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     from octascope.analysis.pipeline import run_pipeline
     from octascope.core.registry import get_registry
 
-    validate_config(cfg)
-    formats = check_figure_formats(cfg.get("figure_formats"))
-    registry = registry or get_registry()
-    stages = build_stages(cfg, registry)
-    image, truth = load_source(**cfg["source"])
+    with _phase("plugins"):
+        validate_config(cfg)
+        formats = check_figure_formats(cfg.get("figure_formats"))
+        registry = registry or get_registry()
+        stages = build_stages(cfg, registry)
+    with _phase("read"):
+        image, truth = load_source(**cfg["source"])
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
     track = cfg.get("tracking") or {}
 
     def body() -> tuple[Result, dict[str, Path]]:
-        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
-                              particles=cfg.get("particles"), **stages)
-        files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
+        with _phase("analysis"):
+            result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
+                                  particles=cfg.get("particles"), **stages)
+        with _phase("outputs"):
+            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
         return result, files
 
     if not track.get("enabled", True):
@@ -84,10 +110,16 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
                 **({"hydra.job.num": job_tag} if job_tag else {}), **dict(tags or {})}
     name = run_name or track.get("run_name") or default_name(input_stem(image, cfg.get("source") or {}), cfg)
+    import time
+
+    t0 = time.perf_counter()
     with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
                      run_name=name, tags=all_tags, parent_run_id=track.get("parent_run_id")) as run:
         log_start(params=cfg, image=image, input_checksum=input_checksum(image))
+        PHASES["tracking"] = PHASES.get("tracking", 0.0) + time.perf_counter() - t0
         result, files = body()
+        t1 = time.perf_counter()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
         files["mlflow_run_id"] = run.info.run_id
+    PHASES["tracking"] += time.perf_counter() - t1
     return result, files
