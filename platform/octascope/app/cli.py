@@ -123,19 +123,56 @@ def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
-
     if "hydra_start" in _PHASES:  # Hydra's own start (composing, logging) before the job
         _PHASES["hydra"] = time.perf_counter() - _PHASES.pop("hydra_start")
     hc = HydraConfig.get()
-    output_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    job_tag = str(hc.job.num) if multirun else None
-    label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
+    _run_job(cfg, Path(hc.runtime.output_dir), multirun=multirun, job_num=str(hc.job.num) if multirun else None,
+             label=f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None)
+
+
+def _run_direct(checked: "_Checked") -> bool:
+    """Run a single (non-sweep) job from the configuration the check composed, without composing it
+    again through ``hydra.main``: Hydra composes once. Applies what Hydra's run would
+    (``hydra.job.env_set``, the job's logging config; both checked by the policy). Returns False
+    (nothing done) where Hydra must run the job itself: a sweep, an output folder not known
+    before, ``hydra.job.chdir``."""
+    if checked.multirun or checked.output_dir is None or _LAST_COMPOSED is None or not _pin_output_dir(checked):
+        return False
+    job_cfg, hydra_node = _LAST_COMPOSED
+    job = hydra_node.get("job") or {}
+    if job.get("chdir") or "${" in json_text(hydra_node.get("job_logging")):
+        return False
+    for name, value in (job.get("env_set") or {}).items():
+        os.environ[str(name)] = "" if value is None else str(value)
+    logging_cfg = hydra_node.get("job_logging")
+    if isinstance(logging_cfg, dict) and logging_cfg:
+        import logging.config
+
+        logging.config.dictConfig(logging_cfg)
+    _run_job(job_cfg, Path(checked.output_dir), multirun=False, job_num=None, label=None)
+    return True
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None, label: str | None) -> None:
+    """One job (Hydra's task, or :func:`_run_direct`): claim the folder, run, print the summary; a
+    failure is one line (a sweep records it and goes on)."""
+    from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
+
+    job_tag = job_num
     claimed = False
     t_job = time.perf_counter()
     try:
-        container = _to_dict(cfg, resolve=True)
+        container = cfg if isinstance(cfg, dict) else _to_dict(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
                          created=_created_for(output_dir, multirun))
         claimed = True
@@ -160,12 +197,12 @@ def _hydra_task(cfg: Any) -> None:
             raise  # a bug, not a user error: Hydra prints the traceback
         if multirun:  # a sweep runs every job: record the failure and go on
             _say_error(f"{label} failed: {msg}")
-            _record_job(str(hc.job.num), msg)
+            _record_job(str(job_num), msg)
             return
         _say_error(msg)
         raise SystemExit(2) from None
     if multirun:
-        _record_job(str(hc.job.num), None)
+        _record_job(str(job_num), None)
     from octascope.results.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
@@ -771,6 +808,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 _register_resolvers()
                 session = _session_request(argv)
+                _prewarm_tracking(argv)
                 t_check = time.perf_counter()
                 checked = _check(session.check_argv if session else argv)
                 _PHASES["check"] = time.perf_counter() - t_check
@@ -784,6 +822,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(2) from None
             if session is not None:
                 raise _SessionDone()
+            _run_id()
+            if not (_split_argv(argv)[2] & _NO_JOB_FLAGS) and _run_direct(checked):
+                raise _SessionDone()  # the job ran; Hydra was composed once (by the check)
             import hydra
 
             _run_id()
@@ -822,8 +863,28 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1)
 
 
+def _prewarm_tracking(argv: list[str]) -> None:
+    """Import MLflow and its SQL store in a background thread while the configuration is checked and
+    the image analysed (≈ 2-3 s of imports off the critical path); the run then finds them imported.
+    Not for ``tracking.enabled=false`` or commands that run no job."""
+    import threading
+
+    flags, overrides, names = _split_argv(argv)
+    if names & _NO_JOB_FLAGS or any(o.replace(" ", "").lower() == "tracking.enabled=false" for o in overrides):
+        return
+
+    def work() -> None:
+        try:
+            import mlflow  # noqa: F401
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        except Exception:  # the run reports a broken MLflow itself, in one line
+            pass
+
+    threading.Thread(target=work, name="octascope-import-mlflow", daemon=True).start()
+
+
 class _SessionDone(Exception):
-    """A session command finished (its exit code is set): skip Hydra's run."""
+    """A session (or a job run without ``hydra.main``) finished: skip Hydra's run."""
 
 
 class _SessionRequest:
