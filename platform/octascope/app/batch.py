@@ -42,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from octascope.core.params import Options, param, require
+from octascope.app.config import BatchOptions, batch_options
+
+__all__ = ["BatchOptions", "batch_options", "expand_frames", "run_session", "frame_key", "session_rows"]
 
 #: characters that make source.path a glob
 GLOB_CHARS = "*?["
@@ -63,38 +65,6 @@ SESSION_COLUMNS = [
 _PARTICLE_COLUMNS = [c for c in SESSION_COLUMNS[3:22]]
 #: configuration groups that do not change a frame's result
 _NOT_RESULT = ("tracking", "progress", "batch")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchOptions(Options):
-    """How a session runs: the ``batch`` group of the run configuration (read only when
-    ``source.path`` is a glob or a folder)."""
-
-    workers: int | str = param("auto", doc="processes analysing frames at once on this machine; auto: the free cores "
-                                            "(usable cores minus the load average, at least 1)")
-    skip_done: bool = param(True, doc="reuse a complete earlier result of the same input file and configuration")
-    index_dir: str = param("outputs/.octascope-index", doc="folder of the done-frame index (one file per frame key)")
-    dry_run: bool = param(False, doc="list the frames (and, with a Hydra launcher, the jobs it would submit); "
-                                     "analyse nothing")
-
-    def check(self) -> None:
-        require(self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 1),
-                f"batch.workers must be auto or a whole number >= 1, got {self.workers!r}")
-        require(bool(str(self.index_dir).strip()), "batch.index_dir must name a folder")
-
-
-def batch_options(cfg: Mapping[str, Any]) -> BatchOptions:
-    """The ``batch`` group of a configuration as :class:`BatchOptions` (ConfigError when wrong)."""
-    from octascope.core.errors import ConfigError, PluginParameterError
-    from octascope.core.params import options_from
-
-    raw = dict(cfg.get("batch") or {})
-    if isinstance(raw.get("workers"), str) and raw["workers"].isdigit():
-        raw["workers"] = int(raw["workers"])
-    try:
-        return options_from(BatchOptions, raw, "batch")
-    except PluginParameterError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def is_batch_path(value: Any) -> bool:

@@ -14,9 +14,11 @@ Hydra callbacks, logging factories and launchers/sweepers other than the install
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from octascope.core.errors import ConfigError
+from octascope.core.params import Options, param, require
 
 #: top-level keys of a run configuration and what reads them
 TOP_LEVEL_KEYS = {
@@ -72,8 +74,6 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"tracking has no key(s) {bad}; its keys are {', '.join(TRACKING_KEYS)}")
     _check_step_options(cfg)
     if "batch" in cfg:
-        from octascope.app.batch import batch_options
-
         batch_options(cfg)
     from octascope.results.outputs import check_figure_formats
 
@@ -98,3 +98,35 @@ def _check_step_options(cfg: Mapping[str, Any]) -> None:
             options_from(cls, dict(cfg.get(group) or {}), group)
         except PluginParameterError as exc:
             raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions(Options):
+    """How a session runs: the ``batch`` group of the run configuration (read only when
+    ``source.path`` is a glob or a folder)."""
+
+    workers: int | str = param("auto", doc="processes analysing frames at once on this machine; auto: the free cores "
+                                            "(usable cores minus the load average, at least 1)")
+    skip_done: bool = param(True, doc="reuse a complete earlier result of the same input file and configuration")
+    index_dir: str = param("outputs/.octascope-index", doc="folder of the done-frame index (one file per frame key)")
+    dry_run: bool = param(False, doc="list the frames (and, with a Hydra launcher, the jobs it would submit); "
+                                     "analyse nothing")
+
+    def check(self) -> None:
+        require(self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 1),
+                f"workers must be auto or a whole number >= 1, got {self.workers!r}")
+        require(bool(str(self.index_dir).strip()), "index_dir must name a folder")
+
+
+def batch_options(cfg: Mapping[str, Any]) -> BatchOptions:
+    """The ``batch`` group of a configuration as :class:`BatchOptions` (ConfigError when wrong)."""
+    from octascope.core.errors import ConfigError, PluginParameterError
+    from octascope.core.params import options_from
+
+    raw = dict(cfg.get("batch") or {})
+    if isinstance(raw.get("workers"), str) and raw["workers"].isdigit():
+        raw["workers"] = int(raw["workers"])
+    try:
+        return options_from(BatchOptions, raw, "batch")
+    except PluginParameterError as exc:
+        raise ConfigError(str(exc)) from None
