@@ -157,6 +157,7 @@ def test_session_through_slurm_launcher_composes_and_lists_the_jobs(in_tmp, caps
     assert code == 0, err
     assert "would submit 2 job(s) through SlurmLauncher" in out and "partition=gpu" in out
     assert "source.path='" in out and "p00.npy" in out and "p01.npy" in out and "--multirun" in out
+    assert "#SBATCH --partition=gpu" in out and "#SBATCH --array=0-1%" in out and "#SBATCH --time=240" in out
     assert not list(in_tmp.glob("outputs/*/*/*"))  # nothing written
 
 

@@ -500,8 +500,28 @@ def sweep_overrides(frames: Sequence[Path], session_dir: Path) -> list[str]:
         s = str(p)
         return f"'{s}'" if "'" not in s else f'"{s}"'
 
-    return [f"source.path={','.join(q(f) for f in frames)}", f"hydra.sweep.dir={q(session_dir / 'frames')}",
+    return [f"source.path={','.join(q(f.resolve()) for f in frames)}", f"hydra.sweep.dir={q(session_dir.resolve() / 'frames')}",
             "hydra.sweep.subdir=${hydra.job.num}", "progress=false"]
+
+
+def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path) -> str | None:
+    """The ``#SBATCH`` header submitit would write for a session's job array (``hydra/launcher=slurm``),
+    made without a cluster (None when submitit is not installed)."""
+    try:
+        from submitit.slurm.slurm import _make_sbatch_string
+    except ImportError:
+        return None
+    mem = launcher.get("mem_gb")
+    keys = {"partition": launcher.get("partition"), "account": launcher.get("account"),
+            "time": launcher.get("timeout_min"), "cpus_per_task": launcher.get("cpus_per_task"),
+            "ntasks_per_node": launcher.get("tasks_per_node"), "nodes": launcher.get("nodes"),
+            "gpus_per_node": launcher.get("gpus_per_node"), "qos": launcher.get("qos"),
+            "constraint": launcher.get("constraint"), "mem": f"{mem}GB" if mem else None,
+            "array_parallelism": launcher.get("array_parallelism") or 256,
+            "job_name": launcher.get("name") or "octascope"}
+    text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder),
+                               map_count=n_jobs, **{k: v for k, v in keys.items() if v is not None})
+    return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
 
 
 def collect_sweep(frames: Sequence[Path], session_dir: Path, cfg: Mapping[str, Any],

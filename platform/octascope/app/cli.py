@@ -949,6 +949,10 @@ def _run_session_command(session: _SessionRequest, checked: _Checked, created: l
             print(f"octascope: would submit {len(todo)} job(s) through {launcher.rsplit('.', 1)[-1]} "
                   f"({', '.join(f'{k}={v}' for k, v in params.items())})")
             print("  jobs: octascope --multirun " + " ".join(batch.sweep_overrides(todo, session_dir)) if todo else "  jobs: none")
+            preview = batch.sbatch_preview(hydra_node.get("launcher") or {}, len(todo), session_dir / "frames" / ".submitit")\
+                if "slurm" in launcher.lower() and todo else None
+            if preview:
+                print("  the job array's sbatch header (submitit):\n" + "\n".join("    " + line for line in preview.splitlines()))
         else:
             print(f"octascope: would analyse {len(todo)} frame(s) into {session_dir} "
                   f"({len(frames) - len(todo)} done before)")
