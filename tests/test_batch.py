@@ -44,6 +44,9 @@ def test_folder_takes_image_files_directly_inside_glob_may_recurse(tmp_path):
     assert [p.name for p in expand_frames(str(tmp_path / "*.npy"))] == ["a.npy"]
     assert [p.name for p in expand_frames(str(tmp_path / "**" / "*.npy"))] == ["a.npy", "d.npy"]
     assert is_batch_path(str(tmp_path)) and is_batch_path("x/*.emd") and not is_batch_path(str(tmp_path / "a.npy"))
+    (tmp_path / "in_a[1].npy").write_bytes(b"x")  # an existing file with glob characters: one image
+    (tmp_path / "store.zspy").mkdir()  # a zarr store is an image, not a session
+    assert not is_batch_path(str(tmp_path / "in_a[1].npy")) and not is_batch_path(str(tmp_path / "store.zspy"))
     with pytest.raises(InputError, match="no image files"):
         expand_frames(str(tmp_path / "*.dm4"))
 

@@ -2,7 +2,9 @@
 
 Which files a session takes
     ``source.path`` is a *glob* when it holds ``*``, ``?`` or ``[`` (``**`` matches sub-folders),
-    and a *folder* when it names one: the files directly inside (not sub-folders). Either way only
+    and a *folder* when it names one: the files directly inside (not sub-folders). A path that
+    exists with an image suffix is always one image (``in_a[1].npy``; a ``.zspy`` store is a folder;
+    a folder named ``x.npy`` is refused by the reader as one). Either way only
     readable image files count (the suffixes of :data:`octascope.input.readers.FORMATS`: ``.tif``,
     ``.tiff``, ``.dm3``, ``.dm4``, ``.emd``, ``.hspy``, ``.zspy``, ``.npy``, ``.png``, any case), hidden
     files never; frames are analysed in sorted path order. Truth tables beside the images
@@ -71,7 +73,10 @@ def is_batch_path(value: Any) -> bool:
     """Whether a ``source.path`` value names several frames: a glob or a folder."""
     if not isinstance(value, str) or not value or value.startswith("octascope://"):
         return False
-    return any(c in value for c in GLOB_CHARS) or Path(value).expanduser().is_dir()
+    path = Path(value).expanduser()
+    if path.suffix.lower() in _image_suffixes() and (path.exists() or path.is_symlink()):
+        return False  # a file (or a .zspy folder) of that name: one image, even with [ ] * ? in its name
+    return any(c in value for c in GLOB_CHARS) or path.is_dir()
 
 
 def _image_suffixes() -> set[str]:
@@ -93,12 +98,13 @@ def expand_frames(pattern: str) -> list[Path]:
     suffixes = _image_suffixes()
     text = os.path.expanduser(pattern)
     if Path(text).is_dir():
-        found = [p for p in Path(text).iterdir() if p.is_file() and not p.name.startswith(".")]
+        found = [p for p in Path(text).iterdir() if not p.name.startswith(".")]
         what = f"folder {text}"
     else:
-        found = [Path(p) for p in _glob.glob(text, recursive=True) if Path(p).is_file()]
+        found = [Path(p) for p in _glob.glob(text, recursive=True)]
         what = f"'{pattern}'"
-    frames = sorted(p for p in found if p.suffix.lower() in suffixes)
+    # image files, and .zspy stores (zarr folders)
+    frames = sorted(p for p in found if p.suffix.lower() in suffixes and (p.is_file() or p.suffix.lower() == ".zspy"))
     if not frames:
         raise InputError(f"no image files in {what} (read: {', '.join(sorted(suffixes))}; a folder's sub-folders "
                          "are not searched); check source.path, or use a glob such as 'session/**/*.emd'")

@@ -753,6 +753,16 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] not in ("plugins", "runs", "compare") and {"--help", "-h"} & set(argv):
         from octascope.app.help import HELP
 
+        if set(argv) - {"--help", "-h"}:  # overrides beside --help are still checked (and refused) first
+            from octascope.app.policy import guarded_yaml_loading
+
+            try:
+                with guarded_yaml_loading():
+                    _register_resolvers()
+                    _check(argv)
+            except OctascopeError as exc:
+                _say_error(str(exc))
+                raise SystemExit(2) from None
         print(HELP)
         return
     if argv and argv[0] == "--version":
