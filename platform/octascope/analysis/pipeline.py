@@ -206,12 +206,24 @@ def run_pipeline(
     denoised = result.denoised = clock.step(1, f"denoiser:{denoiser.name}", lambda: denoiser.denoise(image))
     if denoised.shape != image.shape:
         raise PluginError(f"denoiser '{denoiser.name}' changed the image shape {image.shape} -> {denoised.shape}")
-    columns = clock.step(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
+    try:
+        columns = clock.step(2, f"locator:{locator.name}", lambda: locator.locate(denoised))
+    except InputError as exc:
+        noted = with_pixel_size(exc, image)
+        if noted is exc:
+            raise
+        raise noted from None
     validate_columns(columns)
     pairs = pop_position_covariance(columns)
     try:
         _analyse_particles(result, denoised, columns, classifier, network, region_options, refine_options, particle_opts,
                            clock, pairs)
+    except InputError as exc:
+        noted = with_pixel_size(exc, image)
+        noted.partial_result = result  # type: ignore[attr-defined]
+        if noted is exc:
+            raise
+        raise noted from None
     except Exception as exc:
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
@@ -219,6 +231,18 @@ def run_pipeline(
     _join_particle_table(result)
     result.timings_s["total"] = sum(v for k, v in result.timings_s.items() if k != "total")
     return result
+
+
+def with_pixel_size(exc: InputError, image: Image) -> InputError:
+    """An InputError whose message depends on the pixel size (it asks to check it, or states a length
+    in Å measured on the image), with the pixel size used and where it came from added (``image.metadata["pixel_size_from"]``: the file's calibration or the override);
+    ``exc`` itself when the message does not depend on the pixel size or already names its source."""
+    text = str(exc)
+    if not any(k in text for k in ("pixel size", "spacing", "|a1|")) or "pixel size used" in text:
+        return exc
+    source = {"file": "the file's calibration", "override": "source.pixel_size_A"}.get(
+        str((image.metadata or {}).get("pixel_size_from")), "the image given")
+    return InputError(f"{text} (pixel size used: {image.pixel_size_A:g} Å/px, from {source})")
 
 
 def particle_options(particles: ParticleOptions | Mapping[str, Any] | None) -> ParticleOptions:

@@ -47,7 +47,7 @@ def check_contrast(band_passed: np.ndarray, mask: np.ndarray) -> float:
     if skew < -0.3:
         raise InputError(
             f"the columns look dark on a bright background (band-passed skewness {skew:.2f} inside the crystal), "
-            "as in ABF or an inverted iDPC image; octascope needs bright columns (iDPC/HAADF): negate the image first"
+            "as in ABF or an inverted iDPC image; octascope needs bright columns (iDPC/HAADF): give source.invert=true to invert the contrast"
         )
     return skew
 
@@ -65,8 +65,15 @@ def check_lattice(basis_A: np.ndarray, *, pixel_size_A: float) -> None:
     b = np.asarray(basis_A, float)
     n1, n2 = np.linalg.norm(b, axis=1)
     a = 0.5 * (n1 + n2)
+    if not (np.isfinite(b).all() and min(n1, n2) > 1e-3 * max(max(n1, n2), 1e-12)):
+        # one lattice direction only (a row of columns, or a projection off every zone axis): no ratio, no angle
+        found = ", ".join(f"{n:.2f} Å" for n in (n1, n2) if np.isfinite(n) and n > 1e-3 * max(max(n1, n2), 1e-12)) or "none"
+        raise InputError(
+            f"the columns form no two-dimensional lattice (one lattice direction found, spacing {found}): octascope "
+            "analyses [001] perovskite projections; tilt the particle to a [001] zone axis"
+        )
     aspect = max(n1, n2) / min(n1, n2)
-    angle = np.degrees(np.arccos(np.clip(abs(b[0] @ b[1]) / (n1 * n2), 0, 1)))
+    angle = float(np.degrees(np.arccos(np.clip(abs(b[0] @ b[1]) / (n1 * n2), 0, 1))))
     if aspect > MAX_ASPECT or abs(90.0 - angle) > MAX_SHEAR_DEG:
         raise InputError(
             f"the column lattice is not square (|a1| {n1:.2f} Å, |a2| {n2:.2f} Å, angle {angle:.1f}°): "

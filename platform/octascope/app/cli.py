@@ -176,7 +176,10 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
                          created=_created_for(output_dir, multirun))
         claimed = True
-        result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
+        # [h-series] source.frames: a time series (octascope.app.series)
+        from octascope.app.series import run_series_from_config
+        runner = run_series_from_config if (container.get("source") or {}).get("frames") is not None else run_from_config
+        result, files = runner(container, output_dir, job_tag=job_tag, registry=_registry())
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
         if claimed:
             release_failed_output_dir(output_dir)
@@ -206,6 +209,10 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
     from octascope.results.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
+    from octascope.app.series import SeriesResult, format_series_summary  # [h-series]
+    if isinstance(result, SeriesResult):
+        print(format_series_summary(result, files, output_dir, uri), flush=True)
+        return
     print(format_summary(result, files, output_dir, uri), flush=True)
     from octascope.app.run import PHASES
 

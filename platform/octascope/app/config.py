@@ -35,6 +35,9 @@ TOP_LEVEL_KEYS = {
     "refine": "refine.refine_columns",
     "particles": "analysis.particles.ParticleOptions",
     "batch": "app.batch.BatchOptions (sessions: source.path a glob or a folder)",
+    # [h-series] time series (source.frames) and exports
+    "series": "analysis.series.SeriesOptions (a source.frames run)",
+    "export": "results.export.export_results",
 }
 TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name", "parent_run_id")
 

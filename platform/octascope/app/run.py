@@ -88,6 +88,9 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     with _phase("plugins"):
         validate_config(cfg)
         formats = check_figure_formats(cfg.get("figure_formats"))
+        from octascope.results.export import check_export, write_extras  # [h-series]
+
+        check_export(cfg.get("export"))
         registry = registry or get_registry()
         stages = build_stages(cfg, registry)
     with _phase("read"):
@@ -100,8 +103,10 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
             result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
                                   particles=cfg.get("particles"), **stages)
         with _phase("outputs"):
-            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)
-        return result, files
+            tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
+            extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json
+            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)  # summary.json last
+        return result, {**extras, **files}
 
     if not track.get("enabled", True):
         return body()

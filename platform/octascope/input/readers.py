@@ -29,14 +29,14 @@ FORMATS = {
     ".tif": "tiff", ".tiff": "tiff",
     ".dm3": "dm", ".dm4": "dm",
     ".emd": "emd",
-    ".hspy": "hspy", ".zspy": "zspy",
+    ".hspy": "hspy", ".hdf5": "hspy", ".zspy": "zspy",  # .hdf5: HyperSpy's default extension before 1.2
     ".npy": "npy",
     ".png": "png",
 }
 
 #: pixel sizes [Å] accepted: atomic-resolution STEM of perovskites lies well inside
 PIXEL_SIZE_RANGE_A = (0.01, 5.0)
-#: bytes of peak memory per image pixel for one analysis (measured, see README "Memory")
+#: bytes of peak memory per image pixel for one analysis (measured, see docs/outputs.md, "Memory")
 BYTES_PER_PIXEL = 160
 #: largest image accepted, in pixels (a 16384 x 16384 frame)
 MAX_PIXELS = 16384 * 16384
@@ -46,6 +46,10 @@ _LENGTH_TO_A = {
     "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4, "micron": 1e4, "microns": 1e4, "\\u00b5m": 1e4,
     "mm": 1e7, "m": 1e10,
 }
+
+#: time units of a stack's navigation axis -> seconds
+_TIME_TO_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6,
+              "ns": 1e-9, "min": 60.0, "minute": 60.0, "minutes": 60.0}
 
 PACKAGE_PREFIX = "octascope://"
 
@@ -205,6 +209,10 @@ class _Header:
     nbytes_per_frame: int
     calib: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: time between frames of a stack from the file's navigation axis [s], when it has one in time units
+    frame_time_s: float | None = None
+    #: the scale and unit the file gives its image axes when they are not a length (to name them in a refusal)
+    raw_scale: tuple[float, str] | None = None
 
 
 def check_index(value: Any, key: str) -> int | None:
@@ -349,6 +357,25 @@ def _rsciio_header(p: Path, kind: str, signal_index: int | None, signal: str | N
                 f"{p.name} has non-square pixels ({known[1]:.4g} x {known[0]:.4g} Å); resample to square pixels first"
             )
         calib = float(np.mean(known))
+    raw_scale = None
+    if calib is None and axes[-2:]:
+        a0 = axes[-1]
+        try:
+            value = float(a0.get("scale", 1.0))
+        except (TypeError, ValueError):
+            value = float("nan")
+        unit = str(a0.get("units") if a0.get("units") not in (None, "") else "")
+        if np.isfinite(value):
+            raw_scale = (value, unit)
+    nav = [a for a in sig.get("axes", []) if a.get("navigate", False)]
+    frame_time_s = None
+    if len(nav) == 1:
+        factor = _TIME_TO_S.get(str(nav[0].get("units", "")).strip().lower())
+        try:
+            step = float(nav[0].get("scale", float("nan"))) * factor if factor else None
+        except (TypeError, ValueError):
+            step = None
+        frame_time_s = step if step is not None and np.isfinite(step) and step > 0 else None
     metadata: dict[str, Any] = {}
     title = sig.get("metadata", {}).get("General", {}).get("title")
     if title:
@@ -359,7 +386,7 @@ def _rsciio_header(p: Path, kind: str, signal_index: int | None, signal: str | N
         return np.asarray(data if frame is None else data[frame])
 
     shape = tuple(int(n) for n in data.shape)
-    return _Header(read, shape, dtype, math.prod(shape[-2:]) * dtype.itemsize, calib, metadata)
+    return _Header(read, shape, dtype, math.prod(shape[-2:]) * dtype.itemsize, calib, metadata, frame_time_s, raw_scale)
 
 
 def _read_rsciio(path: Path, kind: str) -> list[dict]:
@@ -376,7 +403,22 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
     try:  # lazily: the shape and calibration without reading the pixels
         return file_reader(str(path), lazy=True)
     except Exception as exc:  # the readers raise many kinds of errors for damaged files
+        if kind == "hspy" and _is_atom_lattice(path):
+            raise InputError(f"{path.name} is an Atomap Atom_Lattice file (atom positions), not a HyperSpy image; load it "
+                             "with atomap.io.load_atom_lattice_from_hdf5 and save its image (atom_lattice.signal.save("
+                             "'image.hspy')) to analyse that") from None
         raise InputError(f"could not read {path.name} as {kind.upper()}: {_short(exc)}; check the file") from None
+
+
+def _is_atom_lattice(path: Path) -> bool:
+    """Whether an HDF5 file is Atomap's Atom_Lattice format (a group holding ``atom_positions``)."""
+    try:
+        import h5py  # type: ignore[import-untyped]
+
+        with h5py.File(path, "r") as f:
+            return any(isinstance(g, h5py.Group) and "atom_positions" in g for g in f.values())
+    except Exception:
+        return False
 
 
 def _open_header(p: Path, kind: str, signal_index: int | None, signal: str | None) -> _Header:
@@ -399,7 +441,8 @@ def _check_header(h: _Header, frame: int | None, pixel_size_A: float | None, p: 
     if ndim == 3 and frame is None:
         raise InputError(
             f"{p.name} is a stack of {h.shape[0]} frames (shape {h.shape}); pick one with "
-            f"source.frame=N (0..{h.shape[0] - 1}) or sum the stack first"
+            f"source.frame=N (0..{h.shape[0] - 1}), analyse every frame as a time series with source.frames=all, "
+            "or sum the stack first"
         )
     if frame is not None and ndim == 2:
         raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
@@ -447,14 +490,34 @@ def _check_pixels(data: np.ndarray, p: Path) -> None:
         raise InputError(f"{p.name} is a constant image (every pixel = {float(data.flat[0]):g}); check that the right file/frame is given")
 
 
-def _pixel_size(pixel_size_A: float | None, calib: float | None, p: Path, metadata: dict[str, Any]) -> float:
-    """The pixel size: the override, else the file's calibration (checked), else an InputError."""
+def _pixel_size(pixel_size_A: float | None, calib: float | None, p: Path, metadata: dict[str, Any],
+                raw_scale: tuple[float, str] | None = None) -> float:
+    """The pixel size: the override, else the file's calibration (checked), else an InputError that
+    names the scale the file gives (without a length unit) and the override to use."""
     if pixel_size_A is not None:
         metadata["pixel_size_from"] = "override"
         return float(pixel_size_A)
     if calib is not None:
         metadata["pixel_size_from"] = "file"
+        lo, hi = PIXEL_SIZE_RANGE_A
+        if not lo <= calib <= hi:
+            raise InputError(f"the calibration of {p.name} gives {calib:.4g} Å per pixel, outside {lo:g}-{hi:g} Å "
+                             "(atomic-resolution images): is it an atomic-resolution image? If the calibration is "
+                             "wrong, give source.pixel_size_A=<Å per pixel>")
         return check_pixel_size(calib, what=f"the calibration of {p.name} (override it with source.pixel_size_A)")
+    if raw_scale is not None and raw_scale[0] == 1.0 and raw_scale[1] in ("", "<undefined>", "px", "pixel", "pixels"):
+        raise InputError(f"{p.name} carries no pixel-size calibration (its axes have scale 1 and "
+                         f"{'no unit' if raw_scale[1] in ('', '<undefined>') else 'unit ' + repr(raw_scale[1])}: pixels); "
+                         "give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)")
+    if raw_scale is not None:
+        value, unit = raw_scale
+        said = "no unit" if unit in ("", "<undefined>") else f"unit '{unit}', not a length"
+        lo, hi = PIXEL_SIZE_RANGE_A
+        guesses = [f"in {u}: source.pixel_size_A={value * f:.4g}" for u, f in (("Å", 1.0), ("nm", 10.0), ("µm", 1e4))
+                   if lo <= value * f <= hi]
+        example = f"({'; '.join(guesses)})" if guesses else "(e.g. source.pixel_size_A=0.168)"
+        raise InputError(f"{p.name} gives its pixels a scale of {value:.4g} with {said}; give the pixel size with "
+                         f"source.pixel_size_A=<Å per pixel> {example}")
     raise InputError(
         f"{p.name} carries no pixel-size calibration; give it with source.pixel_size_A=<Å per pixel> (e.g. 0.168)"
     )
@@ -477,6 +540,7 @@ def read_image(
     signal_index: int | None = None,
     signal: str | None = None,
     signal_type: str = "unknown",
+    invert: bool = False,
 ) -> Image:
     """Read a 2-D microscope image with its pixel size.
 
@@ -500,6 +564,9 @@ def read_image(
         Take the image of a multi-image file whose title contains this text (e.g. ``iDPC``).
     signal_type : str
         Kind of contrast stored in the returned Image (``idpc``, ``haadf``, ...).
+    invert : bool
+        Invert the contrast (:func:`invert_contrast`): dark columns on a bright background (ABF, an
+        inverted iDPC) become bright columns.
 
     Returns
     -------
@@ -521,12 +588,152 @@ def read_image(
         header = _open_header(p, kind, signal_index, signal)
         _check_header(header, frame, pixel_size_A, p)
         metadata: dict[str, Any] = {"path": str(p), "format": kind, **header.metadata}
-        ps = _pixel_size(pixel_size_A, header.calib, p, metadata)
+        ps = _pixel_size(pixel_size_A, header.calib, p, metadata, header.raw_scale)
         data = _decode(header, frame, p)
         _check_pixels(data, p)
     check_image_size(data.shape, ps, p.name)
+    if check_flag(invert, "source.invert"):
+        data = invert_contrast(data)
+        metadata["inverted"] = True
     return Image(data=data, pixel_size_A=ps, signal=_signal_type(metadata.get("title"), signal_type), source=str(p),
                  metadata=metadata)
+
+
+def invert_contrast(data: np.ndarray) -> np.ndarray:
+    """The image with its contrast inverted within its own range: ``max + min − data`` (the
+    values stay in the range they had, so a non-negative image stays non-negative)."""
+    return (float(data.max()) + float(data.min()) - data).astype(np.float32)
+
+
+def check_flag(value: Any, key: str) -> bool:
+    """A yes/no option as a bool; anything but true/false is a one-line InputError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value is None:
+        return False
+    raise InputError(f"{key}={value!r} is not true or false; give {key}=true or {key}=false")
+
+
+def parse_frames(value: Any, n_frames: int, key: str = "source.frames") -> list[int]:
+    """The frame indices a ``source.frames`` value selects from a stack of ``n_frames``.
+
+    ``all``; ``[first, last]`` (both included, e.g. ``[0, 19]`` for twenty frames; negative counts
+    from the end); or a Python slice as text, ``"start:stop"`` or ``"start:stop:step"`` (``stop``
+    excluded, e.g. ``"0:20:2"`` every second of the first twenty frames). Anything else, or a
+    selection with no frame in the stack, is a one-line InputError with the forms to use.
+    """
+    forms = f"give {key}=all, {key}=[first,last] (both included) or {key}='start:stop:step'"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return list(range(n_frames))
+        parts = text.split(":")
+        if len(parts) in (2, 3):
+            try:
+                bounds = [int(x) if x.strip() else None for x in parts]
+            except ValueError:
+                raise InputError(f"{key}={value!r} is not a slice of whole numbers; {forms}") from None
+            if len(bounds) == 3 and bounds[2] == 0:
+                raise InputError(f"{key}={value!r} has a step of 0; {forms}")
+            picked = list(range(n_frames))[slice(*bounds)]
+            if not picked:
+                raise InputError(f"{key}={value!r} selects no frame of the {n_frames} in the stack; {forms}")
+            return picked
+        raise InputError(f"{key}={value!r} is not a frame selection; {forms}")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        first, last = (check_index(v, key) for v in value)
+        assert first is not None and last is not None
+        lo, hi = (first + n_frames if first < 0 else first), (last + n_frames if last < 0 else last)
+        if not (0 <= lo <= hi < n_frames):
+            raise InputError(f"{key}={list(value)} is outside the stack's frames 0..{n_frames - 1} (or first > last); {forms}")
+        return list(range(lo, hi + 1))
+    raise InputError(f"{key}={value!r} is not a frame selection; {forms}")
+
+
+@dataclass
+class ImageStack:
+    """The frames of a stack, decoded one at a time (a lazy sequence of :class:`Image`).
+
+    ``frames``: the stack indices selected; ``frame_time_s``: the time between frames from the
+    file's time axis [s] (None when the file has none); ``metadata``: as an image read from the
+    file has it (path, format, where the pixel size came from).
+    """
+
+    path: Path
+    frames: list[int]
+    pixel_size_A: float
+    n_stack: int
+    frame_time_s: float | None
+    metadata: dict[str, Any]
+    signal: str
+    invert: bool
+    _header: _Header
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, k: int) -> Image:
+        frame = self.frames[k]
+        with _quiet():
+            data = _decode(self._header, frame, self.path)
+            try:
+                _check_pixels(data, self.path)
+            except InputError as exc:
+                raise InputError(f"frame {frame}: {exc}") from None
+        if self.invert:
+            data = invert_contrast(data)
+        return Image(data=data, pixel_size_A=self.pixel_size_A, signal=self.signal, source=f"{self.path} frame {frame}",
+                     metadata={**self.metadata, "frame": frame})
+
+
+def read_stack(
+    path: str | Path,
+    *,
+    frames: Any = "all",
+    pixel_size_A: float | None = None,
+    signal_index: int | None = None,
+    signal: str | None = None,
+    signal_type: str = "unknown",
+    invert: bool = False,
+) -> ImageStack:
+    """Open a 3-D stack (frames along the first axis) for a time series, reading its header only.
+
+    Parameters
+    ----------
+    path : str or Path
+        NPY, TIFF stack, DM3/DM4, Velox EMD or HSPY/HDF5/ZSPY stack.
+    frames : str or list
+        Which frames (:func:`parse_frames`): ``all``, ``[first, last]`` or ``"start:stop:step"``.
+    pixel_size_A, signal_index, signal, signal_type, invert
+        As for :func:`read_image`.
+
+    Returns
+    -------
+    ImageStack
+        The selected frames, decoded when indexed.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`; also a file that is not a stack, or a selection outside it.
+    """
+    if pixel_size_A is not None:
+        pixel_size_A = check_pixel_size(pixel_size_A)
+    signal_index = check_index(signal_index, "source.signal_index")
+    invert = check_flag(invert, "source.invert")
+    p, kind = _locate(path)
+    with _quiet():
+        header = _open_header(p, kind, signal_index, signal)
+        if len(header.shape) != 3:
+            raise InputError(f"source.frames given but {p.name} is not a stack of frames (shape {header.shape}); "
+                             "drop source.frames (a 2-D image is analysed as it is)")
+        picked = parse_frames(frames, header.shape[0])
+        _check_header(header, picked[0], pixel_size_A, p)
+        metadata: dict[str, Any] = {"path": str(p), "format": kind, **header.metadata}
+        ps = _pixel_size(pixel_size_A, header.calib, p, metadata, header.raw_scale)
+    check_image_size(header.shape, ps, p.name)
+    return ImageStack(p, picked, ps, header.shape[0], header.frame_time_s, metadata,
+                      _signal_type(metadata.get("title"), signal_type), invert, header)
 
 
 def input_checksum(image: Image) -> str:

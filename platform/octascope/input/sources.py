@@ -13,7 +13,10 @@ from octascope.core.errors import ConfigError
 from octascope.input.readers import read_image, read_truth, sidecar
 from octascope.core.model import Image, Truth
 
-FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path")
+FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path",
+             "invert", "frames", "frame_time_s", "dose_per_frame_e_per_A2")
+#: the file keys of a time series (``source.frames``): read by :mod:`octascope.app.series`, not by :func:`load_file`
+SERIES_KEYS = ("frames", "frame_time_s", "dose_per_frame_e_per_A2")
 KINDS = ("file", "example", "synthetic", "simulated", "field")
 EXAMPLES_DIR = "octascope://data/examples"
 
@@ -50,6 +53,7 @@ def load_file(
     signal_index: int | None = None,
     signal: str | None = None,
     signal_type: str = "unknown",
+    invert: bool = False,
     truth_path: str | Path | None = "auto",
     truth_octahedra_path: str | Path | None = "auto",
 ) -> tuple[Image, Truth | None]:
@@ -59,7 +63,7 @@ def load_file(
     ``<stem>.truth_octahedra.csv``); ``None`` reads no truth.
     """
     image = read_image(path, pixel_size_A=pixel_size_A, frame=frame, signal_index=signal_index,
-                       signal=signal, signal_type=signal_type)
+                       signal=signal, signal_type=signal_type, invert=invert)
     if truth_path == "auto":
         truth_path = sidecar(path, ".truth_columns.csv")
     if truth_octahedra_path == "auto":
@@ -72,7 +76,8 @@ def load_file(
 _KIND_KEYS = {"file": set(), "example": {"name"}, "synthetic": {"spec"}}
 #: file keys that have a meaning only when a file is read (truth_* default to "auto", signal_type to "unknown")
 _FILE_ONLY_DEFAULTS = {"pixel_size_A": None, "frame": None, "signal_index": None, "signal": None,
-                       "signal_type": "unknown", "truth_path": "auto", "truth_octahedra_path": "auto"}
+                       "signal_type": "unknown", "truth_path": "auto", "truth_octahedra_path": "auto",
+                       "invert": False, "frames": None, "frame_time_s": None, "dose_per_frame_e_per_A2": None}
 _CALIBRATION_HINT = {
     "example": "the bundled example carries its own calibration",
     "synthetic": "the synthetic particle is drawn at source.spec.pixel_size_A",
@@ -135,7 +140,12 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
     if path or kind == "file":
         if not path:
             raise ConfigError("source kind 'file' needs a path; give source.path=<image file>")
-        file_params = {k: params[k] for k in FILE_KEYS if k in params and (params[k] is not None or k.startswith("truth"))}
+        series = sorted(k for k in SERIES_KEYS if params.get(k) is not None)
+        if series:
+            raise ConfigError(f"source.{series[0]} is read by a time-series run; give source.frames=all (or a range) "
+                              "to analyse the frames of a stack")
+        file_params = {k: params[k] for k in FILE_KEYS
+                       if k in params and k not in SERIES_KEYS and (params[k] is not None or k.startswith("truth"))}
         return load_file(path, **file_params)
     params = {k: v for k, v in params.items() if k not in FILE_KEYS[2:]}
     if kind == "example":
@@ -178,6 +188,16 @@ def check_source_config(source: dict[str, Any]) -> None:
         check_pixel_size(params["pixel_size_A"])
     for key in ("frame", "signal_index"):
         check_index(params.get(key), f"source.{key}")
+    from octascope.input.readers import check_flag
+
+    check_flag(params.get("invert"), "source.invert")
+    if params.get("frames") is not None and params.get("frame") is not None:
+        raise ConfigError(f"source.frame={params['frame']} and source.frames={params['frames']} both given; "
+                          "source.frame analyses one frame, source.frames a time series: give one")
+    for key in ("frame_time_s", "dose_per_frame_e_per_A2"):
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ConfigError(f"source.{key}={value!r} must be a positive number")
     for key in ("path", "signal", "signal_type", "truth_path", "truth_octahedra_path"):
         value = path if key == "path" else params.get(key)
         if value is not None and not isinstance(value, str):

@@ -1,4 +1,4 @@
-"""Calibration of the reported uncertainties against the truth (issue 19's targets).
+"""Calibration of the reported uncertainties against the truth (the targets below).
 
 Targets: on particles without model error, over noise draws, the z-scores (error / reported 1σ) of
 positions and θ have an sd within 0.85–1.15, 68 ± 6 % of them are within 1σ and ≥ 93 % within 2σ;
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "calibration.py"
+_PATH = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "calibration.py"
 
 SD_Z = (0.85, 1.15)
 COVER_1 = (0.62, 0.74)

@@ -152,7 +152,7 @@ def test_segmentation_options_come_from_the_config_and_are_checked():
 
     from octascope.core.errors import PluginParameterError
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "config.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "config.yaml").read_text())
     defaults = ParticleOptions().to_dict()
     assert cfg["particles"] == defaults
     with pytest.raises(PluginParameterError, match="min_columnz"):

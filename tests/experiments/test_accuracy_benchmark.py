@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "accuracy.py"
+_PATH = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "accuracy.py"
 
 
 @pytest.fixture(scope="module")

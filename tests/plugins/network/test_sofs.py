@@ -20,7 +20,7 @@ from octascope_plugins.metric.octahedral import OctahedralMetric
 from octascope_plugins.network.sofs_network import SofsNetwork
 
 IMAGE = Image(np.zeros((16, 16), np.float32), pixel_size_A=0.2)
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def particle(angle_deg=0.0, n=12, shape="square", missing=0.05, spurious=0.05, tilt_deg=10.0, pos_noise_A=0.03, seed=0):

@@ -1,4 +1,4 @@
-"""Hostile and careless inputs (issue 21): configs and flags that try to run code or plant files,
+"""Hostile and careless inputs: configs and flags that try to run code or plant files,
 environment variables, logging configs, resolvers, YAML and interpolation bombs, every image
 reader with damaged, renamed, empty or huge-declared files, truth tables, run folders, tracking
 store faults and signals.
@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 from cli_run import run_cli  # noqa: E402
 from microscope_files import write_dm, write_tiff, write_velox_emd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["progress=false", "figure_formats=[]", "tracking.enabled=false"]
 SYN = ["source=synthetic", "source.spec.n_cells=[5,5]"]
 #: peak memory allowed for a refused input [bytes]

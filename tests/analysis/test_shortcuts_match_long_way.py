@@ -1,4 +1,4 @@
-"""Speed work (issue 13): the shortcuts give the same answers as the long way round."""
+"""The fast paths give the same answers as the long way round."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 from microscope_files import write_dm, write_tiff, write_velox_emd  # noqa: E402
 

@@ -1,6 +1,6 @@
-"""Issue 11 with real processes: concurrent runs into a new SQLite store, SIGTERM/SIGINT, SIGKILL
+"""The error contract with real processes: concurrent runs into a new SQLite store, SIGTERM/SIGINT, SIGKILL
 and `octascope runs --fix-stale`. Each starts several `python -m octascope.app.cli` processes (MLflow
-import, store creation), so they are `slow`: python -m pytest -m slow tests/test_processes.py"""
+import, store creation), so they are `slow`: python -m pytest -m slow tests/app/test_run_processes.py"""
 
 from __future__ import annotations
 

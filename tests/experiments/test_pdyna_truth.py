@@ -14,7 +14,7 @@ pytest.importorskip("pymatgen")
 if importlib.util.find_spec("pdyna") is None:
     pytest.skip("pdyna is not installed", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "validation"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "validation"))
 
 import pdyna_truth  # noqa: E402
 

@@ -16,7 +16,7 @@ from octascope.input.synthetic import SyntheticSpec, make_synthetic, render_colu
 from octascope_plugins.locate.ellipse import covariance_from_axes
 from octascope_plugins.locate.gaussian import GaussianLocator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""The default pipeline on low-dose simulated iDPC images of a particle in vacuum (issue: the
+"""The default pipeline on low-dose simulated iDPC images of a particle in vacuum (the
 method paper images at ≈220 e/Å²). A 3.8 nm CsPbI3 cube (6 octahedra per edge, Pbnm start
 structure without MD, so the truth is exact), weak-phase iDPC at 0.2 Å/px with shot noise on the
 measured CoM, so the noise is integrated and correlated (1/k) as in a real iDPC image, not white."""

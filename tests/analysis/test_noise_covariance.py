@@ -96,7 +96,7 @@ def _lattice_image(noise: str, seed: int, *, size: int = 112, ps: float = 0.2):
 @pytest.mark.parametrize("noise", ["integrated", "white"])
 def test_locator_position_errors_are_calibrated(noise):
     """Over noise draws the position errors divided by the reported 1σ have an sd within 0.85-1.15
-    (the calibration target of issue 19; ≈ 700 z-scores, sampling error of the sd ≈ 3 %), and
+    (the calibration target; ≈ 700 z-scores, sampling error of the sd ≈ 3 %), and
     the noise model the locator chooses is the one the noise has."""
     from octascope.core.model import Image
     from octascope_plugins.locate.gaussian import GaussianLocator

@@ -11,7 +11,7 @@ def example():
     return load_example()
 
 
-# Bounds from what the method must reach on an easy image (issue targets at 1,000 e/Å²: F1 and
+# Bounds from what the method must reach on an easy image (targets at 1,000 e/Å²: F1 and
 # species accuracy ≥ 0.99; this example is 5,000 e/Å²), not from what was last measured.
 @pytest.mark.parametrize("classifier, network", [("lattice", "nearest"), ("sofs", "sofs")])
 def test_example_accuracy(example, classifier, network):

@@ -1,4 +1,4 @@
-"""Issue 11, in-process: the error contract for config mistakes, silent acceptance, pixel-size
+"""In-process: the error contract for config mistakes, silent acceptance, pixel-size
 guards, unique output folders, sweeps that run every job, file modes, what is (not) written,
 what a run logs when it starts, and declared dependencies.
 
@@ -19,7 +19,7 @@ import pytest
 from cli_run import run_cli
 
 FAST = ["source=synthetic", "source.spec.n_cells=[5,5]", "progress=false", "figure_formats=[]"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def written(folder: Path) -> list[str]:
@@ -284,7 +284,6 @@ def test_memory_guard_refuses_before_allocating(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="more than 268435456; crop or bin"):
         io.check_image_size((40000, 40000), 0.2)
     # calibrated formats are opened lazily: the size is checked from the header and calibration
-    sys.path.insert(0, str(Path(__file__).parent))
     from microscope_files import write_dm, write_tiff
 
     monkeypatch.setattr(io, "available_memory_bytes", lambda: 2**20)
@@ -295,14 +294,13 @@ def test_memory_guard_refuses_before_allocating(tmp_path, monkeypatch):
 
 
 def test_calibration_in_the_file_is_checked_too(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
     from microscope_files import write_tiff
 
     from octascope.core.errors import InputError
     from octascope.input.readers import read_image
 
     path = write_tiff(tmp_path / "a.tif", np.random.default_rng(0).random((24, 32)).astype(np.float32), 0.0001)
-    with pytest.raises(InputError, match=r"outside 0.01-5 .*calibration of a.tif \(override it with source.pixel_size_A\)"):
+    with pytest.raises(InputError, match=r"calibration of a.tif gives 0.001 Å per pixel, outside 0.01-5 Å .*give source.pixel_size_A="):
         read_image(path)
 
 

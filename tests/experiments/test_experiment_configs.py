@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import expkit  # noqa: E402
@@ -299,7 +299,7 @@ def _mpi_available():
 def test_md_runs_under_mpirun_with_two_ranks_from_the_md_config(tmp_path):
     """md.mpi_ranks=2 (as in a config's source.md) runs LAMMPS on 2 MPI ranks through the cached MD step;
     2 s (load 3) to 16 s (load 8) for 64 atoms x 20 steps on the shared 2-core machine (mpirun start-up): slow.
-    pytest -m slow tests/test_experiments.py -k mpirun"""
+    pytest -m slow tests/experiments/test_experiment_configs.py -k mpirun"""
     from octascope.sim.md import MDOptions
     from octascope.sim.simulation import md_step, structure_key
     from octascope.sim.structure import build_nanocube

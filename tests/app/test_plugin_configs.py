@@ -16,7 +16,7 @@ from octascope.core.errors import PluginParameterError
 from octascope.core.params import describe, parameter_names
 from octascope.core.registry import get_registry
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 STAGE_DIRS = {"denoiser": "denoiser", "locator": "locator", "classifier": "classifier", "network": "network",
               "metric": "metric"}
 FILES = [(stage, p) for stage, d in STAGE_DIRS.items() for p in sorted((CONF / d).glob("*.yaml"))]
