@@ -825,7 +825,8 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 _register_resolvers()
                 session = _session_request(argv)
-                _prewarm_tracking(argv)
+                if session is None:  # a session's frames import MLflow in their workers (or skip it all)
+                    _prewarm_tracking(argv)
                 t_check = time.perf_counter()
                 checked = _check(session.check_argv if session else argv)
                 _PHASES["check"] = time.perf_counter() - t_check
