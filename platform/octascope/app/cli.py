@@ -890,6 +890,8 @@ def _prewarm_tracking(argv: list[str]) -> None:
     flags, overrides, names = _split_argv(argv)
     if names & _NO_JOB_FLAGS or any(o.replace(" ", "").lower() == "tracking.enabled=false" for o in overrides):
         return
+    if os.environ.get("OCTASCOPE_PREWARM", "1") == "0":  # experiments/benchmarks/startup.py: with and without
+        return
 
     def work() -> None:
         try:
