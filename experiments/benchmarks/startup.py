@@ -7,7 +7,8 @@ user's second run); ``OCTASCOPE_TIMING=1`` makes the command print its phases: `
 ``hydra`` (Hydra's own start before the job), ``plugins``, ``read``, ``tracking`` (opening the
 store, logging), ``analysis``, ``outputs`` (tables, figures, summary.json) and ``job``. With
 ``--compare DIR`` the same is run, interleaved, with another checkout's ``platform``/``plugins`` on
-the path (a before/after from one run under the same load)::
+the path (a before/after from one run under the same load). ``OCTASCOPE_PREWARM=0`` in the
+environment turns off the background import of MLflow (for an A/B of that alone)::
 
     python experiments/benchmarks/startup.py --runs 5
     python experiments/benchmarks/startup.py --runs 5 --compare /work/main
