@@ -446,8 +446,9 @@ def _map(jobs: list[dict[str, Any]], workers: int) -> Any:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update({k: "1" for k in THREAD_ENV})  # inherited by the workers when they start
+    pinned = (*THREAD_ENV, "OCTASCOPE_FIGURE_WORKERS")  # one core per worker: no figure processes of its own either
+    saved = {k: os.environ.get(k) for k in pinned}
+    os.environ.update({k: "1" for k in pinned})  # inherited by the workers when they start
     try:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker, initargs=(1,))
