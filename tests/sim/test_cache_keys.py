@@ -20,6 +20,8 @@ PINNED = {
     "icom": ("990950c5101eeb25", "a7c5c003d1153704", "dc4fcaf1a498a33a"),
     "icom_025": ("990950c5101eeb25", "a7c5c003d1153704", "fd0582c86c113c34"),
     "multislice_crop_icom": ("990950c5101eeb25", "a7c5c003d1153704", "b1273ae17ec4b908"),
+    # not simulated yet (issue 20): the key a first run will store it under
+    "multislice_full": ("990950c5101eeb25", "a7c5c003d1153704", "813f2e87b276335e"),
 }
 OVERRIDES = {
     "default": [], "mixed_halide": ["+simulation=mixed_halide"], "carbon_support": ["+simulation=carbon_support"],
@@ -27,6 +29,7 @@ OVERRIDES = {
     "paper_cluster": ["+simulation=paper_cluster"], "icom": ["source.imaging.signal=icom"],
     "icom_025": ["source.imaging.signal=icom", "source.imaging.pixel_size_A=0.25"],
     "multislice_crop_icom": ["+simulation=multislice_crop", "source.imaging.signal=icom"],
+    "multislice_full": ["+simulation=multislice_full"],
 }
 
 

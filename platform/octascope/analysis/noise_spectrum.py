@@ -273,3 +273,56 @@ def significance_threshold(noise: NoiseSpectrum, transfer: np.ndarray, *, expect
         else:
             hi = mid
     return float(hi)
+
+
+def significance_at(data: np.ndarray, pixel_size_A: float, x_px: np.ndarray, y_px: np.ndarray, *,
+                    inner_sigma_A: float, outer_sigma_A: float, radius_A: float) -> np.ndarray:
+    """Significance of given places of an image: the highest band-passed value within ``radius_A``
+    of each, over the band-passed noise's standard deviation under the image's own noise spectrum.
+
+    The same measure as a candidate search's (:func:`band_pass` and
+    :meth:`NoiseSpectrum.filtered_sigma`), taken at known places. It is how a place found on a
+    *denoised* image is judged on the image as recorded, whose noise this module's model describes:
+    a denoiser's output also carries its prior (a periodicity filter continues the lattice past a
+    particle's edge), which no noise model of the output can tell from a column.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image, columns bright.
+    pixel_size_A : float
+        Pixel size [Å].
+    x_px, y_px : numpy.ndarray
+        Places [px].
+    inner_sigma_A, outer_sigma_A : float
+        σ of the band-pass's inner and outer Gaussian [Å] (:func:`band_pass`).
+    radius_A : float
+        Radius searched around each place [Å] (at least the pixel itself).
+
+    Returns
+    -------
+    numpy.ndarray
+        Significance of each place [noise std]; ``-inf`` for places off the image.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    x = np.asarray(x_px, dtype=np.float64)
+    y = np.asarray(y_px, dtype=np.float64)
+    out = np.full(x.shape, -np.inf)
+    if x.size == 0:
+        return out
+    noise = estimate_noise_spectrum(data, pixel_size_A)
+    filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=inner_sigma_A, outer_sigma_A=outer_sigma_A)
+    scale = max(float(np.abs(data).max()), 1e-30)
+    z = filtered / max(noise.filtered_sigma(transfer), 1e-6 * scale)
+    h, w = z.shape
+    r = max(0.0, radius_A / pixel_size_A)
+    ri = int(np.ceil(r))
+    off = np.arange(-ri, ri + 1)
+    cx, cy = np.rint(x).astype(int), np.rint(y).astype(int)
+    gx = cx[:, None, None] + off[None, None, :]
+    gy = cy[:, None, None] + off[None, :, None]
+    near = (gx - x[:, None, None]) ** 2 + (gy - y[:, None, None]) ** 2 <= max(r, 0.5) ** 2
+    near |= (gx == cx[:, None, None]) & (gy == cy[:, None, None])
+    near &= (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
+    vals = np.where(near, z[np.clip(gy, 0, h - 1), np.clip(gx, 0, w - 1)], -np.inf)
+    return vals.max(axis=(1, 2))

@@ -372,7 +372,7 @@ def _check_hydra_node(hydra_cfg: Any) -> None:
         for part in path.split(".")[1:-1]:
             node = node[part] if isinstance(node, dict) else None
         target = node.get("_target_") if isinstance(node, dict) else None
-        if path not in ("hydra.launcher._target_", "hydra.sweeper._target_") or target not in allowed:
+        if not policy.hydra_target_allowed(path, target, allowed):
             raise ConfigError(f"'{path}' would import and call a Python object; only installed Hydra launchers and "
                               "sweepers are allowed (hydra/launcher=<name>): remove it")
     for name in ("job_logging", "hydra_logging"):
@@ -382,6 +382,7 @@ def _check_hydra_node(hydra_cfg: Any) -> None:
     policy.check_env_copy(job.get("env_copy"))
     policy.check_search_path(hydra_cfg.get("searchpath"))
     policy.check_launcher(hydra_cfg.get("launcher"))
+    policy.check_sweeper(hydra_cfg.get("sweeper"))
     policy.check_output_subdir(hydra_cfg.get("output_subdir"))
 
 

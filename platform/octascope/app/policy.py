@@ -223,6 +223,38 @@ def check_launcher(node: Any) -> None:
         raise ConfigError(f"hydra.launcher.pre_dispatch={pre!r} is not a number of jobs; give all, N or K*n_jobs")
 
 
+#: the samplers Hydra's Optuna sweeper may build (``hydra.sweeper.sampler._target_``): the classes its
+#: config groups ``hydra/sweeper/sampler=<name>`` name, nothing else
+SWEEPER_SAMPLERS = frozenset(f"optuna.samplers.{name}" for name in (
+    "TPESampler", "RandomSampler", "CmaEsSampler", "NSGAIISampler", "MOTPESampler", "GridSampler"))
+#: sweeper keys that import a dotted path or write where the value says (Optuna: a search-space function,
+#: a study database URL); refused unless empty
+_SWEEPER_CODE_KEYS = ("custom_search_space", "storage")
+
+
+def hydra_target_allowed(path: str, target: Any, plugins: set[str]) -> bool:
+    """Whether a ``_target_`` in the ``hydra`` node may stand: an installed launcher or sweeper
+    (``plugins``: their class paths) as ``hydra.launcher``/``hydra.sweeper``, or one of the Optuna
+    sweeper's own samplers (:data:`SWEEPER_SAMPLERS`) as its ``sampler``."""
+    if path in ("hydra.launcher._target_", "hydra.sweeper._target_"):
+        return target in plugins
+    if path == "hydra.sweeper.sampler._target_":
+        return target in SWEEPER_SAMPLERS
+    return False
+
+
+def check_sweeper(node: Any) -> None:
+    """Refuse sweeper settings that import code or write files of the configuration's choosing
+    (the Optuna sweeper's ``custom_search_space``, a dotted path it imports and calls, and
+    ``storage``, a database URL it writes to)."""
+    if not isinstance(node, Mapping):
+        return
+    for key in _SWEEPER_CODE_KEYS:
+        if node.get(key):
+            raise ConfigError(f"hydra.sweeper.{key}={node.get(key)!r} would make the sweeper import code or write a "
+                              "file of the configuration's choosing; remove it (the search space is hydra.sweeper.params)")
+
+
 def check_output_subdir(value: Any) -> None:
     """Refuse ``hydra.output_subdir``: Hydra would write its own config copies (anywhere the value points)
     into an output folder octascope has not claimed yet."""

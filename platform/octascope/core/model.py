@@ -504,6 +504,8 @@ class Result:
     region: CrystalRegion | None = None
     #: columns the locator found outside the crystal region (dropped before classification)
     n_outside_region: int = 0
+    #: columns found on a denoised image that the recorded image does not support (dropped after the locator)
+    n_unsupported_by_recorded: int = 0
     #: what the model-based refinement did (:func:`octascope.analysis.refine.refine_columns`), when it ran
     refinement: dict[str, Any] | None = None
     #: reasons not to trust the numbers as they stand (empty when none); see :mod:`octascope.analysis.plausibility`

@@ -3,7 +3,9 @@
 Formats: TIFF (including ImageJ TIFFs calibrated in nm/µm/Å), DM3/DM4, Velox EMD and HyperSpy's
 own HSPY/ZSPY through RosettaSciIO (with the pixel-size calibration stored in the file), NPY and
 PNG (no calibration: give ``pixel_size_A``). A ``pixel_size_A`` argument always overrides the
-file's calibration.
+file's calibration. 4D-STEM scans (HSPY/ZSPY with a 4-D signal, Merlin MIB, EMPAD XML, py4DSTEM H5)
+are refused here with a pointer: :func:`octascope.input.sources.load_file` hands them to
+:mod:`octascope.input.fourd`, which returns their iCoM image.
 
 Cheap guards run before anything large is allocated: the pixel size must be a number within
 :data:`PIXEL_SIZE_RANGE_A`, and the image's estimated peak memory (:func:`estimate_peak_bytes`)
@@ -32,6 +34,8 @@ FORMATS = {
     ".hspy": "hspy", ".hdf5": "hspy", ".zspy": "zspy",  # .hdf5: HyperSpy's default extension before 1.2
     ".npy": "npy",
     ".png": "png",
+    # 4D-STEM only (octascope.input.fourd); HSPY/ZSPY files holding a 4-D signal go there too
+    ".mib": "mib", ".xml": "empad", ".h5": "py4dstem",
 }
 
 #: pixel sizes [Å] accepted: atomic-resolution STEM of perovskites lies well inside
@@ -448,6 +452,9 @@ def _check_header(h: _Header, frame: int | None, pixel_size_A: float | None, p: 
         raise InputError(f"source.frame={frame} given but {p.name} is a single 2-D image; drop source.frame")
     if ndim == 3 and frame is not None and not -h.shape[0] <= frame < h.shape[0]:
         raise InputError(f"frame {frame} out of range: {p.name} has {h.shape[0]} frames; give source.frame=0..{h.shape[0] - 1}")
+    if ndim == 4:  # 4D-STEM: octascope.input.sources.load_file hands these to input.fourd
+        raise InputError(f"{p.name} has 4 dimensions (shape {h.shape}): a 4D-STEM scan; give it as source.path (or "
+                         "read it with octascope.input.fourd.read_fourd_image), which forms its iCoM image")
     if ndim not in (2, 3):
         raise InputError(f"{p.name} has {ndim} dimensions (shape {h.shape}); a 2-D image is needed")
     lo, hi = PIXEL_SIZE_RANGE_A
@@ -584,6 +591,9 @@ def read_image(
     frame = check_index(frame, "source.frame")
     signal_index = check_index(signal_index, "source.signal_index")
     p, kind = _locate(path)
+    if kind in ("mib", "empad", "py4dstem"):  # 4D-STEM: octascope.input.sources.load_file hands these to input.fourd
+        raise InputError(f"{p.name} is a 4D-STEM file; give it as source.path (or read it with "
+                         "octascope.input.fourd.read_fourd_image), which forms its iCoM image")
     with _quiet():
         header = _open_header(p, kind, signal_index, signal)
         _check_header(header, frame, pixel_size_A, p)

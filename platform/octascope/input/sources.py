@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from octascope.core.errors import ConfigError
+from octascope.core.errors import ConfigError, InputError
 from octascope.input.readers import read_image, read_truth, sidecar
 from octascope.core.model import Image, Truth
 
@@ -59,11 +59,22 @@ def load_file(
 ) -> tuple[Image, Truth | None]:
     """Read an image file and, if available, its ground truth.
 
+    A 4D-STEM file (:func:`octascope.input.fourd.is_fourd_file`) gives its iCoM image
+    (:func:`octascope.input.fourd.read_fourd_image`); ``pixel_size_A`` is then the scan step.
+
     ``truth_path="auto"`` looks for ``<image stem>.truth_columns.csv`` beside the image (and
     ``<stem>.truth_octahedra.csv``); ``None`` reads no truth.
     """
-    image = read_image(path, pixel_size_A=pixel_size_A, frame=frame, signal_index=signal_index,
-                       signal=signal, signal_type=signal_type, invert=invert)
+    from octascope.input.fourd import is_fourd_file, read_fourd_image
+
+    if is_fourd_file(path):  # 4D-STEM: the iCoM image of the patterns (octascope.input.fourd)
+        if invert is True:
+            raise InputError(f"source.invert=true given for the 4D-STEM scan {Path(str(path)).name}: its iCoM shows the "
+                             "columns bright by construction; drop source.invert")
+        image = read_fourd_image(path, pixel_size_A=pixel_size_A, frame=frame)
+    else:
+        image = read_image(path, pixel_size_A=pixel_size_A, frame=frame, signal_index=signal_index,
+                           signal=signal, signal_type=signal_type, invert=invert)
     if truth_path == "auto":
         truth_path = sidecar(path, ".truth_columns.csv")
     if truth_octahedra_path == "auto":

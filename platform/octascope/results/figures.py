@@ -13,6 +13,13 @@ the pieces they share and the figures of the core (network overlay, crystal regi
 Line profiles follow the paper's Fig. 2d/3d: values are projected on a line and averaged over a
 band of ``n_rows`` lattice rows next to it, in bins of one lattice spacing
 (:func:`line_profile`).
+
+Every figure is built in one style (:mod:`octascope.results.style`, applied in an
+``rc_context`` so the user's matplotlib settings are untouched), every picture of the specimen
+carries a scale bar (:func:`add_scale_bar`), the tilt and bond-length maps are drawn over the image
+(``draw_tile_map(..., image=...)``), and legends sit outside the data. The definitions of the
+angles are in :data:`THETA_DEFINITION` and :data:`PHI_DEFINITION` (the figures' titles and the
+report's captions).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from octascope.analysis.lattice import estimate_square_basis
+from octascope.results.style import STYLE, styled
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,15 +40,66 @@ if TYPE_CHECKING:
 
 SPECIES_COLOURS = {"Pb": "#d62728", "X": "#9467bd", "Cs": "#ff7f0e", "unknown": "#7f7f7f"}
 EDGE_GREY = "#d9d9d9"
+#: opacity of the value tiles of a map drawn over the image
+TILE_ALPHA = 0.72
+
+#: what φ1-φ4 are (DESIGN.md "Definitions", the method paper's Fig. 1d)
+PHI_DEFINITION = ("φ1, φ2: angle of the right and left Pb–X bond from the local Pb–Pb axis a1; "
+                  "φ3, φ4: of the upper and lower bond from a2 (unsigned, projected)")
+#: what θ1-θ3 are
+THETA_DEFINITION = "θ1 = mean(φ1, φ2) (bonds along a1), θ2 = mean(φ3, φ4) (bonds along a2), θ3 = (θ1 + θ2)/2"
+#: the same in two short lines (narrow figures)
+THETA_DEFINITION_SHORT = ("θ1 = mean(φ1, φ2), θ2 = mean(φ3, φ4), θ3 = (θ1 + θ2)/2\n"
+                          "φk: angle of Pb–X bond k from its local lattice axis")
+#: what L1, L2 are
+L_DEFINITION = "L1 = σ1 + σ2 (X–Pb–X along a1), L2 = σ3 + σ4 (along a2); σk: the Pb–X bond lengths"
 
 
 def new_figure(n_panels: int = 1, panel_size_in: float = 4.2, height_in: float | None = None) -> tuple["Figure", list["Axes"]]:
-    """A pyplot-free figure with ``n_panels`` axes side by side (constrained layout)."""
+    """A pyplot-free figure with ``n_panels`` axes side by side (constrained layout).
+
+    Call it inside :func:`octascope.results.style.figure_style` (the figure functions here are
+    :func:`~octascope.results.style.styled`); the tick label size is pinned on the axes, since
+    matplotlib creates ticks when the figure is drawn.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(panel_size_in * n_panels, height_in or panel_size_in), layout="constrained")
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    for ax in axes:
+        ax.tick_params(labelsize=STYLE["xtick.labelsize"])
     return fig, list(axes)
+
+
+def plain_axes(ax: "Axes") -> None:
+    """A plot (histogram, profile), not a picture: no top and right spines."""
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def scale_bar_length_A(span_A: float) -> float:
+    """A round scale-bar length [Å] near a fifth of ``span_A``: 1, 2 or 5 × 10^n Å."""
+    target = max(float(span_A), 1e-6) / 5.0
+    exp = np.floor(np.log10(target))
+    steps = np.array([1.0, 2.0, 5.0, 10.0]) * 10.0 ** exp
+    return float(steps[np.argmin(np.abs(np.log(steps / target)))])
+
+
+def add_scale_bar(ax: "Axes", *, colour: str = "white", loc: str = "lower left") -> Any:
+    """A scale bar in the axes' data units (Å), about a fifth of the shown width, labelled in nm
+    (Å below 1 nm), on a dark translucent box so it reads on any image."""
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    x0, x1 = ax.get_xlim()
+    length = scale_bar_length_A(abs(x1 - x0))
+    label = f"{length / 10:g} nm" if length >= 10 else f"{length:g} Å"
+    y0, y1 = ax.get_ylim()
+    bar = AnchoredSizeBar(ax.transData, length, label, loc, pad=0.35, borderpad=0.6, sep=3, color=colour,
+                          frameon=True, size_vertical=abs(y1 - y0) / 120,
+                          fontproperties=FontProperties(size=STYLE["legend.fontsize"]))
+    bar.patch.set(facecolor="black", alpha=0.45, edgecolor="none")
+    ax.add_artist(bar)
+    return bar
 
 
 def robust_limits(values: np.ndarray, lo: float = 2.0, hi: float = 98.0) -> tuple[float, float]:
@@ -89,8 +148,13 @@ def draw_tile_map(
     excluded: np.ndarray | None = None,
     cmap: str = "viridis",
     limits: tuple[float, float] | None = None,
+    image: "Image | None" = None,
+    image_limits: tuple[float, float] | None = None,
 ) -> Any:
     """Draw one value per lattice site as a coloured unit-cell tile, with a colour bar.
+
+    With ``image`` the tiles are drawn translucent (:data:`TILE_ALPHA`) over the image in grey,
+    and a scale bar is added: the map stays tied to the columns it was measured from.
 
     Parameters
     ----------
@@ -107,40 +171,61 @@ def draw_tile_map(
         Sites drawn light grey without a value (edge, unreliable).
     limits : tuple of float, optional
         Colour range; by default the 2nd-98th percentile of the shown values.
+    image : Image, optional
+        Drawn underneath in grey (no colour bar of its own).
+    image_limits : tuple of float, optional
+        Grey range of the image (by default :func:`image_limits`).
     """
     from matplotlib.collections import PolyCollection
 
+    if image is not None:
+        show_image(ax, image, colorbar=False, limits=image_limits)
+    alpha = TILE_ALPHA if image is not None else None
     xy = np.asarray(xy_A, float)
     v = np.asarray(values, float)
     excl = np.zeros(len(v), bool) if excluded is None else np.asarray(excluded, bool)
     polys = tile_polygons(xy, a1_A, a2_A)
     show = np.isfinite(v) & ~excl
     if excl.any():
-        ax.add_collection(PolyCollection(polys[excl], facecolors=EDGE_GREY, edgecolors="none"))
+        ax.add_collection(PolyCollection(polys[excl], facecolors=EDGE_GREY, edgecolors="none", alpha=alpha))
     vmin, vmax = limits or robust_limits(v[show])
-    coll = PolyCollection(polys[show], array=v[show], cmap=cmap, edgecolors="face", linewidths=0.2)
+    coll = PolyCollection(polys[show], array=v[show], cmap=cmap, edgecolors="face", linewidths=0.2, alpha=alpha)
     coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
     if len(polys):
         lo, hi = polys.reshape(-1, 2).min(0), polys.reshape(-1, 2).max(0)
         pad = 0.05 * (hi - lo).max()
         ax.set_xlim(lo[0] - pad, hi[0] + pad)
-        ax.set_ylim(hi[1] + pad, lo[1] - pad)
+        ax.set_ylim(hi[1] + 3.2 * pad, lo[1] - pad)  # room for the scale bar below the tiles
     _frame_axes(ax)
     ax.set_title(title)
     ax.figure.colorbar(coll, ax=ax, label=label, shrink=0.85)
+    if image is not None or len(polys):
+        add_scale_bar(ax)
     return coll
 
 
-def show_image(ax: "Axes", image: "Image", cmap: str = "gray") -> Any:
-    """Show an image in Å (origin at the centre of pixel [0, 0], y down) with an intensity bar."""
+def image_limits(image: "Image") -> tuple[float, float]:
+    """Grey range of an image: its 0.5-99.5th percentile (a few hot pixels do not wash it out)."""
+    data = np.asarray(image.data)
+    step = max(1, int(np.sqrt(data.size / 262144)))  # a 512² subsample is plenty for two percentiles
+    return robust_limits(data[::step, ::step], 0.5, 99.5)
+
+
+def show_image(ax: "Axes", image: "Image", cmap: str = "gray", *, colorbar: bool = True,
+               limits: tuple[float, float] | None = None) -> Any:
+    """Show an image in Å (origin at the centre of pixel [0, 0], y down), with an intensity bar
+    unless ``colorbar`` is False; grey range ``limits`` (default :func:`image_limits`)."""
     p = image.pixel_size_A
     h, w = image.shape
-    im = ax.imshow(image.data, cmap=cmap, extent=(-0.5 * p, (w - 0.5) * p, (h - 0.5) * p, -0.5 * p), interpolation="nearest")
+    vmin, vmax = limits or image_limits(image)
+    im = ax.imshow(image.data, cmap=cmap, extent=(-0.5 * p, (w - 0.5) * p, (h - 0.5) * p, -0.5 * p),
+                   interpolation="nearest", vmin=vmin, vmax=vmax)
     ax.set_xlabel("x [Å]")
     ax.set_ylabel("y [Å]")
-    unit = {"idpc": "iDPC [a.u.]", "icom": "iCoM [a.u.]", "haadf": "HAADF [counts]", "abf": "ABF [counts]"}
-    ax.figure.colorbar(im, ax=ax, label=unit.get(image.signal, "intensity [a.u.]"), shrink=0.85)
+    if colorbar:
+        unit = {"idpc": "iDPC [a.u.]", "icom": "iCoM [a.u.]", "haadf": "HAADF [counts]", "abf": "ABF [counts]"}
+        ax.figure.colorbar(im, ax=ax, label=unit.get(image.signal, "intensity [a.u.]"), shrink=0.85)
     return im
 
 
@@ -156,6 +241,7 @@ def draw_particles(ax: "Axes", particles: Sequence["Particle"]) -> None:
                     bbox={"boxstyle": "round,pad=0.2", "fc": "black", "alpha": 0.5, "lw": 0})
 
 
+@styled
 def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra | None" = None,
                     particles: Sequence["Particle"] = ()) -> "Figure":
     """The (denoised) image with columns coloured by species, the Pb-X bonds, and (with several
@@ -181,8 +267,11 @@ def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra
                 ax.scatter(xy[sel & edge, 0], xy[sel & edge, 1], s=size, facecolors="none", edgecolors=colour, linewidths=0.8)
     if len(particles) > 1 or any(p.verdict != "analysed" for p in particles):
         draw_particles(ax, particles)
-    ax.set_title("columns by species (hollow: edge) and Pb–X network")
-    ax.legend(loc="upper right", fontsize="small", markerscale=1.5)
+    ax.set_title("atomic columns by species (hollow: at the rim) and the Pb–X network")
+    add_scale_bar(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # below the image, never over the columns
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), markerscale=2.0)
     return fig
 
 
@@ -259,10 +348,12 @@ def plot_profiles(ax: "Axes", profiles: dict[str, pd.DataFrame], ylabel: str, ti
     ax.set_xlabel("distance along the line [Å]")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    if len(profiles) > 1:
-        ax.legend(fontsize="small")
+    plain_axes(ax)
+    if len(profiles) > 1:  # beside the plot, not over the points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
+@styled
 def region_overlay(image: "Image", region: "CrystalRegion", outside_xy_A: np.ndarray | None = None) -> "Figure":
     """The image with the crystal region's outline (and the dropped columns outside it)."""
     fig, (ax,) = new_figure(1, panel_size_in=7.0)
@@ -272,6 +363,7 @@ def region_overlay(image: "Image", region: "CrystalRegion", outside_xy_A: np.nda
     ax.contour(np.arange(w) * p, np.arange(h) * p, region.mask.astype(float), levels=[0.5], colors="#d62728", linewidths=1.2)
     if outside_xy_A is not None and len(outside_xy_A):
         ax.scatter(outside_xy_A[:, 0], outside_xy_A[:, 1], s=6, c="#ff7f0e", linewidths=0, label="dropped (outside)")
-        ax.legend(loc="upper right", fontsize="small")
-    ax.set_title(f"crystal region ({region.source}, {100 * region.fraction:.0f} % of the image)")
+        fig.legend(loc="outside lower center")
+    ax.set_title(f"crystal region (red outline; {region.source}, {100 * region.fraction:.0f} % of the image)")
+    add_scale_bar(ax)
     return fig

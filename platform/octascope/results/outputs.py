@@ -16,10 +16,9 @@ import json
 import math
 import os
 import re
-import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ import pandas as pd
 from octascope.core.errors import ConfigError
 from octascope.analysis.particle_table import PARTICLES_CSV_FIRST
 from octascope.core.model import Result
+from octascope.results.atomic import PART_SUFFIX, atomic_write, current_umask  # noqa: F401 (public here too)
 from octascope.results.processes import pid_alive
 from octascope.results.summary import summarize
 
@@ -35,38 +35,7 @@ COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigm
 OCTAHEDRA_CSV_FIRST = ["x_A", "y_A", "theta1_deg", "theta2_deg", "theta3_deg", "L1_A", "L2_A", "shell"]
 
 
-PART_SUFFIX = ".part"
 _PART_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.part$")
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` (its return value is ignored) and move the finished file to ``path``
-    (mode ``0666 & ~umask``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_table(df: pd.DataFrame, path: Path, first: list[str] | None = None) -> Path:
@@ -159,12 +128,15 @@ def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *,
     engine set to none), so the other formats are the same figure drawn once more, not laid out
     again.
     """
+    from octascope.results.style import figure_style
+
     written: dict[str, Path] = {}
-    for k, fmt in enumerate(formats):
-        written[f"{name}.{fmt}"] = atomic_write(
-            run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
-        if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
-            fig.set_layout_engine("none")
+    with figure_style():  # what matplotlib reads at draw time (ticks, SVG text) in the figures' style
+        for k, fmt in enumerate(formats):
+            written[f"{name}.{fmt}"] = atomic_write(
+                run_dir / f"{name}.{fmt}", partial(fig.savefig, format=fmt, dpi=dpi))
+            if k == 0 and len(formats) > 1 and fig.get_layout_engine() is not None:
+                fig.set_layout_engine("none")
     return written
 
 
@@ -256,7 +228,8 @@ def save_figures(figures: Mapping[str, tuple[Any, int]], run_dir: Path, formats:
 def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, Any] | None = None,
                   figure_formats: tuple[str, ...] = ("png", "svg")) -> dict[str, Path]:
     """Write columns.csv, octahedra.csv, lattice.csv, other metric tables, summary.json,
-    figures (PNG and SVG) and the resolved config into ``run_dir``; ``summary.json`` last, so
+    figures (PNG and SVG), the resolved config and ``report.html`` (the page to read the run,
+    :func:`octascope.results.report.write_run_report`) into ``run_dir``; ``summary.json`` last, so
 its presence marks a complete folder. ``denoised.npy`` is written only when the denoiser changed
 the image (not for ``denoiser=none``).
 
@@ -291,8 +264,28 @@ the image (not for ``denoiser=none``).
 
         written["config"] = atomic_write(run_dir / "config.yaml",
                                          lambda tmp: tmp.write_text(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False)))
-    written["summary"] = write_json(summarize(result), run_dir / "summary.json")
+    summary = _jsonable(summarize(result))
+    report = _write_report(run_dir, summary=summary, config=None if config is None else _jsonable(dict(config)))
+    if report is not None:
+        written["report"] = report
+    written["summary"] = write_json(summary, run_dir / "summary.json")
     return written
+
+
+def _write_report(run_dir: Path, **kwargs: Any) -> Path | None:
+    """``report.html`` (:func:`octascope.results.report.write_run_report`); a failure to write the
+    page is one warning line, not a failed run (the numbers are all in the other files)."""
+    from octascope.results.report import write_run_report
+
+    try:
+        return write_run_report(run_dir, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the page is a view of the outputs, not one of them
+        import sys
+
+        if os.environ.get("OCTASCOPE_DEBUG"):
+            raise
+        print(f"octascope: warning: report.html not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
 
 
 #: hidden file naming the run that owns an output folder (and the folders that run created)
@@ -518,8 +511,9 @@ def clean_orphan_dirs(root: str | Path) -> list[Path]:
 def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> dict[str, Path]:
     """After a late stage failed: keep what the early stages found so the user can see why —
     ``columns.csv``, the crystal mask and region figure, the columns drawn on the image
-    (``network_overlay.png``) and ``error.txt`` with the reason. No ``summary.json`` is written,
-    so the folder stays incomplete (see :func:`is_complete`)."""
+    (``network_overlay.png``), ``error.txt`` with the reason and ``report.html``, the page that says
+    why (:func:`octascope.results.report.write_run_report`). No ``summary.json`` is written, so the
+    folder stays incomplete (see :func:`is_complete`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -527,13 +521,32 @@ def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> d
         written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
         from octascope.results.figures import network_overlay
 
-        fig = network_overlay(result.denoised or result.image, result.columns, result.octahedra)
-        written["network_overlay.png"] = atomic_write(
-            run_dir / "network_overlay.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        fig = network_overlay(result.denoised or result.image, result.columns, result.octahedra, result.particles)
+        written.update(save_figure(fig, run_dir, "network_overlay", ("png",), dpi=120))
     if result.region is not None:
         written.update({k: v for k, v in write_outputs_region(result, run_dir, ("png",)).items()})
     written["error"] = atomic_write(run_dir / "error.txt", lambda tmp: tmp.write_text(reason + "\n"))
+    report = _write_report(run_dir, summary=_partial_summary(result), error=reason)
+    if report is not None:
+        written["report"] = report
     return written
+
+
+def _partial_summary(result: Result) -> dict[str, Any] | None:
+    """What a refused frame's report can say: the image, the plugins, the columns per species, the
+    crystal region and each particle's verdict and reasons (no numbers to trust)."""
+    try:
+        summary = _jsonable(summarize(result))
+    except Exception:  # noqa: BLE001 - a partial result may lack what summarize reads
+        return None
+    if not summary.get("particles"):
+        summary["particles"] = [{"particle": p.id, "verdict": p.verdict or "not judged", "reasons": "; ".join(p.reasons),
+                                 "touches_edge": bool(p.touches_edge), "size_a1_nm": p.size_A[0] / 10,
+                                 "size_a2_nm": p.size_A[1] / 10} for p in result.particles]
+    summary["tilt"] = {}
+    for key in ("timings_s", "accuracy", "n_octahedra", "scalars", "core_shell_test", "metrics"):
+        summary.pop(key, None)  # a refused frame's numbers are not results
+    return summary
 
 
 def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[str, ...]) -> dict[str, Path]:

@@ -106,6 +106,67 @@ def _particle_line(row: Mapping[str, Any]) -> str:
     return head + ": " + ", ".join(parts)
 
 
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _theta_values(tilt: Mapping[str, Any], region: str) -> str:
+    parts = []
+    for k in (1, 2, 3):
+        v, e = tilt.get(f"theta{k}_deg_mean_{region}"), tilt.get(f"theta{k}_deg_mean_{region}_err")
+        if _finite(v):
+            parts.append(f"θ{k} {v:.2f}" + (f" ± {e:.2f}°" if _finite(e) else "°"))
+    return ", ".join(parts)
+
+
+def tilt_lines(tilt: Mapping[str, Any], shell_depth_cells: int | None = None) -> list[str]:
+    """The mean-tilt lines of the printed summary from the ``octahedral`` metric's ``tilt`` section.
+
+    With octahedra in both the core and the shell: one line each. When one of them is empty (a
+    particle at most 2 × ``shell_depth_cells`` cells across has no core), the mean over all
+    measured octahedra, then one line that says why there is no core/shell split and which
+    ``metric.octahedral.shell_depth_cells`` would give one. Each ± is the total 1σ (statistical
+    and systematic, docs/uncertainty.md).
+    """
+    lines: list[str] = []
+    has = {r: any(_finite(tilt.get(f"theta{k}_deg_mean_{r}")) for k in (1, 2, 3)) for r in ("core", "shell")}
+    if not any(f"theta{k}_deg_mean_{r}" in tilt for k in (1, 2, 3) for r in ("core", "shell")):
+        return lines
+    if has["core"] and has["shell"]:
+        return [f"  mean tilt ({r}): {_theta_values(tilt, r)}" for r in ("core", "shell")]
+    n_all = tilt.get("n_octahedra_measured")
+    if "theta3_deg_mean_all" not in tilt:  # a metric without the frame-wide mean
+        for r in ("core", "shell"):
+            lines.append(f"  mean tilt ({r}): {_theta_values(tilt, r)}" if has[r] else
+                         f"  mean tilt ({r}): no complete octahedra in the {r} "
+                         "(change the depth with metric.octahedral.shell_depth_cells)")
+        return lines
+    if not any(_finite(tilt.get(f"theta{k}_deg_mean_all")) for k in (1, 2, 3)):
+        return ["  mean tilt: no octahedron measured (every one misses a bond or lies at the rim)"]
+    lines.append(f"  mean tilt (all {n_all} octahedra): {_theta_values(tilt, 'all')}")
+    depth = shell_depth_cells
+    deepest = tilt.get("deepest_shell_cells")
+    cells = f"{depth}-cell" if depth is not None else "set"
+    if not has["core"] and has["shell"]:
+        if deepest is not None and depth is not None and deepest < depth:
+            fix = (f"metric.octahedral.shell_depth_cells={deepest} or less gives one" if deepest >= 1
+                   else "the particle is too small for a core")
+            why = (f"every octahedron lies within the {cells} shell (the deepest is {deepest} "
+                   f"cell{'s' if deepest != 1 else ''} below the surface); {fix}")
+        else:
+            why = (f"no octahedron of the core could be measured (its depth below the surface is unknown "
+                   f"where the particle meets the frame edge, or it misses a bond)")
+        lines.append(f"  core/shell: no core — {why}")
+    elif has["core"] and not has["shell"]:
+        why = ("the shell is set to 0 cells (metric.octahedral.shell_depth_cells=0)" if depth == 0 else
+               "no octahedron of the shell could be measured (at the rim, missing a bond, or of unknown depth)")
+        lines.append(f"  core/shell: no shell — {why}")
+    else:
+        lines.append("  core/shell: neither could be measured: the depth below the surface is unknown "
+                     "(the particle meets the frame edge)")
+    return lines
+
+
 def _nan() -> float:
     return float("nan")
 
@@ -125,19 +186,8 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
         lines.append(f"  particles: {len(rows)} ({analysed} analysed, {len(rows) - analysed} not)")
     if len(rows) > 1 or any(r.get("touches_edge") for r in rows):
         lines.extend(_particle_line(r) for r in rows)
-    tilt = (sections.get("octahedral") or {}).get("tilt") or {}
-    for region in ("core", "shell"):
-        vals = [tilt.get(f"theta{k}_deg_mean_{region}") for k in (1, 2, 3)]
-        if all(v is None for v in vals):
-            continue
-        if all(v is None or not math.isfinite(v) for v in vals):
-            lines.append(f"  mean tilt ({region}): no complete octahedra in the {region} "
-                         "(change the depth with metric.octahedral.shell_depth_cells)")
-        else:
-            errs = [tilt.get(f"theta{k}_deg_mean_{region}_err") for k in (1, 2, 3)]
-            lines.append(f"  mean tilt ({region}): " + ", ".join(
-                f"θ{k} {v:.2f}" + (f" ± {e:.2f}°" if e is not None and math.isfinite(e) else "°")
-                for k, v, e in zip((1, 2, 3), vals, errs) if v is not None))
+    octahedral = sections.get("octahedral") or {}
+    lines.extend(tilt_lines(octahedral.get("tilt") or {}, octahedral.get("shell_depth_cells")))
     tests = core_shell_tests(result)
     lines.extend(core_shell_line(t, len(rows) > 1) for t in tests)
     s = sections.get("accuracy") or {}

@@ -305,7 +305,7 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
 
                 MlflowClient(tracking_uri=uri).set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             if new and db is not None and db.is_file():
-                from octascope.results.outputs import current_umask
+                from octascope.results.atomic import current_umask
 
                 os.chmod(db, 0o666 & ~current_umask())  # SQLite makes 0644 whatever the umask
     except OctascopeError:

@@ -171,6 +171,10 @@ class CandidateSearch(Options):
                                            "(sets the threshold)")
     site_significance: float | None = param(2.5, unit="noise std", doc="smallest significance of a site candidate (kept "
                                             "only on a lattice site next to significant columns); None: significant only")
+    recorded_significance: float | None = param(
+        2.0, unit="noise std", doc="a column found on a denoised image is kept only where the recorded image shows it "
+                                   "at least this significant (a filter's prior, e.g. ABSF continuing the lattice past "
+                                   "a particle's edge, is no evidence); None: not checked")
     search_radius_A: float = param(1.0, unit="Å", doc="a candidate is the maximum within this radius "
                                                       "(paper: 7 × 7 px at 0.168 Å/px)")
     com_radius_A: float = param(0.5, unit="Å", doc="centre-of-mass aperture radius (paper: 3 px at 0.168 Å/px)")

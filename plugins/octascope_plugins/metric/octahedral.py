@@ -63,6 +63,37 @@ def core_shell_scalars(table: pd.DataFrame, shell_depth_cells: int,
     return scalars
 
 
+def all_octahedra_tilt(table: pd.DataFrame, shell_depth_cells: int,
+                       covariance: GeometryCovariance | None = None) -> dict[str, Any]:
+    """The frame's mean θ1-θ3 over every measured (non-edge) octahedron, core and shell together,
+    with its total 1σ, and what the core/shell split found: ``n_octahedra_core``,
+    ``n_octahedra_shell``, ``n_octahedra_measured`` and ``deepest_shell_cells`` (the largest known
+    depth below the surface, in unit cells; ``None`` when no depth is known).
+
+    The printed summary falls back to this mean when the core or the shell is empty — a particle
+    at most 2 × ``shell_depth_cells`` cells across has no core (the bundled 6-cell example with the
+    default 3-cell shell).
+    """
+    keep = ~table["edge"].to_numpy(bool)
+    in_core, in_shell = core_shell_masks(table, shell_depth_cells)
+    shell = table["shell"].to_numpy(float)
+    known = keep & (shell >= 0)
+    out: dict[str, Any] = {}
+    measured = keep & np.isfinite(table["theta3_deg"].to_numpy(float)) if "theta3_deg" in table else keep
+    for k in (1, 2, 3):
+        name = f"theta{k}_deg"
+        v = table[name].to_numpy(float)
+        sel = keep & np.isfinite(v)
+        out[f"{name}_mean_all"] = float(v[sel].mean()) if sel.any() else float("nan")
+        if covariance is not None and sel.any() and f"theta{k}_err_deg" in table:
+            out[f"{name}_mean_all_err"] = covariance.error(name, region_weights(sel, v), "total")
+    out["n_octahedra_measured"] = int(measured.sum())
+    out["n_octahedra_core"] = int((in_core & measured).sum())
+    out["n_octahedra_shell"] = int((in_shell & measured).sum())
+    out["deepest_shell_cells"] = int(shell[known].max()) if known.any() else None
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class OctahedralOptions(Options):
     shell_depth_cells: int = param(3, unit="unit cells",
@@ -102,6 +133,7 @@ class OctahedralMetric(Plugin):
         tilt = {f"theta{k}_deg_mean_{region}": scalars[f"theta{k}_deg_mean_{region}"]
                 for k in (1, 2, 3) for region in ("core", "shell")}
         tilt.update({k: v for k, v in scalars.items() if k.startswith("theta") and k.endswith("_err") and "_mean_" in k})
+        tilt.update(all_octahedra_tilt(table, depth, covariance))
         summary = {"tilt": tilt, "shell_depth_cells": depth,
                    "n_octahedra_complete": int(table["complete"].sum()), "n_octahedra_edge": int(table["edge"].sum())}
         figures: dict[str, Any] = {}

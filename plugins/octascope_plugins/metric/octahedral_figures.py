@@ -1,4 +1,8 @@
-"""Figures of the ``octahedral`` metric: θ/φ/L maps, core/shell histograms, tilt line profile, network overlay."""
+"""Figures of the ``octahedral`` metric: θ/φ/L maps, core/shell histograms, tilt line profile, network overlay.
+
+The maps are drawn over the (denoised) image with a scale bar; every figure names what its angles
+are (:data:`~octascope.results.figures.THETA_DEFINITION`, :data:`~octascope.results.figures.PHI_DEFINITION`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ import pandas as pd
 
 from octascope.analysis.lattice import estimate_square_basis
 from octascope.analysis.particle_table import core_shell_masks
-from octascope.results.figures import (default_profile_line, draw_particles, draw_tile_map, line_profile,
-                                       network_overlay, new_figure, plot_profiles, robust_limits)
+from octascope.results.figures import (L_DEFINITION, PHI_DEFINITION, THETA_DEFINITION, THETA_DEFINITION_SHORT,
+                                       default_profile_line,
+                                       draw_particles, draw_tile_map, image_limits, line_profile, network_overlay,
+                                       new_figure, plain_axes, plot_profiles, robust_limits)
+from octascope.results.style import styled
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -18,6 +25,7 @@ if TYPE_CHECKING:
     from octascope.core.model import Image, Octahedra, Particle
 
 
+@styled
 def octahedral_figures(
     image: "Image", columns: pd.DataFrame, octahedra: "Octahedra", table: pd.DataFrame, shell_depth_cells: int,
     particles: Sequence["Particle"] = (),
@@ -46,45 +54,64 @@ def octahedral_figures(
         a1 = np.where(np.isfinite(a1), a1, glob[0]) if a1 is not None else np.broadcast_to(glob[0], xy.shape)
         a2 = np.where(np.isfinite(a2), a2, glob[1]) if a2 is not None else np.broadcast_to(glob[1], xy.shape)
     edge = table["edge"].to_numpy(bool)
+    grey = image_limits(image)
+    rim = "; grey tiles: rim octahedra (no value)" if edge.any() else ""
 
     good = ~edge
     theta_lim = robust_limits(table.loc[good, ["theta1_deg", "theta2_deg", "theta3_deg"]].to_numpy().ravel())
-    fig, axes = new_figure(3)
-    for ax, k in zip(axes, (1, 2, 3)):
-        draw_tile_map(ax, xy, table[f"theta{k}_deg"], a1, a2, label=f"θ{k} [°]", title=f"θ{k}", excluded=edge,
-                      cmap="viridis", limits=theta_lim)
+    fig, axes = new_figure(3, height_in=4.7)
+    titles = ("θ1 = mean(φ1, φ2): bonds along a1", "θ2 = mean(φ3, φ4): bonds along a2", "θ3 = (θ1 + θ2)/2")
+    for ax, k, title in zip(axes, (1, 2, 3), titles):
+        draw_tile_map(ax, xy, table[f"theta{k}_deg"], a1, a2, label=f"θ{k} [°]", title=title, excluded=edge,
+                      cmap="viridis", limits=theta_lim, image=image, image_limits=grey)
         if several:
             draw_particles(ax, particles)
+    fig.suptitle(f"Octahedral tilt per octahedron, over the image{rim}\n{PHI_DEFINITION}")
     figs["theta_maps"] = fig
 
     phi_lim = robust_limits(table.loc[good, [f"phi{k}_deg" for k in range(1, 5)]].to_numpy().ravel())
-    fig, axes = new_figure(4, panel_size_in=3.6)
+    fig, axes = new_figure(4, panel_size_in=3.6, height_in=4.1)
     for ax, k in zip(axes, range(1, 5)):
-        draw_tile_map(ax, xy, table[f"phi{k}_deg"], a1, a2, label=f"φ{k} [°]", title=f"φ{k}", excluded=edge, limits=phi_lim)
+        draw_tile_map(ax, xy, table[f"phi{k}_deg"], a1, a2, label=f"φ{k} [°]", title=f"φ{k}", excluded=edge, limits=phi_lim,
+                      image=image, image_limits=grey)
+    fig.suptitle(f"Pb–X bond tilts, over the image{rim}\n{PHI_DEFINITION}")
     figs["phi_maps"] = fig
 
     L_lim = robust_limits(table.loc[good, ["L1_A", "L2_A"]].to_numpy().ravel())
-    fig, axes = new_figure(2)
+    fig, axes = new_figure(2, height_in=4.7)
     for ax, k in zip(axes, (1, 2)):
         draw_tile_map(ax, xy, table[f"L{k}_A"], a1, a2, label=f"L{k} (X–Pb–X) [Å]", title=f"L{k}", excluded=edge,
-                      cmap="cividis", limits=L_lim)
+                      cmap="cividis", limits=L_lim, image=image, image_limits=grey)
+    fig.suptitle(f"Bond lengths, over the image{rim}\n{L_DEFINITION}")
     figs["bond_length_maps"] = fig
 
-    fig, axes = new_figure(3, panel_size_in=3.8, height_in=3.2)
+    fig, axes = new_figure(3, panel_size_in=3.8, height_in=3.6)
     in_core, in_shell = core_shell_masks(table, shell_depth_cells)
+    colours = {"core": "#0072B2", "shell": "#E69F00"}
+    counts = {}
     for ax, k in zip(axes, (1, 2, 3)):
         v = table[f"theta{k}_deg"].to_numpy(float)
         core, shell = v[in_core], v[in_shell]
         core, shell = core[np.isfinite(core)], shell[np.isfinite(shell)]
+        counts = {"core": core.size, "shell": shell.size}
         both = np.concatenate([core, shell])
         bins = np.linspace(both.min(), both.max() + 1e-9, 16).tolist() if both.size else 10
-        if core.size:
-            ax.hist(core, bins=bins, alpha=0.6, label=f"core (n={core.size}, mean {core.mean():.2f}°)")
-        if shell.size:
-            ax.hist(shell, bins=bins, alpha=0.6, label=f"shell < {shell_depth_cells} cells (n={shell.size}, mean {shell.mean():.2f}°)")
+        means = []
+        for region, vals in (("core", core), ("shell", shell)):
+            if vals.size:
+                ax.hist(vals, bins=bins, alpha=0.6, color=colours[region], label=region)
+                means.append(f"{region} {vals.mean():.2f}°")
         ax.set_xlabel(f"θ{k} [°]")
         ax.set_ylabel("octahedra")
-        ax.legend(fontsize="x-small")
+        ax.set_title(f"θ{k}: mean " + ", ".join(means) if means else f"θ{k}: no octahedra")
+        plain_axes(ax)
+    from matplotlib.patches import Patch
+
+    labels = {"core": f"core: ≥ {shell_depth_cells} cells below the surface (n={counts.get('core', 0)})",
+              "shell": f"shell: the outer {shell_depth_cells} cells (n={counts.get('shell', 0)})"}
+    fig.legend([Patch(facecolor=colours[r], alpha=0.6) for r in labels], list(labels.values()),
+               loc="outside lower center", ncols=2)
+    fig.suptitle(THETA_DEFINITION)
     figs["tilt_histograms"] = fig
 
     if good.sum() >= 2:
@@ -93,8 +120,9 @@ def octahedral_figures(
         spacing = float(np.linalg.norm(a1_mean))
         profs = {f"θ{k}": line_profile(xy[good], table.loc[good, f"theta{k}_deg"], start, d, spacing_A=spacing,
                                        length_A=length) for k in (1, 2, 3)}
-        fig, (ax,) = new_figure(1, panel_size_in=5.5, height_in=3.5)
-        plot_profiles(ax, profs, "tilt [°]", "tilt along a1 through the centre (4 rows integrated)")
+        fig, (ax,) = new_figure(1, panel_size_in=5.5, height_in=4.0)
+        plot_profiles(ax, profs, "tilt [°]", "tilt along a1 through the centre\n(4 rows integrated; ± standard error)")
+        fig.suptitle(THETA_DEFINITION_SHORT)
         figs["tilt_line_profile"] = fig
 
     unc = "theta3_total_err_deg" if "theta3_total_err_deg" in table else "theta3_err_deg"
@@ -102,13 +130,14 @@ def octahedral_figures(
         fig, (ax,) = new_figure(1)
         what = "statistical ⊕ systematic" if unc == "theta3_total_err_deg" else "statistical"
         draw_tile_map(ax, xy, table[unc], a1, a2, label="σ(θ3) [°]", title=f"θ3 uncertainty (1σ, {what})",
-                      excluded=edge, cmap="magma")
+                      excluded=edge, cmap="magma", image=image, image_limits=grey)
         figs["theta_uncertainty_map"] = fig
     if several:
         figs["particle_histograms"] = particle_histograms(particles, table, shell_depth_cells)
     return figs
 
 
+@styled
 def particle_histograms(particles: Sequence["Particle"], table: pd.DataFrame, shell_depth_cells: int) -> "Figure":
     """The frame's particles: their size (√(extent along a1 × along a2)) and their mean θ3 in core
     and shell, one count per analysed particle."""
@@ -122,13 +151,16 @@ def particle_histograms(particles: Sequence["Particle"], table: pd.DataFrame, sh
     axes[0].set_xlabel("particle size √(a1 extent × a2 extent) [nm]")
     axes[0].set_ylabel("particles")
     axes[0].set_title(f"{len(done)} analysed of {len(particles)} particles")
-    for region, colour in (("core", "#2ca02c"), ("shell", "#d62728")):
+    plain_axes(axes[0])
+    plain_axes(axes[1])
+    for region, colour in (("core", "#0072B2"), ("shell", "#E69F00")):
         col = f"theta3_deg_{region}"
         v = tilts[col].to_numpy(float) if col in tilts else np.array([])
         v = v[np.isfinite(v)]
         if v.size:
             axes[1].hist(v, bins=max(3, min(12, v.size)), alpha=0.6, color=colour, label=f"{region} (n={v.size})")
-    axes[1].set_xlabel("mean θ3 per particle [°]")
+    axes[1].set_xlabel("mean θ3 = (θ1 + θ2)/2 per particle [°]")
     axes[1].set_ylabel("particles")
-    axes[1].legend(fontsize="x-small", loc="best")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig

@@ -1,0 +1,153 @@
+"""Choose the default denoiser from accuracy-benchmark tables (issue 20), by a rule fixed beforehand.
+
+Usage::
+
+    python experiments/benchmarks/denoiser_decision.py results/accuracy-after-doses.csv results/accuracy-absf-field.csv \\
+        --labels default=none,best=absf --out results/denoiser-decision.md
+
+Rule (docs/denoisers.md, "Which denoiser is the default"):
+
+1. Rows: every image x dose of the tables but ``clean`` (the realistic set: weak-phase and
+   multislice, vacuum and carbon, single particles and the field, 1,000-100 e/Å²), each the mean
+   over its noise seeds. A failed analysis counts as F1 0, coverage 0 and the worst θ error.
+2. Measures: detection F1, octahedra coverage (matched complete octahedra / true) and θ error
+   (mean |Δθ1|, |Δθ2|). In every row the candidates are ranked on each measure (1 = best, ties share).
+3. The default is the candidate with the best mean rank over all rows and measures (a tie keeps
+   the simpler ``none``) — provided that it is on no single-particle row worse than the other
+   candidate by more than that row's seed spread (the larger of the two seed standard deviations)
+   on any measure, and that its field frame precision is >= 0.99 at every dose. Otherwise the
+   other candidate stays the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MEASURES = (("F1", "detection_f1", +1), ("coverage", "coverage", +1), ("θ err [deg]", "theta12_error_deg", -1))
+FIELD = "field"
+MIN_FIELD_PRECISION = 0.99
+
+
+def load(paths: list[str], labels: dict[str, str]) -> pd.DataFrame:
+    """All runs of the tables, ``candidate`` from the config label, failures scored worst."""
+    runs = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    runs = runs[runs["dose"].astype(str) != "clean"].copy()
+    runs["candidate"] = runs["config"].map(labels).fillna(runs["config"])
+    runs["dose"] = runs["dose"].astype(str)
+    ok = runs["ok"].astype(bool)
+    true = runs.get("octahedra_true", pd.Series(np.nan, index=runs.index)).astype(float)
+    matched = runs.get("octahedra_matched", pd.Series(np.nan, index=runs.index)).astype(float).fillna(0.0)
+    runs["coverage"] = np.where(true > 0, matched / true, np.nan)
+    runs.loc[~ok, "detection_f1"] = 0.0
+    runs.loc[~ok, "coverage"] = 0.0
+    runs.loc[~ok, "theta12_error_deg"] = np.inf
+    runs.loc[ok & runs["theta12_error_deg"].isna(), "theta12_error_deg"] = np.inf  # no octahedra matched
+    return runs
+
+
+def rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and seed sd per image, dose and candidate."""
+    g = runs.groupby(["image", "dose", "candidate"], sort=False)
+    out = g.agg(**{f"{c}": (c, "mean") for _, c, _ in MEASURES},
+                **{f"{c}_sd": (c, "std") for _, c, _ in MEASURES},
+                precision=("detection_precision", "mean"), n=("seed", "size"), failed=("ok", lambda s: int((~s.astype(bool)).sum())))
+    return out.reset_index()
+
+
+def decide(table: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[str]], str]:
+    """Ranks per row, mean ranks, guard violations per candidate and the decision."""
+    ranked = []
+    for (image, dose), grp in table.groupby(["image", "dose"], sort=False):
+        grp = grp.set_index("candidate").reindex(candidates)
+        rec = {"image": image, "dose": dose}
+        for name, col, sign in MEASURES:
+            vals = grp[col].to_numpy(float)
+            key = np.where(np.isnan(vals), -np.inf, sign * vals)
+            ranks = pd.Series(-key).rank(method="average").to_numpy()
+            for cand, v, sd, r in zip(candidates, vals, grp[f"{col}_sd"].to_numpy(float), ranks):
+                rec[(cand, name)] = v
+                rec[(cand, name, "sd")] = sd
+                rec[(cand, name, "rank")] = r
+        for cand in candidates:
+            rec[(cand, "precision")] = grp.loc[cand, "precision"]
+            rec[(cand, "failed")] = grp.loc[cand, "failed"]
+            rec[(cand, "n")] = grp.loc[cand, "n"]
+        ranked.append(rec)
+    mean_rank = {c: float(np.mean([r[(c, m, "rank")] for r in ranked for m, _, _ in MEASURES])) for c in candidates}
+    violations: dict[str, list[str]] = {c: [] for c in candidates}
+    for r in ranked:
+        for c in candidates:
+            others = [o for o in candidates if o != c]
+            if r["image"] == FIELD:
+                if not r[(c, "precision")] >= MIN_FIELD_PRECISION:
+                    violations[c].append(f"field {r['dose']}: precision {r[(c, 'precision')]:.3f} < {MIN_FIELD_PRECISION}")
+                continue
+            for o in others:
+                for name, _, sign in MEASURES:
+                    a, b = r[(c, name)], r[(o, name)]
+                    spread = np.nanmax([r[(c, name, "sd")], r[(o, name, "sd")], 0.0])
+                    if np.isinf(a) or np.isinf(b):
+                        bad = bool(np.isinf(a) and not np.isinf(b))
+                    else:
+                        bad = bool(sign * (b - a) > spread)  # c worse than o beyond the spread
+                    if bad:
+                        violations[c].append(f"{r['image']} {r['dose']}: {name} {a:.3f} vs {o} {b:.3f} (spread {spread:.3f})")
+    order = sorted(candidates, key=lambda c: (mean_rank[c], c != "none"))
+    choice = next((c for c in order if not violations[c]), "none" if "none" in candidates else order[0])
+    return pd.DataFrame(ranked), mean_rank, violations, choice
+
+
+def fmt(v: float, sd: float, digits: int) -> str:
+    if np.isinf(v):
+        return "failed"
+    if not np.isfinite(v):
+        return "—"
+    return f"{v:.{digits}f}" + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "")
+
+
+def markdown(ranked: pd.DataFrame, candidates: list[str], mean_rank: dict[str, float],
+             violations: dict[str, list[str]], choice: str) -> str:
+    head = ["image", "dose"] + [f"{m} {c}" for m, _, _ in MEASURES for c in candidates] + [f"rank {c}" for c in candidates]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in ranked.iterrows():
+        cells = [r["image"], r["dose"]]
+        for name, _, _ in MEASURES:
+            for c in candidates:
+                cells.append(fmt(r[(c, name)], r[(c, name, "sd")], 2 if name.startswith("θ") else 3))
+        for c in candidates:
+            cells.append(f"{np.mean([r[(c, m, 'rank')] for m, _, _ in MEASURES]):.2f}")
+        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+    lines.append("")
+    lines.append("Mean rank over all rows and measures: " + ", ".join(f"{c} {mean_rank[c]:.3f}" for c in candidates) + ".")
+    for c in candidates:
+        v = violations[c]
+        lines.append(f"- {c}: " + ("no row worse than its seed spread; field precision >= 0.99" if not v else
+                                     f"{len(v)} guard violation(s): " + "; ".join(v)))
+    lines.append(f"\n**Decision: `{choice}`.**")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("csv", nargs="+", help="accuracy-benchmark .csv files (all runs)")
+    parser.add_argument("--labels", default="default=none,best=absf", help="config label -> candidate name")
+    parser.add_argument("--out", default=None, help="markdown file (default: print only)")
+    args = parser.parse_args(argv)
+    labels = dict(kv.split("=", 1) for kv in args.labels.split(","))
+    runs = load(args.csv, labels)
+    candidates = list(dict.fromkeys(runs["candidate"]))
+    ranked, mean_rank, violations, choice = decide(rows(runs), candidates)
+    text = markdown(ranked, candidates, mean_rank, violations, choice)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(f"Command: `python {' '.join(sys.argv)}`\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
