@@ -97,8 +97,10 @@ def decide(table: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, di
                         bad = bool(sign * (b - a) > spread)  # c worse than o beyond the spread
                     if bad:
                         violations[c].append(f"{r['image']} {r['dose']}: {name} {a:.3f} vs {o} {b:.3f} (spread {spread:.3f})")
-    order = sorted(candidates, key=lambda c: (mean_rank[c], c != "none"))
-    choice = next((c for c in order if not violations[c]), "none" if "none" in candidates else order[0])
+    # fewest guard violations first (a candidate worse than another beyond the seed spread on more rows
+    # loses even when no candidate is clean), then the mean rank, then the status quo
+    order = sorted(candidates, key=lambda c: (len(violations[c]), mean_rank[c], c != "none"))
+    choice = order[0]
     return pd.DataFrame(ranked), mean_rank, violations, choice
 
 

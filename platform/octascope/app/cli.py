@@ -123,16 +123,56 @@ def _hydra_task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if "hydra_start" in _PHASES:  # Hydra's own start (composing, logging) before the job
+        _PHASES["hydra"] = time.perf_counter() - _PHASES.pop("hydra_start")
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    _run_job(cfg, Path(hc.runtime.output_dir), multirun=multirun, job_num=str(hc.job.num) if multirun else None,
+             label=f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None)
+
+
+def _run_direct(checked: "_Checked") -> bool:
+    """Run a single (non-sweep) job from the configuration the check composed, without composing it
+    again through ``hydra.main``: Hydra composes once. Applies what Hydra's run would
+    (``hydra.job.env_set``, the job's logging config; both checked by the policy). Returns False
+    (nothing done) where Hydra must run the job itself: a sweep, an output folder not known
+    before, ``hydra.job.chdir``."""
+    if checked.multirun or checked.output_dir is None or _LAST_COMPOSED is None or not _pin_output_dir(checked):
+        return False
+    job_cfg, hydra_node = _LAST_COMPOSED
+    job = hydra_node.get("job") or {}
+    if job.get("chdir") or "${" in json_text(hydra_node.get("job_logging")):
+        return False
+    for name, value in (job.get("env_set") or {}).items():
+        os.environ[str(name)] = "" if value is None else str(value)
+    logging_cfg = hydra_node.get("job_logging")
+    if isinstance(logging_cfg, dict) and logging_cfg:
+        import logging.config
+
+        logging.config.dictConfig(logging_cfg)
+    _run_job(job_cfg, Path(checked.output_dir), multirun=False, job_num=None, label=None)
+    return True
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None, label: str | None) -> None:
+    """One job (Hydra's task, or :func:`_run_direct`): claim the folder, run, print the summary; a
+    failure is one line (a sweep records it and goes on)."""
     from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
-    hc = HydraConfig.get()
-    output_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    job_tag = str(hc.job.num) if multirun else None
-    label = f"job {hc.job.num} ({hc.job.override_dirname or 'defaults'})" if multirun else None
+    job_tag = job_num
     claimed = False
+    t_job = time.perf_counter()
     try:
-        container = _to_dict(cfg, resolve=True)
+        container = cfg if isinstance(cfg, dict) else _to_dict(cfg, resolve=True)
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
                          created=_created_for(output_dir, multirun))
         claimed = True
@@ -160,12 +200,12 @@ def _hydra_task(cfg: Any) -> None:
             raise  # a bug, not a user error: Hydra prints the traceback
         if multirun:  # a sweep runs every job: record the failure and go on
             _say_error(f"{label} failed: {msg}")
-            _record_job(str(hc.job.num), msg)
+            _record_job(str(job_num), msg)
             return
         _say_error(msg)
         raise SystemExit(2) from None
     if multirun:
-        _record_job(str(hc.job.num), None)
+        _record_job(str(job_num), None)
     from octascope.results.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
@@ -174,6 +214,9 @@ def _hydra_task(cfg: Any) -> None:
         print(format_series_summary(result, files, output_dir, uri), flush=True)
         return
     print(format_summary(result, files, output_dir, uri), flush=True)
+    from octascope.app.run import PHASES
+
+    PHASES["job"] = time.perf_counter() - t_job
 
 
 def list_plugins(stage: str | None = None) -> str:
@@ -418,7 +461,14 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str], 
     validate_config(job_cfg)
     check_source_config(dict(job_cfg.get("source") or {}))
     build_stages(job_cfg, _registry())
+    global _LAST_COMPOSED
+    _LAST_COMPOSED = (job_cfg, hydra_node)
     return hydra_node
+
+
+#: the job configuration and hydra node composed last by :func:`_compose_and_check` (a session
+#: runs from it: Hydra is not composed again)
+_LAST_COMPOSED: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 class _Checked:
@@ -668,23 +718,72 @@ def runs_command(argv: list[str]) -> int:
               + (f" and {len(orphans)} empty folder(s) of killed runs" if orphans else "")
               + (f"; {len(unknown)} RUNNING run(s) from another host or an older version not checked" if unknown else ""))
         return 0
-    runs = list_runs(uri)
-    print(f"{'run':<12}  {'status':<9}  {'started (UTC)':<19}  {'output folder'}")
+    print(runs_table(list_runs(uri), is_complete))
+    return 0
+
+
+def headline_tilt(metrics: dict[str, float]) -> str:
+    """θ3 core/shell of a run's metrics, as ``θ3 core 8.9 ± 0.2° / shell 6.5 ± 0.7°`` (or '')."""
+    parts = []
+    for region in ("core", "shell"):
+        mean = metrics.get(f"theta3_deg_mean_{region}")
+        err = metrics.get(f"theta3_deg_mean_{region}_err")
+        if mean is not None:
+            parts.append(f"{region} {mean:.1f}" + (f" ± {err:.1f}°" if err is not None else "°"))
+    return ("θ3 " + " / ".join(parts)) if parts else ""
+
+
+def runs_table(runs: list[Any], is_complete: Any) -> str:
+    """The lines of ``octascope runs``: name, input, status, start, headline tilt, output folder."""
     import datetime as _dt
 
+    from octascope.results.tracking import DIR_TAG
+
+    rows = [("run", "name", "input", "status", "started (UTC)", "tilt", "output folder")]
     for r in runs:
-        started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        started = _dt.datetime.fromtimestamp((r.info.start_time or 0) / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
         folder = r.data.tags.get(DIR_TAG, "")
-        state = "" if not folder else (" (complete)" if is_complete(folder) else " (incomplete: no summary.json)"
-                                       if Path(folder).is_dir() else " (folder removed)")
-        print(f"{r.info.run_id[:12]:<12}  {r.info.status:<9}  {started:<19}  {folder}{state}")
-    return 0
+        state = "" if not folder else ("" if is_complete(folder) or r.data.tags.get("octascope.kind") == "session"
+                                       else " (incomplete)" if Path(folder).is_dir() else " (removed)")
+        source = r.data.tags.get("octascope.source", "")
+        name = r.info.run_name or ""
+        if r.data.tags.get("mlflow.parentRunId"):
+            name = "  " + name
+        rows.append((r.info.run_id[:8], name[:32], Path(source).name[:28] if source else "", r.info.status, started,
+                     headline_tilt(dict(r.data.metrics)), folder + state))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``octascope`` console command."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("plugins", "runs", "compare") and {"--help", "-h"} & set(argv):
+        from octascope.app.help import HELP
+
+        if set(argv) - {"--help", "-h"}:  # overrides beside --help are still checked (and refused) first
+            from octascope.app.policy import guarded_yaml_loading
+
+            try:
+                with guarded_yaml_loading():
+                    _register_resolvers()
+                    _check(argv)
+            except OctascopeError as exc:
+                _say_error(str(exc))
+                raise SystemExit(2) from None
+        print(HELP)
+        return
+    if argv and argv[0] == "--version":
+        from octascope.app.help import version_text
+
+        print(version_text())
+        return
     if argv and argv[0] == "plugins":
+        if {"--help", "-h"} & set(argv[1:]):
+            from octascope.app.help import PLUGINS_HELP
+
+            print(PLUGINS_HELP)
+            return
         rest = [a for a in argv[1:] if a != "list"]
         try:
             print(list_plugins(rest[0] if rest else None))
@@ -721,22 +820,38 @@ def main(argv: list[str] | None = None) -> None:
     code = 0
     checked: _Checked | None = None
     created: list[Path] = []
+    session: "_SessionRequest | None" = None
     try:
         with _Signals(), guarded_yaml_loading():
             try:
                 _register_resolvers()
-                checked = _check(argv)
+                session = _session_request(argv)
+                if session is None:  # a session's frames import MLflow in their workers (or skip it all)
+                    _prewarm_tracking(argv)
+                t_check = time.perf_counter()
+                checked = _check(session.check_argv if session else argv)
+                _PHASES["check"] = time.perf_counter() - t_check
                 created = _prepare_output_dir(checked)
+                if session is not None:
+                    code = _run_session_command(session, checked, created, status_dir)
             except OctascopeError as exc:
                 if os.environ.get("OCTASCOPE_DEBUG"):
                     raise
                 _say_error(str(exc))
                 raise SystemExit(2) from None
+            if session is not None:
+                raise _SessionDone()
+            _run_id()
+            if not (_split_argv(argv)[2] & _NO_JOB_FLAGS) and _run_direct(checked):
+                raise _SessionDone()  # the job ran; Hydra was composed once (by the check)
             import hydra
 
             _run_id()
             sys.argv = [sys.argv[0], *checked.argv, *_pin_output_dir(checked)]
+            _PHASES["hydra_start"] = time.perf_counter()
             hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+    except _SessionDone:
+        pass
     except KeyboardInterrupt as exc:
         from octascope.core.errors import Interrupted
 
@@ -758,13 +873,192 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 os.environ[k] = v
     if os.environ.get("OCTASCOPE_TIMING"):
-        print(f"octascope: wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        _print_timing(t0)
     if code:
         raise SystemExit(code)
     if failed:
         _say_error(f"{len(failed)} of {n_jobs} jobs failed (jobs {', '.join(p.stem for p in failed)}; see the lines above); "
                    "fix them and run those jobs again")
         raise SystemExit(1)
+
+
+def _prewarm_tracking(argv: list[str]) -> None:
+    """Import MLflow and its SQL store in a background thread while the configuration is checked and
+    the image analysed (≈ 2-3 s of imports off the critical path); the run then finds them imported.
+    Not for ``tracking.enabled=false`` or commands that run no job."""
+    import threading
+
+    flags, overrides, names = _split_argv(argv)
+    if names & _NO_JOB_FLAGS or any(o.replace(" ", "").lower() == "tracking.enabled=false" for o in overrides):
+        return
+    if os.environ.get("OCTASCOPE_PREWARM", "1") == "0":  # experiments/benchmarks/startup.py: with and without
+        return
+
+    def work() -> None:
+        try:
+            import mlflow  # noqa: F401
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        except Exception:  # the run reports a broken MLflow itself, in one line
+            pass
+
+    threading.Thread(target=work, name="octascope-import-mlflow", daemon=True).start()
+
+
+class _SessionDone(Exception):
+    """A session (or a job run without ``hydra.main``) finished: skip Hydra's run."""
+
+
+class _SessionRequest:
+    """A command line whose ``source.path`` is a glob or a folder: the frames, and the command line
+    checked with the first frame in its place."""
+
+    def __init__(self, argv: list[str], pattern: str, frames: list[Path], check_argv: list[str]):
+        self.argv, self.pattern, self.frames, self.check_argv = argv, pattern, frames, check_argv
+
+
+def _session_request(argv: list[str]) -> _SessionRequest | None:
+    """A session when ``source.path`` is a glob or a folder (:mod:`octascope.app.batch`), else None."""
+    from octascope.app.batch import expand_frames, is_batch_path
+    from octascope.core.errors import ConfigError
+
+    flags, overrides, names = _split_argv(argv)
+    if names & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}:
+        return None
+    quoted, parsed = _parse_overrides(overrides)
+    for tok, p in zip(quoted, parsed):
+        if p.key_or_group != "source.path" or p.is_sweep_override():
+            continue
+        value = p.value()
+        if not is_batch_path(value):
+            return None
+        if names & {"--multirun", "-m"}:
+            raise ConfigError(f"source.path={value} is a session (a glob or a folder) and cannot be swept with --multirun; "
+                              "run one session per setting")
+        frames = expand_frames(str(value))
+        first = _quote(str(frames[0])) or str(frames[0])
+        check = [a for a in argv if a != overrides[quoted.index(tok)]] + [f"source.path={first}"]
+        return _SessionRequest(argv, str(value), frames, check)
+    return None
+
+
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def _run_session_command(session: _SessionRequest, checked: _Checked, created: list[Path], status_dir: str) -> int:
+    """Run a session: in this machine's process pool, or as a Hydra sweep through the configured
+    launcher (SLURM). Returns the exit code (1 when a frame failed)."""
+    from octascope.app import batch
+    from octascope.core.errors import ConfigError
+    from octascope.results.outputs import claim_output_dir
+
+    if _LAST_COMPOSED is None or checked.output_dir is None:
+        raise ConfigError("a session needs an output folder known before it starts; give hydra.run.dir without "
+                          "${hydra.job...} interpolations")
+    cfg, hydra_node = _LAST_COMPOSED
+    cfg = dict(cfg, source=dict(cfg.get("source") or {}, path=session.pattern))
+    options = batch.batch_options(cfg)
+    session_dir = Path(checked.output_dir)
+    launcher = str((hydra_node.get("launcher") or {}).get("_target_") or _BASIC_LAUNCHER)
+    frames = session.frames
+    if options.dry_run:
+        plan = batch.plan_session(frames, cfg, session_dir, options)
+        for i, (f, d) in enumerate(zip(plan.frames, plan.done)):
+            print(f"[{i + 1}/{len(frames)}] {f}" + (f"  (done before: {d['output_dir']})" if d else ""))
+        todo = [f for f, d in zip(plan.frames, plan.done) if d is None]
+        if launcher != _BASIC_LAUNCHER:
+            params = {k: v for k, v in (hydra_node.get("launcher") or {}).items() if k != "_target_" and v is not None}
+            print(f"octascope: would submit {len(todo)} job(s) through {launcher.rsplit('.', 1)[-1]} "
+                  f"({', '.join(f'{k}={v}' for k, v in params.items())})")
+            print("  jobs: octascope --multirun " + " ".join(batch.sweep_overrides(todo, session_dir)) if todo else "  jobs: none")
+            preview = batch.sbatch_preview(hydra_node.get("launcher") or {}, len(todo), session_dir / "frames" / ".submitit")\
+                if "slurm" in launcher.lower() and todo else None
+            if preview:
+                print("  the job array's sbatch header (submitit):\n" + "\n".join("    " + line for line in preview.splitlines()))
+        else:
+            print(f"octascope: would analyse {len(todo)} frame(s) into {session_dir} "
+                  f"({len(frames) - len(todo)} done before)")
+        from octascope.results.outputs import remove_created_dirs
+
+        remove_created_dirs(created)
+        return 0
+    claim_output_dir(session_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "session": session.pattern}, created=created)
+    if launcher != _BASIC_LAUNCHER:
+        return _run_session_sweep(session, cfg, session_dir, options, status_dir)
+    record = batch.run_session(cfg, frames, session_dir)
+    print(_session_summary(record, session_dir), flush=True)
+    if record["failed"]:
+        _say_error(f"{record['failed']} of {record['frames']} frames failed (see the lines above); the others are in "
+                   f"{session_dir / batch.SESSION_CSV}; fix them and run the same command again (done frames are skipped)")
+        return 1
+    return 0
+
+
+def _session_summary(record: dict[str, Any], session_dir: Path) -> str:
+    lines = [f"octascope: session of {record['frames']} frame(s) in {record['wall_s']:.1f} s: {record['ok']} analysed"
+             f" ({record['frames_per_min']:.1f} frames/min, {record.get('workers', 1)} worker(s)), "
+             f"{record['skipped']} done before, {record['failed']} failed",
+             f"  table: {session_dir / 'session.csv'}"]
+    if (session_dir / "session.html").is_file():
+        lines.append(f"  report: {session_dir / 'session.html'}")
+    if record.get("mlflow_parent_run_id"):
+        lines.append(f"  MLflow: parent run {record['mlflow_parent_run_id']} (one child run per frame)")
+    return "\n".join(lines)
+
+
+def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_dir: Path, options: Any,
+                       status_dir: str) -> int:
+    """A session as a Hydra sweep through the configured launcher: one job per frame not done before,
+    the jobs' folders ``<session>/frames/<n>``, then the session table."""
+    import hydra
+
+    from octascope.app import batch
+
+    t0 = time.perf_counter()
+    plan = batch.plan_session(session.frames, cfg, session_dir, options)
+    todo = [f for f, d in zip(plan.frames, plan.done) if d is None]
+    track = dict(cfg.get("tracking") or {})
+    parent = batch._start_parent(track, session_dir, len(todo)) if track.get("enabled", True) and todo else None
+    if todo:
+        flags, overrides, _names = _split_argv(session.argv)
+        rest = [o for o in overrides if not o.startswith("source.path=")]
+        extra = [f"tracking.parent_run_id={parent}"] if parent else []
+        sys.argv = [sys.argv[0], *flags, "--multirun", *rest, *batch.sweep_overrides(todo, session_dir), *extra]
+        try:
+            hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+    failed = {int(p.stem): p.read_text() for p in Path(status_dir).glob("*.failed") if p.stem.isdigit()}
+    record = batch.collect_sweep(todo, session_dir, cfg, failed, time.perf_counter() - t0)
+    if parent:
+        batch._end_parent(track, parent, dict(record, frames_per_min=0.0), session_dir, failed=False)
+    print(f"octascope: session of {len(session.frames)} frame(s) through the launcher: {record['ok']} analysed, "
+          f"{len(session.frames) - len(todo)} done before, {record['failed']} failed; table: {session_dir / 'session.csv'}")
+    return 1 if record["failed"] else 0
+
+
+#: wall time of the command's phases [s] (with :data:`octascope.app.run.PHASES`: ``OCTASCOPE_TIMING=1``)
+_PHASES: dict[str, float] = {}
+
+
+def _print_timing(t0: float) -> None:
+    """One stderr line: the command's wall time and its phases (start-up = interpreter and imports
+    before :func:`main`)."""
+    import json
+
+    from octascope.app.run import PHASES
+
+    phases = dict(_PHASES)
+    try:
+        import psutil
+
+        phases["startup"] = time.time() - psutil.Process().create_time() - (time.perf_counter() - t0)
+    except Exception:
+        pass
+    phases.update(PHASES)
+    phases["wall"] = time.perf_counter() - t0 + phases.get("startup", 0.0)
+    print(f"octascope: wall time {time.perf_counter() - t0:.1f} s; phases " + json.dumps({k: round(v, 3) for k, v in phases.items()}),
+          file=sys.stderr)
 
 
 def _prepare_output_dir(checked: _Checked) -> list[Path]:

@@ -14,9 +14,11 @@ Hydra callbacks, logging factories and launchers/sweepers other than the install
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from octascope.core.errors import ConfigError
+from octascope.core.params import Options, param, require
 
 #: top-level keys of a run configuration and what reads them
 TOP_LEVEL_KEYS = {
@@ -32,11 +34,12 @@ TOP_LEVEL_KEYS = {
     "region": "region.find_region",
     "refine": "refine.refine_columns",
     "particles": "analysis.particles.ParticleOptions",
+    "batch": "app.batch.BatchOptions (sessions: source.path a glob or a folder)",
     # [h-series] time series (source.frames) and exports
     "series": "analysis.series.SeriesOptions (a source.frames run)",
     "export": "results.export.export_results",
 }
-TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name")
+TRACKING_KEYS = ("enabled", "tracking_uri", "experiment", "run_name", "parent_run_id")
 
 
 def find_targets(node: Any, path: str = "") -> Iterator[str]:
@@ -64,7 +67,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {unknown}, read by nothing; check the spelling "
                           f"(keys: {', '.join(TOP_LEVEL_KEYS)}; `octascope --cfg job` prints the configuration)")
-    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine", "particles"):
+    for stage in ("source", "denoiser", "locator", "classifier", "network", "tracking", "region", "refine", "particles",
+                  "batch"):
         if stage in cfg and not isinstance(cfg[stage], Mapping):
             raise ConfigError(f"'{stage}' must be a group of keys, got {cfg[stage]!r}; choose an option with {stage}=<name>")
     track = cfg.get("tracking") or {}
@@ -72,6 +76,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if bad:
         raise ConfigError(f"tracking has no key(s) {bad}; its keys are {', '.join(TRACKING_KEYS)}")
     _check_step_options(cfg)
+    if "batch" in cfg:
+        batch_options(cfg)
     from octascope.results.outputs import check_figure_formats
 
     check_figure_formats(cfg.get("figure_formats"))
@@ -95,3 +101,35 @@ def _check_step_options(cfg: Mapping[str, Any]) -> None:
             options_from(cls, dict(cfg.get(group) or {}), group)
         except PluginParameterError as exc:
             raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions(Options):
+    """How a session runs: the ``batch`` group of the run configuration (read only when
+    ``source.path`` is a glob or a folder)."""
+
+    workers: int | str = param("auto", doc="processes analysing frames at once on this machine; auto: the free cores "
+                                            "(usable cores minus the load average, at least 1)")
+    skip_done: bool = param(True, doc="reuse a complete earlier result of the same input file and configuration")
+    index_dir: str = param("outputs/.octascope-index", doc="folder of the done-frame index (one file per frame key)")
+    dry_run: bool = param(False, doc="list the frames (and, with a Hydra launcher, the jobs it would submit); "
+                                     "analyse nothing")
+
+    def check(self) -> None:
+        require(self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 1),
+                f"workers must be auto or a whole number >= 1, got {self.workers!r}")
+        require(bool(str(self.index_dir).strip()), "index_dir must name a folder")
+
+
+def batch_options(cfg: Mapping[str, Any]) -> BatchOptions:
+    """The ``batch`` group of a configuration as :class:`BatchOptions` (ConfigError when wrong)."""
+    from octascope.core.errors import ConfigError, PluginParameterError
+    from octascope.core.params import options_from
+
+    raw = dict(cfg.get("batch") or {})
+    if isinstance(raw.get("workers"), str) and raw["workers"].isdigit():
+        raw["workers"] = int(raw["workers"])
+    try:
+        return options_from(BatchOptions, raw, "batch")
+    except PluginParameterError as exc:
+        raise ConfigError(str(exc)) from None

@@ -13,6 +13,28 @@ from octascope.core.model import Result
 from octascope.analysis.pipeline import BuiltStages
 from octascope.core.registry import Registry
 
+#: wall time of the phases of the last run in this process [s] (``OCTASCOPE_TIMING=1`` prints them;
+#: experiments/benchmarks/startup.py reads them)
+PHASES: dict[str, float] = {}
+
+
+class _phase:
+    """``with _phase("name"):`` adds the block's wall time to :data:`PHASES`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        import time
+
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        import time
+
+        PHASES[self.name] = PHASES.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
 #: the stages built from a config, by their keyword in :func:`octascope.analysis.pipeline.run_pipeline`
 STAGE_KEYS: tuple[str, ...] = ("denoiser", "locator", "classifier", "network")
 
@@ -34,8 +56,17 @@ def build_stages(cfg: Mapping[str, Any], registry: Registry) -> BuiltStages:
     return BuiltStages(denoiser=denoiser, locator=locator, classifier=classifier, network=network, metrics=metrics)
 
 
+def input_stem(image: Any, source: Mapping[str, Any]) -> str:
+    """The name a run is known by: the input file's stem, else the source's name or kind."""
+    path = (getattr(image, "metadata", None) or {}).get("path") or source.get("path")
+    if path:
+        return Path(str(path)).stem
+    return str(source.get("name") or source.get("kind") or "run")
+
+
 def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
-                    registry: Registry | None = None) -> tuple[Result, dict[str, Path]]:
+                    registry: Registry | None = None, run_name: str | None = None,
+                    tags: Mapping[str, str] | None = None) -> tuple[Result, dict[str, Path]]:
     """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
 
     The configuration is checked first (:func:`octascope.app.config.validate_config`), the plugins are
@@ -43,6 +74,9 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     the input checksum, the code version and the image metadata at once, so a run that dies later
     still says what it analysed. ``registry``: the plugin registry to build from (default: a fresh
     :func:`~octascope.core.registry.get_registry`; the command line passes the one it checked with).
+    ``run_name``: the MLflow run's name (default ``tracking.run_name``, else the input's stem and the
+    non-default settings, :func:`octascope.results.tracking.run_name`); ``tags``: more MLflow tags.
+    ``tracking.parent_run_id`` makes the run a child of that run (a session's frame).
     """
     from octascope.app.config import validate_config
     from octascope.input.sources import load_source
@@ -51,35 +85,46 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     from octascope.analysis.pipeline import run_pipeline
     from octascope.core.registry import get_registry
 
-    validate_config(cfg)
-    formats = check_figure_formats(cfg.get("figure_formats"))
-    from octascope.results.export import check_export, write_extras  # [h-series]
+    with _phase("plugins"):
+        validate_config(cfg)
+        formats = check_figure_formats(cfg.get("figure_formats"))
+        from octascope.results.export import check_export, write_extras  # [h-series]
 
-    check_export(cfg.get("export"))
-    registry = registry or get_registry()
-    stages = build_stages(cfg, registry)
-    image, truth = load_source(**cfg["source"])
+        check_export(cfg.get("export"))
+        registry = registry or get_registry()
+        stages = build_stages(cfg, registry)
+    with _phase("read"):
+        image, truth = load_source(**cfg["source"])
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
     track = cfg.get("tracking") or {}
 
     def body() -> tuple[Result, dict[str, Path]]:
-        result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
-                              particles=cfg.get("particles"), **stages)
-        tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
-        extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json
-        files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)  # summary.json last
+        with _phase("analysis"):
+            result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
+                                  particles=cfg.get("particles"), **stages)
+        with _phase("outputs"):
+            tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
+            extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json
+            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)  # summary.json last
         return result, {**extras, **files}
 
     if not track.get("enabled", True):
         return body()
-    from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
+    from octascope.results.tracking import DIR_TAG, log_run, log_start, run_name as default_name, tracked_run
 
-    tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
-            **({"hydra.job.num": job_tag} if job_tag else {})}
+    all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
+                **({"hydra.job.num": job_tag} if job_tag else {}), **dict(tags or {})}
+    name = run_name or track.get("run_name") or default_name(input_stem(image, cfg.get("source") or {}), cfg)
+    import time
+
+    t0 = time.perf_counter()
     with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
-                     run_name=track.get("run_name"), tags=tags) as run:
+                     run_name=name, tags=all_tags, parent_run_id=track.get("parent_run_id")) as run:
         log_start(params=cfg, image=image, input_checksum=input_checksum(image))
+        PHASES["tracking"] = PHASES.get("tracking", 0.0) + time.perf_counter() - t0
         result, files = body()
+        t1 = time.perf_counter()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
         files["mlflow_run_id"] = run.info.run_id
+    PHASES["tracking"] += time.perf_counter() - t1
     return result, files

@@ -23,8 +23,21 @@ import pandas as pd
 #: default grouping: what the method comparison varies (seeds are averaged over)
 DEFAULT_BY = ("source.noise.dose_e_per_A2", "denoiser.name", "locator.name", "classifier.name", "network.name")
 #: default metrics (names logged by the accuracy metric and the pipeline's timings)
-DEFAULT_METRICS = ("detection_f1", "detection_f1_outer", "rmse_pm_Pb", "rmse_pm_X", "rmse_pm_Cs", "species_accuracy",
+#: metrics shown when the runs have no truth: the structural results (θ core/shell with errors, octahedra, flags)
+STRUCTURAL_METRICS = ("theta1_deg_mean_core", "theta1_deg_mean_shell", "theta2_deg_mean_core", "theta2_deg_mean_shell",
+                      "theta3_deg_mean_core", "theta3_deg_mean_shell", "n_octahedra", "n_particles_analysed", "n_flags")
+#: metrics shown when the runs have truth (accuracy; names logged by the accuracy metric and the pipeline's timings)
+ACCURACY_METRICS = ("detection_f1", "detection_f1_outer", "rmse_pm_Pb", "rmse_pm_X", "rmse_pm_Cs", "species_accuracy",
                    "theta_mae_deg", "L1_mae_pm", "L2_mae_pm", "octahedra_recall", "time_s/total")
+DEFAULT_METRICS = ACCURACY_METRICS
+
+
+def default_metrics(df: pd.DataFrame) -> tuple[str, ...]:
+    """Accuracy metrics when any run was measured against truth (``detection_f1`` logged), else the
+    structural results."""
+    col = "metrics.detection_f1"
+    has_truth = col in df and pd.to_numeric(df[col], errors="coerce").notna().any()
+    return ACCURACY_METRICS if has_truth else STRUCTURAL_METRICS
 
 
 def runs_frame(experiment: str, tracking_uri: str | None = None, status: str = "FINISHED") -> pd.DataFrame:
@@ -76,6 +89,8 @@ def mean_sd(values: Any, fmt: str = "{:.3f}") -> str:
 
 
 def _digits(name: str) -> int:
+    if name.startswith("n_"):
+        return 0
     if name.startswith(("detection", "species", "octahedra_recall")):
         return 3
     if "_deg" in name:
@@ -97,8 +112,12 @@ def comparison_table(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]
         row: dict[str, Any] = dict(zip(by, key))
         row["runs"] = len(g)
         for m in metrics:
-            col = f"metrics.{m}"
-            row[m] = mean_sd(g[col], f"{{:.{_digits(m)}f}}") if col in g else "—"
+            col, err = f"metrics.{m}", f"metrics.{m}_err"
+            fmt = f"{{:.{_digits(m)}f}}"
+            if col in g and len(g) == 1 and err in g and pd.notna(g[err].iloc[0]) and pd.notna(g[col].iloc[0]):
+                row[m] = f"{fmt.format(g[col].iloc[0])} ± {fmt.format(g[err].iloc[0])}"  # one run: its own error
+            else:
+                row[m] = mean_sd(g[col], fmt) if col in g else "—"
         rows.append(row)
     out = pd.DataFrame(rows)
     for b in by:  # numeric parameters (doses) sort as numbers
@@ -121,23 +140,29 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="octascope compare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
+    ap.add_argument("--experiment", default="octascope",
+                    help="MLflow experiment name (tracking.experiment of the runs; default octascope)")
     ap.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
     ap.add_argument("--by", default="auto",
                     help="comma-separated parameters to group by; auto (default): every configuration parameter that "
                          "differs between the runs except seeds")
-    ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
+    ap.add_argument("--metrics", default="auto",
+                    help="comma-separated metric names; auto (default): accuracy vs truth when the runs have truth, "
+                         "else the structural results (mean θ core/shell ± error, octahedra, particles, flags)")
     ap.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     ap.add_argument("--status", default="FINISHED", help="run status to include (FINISHED, FAILED, ...)")
     args = ap.parse_args(argv)
     df = runs_frame(args.experiment, args.tracking_uri, args.status)
+    if "tags.octascope.kind" in df:  # a session's parent run holds counts, not results
+        df = df[df["tags.octascope.kind"].fillna("") != "session"]
     if not len(df):
         print(f"octascope compare: no {args.status} runs in experiment '{args.experiment}'")
         return 1
     # group only by parameters that vary (a constant column says nothing), but keep at least one
     by = auto_by(df) if args.by == "auto" else [b for b in args.by.split(",") if b]
     varying = [b for b in by if f"params.{b}" in df and df[f"params.{b}"].nunique(dropna=False) > 1]
-    table = comparison_table(df, varying or by[:1], [m for m in args.metrics.split(",") if m])
+    metrics = default_metrics(df) if args.metrics == "auto" else [m for m in args.metrics.split(",") if m]
+    table = comparison_table(df, varying or by[:1], list(metrics))
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:

@@ -27,6 +27,16 @@ _BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 #: URI schemes MLflow can track to (a plain path is a file store)
 SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 PID_TAG, HOST_TAG, START_TAG, DIR_TAG = "octascope.pid", "octascope.host", "octascope.pid_start", "octascope.output_dir"
+#: the experiment tag MLflow 3's UI reads to choose its landing page; ``custom_model_development`` opens
+#: the runs table (without it, or with ``genai_development``, the UI opens on "Traces")
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+#: MLflow's tag that makes a run the child of another (the UI nests it under its parent)
+PARENT_TAG = "mlflow.parentRunId"
+#: scalars kept in summary.json but not logged to MLflow: the lattice-vector statistics, spreads and
+#: medians that no comparison reads (fewer, readable metrics in the UI)
+NOT_LOGGED = re.compile(r"^(C[123]|P[123])_A_(mean|std)$|_std_(core|shell)$|^x_ellipticity_|_deg_median$")
+#: significant digits of logged metrics (the uncertainties are a few % at best: 6 keep every real digit)
+METRIC_DIGITS = 6
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
@@ -289,7 +299,11 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
             new = db is not None and not db.exists()
             if db is not None:
                 _wait_in_every_connection()
-            mlflow.set_experiment(experiment)
+            exp = mlflow.set_experiment(experiment)
+            if (exp.tags or {}).get(EXPERIMENT_KIND_TAG) is None:  # MLflow 3's UI then opens on runs, not traces
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient(tracking_uri=uri).set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             if new and db is not None and db.is_file():
                 from octascope.results.atomic import current_umask
 
@@ -404,14 +418,116 @@ def metric_name(name: str) -> str:
     return _BAD.sub("_", name.replace(":", "/"))
 
 
+#: the plugin chosen by default for each stage (conf/config.yaml); others name a run
+DEFAULT_PLUGINS = {"denoiser": "none", "locator": "gaussian", "classifier": "lattice", "network": "nearest"}
+
+
+def run_name(stem: str, cfg: Mapping[str, Any] | None = None) -> str:
+    """A run's name: the input's file stem and the settings that differ from the defaults
+    (``particle03_bm3d``, ``particle03_atomap_refine``): the plugins other than the default ones,
+    ``refine`` when the refinement is on."""
+    cfg = cfg or {}
+    parts = [re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "run"]
+    for stage, default in DEFAULT_PLUGINS.items():
+        name = (cfg.get(stage) or {}).get("name") if isinstance(cfg.get(stage), Mapping) else None
+        if name and name != default:
+            parts.append(str(name))
+    if isinstance(cfg.get("refine"), Mapping) and cfg["refine"].get("enabled"):
+        parts.append("refine")
+    return "_".join(parts)[:200]
+
+
+def unique_run_name(name: str, experiment_id: str, client: Any) -> str:
+    """``name``, or ``name-2``, ``name-3``... when the experiment already has a run of that name."""
+    try:
+        taken = {r.info.run_name for r in client.search_runs(
+            [experiment_id], filter_string=f"attributes.run_name LIKE '{name.replace(chr(39), '')}%'", max_results=5000)}
+    except Exception:
+        return name
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def start_parent_run(*, tracking_uri: str | None = None, experiment: str = "octascope", run_name: str,
+                     tags: Mapping[str, str] | None = None) -> str:
+    """Create the RUNNING parent run of a session (its frames' runs name it in ``mlflow.parentRunId``);
+    return its id. Made with the client, so no run is active in this process."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = open_store(tracking_uri, experiment)
+    client = MlflowClient(tracking_uri=uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        from octascope.core.errors import ConfigError
+
+        raise ConfigError(f"cannot create the MLflow experiment '{experiment}' in {uri}; {_STORE_FIX}")
+    run = client.create_run(exp.experiment_id, run_name=unique_run_name(run_name, exp.experiment_id, client),
+                            tags={**owner_tags(), "octascope.kind": "session", **dict(tags or {})})
+    return str(run.info.run_id)
+
+
+def end_parent_run(run_id: str, *, tracking_uri: str | None = None, metrics: Mapping[str, float] | None = None,
+                   files: Any = (), status: str = "FINISHED") -> None:
+    """Log a session's counts and files to its parent run and end it with ``status``."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(metric_name(k), round_metric(v), now, 0) for k, v in (metrics or {}).items()
+                                      if math.isfinite(float(v))])
+    for f in files:
+        if Path(f).is_file():
+            client.log_artifact(run_id, str(f))
+    client.set_terminated(run_id, status=status)
+
+
+def run_for_output_dir(folder: str | Path, tracking_uri: str | None = None) -> str | None:
+    """The id of the newest run tagged with this output folder, or None."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    path = str(Path(folder).resolve()).replace("'", "")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, filter_string=f"tags.`{DIR_TAG}` = '{path}'", max_results=1,
+                              order_by=["attributes.start_time DESC"]) if ids else []
+    return str(runs[0].info.run_id) if runs else None
+
+
+def round_metric(value: float) -> float:
+    """A metric value at :data:`METRIC_DIGITS` significant digits (no 16-digit noise in the UI)."""
+    v = float(value)
+    return float(f"{v:.{METRIC_DIGITS}g}") if math.isfinite(v) else v
+
+
 @contextlib.contextmanager
 def tracked_run(*, tracking_uri: str | None = None, experiment: str = "octascope", run_name: str | None = None,
-                tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """Start an MLflow run; end it FINISHED, or FAILED if the body raises."""
+                tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
+    """Start an MLflow run; end it FINISHED, or FAILED if the body raises.
+
+    ``run_name`` is made unique within the experiment (``-2``, ``-3``...); ``parent_run_id`` makes
+    the run a child of that run (a session's frame).
+    """
     import mlflow
 
     open_store(tracking_uri, experiment)
-    run = mlflow.start_run(run_name=run_name, tags={**owner_tags(), **dict(tags or {})})
+    all_tags = {**owner_tags(), **dict(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    if run_name:
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is not None:
+            from mlflow.tracking import MlflowClient
+
+            run_name = unique_run_name(run_name, exp.experiment_id, MlflowClient())
+    run = mlflow.start_run(run_name=run_name, tags=all_tags)
     try:
         yield run
     except BaseException:
@@ -453,9 +569,10 @@ def log_run(*, params: Mapping[str, Any] | None = None, scalars: Mapping[str, fl
         items = list(flat.items())
         for start in range(0, len(items), 100):
             mlflow.log_params(dict(items[start:start + 100]))
-    metrics = {metric_name(k): float(v) for k, v in scalars.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-    metrics.update({metric_name(f"time_s/{k}"): float(v) for k, v in timings_s.items()})
+    metrics = {metric_name(k): round_metric(v) for k, v in scalars.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+               and not NOT_LOGGED.search(k)}
+    metrics.update({metric_name(f"time_s/{k}"): round(float(v), 3) for k, v in timings_s.items()})
     if metrics:
         mlflow.log_metrics(metrics)
     if artifact_dir is not None:
