@@ -68,7 +68,7 @@ def test_external_plugin_found_and_selected_from_config(external_plugin):
     assert (info.distribution, info.version) == ("octa-ext", "0.3.1")
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"denoiser.name={external_plugin}", "+denoiser.size_px=5"])
+        cfg = compose("config", overrides=["denoiser=none", f"denoiser.name={external_plugin}", "+denoiser.size_px=5"])
     from omegaconf import OmegaConf
 
     stages = build_stages(OmegaConf.to_container(cfg, resolve=True), reg)
