@@ -519,7 +519,7 @@ def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path)
     except ImportError:
         return None
     mem = launcher.get("mem_gb")
-    keys = {"partition": launcher.get("partition"), "account": launcher.get("account"),
+    keys: dict[str, Any] = {"partition": launcher.get("partition"), "account": launcher.get("account"),
             "time": launcher.get("timeout_min"), "cpus_per_task": launcher.get("cpus_per_task"),
             "ntasks_per_node": launcher.get("tasks_per_node"), "nodes": launcher.get("nodes"),
             "gpus_per_node": launcher.get("gpus_per_node"), "qos": launcher.get("qos"),
@@ -552,10 +552,10 @@ def collect_sweep(frames: Sequence[Path], session_dir: Path, cfg: Mapping[str, A
     rows = [r for f, o in zip(frames, outcomes) for r in session_rows(str(f), o)]
     write_session_table(rows, session_dir)
     counts = {s: sum(1 for o in outcomes if o["status"] == s) for s in ("ok", "failed")}
-    record = {"frames": len(frames), **counts, "skipped": 0, "wall_s": round(wall_s, 2), "launcher": True,
-              "results": [dict(o, frame=str(f)) for f, o in zip(frames, outcomes)]}
-    write_json(record, session_dir / SESSION_JSON)
-    return record
+    summary: dict[str, Any] = {"frames": len(frames), **counts, "skipped": 0, "wall_s": round(wall_s, 2),
+                               "launcher": True, "results": [dict(o, frame=str(f)) for f, o in zip(frames, outcomes)]}
+    write_json(summary, session_dir / SESSION_JSON)
+    return summary
 
 
 def _run_id_of(folder: Path, cfg: Mapping[str, Any]) -> str:

@@ -51,9 +51,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def figure_style() -> Iterator[None]:
     """Apply :data:`STYLE` for the duration of the block (``matplotlib.rc_context``: restored after)."""
     import matplotlib
-    from matplotlib import cycler  # matplotlib re-exports cycler (its dependency)
+    from matplotlib import cycler  # type: ignore[attr-defined]  # matplotlib re-exports cycler (its dependency)
 
-    with matplotlib.rc_context({**STYLE, "axes.prop_cycle": cycler(color=list(OKABE_ITO))}):
+    rc: dict[str, Any] = {**STYLE, "axes.prop_cycle": cycler(color=list(OKABE_ITO))}
+    with matplotlib.rc_context(rc):  # type: ignore[arg-type]  # the stubs list every rc key as a Literal
         yield
 
 
