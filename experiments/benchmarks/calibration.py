@@ -83,12 +83,14 @@ def simulate_case(case: str, dose: float | None, seed: int):
 
 #: the model-based refinement after classification (``--refine``): None (off, the default command) or its domain
 REFINE: str | None = None
+#: the denoiser (``--denoiser``): the default command's
+DENOISER: str = "none"
 
 
 def run_analysis(image, truth):
     from octascope import analyze
 
-    return analyze(image, truth=truth, metrics=[("octahedral", {"shell_depth_cells": SHELL_DEPTH, "figures": False}), "accuracy"],
+    return analyze(image, truth=truth, denoiser=DENOISER, metrics=[("octahedral", {"shell_depth_cells": SHELL_DEPTH, "figures": False}), "accuracy"],
                    refine=None if REFINE is None else {"enabled": True, "domain": REFINE}, progress=None)
 
 
@@ -309,11 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", default=None, help="the table as CSV")
     ap.add_argument("--refine", default=None, choices=["image", "gradient"],
                     help="refine the classified columns (refine.enabled=true, refine.domain=...); default: off")
+    ap.add_argument("--denoiser", default="none", help="denoiser of the analysis (default: the default command's, none)")
     ap.add_argument("--study-systematic", action="store_true",
                     help="instead: the noise-free MD study that sets the systematic term (docs/uncertainty.md)")
     args = ap.parse_args(argv)
-    global REFINE
+    global REFINE, DENOISER
     REFINE = args.refine
+    DENOISER = args.denoiser
     t0 = time.perf_counter()
     if args.study_systematic:
         text = study_markdown(*systematic_study())

@@ -21,7 +21,7 @@ def test_default_composition_has_one_plugin_per_stage():
     cfg = _compose()
     for stage in STAGE_GROUPS:
         assert isinstance(cfg[stage]["name"], str)
-    assert cfg["denoiser"]["name"] == "absf"  # chosen by the accuracy benchmark (docs/denoisers.md)
+    assert cfg["denoiser"]["name"] == "none"  # see docs/denoisers.md, "Which denoiser is the default"
     assert set(cfg["metric"]) >= {"octahedral", "lattice", "accuracy"}
     assert cfg["source"]["kind"] == "example"
     assert cfg["tracking"]["enabled"] is True
