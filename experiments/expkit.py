@@ -78,7 +78,7 @@ def run_job(name: str, job: list[str], *, workdir: Path, tracking_uri: str | Non
     """Analyse one job of experiment ``name`` in-process, exactly as ``octascope experiment=<name> <job>``
     does (one MLflow run in the experiment's ``tracking.experiment``, with the config, code and package
     versions, input checksum, metrics and timings). Returns (result, config)."""
-    from octascope.app.cli import run_from_config
+    from octascope.app.run import run_from_config
 
     uri = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     cfg, _ = compose_experiment(name, [*job, *(extra or []), *uri, "progress=false"])

@@ -198,7 +198,7 @@ def analyse(image: str, dose: str, seed: int, config: str, config_overrides: lis
     """One analysis as a table row (``ok`` False with ``error`` when it raised), logged to MLflow."""
     import mlflow
 
-    from octascope.app.cli import run_from_config
+    from octascope.app.run import run_from_config
     from octascope.results.tracking import log_run, tracked_run
 
     overrides = source_overrides(image, dose, seed) + list(config_overrides)

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from octascope.app.cli import build_stages, conf_dir
+from octascope.app.cli import conf_dir
+from octascope.app.run import build_stages
 from octascope.core.registry import get_registry
 
 STAGE_GROUPS = {"denoiser": "denoiser", "locator": "locator", "classifier": "classifier", "network": "network"}

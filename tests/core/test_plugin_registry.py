@@ -60,7 +60,8 @@ def test_builtins_registered_per_stage():
 def test_external_plugin_found_and_selected_from_config(external_plugin):
     from hydra import compose, initialize_config_dir
 
-    from octascope.app.cli import build_stages, conf_dir
+    from octascope.app.cli import conf_dir
+    from octascope.app.run import build_stages
 
     reg = get_registry()
     assert external_plugin in reg.names("denoiser")

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import expkit  # noqa: E402
 
-from octascope.app.cli import build_stages  # noqa: E402
+from octascope.app.run import build_stages  # noqa: E402
 from octascope.app.config import validate_config  # noqa: E402
 from octascope.core.registry import get_registry  # noqa: E402
 from octascope.input.sources import check_source_config  # noqa: E402
@@ -203,7 +203,7 @@ def _synthetic_cfg(seed):
 def test_same_seed_and_config_give_identical_numbers_on_the_cpu(tmp_path):
     import pandas as pd
 
-    from octascope.app.cli import run_from_config
+    from octascope.app.run import run_from_config
 
     results = [run_from_config(_synthetic_cfg(3), tmp_path / f"r{i}")[0] for i in range(2)]
     a, b = results

@@ -18,7 +18,7 @@ import scipy.fft
 from scipy import ndimage
 
 from octascope.analysis.noise_spectrum import NoiseSpectrum, estimate_noise_spectrum, periodic_component, radial_frequency_A
-from octascope.core.errors import PluginParameterError
+from octascope.core.errors import InputError, PluginParameterError
 from octascope.core.model import BraggPeaks, CrystalRegion
 from octascope.core.params import Options, options_from, param, require
 
@@ -341,8 +341,6 @@ def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
     non-zero pixels are crystal) of the image's shape."""
     from pathlib import Path
 
-    from octascope.core.errors import InputError
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"region mask file {str(p)!r} does not exist; give region.mask_path=<file of the image's shape>")
@@ -362,8 +360,6 @@ def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
 def region_from_polygon(polygon_A: Sequence[Sequence[float]] | np.ndarray, shape: tuple[int, int], pixel_size_A: float) -> CrystalRegion:
     """A user-drawn crystal region from a polygon of (x, y) vertices [Å, image frame]."""
     from matplotlib.path import Path as MplPath
-
-    from octascope.core.errors import InputError
 
     verts = np.asarray(polygon_A, dtype=float)
     if verts.ndim != 2 or verts.shape[1] != 2 or len(verts) < 3:
@@ -393,7 +389,6 @@ def find_region(data: np.ndarray, pixel_size_A: float, options: RegionOptions | 
     **params
         The keyword form of ``options``.
     """
-    from octascope.core.errors import InputError
 
     o = region_options(options, params)
     shape = np.shape(data)

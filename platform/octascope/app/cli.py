@@ -27,9 +27,9 @@ from octascope.core.errors import OctascopeError
 if TYPE_CHECKING:
     from octascope.core.registry import Registry
 
-# the library side of a run lives in run.py / summary.py; these names stay importable from here
-from octascope.app.run import build_stages, run_from_config  # noqa: E402,F401
-from octascope.results.summary import format_summary  # noqa: E402,F401
+# the library side of a run: building the stages and running them (run.py), the printed summary (summary.py)
+from octascope.app.run import build_stages, run_from_config  # noqa: E402
+from octascope.results.summary import format_summary  # noqa: E402
 
 
 _REGISTRY: "Registry | None" = None

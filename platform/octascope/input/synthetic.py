@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from octascope.core.errors import InputError
 from octascope.core.model import Image, Truth
 
 #: summed atomic number per unit-cell repeat of each column type
@@ -241,7 +242,6 @@ def make_synthetic(spec: SyntheticSpec | None = None, **overrides: Any) -> tuple
         noisy = clean.copy()
     else:
         if spec.dose_e_per_A2 <= 0:
-            from octascope.core.errors import InputError
 
             raise InputError(f"dose must be > 0 e/Å², got {spec.dose_e_per_A2}")
         electrons = spec.dose_e_per_A2 * spec.pixel_size_A**2  # per pixel at relative intensity 1

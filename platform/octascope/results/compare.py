@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from octascope.core.errors import ConfigError
+
 #: default grouping: what the method comparison varies (seeds are averaged over)
 DEFAULT_BY = ("source.noise.dose_e_per_A2", "denoiser.name", "locator.name", "classifier.name", "network.name")
 #: default metrics (names logged by the accuracy metric and the pipeline's timings)
@@ -44,7 +46,6 @@ def runs_frame(experiment: str, tracking_uri: str | None = None, status: str = "
     """All runs of ``experiment`` with ``status`` (``params.*``, ``metrics.*`` columns; MLflow's search_runs)."""
     import mlflow
 
-    from octascope.core.errors import ConfigError
     from octascope.results.tracking import quiet_mlflow_logging, readable_store, resolve_tracking_uri, store_error
 
     uri = resolve_tracking_uri(tracking_uri)

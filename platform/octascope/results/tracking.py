@@ -20,6 +20,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from octascope.core.errors import ConfigError, OctascopeError
+from octascope.core.registry import package_version
+from octascope.results.atomic import current_umask
 from octascope.results.processes import pid_alive, process_start_time
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -57,8 +60,6 @@ def check_tracking_uri(tracking_uri: str | None) -> str:
     """The resolved URI, or a :class:`ConfigError` when MLflow could not use it (no connection is made)."""
     from urllib.parse import urlparse
 
-    from octascope.core.errors import ConfigError
-
     uri = resolve_tracking_uri(tracking_uri)
     scheme = urlparse(uri).scheme
     if scheme not in SCHEMES and not (len(scheme) <= 1 and uri):  # '' or a Windows drive letter: a file store path
@@ -86,7 +87,6 @@ def check_sqlite_file(db: Path) -> None:
         The folder does not exist or is not writable (for a new store), the path is a folder or
         another non-file, or the file is not a SQLite database (its first bytes say so).
     """
-    from octascope.core.errors import ConfigError
 
     if not db.parent.is_dir():
         raise ConfigError(f"the folder of the tracking store {db} does not exist; create it or {_STORE_FIX}")
@@ -110,7 +110,6 @@ def check_sqlite_file(db: Path) -> None:
 def store_wait_s() -> float:
     """How long to wait for a SQLite store another process holds locked [s]: ``$OCTASCOPE_STORE_WAIT_S``
     or :data:`STORE_WAIT_S`."""
-    from octascope.core.errors import ConfigError
 
     text = os.environ.get("OCTASCOPE_STORE_WAIT_S")
     if not text:
@@ -144,8 +143,6 @@ def wait_for_store(db: Path, *, write: bool, timeout: float | None = None) -> No
     """
     import sqlite3
     import sys
-
-    from octascope.core.errors import ConfigError
 
     if not db.is_file():
         return
@@ -258,8 +255,6 @@ def store_lock(uri: str) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
-    from octascope.core.errors import ConfigError
-
     path = str(db) + ".lock"
     try:  # filelock retries a lock file it cannot create until its timeout: say so at once instead
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
@@ -284,8 +279,6 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
     """Point MLflow at the store (created/migrated once, under :func:`store_lock`) and the experiment."""
     import mlflow
 
-    from octascope.core.errors import ConfigError, OctascopeError
-
     quiet_mlflow_logging()
     uri = check_tracking_uri(tracking_uri)
     db = sqlite_path(uri)
@@ -305,7 +298,6 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
 
                 MlflowClient(tracking_uri=uri).set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             if new and db is not None and db.is_file():
-                from octascope.results.atomic import current_umask
 
                 os.chmod(db, 0o666 & ~current_umask())  # SQLite makes 0644 whatever the umask
     except OctascopeError:
@@ -358,8 +350,6 @@ def git_environment() -> dict[str, str]:
 def code_version() -> dict[str, str]:
     """octascope's version and, when it runs from a git checkout, the commit (``+dirty`` if modified)."""
     import subprocess
-
-    from octascope.core.registry import package_version
 
     out = {"octascope.version": package_version("octascope")}
     root = Path(__file__).resolve().parents[3]
@@ -463,7 +453,6 @@ def start_parent_run(*, tracking_uri: str | None = None, experiment: str = "octa
     client = MlflowClient(tracking_uri=uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        from octascope.core.errors import ConfigError
 
         raise ConfigError(f"cannot create the MLflow experiment '{experiment}' in {uri}; {_STORE_FIX}")
     run = client.create_run(exp.experiment_id, run_name=unique_run_name(run_name, exp.experiment_id, client),
@@ -631,8 +620,6 @@ def readable_store(uri: str) -> bool:
     is damaged, locked for too long or someone else's database is a :class:`ConfigError`."""
     from urllib.parse import unquote, urlparse
 
-    from octascope.core.errors import ConfigError
-
     check_tracking_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
@@ -651,7 +638,6 @@ def readable_store(uri: str) -> bool:
 
 def store_error(uri: str, exc: Exception) -> Exception:
     """A store failure as a one-line :class:`ConfigError` (an OctascopeError passes through)."""
-    from octascope.core.errors import ConfigError, OctascopeError
 
     if isinstance(exc, OctascopeError):
         return exc

@@ -125,7 +125,7 @@ def _compose(overrides):
 
 
 def test_hydra_paper_chain_composes(registry):
-    from octascope.app.cli import build_stages
+    from octascope.app.run import build_stages
 
     cfg = _compose(["denoiser=absf_s2sred"])
     assert cfg["denoiser"]["name"] == "chain"
@@ -134,7 +134,7 @@ def test_hydra_paper_chain_composes(registry):
 
 
 def test_hydra_chain_steps_override(registry):
-    from octascope.app.cli import build_stages
+    from octascope.app.run import build_stages
 
     cfg = _compose(["denoiser=chain", "denoiser.steps=[absf,bm3d]"])
     assert [s.name for s in build_stages(cfg, registry)["denoiser"].steps] == ["absf", "bm3d"]
@@ -145,7 +145,7 @@ def test_hydra_chain_steps_override(registry):
 
 def test_chain_options_write_only_what_differs_from_the_steps_defaults(registry):
     """Steps by name take their plugin's defaults; the paper chain's S2SRED step is s2sred_paper.yaml."""
-    from octascope.app.cli import build_stages
+    from octascope.app.run import build_stages
 
     assert _compose(["denoiser=absf_s2sred"])["denoiser"]["steps"] == ["absf", "s2sred"]
     paper_chain = build_stages(_compose(["denoiser=absf_s2sred_paper"]), registry)["denoiser"]
@@ -159,7 +159,7 @@ def test_chain_options_write_only_what_differs_from_the_steps_defaults(registry)
 
 
 def test_hydra_step_parameter_override(registry):
-    from octascope.app.cli import build_stages
+    from octascope.app.run import build_stages
 
     cfg = _compose(["denoiser=absf_s2sred_paper", "denoiser.steps.1.n_iterations=7"])
     assert build_stages(cfg, registry)["denoiser"].steps[1].options.n_iterations == 7
