@@ -70,7 +70,7 @@ def test_concurrent_runs_into_a_new_store_lose_nothing(tmp_path):
     assert sorted(r[1] for r in runs) == ["FINISHED"] * n
     folders = {line.split("outputs: ", 1)[1] for o, _ in outs for line in o.splitlines() if "outputs: " in line}
     assert len(folders) == n  # started in the same second, each in its own folder
-    assert all((Path(f) / "summary.json").exists() for f in folders)
+    assert all((tmp_path / f / "summary.json").exists() for f in folders)  # printed relative to the working folder
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -108,7 +108,7 @@ def test_sigkill_leaves_running_until_fix_stale_marks_it_killed(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs"], cwd=tmp_path, env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
-    assert run_id[:12] in listing.stdout and "RUNNING" in listing.stdout and "incomplete" in listing.stdout
+    assert run_id[:8] in listing.stdout and "RUNNING" in listing.stdout and "incomplete" in listing.stdout
 
     fix = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs", "--fix-stale"], cwd=tmp_path, env=_env(),
                          capture_output=True, text=True, timeout=300)
