@@ -22,6 +22,7 @@ import numpy as np
 from octascope.analysis.frame import MIN_COLUMNS, analyse_frame
 from octascope.analysis.particle_table import frame_statistics, particle_table
 from octascope.analysis.particles import ParticleOptions, Segmentation, segment_particles, unresolved_particles
+from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
 from octascope.analysis.region import RegionOptions, find_region
@@ -277,6 +278,7 @@ class _StageClock:
         self.result, self.say, self.n_steps = result, say, n_steps
 
     def step(self, k: int, label: str, fn: Callable[[], S]) -> S:
+        interrupts.raise_if_stopped()
         self.say(f"[{k}/{self.n_steps}] {label} ...")
         t0 = time.perf_counter()
         out = fn()
@@ -284,6 +286,7 @@ class _StageClock:
         return out
 
     def record(self, k: int | str, label: str, seconds: float) -> None:
+        interrupts.raise_if_stopped()
         self.result.timings_s[label] = seconds
         self.say(f"[{k}/{self.n_steps}] {label} done in {seconds:.2f} s" if isinstance(k, int) else
                  f"[{k}] {label} done in {seconds:.2f} s")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from octascope.core import interrupts
 from octascope.core.errors import OctascopeError
 
 if TYPE_CHECKING:
@@ -667,6 +668,16 @@ class _Signals:
             self.saved[sig] = signal.getsignal(sig)
             signal.signal(sig, self._raise)
         self.fired = False
+        interrupts.clear()
+        # a stop raised inside a finalizer is "unraisable": say nothing (it is delivered at the next stage)
+        self.saved_hook = sys.unraisablehook
+        previous = sys.unraisablehook
+
+        def hook(info: Any) -> None:
+            if not isinstance(info.exc_value, KeyboardInterrupt):
+                previous(info)
+
+        sys.unraisablehook = hook
         return self
 
     def _raise(self, signum: int, _frame: Any) -> None:
@@ -679,6 +690,7 @@ class _Signals:
         self.fired = True
         for sig in self.saved:
             signal.signal(sig, signal.SIG_IGN)
+        interrupts.request_stop(signum)  # delivered at the next stage if this raise lands in a finalizer
         raise Interrupted(signum)
 
     def __exit__(self, *exc: Any) -> None:
@@ -686,6 +698,9 @@ class _Signals:
 
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+        if self.saved:
+            sys.unraisablehook = self.saved_hook
+        interrupts.clear()
 
 
 def runs_command(argv: list[str]) -> int:

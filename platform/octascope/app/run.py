@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from octascope.core import interrupts
 from octascope.core.model import Result
 from octascope.analysis.pipeline import BuiltStages
 from octascope.core.registry import Registry
@@ -102,6 +103,7 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
         with _phase("analysis"):
             result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
                                   particles=cfg.get("particles"), **stages)
+        interrupts.raise_if_stopped()
         with _phase("outputs"):
             tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
             extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json
