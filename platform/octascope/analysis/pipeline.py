@@ -25,7 +25,8 @@ from octascope.analysis.particles import ParticleOptions, Segmentation, segment_
 from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
-from octascope.analysis.region import RegionOptions, find_region
+from octascope.analysis.noise_spectrum import band_pass, significance_at
+from octascope.analysis.region import RegionOptions, background_noise_spectrum, find_region
 from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
 from octascope.core.params import options_from
@@ -414,11 +415,10 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
             or not all(hasattr(o, k) for k in ("detection_sigma_A", "background_sigma_A", "com_radius_A"))
             or np.array_equal(np.asarray(denoised.data), np.asarray(image.data))):
         return columns
-    from octascope.analysis.noise_spectrum import significance_at
-
     z = significance_at(image.data, image.pixel_size_A, columns["x_px"].to_numpy(float),
                         columns["y_px"].to_numpy(float), inner_sigma_A=o.detection_sigma_A,
-                        outer_sigma_A=o.background_sigma_A, radius_A=o.com_radius_A)
+                        outer_sigma_A=o.background_sigma_A, radius_A=o.com_radius_A,
+                        noise=background_noise_spectrum(image.data, image.pixel_size_A))
     drop = z < floor
     result.n_unsupported_by_recorded = int(drop.sum())
     return columns[~drop].reset_index(drop=True) if drop.any() else columns
@@ -429,10 +429,8 @@ def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", re
     """Find the crystal region of the denoised image ``img`` and drop the columns outside it, but
     for those within ``rim_band_A`` of an automatic region (they may join a particle); return the
     kept columns, which of them lie in the region, and the band-passed image (contrast checks)."""
-    from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum
-
     t0 = time.perf_counter()
-    noise = estimate_noise_spectrum(img.data, img.pixel_size_A)
+    noise = background_noise_spectrum(img.data, img.pixel_size_A)
     reg = find_region(img.data, img.pixel_size_A, region, noise=noise)
     result.region = reg
     if region.mode == "auto" and not reg.mask.any():

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from octascope.analysis.noise_spectrum import NoiseSpectrum, estimate_noise_spectrum, periodic_component, radial_frequency_A
+from octascope.analysis.noise_spectrum import (NoiseSpectrum, estimate_noise_spectrum, memo_by_pixels, noise_spectrum_outside,
+                                               periodic_component, radial_frequency_A)
 from octascope.core.errors import InputError, PluginParameterError
 from octascope.core.model import BraggPeaks, CrystalRegion
 from octascope.core.params import Options, options_from, param, require
@@ -242,6 +243,51 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, options: RegionOptions
         mask = _grow(mask, o.margin_A / pixel_size_A)
     return CrystalRegion(mask=mask, energy_snr=snr.astype(np.float32), threshold=threshold, peaks=use, source="auto",
                          info={"n_peaks": len(use), "n_orientations": n_groups, "grid_step_A": step})
+
+
+def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, margin_A: float = 8.0,
+                              tile_A: float = 24.0, min_tiles: int = 8) -> NoiseSpectrum:
+    """The noise of an image, measured where it shows no lattice when enough of it does not.
+
+    A wide field of several particles has empty area (support or vacuum) whose noise is the
+    noise of the whole frame (shot noise does not depend on the place at these doses), while
+    the ring-median estimate over the whole frame also holds the particles' own diffuse signal
+    (:mod:`octascope.analysis.noise_spectrum`, "Frames with empty area"). The automatic crystal
+    region (default options, grown by ``margin_A`` so the columns' tails stay out) marks the
+    lattice; when at least ``min_tiles`` tiles of ``tile_A`` lie wholly outside it, their noise
+    spectrum is returned (:func:`~octascope.analysis.noise_spectrum.noise_spectrum_outside`),
+    otherwise — a particle that fills the image — the whole image's
+    (:func:`~octascope.analysis.noise_spectrum.estimate_noise_spectrum`).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        2-D image.
+    pixel_size_A : float
+        Pixel size [Å].
+    margin_A : float
+        Distance kept from the crystal region [Å].
+    tile_A : float
+        Tile side [Å].
+    min_tiles : int
+        Fewest lattice-free tiles that make an estimate [1].
+
+    Returns
+    -------
+    NoiseSpectrum
+    """
+    def compute() -> NoiseSpectrum:
+        whole = estimate_noise_spectrum(data, pixel_size_A)
+        t = int(round(tile_A / pixel_size_A))
+        if t < 8 or (np.shape(data)[0] // t) * (np.shape(data)[1] // t) < min_tiles:
+            return whole
+        mask = crystal_region(data, pixel_size_A, noise=whole).mask
+        if mask.any() and margin_A > 0:
+            mask = _grow(mask, margin_A / pixel_size_A)
+        return noise_spectrum_outside(data, pixel_size_A, mask, tile_A=tile_A, min_tiles=min_tiles, whole=whole) or whole
+
+    return memo_by_pixels("background_noise", data, (float(pixel_size_A), float(margin_A), float(tile_A), int(min_tiles)),
+                          compute)
 
 
 def _lattice_snr(data: np.ndarray, pixel_size_A: float, peaks: BraggPeaks, noise: NoiseSpectrum,

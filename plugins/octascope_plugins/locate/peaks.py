@@ -18,7 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from octascope.core.params import Options, param, require
-from octascope.analysis.noise_spectrum import NoiseSpectrum, band_pass, estimate_noise_spectrum, significance_threshold
+from octascope.analysis.noise_spectrum import NoiseSpectrum, band_pass, significance_threshold
+from octascope.analysis.region import background_noise_spectrum
 
 
 def find_candidates(
@@ -36,7 +37,9 @@ def find_candidates(
     outer one removes the background and the slow, cloudy part of iDPC noise. The noise of the
     band-passed image is computed from the image's noise power spectrum
     (:func:`octascope.analysis.noise_spectrum.estimate_noise_spectrum`), which handles the correlated 1/k
-    noise of iDPC/iCoM and the white noise of HAADF alike. A candidate is a maximum within
+    noise of iDPC/iCoM and the white noise of HAADF alike; in a frame with enough empty area it is
+    measured there (:func:`octascope.analysis.region.background_noise_spectrum`), since the
+    particles of a wide field add their own signal to every frequency ring. A candidate is a maximum within
     ``search_radius_A`` whose band-passed value is significant: above the height that noise alone
     exceeds ``expected_false`` times in the whole image
     (:func:`octascope.analysis.noise_spectrum.significance_threshold`, so a larger field of view needs a
@@ -63,7 +66,8 @@ def find_candidates(
         ``search_radius_A`` (radius within which a candidate must be the maximum [Å]); defaults
         when not given.
     noise : NoiseSpectrum, optional
-        The image's noise spectrum (estimated when not given).
+        The image's noise spectrum (:func:`~octascope.analysis.region.background_noise_spectrum`
+        when not given).
 
     Returns
     -------
@@ -76,7 +80,7 @@ def find_candidates(
     """
     o = options if options is not None else CandidateSearch()
     data = np.asarray(data, dtype=np.float64)
-    noise = noise or estimate_noise_spectrum(data, pixel_size_A)
+    noise = noise or background_noise_spectrum(data, pixel_size_A)
     filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=o.detection_sigma_A,
                                    outer_sigma_A=o.background_sigma_A)
     # a noise-free image still has float32 rounding (~1e-7 of its scale): nothing below that is a peak
