@@ -202,11 +202,11 @@ def test_uncalibrated_scan_is_refused_with_the_override(tmp_path: Path, counted)
 
 
 def test_fourd_memory_refused_from_the_header(tmp_path: Path, counted, monkeypatch) -> None:
-    from octascope.input import readers
+    from octascope.input import fourd
 
     data, _ = counted
     path = _write_hspy(tmp_path / "scan.hspy", data)
-    monkeypatch.setattr(readers, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(fourd, "available_memory_bytes", lambda: 1000)  # the reader's memory check, as fourd calls it
     with pytest.raises(InputError, match="bin the detector"):
         read_fourd(path)
 

@@ -44,6 +44,7 @@ from octascope.core.devices import cpu_threads as _cpu_threads
 from octascope.core.errors import InputError, PluginError, PluginParameterError
 from octascope.core.params import Options, options_from, param, require
 from octascope.analysis.uncertainty import PAIRS_ATTR, PositionCovariance
+from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 
 if TYPE_CHECKING:
     import torch
@@ -484,8 +485,8 @@ def _covariance(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "to
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Every column's (x, y) covariance, and neighbouring columns', under the ``noise_model`` (module
     docstring) [px²]: own (n, 2, 2), pairs (P, 2), their covariances (P, 2, 2), the model used."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.analysis.noise_covariance import autocovariance, channel_spectra, estimator_covariance, neighbour_pairs
-    from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 
     xs, ys = x.cpu().numpy(), y.cpu().numpy()
     radius_px = o.covariance_radius_A / pixel_size_A

@@ -38,7 +38,8 @@ import pandas as pd
 
 from octascope.core.errors import InputError
 from octascope.core.model import Image
-from octascope.core.params import Options, param, require
+from octascope.core.params import Options, param, require, options_from
+from octascope.analysis.pipeline import analyze
 
 if TYPE_CHECKING:
     from octascope.core.model import Result
@@ -449,7 +450,6 @@ def analyse_series(
     -------
     SeriesResult
     """
-    from octascope.core.params import options_from
 
     opts = options if isinstance(options, SeriesOptions) else options_from(SeriesOptions, dict(options or {}), "series")
     n = len(frames)
@@ -457,8 +457,6 @@ def analyse_series(
         raise InputError("the series holds no frames; check source.frames")
     idx = np.arange(n) if frame_indices is None else np.asarray(list(frame_indices), dtype=int)
     if analyse is None:
-        from octascope.analysis.pipeline import analyze
-
         def analyse(image: Image) -> "Result":
             return analyze(image, progress=None)
 

@@ -45,6 +45,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from octascope.app.config import BatchOptions, batch_options
+from octascope.app.run import run_from_config
+from octascope.core.errors import InputError, OctascopeError
+from octascope.core.registry import get_registry
+from octascope.input.readers import FORMATS
+from octascope.results import report
+from octascope.results.outputs import (
+    atomic_write, claim_output_dir, is_complete, release_failed_output_dir, write_json, write_table,
+)
+from octascope.results.tracking import end_parent_run, run_for_output_dir, run_name, start_parent_run
 
 __all__ = ["BatchOptions", "batch_options", "expand_frames", "run_session", "frame_key", "session_rows"]
 
@@ -80,8 +89,6 @@ def is_batch_path(value: Any) -> bool:
 
 
 def _image_suffixes() -> set[str]:
-    from octascope.input.readers import FORMATS
-
     return set(FORMATS)
 
 
@@ -93,7 +100,6 @@ def expand_frames(pattern: str) -> list[Path]:
     InputError
         Nothing readable matches (one line naming the pattern and the suffixes read).
     """
-    from octascope.core.errors import InputError
 
     suffixes = _image_suffixes()
     text = os.path.expanduser(pattern)
@@ -133,7 +139,6 @@ def frame_key(input_sha256: str, cfg: Mapping[str, Any]) -> str:
 
 def find_done(index_dir: str | Path, key: str) -> dict[str, Any] | None:
     """The record of a complete earlier result for ``key`` (from the index), or None."""
-    from octascope.results.outputs import is_complete
 
     try:
         entry = json.loads((Path(index_dir) / f"{key}.json").read_text())
@@ -148,7 +153,6 @@ def find_done(index_dir: str | Path, key: str) -> dict[str, Any] | None:
 
 def record_done(index_dir: str | Path, record: Mapping[str, Any]) -> None:
     """Write a frame's record into its folder (:data:`FRAME_FILE`) and the index (after it is complete)."""
-    from octascope.results.outputs import atomic_write
 
     folder = Path(record["output_dir"])
     text = json.dumps(dict(record), sort_keys=True)
@@ -191,9 +195,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
 def _init_worker(threads: int) -> None:
     """Process-pool initializer: import the libraries once, cap torch's threads, ignore nothing."""
     os.environ.setdefault("MPLBACKEND", "Agg")
-    import octascope.analysis.pipeline  # noqa: F401  (numpy, scipy, the pipeline: once per worker)
-    from octascope.core.registry import get_registry
-
+    # numpy, scipy and the pipeline came with this module's imports (octascope.app.run): once per worker
     get_registry()
     if "torch" in sys.modules:
         import torch
@@ -215,10 +217,6 @@ def analyse_frame(job: Mapping[str, Any]) -> dict[str, Any]:
     written and indexed. A failure is returned (``status: failed`` and the one-line error) and its
     incomplete folder removed; it never stops the other frames.
     """
-    from octascope.app.run import run_from_config
-    from octascope.core.errors import OctascopeError
-    from octascope.core.registry import get_registry
-    from octascope.results.outputs import claim_output_dir, release_failed_output_dir
 
     out = Path(job["output_dir"])
     t0 = time.perf_counter()
@@ -282,8 +280,6 @@ def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> Path:
     """``session.csv`` (columns :data:`SESSION_COLUMNS`), written atomically."""
     import pandas as pd
 
-    from octascope.results.outputs import write_table
-
     df = pd.DataFrame(rows)
     for c in SESSION_COLUMNS:
         if c not in df:
@@ -302,8 +298,6 @@ def write_session_report(session_dir: Path, rows: list[dict[str, Any]], run_dirs
         return None
     import pandas as pd
 
-    from octascope.results import report  # type: ignore[attr-defined,unused-ignore]
-
     writer = getattr(report, "write_session_report", None)
     if writer is None:
         return None
@@ -316,7 +310,6 @@ def write_session_report(session_dir: Path, rows: list[dict[str, Any]], run_dirs
 
 def run_name_for(frame: Path, cfg: Mapping[str, Any]) -> str:
     """The MLflow run name of a frame: its file stem and the settings that differ from the defaults."""
-    from octascope.results.tracking import run_name
 
     return run_name(frame.stem, cfg)
 
@@ -426,7 +419,6 @@ def run_session(cfg: Mapping[str, Any], frames: Sequence[Path], session_dir: str
         write_session_report(session_dir, rows, [Path(o["output_dir"]) for o in outcomes if o and o.get("output_dir")])
     except Exception as exc:  # the report is a view; the table is the result
         say(f"octascope: warning: session.html not written ({exc.__class__.__name__}: {_one_line(exc)})")
-    from octascope.results.outputs import write_json
 
     write_json(record, session_dir / SESSION_JSON)
     if parent is not None:
@@ -478,8 +470,6 @@ def _map(jobs: list[dict[str, Any]], workers: int) -> Any:
 
 
 def _start_parent(track: Mapping[str, Any], session_dir: Path, n_frames: int) -> str:
-    from octascope.results.tracking import start_parent_run
-
     return start_parent_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
                             run_name=track.get("run_name") or f"session_{session_dir.name}",
                             tags={"octascope.session": str(session_dir.resolve()), "octascope.output_dir": str(session_dir.resolve()),
@@ -488,8 +478,6 @@ def _start_parent(track: Mapping[str, Any], session_dir: Path, n_frames: int) ->
 
 def _end_parent(track: Mapping[str, Any], parent: str, record: Mapping[str, Any], session_dir: Path, *,
                 failed: bool) -> None:
-    from octascope.results.tracking import end_parent_run
-
     metrics = {k: float(record[k]) for k in ("frames", "ok", "skipped", "failed", "wall_s", "frames_per_min")}
     end_parent_run(parent, tracking_uri=track.get("tracking_uri"), metrics=metrics,
                    files=[session_dir / SESSION_CSV, session_dir / SESSION_JSON, session_dir / "session.html"],
@@ -534,7 +522,6 @@ def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path)
 def collect_sweep(frames: Sequence[Path], session_dir: Path, cfg: Mapping[str, Any],
                   failed: Mapping[int, str], wall_s: float) -> dict[str, Any]:
     """After a launcher's sweep: index the complete job folders and write ``session.csv``/``session.json``."""
-    from octascope.results.outputs import is_complete, write_json
 
     options = batch_options(cfg)
     outcomes = []
@@ -564,8 +551,6 @@ def _run_id_of(folder: Path, cfg: Mapping[str, Any]) -> str:
     if not track.get("enabled", True):
         return ""
     try:
-        from octascope.results.tracking import run_for_output_dir
-
         return run_for_output_dir(folder, track.get("tracking_uri")) or ""
     except Exception:
         return ""

@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from octascope.core import interrupts
-from octascope.core.errors import OctascopeError
+from octascope.core.errors import OctascopeError, ConfigError, Interrupted
 
 if TYPE_CHECKING:
     from octascope.core.registry import Registry
 
 # the library side of a run: building the stages and running them (run.py), the printed summary (summary.py)
-from octascope.app.run import build_stages, run_from_config  # noqa: E402
+from octascope.app.run import build_stages, run_from_config, PHASES  # noqa: E402
 from octascope.results.summary import format_summary  # noqa: E402
+from octascope.app.help import HELP, PLUGINS_HELP, version_text
+from octascope.core.registry import get_registry
 
 
 _REGISTRY: "Registry | None" = None
@@ -40,8 +42,6 @@ def _registry() -> "Registry":
     """The plugin registry of this command, built once (discovering entry points is not free)."""
     global _REGISTRY
     if _REGISTRY is None:
-        from octascope.core.registry import get_registry
-
         _REGISTRY = get_registry()
     return _REGISTRY
 
@@ -167,6 +167,7 @@ def json_text(value: Any) -> str:
 def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None, label: str | None) -> None:
     """One job (Hydra's task, or :func:`_run_direct`): claim the folder, run, print the summary; a
     failure is one line (a sweep records it and goes on)."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import claim_output_dir, release_failed_output_dir, write_partial_outputs
 
     job_tag = job_num
@@ -177,7 +178,7 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
         claim_output_dir(output_dir, {"run_id": os.environ.get(_RUN_ID_ENV), "job": job_tag},
                          created=_created_for(output_dir, multirun))
         claimed = True
-        # [h-series] source.frames: a time series (octascope.app.series)
+        # lazy: not loaded by `octascope --help` / `import octascope` (start-up); source.frames: a time series
         from octascope.app.series import run_series_from_config
         runner = run_series_from_config if (container.get("source") or {}).get("frames") is not None else run_from_config
         result, files = runner(container, output_dir, job_tag=job_tag, registry=_registry())
@@ -207,15 +208,15 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
         raise SystemExit(2) from None
     if multirun:
         _record_job(str(job_num), None)
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
+    from octascope.app.series import SeriesResult, format_series_summary
     from octascope.results.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri((container.get("tracking") or {}).get("tracking_uri"))
-    from octascope.app.series import SeriesResult, format_series_summary  # [h-series]
     if isinstance(result, SeriesResult):
         print(format_series_summary(result, files, output_dir, uri), flush=True)
         return
     print(format_summary(result, files, output_dir, uri), flush=True)
-    from octascope.app.run import PHASES
 
     PHASES["job"] = time.perf_counter() - t_job
 
@@ -227,7 +228,6 @@ def list_plugins(stage: str | None = None) -> str:
     description (:meth:`octascope.core.registry.Registry.parameters`; plugins not yet on the options
     pattern show none).
     """
-    from octascope.core.registry import get_registry
 
     registry = get_registry()
     infos = registry.info(stage)
@@ -291,8 +291,6 @@ def _parse_overrides(overrides: list[str]) -> tuple[list[str], list[Any]]:
     """Parse every override; quote free-text values Hydra's grammar refuses (non-ASCII paths)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from octascope.core.errors import ConfigError
-
     parser = OverridesParser.create()
     out, parsed = [], []
     for tok in overrides:
@@ -328,8 +326,6 @@ def _hydra_error(exc: BaseException) -> Exception:
 
     from hydra.errors import MissingConfigException
 
-    from octascope.core.errors import ConfigError
-
     text = str(exc)
     if isinstance(exc, MissingConfigException) and exc.options:
         group = (exc.missing_cfg_file or "").rsplit("/", 1)
@@ -360,9 +356,9 @@ def _check_hydra_node(hydra_cfg: Any) -> None:
     from hydra.plugins.launcher import Launcher
     from hydra.plugins.sweeper import Sweeper
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app import policy
     from octascope.app.config import find_targets
-    from octascope.core.errors import ConfigError
 
     allowed = {f"{c.__module__}.{c.__qualname__}" for kind in (Launcher, Sweeper) for c in Plugins.instance().discover(kind)}
     if hydra_cfg.get("callbacks"):
@@ -432,9 +428,9 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str], 
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.config import validate_config
     from octascope.app.policy import check_interpolations
-    from octascope.core.errors import ConfigError
     from octascope.input.sources import check_source_config
 
     GlobalHydra.instance().clear()
@@ -487,6 +483,7 @@ def _is_multirun(names: set[str], hydra_node: dict[str, Any]) -> bool:
 
 def _output_dir(hydra_node: dict[str, Any], multirun: bool) -> str | None:
     """The run's (or sweep's) output folder as Hydra will make it, when it is already fully resolved."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import check_output_location
 
     key = "sweep" if multirun else "run"
@@ -507,8 +504,6 @@ def _check(argv: list[str]) -> _Checked:
 
 
 def _check_quietly(argv: list[str]) -> _Checked:
-    from octascope.core.errors import ConfigError
-
     flags, overrides, names = _split_argv(argv)
     if names & {"--experimental-rerun"}:
         raise ConfigError("--experimental-rerun would load a pickled file and run it; octascope does not rerun "
@@ -573,7 +568,6 @@ def _check_quietly(argv: list[str]) -> _Checked:
 
 def _config_location(flags: list[str]) -> tuple[str, str, list[str]]:
     """The primary config folder and name and the extra search folders the flags give (folders only)."""
-    from octascope.core.errors import ConfigError
 
     config_dir, config_name = str(conf_dir()), "config"
     extra_search = []
@@ -598,6 +592,7 @@ def _check_search_paths(parsed: list[Any], primary: Path) -> None:
     """Refuse config search paths that are not folders before Hydra composes anything: Hydra imports
     a ``pkg://`` search path's package while it looks for configs. Hydra reads ``hydra.searchpath``
     from the overrides and from the primary config file only."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.policy import check_search_path
 
     for ov in parsed:
@@ -607,6 +602,7 @@ def _check_search_paths(parsed: list[Any], primary: Path) -> None:
     if primary.is_file():
         import yaml
 
+        # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
         from octascope.app.policy import YAML_MAX_BYTES, check_yaml_text
 
         try:
@@ -683,8 +679,6 @@ class _Signals:
     def _raise(self, signum: int, _frame: Any) -> None:
         import signal
 
-        from octascope.core.errors import Interrupted
-
         if self.fired:  # the run is already unwinding: let it finish marking itself FAILED
             return
         self.fired = True
@@ -708,6 +702,7 @@ def runs_command(argv: list[str]) -> int:
     store; with ``--fix-stale`` mark runs whose process died KILLED and remove stale ``.part`` files."""
     import argparse
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import clean_orphan_dirs, clean_stale_parts, is_complete
     from octascope.results.tracking import DIR_TAG, fix_stale_runs, list_runs, resolve_tracking_uri
 
@@ -752,6 +747,7 @@ def runs_table(runs: list[Any], is_complete: Any) -> str:
     """The lines of ``octascope runs``: name, input, status, start, headline tilt, output folder."""
     import datetime as _dt
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.tracking import DIR_TAG
 
     rows = [("run", "name", "input", "status", "started (UTC)", "tilt", "output folder")]
@@ -774,9 +770,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``octascope`` console command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("plugins", "runs", "compare") and {"--help", "-h"} & set(argv):
-        from octascope.app.help import HELP
-
         if set(argv) - {"--help", "-h"}:  # overrides beside --help are still checked (and refused) first
+            # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
             from octascope.app.policy import guarded_yaml_loading
 
             try:
@@ -789,14 +784,10 @@ def main(argv: list[str] | None = None) -> None:
         print(HELP)
         return
     if argv and argv[0] == "--version":
-        from octascope.app.help import version_text
-
         print(version_text())
         return
     if argv and argv[0] == "plugins":
         if {"--help", "-h"} & set(argv[1:]):
-            from octascope.app.help import PLUGINS_HELP
-
             print(PLUGINS_HELP)
             return
         rest = [a for a in argv[1:] if a != "list"]
@@ -807,6 +798,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2) from None
         return
     if argv and argv[0] == "compare":
+        # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
         from octascope.results.compare import main as compare_main
 
         try:
@@ -823,6 +815,7 @@ def main(argv: list[str] | None = None) -> None:
     import shutil
     import tempfile
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.policy import guarded_yaml_loading
 
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -868,8 +861,6 @@ def main(argv: list[str] | None = None) -> None:
     except _SessionDone:
         pass
     except KeyboardInterrupt as exc:
-        from octascope.core.errors import Interrupted
-
         signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
         signum = exc.signum if isinstance(exc, Interrupted) else 2
         if os.environ.get("OCTASCOPE_DEBUG"):
@@ -933,8 +924,8 @@ class _SessionRequest:
 
 def _session_request(argv: list[str]) -> _SessionRequest | None:
     """A session when ``source.path`` is a glob or a folder (:mod:`octascope.app.batch`), else None."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.batch import expand_frames, is_batch_path
-    from octascope.core.errors import ConfigError
 
     flags, overrides, names = _split_argv(argv)
     if names & {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}:
@@ -962,8 +953,8 @@ _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 def _run_session_command(session: _SessionRequest, checked: _Checked, created: list[Path], status_dir: str) -> int:
     """Run a session: in this machine's process pool, or as a Hydra sweep through the configured
     launcher (SLURM). Returns the exit code (1 when a frame failed)."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app import batch
-    from octascope.core.errors import ConfigError
     from octascope.results.outputs import claim_output_dir
 
     if _LAST_COMPOSED is None or checked.output_dir is None:
@@ -992,6 +983,7 @@ def _run_session_command(session: _SessionRequest, checked: _Checked, created: l
         else:
             print(f"octascope: would analyse {len(todo)} frame(s) into {session_dir} "
                   f"({len(frames) - len(todo)} done before)")
+        # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
         from octascope.results.outputs import remove_created_dirs
 
         remove_created_dirs(created)
@@ -1026,6 +1018,7 @@ def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_di
     the jobs' folders ``<session>/frames/<n>``, then the session table."""
     import hydra
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app import batch
 
     t0 = time.perf_counter()
@@ -1061,8 +1054,6 @@ def _print_timing(t0: float) -> None:
     before :func:`main`)."""
     import json
 
-    from octascope.app.run import PHASES
-
     phases = dict(_PHASES)
     try:
         import psutil
@@ -1081,6 +1072,7 @@ def _prepare_output_dir(checked: _Checked) -> list[Path]:
     cannot be created is one line, and record the folders created for the jobs (:data:`_CREATED_ENV`)."""
     import json
 
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import make_output_dir
 
     if checked.output_dir is None or not _pin_output_dir(checked):
@@ -1094,6 +1086,7 @@ def _prepare_output_dir(checked: _Checked) -> list[Path]:
 def _release_output_dir(checked: _Checked, created: list[Path], started: float) -> None:
     """After the command: remove the folders it created and left empty (a run stopped before its job
     claimed the folder; a sweep whose every job failed or was stopped keeps no ``multirun.yaml``)."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import release_sweep_dir, remove_created_dirs
 
     if checked.output_dir is None:

@@ -17,8 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from octascope.core.errors import ConfigError
-from octascope.core.params import Options, param, require
+from octascope.core.errors import ConfigError, PluginParameterError
+from octascope.core.params import Options, param, require, options_from
+from octascope.analysis.particles import ParticleOptions
+from octascope.analysis.refine import RefineOptions
+from octascope.analysis.region import RegionOptions
+from octascope.results.outputs import check_figure_formats
+from octascope.results.tracking import check_tracking_uri
 
 #: top-level keys of a run configuration and what reads them
 TOP_LEVEL_KEYS = {
@@ -78,23 +83,15 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_step_options(cfg)
     if "batch" in cfg:
         batch_options(cfg)
-    from octascope.results.outputs import check_figure_formats
 
     check_figure_formats(cfg.get("figure_formats"))
     if track.get("enabled", True):
-        from octascope.results.tracking import check_tracking_uri
-
         check_tracking_uri(track.get("tracking_uri"))
 
 
 def _check_step_options(cfg: Mapping[str, Any]) -> None:
     """Build the ``region``, ``refine`` and ``particles`` options as the run will, so a bad key or
     value stops the command before the image is read."""
-    from octascope.analysis.particles import ParticleOptions
-    from octascope.analysis.refine import RefineOptions
-    from octascope.analysis.region import RegionOptions
-    from octascope.core.errors import PluginParameterError
-    from octascope.core.params import options_from
 
     for group, cls in (("region", RegionOptions), ("refine", RefineOptions), ("particles", ParticleOptions)):
         try:
@@ -123,8 +120,6 @@ class BatchOptions(Options):
 
 def batch_options(cfg: Mapping[str, Any]) -> BatchOptions:
     """The ``batch`` group of a configuration as :class:`BatchOptions` (ConfigError when wrong)."""
-    from octascope.core.errors import ConfigError, PluginParameterError
-    from octascope.core.params import options_from
 
     raw = dict(cfg.get("batch") or {})
     if isinstance(raw.get("workers"), str) and raw["workers"].isdigit():

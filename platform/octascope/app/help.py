@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from octascope.core.registry import get_registry, package_version
+
 HELP = """\
 usage: octascope [KEY=VALUE ...] [--multirun] [--cfg job] [--hydra-help]
        octascope {plugins,runs,compare} [--help]
@@ -42,7 +44,6 @@ More: README.md, docs/outputs.md (what a run writes), docs/configuration.md."""
 
 def version_text() -> str:
     """``octascope <version>`` and one line per distribution that registers plugins."""
-    from octascope.core.registry import get_registry, package_version
 
     lines = [f"octascope {package_version('octascope')}"]
     seen: dict[tuple[str, str], int] = {}

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from octascope.core import interrupts
 from octascope.core.model import Result
-from octascope.analysis.pipeline import BuiltStages
-from octascope.core.registry import Registry
+from octascope.analysis.pipeline import BuiltStages, order_metrics, resolve_stage, run_pipeline
+from octascope.core.registry import Registry, get_registry
 
 #: wall time of the phases of the last run in this process [s] (``OCTASCOPE_TIMING=1`` prints them;
 #: experiments/benchmarks/startup.py reads them)
@@ -46,7 +46,6 @@ def build_stages(cfg: Mapping[str, Any], registry: Registry) -> BuiltStages:
     Returns ``denoiser``, ``locator``, ``classifier``, ``network`` (stage objects) and ``metrics``
     (a list, in the order :func:`octascope.analysis.pipeline.order_metrics` runs them).
     """
-    from octascope.analysis.pipeline import order_metrics, resolve_stage
 
     denoiser = resolve_stage(registry, "denoiser", cfg["denoiser"])
     locator = resolve_stage(registry, "locator", cfg["locator"])
@@ -79,18 +78,16 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     non-default settings, :func:`octascope.results.tracking.run_name`); ``tags``: more MLflow tags.
     ``tracking.parent_run_id`` makes the run a child of that run (a session's frame).
     """
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.config import validate_config
     from octascope.input.sources import load_source
     from octascope.input.readers import input_checksum
+    from octascope.results.export import check_export, write_extras
     from octascope.results.outputs import check_figure_formats, write_outputs
-    from octascope.analysis.pipeline import run_pipeline
-    from octascope.core.registry import get_registry
 
     with _phase("plugins"):
         validate_config(cfg)
         formats = check_figure_formats(cfg.get("figure_formats"))
-        from octascope.results.export import check_export, write_extras  # [h-series]
-
         check_export(cfg.get("export"))
         registry = registry or get_registry()
         stages = build_stages(cfg, registry)
@@ -112,6 +109,7 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
 
     if not track.get("enabled", True):
         return body()
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.tracking import DIR_TAG, log_run, log_start, run_name as default_name, tracked_run
 
     all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],

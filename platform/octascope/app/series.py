@@ -18,8 +18,22 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from octascope.analysis.series import SeriesResult
+from octascope.analysis.series import SeriesResult, analyse_series, SERIES_CSV_FIRST, SeriesOptions
 from octascope.app.run import build_stages
+from octascope.analysis.pipeline import run_pipeline
+from octascope.app.config import validate_config
+from octascope.core.errors import ConfigError, PluginParameterError
+from octascope.core.params import options_from
+from octascope.core.registry import get_registry, package_version
+from octascope.input.readers import input_checksum, read_stack
+from octascope.input.sources import check_source_config
+from octascope.results.export import check_export, write_provenance
+from octascope.results.outputs import (
+    _jsonable, atomic_write, check_figure_formats, COLUMNS_CSV_FIRST, save_figures, write_json, write_table,
+)
+from octascope.results.series_figures import series_figures
+from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
+from octascope.sim.cache import cache_root
 
 if TYPE_CHECKING:
     from octascope.core.model import Image, Result
@@ -34,7 +48,6 @@ _SOURCE_ANALYSIS_KEYS = ("pixel_size_A", "signal_index", "signal", "signal_type"
 def cache_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What the per-frame cache key holds besides the frame's pixels and index: the analysis
     configuration and the octascope version."""
-    from octascope.core.registry import package_version
 
     src = cfg.get("source") or {}
     return {"version": package_version("octascope"),
@@ -58,16 +71,6 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
     """Run a time-series analysis from a resolved configuration dict and write its outputs:
     ``columns.csv``, ``octahedra.csv``, ``particles.csv`` (with ``frame``; ``particle`` = tracked id),
     ``series.csv``, ``drift.csv``, the series figures, ``config.yaml``, ``summary.json`` (last)."""
-    from octascope.analysis.pipeline import run_pipeline
-    from octascope.analysis.series import SeriesOptions, analyse_series
-    from octascope.app.config import validate_config
-    from octascope.core.errors import ConfigError, PluginParameterError
-    from octascope.core.params import options_from
-    from octascope.core.registry import get_registry
-    from octascope.input.readers import input_checksum, read_stack
-    from octascope.input.sources import check_source_config
-    from octascope.results.outputs import check_figure_formats
-    from octascope.sim.cache import cache_root
 
     validate_config(cfg)
     src = dict(cfg["source"])
@@ -77,7 +80,6 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
         opts = options_from(SeriesOptions, dict(cfg.get("series") or {}), "series")
     except PluginParameterError as exc:
         raise ConfigError(str(exc)) from None
-    from octascope.results.export import check_export
 
     if check_export(cfg.get("export")):
         raise ConfigError("export is written by single-image runs; a time series writes its tables (series.csv and the "
@@ -114,7 +116,6 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
 
     if not track.get("enabled", True):
         return body()
-    from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
 
     tags = {"octascope.source": f"{stack.path} frames {src['frames']}"[:250],
             DIR_TAG: str(Path(output_dir).resolve())[:5000], **({"hydra.job.num": job_tag} if job_tag else {})}
@@ -147,10 +148,6 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
     """Write the series' tables, figures, config and ``summary.json`` (last) into ``run_dir``."""
     import pandas as pd
 
-    from octascope.analysis.series import SERIES_CSV_FIRST
-    from octascope.results.outputs import COLUMNS_CSV_FIRST, save_figures, write_json, write_table
-    from octascope.results.series_figures import series_figures
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {}
@@ -167,8 +164,6 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
     if config is not None:
         import yaml
 
-        from octascope.results.outputs import _jsonable, atomic_write
-
         written["config"] = atomic_write(run_dir / "config.yaml",
                                          lambda tmp: tmp.write_text(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False)))
     tracks = []
@@ -181,7 +176,6 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
     summary = {"kind": "series", "frames": [int(f) for f in result.frames], "n_cached": result.n_cached,
                "failed": {str(k): v for k, v in result.failed.items()}, "tracks": tracks,
                "scalars": series_scalars(result), **({"input": dict(info)} if info else {})}
-    from octascope.results.export import write_provenance
 
     written["provenance"] = write_provenance(run_dir, input_checksum=(info or {}).get("input_sha256"),
                                              input_path=(info or {}).get("path"), tables=result.tables,

@@ -51,6 +51,11 @@ import numpy as np
 
 from octascope.core.errors import InputError
 from octascope.core.model import Image
+from octascope.input.readers import (
+    _quiet, _read_rsciio, _scale_to_A, _short, available_memory_bytes, check_image_size, check_index, check_pixel_size,
+    resolve_path,
+)
+from octascope.sim.imaging import bright_field_radius, integrate_gradient
 
 #: file suffix -> 4-D reader name (``.hspy``/``.zspy`` are 4-D when their signal is)
 FOURD_FORMATS = {".mib": "mib", ".xml": "empad", ".h5": "py4dstem"}
@@ -121,8 +126,6 @@ class CenterOfMass:
 
 
 def _scale_A(scale: Any, units: Any) -> float | None:
-    from octascope.input.readers import _scale_to_A
-
     return _scale_to_A(scale, units)
 
 
@@ -138,7 +141,6 @@ def _reciprocal(scale: Any, units: Any) -> float | None:
 
 def _rsciio_fourd(p: Path, kind: str) -> FourDHeader:
     """Header of a 4-D HSPY/ZSPY/MIB/EMPAD file read lazily through RosettaSciIO."""
-    from octascope.input.readers import _short
 
     if kind == "hspy":
         from rsciio.hspy import file_reader
@@ -228,7 +230,6 @@ def _find_py4dstem_cube(p: Path) -> tuple[str, tuple[int, ...], np.dtype, dict[s
 
 def _py4dstem_fourd(p: Path) -> FourDHeader:
     """Header of a py4DSTEM HDF5 file (h5py), pixels through :func:`py4DSTEM.read`."""
-    from octascope.input.readers import _short
 
     try:
         name, shape, dtype, calib = _find_py4dstem_cube(p)
@@ -258,7 +259,6 @@ def read_fourd_header(path: str | Path) -> FourDHeader:
     InputError
         Missing or damaged file, no 4-D dataset, an unsupported suffix.
     """
-    from octascope.input.readers import _quiet, resolve_path
 
     p = resolve_path(path)
     if not p.exists():
@@ -273,7 +273,6 @@ def read_fourd_header(path: str | Path) -> FourDHeader:
 
 def check_fourd_size(header: FourDHeader, name: str) -> None:
     """Refuse, from the header, a dataset whose centre-of-mass step would not fit in the memory available."""
-    from octascope.input.readers import available_memory_bytes
 
     n = math.prod(header.shape)
     need = n * (BYTES_PER_VOXEL + header.dtype.itemsize)
@@ -374,8 +373,6 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
     origin = np.stack([fitted[1], fitted[0]])  # (x, y) = (det column, det row)
     rot = -rot_p4d
     if rotation_deg is None:  # curl is blind to 180°: the columns must come out bright in the iCoM
-        from octascope.sim.imaging import integrate_gradient
-
         icom = integrate_gradient(com[0], com[1], float(step_A or 1.0), boundary="mirror")
         if _skew(_band_passed(icom, float(step_A or 1.0))) < 0:
             com, rot = -com, rot + 180.0
@@ -402,8 +399,6 @@ def detector_sampling_from_disc(data_mean: np.ndarray, *, energy_eV: float, semi
     """Reciprocal size of a detector pixel [1/Å] from the bright-field disc of the mean pattern
     (py4DSTEM's ``get_probe_size``: its radius in pixels) and the probe's semi-angle: k_α / r."""
     from py4DSTEM.process.calibration import get_probe_size
-
-    from octascope.sim.imaging import bright_field_radius
 
     r, _, _ = get_probe_size(np.asarray(data_mean, float))
     if not np.isfinite(r) or r <= 0:
@@ -447,8 +442,6 @@ def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampli
         The iCoM image (``signal="icom"``, [rad/2π] when calibrated, pixel size = scan step) and the
         centre-of-mass result (the DPC components in ``CenterOfMass.com``).
     """
-    from octascope.input.readers import _quiet, _short, check_pixel_size, resolve_path
-    from octascope.sim.imaging import integrate_gradient
 
     p = resolve_path(path)
     header = read_fourd_header(p)
@@ -490,7 +483,6 @@ def read_fourd(path: str | Path, *, step_A: float | None = None, detector_sampli
 def is_fourd_file(path: str | Path) -> bool:
     """Whether ``path`` is a 4D-STEM file: a Merlin/EMPAD/py4DSTEM suffix, or an HSPY/ZSPY file whose
     signal is 4-D (its header only; a damaged or missing file is left to the image reader's messages)."""
-    from octascope.input.readers import _quiet, _read_rsciio, resolve_path
 
     p = resolve_path(path)
     suffix = p.suffix.lower()
@@ -515,7 +507,6 @@ def read_fourd_image(path: str | Path, *, pixel_size_A: float | None = None, fra
     InputError
         ``frame`` given (a scan is one image), or any refusal of :func:`read_fourd`.
     """
-    from octascope.input.readers import check_image_size, check_index, check_pixel_size, resolve_path
 
     p = resolve_path(path)
     if check_index(frame, "source.frame") is not None:

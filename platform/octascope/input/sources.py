@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from octascope.core.errors import ConfigError, InputError
-from octascope.input.readers import read_image, read_truth, sidecar
+from octascope.input.readers import (
+    read_image, read_truth, sidecar, check_flag, check_index, check_pixel_size, resolve_path,
+)
 from octascope.core.model import Image, Truth
+from octascope.input.fourd import is_fourd_file, read_fourd_image
+from octascope.input.synthetic import make_synthetic, SyntheticSpec
+from octascope.sim.field import check_field_params, FIELD_SOURCE_KEYS, simulated_field_source
+from octascope.sim.simulation import check_source_params, simulated_source, SOURCE_KEYS
 
 FILE_KEYS = ("path", "pixel_size_A", "frame", "signal_index", "signal", "signal_type", "truth_path", "truth_octahedra_path",
              "invert", "frames", "frame_time_s", "dose_per_frame_e_per_A2")
@@ -28,8 +34,6 @@ def load_example(name: str = "cspbi3_qd") -> tuple[Image, Truth]:
     import json
 
     import numpy as np
-
-    from octascope.input.readers import resolve_path
 
     folder = resolve_path(f"{EXAMPLES_DIR}/{name}")
     if not (folder / "meta.json").exists():
@@ -65,7 +69,6 @@ def load_file(
     ``truth_path="auto"`` looks for ``<image stem>.truth_columns.csv`` beside the image (and
     ``<stem>.truth_octahedra.csv``); ``None`` reads no truth.
     """
-    from octascope.input.fourd import is_fourd_file, read_fourd_image
 
     if is_fourd_file(path):  # 4D-STEM: the iCoM image of the patterns (octascope.input.fourd)
         if invert is True:
@@ -103,12 +106,8 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
     if kind not in KINDS:
         raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
     if kind == "simulated":
-        from octascope.sim.simulation import SOURCE_KEYS
-
         own = set(SOURCE_KEYS)
     elif kind == "field":
-        from octascope.sim.field import FIELD_SOURCE_KEYS
-
         own = set(FIELD_SOURCE_KEYS)
     else:
         own = _KIND_KEYS[kind]
@@ -119,12 +118,8 @@ def _check_keys(kind: str, reads_file: bool, params: dict[str, Any]) -> None:
     if reads_file or kind == "file":
         return
     if kind == "simulated":  # every step's keys and values, before anything is simulated
-        from octascope.sim.simulation import check_source_params
-
         check_source_params({k: v for k, v in params.items() if k in own})
     if kind == "field":
-        from octascope.sim.field import check_field_params
-
         check_field_params({k: v for k, v in params.items() if k in own})
     ignored = sorted(k for k, default in _FILE_ONLY_DEFAULTS.items() if k in params and params[k] != default)
     if ignored:
@@ -162,8 +157,6 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
     if kind == "example":
         return load_example(params.get("name", "cspbi3_qd"))
     if kind == "synthetic":
-        from octascope.input.synthetic import SyntheticSpec, make_synthetic
-
         spec = dict(params.pop("spec", None) or {})
         if "n_cells" in spec:
             spec["n_cells"] = tuple(spec["n_cells"])
@@ -172,12 +165,8 @@ def load_source(kind: str = "file", **params: Any) -> tuple[Image, Truth | None]
             raise ConfigError(f"synthetic source has no parameter(s) {unknown}; see conf/source/synthetic.yaml")
         return make_synthetic(SyntheticSpec(**spec))
     if kind == "simulated":
-        from octascope.sim.simulation import simulated_source
-
         return simulated_source(**params)
     if kind == "field":
-        from octascope.sim.field import simulated_field_source
-
         return simulated_field_source(**params)
     raise ConfigError(f"unknown source kind '{kind}'; use one of {', '.join(KINDS)}")
 
@@ -187,7 +176,6 @@ def check_source_config(source: dict[str, Any]) -> None:
     keys that nothing reads, file keys for a source that reads no file, a non-numeric or absurd
     pixel size, a frame or signal index that is not a whole number, a path that is not text
     (:class:`ConfigError`/:class:`InputError`, one line with the fix)."""
-    from octascope.input.readers import check_index, check_pixel_size
 
     params = dict(source)
     kind = params.pop("kind", "file")
@@ -199,7 +187,6 @@ def check_source_config(source: dict[str, Any]) -> None:
         check_pixel_size(params["pixel_size_A"])
     for key in ("frame", "signal_index"):
         check_index(params.get(key), f"source.{key}")
-    from octascope.input.readers import check_flag
 
     check_flag(params.get("invert"), "source.invert")
     if params.get("frames") is not None and params.get("frame") is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from octascope.core.errors import ConfigError
+from octascope.results.tracking import quiet_mlflow_logging, readable_store, resolve_tracking_uri, store_error
 
 #: default grouping: what the method comparison varies (seeds are averaged over)
 DEFAULT_BY = ("source.noise.dose_e_per_A2", "denoiser.name", "locator.name", "classifier.name", "network.name")
@@ -45,8 +46,6 @@ def default_metrics(df: pd.DataFrame) -> tuple[str, ...]:
 def runs_frame(experiment: str, tracking_uri: str | None = None, status: str = "FINISHED") -> pd.DataFrame:
     """All runs of ``experiment`` with ``status`` (``params.*``, ``metrics.*`` columns; MLflow's search_runs)."""
     import mlflow
-
-    from octascope.results.tracking import quiet_mlflow_logging, readable_store, resolve_tracking_uri, store_error
 
     uri = resolve_tracking_uri(tracking_uri)
     if not readable_store(uri):  # none is created

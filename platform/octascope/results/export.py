@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from octascope.core.errors import ConfigError
+from octascope.input.readers import input_checksum
+from octascope.results.tracking import code_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,8 +166,6 @@ def write_provenance(run_dir: str | Path, *, input_checksum: str | None, input_p
     (``<name>.csv``: rows and columns, units in the column names)."""
     import json
 
-    from octascope.results.tracking import code_version
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tables = {f"{name}.csv": {"rows": int(len(df)), "columns": [str(c) for c in df.columns]}
@@ -187,7 +187,6 @@ def write_extras(image: "Image", columns: "pd.DataFrame | None", run_dir: str | 
                  config: Mapping[str, Any], tables: Mapping[str, "pd.DataFrame"] | None = None) -> dict[str, Path]:
     """What a run writes beside its tables (before them: ``summary.json`` stays the last file): the
     exports of ``config["export"]`` and ``provenance.json`` naming ``tables``."""
-    from octascope.input.readers import input_checksum
 
     written = export_results(image, columns, run_dir, config.get("export"))
     src = (config.get("source") or {}) if isinstance(config, Mapping) else {}

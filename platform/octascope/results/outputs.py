@@ -29,6 +29,9 @@ from octascope.core.model import Result
 from octascope.results.atomic import PART_SUFFIX, atomic_write, current_umask  # noqa: F401 (public here too)
 from octascope.results.processes import pid_alive
 from octascope.results.summary import summarize
+from octascope.results.figures import network_overlay, region_overlay
+from octascope.results.report import write_run_report
+from octascope.results.style import figure_style
 
 #: public column order of columns.csv (more columns may follow)
 COLUMNS_CSV_FIRST = ["x_A", "y_A", "x_px", "y_px", "species", "amplitude", "sigma_major_A", "sigma_minor_A", "ellipticity"]
@@ -128,7 +131,6 @@ def save_figure(fig: Any, run_dir: Path, name: str, formats: tuple[str, ...], *,
     engine set to none), so the other formats are the same figure drawn once more, not laid out
     again.
     """
-    from octascope.results.style import figure_style
 
     written: dict[str, Path] = {}
     with figure_style():  # what matplotlib reads at draw time (ticks, SVG text) in the figures' style
@@ -255,8 +257,6 @@ the image (not for ``denoiser=none``).
     if result.region is not None:
         written.update(write_outputs_region(result, run_dir, ()))  # the mask; its figure joins the others
         if figure_formats:
-            from octascope.results.figures import region_overlay
-
             figures["crystal_region"] = (region_overlay(result.denoised or result.image, result.region), 120)
     written.update(save_figures(figures, run_dir, figure_formats))
     if config is not None:
@@ -275,7 +275,6 @@ the image (not for ``denoiser=none``).
 def _write_report(run_dir: Path, **kwargs: Any) -> Path | None:
     """``report.html`` (:func:`octascope.results.report.write_run_report`); a failure to write the
     page is one warning line, not a failed run (the numbers are all in the other files)."""
-    from octascope.results.report import write_run_report
 
     try:
         return write_run_report(run_dir, **kwargs)
@@ -519,7 +518,6 @@ def write_partial_outputs(result: Result, run_dir: str | Path, reason: str) -> d
     written: dict[str, Path] = {}
     if result.columns is not None:
         written["columns"] = write_table(result.columns, run_dir / "columns.csv", COLUMNS_CSV_FIRST)
-        from octascope.results.figures import network_overlay
 
         fig = network_overlay(result.denoised or result.image, result.columns, result.octahedra, result.particles)
         written.update(save_figure(fig, run_dir, "network_overlay", ("png",), dpi=120))
@@ -564,8 +562,6 @@ def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[st
 
     written["crystal_mask"] = atomic_write(run_dir / "crystal_mask.png", _png)
     if figure_formats:
-        from octascope.results.figures import region_overlay
-
         fig = region_overlay(result.denoised or result.image, region)
         written.update(save_figure(fig, run_dir, "crystal_region", figure_formats, dpi=120))
     return written

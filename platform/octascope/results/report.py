@@ -43,6 +43,9 @@ import numpy as np
 import pandas as pd
 
 from octascope.results.atomic import atomic_write
+from octascope.results.figures import L_DEFINITION, PHI_DEFINITION, THETA_DEFINITION
+from octascope.results.summary import core_shell_line, tilt_lines
+from octascope.results.tracking import code_version, package_versions
 
 #: file name of a run's page (in the run folder)
 REPORT_NAME = "report.html"
@@ -413,8 +416,6 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _versions() -> list[tuple[str, Any]]:
-    from octascope.results.tracking import code_version, package_versions
-
     rows = list(code_version().items()) + list(package_versions().items())
     return [(k.removeprefix("package."), v) for k, v in rows]
 
@@ -449,8 +450,6 @@ def _css_width(png: Path) -> int | None:
 
 
 def _captions() -> dict[str, str]:
-    from octascope.results.figures import L_DEFINITION, PHI_DEFINITION, THETA_DEFINITION
-
     return {"theta": esc(THETA_DEFINITION), "phi": esc(PHI_DEFINITION),
             "L": esc(L_DEFINITION)}
 
@@ -471,7 +470,6 @@ def _status(summary: Mapping[str, Any] | None, error: str | None) -> tuple[str, 
 
 def _glance_lines(summary: Mapping[str, Any]) -> list[str]:
     """The report's headline: the printed summary's lines, from summary.json."""
-    from octascope.results.summary import core_shell_line, tilt_lines
 
     img = summary.get("image") or {}
     lines = []
@@ -653,7 +651,6 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
     pathlib.Path
         The page written (``run_dir / "report.html"``).
     """
-    from octascope.results.figures import THETA_DEFINITION
 
     run_dir = Path(run_dir)
     if summary is None:
@@ -794,8 +791,6 @@ def _frame_card(run_dir: Path, session_dir: Path, name: str | None) -> str:
     href = _relative(target, session_dir)
     lines = []
     if summary:
-        from octascope.results.summary import tilt_lines
-
         octa = (summary.get("metrics") or {}).get("octahedral") or {}
         tl = tilt_lines(summary.get("tilt") or {}, octa.get("shell_depth_cells"))
         lines += [t.strip() for t in tl if "θ3" in t or t.strip().startswith("mean tilt")][:2]

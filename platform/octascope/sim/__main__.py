@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from octascope.core.errors import OctascopeError
+from octascope.sim.mpi import run_md_on_ranks
+from octascope.sim.simulation import check_source_params, simulate, write_bundle
+from octascope.sim.structure import build_nanocube, composition_formula, write_structure
 
 GROUPS = ("structure", "md", "imaging", "support", "noise")
 
@@ -75,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         params = load_params(args.config, args.overrides)
-        from octascope.sim.simulation import check_source_params
-        from octascope.sim.structure import build_nanocube, composition_formula, write_structure
 
         plan = check_source_params(params)  # every group, before anything is built or run
         if args.command == "structure":
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{composition_formula(atoms)} ({len(atoms)} atoms, charge {atoms.info['charge']}) -> {args.out}")
             return 0
         if args.command == "md":
-            from octascope.sim.mpi import run_md_on_ranks
-
             atoms = build_nanocube(plan.structure)
             traj = run_md_on_ranks(atoms, plan.md, progress=params.get("progress", True))
             if traj.info.get("rank", 0) != 0:  # under mpirun only rank 0 writes
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(traj.positions)} snapshots, {traj.info['steps_per_s']:.1f} steps/s, "
                   f"{traj.info['ns_per_day']:.3f} ns/day -> {args.out}")
             return 0
-        from octascope.sim.simulation import simulate, write_bundle
 
         sim = simulate(**params)
         octa3 = Path(args.out) / "truth_octahedra_3d.csv"

@@ -38,6 +38,11 @@ import numpy as np
 from octascope.core.model import Truth
 from octascope.core.params import param, require
 from octascope.sim.options import StepOptions, finite, resolve_options
+from octascope.sim import imaging as im
+from octascope.sim.cache import cached
+from octascope.sim.simulation import _true_columns, md_step, plan_simulation
+from octascope.sim.structure import build_nanocube, composition_formula
+from octascope.sim.truth import projected_octahedra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,11 +207,6 @@ def simulate_fourd(options: FourDOptions | None = None, /, *, structure: Mapping
     -------
     FourDSimulation
     """
-    from octascope.sim import imaging as im
-    from octascope.sim.cache import cached
-    from octascope.sim.simulation import _true_columns, md_step, plan_simulation
-    from octascope.sim.structure import build_nanocube, composition_formula
-    from octascope.sim.truth import projected_octahedra
 
     opts = resolve_options(FourDOptions, options, params)
     imaging = dict(mode="multislice", signal="icom", pixel_size_A=opts.step_A, field_of_view_A=opts.field_of_view_A,

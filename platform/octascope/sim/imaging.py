@@ -86,6 +86,7 @@ from octascope.core.errors import InputError
 from octascope.core.params import param, require
 from octascope.sim.options import StepOptions, finite, resolve_options
 from octascope.sim.support import SupportOptions, amorphous_carbon
+from octascope.sim.thermal import frozen_phonon_configurations
 
 if TYPE_CHECKING:
     from abtem import AtomsEnsemble
@@ -581,7 +582,6 @@ def _imaged_positions(positions: np.ndarray, opts: ImagingOptions) -> np.ndarray
     ``thermal_configurations`` frozen-phonon configurations drawn from all of them."""
     if opts.thermal_configurations is None:
         return _select_snapshots(positions, opts.max_snapshots)
-    from octascope.sim.thermal import frozen_phonon_configurations
 
     positions = np.asarray(positions, float)
     if positions.ndim != 3 or len(positions) < 2:

@@ -40,6 +40,7 @@ import numpy as np
 from octascope.core.errors import ConfigError, InputError, OctascopeError
 from octascope.core.params import param, require
 from octascope.sim.options import LAMMPS_MAX_SEED, StepOptions, finite, resolve_options
+from octascope.sim.structure import check_structure
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -383,7 +384,6 @@ def check_md_start(atoms: Atoms, options: MDOptions) -> str:
     ConfigError
         A force-field path that may not reach LAMMPS (:func:`lammps_path`).
     """
-    from octascope.sim.structure import check_structure
 
     ff = lammps_path(options.forcefield or default_forcefield(), "md.forcefield")
     symbols = set(atoms.get_chemical_symbols())

@@ -42,7 +42,7 @@ import numpy as np
 
 from octascope.core.errors import InputError
 from octascope.core.params import param, require
-from octascope.sim.imaging import SimulatedImage, integrate_gradient
+from octascope.sim.imaging import SimulatedImage, integrate_gradient, bright_field_radius, dpc_com_scale
 from octascope.sim.options import StepOptions, finite, resolve_options
 
 
@@ -81,7 +81,6 @@ def com_noise_sigma(*, signal: str, dose_e_per_A2: float, pixel_size_A: float, e
     ``icom``: k_α/2 · √E[1/M]; ``idpc``: π k_α √f / (4√N) with f = 1 - k_i²/k_α². The detector's
     outer radius does not enter (it must lie outside the bright-field disc).
     """
-    from octascope.sim.imaging import bright_field_radius
 
     if dose_e_per_A2 is None or not dose_e_per_A2 > 0:
         raise InputError(f"dose_e_per_A2={dose_e_per_A2} must be > 0 e/Å²; e.g. noise.dose_e_per_A2=500 (or null for no noise)")
@@ -105,7 +104,6 @@ def counted_com(sim: SimulatedImage, com: np.ndarray, detector: np.ndarray, n_e:
     × ((n₊ - n₋)/N - the vacuum difference). ``icom``: the clean CoM plus Gaussian noise with the
     pattern's covariance at each position times E[1/M], M Poisson with mean N × captured fraction.
     """
-    from octascope.sim.imaging import dpc_com_scale
 
     info = sim.info
     if sim.signal == "idpc":

@@ -10,6 +10,8 @@ import numpy as np
 from octascope.core.errors import InputError
 from octascope.core.model import Image
 from octascope.core.params import Options, param, require
+from octascope.analysis.noise_spectrum import estimate_noise_spectrum
+from octascope.core.devices import DEVICES
 
 
 def check_finite(data: np.ndarray, who: str) -> None:
@@ -89,8 +91,6 @@ class TrainingOptions(Options):
     checkpoint_every: int = param(100, doc="checkpoint interval [iterations]")
 
     def check(self) -> None:
-        from octascope.core.devices import DEVICES
-
         require(self.n_iterations >= 0, f"n_iterations must be >= 0, got {self.n_iterations}")
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         require(self.cpu_work_budget is None or self.cpu_work_budget > 0,
@@ -177,7 +177,6 @@ def estimate_noise_psd(data: np.ndarray, *, k_fit: tuple[float, float] = (0.3, 0
         over all non-zero frequencies [image units]) and ``sigma_white`` (RMS of the white part
         ``b`` alone [image units]).
     """
-    from octascope.analysis.noise_spectrum import estimate_noise_spectrum
 
     y = np.asarray(data, dtype=np.float64)
     h, w = y.shape

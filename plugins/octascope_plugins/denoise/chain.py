@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from octascope.core.errors import OctascopeError, PluginError, PluginParameterError
 from octascope.core.model import Image
 from octascope.core.params import Options, Plugin, param
+from octascope.core.registry import get_registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +97,6 @@ def _as_list(steps: Any) -> list[Any]:
 
 
 def _build_steps(steps: Any) -> list[Any]:
-    from octascope.core.registry import get_registry
-
     specs = _as_list(steps)
     if not specs:
         raise PluginParameterError("denoiser chain needs at least one step, e.g. steps=[absf,s2sred]")

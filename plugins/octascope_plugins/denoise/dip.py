@@ -107,6 +107,7 @@ class DIPDenoiser(Plugin):
             The exponential moving average of the network's outputs [image units], with the run's
             settings and outcome as metadata.
         """
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
         from octascope_plugins.denoise._nets import DOWNSAMPLING
 
@@ -172,6 +173,7 @@ class DIPDenoiser(Plugin):
         checkpoint."""
         import torch
 
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
         from octascope_plugins.denoise._nets import S2SNet
 
@@ -207,6 +209,7 @@ class DIPDenoiser(Plugin):
         """
         import torch
 
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
 
         o = self.options

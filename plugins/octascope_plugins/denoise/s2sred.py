@@ -218,6 +218,7 @@ class S2SREDDenoiser(Plugin):
             The mean of the passes [image units], their per-pixel variance as ``variance``
             [image units²] and the run's settings and outcome as metadata.
         """
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
 
         o = self.options
@@ -262,6 +263,7 @@ class S2SREDDenoiser(Plugin):
     def _plan(self, y01: np.ndarray) -> "_Plan":
         """What this image and the options make of the run: padding, crops, device, iterations,
         threads, the early-stop noise scale and the BM3D noise (a σ, or the fitted spectrum)."""
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
         from octascope_plugins.denoise._nets import DOWNSAMPLING
 
@@ -291,6 +293,7 @@ class S2SREDDenoiser(Plugin):
         u = 0), or the state of a matching checkpoint."""
         import torch
 
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
         from octascope_plugins.denoise._nets import S2SNet
 
@@ -322,6 +325,7 @@ class S2SREDDenoiser(Plugin):
     def _train(self, st: "_Training", plan: "_Plan") -> "_Outcome":
         """Network iterations from ``st.start`` to ``n_iterations`` (checkpointed), stopping early
         when the network estimate has converged (class docstring)."""
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise import _training as tr
 
         o = self.options
@@ -401,6 +405,7 @@ class S2SREDDenoiser(Plugin):
         """``batch_size`` (augmented, cropped) copies of the image and of the ADMM target."""
         import torch
 
+        # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
         from octascope_plugins.denoise._training import dihedral
 
         ph, pw = y.shape[-2:]

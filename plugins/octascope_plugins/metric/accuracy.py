@@ -12,6 +12,8 @@ from scipy.spatial import cKDTree
 from octascope.analysis.octahedral_geometry import metric_input
 from octascope.core.model import MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
+from octascope.analysis.lattice import estimate_square_basis
+from octascope.analysis.particle_table import core_shell_masks
 
 _SPECIES = ("Pb", "X", "Cs")
 
@@ -59,8 +61,6 @@ def outer_cell_mask(xy_A: np.ndarray, species: np.ndarray, shell: np.ndarray | N
     if shell is not None:
         return np.asarray(shell) == 0
     from scipy.spatial import ConvexHull
-
-    from octascope.analysis.lattice import estimate_square_basis
 
     a = float(np.mean(np.linalg.norm(estimate_square_basis(xy_A[species == "Pb"]), axis=1)))
     hull = ConvexHull(xy_A)
@@ -207,7 +207,6 @@ def particle_accuracy(found: pd.DataFrame, truth: Truth, geometry: pd.DataFrame 
     it was split), detection precision/recall/F1 and species accuracy on its columns, octahedra coverage
     (measured octahedra matched / true), θ error mean(|Δθ1|, |Δθ2|) [deg] and the core − shell Δθ3
     found and true [deg] (the same shell depth), and whether the true particle has a valid [001] truth."""
-    from octascope.analysis.particle_table import core_shell_masks
 
     true = truth.columns
     t_xy, f_xy = true[["x_A", "y_A"]].to_numpy(float), found[["x_A", "y_A"]].to_numpy(float)

@@ -21,6 +21,7 @@ from octascope.analysis.lattice import estimate_square_basis
 from octascope.analysis.octahedral_geometry import metric_input, octahedron_axes
 from octascope.core.model import MetricInput, MetricOutput, Octahedra, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
+from octascope_plugins.metric.lattice_figures import lattice_figures
 
 
 def neighbour_spacings(xy_A: np.ndarray, a1: np.ndarray, a2: np.ndarray, tolerance_frac: float) -> np.ndarray:
@@ -175,8 +176,6 @@ class LatticeMetric(Plugin):
         summary = {k: scalars[k] for k in ("C3_A_mean", "P3_A_mean")}
         figures: dict[str, Any] = {}
         if self.options.figures and len(use):
-            from octascope_plugins.metric.lattice_figures import lattice_figures
-
             basis = None
             if data.octahedra is not None and np.isfinite(np.asarray(data.octahedra.lattice_vectors_A, float)).all():
                 basis = np.asarray(data.octahedra.lattice_vectors_A, float)

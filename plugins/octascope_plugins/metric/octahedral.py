@@ -22,6 +22,7 @@ from octascope.analysis.particle_table import core_shell_masks, particle_tilts
 from octascope.analysis.uncertainty import GeometryCovariance, region_weights
 from octascope.core.model import TILT_NAMES, MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
+from octascope_plugins.metric.octahedral_figures import octahedral_figures
 
 
 def core_shell_scalars(table: pd.DataFrame, shell_depth_cells: int,
@@ -138,8 +139,6 @@ class OctahedralMetric(Plugin):
                    "n_octahedra_complete": int(table["complete"].sum()), "n_octahedra_edge": int(table["edge"].sum())}
         figures: dict[str, Any] = {}
         if self.options.figures and len(table):
-            from octascope_plugins.metric.octahedral_figures import octahedral_figures
-
             figures = octahedral_figures(data.denoised, data.columns, data.octahedra, table, depth, data.particles)
         return MetricOutput(tables={"octahedra": table, "particles": particle_tilts(table, depth, covariance)}, scalars=scalars,
                             figures=figures, summary=summary)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from octascope.analysis.lattice import estimate_square_basis
-from octascope.analysis.particle_table import core_shell_masks
+from octascope.analysis.particle_table import core_shell_masks, particle_tilts
 from octascope.results.figures import (L_DEFINITION, PHI_DEFINITION, THETA_DEFINITION, THETA_DEFINITION_SHORT,
                                        default_profile_line,
                                        draw_particles, draw_tile_map, image_limits, line_profile, network_overlay,
@@ -141,7 +141,6 @@ def octahedral_figures(
 def particle_histograms(particles: Sequence["Particle"], table: pd.DataFrame, shell_depth_cells: int) -> "Figure":
     """The frame's particles: their size (√(extent along a1 × along a2)) and their mean θ3 in core
     and shell, one count per analysed particle."""
-    from octascope.analysis.particle_table import particle_tilts
 
     done = [p for p in particles if p.verdict == "analysed"]
     sizes = np.array([np.sqrt(p.size_A[0] * p.size_A[1]) / 10.0 for p in done])
