@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy import ndimage
 
 from octascope.core.errors import InputError
 
@@ -174,7 +175,6 @@ def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np
     shell : numpy.ndarray of int
         Unit cells to the outline.
     """
-    from scipy import ndimage
 
     centroid = xy_A.mean(axis=0)
     origin = xy_A[np.argmin(np.linalg.norm(xy_A - centroid, axis=1))]
@@ -222,7 +222,6 @@ def surface_depth(i: np.ndarray, j: np.ndarray, xy_A: np.ndarray, *, frame_A: tu
     known : numpy.ndarray of bool
         Whether the depth is known.
     """
-    from scipy import ndimage
 
     ij = np.column_stack([np.rint(i), np.rint(j)]).astype(int)
     lo = ij.min(axis=0) - 1

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import fft as sfft
+from scipy.spatial import cKDTree
 
 from octascope.analysis.noise_spectrum import NoiseSpectrum
 
@@ -176,7 +177,6 @@ def _estimator_covariance_fft(influence: np.ndarray, offsets: np.ndarray, centre
 
 def neighbour_pairs(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
     """(P, 2) index pairs (i < j) of points closer than ``radius`` (same units), ignoring NaN points."""
-    from scipy.spatial import cKDTree
 
     xy = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
     ok = np.isfinite(xy).all(1)

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
@@ -235,7 +237,6 @@ def _reference_terms(columns: pd.DataFrame, octahedra: Octahedra, local: np.ndar
     combination reproduces the vector, or where it is the network's particle-wide vector
     (``octahedra.lattice_vectors_A``), which is then treated as exact.
     """
-    from scipy.spatial import cKDTree
 
     n = len(local)
     rows = np.full((n, 2, 2), -1, np.int64)
@@ -278,7 +279,6 @@ def _gradient_matrix(g: np.ndarray, w: np.ndarray, pb_rows: np.ndarray, x_rows: 
     at X_k, ``−Σ_k w_k g_k`` at the Pb column P (absent bonds and Pb columns contribute nothing);
     ``extra`` = (rows (n, r, j), gradients (n, r, j, 2)) adds gradients at further columns (the Pb
     columns the reference directions were measured from; row -1: none)."""
-    from scipy import sparse
 
     n = len(w)
     wg = np.where((x_rows >= 0)[..., None], np.nan_to_num(w[..., None] * g), 0.0)  # (n, 4, 2)

@@ -11,6 +11,7 @@ core and shell with their uncertainties and the test of the core − shell diffe
 from __future__ import annotations
 
 from typing import Any
+import math
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,6 @@ def significance(difference: float, error: float) -> tuple[float, float, str]:
     """The test of a difference against zero with its 1σ: z, the two-sided p-value of a Gaussian
     error, and a verdict ("significant at 3σ", "significant at 2σ", "not significant (< 2σ)" or
     "untested" without an error)."""
-    import math
 
     if not (np.isfinite(difference) and np.isfinite(error) and error > 0):
         return float("nan"), float("nan"), "untested"

@@ -299,6 +299,7 @@ def zone_axis_score(rotation_deg: np.ndarray, ellipticity: np.ndarray) -> float:
 def _outline_and_area(xy: np.ndarray, spacing: float) -> tuple[np.ndarray, float]:
     """Outline polygon (x, y) [Å] and area [Å²] of a particle: the points within spacing/√2 of its
     columns (a square lattice's cells are then covered), on a grid of spacing/3."""
+    # lazy: scikit-image (a few ms to import), not loaded at start-up
     from skimage import measure
 
     step = spacing / 3.0
@@ -407,6 +408,7 @@ def segment_particles(xy_A: np.ndarray, amplitude: np.ndarray, significant: np.n
 
 def particle_label_image(particles: list[Particle], shape_px: tuple[int, int], pixel_size_A: float) -> np.ndarray:
     """(H, W) image of particle ids (0: none), each particle's outline filled [px]."""
+    # lazy: scikit-image (a few ms to import), not loaded at start-up
     from skimage.draw import polygon
 
     labels = np.zeros(shape_px, np.int32)
@@ -451,6 +453,7 @@ def unresolved_particles(region_mask: np.ndarray, particles: list[Particle], xy_
     cx = np.clip(np.rint(xy_A[:, 0] / pixel_size_A).astype(int), 0, w - 1)
     cy = np.clip(np.rint(xy_A[:, 1] / pixel_size_A).astype(int), 0, h - 1)
     col_comp = np.where(np.isfinite(xy_A).all(1), comp[cy, cx], 0)
+    # lazy: scikit-image (a few ms to import), not loaded at start-up
     from skimage import measure
 
     for k in np.flatnonzero(sizes >= min_px) + 1:

@@ -157,6 +157,7 @@ def _observables(img: "torch.Tensor", gradient: bool) -> "torch.Tensor":
     The gradient is taken of the image's mirror extension, so a field of view that is not
     periodic (a crop) has no edge jump; for iDPC/iCoM it is the CoM field, whose noise is white.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     if not gradient:
@@ -199,6 +200,7 @@ class _JointModel:
     def build(cls, img_np: np.ndarray, x0: np.ndarray, y0: np.ndarray, group: np.ndarray, n_species: int, *,
               pixel_size_A: float, options: RefineOptions, gradient: bool, device: "torch.device") -> "_JointModel":
         """The model of image ``img_np`` around start positions ``x0``, ``y0`` [px]."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         dt = torch.float64
@@ -226,12 +228,14 @@ class _JointModel:
 
     def tensor(self, values: np.ndarray) -> "torch.Tensor":
         """``values`` as a float64 tensor on the model's device."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         return torch.as_tensor(values, dtype=self.img.dtype, device=self.img.device)
 
     def start_amplitudes(self, x: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         """Image value at each rounded position above the image mean (kept off zero)."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         h, w = self.img.shape
@@ -242,6 +246,7 @@ class _JointModel:
     def channels(self, x: "torch.Tensor", y: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """Per column, pixel and basis function: the observable channels of a unit-coefficient Gaussian
         (n_ch, n, m, k), and their derivatives with respect to the column's x and y."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         dx, dy = self.pxf - x[:, None], self.pyf - y[:, None]
@@ -259,6 +264,7 @@ class _JointModel:
     def render(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
                bg_w: "torch.Tensor") -> "torch.Tensor":
         """The model's observables (n_ch, h, w): every column's profile plus the background."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         n_ch, h, w = self.obs.shape
@@ -274,6 +280,7 @@ class _JointModel:
 
     def normalise(self, coeffs: "torch.Tensor", amp: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
         """Profiles scaled to ``P_s(0) = 1`` and the amplitudes scaled back, so ``amp`` is the peak height."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         peak = coeffs.sum(1)  # P_s(0)
@@ -286,6 +293,7 @@ class _JointModel:
         The normal equations are assembled from feature images (one per species and basis width),
         a bounded number at a time, without the full design matrix.
         """
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         dt, dev = self.img.dtype, self.img.device
@@ -324,6 +332,7 @@ class _JointModel:
 
     def jacobian(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> "torch.Tensor":
         """Derivatives of every column's patch observables by its (x, y, A): (n, n_ch·m, 3)."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         g, gdx, gdy = self.channels(x, y)
@@ -337,6 +346,7 @@ class _JointModel:
                           model: "torch.Tensor", max_step_px: float) -> tuple["torch.Tensor", "torch.Tensor"]:
         """Every column's (x, y, A) step against the residual of the full ``model`` (3 × 3 normal
         equations per column), clipped to ``max_step_px`` [px]; and the unclipped position move [px]."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         res = self.patch_residuals(model)
@@ -361,6 +371,7 @@ class _JointModel:
     def white_covariance(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor",
                          model: "torch.Tensor") -> np.ndarray:
         """(n, 2, 2) covariance of (x, y) for white noise in the fitted domain [px²] (:meth:`position_errors`)."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         res = self.patch_residuals(model)
@@ -377,6 +388,7 @@ class _JointModel:
 
     def influence(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> np.ndarray:
         """(n, n_ch, 2, m) rows x, y of ``(JᵀJ)⁻¹Jᵀ`` of every column on its patch pixels, per channel."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         jac = self.jacobian(x, y, amp, coeffs)  # (n, n_ch·m, 3), channel-major
@@ -389,6 +401,7 @@ class _JointModel:
     def column_image(self, x: "torch.Tensor", y: "torch.Tensor", amp: "torch.Tensor", coeffs: "torch.Tensor") -> np.ndarray:
         """The columns' profiles rendered in the image domain (h, w), background left out (the gradient
         domain fits the same profile coefficients, up to a constant)."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         h, w = self.img.shape
@@ -404,6 +417,7 @@ def _background_basis(h: int, w: int, spacing_px: float, gradient: bool, device:
                       ) -> tuple["torch.Tensor", "torch.Tensor", list[tuple["torch.Tensor", "torch.Tensor"]]]:
     """Background bumps along y (h, by) and x (w, bx), and per observable channel its (row basis,
     column basis): the image -> (gy, gx); the gradient -> x: (gy, dgx), y: (dgy, gx)."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     dt = torch.float64
@@ -450,6 +464,7 @@ def _alternate(fit: _JointModel, x: "torch.Tensor", y: "torch.Tensor", amp: "tor
     history : list of float
         RMS residual after each round.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     coeffs = torch.zeros((fit.n_species, fit.sig.shape[0]), dtype=fit.img.dtype, device=fit.img.device)

@@ -32,9 +32,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+import shutil
+import tempfile
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import gaussian_filter
 
 from octascope.core.errors import InputError
 from octascope.core.model import Image
@@ -183,7 +186,7 @@ def register_frames(frames: Sequence[np.ndarray], pixel_size_A: float, *, lowpas
     ripening) never face a distant reference. Without the low-pass a crystal's correlation has
     peaks at every lattice translation, and noise can pick the wrong one.
     """
-    from scipy.ndimage import gaussian_filter
+    # lazy: scikit-image (a few ms to import), not loaded at start-up
     from skimage.registration import phase_cross_correlation
 
     sigma_px = lowpass_A / pixel_size_A
@@ -310,6 +313,7 @@ def track_particles(detections: pd.DataFrame, options: SeriesOptions | None = No
         (:func:`scipy.optimize.linear_sum_assignment`) within the gates; the unmatched start new
         tracks; a track unseen for more than ``max_gap_frames`` frames is closed.
     """
+    # lazy: scipy.optimize (~25 ms to import), only here
     from scipy.optimize import linear_sum_assignment
 
     o = options or SeriesOptions()
@@ -376,8 +380,6 @@ def _load_cached(folder: Path) -> dict[str, pd.DataFrame] | None:
 
 def _store(folder: Path, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> None:
     """Write one frame's tables to a temporary folder and rename it into place (no half entries)."""
-    import shutil
-    import tempfile
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -43,6 +43,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import copy
+import importlib.util
+
+import pandas as pd
 
 from octascope.app.config import BatchOptions, batch_options
 from octascope.app.run import run_from_config
@@ -198,6 +203,7 @@ def _init_worker(threads: int) -> None:
     # numpy, scipy and the pipeline came with this module's imports (octascope.app.run): once per worker
     get_registry()
     if "torch" in sys.modules:
+        # lazy: torch (~1.2 s to import) only when a plugin loaded it already
         import torch
 
         torch.set_num_threads(threads)
@@ -250,7 +256,6 @@ def analyse_frame(job: Mapping[str, Any]) -> dict[str, Any]:
 def session_rows(frame: str, outcome: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of ``session.csv`` for one frame: one per particle of its ``particles.csv`` (one row
     when it has none, or failed), the frame's flags from its ``summary.json``."""
-    import pandas as pd
 
     base = {"frame": frame, "status": outcome.get("status", ""), "error": outcome.get("error", ""),
             "mlflow_run_id": outcome.get("mlflow_run_id", ""), "output_dir": outcome.get("output_dir", ""),
@@ -278,7 +283,6 @@ def session_rows(frame: str, outcome: Mapping[str, Any]) -> list[dict[str, Any]]
 
 def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> Path:
     """``session.csv`` (columns :data:`SESSION_COLUMNS`), written atomically."""
-    import pandas as pd
 
     df = pd.DataFrame(rows)
     for c in SESSION_COLUMNS:
@@ -292,11 +296,9 @@ def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> Path:
 def write_session_report(session_dir: Path, rows: list[dict[str, Any]], run_dirs: list[Path]) -> Path | None:
     """``session.html`` through :func:`octascope.results.report.write_session_report` when that module is
     installed (None when it is not)."""
-    import importlib.util
 
     if importlib.util.find_spec("octascope.results.report") is None:
         return None
-    import pandas as pd
 
     writer = getattr(report, "write_session_report", None)
     if writer is None:
@@ -336,7 +338,6 @@ def plan_session(frames: Sequence[Path], cfg: Mapping[str, Any], session_dir: Pa
 def frame_config(cfg: Mapping[str, Any], frame: Path) -> dict[str, Any]:
     """A frame's configuration: the session's, with ``source.path`` the frame and no stage progress
     lines (the session prints one line per frame)."""
-    import copy
 
     out = copy.deepcopy(dict(cfg))
     out["source"] = dict(out.get("source") or {}, path=str(frame))
@@ -435,8 +436,8 @@ def _map(jobs: list[dict[str, Any]], workers: int) -> Any:
         for job in jobs:
             yield job["num"], analyse_frame(job)
         return
+    # lazy: multiprocessing, only when a session runs in parallel
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pinned = (*THREAD_ENV, "OCTASCOPE_FIGURE_WORKERS")  # one core per worker: no figure processes of its own either
     saved = {k: os.environ.get(k) for k in pinned}
@@ -503,6 +504,7 @@ def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path)
     """The ``#SBATCH`` header submitit would write for a session's job array (``hydra/launcher=slurm``),
     made without a cluster (None when submitit is not installed)."""
     try:
+        # lazy: submitit is optional (the [cluster] extra)
         from submitit.slurm.slurm import _make_sbatch_string
     except ImportError:
         return None

@@ -21,6 +21,16 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+import argparse
+import datetime as _dt
+import json
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import warnings
 
 from octascope.core import interrupts
 from octascope.core.errors import OctascopeError, ConfigError, Interrupted
@@ -67,13 +77,12 @@ def _run_id() -> str:
     """The short id of this command: the suffix of its output folders (``outputs/<date>/<time>-<id>``)."""
     rid = os.environ.get(_RUN_ID_ENV)
     if not rid:
-        import secrets
-
         rid = os.environ[_RUN_ID_ENV] = secrets.token_hex(3)
     return rid
 
 
 def _register_resolvers() -> None:
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("octascope_run_id"):
@@ -82,6 +91,7 @@ def _register_resolvers() -> None:
 
 def _to_dict(cfg: Any, *, resolve: bool) -> dict[str, Any]:
     """A composed configuration (an OmegaConf ``DictConfig``) as a plain dict."""
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import OmegaConf
 
     container = OmegaConf.to_container(cfg, resolve=resolve)
@@ -109,7 +119,6 @@ def _record_job(num: str, failed: str | None) -> None:
 def _created_for(output_dir: Path, multirun: bool) -> list[Path]:
     """The folders of ``output_dir``'s path that this command created (before Hydra ran: see :func:`main`);
     in a sweep the job's own folder too (Hydra makes it for the job, inside the sweep's folder)."""
-    import json
 
     try:
         made = [Path(p) for p in json.loads(os.environ.get(_CREATED_ENV) or "[]")]
@@ -121,6 +130,7 @@ def _created_for(output_dir: Path, multirun: bool) -> list[Path]:
 
 
 def _hydra_task(cfg: Any) -> None:
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -148,6 +158,7 @@ def _run_direct(checked: "_Checked") -> bool:
         os.environ[str(name)] = "" if value is None else str(value)
     logging_cfg = hydra_node.get("job_logging")
     if isinstance(logging_cfg, dict) and logging_cfg:
+        # lazy: logging.config, only for a run
         import logging.config
 
         logging.config.dictConfig(logging_cfg)
@@ -156,8 +167,6 @@ def _run_direct(checked: "_Checked") -> bool:
 
 
 def json_text(value: Any) -> str:
-    import json
-
     try:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):
@@ -289,6 +298,7 @@ def _quote(value: str) -> str | None:
 
 def _parse_overrides(overrides: list[str]) -> tuple[list[str], list[Any]]:
     """Parse every override; quote free-text values Hydra's grammar refuses (non-ASCII paths)."""
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -322,8 +332,8 @@ def _parse_overrides(overrides: list[str]) -> tuple[list[str], list[Any]]:
 
 def _hydra_error(exc: BaseException) -> Exception:
     """A one-line ConfigError from Hydra's multi-line composition errors."""
-    import re
 
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra.errors import MissingConfigException
 
     text = str(exc)
@@ -352,6 +362,7 @@ def _check_hydra_node(hydra_cfg: Any) -> None:
     ``hydra_cfg`` is the ``hydra`` node with its interpolations resolved (where they can be before
     a job runs), so a value built by an interpolation is checked as what it becomes.
     """
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
     from hydra.plugins.sweeper import Sweeper
@@ -386,6 +397,7 @@ def _check_hydra_node(hydra_cfg: Any) -> None:
 def _resolved(node: Any) -> Any:
     """A plain copy of an OmegaConf node with every interpolation resolved that can be before a job
     runs; values that cannot (``${hydra.job.num}`` outside a sweep) are kept as written."""
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     try:
@@ -405,6 +417,7 @@ def _resolved(node: Any) -> Any:
 
 
 def _resolved_value(parent: Any, key: Any) -> Any:
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     try:
@@ -424,8 +437,10 @@ def _compose_and_check(config_dir: str, config_name: str, overrides: list[str], 
     is then resolved and checked (:func:`_check_hydra_node`), then (with ``job``) the job's own
     configuration: keys, source, plugins.
     """
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import OmegaConf
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
@@ -496,7 +511,6 @@ def _output_dir(hydra_node: dict[str, Any], multirun: bool) -> str | None:
 
 def _check(argv: list[str]) -> _Checked:
     """:func:`check_command_line`, also saying whether the command sweeps and where its outputs go."""
-    import warnings
 
     with warnings.catch_warnings():  # Hydra's and the libraries' warnings while composing: the checks say what matters
         warnings.simplefilter("ignore")
@@ -600,6 +614,7 @@ def _check_search_paths(parsed: list[Any], primary: Path) -> None:
             value = ov.value()
             check_search_path(value if isinstance(value, list) else [value])
     if primary.is_file():
+        # lazy: PyYAML (~10 ms to import), not loaded at start-up
         import yaml
 
         # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
@@ -634,6 +649,7 @@ def check_command_line(argv: list[str]) -> list[str]:
 def _pin_output_dir(checked: _Checked) -> list[str]:
     """The override that fixes the output folder to the one checked (its time stamp resolved once),
     or none when the folder cannot be written as a Hydra value exactly."""
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if checked.output_dir is None:
@@ -654,9 +670,6 @@ class _Signals:
     """Turn SIGTERM (and SIGINT) into :class:`~octascope.core.errors.Interrupted` in the main thread."""
 
     def __enter__(self) -> "_Signals":
-        import signal
-        import threading
-
         self.saved: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return self
@@ -677,8 +690,6 @@ class _Signals:
         return self
 
     def _raise(self, signum: int, _frame: Any) -> None:
-        import signal
-
         if self.fired:  # the run is already unwinding: let it finish marking itself FAILED
             return
         self.fired = True
@@ -688,8 +699,6 @@ class _Signals:
         raise Interrupted(signum)
 
     def __exit__(self, *exc: Any) -> None:
-        import signal
-
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
         if self.saved:
@@ -700,7 +709,6 @@ class _Signals:
 def runs_command(argv: list[str]) -> int:
     """``octascope runs [--fix-stale] [--tracking-uri URI] [--outputs DIR ...]``: list the runs of the
     store; with ``--fix-stale`` mark runs whose process died KILLED and remove stale ``.part`` files."""
-    import argparse
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import clean_orphan_dirs, clean_stale_parts, is_complete
@@ -745,7 +753,6 @@ def headline_tilt(metrics: dict[str, float]) -> str:
 
 def runs_table(runs: list[Any], is_complete: Any) -> str:
     """The lines of ``octascope runs``: name, input, status, start, headline tilt, output folder."""
-    import datetime as _dt
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.tracking import DIR_TAG
@@ -812,8 +819,6 @@ def main(argv: list[str] | None = None) -> None:
         except OctascopeError as exc:
             _say_error(str(exc))
             raise SystemExit(2) from None
-    import shutil
-    import tempfile
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.policy import guarded_yaml_loading
@@ -852,6 +857,7 @@ def main(argv: list[str] | None = None) -> None:
             _run_id()
             if not (_split_argv(argv)[2] & _NO_JOB_FLAGS) and _run_direct(checked):
                 raise _SessionDone()  # the job ran; Hydra was composed once (by the check)
+            # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
             import hydra
 
             _run_id()
@@ -892,7 +898,6 @@ def _prewarm_tracking(argv: list[str]) -> None:
     """Import MLflow and its SQL store in a background thread while the configuration is checked and
     the image analysed (≈ 2-3 s of imports off the critical path); the run then finds them imported.
     Not for ``tracking.enabled=false`` or commands that run no job."""
-    import threading
 
     flags, overrides, names = _split_argv(argv)
     if names & _NO_JOB_FLAGS or any(o.replace(" ", "").lower() == "tracking.enabled=false" for o in overrides):
@@ -902,6 +907,7 @@ def _prewarm_tracking(argv: list[str]) -> None:
 
     def work() -> None:
         try:
+            # lazy: MLflow (~0.6 s to import), only when a run is tracked
             import mlflow  # noqa: F401
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         except Exception:  # the run reports a broken MLflow itself, in one line
@@ -1016,6 +1022,7 @@ def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_di
                        status_dir: str) -> int:
     """A session as a Hydra sweep through the configured launcher: one job per frame not done before,
     the jobs' folders ``<session>/frames/<n>``, then the session table."""
+    # lazy: Hydra (~0.1 s to import), only for a run, not for --help or plugins
     import hydra
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
@@ -1052,10 +1059,10 @@ _PHASES: dict[str, float] = {}
 def _print_timing(t0: float) -> None:
     """One stderr line: the command's wall time and its phases (start-up = interpreter and imports
     before :func:`main`)."""
-    import json
 
     phases = dict(_PHASES)
     try:
+        # lazy: psutil (~5 ms to import), not loaded at start-up
         import psutil
 
         phases["startup"] = time.time() - psutil.Process().create_time() - (time.perf_counter() - t0)
@@ -1070,7 +1077,6 @@ def _print_timing(t0: float) -> None:
 def _prepare_output_dir(checked: _Checked) -> list[Path]:
     """Create the command's output folder (run or sweep) before Hydra does, so that a folder that
     cannot be created is one line, and record the folders created for the jobs (:data:`_CREATED_ENV`)."""
-    import json
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.results.outputs import make_output_dir

@@ -30,6 +30,8 @@ import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any, Iterator
+from pathlib import Path
+import io
 
 from octascope.core.errors import ConfigError
 
@@ -275,6 +277,7 @@ def resolver_names(text: str) -> list[str]:
     calls included; ``[]`` for plain text and node interpolations (``${a.b}``)."""
     if not _INTERP.search(text):
         return []
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
     from omegaconf.grammar_parser import parse
 
@@ -402,6 +405,7 @@ def check_yaml_text(text: str, name: str, *, max_bytes: int = YAML_MAX_BYTES, ma
     ConfigError
         Too large, too many nodes once expanded, a recursive alias, nesting too deep, or not YAML.
     """
+    # lazy: PyYAML (~10 ms to import), not loaded at start-up
     import yaml
 
     if len(text.encode("utf-8", "replace")) > max_bytes:
@@ -443,6 +447,7 @@ def check_yaml_text(text: str, name: str, *, max_bytes: int = YAML_MAX_BYTES, ma
 
 
 def _yaml_children(node: Any) -> list[Any]:
+    # lazy: PyYAML (~10 ms to import), not loaded at start-up
     import yaml
 
     if isinstance(node, yaml.MappingNode):
@@ -456,9 +461,8 @@ def _yaml_children(node: Any) -> list[Any]:
 def guarded_yaml_loading() -> Iterator[None]:
     """Within this context, every YAML file OmegaConf (and so Hydra) loads is read at most
     :data:`YAML_MAX_BYTES` + 1 bytes and checked by :func:`check_yaml_text` before it is parsed."""
-    import io
-    from pathlib import Path
 
+    # lazy: OmegaConf (~30 ms to import), only for a run, not for --help or plugins
     from omegaconf import OmegaConf
 
     saved = OmegaConf.__dict__["load"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any, Mapping
+import time
 
 from octascope.core import interrupts
 from octascope.core.model import Result
@@ -26,13 +27,9 @@ class _phase:
         self.name = name
 
     def __enter__(self) -> None:
-        import time
-
         self.t0 = time.perf_counter()
 
     def __exit__(self, *exc: Any) -> None:
-        import time
-
         PHASES[self.name] = PHASES.get(self.name, 0.0) + time.perf_counter() - self.t0
 
 
@@ -115,7 +112,6 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
                 **({"hydra.job.num": job_tag} if job_tag else {}), **dict(tags or {})}
     name = run_name or track.get("run_name") or default_name(input_stem(image, cfg.get("source") or {}), cfg)
-    import time
 
     t0 = time.perf_counter()
     with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),

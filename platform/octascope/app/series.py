@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+import pandas as pd
 
 from octascope.analysis.series import SeriesResult, analyse_series, SERIES_CSV_FIRST, SeriesOptions
 from octascope.app.run import build_stages
@@ -146,7 +147,6 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
                          figure_formats: tuple[str, ...] = ("png", "svg"), info: Mapping[str, Any] | None = None
                          ) -> dict[str, Any]:
     """Write the series' tables, figures, config and ``summary.json`` (last) into ``run_dir``."""
-    import pandas as pd
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,7 @@ def write_series_outputs(result: "SeriesResult", run_dir: str | Path, *, config:
     if figure_formats:
         written.update(save_figures({k: (f, 120) for k, f in series_figures(result).items()}, run_dir, figure_formats))
     if config is not None:
+        # lazy: PyYAML (~10 ms to import), not loaded at start-up
         import yaml
 
         written["config"] = atomic_write(run_dir / "config.yaml",

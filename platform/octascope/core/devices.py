@@ -28,6 +28,7 @@ def check_device_name(device: str, who: str) -> str:
 def select_device(device: str, who: str) -> "torch.device":
     """The torch device for ``device``: ``auto`` is CUDA when available, else the CPU; CUDA asked
     for but absent falls back to the CPU with a warning."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     check_device_name(device, who)
@@ -75,6 +76,7 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     if not n:
         yield
         return
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     previous = torch.get_num_threads()

@@ -7,6 +7,8 @@ traceback; set ``OCTASCOPE_DEBUG=1`` to see the traceback.
 
 from __future__ import annotations
 
+import signal
+
 
 class OctascopeError(Exception):
     """Base class of errors whose message tells the user the problem and the fix."""
@@ -33,8 +35,6 @@ class Interrupted(KeyboardInterrupt):
     (MLflow run marked FAILED, temporary files removed)."""
 
     def __init__(self, signum: int):
-        import signal
-
         self.signum = signum
         self.signame = signal.Signals(signum).name
         super().__init__(self.signame)

@@ -13,6 +13,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
+from importlib.metadata import PackageNotFoundError, version
 
 import pluggy
 
@@ -162,7 +163,6 @@ class Registry:
 
 def package_version(distribution: str) -> str:
     """The installed version of a distribution (``unknown`` when it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(distribution)

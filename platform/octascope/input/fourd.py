@@ -46,8 +46,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+import re
+import warnings
 
 import numpy as np
+from scipy import ndimage
 
 from octascope.core.errors import InputError
 from octascope.core.model import Image
@@ -143,12 +146,16 @@ def _rsciio_fourd(p: Path, kind: str) -> FourDHeader:
     """Header of a 4-D HSPY/ZSPY/MIB/EMPAD file read lazily through RosettaSciIO."""
 
     if kind == "hspy":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.hspy import file_reader
     elif kind == "zspy":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.zspy import file_reader
     elif kind == "mib":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.quantumdetector import file_reader
     else:
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.empad import file_reader
     try:
         signals = file_reader(str(p), lazy=True)
@@ -187,7 +194,6 @@ def _rsciio_fourd(p: Path, kind: str) -> FourDHeader:
 
 def _check_mib_frames(p: Path, shape: tuple[int, ...]) -> None:
     """Refuse a Merlin file with fewer frames than its ``.hdr`` declares (RosettaSciIO reads what is there)."""
-    import re
 
     hdr = p.with_suffix(".hdr")
     if not hdr.is_file():
@@ -200,6 +206,7 @@ def _check_mib_frames(p: Path, shape: tuple[int, ...]) -> None:
 
 def _find_py4dstem_cube(p: Path) -> tuple[str, tuple[int, ...], np.dtype, dict[str, Any]]:
     """Path, shape, type and calibration of the first 4-D dataset of a py4DSTEM (EMD 1.0) HDF5 file."""
+    # lazy: h5py (~16 ms to import), only for an HDF5 file
     import h5py  # type: ignore[import-untyped]
 
     found: list[tuple[str, tuple[int, ...], np.dtype]] = []
@@ -243,6 +250,7 @@ def _py4dstem_fourd(p: Path) -> FourDHeader:
     rec = _reciprocal(calib.get("Q_pixel_size"), "1/Å" if q_units == "A^-1" else q_units)
 
     def read() -> Any:
+        # lazy: py4DSTEM (~3.5 s to import), only for a 4D-STEM file
         import py4DSTEM
 
         dc = py4DSTEM.read(str(p), datapath=name.rsplit("/", 1)[0], verbose=False)
@@ -292,7 +300,6 @@ def _skew(a: np.ndarray) -> float:
 
 def _band_passed(image: np.ndarray, step_A: float) -> np.ndarray:
     """The image minus its Gaussian blur of σ 2 Å (columns stand out, the particle's plateau does not)."""
-    from scipy import ndimage
 
     return image - ndimage.gaussian_filter(image, 2.0 / step_A)
 
@@ -325,8 +332,8 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
     -------
     CenterOfMass
     """
-    import warnings
 
+    # lazy: py4DSTEM (~3.5 s to import), only for a 4D-STEM file
     import py4DSTEM
     from py4DSTEM.process.phase import DPC
 
@@ -358,8 +365,6 @@ def center_of_mass(data: np.ndarray, *, step_A: float | None = None, detector_sa
         if forced is None:  # refine around the best whole degree, on the CoM already measured
             search = measured
             if rotation_smooth_px > 0:  # the search on the smoothed DPC components (measured - origin)
-                from scipy import ndimage
-
                 search = tuple(f + ndimage.gaussian_filter(c - f, rotation_smooth_px) for c, f in zip(measured, fitted))
             coarse = _dpc_on(cube, search, fitted, None, None, np.arange(-89.0, 90.5, 1.0))
             best = float(np.rad2deg(coarse._rotation_best_rad))
@@ -385,6 +390,7 @@ def _dpc_on(cube: Any, measured: tuple, fitted: tuple, rotation_p4d_deg: float |
             angles: np.ndarray | None) -> Any:
     """py4DSTEM's DPC preprocessing on a CoM already measured: the rotation search over ``angles``
     [deg, py4DSTEM's convention] or the rotation given, and the rotated DPC components."""
+    # lazy: py4DSTEM (~3.5 s to import), only for a 4D-STEM file
     from py4DSTEM.process.phase import DPC
 
     dpc = DPC(datacube=None, energy=300e3, verbose=False)
@@ -398,6 +404,7 @@ def _dpc_on(cube: Any, measured: tuple, fitted: tuple, rotation_p4d_deg: float |
 def detector_sampling_from_disc(data_mean: np.ndarray, *, energy_eV: float, semiangle_mrad: float) -> float:
     """Reciprocal size of a detector pixel [1/Å] from the bright-field disc of the mean pattern
     (py4DSTEM's ``get_probe_size``: its radius in pixels) and the probe's semi-angle: k_α / r."""
+    # lazy: py4DSTEM (~3.5 s to import), only for a 4D-STEM file
     from py4DSTEM.process.calibration import get_probe_size
 
     r, _, _ = get_probe_size(np.asarray(data_mean, float))

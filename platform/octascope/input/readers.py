@@ -19,6 +19,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+import hashlib
+import logging
+import struct
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -137,6 +141,7 @@ def estimate_peak_bytes(shape: tuple[int, ...], pixel_size_A: float) -> int:
 def available_memory_bytes() -> int | None:
     """Memory available to a new allocation (``MemAvailable``), or None where unknown."""
     try:
+        # lazy: psutil (~5 ms to import), not loaded at start-up
         import psutil
 
         return int(psutil.virtual_memory().available)
@@ -183,8 +188,6 @@ _NOISY_LOGGERS = ("tifffile", "rsciio", "hyperspy", "PIL", "imageio", "h5py", "z
 def _quiet() -> Iterator[None]:
     """Silence the readers' warnings, numpy's floating-point warnings and the libraries' log lines:
     what matters about a file is raised as an :class:`InputError`, in one line."""
-    import logging
-    import warnings
 
     loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
     levels = [lg.level for lg in loggers]
@@ -294,7 +297,6 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 def _png_header(p: Path) -> _Header:
     """Width, height and sample size from a PNG's IHDR chunk (the first 33 bytes), before decoding."""
-    import struct
 
     with open(p, "rb") as fh:
         head = fh.read(33)
@@ -307,6 +309,7 @@ def _png_header(p: Path) -> _Header:
     sample = 2 if head[24] == 16 else 1
 
     def read(_frame: int | None) -> Any:
+        # lazy: imageio (~7 ms to import), only for a PNG file
         import imageio.v3 as iio
 
         data = np.asarray(iio.imread(p))
@@ -324,6 +327,7 @@ def _png_header(p: Path) -> _Header:
 def _tiff_precheck(p: Path) -> str | None:
     """Refuse a TIFF whose first page declares too many pixels (a tile or decompression bomb) from
     its header; return the ImageJ length unit (``unit=nm``) if the file has one."""
+    # lazy: tifffile (~8 ms to import), only for a TIFF file
     import tifffile
 
     try:
@@ -395,14 +399,19 @@ def _rsciio_header(p: Path, kind: str, signal_index: int | None, signal: str | N
 
 def _read_rsciio(path: Path, kind: str) -> list[dict]:
     if kind == "tiff":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.tiff import file_reader
     elif kind == "dm":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.digitalmicrograph import file_reader
     elif kind == "hspy":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.hspy import file_reader
     elif kind == "zspy":
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.zspy import file_reader
     else:
+        # lazy: RosettaSciIO reader (20-200 ms to import), only for that file format
         from rsciio.emd import file_reader
     try:  # lazily: the shape and calibration without reading the pixels
         return file_reader(str(path), lazy=True)
@@ -417,6 +426,7 @@ def _read_rsciio(path: Path, kind: str) -> list[dict]:
 def _is_atom_lattice(path: Path) -> bool:
     """Whether an HDF5 file is Atomap's Atom_Lattice format (a group holding ``atom_positions``)."""
     try:
+        # lazy: h5py (~16 ms to import), only for an HDF5 file
         import h5py  # type: ignore[import-untyped]
 
         with h5py.File(path, "r") as f:
@@ -748,7 +758,6 @@ def read_stack(
 
 def input_checksum(image: Image) -> str:
     """``sha256:<hex>`` of the input: the file's bytes when the image came from a file, else the pixel data."""
-    import hashlib
 
     h = hashlib.sha256()
     path = image.metadata.get("path") if image.metadata else None

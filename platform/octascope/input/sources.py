@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+import json
+
+import numpy as np
 
 from octascope.core.errors import ConfigError, InputError
 from octascope.input.readers import (
@@ -31,9 +34,6 @@ def load_example(name: str = "cspbi3_qd") -> tuple[Image, Truth]:
     """A bundled example: ``data/examples/<name>/`` with ``image.npy``, ``meta.json`` (pixel
     size, signal, dose, the command that regenerates it), ``truth_columns.csv`` and
     ``truth_octahedra.csv``."""
-    import json
-
-    import numpy as np
 
     folder = resolve_path(f"{EXAMPLES_DIR}/{name}")
     if not (folder / "meta.json").exists():

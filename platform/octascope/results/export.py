@@ -20,6 +20,10 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+import contextlib
+import json
+import logging
+import warnings
 
 import numpy as np
 
@@ -53,9 +57,6 @@ def check_export(value: Any) -> tuple[str, ...]:
 
 def _quiet_hyperspy() -> Any:
     """A context in which HyperSpy's and Atomap's deprecation warnings and log lines stay silent."""
-    import contextlib
-    import logging
-    import warnings
 
     @contextlib.contextmanager
     def quiet() -> Any:
@@ -99,6 +100,7 @@ def export_hyperspy(image: "Image", columns: "pd.DataFrame", path: str | Path) -
     Path
     """
     with _quiet_hyperspy():
+        # lazy: HyperSpy (~50 ms to import), only for that file format
         import hyperspy.api as hs
 
         s = hs.signals.Signal2D(np.asarray(image.data, dtype=np.float32))
@@ -126,6 +128,7 @@ def export_atomap(image: "Image", columns: "pd.DataFrame", path: str | Path) -> 
     negative pixels, which Atomap does not accept), the pixel size [Å] stored on each sublattice.
     """
     with _quiet_hyperspy():
+        # lazy: Atomap (~1.6 s to import), only for locator=atomap
         import atomap.api as am
 
         data = np.asarray(image.data, dtype=np.float64)
@@ -164,7 +167,6 @@ def write_provenance(run_dir: str | Path, *, input_checksum: str | None, input_p
     """Write ``provenance.json`` into ``run_dir``: octascope version (and git commit when run from a
     checkout), input checksum and path, the time (UTC), and the CSV tables the run writes
     (``<name>.csv``: rows and columns, units in the column names)."""
-    import json
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ def new_figure(n_panels: int = 1, panel_size_in: float = 4.2, height_in: float |
     :func:`~octascope.results.style.styled`); the tick label size is pinned on the axes, since
     matplotlib creates ticks when the figure is drawn.
     """
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(panel_size_in * n_panels, height_in or panel_size_in), layout="constrained")
@@ -87,6 +88,7 @@ def scale_bar_length_A(span_A: float) -> float:
 def add_scale_bar(ax: "Axes", *, colour: str = "white", loc: str = "lower left") -> Any:
     """A scale bar in the axes' data units (Å), about a fifth of the shown width, labelled in nm
     (Å below 1 nm), on a dark translucent box so it reads on any image."""
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.font_manager import FontProperties
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
@@ -176,6 +178,7 @@ def draw_tile_map(
     image_limits : tuple of float, optional
         Grey range of the image (by default :func:`image_limits`).
     """
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.collections import PolyCollection
 
     if image is not None:
@@ -246,6 +249,7 @@ def network_overlay(image: "Image", columns: pd.DataFrame, octahedra: "Octahedra
                     particles: Sequence["Particle"] = ()) -> "Figure":
     """The (denoised) image with columns coloured by species, the Pb-X bonds, and (with several
     particles or a refused one) each particle's outline and id."""
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.collections import LineCollection
 
     fig, (ax,) = new_figure(1, panel_size_in=7.0)

@@ -19,6 +19,11 @@ import re
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
+import shutil
+import signal
+import socket
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -84,6 +89,7 @@ def check_figure_formats(formats: Any) -> tuple[str, ...]:
     if isinstance(formats, str):
         formats = [formats]
     formats = tuple(str(f).lower().lstrip(".") for f in formats)
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.backend_bases import FigureCanvasBase
 
     supported = FigureCanvasBase.get_supported_filetypes()
@@ -100,7 +106,6 @@ def clean_stale_parts(root: str | Path, *, legacy_age_s: float = 3600.0) -> list
     A part file names its writer's pid; it is removed when that process is gone (on this host).
     Part files without a pid (older versions) are removed when older than ``legacy_age_s``.
     """
-    import time
 
     removed: list[Path] = []
     root = Path(root)
@@ -194,7 +199,6 @@ def save_figures(figures: Mapping[str, tuple[Any, int]], run_dir: Path, formats:
                 code = 0
                 try:
                     os.close(read_fd)
-                    import signal
 
                     for sig in (signal.SIGTERM, signal.SIGINT):
                         signal.signal(sig, signal.SIG_DFL)
@@ -260,6 +264,7 @@ the image (not for ``denoiser=none``).
             figures["crystal_region"] = (region_overlay(result.denoised or result.image, result.region), 120)
     written.update(save_figures(figures, run_dir, figure_formats))
     if config is not None:
+        # lazy: PyYAML (~10 ms to import), not loaded at start-up
         import yaml
 
         written["config"] = atomic_write(run_dir / "config.yaml",
@@ -279,8 +284,6 @@ def _write_report(run_dir: Path, **kwargs: Any) -> Path | None:
     try:
         return write_run_report(run_dir, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the page is a view of the outputs, not one of them
-        import sys
-
         if os.environ.get("OCTASCOPE_DEBUG"):
             raise
         print(f"octascope: warning: report.html not written ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -374,8 +377,6 @@ def claim_output_dir(path: str | Path, owner: Mapping[str, Any] | None = None, *
     lists the folders this run created — ``created`` (made for it before, e.g. by the command
     line) and those made here — so a failed run removes those and nothing else.
     """
-    import socket
-    import time
 
     path = Path(path)
     try:
@@ -433,7 +434,6 @@ def release_failed_output_dir(path: str | Path) -> bool:
 
     Returns True when the folder's contents were removed.
     """
-    import shutil
 
     path = Path(path)
     if not path.is_dir() or is_complete(path):
@@ -480,8 +480,6 @@ def release_sweep_dir(sweep_dir: str | Path, created: Any, *, since: float) -> b
 def clean_orphan_dirs(root: str | Path) -> list[Path]:
     """Remove output folders under ``root`` left by runs killed before they wrote anything: the folder
     holds only its owner file (and ``.part`` files), and the owner process is gone from this host."""
-    import shutil
-    import socket
 
     removed: list[Path] = []
     root = Path(root)
@@ -556,6 +554,7 @@ def write_outputs_region(result: Result, run_dir: Path, figure_formats: tuple[st
     mask8 = (np.asarray(region.mask, bool) * 255).astype(np.uint8)
 
     def _png(tmp: Path) -> None:
+        # lazy: imageio (~7 ms to import), only for a PNG file
         import imageio.v3 as iio
 
         iio.imwrite(tmp, mask8, extension=".png")

@@ -243,6 +243,7 @@ def data_uri(path: Path) -> str | None:
 def thumbnail_uri(path: Path, size_px: int = 360) -> str | None:
     """A small JPEG of a figure as a ``data:`` URI (for the session page), or None."""
     try:
+        # lazy: Pillow, only when the report is written
         from PIL import Image as PILImage
 
         with PILImage.open(path) as im:
@@ -389,6 +390,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
     try:
+        # lazy: PyYAML (~10 ms to import), not loaded at start-up
         import yaml
 
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -439,6 +441,7 @@ def _css_width(png: Path) -> int | None:
     dpi), so every figure on the page has the same scale and font size (a wide figure is still
     shrunk to the page); None when unknown."""
     try:
+        # lazy: Pillow, only when the report is written
         from PIL import Image as PILImage
 
         with PILImage.open(png) as im:

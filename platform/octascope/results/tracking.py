@@ -19,6 +19,16 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+from importlib import metadata
+from urllib.parse import quote, unquote, urlparse
+import logging
+import platform as _platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 from octascope.core.errors import ConfigError, OctascopeError
 from octascope.core.registry import package_version
@@ -58,7 +68,6 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
 
 def check_tracking_uri(tracking_uri: str | None) -> str:
     """The resolved URI, or a :class:`ConfigError` when MLflow could not use it (no connection is made)."""
-    from urllib.parse import urlparse
 
     uri = resolve_tracking_uri(tracking_uri)
     scheme = urlparse(uri).scheme
@@ -128,8 +137,8 @@ STORE_WAIT_S = 120.0
 
 
 def _connect(db: Path, *, write: bool, timeout: float) -> Any:
+    # lazy: sqlite3, only when the tracking store is opened
     import sqlite3
-    from urllib.parse import quote
 
     return sqlite3.connect(f"file:{quote(str(db))}?mode={'rw' if write else 'ro'}", uri=True, timeout=timeout)
 
@@ -141,8 +150,8 @@ def wait_for_store(db: Path, *, write: bool, timeout: float | None = None) -> No
     A reader waits for a writer's exclusive lock; a writer (``write``) also for another writer's
     reserved lock. Nothing is created: a missing file is left to MLflow.
     """
+    # lazy: sqlite3, only when the tracking store is opened
     import sqlite3
-    import sys
 
     if not db.is_file():
         return
@@ -206,8 +215,10 @@ def _wait_in_every_connection() -> None:
     global _BUSY_HOOKED
     if _BUSY_HOOKED:
         return
+    # lazy: sqlite3, only when the tracking store is opened
     import sqlite3
 
+    # lazy: SQLAlchemy (~0.15 s to import), only when the tracking store is opened
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -224,7 +235,6 @@ def _wait_in_every_connection() -> None:
 def quiet_mlflow_logging() -> None:
     """MLflow's INFO lines (creating tables, creating the experiment) would break the one-line error
     contract and clutter the summary; warnings still show."""
-    import logging
 
     for name, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3.connectionpool", logging.ERROR)):
         if logging.getLogger(name).level < level:  # urllib3: its 'Retrying ...' lines before MLflow's own error
@@ -253,6 +263,7 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
+    # lazy: filelock (~10 ms to import), only when the tracking store is locked
     from filelock import FileLock, Timeout
 
     path = str(db) + ".lock"
@@ -277,6 +288,7 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -> str:
     """Point MLflow at the store (created/migrated once, under :func:`store_lock`) and the experiment."""
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
 
     quiet_mlflow_logging()
@@ -294,6 +306,7 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
                 _wait_in_every_connection()
             exp = mlflow.set_experiment(experiment)
             if (exp.tags or {}).get(EXPERIMENT_KIND_TAG) is None:  # MLflow 3's UI then opens on runs, not traces
+                # lazy: MLflow (~0.6 s to import), only when a run is tracked
                 from mlflow.tracking import MlflowClient
 
                 MlflowClient(tracking_uri=uri).set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -311,7 +324,6 @@ def open_store(tracking_uri: str | None = None, experiment: str = "octascope") -
 
 def owner_tags() -> dict[str, str]:
     """Tags naming the process that runs an analysis: host, pid and the pid's start time."""
-    import socket
 
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     start = process_start_time(os.getpid())
@@ -323,7 +335,6 @@ def owner_tags() -> dict[str, str]:
 def owner_alive(tags: Mapping[str, str]) -> bool | None:
     """Whether the process named by :func:`owner_tags` still runs: None when it ran on another host
     or the run has no owner tags (then it cannot be checked from here)."""
-    import socket
 
     if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
         return None
@@ -349,7 +360,6 @@ def git_environment() -> dict[str, str]:
 
 def code_version() -> dict[str, str]:
     """octascope's version and, when it runs from a git checkout, the commit (``+dirty`` if modified)."""
-    import subprocess
 
     out = {"octascope.version": package_version("octascope")}
     root = Path(__file__).resolve().parents[3]
@@ -375,8 +385,6 @@ PACKAGES = ("numpy", "scipy", "pandas", "scikit-image", "torch", "bm3d", "atomap
 
 def package_versions() -> dict[str, str]:
     """Installed versions of :data:`PACKAGES` and Python, as ``package.<name>`` parameters."""
-    import platform as _platform
-    from importlib import metadata
 
     out = {"package.python": _platform.python_version()}
     for name in PACKAGES:
@@ -446,6 +454,7 @@ def start_parent_run(*, tracking_uri: str | None = None, experiment: str = "octa
                      tags: Mapping[str, str] | None = None) -> str:
     """Create the RUNNING parent run of a session (its frames' runs name it in ``mlflow.parentRunId``);
     return its id. Made with the client, so no run is active in this process."""
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -463,8 +472,8 @@ def start_parent_run(*, tracking_uri: str | None = None, experiment: str = "octa
 def end_parent_run(run_id: str, *, tracking_uri: str | None = None, metrics: Mapping[str, float] | None = None,
                    files: Any = (), status: str = "FINISHED") -> None:
     """Log a session's counts and files to its parent run and end it with ``status``."""
-    import time
 
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -480,6 +489,7 @@ def end_parent_run(run_id: str, *, tracking_uri: str | None = None, metrics: Map
 
 def run_for_output_dir(folder: str | Path, tracking_uri: str | None = None) -> str | None:
     """The id of the newest run tagged with this output folder, or None."""
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
@@ -504,6 +514,7 @@ def tracked_run(*, tracking_uri: str | None = None, experiment: str = "octascope
     ``run_name`` is made unique within the experiment (``-2``, ``-3``...); ``parent_run_id`` makes
     the run a child of that run (a session's frame).
     """
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
 
     open_store(tracking_uri, experiment)
@@ -513,6 +524,7 @@ def tracked_run(*, tracking_uri: str | None = None, experiment: str = "octascope
     if run_name:
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is not None:
+            # lazy: MLflow (~0.6 s to import), only when a run is tracked
             from mlflow.tracking import MlflowClient
 
             run_name = unique_run_name(run_name, exp.experiment_id, MlflowClient())
@@ -529,6 +541,7 @@ def tracked_run(*, tracking_uri: str | None = None, experiment: str = "octascope
 def log_start(*, params: Mapping[str, Any], image: Any = None, input_checksum: str | None = None) -> None:
     """What is known when a run starts: the flattened config, the code version, the input's
     checksum and the image metadata (so a run that dies still says what it was analysing)."""
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
 
     flat = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(params).items()}
@@ -551,6 +564,7 @@ def log_start(*, params: Mapping[str, Any], image: Any = None, input_checksum: s
 def log_run(*, params: Mapping[str, Any] | None = None, scalars: Mapping[str, float], timings_s: Mapping[str, float],
             artifact_dir: str | Path | None = None) -> None:
     """Log flattened parameters (if not logged at the start), finite scalar metrics, stage timings and the output files."""
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
 
     if params is not None:
@@ -577,9 +591,8 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
     a linked file in place. Other stores (a server, S3) get ordinary uploads. Hidden files
     (the folder's owner file, ``.part`` files) are not logged.
     """
-    import shutil
-    from urllib.parse import unquote, urlparse
 
+    # lazy: MLflow (~0.6 s to import), only when a run is tracked
     import mlflow
 
     src_root = Path(artifact_dir)
@@ -590,7 +603,6 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
     if parsed.scheme not in ("", "file"):
         # one upload call for the whole folder (not one per file): the files to log, linked into a
         # temporary folder without the hidden ones
-        import tempfile
 
         with tempfile.TemporaryDirectory(prefix="octascope-artifacts-") as tmp:
             for f in files:
@@ -618,7 +630,6 @@ def log_artifacts_linked(artifact_dir: str | Path) -> int:
 def readable_store(uri: str) -> bool:
     """Whether there is a store at ``uri`` to read (False: none yet, and none is created); a store that
     is damaged, locked for too long or someone else's database is a :class:`ConfigError`."""
-    from urllib.parse import unquote, urlparse
 
     check_tracking_uri(uri)
     db = sqlite_path(uri)
@@ -653,6 +664,7 @@ def list_runs(tracking_uri: str | None = None) -> list[Any]:
         return []
     quiet_mlflow_logging()
     try:
+        # lazy: MLflow (~0.6 s to import), only when a run is tracked
         from mlflow.entities import ViewType
         from mlflow.tracking import MlflowClient
 
@@ -689,8 +701,6 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
             continue
         alive = owner_alive(run.data.tags)
         if alive is None and PID_TAG not in run.data.tags and untagged_older_than_h is not None:
-            import time
-
             if time.time() - (run.info.start_time or 0) / 1000 > untagged_older_than_h * 3600:
                 alive = False
         if alive is None:
@@ -699,6 +709,7 @@ def fix_stale_runs(tracking_uri: str | None = None, *, dry_run: bool = False,
             stale.append(run)
     if stale and not dry_run:
         try:
+            # lazy: MLflow (~0.6 s to import), only when a run is tracked
             from mlflow.tracking import MlflowClient
 
             db = sqlite_path(uri)

@@ -41,6 +41,7 @@ def _default_config() -> Path:
 
 def load_params(config: str | None, overrides: list[str]) -> dict[str, Any]:
     """Parameters of :func:`octascope.sim.simulation.simulate` from a YAML file plus ``a.b=value`` overrides."""
+    # lazy: PyYAML (~10 ms to import), not loaded at start-up
     import yaml
 
     base = yaml.safe_load(Path(config or _default_config()).read_text()) or {}

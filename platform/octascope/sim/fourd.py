@@ -32,8 +32,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
+import shutil
+import tempfile
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
 
 from octascope.core.model import Truth
 from octascope.core.params import param, require
@@ -147,6 +151,7 @@ def _window_patterns(atoms: Any, cell_shape: tuple[int, int], opts: FourDOptions
     1/window [1/Å]). Probe positions fall on the potential's grid (step = m·s), so no interpolation is
     needed; the cell is periodic (its margin of vacuum keeps the particle away from the wrap).
     """
+    # lazy: abTEM (~1.6 s to import), only when simulating
     import abtem
     from abtem.core.energy import energy2sigma
 
@@ -173,7 +178,6 @@ def _window_patterns(atoms: Any, cell_shape: tuple[int, int], opts: FourDOptions
     norm = float(np.sum(np.abs(psi) ** 2)) * n_w * n_w  # Parseval: a pattern sums to 1 on the full window
     lo = n_w // 2 - opts.detector_px // 2
     out = np.empty((ny, nx, opts.detector_px, opts.detector_px), np.float32)
-    from numpy.lib.stride_tricks import sliding_window_view
 
     cols = np.arange(nx) * m
     for r in range(ny):  # one scan row at a time: (nx, n_w, n_w) windows, one batched FFT
@@ -273,7 +277,6 @@ def rotate_patterns(patterns: np.ndarray, rotation_deg: float, origin_px: tuple[
     the CoM measured on the detector must be turned by +``rotation_deg`` to come back to the scan
     frame. One affine map of the 4-D array (identity on the scan axes), linear interpolation.
     """
-    from scipy import ndimage
 
     t = np.deg2rad(rotation_deg)
     m = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])  # R(+t) acting on (y, x)
@@ -318,6 +321,7 @@ def save_fourd(path: str | Path, data: np.ndarray, *, step_A: float, detector_sa
     that puts k = 0 at ``origin_px`` (``None``: uncalibrated detector, in pixels). ``metadata`` goes to
     ``metadata.Acquisition_instrument.TEM`` (e.g. ``beam_energy`` [keV], ``convergence_angle`` [mrad]).
     """
+    # lazy: HyperSpy (~50 ms to import), only for that file format
     import hyperspy.api as hs
 
     path = Path(path)
@@ -334,7 +338,6 @@ def save_fourd(path: str | Path, data: np.ndarray, *, step_A: float, detector_sa
     if path.suffix.lower() != ".zspy":
         s.save(str(path), overwrite=True)
         return path
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:  # RosettaSciIO 0.15's ZSPY writer fails with zarr 3: via HSPY
         hspy = Path(tmp) / "signal.hspy"
@@ -346,9 +349,10 @@ def save_fourd(path: str | Path, data: np.ndarray, *, step_A: float, detector_sa
 def _hspy_to_zspy(hspy: Path, zspy: Path) -> None:
     """Copy an HSPY (HDF5) file's tree into a zarr v2 directory, the ZSPY layout that RosettaSciIO reads
     (its own ZSPY writer needs ``zarr.storage.NestedDirectoryStore``, gone in zarr 3)."""
-    import shutil
 
+    # lazy: h5py (~16 ms to import), only for an HDF5 file
     import h5py  # type: ignore[import-untyped]
+    # lazy: zarr (~0.13 s to import), only when a .zspy file is written
     import zarr
 
     def plain(v: Any) -> Any:

@@ -166,6 +166,7 @@ DEFAULT_OUTER_FACTOR = 1.05
 
 def bright_field_radius(energy_eV: float, semiangle_mrad: float) -> float:
     """Radius k_α = α/λ of the bright-field disc [1/Å]."""
+    # lazy: abTEM (~1.6 s to import), only when simulating
     from abtem.core.energy import energy2wavelength
 
     return float(semiangle_mrad * 1e-3 / energy2wavelength(energy_eV))
@@ -297,6 +298,7 @@ def _frame_atoms(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, fra
     """ASE Atoms per snapshot in the image frame, in a cell of the field of view (or of ``cell_xy_A``
     from ``cell_origin_A``, keeping the atoms whose mean position lies in it), and the support film
     (``support_xyz`` (N, 3), z from 0) as Atoms in the same cell, ``support_gap_A`` below the particle."""
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     from ase import Atoms
 
     cx, cy = (frame.field_of_view_A,) * 2 if cell_xy_A is None else cell_xy_A
@@ -325,7 +327,9 @@ def _frame_atoms(symbols: Sequence[str] | np.ndarray, positions: np.ndarray, fra
 
 def _device() -> str:
     try:
+        # lazy: CuPy is optional (GPU only)
         import cupy  # noqa: F401
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         return "gpu" if torch.cuda.is_available() else "cpu"
@@ -649,6 +653,7 @@ def _simulate_com(specimen: list, support_atoms: Atoms | None, geometry: _ScanGe
     separate, static projected potential. ``dev`` is abTEM's device (``cpu`` or ``gpu``). Also returns
     the detector signals (multislice only, else ``None``) and info entries for the noise model.
     """
+    # lazy: abTEM (~1.6 s to import), only when simulating
     import abtem
 
     with abtem.config.set({"diagnostics.progress_bar": bool(progress)}):
@@ -691,6 +696,7 @@ def _weak_phase_com_of_potential(abtem: ModuleType, v: np.ndarray, geometry: _Sc
     ``icom``: Σ ∇(σ·V ⊗ probe intensity)/(2π). ``idpc``: the quadrant differences to first order
     in σ·V (:func:`segment_transfer`) times :func:`dpc_com_scale`.
     """
+    # lazy: abTEM (~1.6 s to import), only when simulating
     from abtem.core.energy import energy2sigma, energy2wavelength
 
     p = opts.pixel_size_A
@@ -748,6 +754,7 @@ def _multislice_com(abtem: ModuleType, atoms: Atoms | AtomsEnsemble, geometry: _
     the outer radius (:func:`detector_outer`); CoM = :func:`dpc_com_scale` × (S₊ - S₋ - the same
     difference in vacuum, which the discrete grid makes slightly non-zero).
     """
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     import ase
 
     p = opts.pixel_size_A

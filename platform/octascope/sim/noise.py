@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.ndimage import map_coordinates
 
 from octascope.core.errors import InputError
 from octascope.core.params import param, require
@@ -52,6 +53,7 @@ def inverse_count_mean(mean_count: float | np.ndarray) -> float | np.ndarray:
     The variance of a mean over M counted electrons is the single-electron variance times this.
     Exact for scalars; arrays are interpolated in log(mean) on a table (relative error < 1e-4).
     """
+    # lazy: scipy.stats (~0.3 s to import), only here
     from scipy.stats import poisson
 
     def exact(n: float) -> float:
@@ -186,7 +188,6 @@ def noisy_com(sim: SimulatedImage, options: NoiseOptions | None = None, /, **par
 
 def _noisy_com(sim: SimulatedImage, opts: NoiseOptions, rng: np.random.Generator) -> np.ndarray:
     """Scan distortions, then shot noise (counted from the detector signals where the image has them)."""
-    from scipy.ndimage import map_coordinates
 
     dose_e_per_A2, jitter_px, drift_A = opts.dose_e_per_A2, opts.jitter_px, opts.drift_A
     com = np.asarray(sim.com, float)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.core.params import param, require
@@ -193,6 +194,7 @@ def _atoms(symbols: list[str], lattice: np.ndarray, positions: np.ndarray, opts:
 
     ``positions`` are [Å] with Pb (0, 0, 0) at the origin; ``tilt`` (3,) [rad] are the rotations applied.
     """
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     from ase import Atoms
 
     n = opts.n_cells
@@ -242,7 +244,6 @@ def _place_bromide(x_lat: np.ndarray, n: int, fraction: float, mixing: str, rng:
 
 def check_structure(atoms: Atoms, *, min_distance_A: float = 1.5) -> None:
     """Raise :class:`InputError` if two atoms are closer than ``min_distance_A`` [Å]."""
-    from scipy.spatial import cKDTree
 
     pos = atoms.get_positions()
     if len(pos) < 2:
@@ -264,6 +265,7 @@ def composition_formula(atoms: Atoms) -> str:
 
 def write_structure(atoms: Atoms, path: str | Path) -> None:
     """Write extended XYZ (keeps ``arrays["lattice"]`` and ``info``)."""
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     from ase.io import write
 
     write(str(path), atoms, format="extxyz")
@@ -271,6 +273,7 @@ def write_structure(atoms: Atoms, path: str | Path) -> None:
 
 def read_structure(path: str | Path) -> Atoms:
     """Read an extended XYZ written by :func:`write_structure`."""
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     from ase.io import read
 
     atoms = read(str(path), format="extxyz", index=-1)  # the last (only) frame

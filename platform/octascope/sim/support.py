@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.core.params import param, require
@@ -119,7 +120,6 @@ def _random_sequential_addition(n_target: int, size: tuple[float, float, float],
     numpy.ndarray
         Positions (≤ n_target, 3) [Å].
     """
-    from scipy.spatial import cKDTree
 
     lx, ly, thickness = size
     box = np.array([lx, ly, thickness + 4.0 * max(d_min, 1.0)])  # z: no wrap-around within the slab

@@ -74,7 +74,9 @@ def gaussian_projected_potential(symbols: np.ndarray | list, xy_A: np.ndarray, c
     gpts, extent_A : tuple
         Grid points (nx, ny) and cell size (x, y) [Å].
     """
+    # lazy: abTEM (~1.6 s to import), only when simulating
     import abtem
+    # lazy: ASE (ase.io ~60 ms to import), only when simulating
     import ase
 
     sym = np.asarray(symbols).astype(str)

@@ -55,6 +55,7 @@ def estimate_noise_sigma(data: np.ndarray) -> float:
     float
         Noise standard deviation [image units].
     """
+    # lazy: skimage.restoration (~0.4 s to import), only when the noise is estimated
     from skimage.restoration import estimate_sigma
 
     return float(estimate_sigma(np.asarray(data, dtype=np.float64)))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.ndimage import maximum_filter, uniform_filter
 
 from octascope.core.params import Options, Plugin, param, require
 from octascope.core.model import Image
@@ -38,7 +39,6 @@ def absf_background(amplitude: np.ndarray, *, step_px: int, delta_percent: float
     cycles : int
         Cycles run.
     """
-    from scipy.ndimage import uniform_filter
 
     bg = np.asarray(amplitude, dtype=np.float64)
     cycles = 0
@@ -125,7 +125,6 @@ def detect_scan_peaks(
     numpy.ndarray
         (M, 2) peak frequencies (kx, ky) [Å⁻¹].
     """
-    from scipy.ndimage import maximum_filter
 
     ny, nx = ratio.shape
     kx = np.fft.fftfreq(nx, d=pixel_size_A)

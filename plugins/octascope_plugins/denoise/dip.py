@@ -171,6 +171,7 @@ class DIPDenoiser(Plugin):
     def _start(self, padded: np.ndarray, device: "torch.device") -> "_DIPTraining":
         """A fresh network, optimiser and random code ``z`` (EMA at 0), or the state of a matching
         checkpoint."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
@@ -207,6 +208,7 @@ class DIPDenoiser(Plugin):
 
         ``inv_psd`` is the inverse noise power per frequency, ``shape`` the unpadded image's [px].
         """
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
@@ -247,6 +249,7 @@ class DIPDenoiser(Plugin):
 def _whitened_residual(residual: "torch.Tensor", weight: "torch.Tensor", shape: tuple[int, int]) -> float:
     """Mean power of the residual (1, 1, H, W) on the unpadded ``shape`` [px], each frequency divided
     by its noise power (``weight``, 0 at k = 0): 1 for pure noise."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     h, w = shape

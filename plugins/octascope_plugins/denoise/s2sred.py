@@ -30,6 +30,7 @@ def bernoulli_mask(shape, drop_rate: float, generator):
     generator : torch.Generator
         Random source (its device is used).
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     return (torch.rand(shape, generator=generator, device=generator.device) >= drop_rate).float()
@@ -291,6 +292,7 @@ class S2SREDDenoiser(Plugin):
     def _start(self, plan: "_Plan") -> "_Training":
         """A fresh network and optimiser, the ADMM variables (x as BM3D of the image with RED on,
         u = 0), or the state of a matching checkpoint."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
@@ -403,6 +405,7 @@ class S2SREDDenoiser(Plugin):
 
     def _batch(self, y, target, patch, gen):
         """``batch_size`` (augmented, cropped) copies of the image and of the ADMM target."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         # lazy: _training and _nets import torch (~1.2 s); only when this network denoiser runs
@@ -430,6 +433,7 @@ class S2SREDDenoiser(Plugin):
 
     def _mc(self, net, y, gen, n_passes, prec, stats):
         """Mean and variance of ``n_passes`` stochastic passes (new Bernoulli mask, dropout on)."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         total = torch.zeros_like(y, dtype=torch.float64)
@@ -451,7 +455,9 @@ class S2SREDDenoiser(Plugin):
     @staticmethod
     def _bm3d(x, noise):
         """BM3D of a (1, 1, H, W) tensor at noise ``noise`` (a σ or a PSD; the bm3d package runs on the CPU)."""
+        # lazy: bm3d (~0.3 s to import), only for denoiser=bm3d
         import bm3d
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         arr = x[0, 0].double().cpu().numpy()

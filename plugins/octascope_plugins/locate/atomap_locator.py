@@ -66,6 +66,7 @@ def atomap_refine(
         the centre of mass).
     """
     with _quiet():
+        # lazy: Atomap (~1.6 s to import), only for locator=atomap
         import atomap.api as am
 
         positions = np.column_stack([np.asarray(x_px, float), np.asarray(y_px, float)])
@@ -151,7 +152,9 @@ class AtomapLocator(Plugin):
     def _candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
         if self.options.candidates == "atomap":
             with _quiet():
+                # lazy: Atomap (~1.6 s to import), only for locator=atomap
                 import atomap.api as am
+                # lazy: HyperSpy (~50 ms to import), only for that file format
                 import hyperspy.api as hs
 
                 sep = max(1, int(round(self.options.separation_A / image.pixel_size_A)))

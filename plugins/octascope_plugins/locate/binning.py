@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from octascope_plugins.locate.gaussian_fit import GaussianFit
@@ -21,7 +23,6 @@ def to_binned(coord_px: np.ndarray, k: int) -> np.ndarray:
 
 def unbin_fit(fit: GaussianFit, k: int, start_x: np.ndarray, start_y: np.ndarray) -> GaussianFit:
     """A fit on the k × k binned grid in the original pixel frame (failed fits keep ``start_x/y``)."""
-    from dataclasses import replace
 
     back = (k - 1) / 2
     return replace(fit, x=np.where(fit.ok, fit.x * k + back, start_x), y=np.where(fit.ok, fit.y * k + back, start_y),

@@ -109,6 +109,7 @@ class _round_bar:
     def __enter__(self) -> "Callable[[int, int], None] | None":
         if self.n_columns < PROGRESS_MIN_COLUMNS:
             return None
+        # lazy: tqdm (~14 ms to import), only when a progress bar is shown
         from tqdm.auto import tqdm
 
         bar = self.bar = tqdm(total=self.n_rounds, unit="round", desc=f"fitting {self.n_columns:,} columns", leave=False)

@@ -75,6 +75,7 @@ class GaussianFit:
 def _initial_params(patches: Patches, x0, y0, sigma_init_px: float, background_radius_px: int):
     """Start parameters: background the 10th percentile within ``background_radius_px`` [px] of the
     patch centre, amplitude the patch maximum above it, width ``sigma_init_px`` [px], round."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     vals = torch.where(patches.weight > 0, patches.values, torch.full_like(patches.values, float("nan")))
@@ -93,6 +94,7 @@ def _initial_params(patches: Patches, x0, y0, sigma_init_px: float, background_r
 
 def _ok(p: "torch.Tensor", centre_x, centre_y, radius_px: int, sigma_max_px: float) -> "torch.Tensor":
     """A fit is usable when the peak is positive, stays inside its patch and has sane widths."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     inside = (p[:, _X] - centre_x) ** 2 + (p[:, _Y] - centre_y) ** 2 <= radius_px**2
@@ -172,6 +174,7 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
     GaussianFit
         Per-column parameters, covariances and uncertainties [px].
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     dev = resolve_device(options.device)
@@ -294,6 +297,7 @@ def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "to
         The round, its usable fits (N,), the Levenberg-Marquardt iterations run, and the groups
         with their shapes.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     first = rnd is None
@@ -351,6 +355,7 @@ def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "to
 
 def _sane_shape(shapes: "torch.Tensor", sigma_max_px: float) -> "torch.Tensor":
     """(G,) bool: shapes ``l11, l21, l22`` (G, 3) that :func:`_ok` accepts."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     det = (shapes[:, 0] * shapes[:, 2]).abs()
@@ -371,6 +376,7 @@ def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianO
     torch.Tensor, int
         (N, 7) parameters whose ``A, B, l11, l21, l22`` are the columns' own; the iterations so far.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     q, _, it = levenberg_marquardt(rnd.p, rnd.patches.x, rnd.patches.y, rnd.target, rnd.patches.weight,
@@ -418,6 +424,7 @@ def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Ten
     _Round, torch.Tensor, int
         The round, its usable fits (N,) and the Levenberg-Marquardt iterations run.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
@@ -452,6 +459,7 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
     All restarts of all bad columns run as one batched fit: a fixed cost per Levenberg-Marquardt
     call dominates when few columns restart.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
@@ -504,6 +512,7 @@ def _influence(rnd: _Round, n_free: int = N_PARAMS, rows: "torch.Tensor | None" 
     misfit_var : numpy.ndarray
         (N,) mean squared residual per patch pixel [image units²].
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     sel = slice(None) if rows is None else rows
@@ -603,6 +612,7 @@ def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.nd
     failed fits, and centres a patch cut by the border pulled off the image (no column of this
     image), keep their start and NaN shape. The shape (widths, rotation), amplitude and background
     are read from ``shape_p`` (N, 7) when given (a column's own after a shared-profile fit)."""
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     p = rnd.p

@@ -51,6 +51,7 @@ def model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: boo
     jac : torch.Tensor or None
         (N, 7, M) Jacobian, parameter axis before pixels.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     dx = x - p[:, _X, None]
@@ -85,6 +86,7 @@ def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None, shape: bool = True) ->
     torch.Tensor
         ``u = -A g`` (N, M), written into ``u_out`` when given.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     u = torch.mul(g, -p[:, _A, None], out=u_out) if u_out is not None else torch.mul(g, -p[:, _A, None])
@@ -110,6 +112,7 @@ def _normal_matrix(p, x, y, tw, sw, buf, work, n_free: int = N_PARAMS) -> "torch
     in [F, F], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
     iterations allocate no large temporaries. ``sw`` may be None for all-ones weights.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     dx = torch.sub(x, p[:, _X, None], out=work[0])
@@ -169,6 +172,7 @@ class _WorkingSet:
     def start(cls, p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
               weight: "torch.Tensor", n_free: int = N_PARAMS) -> "_WorkingSet":
         """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         n, m = x.shape
@@ -189,6 +193,7 @@ class _WorkingSet:
     def iterate(self, tolerance: float) -> None:
         """One damped Gauss-Newton step of every active column: kept where it lowers the cost
         (damping / 10), refused otherwise (damping x 10); converged columns become inactive."""
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         nf = self.n_free
@@ -266,6 +271,7 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     iterations : int
         Iterations run.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     p = p.clone()
@@ -324,6 +330,7 @@ def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", t
     iterations : int
         Iterations run.
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     p = p.clone()

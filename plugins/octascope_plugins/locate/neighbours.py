@@ -63,6 +63,7 @@ def render_columns(p: "torch.Tensor", ok: "torch.Tensor", shape: tuple[int, int]
     render_radius_px : int
         Radius each column's model is rendered out to [px].
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     h, w = shape

@@ -68,6 +68,7 @@ class Patches:
     """
 
     def __init__(self, img: "torch.Tensor", x0: "torch.Tensor", y0: "torch.Tensor", radius_px: int):
+        # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
 
         h, w = img.shape

@@ -79,6 +79,7 @@ def group_templates(shapes: np.ndarray, radius_px: int) -> np.ndarray:
     numpy.ndarray
         (G, 2, M) templates [px per image unit].
     """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
     import torch
 
     ox, oy, _, _ = disk_offsets(radius_px)

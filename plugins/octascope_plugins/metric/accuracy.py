@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
+from scipy.spatial import cKDTree, ConvexHull
 
 from octascope.analysis.octahedral_geometry import metric_input
 from octascope.core.model import MetricInput, MetricOutput, Result, Truth
@@ -60,7 +60,6 @@ def outer_cell_mask(xy_A: np.ndarray, species: np.ndarray, shell: np.ndarray | N
     columns within one Pb-Pb spacing of the convex hull of all columns."""
     if shell is not None:
         return np.asarray(shell) == 0
-    from scipy.spatial import ConvexHull
 
     a = float(np.mean(np.linalg.norm(estimate_square_basis(xy_A[species == "Pb"]), axis=1)))
     hull = ConvexHull(xy_A)

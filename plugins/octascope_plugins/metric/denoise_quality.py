@@ -50,6 +50,7 @@ class DenoiseQualityMetric(Plugin):
     after: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     def compute(self, data: MetricInput | Result, truth: Truth | None = None) -> MetricOutput:
+        # lazy: scikit-image (a few ms to import), not loaded at start-up
         from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
         data = metric_input(data, truth)

@@ -105,6 +105,7 @@ def octahedral_figures(
         ax.set_ylabel("octahedra")
         ax.set_title(f"θ{k}: mean " + ", ".join(means) if means else f"θ{k}: no octahedra")
         plain_axes(ax)
+    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
     from matplotlib.patches import Patch
 
     labels = {"core": f"core: ≥ {shell_depth_cells} cells below the surface (n={counts.get('core', 0)})",
