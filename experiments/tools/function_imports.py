@@ -103,9 +103,15 @@ def scan_file(path: Path, root: Path = ROOT) -> list[FunctionImport]:
                 group_reason = None
             visit(stmt, function)
 
-    def visit(node: ast.stmt, function: str | None) -> None:
+    def visit(node: ast.stmt, function: str | None, prefix: str = "") -> None:
+        """``function``: the enclosing function's name (None outside functions); ``prefix``: the
+        enclosing classes' names for a method's name."""
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            visit_body(node.body, node.name if function is None else f"{function}.{node.name}")
+            visit_body(node.body, prefix + node.name if function is None else f"{function}.{prefix}{node.name}")
+            return
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                visit(stmt, function, f"{prefix}{node.name}.")
             return
         blocks = [getattr(node, name, None) for name in ("body", "orelse", "finalbody")]
         blocks += [h.body for h in getattr(node, "handlers", None) or []]
@@ -113,9 +119,9 @@ def scan_file(path: Path, root: Path = ROOT) -> list[FunctionImport]:
         for block in blocks:
             if not (isinstance(block, list) and block and isinstance(block[0], ast.stmt)):
                 continue
-            if function is None or isinstance(node, ast.ClassDef):
-                for stmt in block:  # module or class level: only the functions inside count
-                    visit(stmt, function)
+            if function is None:  # module or class level: only the functions inside count
+                for stmt in block:
+                    visit(stmt, None, prefix)
             else:
                 visit_body(block, function)
 
