@@ -20,6 +20,7 @@ import numpy as np
 
 from octascope.analysis.series import SeriesResult
 from octascope.app.run import build_stages
+from octascope.results.summary import mlflow_line
 
 if TYPE_CHECKING:
     from octascope.core.model import Image, Result
@@ -124,7 +125,7 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
         result, files = body()
         log_run(scalars=series_scalars(result), timings_s={"series": float(files["info"]["seconds"])},
                 artifact_dir=output_dir)
-        files["mlflow_run_id"] = run.info.run_id
+        files["mlflow_run_id"], files["mlflow_experiment_id"] = run.info.run_id, run.info.experiment_id
     return result, files
 
 
@@ -214,5 +215,5 @@ def format_series_summary(result: "SeriesResult", files: Mapping[str, Any], outp
         lines.append(f"  particle {pid}: in {len(rows)} frame(s), {rot}{tilt}")
     lines.append(f"  outputs: {output_dir}")
     if files.get("mlflow_run_id"):
-        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {tracking_uri}")
+        lines.append(mlflow_line(files, tracking_uri))
     return "\n".join(lines)
