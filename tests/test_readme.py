@@ -24,7 +24,8 @@ MARKER = "<!-- example output:"
 
 TIME = re.compile(r" in \d+(\.\d+)? s$")
 OUTPUTS = re.compile(r"^  outputs: \S+$")
-MLFLOW = re.compile(r"^  MLflow run [0-9a-f]+: open with  mlflow ui --backend-store-uri \S+$")
+MLFLOW = re.compile(r"^  MLflow run [0-9a-f]+: open with  mlflow ui --backend-store-uri \S+  then  "
+                    r"http://127\.0\.0\.1:5000/#/experiments/\d+\?workflowType=machine_learning$")
 
 
 def readme_block(text: str) -> tuple[int, int]:

@@ -121,6 +121,6 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
         result, files = body()
         t1 = time.perf_counter()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
-        files["mlflow_run_id"] = run.info.run_id
+        files["mlflow_run_id"], files["mlflow_experiment_id"] = run.info.run_id, run.info.experiment_id
     PHASES["tracking"] += time.perf_counter() - t1
     return result, files

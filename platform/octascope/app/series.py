@@ -33,6 +33,7 @@ from octascope.results.outputs import (
     _jsonable, atomic_write, check_figure_formats, COLUMNS_CSV_FIRST, save_figures, write_json, write_table,
 )
 from octascope.results.series_figures import series_figures
+from octascope.results.summary import mlflow_line
 from octascope.results.tracking import DIR_TAG, log_run, log_start, tracked_run
 from octascope.sim.cache import cache_root
 
@@ -126,7 +127,7 @@ def run_series_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: st
         result, files = body()
         log_run(scalars=series_scalars(result), timings_s={"series": float(files["info"]["seconds"])},
                 artifact_dir=output_dir)
-        files["mlflow_run_id"] = run.info.run_id
+        files["mlflow_run_id"], files["mlflow_experiment_id"] = run.info.run_id, run.info.experiment_id
     return result, files
 
 
@@ -209,5 +210,5 @@ def format_series_summary(result: "SeriesResult", files: Mapping[str, Any], outp
         lines.append(f"  particle {pid}: in {len(rows)} frame(s), {rot}{tilt}")
     lines.append(f"  outputs: {output_dir}")
     if files.get("mlflow_run_id"):
-        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {tracking_uri}")
+        lines.append(mlflow_line(files, tracking_uri))
     return "\n".join(lines)

@@ -215,14 +215,34 @@ def image_limits(image: "Image") -> tuple[float, float]:
     return robust_limits(data[::step, ::step], 0.5, 99.5)
 
 
+#: an image shown in a figure is block-averaged to at most this many pixels a side: a panel is
+#: ≈ 750-1,000 px at the figures' 150 dpi, and colour-mapping and resampling a 2048² frame
+#: for every panel was most of the time of drawing a paper-size run's figures
+DISPLAY_MAX_PX = 1024
+
+
+def display_pixels(data: np.ndarray, max_px: int = DISPLAY_MAX_PX) -> tuple[np.ndarray, int]:
+    """The image as shown: block means of k × k pixels, k the smallest integer that brings both
+    sides to at most ``max_px`` (the rows and columns left over at the far edges are dropped:
+    fewer than k), and k."""
+    data = np.asarray(data)
+    k = max(1, -(-max(data.shape) // max_px))
+    if k == 1:
+        return data, 1
+    h, w = data.shape[0] // k, data.shape[1] // k
+    return data[:h * k, :w * k].reshape(h, k, w, k).mean(axis=(1, 3), dtype=np.float64).astype(np.float32), k
+
+
 def show_image(ax: "Axes", image: "Image", cmap: str = "gray", *, colorbar: bool = True,
                limits: tuple[float, float] | None = None) -> Any:
     """Show an image in Å (origin at the centre of pixel [0, 0], y down), with an intensity bar
-    unless ``colorbar`` is False; grey range ``limits`` (default :func:`image_limits`)."""
+    unless ``colorbar`` is False; grey range ``limits`` (default :func:`image_limits`). A large
+    image is shown block-averaged (:func:`display_pixels`), on the same coordinates."""
     p = image.pixel_size_A
-    h, w = image.shape
     vmin, vmax = limits or image_limits(image)
-    im = ax.imshow(image.data, cmap=cmap, extent=(-0.5 * p, (w - 0.5) * p, (h - 0.5) * p, -0.5 * p),
+    shown, k = display_pixels(image.data)
+    h, w = shown.shape
+    im = ax.imshow(shown, cmap=cmap, extent=(-0.5 * p, (w * k - 0.5) * p, (h * k - 0.5) * p, -0.5 * p),
                    interpolation="nearest", vmin=vmin, vmax=vmax)
     ax.set_xlabel("x [Å]")
     ax.set_ylabel("y [Å]")

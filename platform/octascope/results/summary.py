@@ -207,5 +207,17 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
         lines.append(f"  FLAG: {flag}")
     lines.append(f"  outputs: {output_dir}")
     if "mlflow_run_id" in files:
-        lines.append(f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {tracking_uri}")
+        lines.append(mlflow_line(files, tracking_uri))
     return "\n".join(lines)
+
+
+def mlflow_line(files: Mapping[str, Any], tracking_uri: str | None) -> str:
+    """The printed line that says how to open a run's experiment in the MLflow UI.
+
+    MLflow 3 starts a new browser in its GenAI mode, whose experiment page is a traces overview;
+    the ``workflowType=machine_learning`` parameter opens the experiment on its runs instead.
+    """
+    url = "http://127.0.0.1:5000/"
+    if files.get("mlflow_experiment_id"):
+        url += f"#/experiments/{files['mlflow_experiment_id']}?workflowType=machine_learning"
+    return f"  MLflow run {files['mlflow_run_id']}: open with  mlflow ui --backend-store-uri {tracking_uri}  then  {url}"
