@@ -34,6 +34,7 @@ only). :func:`octascope.analysis.region.background_noise_spectrum` chooses betwe
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -139,8 +140,6 @@ def memo_by_pixels(kind: str, data: np.ndarray, key: tuple, compute: Callable[[]
     crystal-region step ask for the same spectrum and band-pass of the same image (≈3 s at 2048²).
     Keyed by a hash of the pixels, so a changed image is never served a stale result; results
     are shared, not copied (callers do not modify them)."""
-    import hashlib
-
     arr = np.ascontiguousarray(data)
     full = (kind, arr.shape, arr.dtype.str, hashlib.blake2b(arr.view(np.uint8).data, digest_size=16).digest()) + key
     if full in _MEMO:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence, TypedDict, TypeVar, Union, overload
 
 import numpy as np
+from scipy import ndimage
 
 from octascope.analysis.frame import MIN_COLUMNS, analyse_frame
 from octascope.analysis.particle_table import frame_statistics, particle_table
@@ -450,8 +451,6 @@ def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", re
 def _near_region(region: CrystalRegion, x_px: np.ndarray, y_px: np.ndarray, band_px: float) -> np.ndarray:
     """Whether points (pixel coordinates) lie within ``band_px`` of the region's mask (on a grid
     of ~band/4, enough for a band of a few Å)."""
-    from scipy import ndimage
-
     if band_px <= 0 or not region.mask.any():
         return np.zeros(np.shape(x_px), bool)
     step = max(1, int(band_px // 4))

@@ -11,6 +11,7 @@ same peaks tell the lattice spacing and its symmetry (used by the plausibility c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -385,15 +386,13 @@ def _edge_level_per_crystal(mask: np.ndarray, energy: np.ndarray, edge_level: fl
 def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
     """A user-drawn crystal region from a mask file (``.npy``, or an image that imageio reads:
     non-zero pixels are crystal) of the image's shape."""
-    from pathlib import Path
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"region mask file {str(p)!r} does not exist; give region.mask_path=<file of the image's shape>")
     if p.suffix.lower() == ".npy":
         m = np.load(p, allow_pickle=False)
     else:
-        import imageio.v3 as iio
+        import imageio.v3 as iio  # lazy: not loaded at start-up; only for a mask drawn as an image
 
         m = np.asarray(iio.imread(p))
         if m.ndim == 3:
@@ -405,7 +404,7 @@ def region_from_mask_file(path: str, shape: tuple[int, int]) -> CrystalRegion:
 
 def region_from_polygon(polygon_A: Sequence[Sequence[float]] | np.ndarray, shape: tuple[int, int], pixel_size_A: float) -> CrystalRegion:
     """A user-drawn crystal region from a polygon of (x, y) vertices [Å, image frame]."""
-    from matplotlib.path import Path as MplPath
+    from matplotlib.path import Path as MplPath  # lazy: matplotlib is not loaded at start-up; only for a drawn polygon
 
     verts = np.asarray(polygon_A, dtype=float)
     if verts.ndim != 2 or verts.shape[1] != 2 or len(verts) < 3:

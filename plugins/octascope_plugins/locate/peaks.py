@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from octascope.core.params import Options, param, require
 from octascope.analysis.noise_spectrum import NoiseSpectrum, band_pass, significance_threshold
@@ -240,8 +241,6 @@ def near_significant(x_px: np.ndarray, y_px: np.ndarray, significant: np.ndarray
     keep = significant.copy()
     weak = np.flatnonzero(~significant)
     if weak.size and significant.any():
-        from scipy.spatial import cKDTree
-
         d, _ = cKDTree(np.column_stack([x_px[significant], y_px[significant]])).query(
             np.column_stack([x_px[weak], y_px[weak]]), distance_upper_bound=reach_px)
         keep[weak] = np.isfinite(d)
