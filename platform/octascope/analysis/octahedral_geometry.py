@@ -141,40 +141,14 @@ def geometry_with_covariance(
     sigma = np.linalg.norm(b, axis=-1)
 
     # nan-aware means as weights so the same weights drive the error propagation
-    w_t1 = np.zeros((n, 4))
-    w_t2 = np.zeros((n, 4))
-    n_h = present[:, :2].sum(1)
-    n_v = present[:, 2:].sum(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_t1[:, :2] = np.where(present[:, :2], 1.0 / n_h[:, None], 0.0)
-        w_t2[:, 2:] = np.where(present[:, 2:], 1.0 / n_v[:, None], 0.0)
-    has1, has2 = n_h > 0, n_v > 0
-    n_theta = has1.astype(int) + has2.astype(int)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_t3 = (np.where(has1, 1.0, 0.0)[:, None] * w_t1 + np.where(has2, 1.0, 0.0)[:, None] * w_t2) / n_theta[:, None]
-    w_t3 = np.nan_to_num(w_t3)
+    w_t1, w_t2, w_t3, has1, has2, n_theta = _tilt_weights(present)
     phi0 = np.nan_to_num(phi)
     theta1 = np.where(has1, (w_t1 * phi0).sum(1), np.nan)
     theta2 = np.where(has2, (w_t2 * phi0).sum(1), np.nan)
     theta3 = np.where(n_theta > 0, (w_t3 * phi0).sum(1), np.nan)
     L1 = sigma[:, 0] + sigma[:, 1]
     L2 = sigma[:, 2] + sigma[:, 3]
-
-    out: dict[str, Any] = {
-        "pb": tab["pb"].to_numpy() if "pb" in tab else np.arange(n),
-        "x_A": P[:, 0],
-        "y_A": P[:, 1],
-        "i": tab["i"].to_numpy(float) if "i" in tab else np.full(n, np.nan),
-        "j": tab["j"].to_numpy(float) if "j" in tab else np.full(n, np.nan),
-        "shell": tab["shell"].to_numpy() if "shell" in tab else np.full(n, -1),
-        "edge": tab["edge"].to_numpy(bool) if "edge" in tab else np.zeros(n, bool),
-    }
-    for k in range(4):
-        out[f"phi{k + 1}_deg"] = phi[:, k]
-    out.update(theta1_deg=theta1, theta2_deg=theta2, theta3_deg=theta3)
-    for k in range(4):
-        out[f"sigma{k + 1}_A"] = sigma[:, k]
-    out.update(L1_A=L1, L2_A=L2, n_bonds=present.sum(1), complete=present.all(1))
+    out = _geometry_columns(tab, P, phi, (theta1, theta2, theta3), sigma, (L1, L2), present)
     if position_variance is None:
         return pd.DataFrame(out), None
 
@@ -183,17 +157,7 @@ def geometry_with_covariance(
     pb_rows = columns.index.get_indexer(tab["pb"].to_numpy()) if "pb" in tab else np.full(n, -1)
     g_phi = np.degrees(np.sign(signed)[..., None] * angle_gradient(b))  # d|angle| / db [deg/Å]
     g_sig = length_gradient(b)
-    eye = np.eye(4)
-    weights: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
-    for k in range(4):
-        weights[f"phi{k + 1}"] = (g_phi, np.broadcast_to(eye[k], (n, 4)), present[:, k])
-        weights[f"sigma{k + 1}"] = (g_sig, np.broadcast_to(eye[k], (n, 4)), present[:, k])
-    for name, w, ok in (("theta1", w_t1, has1), ("theta2", w_t2, has2), ("theta3", w_t3, n_theta > 0)):
-        weights[name] = (g_phi, w, ok)
-    for name, sl in (("L1", slice(0, 2)), ("L2", slice(2, 4))):
-        w = np.zeros((n, 4))
-        w[:, sl] = 1.0
-        weights[name] = (g_sig, w, present[:, sl].all(1))
+    weights = _propagation_weights(g_phi, g_sig, present, (w_t1, has1), (w_t2, has2), (w_t3, n_theta > 0))
     ref_rows, ref_coef = _reference_terms(columns, octahedra, np.stack([a1, a2], axis=1), pb_rows)
     # the reference direction of bond k turns its signed angle by minus its own turn: d|φ_k|/dα = -sign_k
     ref_grad = np.degrees(np.stack([angle_gradient(a1), angle_gradient(a2)], axis=1))  # (n, 2, 2) dα_r/da_r
@@ -208,13 +172,93 @@ def geometry_with_covariance(
     geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n)
     with_sys = bool(cov.sys.nnz) and bool(np.any(cov.sys.data))
     if with_sys:
-        # |φ| under noise is biased upward (folded normal), bond by bond; θ averages the bonds' biases
-        bond_bias = np.stack([folded_bias(phi[:, k], geo.errors(f"phi{k + 1}_deg", "stat")) for k in range(4)], axis=1)
-        bias = {f"phi{k + 1}_deg": bond_bias[:, k] for k in range(4)}
-        for name in ("theta1", "theta2", "theta3"):
-            w = weights[name][1]
-            bias[f"{name}_deg"] = (w * np.nan_to_num(bond_bias)).sum(1)
-        geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n, bias=bias)
+        geo = GeometryCovariance(gradients=gradients, columns=cov, n_octahedra=n, bias=_tilt_bias(geo, phi, weights))
+    _add_error_columns(out, weights, geo, with_sys)
+    return pd.DataFrame(out), geo
+
+
+def _tilt_weights(present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray]:
+    """Weights (n, 4) of the bonds in θ1, θ2, θ3: nan-aware means over the (n, 4) bonds ``present``.
+
+    Returns ``w_t1, w_t2, w_t3``, whether θ1 and θ2 have a bond (``has1, has2``) and how many of
+    θ1, θ2 the mean θ3 averages (``n_theta``).
+    """
+    n = len(present)
+    w_t1 = np.zeros((n, 4))
+    w_t2 = np.zeros((n, 4))
+    n_h = present[:, :2].sum(1)
+    n_v = present[:, 2:].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_t1[:, :2] = np.where(present[:, :2], 1.0 / n_h[:, None], 0.0)
+        w_t2[:, 2:] = np.where(present[:, 2:], 1.0 / n_v[:, None], 0.0)
+    has1, has2 = n_h > 0, n_v > 0
+    n_theta = has1.astype(int) + has2.astype(int)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_t3 = (np.where(has1, 1.0, 0.0)[:, None] * w_t1 + np.where(has2, 1.0, 0.0)[:, None] * w_t2) / n_theta[:, None]
+    w_t3 = np.nan_to_num(w_t3)
+    return w_t1, w_t2, w_t3, has1, has2, n_theta
+
+
+def _geometry_columns(tab: pd.DataFrame, P: np.ndarray, phi: np.ndarray, theta: tuple[np.ndarray, ...],
+                      sigma: np.ndarray, L: tuple[np.ndarray, np.ndarray], present: np.ndarray) -> dict[str, Any]:
+    """The columns of the geometry table, in its order: the octahedron's identity and centre [Å],
+    φ1–φ4 and θ1–θ3 [deg], σ1–σ4 and L1, L2 [Å], the number of bonds and whether all four are there."""
+    n = len(tab)
+    out: dict[str, Any] = {
+        "pb": tab["pb"].to_numpy() if "pb" in tab else np.arange(n),
+        "x_A": P[:, 0],
+        "y_A": P[:, 1],
+        "i": tab["i"].to_numpy(float) if "i" in tab else np.full(n, np.nan),
+        "j": tab["j"].to_numpy(float) if "j" in tab else np.full(n, np.nan),
+        "shell": tab["shell"].to_numpy() if "shell" in tab else np.full(n, -1),
+        "edge": tab["edge"].to_numpy(bool) if "edge" in tab else np.zeros(n, bool),
+    }
+    for k in range(4):
+        out[f"phi{k + 1}_deg"] = phi[:, k]
+    out.update(theta1_deg=theta[0], theta2_deg=theta[1], theta3_deg=theta[2])
+    for k in range(4):
+        out[f"sigma{k + 1}_A"] = sigma[:, k]
+    out.update(L1_A=L[0], L2_A=L[1], n_bonds=present.sum(1), complete=present.all(1))
+    return out
+
+
+def _propagation_weights(g_phi: np.ndarray, g_sig: np.ndarray, present: np.ndarray,
+                         *thetas: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, Any]]:
+    """Per quantity (``phi1``…, ``sigma1``…, ``theta1``–``theta3``, ``L1``, ``L2``): the bond gradient
+    it is made of (``g_phi`` [deg/Å] or ``g_sig`` [1]), its (n, 4) weights over the bonds and where it
+    is defined. ``thetas`` are (weights, defined) of θ1, θ2, θ3 (:func:`_tilt_weights`)."""
+    n = len(present)
+    eye = np.eye(4)
+    weights: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+    for k in range(4):
+        weights[f"phi{k + 1}"] = (g_phi, np.broadcast_to(eye[k], (n, 4)), present[:, k])
+        weights[f"sigma{k + 1}"] = (g_sig, np.broadcast_to(eye[k], (n, 4)), present[:, k])
+    for name, (w, ok) in zip(("theta1", "theta2", "theta3"), thetas):
+        weights[name] = (g_phi, w, ok)
+    for name, sl in (("L1", slice(0, 2)), ("L2", slice(2, 4))):
+        w = np.zeros((n, 4))
+        w[:, sl] = 1.0
+        weights[name] = (g_sig, w, present[:, sl].all(1))
+    return weights
+
+
+def _tilt_bias(geo: GeometryCovariance, phi: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, Any]]
+               ) -> dict[str, np.ndarray]:
+    """The noise bias [deg] of φ1–φ4 and θ1–θ3, from their statistical errors in ``geo``."""
+    # |φ| under noise is biased upward (folded normal), bond by bond; θ averages the bonds' biases
+    bond_bias = np.stack([folded_bias(phi[:, k], geo.errors(f"phi{k + 1}_deg", "stat")) for k in range(4)], axis=1)
+    bias = {f"phi{k + 1}_deg": bond_bias[:, k] for k in range(4)}
+    for name in ("theta1", "theta2", "theta3"):
+        w = weights[name][1]
+        bias[f"{name}_deg"] = (w * np.nan_to_num(bond_bias)).sum(1)
+    return bias
+
+
+def _add_error_columns(out: dict[str, Any], weights: dict[str, tuple[np.ndarray, np.ndarray, Any]],
+                       geo: GeometryCovariance, with_sys: bool) -> None:
+    """Add to the table columns ``out`` every quantity's statistical 1σ and, ``with_sys``, its
+    systematic and total 1σ (NaN where the quantity is undefined)."""
     for name, (_, _, ok) in weights.items():
         unit = ERROR_QUANTITIES[name]
         q = f"{name}_{unit}"
@@ -222,7 +266,6 @@ def geometry_with_covariance(
         if with_sys:
             out[f"{name}_sys_{unit}"] = np.where(ok, geo.errors(q, "sys"), np.nan)
             out[f"{name}_total_err_{unit}"] = np.where(ok, geo.errors(q, "total"), np.nan)
-    return pd.DataFrame(out), geo
 
 
 def _reference_terms(columns: pd.DataFrame, octahedra: Octahedra, local: np.ndarray,

@@ -773,9 +773,9 @@ def runs_table(runs: list[Any], is_complete: Any) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``octascope`` console command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _subcommand(argv: list[str]) -> bool:
+    """Answer ``--help``, ``--version``, ``plugins``, ``compare`` and ``runs``: True where one was
+    answered (``compare`` and ``runs`` exit with their own code), False for a run."""
     if argv and argv[0] not in ("plugins", "runs", "compare") and {"--help", "-h"} & set(argv):
         if set(argv) - {"--help", "-h"}:  # overrides beside --help are still checked (and refused) first
             # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
@@ -789,21 +789,21 @@ def main(argv: list[str] | None = None) -> None:
                 _say_error(str(exc))
                 raise SystemExit(2) from None
         print(HELP)
-        return
+        return True
     if argv and argv[0] == "--version":
         print(version_text())
-        return
+        return True
     if argv and argv[0] == "plugins":
         if {"--help", "-h"} & set(argv[1:]):
             print(PLUGINS_HELP)
-            return
+            return True
         rest = [a for a in argv[1:] if a != "list"]
         try:
             print(list_plugins(rest[0] if rest else None))
         except OctascopeError as exc:
             _say_error(str(exc))
             raise SystemExit(2) from None
-        return
+        return True
     if argv and argv[0] == "compare":
         # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
         from octascope.results.compare import main as compare_main
@@ -819,6 +819,32 @@ def main(argv: list[str] | None = None) -> None:
         except OctascopeError as exc:
             _say_error(str(exc))
             raise SystemExit(2) from None
+    return False
+
+
+def _job_outcomes(status_dir: str) -> tuple[list[Path], int]:
+    """The jobs that failed (their status files, in job order) and the number of jobs that ended,
+    read from the status folder, which is then removed."""
+    failed = sorted(Path(status_dir).glob("*.failed"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    n_jobs = len(failed) + len(list(Path(status_dir).glob("*.ok")))
+    shutil.rmtree(status_dir, ignore_errors=True)
+    return failed, n_jobs
+
+
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    """Put the environment variables a run set back as they were before it (unset where unset)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``octascope`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _subcommand(argv):
+        return
 
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.policy import guarded_yaml_loading
@@ -874,16 +900,10 @@ def main(argv: list[str] | None = None) -> None:
         _say_error(f"stopped by {signame}; the run is marked FAILED and its incomplete outputs removed; run it again")
         code = 128 + signum
     finally:
-        failed = sorted(Path(status_dir).glob("*.failed"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
-        n_jobs = len(failed) + len(list(Path(status_dir).glob("*.ok")))
-        shutil.rmtree(status_dir, ignore_errors=True)
+        failed, n_jobs = _job_outcomes(status_dir)
         if checked is not None and checked.output_dir is not None:
             _release_output_dir(checked, created, started)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _restore_environ(saved)
     if os.environ.get("OCTASCOPE_TIMING"):
         _print_timing(t0)
     if code:

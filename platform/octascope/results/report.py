@@ -620,6 +620,108 @@ def _files_html(run_dir: Path, to_come: Sequence[str] = ()) -> str:
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No files.</p>"
 
 
+def _run_inputs(run_dir: Path, summary: Mapping[str, Any] | None, config: Mapping[str, Any] | None,
+                error: str | None) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None, str | None]:
+    """The summary, configuration and refusal of a run: those given, else read from its folder."""
+    if summary is None:
+        summary = _read_json(run_dir / "summary.json")
+    if config is None:
+        config = _read_yaml(run_dir / "config.yaml")
+    if error is None and (run_dir / "error.txt").is_file():
+        try:
+            error = (run_dir / "error.txt").read_text(encoding="utf-8").strip() or None
+        except OSError:
+            error = None
+    return summary, config, error
+
+
+def _head_sections(run_dir: Path, source: str, summary: Mapping[str, Any] | None, error: str | None) -> list[str]:
+    """The top of a run page: the heading with its status badge, the summary lines and the flags."""
+    badge, cls, sentence = _status(summary, error)
+    written = time.strftime("%Y-%m-%d %H:%M")
+    sections: list[str] = []
+    sections.append(f'<h1>{esc(source)} <span class="badge {cls}">{esc(badge)}</span></h1>'
+                    f'<p class="sub">{esc(sentence)} Run folder <code>{esc(run_dir.name)}</code>; page written '
+                    f"{esc(written)}.</p>")
+    glance = _glance_lines(summary) if summary else ([f"refused: {error}"] if error else ["no results"])
+    sections.append('<h2 id="glance">Summary</h2><pre class="glance">' + esc("\n".join(glance)) + "</pre>"
+                    f'<p class="sub">{esc(THETA_DEFINITION)}; φk is the angle of Pb–X bond k from its local lattice '
+                    + ("axis.</p>" if error or summary is None else
+                       "axis. ± is the total 1σ (see <a href=\"#uncertainties\">Uncertainties</a>).</p>"))
+    sections.append('<h2 id="flags">Flags and refusals</h2>' + _flags_html(summary, error))
+    return sections
+
+
+def _figure_blocks(run_dir: Path) -> list[str]:
+    """The run folder's figures as page blocks: those of :data:`FIGURES` in its order, then any other PNG."""
+    captions = _captions()
+    figs = []
+    shown = set()
+    for stem, heading, caption in FIGURES:
+        block = _figure_html(run_dir, stem, heading, caption.format(**captions),
+                             narrow=stem in ("network_overlay", "crystal_region", "theta_uncertainty_map",
+                                             "tilt_line_profile", "spacing_line_profile"))
+        shown.add(stem)
+        if block:
+            figs.append(block)
+    for png in sorted(run_dir.glob("*.png")):
+        if png.stem not in shown and png.name != "crystal_mask.png":
+            block = _figure_html(run_dir, png.stem, png.stem.replace("_", " "), "")
+            if block:
+                figs.append(block)
+    return figs
+
+
+def _particles_section(run_dir: Path, summary: Mapping[str, Any] | None) -> str | None:
+    """The per-particle table (from ``particles.csv``, else the summary); None without particles."""
+    particles = _read_csv(run_dir / "particles.csv")
+    if particles is None and summary and summary.get("particles"):
+        particles = pd.DataFrame(summary["particles"])
+    if particles is None or not len(particles):
+        return None
+    cols = [c for c in PARTICLE_COLUMNS if c in particles]
+    keep = cols + [e for c in cols if (e := error_column(list(particles.columns), c)) is not None]
+    return ('<h2 id="particles">Particles</h2>'
+            "<p>One row per particle (click a column head to sort). Mean tilts per region with their "
+            + ("total 1σ; all columns are in "
+               f'<a href="{link("particles.csv")}">particles.csv</a>.</p>'
+               if (run_dir / "particles.csv").is_file() else
+               "total 1σ (no particles.csv: the frame was not measured).</p>")
+            + html_table(particles[keep], table_id="particles-table"))
+
+
+def _accuracy_section(summary: Mapping[str, Any]) -> str | None:
+    """The accuracy against the true columns, where the image came with them; else None."""
+    acc = summary.get("accuracy")
+    if not acc:
+        return None
+    return ('<h2 id="accuracy">Accuracy against the truth</h2>'
+            "<p>The image came with its true columns (a simulation, or truth files beside the image): "
+            "how far the analysis is from it. F1: found vs true columns; RMSE: position error [pm]; "
+            "mae: mean absolute error; bias: mean signed error.</p>"
+            + key_value_table(sorted(acc.items()), table_id="accuracy-table"))
+
+
+def _parameters_section(summary: Mapping[str, Any] | None, config: Mapping[str, Any] | None) -> str:
+    """The plugins, the full configuration, the software versions and the time per stage of a run."""
+    params = ['<h2 id="parameters">Parameters and versions</h2>']
+    plugins = (summary or {}).get("plugins") or {}
+    if plugins:
+        params.append("<h3>Plugins</h3>" + key_value_table(
+            (k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in plugins.items()))
+    if config:
+        params.append("<details><summary>The full configuration (config.yaml)</summary>"
+                      + key_value_table(_flatten(config), table_id="config-table") + "</details>")
+    else:
+        params.append("<p>The configuration was not recorded for this run.</p>")
+    params.append("<h3>Software</h3>" + key_value_table(_versions(), table_id="versions-table"))
+    timings = (summary or {}).get("timings_s") or {}
+    if timings:
+        params.append("<details><summary>Time per stage [s]</summary>"
+                      + key_value_table(timings.items()) + "</details>")
+    return "\n".join(params)
+
+
 def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None = None,
                      config: Mapping[str, Any] | None = None, error: str | None = None,
                      title: str | None = None) -> Path:
@@ -656,99 +758,33 @@ def write_run_report(run_dir: str | Path, *, summary: Mapping[str, Any] | None =
     """
 
     run_dir = Path(run_dir)
-    if summary is None:
-        summary = _read_json(run_dir / "summary.json")
-    if config is None:
-        config = _read_yaml(run_dir / "config.yaml")
-    if error is None and (run_dir / "error.txt").is_file():
-        try:
-            error = (run_dir / "error.txt").read_text(encoding="utf-8").strip() or None
-        except OSError:
-            error = None
+    summary, config, error = _run_inputs(run_dir, summary, config, error)
     source = ((summary or {}).get("image") or {}).get("source") or run_dir.name
     title = title or f"octascope: {source}"
-    badge, cls, sentence = _status(summary, error)
-    written = time.strftime("%Y-%m-%d %H:%M")
 
-    sections: list[str] = []
+    sections: list[str] = _head_sections(run_dir, source, summary, error)
     nav: list[tuple[str, str]] = [("glance", "summary"), ("flags", "flags")]
-    sections.append(f'<h1>{esc(source)} <span class="badge {cls}">{esc(badge)}</span></h1>'
-                    f'<p class="sub">{esc(sentence)} Run folder <code>{esc(run_dir.name)}</code>; page written '
-                    f"{esc(written)}.</p>")
-    glance = _glance_lines(summary) if summary else ([f"refused: {error}"] if error else ["no results"])
-    sections.append('<h2 id="glance">Summary</h2><pre class="glance">' + esc("\n".join(glance)) + "</pre>"
-                    f'<p class="sub">{esc(THETA_DEFINITION)}; φk is the angle of Pb–X bond k from its local lattice '
-                    + ("axis.</p>" if error or summary is None else
-                       "axis. ± is the total 1σ (see <a href=\"#uncertainties\">Uncertainties</a>).</p>"))
-    sections.append('<h2 id="flags">Flags and refusals</h2>' + _flags_html(summary, error))
-
-    captions = _captions()
-    figs = []
-    shown = set()
-    for stem, heading, caption in FIGURES:
-        block = _figure_html(run_dir, stem, heading, caption.format(**captions),
-                             narrow=stem in ("network_overlay", "crystal_region", "theta_uncertainty_map",
-                                             "tilt_line_profile", "spacing_line_profile"))
-        shown.add(stem)
-        if block:
-            figs.append(block)
-    for png in sorted(run_dir.glob("*.png")):
-        if png.stem not in shown and png.name != "crystal_mask.png":
-            block = _figure_html(run_dir, png.stem, png.stem.replace("_", " "), "")
-            if block:
-                figs.append(block)
+    figs = _figure_blocks(run_dir)
     if figs:
         nav.append(("figures", "figures"))
         sections.append('<h2 id="figures">Figures</h2>' + "\n".join(figs))
     elif summary is not None:
         sections.append('<h2 id="figures">Figures</h2><p>No figures were written (<code>figure_formats=[]</code>); '
                         "run again with <code>figure_formats=[png]</code> to see them here.</p>")
-
-    particles = _read_csv(run_dir / "particles.csv")
-    if particles is None and summary and summary.get("particles"):
-        particles = pd.DataFrame(summary["particles"])
-    if particles is not None and len(particles):
-        cols = [c for c in PARTICLE_COLUMNS if c in particles]
-        keep = cols + [e for c in cols if (e := error_column(list(particles.columns), c)) is not None]
+    particles = _particles_section(run_dir, summary)
+    if particles is not None:
         nav.append(("particles", "particles"))
-        sections.append('<h2 id="particles">Particles</h2>'
-                        "<p>One row per particle (click a column head to sort). Mean tilts per region with their "
-                        + ("total 1σ; all columns are in "
-                           f'<a href="{link("particles.csv")}">particles.csv</a>.</p>'
-                           if (run_dir / "particles.csv").is_file() else
-                           "total 1σ (no particles.csv: the frame was not measured).</p>")
-                        + html_table(particles[keep], table_id="particles-table"))
-
+        sections.append(particles)
     if summary is not None and not error:
         nav.append(("uncertainties", "uncertainties"))
         sections.append('<h2 id="uncertainties">Uncertainties: what the ± means</h2>' + _uncertainty_html(summary))
-        acc = summary.get("accuracy")
-        if acc:
+        accuracy = _accuracy_section(summary)
+        if accuracy is not None:
             nav.append(("accuracy", "accuracy"))
-            sections.append('<h2 id="accuracy">Accuracy against the truth</h2>'
-                            "<p>The image came with its true columns (a simulation, or truth files beside the image): "
-                            "how far the analysis is from it. F1: found vs true columns; RMSE: position error [pm]; "
-                            "mae: mean absolute error; bias: mean signed error.</p>"
-                            + key_value_table(sorted(acc.items()), table_id="accuracy-table"))
+            sections.append(accuracy)
 
     nav.append(("parameters", "parameters"))
-    params = ['<h2 id="parameters">Parameters and versions</h2>']
-    plugins = (summary or {}).get("plugins") or {}
-    if plugins:
-        params.append("<h3>Plugins</h3>" + key_value_table(
-            (k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in plugins.items()))
-    if config:
-        params.append("<details><summary>The full configuration (config.yaml)</summary>"
-                      + key_value_table(_flatten(config), table_id="config-table") + "</details>")
-    else:
-        params.append("<p>The configuration was not recorded for this run.</p>")
-    params.append("<h3>Software</h3>" + key_value_table(_versions(), table_id="versions-table"))
-    timings = (summary or {}).get("timings_s") or {}
-    if timings:
-        params.append("<details><summary>Time per stage [s]</summary>"
-                      + key_value_table(timings.items()) + "</details>")
-    sections.append("\n".join(params))
-
+    sections.append(_parameters_section(summary, config))
     nav.append(("files", "files"))
     sections.append('<h2 id="files">Files of this run</h2><p>Beside this page in the run folder (links open the '
                     "files; keep the folder together when you copy it).</p>" + _files_html(run_dir, ("summary.json",) if summary is not None and not error else ()))

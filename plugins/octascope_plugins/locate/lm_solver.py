@@ -292,6 +292,45 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     return p, cost_out, it
 
 
+def _schur_step(normal: "torch.Tensor", lam: "torch.Tensor", group: "torch.Tensor", n_groups: int,
+                active: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """One damped Gauss-Newton step of :func:`fit_shared_shapes`, the members' parameters eliminated.
+
+    From the (N, 8, 8) augmented normal matrices and the (n_groups,) damping ``lam``: the (N, 4)
+    members' steps ``dc`` (zero where a member's block is singular), the (n_groups, 3) shape steps
+    ``ds`` and the (n_groups,) bool ``solved`` (``ds`` is zero where False or not ``active``).
+    """
+    # lazy: torch (~1.2 s to import), only when a torch step runs
+    import torch
+
+    dt, dev = normal.dtype, normal.device
+    c, s = slice(0, N_POSITION), slice(N_POSITION, N_PARAMS)
+    lam_i = lam[group]
+    h_cc = normal[:, c, c]
+    h_cs = normal[:, c, s]
+    d_cc = h_cc.diagonal(dim1=1, dim2=2)
+    damped = h_cc + torch.diag_embed(lam_i[:, None] * (d_cc + 1e-12 * d_cc.amax(1, keepdim=True) + 1e-30))
+    rhs = torch.cat([h_cs, normal[:, c, N_PARAMS, None]], 2)  # (N, 4, 4): [H_cs | g_c]
+    sol, info = torch.linalg.solve_ex(damped, rhs)
+    x_s, x_g = sol[:, :, :3], sol[:, :, 3]
+    h_sc = h_cs.transpose(1, 2)
+    usable = (info == 0) & torch.isfinite(sol).all((1, 2))
+    schur = torch.where(usable[:, None, None], normal[:, s, s] - h_sc @ x_s, torch.zeros_like(normal[:, s, s]))
+    t = torch.where(usable[:, None], normal[:, s, N_PARAMS] - (h_sc @ x_g[..., None])[..., 0],
+                    torch.zeros_like(x_g[:, :3]))
+    s_g = torch.zeros((n_groups, 3, 3), dtype=dt, device=dev).index_add_(0, group, schur)
+    t_g = torch.zeros((n_groups, 3), dtype=dt, device=dev).index_add_(0, group, t)
+    d_s = s_g.diagonal(dim1=1, dim2=2)
+    floor = 1e-12 * d_s.amax(1, keepdim=True) + 1e-30
+    ds, info_g = torch.linalg.solve_ex(s_g + torch.diag_embed(lam[:, None] * (d_s + floor)), t_g[..., None])
+    ds = ds[..., 0]
+    solved = (info_g == 0) & torch.isfinite(ds).all(1) & active
+    ds = torch.where(solved[:, None], ds, torch.zeros_like(ds))
+    dc = x_g - (x_s @ ds[group][..., None])[..., 0]
+    dc = torch.where(usable[:, None], dc, torch.zeros_like(dc))
+    return dc, ds, solved
+
+
 def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
                       weight: "torch.Tensor", group: "torch.Tensor", n_groups: int, *, max_iterations: int,
                       tolerance: float) -> tuple["torch.Tensor", "torch.Tensor", int]:
@@ -352,29 +391,7 @@ def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", t
     c, s = slice(0, N_POSITION), slice(N_POSITION, N_PARAMS)
     it = 0
     for it in range(1, max_iterations + 1):
-        lam_i = lam[group]
-        h_cc = normal[:, c, c]
-        h_cs = normal[:, c, s]
-        d_cc = h_cc.diagonal(dim1=1, dim2=2)
-        damped = h_cc + torch.diag_embed(lam_i[:, None] * (d_cc + 1e-12 * d_cc.amax(1, keepdim=True) + 1e-30))
-        rhs = torch.cat([h_cs, normal[:, c, N_PARAMS, None]], 2)  # (N, 4, 4): [H_cs | g_c]
-        sol, info = torch.linalg.solve_ex(damped, rhs)
-        x_s, x_g = sol[:, :, :3], sol[:, :, 3]
-        h_sc = h_cs.transpose(1, 2)
-        usable = (info == 0) & torch.isfinite(sol).all((1, 2))
-        schur = torch.where(usable[:, None, None], normal[:, s, s] - h_sc @ x_s, torch.zeros_like(normal[:, s, s]))
-        t = torch.where(usable[:, None], normal[:, s, N_PARAMS] - (h_sc @ x_g[..., None])[..., 0],
-                        torch.zeros_like(x_g[:, :3]))
-        s_g = torch.zeros((n_groups, 3, 3), dtype=dt, device=dev).index_add_(0, group, schur)
-        t_g = torch.zeros((n_groups, 3), dtype=dt, device=dev).index_add_(0, group, t)
-        d_s = s_g.diagonal(dim1=1, dim2=2)
-        floor = 1e-12 * d_s.amax(1, keepdim=True) + 1e-30
-        ds, info_g = torch.linalg.solve_ex(s_g + torch.diag_embed(lam[:, None] * (d_s + floor)), t_g[..., None])
-        ds = ds[..., 0]
-        solved = (info_g == 0) & torch.isfinite(ds).all(1) & active
-        ds = torch.where(solved[:, None], ds, torch.zeros_like(ds))
-        dc = x_g - (x_s @ ds[group][..., None])[..., 0]
-        dc = torch.where(usable[:, None], dc, torch.zeros_like(dc))
+        dc, ds, solved = _schur_step(normal, lam, group, n_groups, active)
         p_new = p.clone()
         p_new[:, c] += dc
         p_new[:, s] = (shapes + ds)[group]

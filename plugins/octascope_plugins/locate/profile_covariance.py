@@ -238,31 +238,52 @@ def shared_profile_covariance(*, ok: np.ndarray, x: np.ndarray, y: np.ndarray, a
     spec_own = np.full((len(x), 2, 2), np.nan)
     spec_own[idx] = table[g[idx], g[idx], :, :, 0, 0] / amp[idx, None, None] ** 2
     if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
-        # one table lookup per pair of groups present
-        gi, gj = g[i], g[j]
-        for a, b in {(int(u), int(v)) for u, v in zip(gi.tolist(), gj.tolist())}:
-            sel = np.flatnonzero((gi == a) & (gj == b))
-            vals = _bilinear(table[a, b], x[j[sel]] - x[i[sel]], y[j[sel]] - y[i[sel]])
-            pair_cov[sel] = vals / (amp[i[sel]] * amp[j[sel]])[:, None, None]
+        _template_pair_covariance(pair_cov, table, g, pairs, x, y, amp)
     cut = usable & edge
     if cut.any():  # the border cuts these patches: their own influence, the direct sum
-        at_edge = cut[pairs[:, 0]] | cut[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
-        involved = np.unique(np.concatenate([np.flatnonzero(cut), pairs[at_edge].ravel()]))
-        pos = np.full(len(x), -1)
-        pos[involved] = np.arange(len(involved))
-        ox, oy, _, _ = disk_offsets(radius_px)
-        e_own, e_pair = estimator_covariance(influence[involved][:, None], np.column_stack([ox, oy]),
-                                             np.asarray(centres, np.int64)[involved], pos[pairs[at_edge]],
-                                             acov[None, None])
-        spec_own[involved[cut[involved]]] = e_own[cut[involved]]
-        pair_cov[at_edge] = e_pair
+        _edge_covariance(spec_own, pair_cov, cut, pairs, influence, centres, radius_px, acov)
     if mode == "spectrum":
         own[idx] = spec_own[idx]
         return own, pairs, pair_cov, mode
     own[idx] = white[idx]
+    return own, pairs, _white_scaled(pair_cov, pairs, white, spec_own), mode
+
+
+def _template_pair_covariance(pair_cov: np.ndarray, table: np.ndarray, g: np.ndarray, pairs: np.ndarray,
+                              x: np.ndarray, y: np.ndarray, amp: np.ndarray) -> None:
+    """Fill ``pair_cov`` (P, 2, 2) [px²] of the (non-empty) ``pairs`` from the group templates'
+    cross-covariance ``table``, interpolated at each pair's separation and divided by the two amplitudes."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    # one table lookup per pair of groups present
+    gi, gj = g[i], g[j]
+    for a, b in {(int(u), int(v)) for u, v in zip(gi.tolist(), gj.tolist())}:
+        sel = np.flatnonzero((gi == a) & (gj == b))
+        vals = _bilinear(table[a, b], x[j[sel]] - x[i[sel]], y[j[sel]] - y[i[sel]])
+        pair_cov[sel] = vals / (amp[i[sel]] * amp[j[sel]])[:, None, None]
+
+
+def _edge_covariance(spec_own: np.ndarray, pair_cov: np.ndarray, cut: np.ndarray, pairs: np.ndarray,
+                     influence: np.ndarray, centres: np.ndarray, radius_px: int, acov: np.ndarray) -> None:
+    """Overwrite, in ``spec_own`` (N, 2, 2) and ``pair_cov`` (P, 2, 2) [px²], the covariances of the
+    columns whose patch the border cuts (``cut``) and of their pairs, by the direct sum over their own
+    ``influence``: the group templates assume a whole patch."""
+    at_edge = cut[pairs[:, 0]] | cut[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
+    involved = np.unique(np.concatenate([np.flatnonzero(cut), pairs[at_edge].ravel()]))
+    pos = np.full(len(cut), -1)
+    pos[involved] = np.arange(len(involved))
+    ox, oy, _, _ = disk_offsets(radius_px)
+    e_own, e_pair = estimator_covariance(influence[involved][:, None], np.column_stack([ox, oy]),
+                                         np.asarray(centres, np.int64)[involved], pos[pairs[at_edge]],
+                                         acov[None, None])
+    spec_own[involved[cut[involved]]] = e_own[cut[involved]]
+    pair_cov[at_edge] = e_pair
+
+
+def _white_scaled(pair_cov: np.ndarray, pairs: np.ndarray, white: np.ndarray, spec_own: np.ndarray) -> np.ndarray:
+    """The spectrum's pair covariances [px²] scaled to the two columns' levels of the ``white`` noise
+    model: each column's level is √(trace white / trace spectrum)."""
     with np.errstate(invalid="ignore"):
         level = np.sqrt(np.clip(np.einsum("nii->n", white), 0, None) / np.maximum(np.einsum("nii->n", spec_own), 1e-300))
     if len(pairs):
         pair_cov = pair_cov * (level[pairs[:, 0]] * level[pairs[:, 1]])[:, None, None]
-    return own, pairs, pair_cov, mode
+    return pair_cov
