@@ -409,47 +409,19 @@ def test_tracking_server_that_does_not_answer(in_tmp, capsys):
     assert_contract(code, out, err, in_tmp, "cannot open the tracking store http://127.0.0.1:9")
 
 
-def _hspy_to_zspy(hspy: Path, zspy: Path) -> Path:
-    """Copy an HSPY (HDF5) file's tree into a zarr v2 directory: the ZSPY layout. RosettaSciIO 0.15's
-    own ZSPY writer fails with zarr 3 (zarr.storage.NestedDirectoryStore is gone); its reader works."""
-    import h5py
-    import zarr
-
-    def plain(v):
-        if isinstance(v, bytes):
-            return v.decode()
-        if isinstance(v, np.ndarray):
-            return v.tolist()
-        return v.item() if isinstance(v, np.generic) else v
-
-    def copy(h, z):
-        for k, v in h.attrs.items():
-            z.attrs[k] = plain(v)
-        for k, item in h.items():
-            if isinstance(item, h5py.Group):
-                copy(item, z.create_group(k))
-                continue
-            arr = np.asarray(item[()])
-            z.create_array(k, data=arr.astype(str) if arr.dtype.kind in "OS" else arr)
-            for a, b in item.attrs.items():
-                z[k].attrs[a] = plain(b)
-
-    with h5py.File(hspy) as f:
-        copy(f, zarr.open_group(str(zspy), mode="w", zarr_format=2))
-    return zspy
-
-
 def test_zspy_file_with_calibration(tmp_path):
     import hyperspy.api as hs
 
     from octascope.input.readers import read_image
+    from octascope.sim.fourd import _hspy_to_zspy  # the writer's own HSPY -> ZSPY copy (RosettaSciIO's needs zarr 2)
 
     data = np.random.default_rng(1).random((24, 32)).astype(np.float32)
     sig = hs.signals.Signal2D(data)
     for ax in sig.axes_manager.signal_axes:
         ax.scale, ax.units = 0.0168, "nm"
     sig.save(tmp_path / "qd.hspy")
-    img = read_image(_hspy_to_zspy(tmp_path / "qd.hspy", tmp_path / "qd.zspy"))
+    _hspy_to_zspy(tmp_path / "qd.hspy", tmp_path / "qd.zspy")
+    img = read_image(tmp_path / "qd.zspy")
     np.testing.assert_array_equal(img.data, data)
     assert img.pixel_size_A == pytest.approx(0.168)
     assert img.metadata["format"] == "zspy"
