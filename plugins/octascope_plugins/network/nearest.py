@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis, lattice_indices_and_shell, neighbour_lattice_vectors
 from octascope.core.model import Classification, Image, Octahedra
 from octascope.core.params import Options, Plugin, param, require
+from octascope_plugins.network._common import network_octahedra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,13 +92,4 @@ class NearestNetwork(Plugin):
         missing = np.column_stack([neigh[k] for k in Octahedra.NEIGHBOURS]) < 0
         edge = missing.any(axis=1)
         rim = ~(a1p & a1m & a2p & a2m)
-        table = pd.DataFrame({
-            "pb": pb.index.to_numpy(), "x_A": p[:, 0], "y_A": p[:, 1], **neigh,
-            "i": i, "j": j, "shell": shell,
-            "a1_x_A": a1[:, 0], "a1_y_A": a1[:, 1], "a2_x_A": a2[:, 0], "a2_y_A": a2[:, 1],
-            "edge": edge, "rim": rim,
-        })
-        pairs = [np.column_stack([table["pb"], table[k]]) for k in Octahedra.NEIGHBOURS]
-        bonds = np.concatenate(pairs)
-        bonds = bonds[bonds[:, 1] >= 0]
-        return Octahedra(table=table, bonds=bonds.astype(int), lattice_vectors_A=basis)
+        return network_octahedra(pb.index.to_numpy(), p, neigh, i, j, shell, a1, a2, edge, rim, basis)

@@ -12,6 +12,7 @@ from octascope.core.errors import InputError
 from octascope.analysis.lattice import lattice_indices_and_shell
 from octascope.core.model import Classification, Image, Octahedra
 from octascope.core.params import Plugin
+from octascope_plugins.network._common import network_octahedra
 from octascope_plugins.sites.sofs_search import SofsSearchOptions, SofsSearchRecord, search_columns
 
 
@@ -102,11 +103,5 @@ class SofsNetwork(Plugin):
                 neigh[key] = np.full(len(p), -1)
             bad[:] = True
         i, j, shell = lattice_indices_and_shell(p, rec.basis)
-        table = pd.DataFrame({
-            "pb": labels[pb_rows], "x_A": p[:, 0], "y_A": p[:, 1], **neigh, "i": i, "j": j, "shell": shell,
-            "a1_x_A": a1[:, 0], "a1_y_A": a1[:, 1], "a2_x_A": a2[:, 0], "a2_y_A": a2[:, 1],
-            "edge": bad, "rim": ~rec.pb_neighbours.all(1),
-        })
-        pairs = np.concatenate([np.column_stack([table["pb"], table[k]]) for k in Octahedra.NEIGHBOURS])
-        bonds = pairs[pairs[:, 1] >= 0].astype(int)
-        return Octahedra(table=table, bonds=bonds, lattice_vectors_A=rec.basis)
+        return network_octahedra(labels[pb_rows], p, neigh, i, j, shell, a1, a2, bad, ~rec.pb_neighbours.all(1),
+                                 rec.basis)
