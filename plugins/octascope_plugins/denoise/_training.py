@@ -187,3 +187,21 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: tor
     torch.set_rng_state(state["torch_cpu"])
     if device.type == "cuda" and "torch_cuda" in state:
         torch.cuda.set_rng_state(state["torch_cuda"], device)
+
+
+def checkpoint_state(st: Any, iteration: int, device: torch.device, **tensors: torch.Tensor) -> dict[str, Any]:
+    """What a checkpoint of a training state ``st`` (``net``, ``opt``, ``losses``, ``gen``) holds after
+    ``iteration``: the network's and the optimiser's state, the denoiser's own ``tensors`` (on the CPU),
+    the losses and the random state."""
+    return {"net": st.net.state_dict(), "opt": st.opt.state_dict(), **{k: v.cpu() for k, v in tensors.items()},
+            "iteration": iteration, "losses": st.losses, "rng": rng_state(st.gen, device)}
+
+
+def resume(st: Any, saved: dict[str, Any], device: torch.device) -> None:
+    """Restore a training state ``st`` from its checkpoint ``saved`` (:func:`checkpoint_state`): the
+    network's and the optimiser's state, the iterations done (``start``), the losses and the random
+    state; the denoiser restores its own tensors."""
+    st.net.load_state_dict(saved["net"])
+    st.opt.load_state_dict(saved["opt"])
+    st.start, st.losses = int(saved["iteration"]), list(saved["losses"])
+    set_rng_state(saved["rng"], st.gen, device)

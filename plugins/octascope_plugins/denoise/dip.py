@@ -195,11 +195,8 @@ class DIPDenoiser(Plugin):
                           avg=torch.zeros_like(y), start=0, losses=[], ckpt=ckpt)
         saved = ckpt.load()
         if saved is not None:
-            net.load_state_dict(saved["net"])
-            opt.load_state_dict(saved["opt"])
+            tr.resume(st, saved, device)
             st.z, st.avg = saved["z"].to(device), saved["avg"].to(device)
-            st.start, st.losses = int(saved["iteration"]), list(saved["losses"])
-            tr.set_rng_state(saved["rng"], gen, device)
         return st
 
     def _train(self, st: "_DIPTraining", inv_psd: np.ndarray, shape: tuple[int, int], n_iterations: int) -> "_DIPOutcome":
@@ -235,8 +232,7 @@ class DIPDenoiser(Plugin):
             bar.update(1)
             bar.set_postfix(loss=f"{st.losses[-1]:.4g}")
             if st.ckpt.due(it, n_iterations):
-                st.ckpt.save({"net": st.net.state_dict(), "opt": st.opt.state_dict(), "z": st.z.cpu(), "avg": st.avg.cpu(),
-                              "iteration": it, "losses": st.losses, "rng": tr.rng_state(st.gen, device)})
+                st.ckpt.save(tr.checkpoint_state(st, it, device, z=st.z, avg=st.avg))
             if o.early_stop and it >= o.min_iterations and it % o.check_every == 0:
                 outcome.whitened = _whitened_residual(st.avg - st.y, weight, shape)
                 if outcome.whitened <= o.stop_ratio:

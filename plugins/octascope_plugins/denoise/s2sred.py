@@ -315,11 +315,8 @@ class S2SREDDenoiser(Plugin):
                        start=0, losses=[], ckpt=ckpt)
         saved = ckpt.load()
         if saved is not None:
-            net.load_state_dict(saved["net"])
-            opt.load_state_dict(saved["opt"])
+            tr.resume(st, saved, device)
             st.x, st.u = saved["x"].to(device), saved["u"].to(device)
-            st.start, st.losses = int(saved["iteration"]), list(saved["losses"])
-            tr.set_rng_state(saved["rng"], gen, device)
         elif o.red:
             st.x = self._bm3d(y, plan.red_noise)
         return st
@@ -341,8 +338,7 @@ class S2SREDDenoiser(Plugin):
             bar.update(1)
             bar.set_postfix(loss=f"{st.losses[-1]:.4g}")
             if st.ckpt.due(it, plan.n_iterations):
-                st.ckpt.save({"net": st.net.state_dict(), "opt": st.opt.state_dict(), "x": st.x.cpu(), "u": st.u.cpu(),
-                              "iteration": it, "losses": st.losses, "rng": tr.rng_state(st.gen, plan.device)})
+                st.ckpt.save(tr.checkpoint_state(st, it, plan.device, x=st.x, u=st.u))
             if check_due:
                 assert f_bar is not None and f_var is not None
                 if previous is not None and it >= o.min_iterations:
