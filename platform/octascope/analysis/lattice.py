@@ -153,6 +153,20 @@ def neighbour_lattice_vectors(points_A: np.ndarray, basis_A: np.ndarray, *, tol_
     return local, present
 
 
+def _occupied_grid(ij: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The occupied, hole-filled grid of (n, 2) integer lattice indices ``ij``, one empty site around.
+
+    Returns the bool grid, the sites' (n, 2) grid indices and the lattice index of grid index (0, 0).
+    """
+    lo = ij.min(axis=0) - 1
+    g = ij - lo
+    shape = tuple(g.max(axis=0) + 2)
+    occ = np.zeros(shape, dtype=bool)
+    occ[g[:, 0], g[:, 1]] = True
+    occ = ndimage.binary_fill_holes(occ)
+    return occ, g, lo
+
+
 def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer lattice indices of sublattice points (e.g. Pb) and their shell index.
 
@@ -180,12 +194,7 @@ def lattice_indices_and_shell(xy_A: np.ndarray, basis_A: np.ndarray) -> tuple[np
     origin = xy_A[np.argmin(np.linalg.norm(xy_A - centroid, axis=1))]
     f = fractional(xy_A, basis_A, origin)
     ij = np.rint(f).astype(int)
-    lo = ij.min(axis=0) - 1
-    grid_ij = ij - lo
-    shape = tuple(grid_ij.max(axis=0) + 2)
-    occ = np.zeros(shape, dtype=bool)
-    occ[grid_ij[:, 0], grid_ij[:, 1]] = True
-    occ = ndimage.binary_fill_holes(occ)
+    occ, grid_ij, _ = _occupied_grid(ij)
     dist = ndimage.distance_transform_cdt(occ, metric="taxicab")
     shell = dist[grid_ij[:, 0], grid_ij[:, 1]] - 1
     return ij[:, 0], ij[:, 1], shell.astype(int)
@@ -224,12 +233,8 @@ def surface_depth(i: np.ndarray, j: np.ndarray, xy_A: np.ndarray, *, frame_A: tu
     """
 
     ij = np.column_stack([np.rint(i), np.rint(j)]).astype(int)
-    lo = ij.min(axis=0) - 1
-    g = ij - lo
-    shape = tuple(g.max(axis=0) + 2)
-    occ = np.zeros(shape, dtype=bool)
-    occ[g[:, 0], g[:, 1]] = True
-    occ = ndimage.binary_fill_holes(occ)
+    occ, g, lo = _occupied_grid(ij)
+    shape = occ.shape
     design = np.column_stack([np.ones(len(ij)), ij])
     if len(ij) >= 3 and np.linalg.matrix_rank(design) == 3:
         coef = np.linalg.lstsq(design, np.asarray(xy_A, float), rcond=None)[0]
