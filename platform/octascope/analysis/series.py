@@ -32,8 +32,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
-import shutil
-import tempfile
 
 import numpy as np
 import pandas as pd
@@ -43,6 +41,7 @@ from octascope.core.errors import InputError
 from octascope.core.model import Image
 from octascope.core.params import Options, param, require, options_from
 from octascope.analysis.pipeline import analyze
+from octascope.sim.cache import write_folder
 
 if TYPE_CHECKING:
     from octascope.core.model import Result
@@ -381,21 +380,13 @@ def _load_cached(folder: Path) -> dict[str, pd.DataFrame] | None:
 def _store(folder: Path, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> None:
     """Write one frame's tables to a temporary folder and rename it into place (no half entries)."""
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    def write(tmp: Path) -> None:
         for name in FRAME_TABLES:
             df = tables.get(name)
             (df if df is not None else pd.DataFrame()).to_csv(tmp / f"{name}.csv", index=False)
         (tmp / "done.json").write_text(json.dumps(dict(meta), default=str))
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process stored the same frame first
-            if not (folder / "done.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder(folder, write, "done.json")  # another process may store the same frame first
 
 
 def _frame_tables(result: "Result") -> dict[str, pd.DataFrame]:

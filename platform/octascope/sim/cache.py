@@ -56,18 +56,33 @@ def cached(step: str, params: Mapping[str, Any], inputs: Sequence[str], compute:
     folder = cache_root(cache_dir) / step / key
     if (folder / "params.json").exists():
         return key, folder, True
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         compute(tmp)
         (tmp / "params.json").write_text(json.dumps({"step": step, "params": params, "inputs": list(inputs)},
                                                     indent=1, default=str))
+
+    write_folder(folder, write, "params.json")
+    return key, folder, False
+
+
+def write_folder(folder: Path, write: Callable[[Path], None], marker: str) -> None:
+    """Write a folder whole or not at all: ``write(tmp)`` fills a temporary folder beside ``folder``,
+    ``marker`` (a file it writes last) included, which is then renamed into place.
+
+    Where another process wrote the same folder first (its ``marker`` is there), that one is kept;
+    the temporary folder is removed whatever happens. Used by the simulation cache and by the
+    time series' frame cache (:mod:`octascope.analysis.series`).
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        write(tmp)
         try:
             tmp.rename(folder)
-        except OSError:  # another process finished the same step first
-            if not (folder / "params.json").exists():
+        except OSError:  # another process wrote the same folder first
+            if not (folder / marker).exists():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return key, folder, False
