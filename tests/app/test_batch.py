@@ -164,6 +164,66 @@ def test_session_through_slurm_launcher_composes_and_lists_the_jobs(in_tmp, caps
     assert not list(in_tmp.glob("outputs/*/*/*"))  # nothing written
 
 
+def test_sweep_results_are_collected_with_the_frames_done_before(tmp_path):
+    """Through a launcher only the frames not done before become jobs, numbered in frame order:
+    job j is the j-th frame to do. The session table still lists every frame, the earlier ones as
+    ``skipped`` with their earlier folders, and the session page is written."""
+    from octascope.app.batch import Session, collect_sweep
+
+    session = tmp_path / "session"
+    earlier = tmp_path / "earlier"
+    for folder, n_oct in ((earlier, 7), (session / "frames" / "0", 8), (session / "frames" / "1", 9)):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"flags": [], "n_octahedra": n_oct}))
+    frames = [tmp_path / f"f{i}.npy" for i in range(4)]
+    for f in frames:
+        f.write_bytes(f.name.encode())
+    done = [{"output_dir": str(earlier), "source": str(frames[0]), "input_sha256": "aa"}, None, None, None]
+    plan = Session(frames, [session / "frames" / str(i) for i in range(4)], ["aa", "bb", "cc", "dd"],
+                   ["k0", "k1", "k2", "k3"], done)
+    cfg = {"tracking": {"enabled": False}, "batch": {"index_dir": str(tmp_path / "index")}}
+    record = collect_sweep(plan, session, cfg, {2: "cannot read f3.npy"}, 1.0)
+
+    table = pd.read_csv(session / "session.csv")
+    assert list(table["frame"]) == [str(f) for f in frames]
+    assert list(table["status"]) == ["skipped", "ok", "ok", "failed"]
+    assert list(table["n_octahedra"].fillna(-1)) == [7, 8, 9, -1]
+    assert table.loc[3, "error"] == "cannot read f3.npy"
+    assert (record["ok"], record["skipped"], record["failed"]) == (2, 1, 1)
+    assert (session / "session.html").is_file()
+
+
+@pytest.mark.slow
+def test_session_through_a_real_slurm_cluster(in_tmp, capsys):
+    """A session submitted as a SLURM job array (hydra/launcher=slurm) where a SLURM controller
+    answers on this machine: every frame analysed by a job, the session table complete, and a
+    re-run with one more frame submits that frame only."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    if shutil.which("sinfo") is None or subprocess.run(["sinfo", "-h", "-t", "idle,mix", "-o", "%P"],
+                                                       capture_output=True, text=True).stdout.strip() == "":
+        pytest.skip("no SLURM controller with an idle node on this machine")
+    partition = subprocess.run(["sinfo", "-h", "-t", "idle,mix", "-o", "%P"], capture_output=True,
+                               text=True).stdout.split()[0].rstrip("*")
+    _frames(in_tmp / "frames", (0, 1))
+    args = ["source.path=frames/*.npy", "source.pixel_size_A=0.2", "hydra/launcher=slurm",
+            f"hydra.launcher.partition={partition}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4",
+            "hydra.launcher.timeout_min=20", "figure_formats=[]"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "through the launcher: 2 analysed, 0 done before, 0 failed" in out
+    _frames(in_tmp / "frames", (2,))
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "through the launcher: 1 analysed, 2 done before, 0 failed" in out
+    session = sorted(in_tmp.glob("outputs/*/*/session.csv"))[-1]
+    table = pd.read_csv(session)
+    assert sorted(table["status"]) == ["ok", "skipped", "skipped"]
+    assert (session.parent / "frames" / ".submitit").is_dir() and (session.parent / "session.html").is_file()
+
+
 def test_session_refuses_multirun(in_tmp, capsys):
     _frames(in_tmp / "frames", (0,))
     code, _out, err = run_cli(["--multirun", "source.path=frames/*.npy", "denoiser=none,bm3d"], capsys)

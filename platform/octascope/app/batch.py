@@ -521,28 +521,36 @@ def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path)
     return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
 
 
-def collect_sweep(frames: Sequence[Path], session_dir: Path, cfg: Mapping[str, Any],
+def collect_sweep(plan: Session, session_dir: Path, cfg: Mapping[str, Any],
                   failed: Mapping[int, str], wall_s: float) -> dict[str, Any]:
-    """After a launcher's sweep: index the complete job folders and write ``session.csv``/``session.json``."""
+    """After a launcher's sweep: index the complete job folders and write ``session.csv``,
+    ``session.html`` and ``session.json`` over every frame of the session — the frames done before
+    (``skipped``, their earlier folders) and the sweep's jobs, numbered in the order of the frames
+    not done before (:func:`sweep_overrides`; job ``j``'s folder is ``<session>/frames/<j>``)."""
 
     options = batch_options(cfg)
-    outcomes = []
-    for i, f in enumerate(frames):
-        folder = session_dir / "frames" / str(i)
-        sha = file_checksum(f)
+    outcomes: list[dict[str, Any]] = []
+    job = 0
+    for f, sha, done in zip(plan.frames, plan.checksums, plan.done):
+        if done is not None:
+            outcomes.append(dict(done, status="skipped"))
+            continue
+        folder = session_dir / "frames" / str(job)
         if is_complete(folder):
             record = {"key": frame_key(sha, cfg), "input_sha256": sha, "source": str(f),
                       "mlflow_run_id": _run_id_of(folder, cfg), "output_dir": str(folder.resolve())}
             record_done(options.index_dir, record)
             outcomes.append(dict(record, status="ok"))
         else:
-            outcomes.append({"status": "failed", "error": failed.get(i, "no complete result"), "source": str(f),
+            outcomes.append({"status": "failed", "error": failed.get(job, "no complete result"), "source": str(f),
                              "input_sha256": sha})
-    rows = [r for f, o in zip(frames, outcomes) for r in session_rows(str(f), o)]
+        job += 1
+    rows = [r for f, o in zip(plan.frames, outcomes) for r in session_rows(str(f), o)]
     write_session_table(rows, session_dir)
-    counts = {s: sum(1 for o in outcomes if o["status"] == s) for s in ("ok", "failed")}
-    summary: dict[str, Any] = {"frames": len(frames), **counts, "skipped": 0, "wall_s": round(wall_s, 2),
-                               "launcher": True, "results": [dict(o, frame=str(f)) for f, o in zip(frames, outcomes)]}
+    write_session_report(session_dir, rows, [Path(o["output_dir"]) for o in outcomes if o.get("output_dir")])
+    counts = {s: sum(1 for o in outcomes if o["status"] == s) for s in ("ok", "skipped", "failed")}
+    summary: dict[str, Any] = {"frames": len(plan.frames), **counts, "wall_s": round(wall_s, 2), "launcher": True,
+                               "results": [dict(o, frame=str(f)) for f, o in zip(plan.frames, outcomes)]}
     write_json(summary, session_dir / SESSION_JSON)
     return summary
 

@@ -1064,11 +1064,12 @@ def _run_session_sweep(session: _SessionRequest, cfg: dict[str, Any], session_di
             if exc.code not in (0, None):
                 raise
     failed = {int(p.stem): p.read_text() for p in Path(status_dir).glob("*.failed") if p.stem.isdigit()}
-    record = batch.collect_sweep(todo, session_dir, cfg, failed, time.perf_counter() - t0)
+    record = batch.collect_sweep(plan, session_dir, cfg, failed, time.perf_counter() - t0)
     if parent:
         batch._end_parent(track, parent, dict(record, frames_per_min=0.0), session_dir, failed=False)
     print(f"octascope: session of {len(session.frames)} frame(s) through the launcher: {record['ok']} analysed, "
-          f"{len(session.frames) - len(todo)} done before, {record['failed']} failed; table: {session_dir / 'session.csv'}")
+          f"{len(session.frames) - len(todo)} done before, {record['failed']} failed; table: {session_dir / 'session.csv'}"
+          + (f"; report: {session_dir / 'session.html'}" if (session_dir / "session.html").is_file() else ""))
     return 1 if record["failed"] else 0
 
 
