@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, cast
 import argparse
 import datetime as _dt
 import json
+import logging
+import multiprocessing
 import re
 import secrets
 import shutil
@@ -841,7 +843,44 @@ def _restore_environ(saved: dict[str, str | None]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``octascope`` console command."""
+    """Entry point of the ``octascope`` console command (``argv``: the arguments, default the
+    process's).
+
+    Called as the process's command (no ``argv``), the process ends right after the command's last
+    line, without tearing the interpreter down: unloading torch, MLflow and SQLAlchemy takes
+    1-2 s that nobody waits for usefully (:func:`_exit_now`). Called with ``argv`` (tests, other
+    Python code), it returns or raises ``SystemExit`` like any function.
+    """
+    if argv is not None:
+        _main(argv)
+        return
+    try:
+        _main(None)
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(0)
+
+
+def _exit_now(code: "int | str | None") -> None:
+    """End the process with ``code`` at once (``os._exit``) when nothing is left to finish: every
+    file is written and closed, the MLflow run ended, no other non-daemon thread and no child
+    process alive; otherwise the normal ``SystemExit`` (atexit handlers, thread joins)."""
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    busy = any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if busy or multiprocessing.active_children():
+        raise SystemExit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
+
+
+def _main(argv: list[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if _subcommand(argv):
         return
