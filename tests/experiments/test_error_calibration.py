@@ -13,14 +13,13 @@ of its few hundred z-scores. The slow test runs the calibration benchmark
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "calibration.py"
+from experiment_scripts import load_script
+
 
 SD_Z = (0.85, 1.15)
 COVER_1 = (0.62, 0.74)
@@ -30,10 +29,7 @@ COVER_1_TOTAL_MD = 0.60
 
 @pytest.fixture(scope="module")
 def calibration():
-    spec = importlib.util.spec_from_file_location("calibration_benchmark", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/benchmarks/calibration.py", "calibration_benchmark")
 
 
 def _widened(n: int) -> tuple[tuple[float, float], tuple[float, float], float]:

@@ -4,19 +4,13 @@ module level; docs/ARCHITECTURE.md, "The import layers")."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_scripts import load_script
+
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("function_imports", ROOT / "experiments" / "tools" / "function_imports.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/tools/function_imports.py", "function_imports")
 
 
 def test_scanner_tells_internal_from_third_party_and_finds_reasons(tmp_path):

@@ -3,21 +3,15 @@ the table names every stage asked for, with a CPU figure and no GPU one."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_scripts import load_script
+
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "experiments" / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/benchmarks/gpu.py", "gpu_benchmark")
 
 
 @pytest.mark.slow
