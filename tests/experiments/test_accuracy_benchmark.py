@@ -11,7 +11,6 @@ import pytest
 from experiment_scripts import load_script
 
 
-
 @pytest.fixture(scope="module")
 def bench():
     return load_script("experiments/benchmarks/accuracy.py", "accuracy_benchmark")

@@ -4,9 +4,7 @@ module level; docs/ARCHITECTURE.md, "The import layers")."""
 
 from __future__ import annotations
 
-
 from experiment_scripts import load_script
-
 
 
 def _load():

@@ -3,11 +3,9 @@ the table names every stage asked for, with a CPU figure and no GPU one."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from experiment_scripts import load_script
-
 
 
 def _load():
