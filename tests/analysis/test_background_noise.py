@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum, noise_spectrum_outside, radial_frequency_A
-from octascope.analysis.region import background_noise_spectrum
+from octascope.analysis.region import background_noise_spectrum, frame_noise_spectrum
+from octascope.core.model import Image
 
 PIXEL_A = 0.168
 
@@ -98,3 +99,28 @@ def test_tiles_touching_the_excluded_area_are_not_used():
     assert est is not None and ref is not None
     assert est.filtered_sigma(transfer) == pytest.approx(ref.filtered_sigma(transfer), rel=1e-9)
     assert noise_spectrum_outside(noise, PIXEL_A, exclude, min_tiles=16) is None
+
+
+def test_counting_noise_keeps_the_whole_image_estimate():
+    """HAADF-like counts (Poisson: the noise grows with the signal, and is white): the empty area's
+    noise would understate the particles', so the whole image's estimate is kept."""
+    rng = np.random.default_rng(11)
+    shape = (1024, 1024)
+    intensity = 0.05 + particles(shape, [(50.0, 55.0), (118.0, 112.0)], 38.0, rng) / 4.0
+    counts = rng.poisson(np.clip(intensity, 0, None) * 20.0).astype(float)
+    whole = estimate_noise_spectrum(counts, PIXEL_A)
+    assert abs(whole.slope()) < 0.5  # white
+    np.testing.assert_array_equal(background_noise_spectrum(counts, PIXEL_A).power, whole.power)
+    haadf = Image(counts, PIXEL_A, signal="haadf")
+    np.testing.assert_array_equal(frame_noise_spectrum(haadf).power, whole.power)
+
+
+def test_idpc_images_are_measured_off_the_particles_whatever_their_noise_colour(field):
+    """An image that says it is iDPC/iCoM has detector-difference noise, the same everywhere, even
+    when it is white (a synthetic image): its frame noise is the lattice-free tiles'."""
+    data, noise = field
+    white = np.random.default_rng(2).normal(0.0, 0.02, data.shape)
+    image = Image(data - noise + white, PIXEL_A, signal="idpc")
+    true_sigma, transfer = band_sigma(white)
+    assert frame_noise_spectrum(image).filtered_sigma(transfer) == pytest.approx(true_sigma, rel=0.05)
+    assert estimate_noise_spectrum(image.data, PIXEL_A).filtered_sigma(transfer) > 1.1 * true_sigma

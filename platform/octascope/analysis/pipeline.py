@@ -27,7 +27,7 @@ from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
 from octascope.analysis.noise_spectrum import band_pass, significance_at
-from octascope.analysis.region import RegionOptions, background_noise_spectrum, find_region
+from octascope.analysis.region import RegionOptions, find_region, frame_noise_spectrum
 from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
 from octascope.core.params import options_from
@@ -419,7 +419,7 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     z = significance_at(image.data, image.pixel_size_A, columns["x_px"].to_numpy(float),
                         columns["y_px"].to_numpy(float), inner_sigma_A=o.detection_sigma_A,
                         outer_sigma_A=o.background_sigma_A, radius_A=o.com_radius_A,
-                        noise=background_noise_spectrum(image.data, image.pixel_size_A))
+                        noise=frame_noise_spectrum(image))
     drop = z < floor
     result.n_unsupported_by_recorded = int(drop.sum())
     return columns[~drop].reset_index(drop=True) if drop.any() else columns
@@ -431,7 +431,7 @@ def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", re
     for those within ``rim_band_A`` of an automatic region (they may join a particle); return the
     kept columns, which of them lie in the region, and the band-passed image (contrast checks)."""
     t0 = time.perf_counter()
-    noise = background_noise_spectrum(img.data, img.pixel_size_A)
+    noise = frame_noise_spectrum(img)
     reg = find_region(img.data, img.pixel_size_A, region, noise=noise)
     result.region = reg
     if region.mode == "auto" and not reg.mask.any():

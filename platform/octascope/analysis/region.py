@@ -21,7 +21,7 @@ from scipy import ndimage
 from octascope.analysis.noise_spectrum import (NoiseSpectrum, estimate_noise_spectrum, memo_by_pixels, noise_spectrum_outside,
                                                periodic_component, radial_frequency_A)
 from octascope.core.errors import InputError, PluginParameterError
-from octascope.core.model import BraggPeaks, CrystalRegion
+from octascope.core.model import BraggPeaks, CrystalRegion, Image
 from octascope.core.params import Options, options_from, param, require
 
 
@@ -246,8 +246,21 @@ def crystal_region(data: np.ndarray, pixel_size_A: float, options: RegionOptions
                          info={"n_peaks": len(use), "n_orientations": n_groups, "grid_step_A": step})
 
 
-def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, margin_A: float = 8.0,
-                              tile_A: float = 24.0, min_tiles: int = 8) -> NoiseSpectrum:
+#: signals whose noise is additive and the same everywhere: the integral of the detector segments'
+#: difference signals (iDPC, iCoM)
+STATIONARY_NOISE_SIGNALS = ("idpc", "icom")
+
+
+def frame_noise_spectrum(image: Image) -> NoiseSpectrum:
+    """The noise spectrum the analysis of ``image`` uses: :func:`background_noise_spectrum`, told
+    that the noise is the same everywhere when the image says it is iDPC or iCoM (otherwise it
+    judges from the spectrum's slope)."""
+    stationary = True if image.signal in STATIONARY_NOISE_SIGNALS else None
+    return background_noise_spectrum(image.data, image.pixel_size_A, stationary=stationary)
+
+
+def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, stationary: bool | None = None,
+                              margin_A: float = 8.0, tile_A: float = 24.0, min_tiles: int = 8) -> NoiseSpectrum:
     """The noise of an image, measured where it shows no lattice when enough of it does not.
 
     A wide field of several particles has empty area (support or vacuum) whose noise is the
@@ -258,7 +271,12 @@ def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, margin_A
     lattice; when at least ``min_tiles`` tiles of ``tile_A`` lie wholly outside it, their noise
     spectrum is returned (:func:`~octascope.analysis.noise_spectrum.noise_spectrum_outside`),
     otherwise — a particle that fills the image — the whole image's
-    (:func:`~octascope.analysis.noise_spectrum.estimate_noise_spectrum`).
+    (:func:`~octascope.analysis.noise_spectrum.estimate_noise_spectrum`). Only for noise that is
+    the same everywhere (``stationary``; by default judged from the spectrum: power falling faster
+    than 1/k, log-log slope < −1 between 0.15 and 1 Å⁻¹, is iDPC/iCoM's, the integral of the
+    detector segments' difference signals): the white counting noise of HAADF or ABF grows with
+    the signal, so the empty area's would understate the particles' noise, and such an image keeps
+    the whole image's estimate.
 
     Parameters
     ----------
@@ -266,6 +284,9 @@ def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, margin_A
         2-D image.
     pixel_size_A : float
         Pixel size [Å].
+    stationary : bool, optional
+        Whether the noise is the same everywhere (True: iDPC/iCoM; False: counting noise); ``None``
+        judges from the slope of the whole image's spectrum.
     margin_A : float
         Distance kept from the crystal region [Å].
     tile_A : float
@@ -280,14 +301,15 @@ def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, margin_A
     def compute() -> NoiseSpectrum:
         whole = estimate_noise_spectrum(data, pixel_size_A)
         t = int(round(tile_A / pixel_size_A))
-        if t < 8 or (np.shape(data)[0] // t) * (np.shape(data)[1] // t) < min_tiles:
+        same_everywhere = whole.slope() < -1.0 if stationary is None else stationary
+        if not same_everywhere or t < 8 or (np.shape(data)[0] // t) * (np.shape(data)[1] // t) < min_tiles:
             return whole
         mask = crystal_region(data, pixel_size_A, noise=whole).mask
         if mask.any() and margin_A > 0:
             mask = _grow(mask, margin_A / pixel_size_A)
         return noise_spectrum_outside(data, pixel_size_A, mask, tile_A=tile_A, min_tiles=min_tiles, whole=whole) or whole
 
-    return memo_by_pixels("background_noise", data, (float(pixel_size_A), float(margin_A), float(tile_A), int(min_tiles)),
+    return memo_by_pixels("background_noise", data, (stationary, float(pixel_size_A), float(margin_A), float(tile_A), int(min_tiles)),
                           compute)
 
 

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from octascope.analysis.region import frame_noise_spectrum
 from octascope.core.model import Image, make_columns
 from octascope.core.params import Plugin, param, require
 
@@ -162,7 +163,7 @@ class AtomapLocator(Plugin):
             xy = np.asarray(xy, dtype=float).reshape(-1, 2)
             return xy[:, 0], xy[:, 1], None, None
         # the same candidates as the gaussian locator, site candidates included
-        return self.options.find(image.data, image.pixel_size_A)
+        return self.options.find(image.data, image.pixel_size_A, frame_noise_spectrum(image))
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray) -> pd.DataFrame:
         """Refine given start positions [px] with Atomap and return the column table."""

@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
+from octascope.analysis.region import frame_noise_spectrum
 from octascope.core.model import Image
 from octascope.core.params import Plugin
 from octascope.core.devices import cpu_threads
@@ -52,7 +53,7 @@ class GaussianLocator(Plugin):
     def candidates(self, image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Candidate positions after centre-of-mass refinement [px], their significance and the
         significance threshold [1]."""
-        return self.options(image.data, image.pixel_size_A)
+        return self.options(image.data, image.pixel_size_A, frame_noise_spectrum(image))
 
     def refine(self, image: Image, x_px: np.ndarray, y_px: np.ndarray,
                significance: np.ndarray | None = None, threshold: float | None = None) -> pd.DataFrame:
