@@ -263,8 +263,8 @@ def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, stationa
                               margin_A: float = 8.0, tile_A: float = 24.0, min_tiles: int = 8) -> NoiseSpectrum:
     """The noise of an image, measured where it shows no lattice when enough of it does not.
 
-    A wide field of several particles has empty area (support or vacuum) whose noise is the
-    noise of the whole frame (shot noise does not depend on the place at these doses), while
+    A wide field of several particles has empty area (support or vacuum); where the noise is the
+    same everywhere (below), the noise there is the noise of the whole frame, while
     the ring-median estimate over the whole frame also holds the particles' own diffuse signal
     (:mod:`octascope.analysis.noise_spectrum`, "Frames with empty area"). The automatic crystal
     region (default options, grown by ``margin_A`` so the columns' tails stay out) marks the
