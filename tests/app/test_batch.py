@@ -143,8 +143,9 @@ def test_session_rows_copy_particles_csv_and_flags(tmp_path):
     rows = session_rows("a.npy", {"status": "ok", "output_dir": str(run), "mlflow_run_id": "r1",
                                   "input_sha256": "sha256:ff", "source": "a.npy"})
     rows += session_rows("b.npy", {"status": "failed", "error": "cannot read b.npy", "source": "b.npy"})
-    path = write_session_table(rows, tmp_path)
-    table = pd.read_csv(path)
+    written = write_session_table(rows, tmp_path)
+    table = pd.read_csv(tmp_path / "session.csv")
+    assert list(written.columns) == SESSION_COLUMNS and len(written) == len(table)
     assert list(table.columns) == SESSION_COLUMNS
     assert list(table["particle"].fillna(0).astype(int)) == [1, 2, 0]
     assert table.loc[0, "theta3_deg_core"] == pytest.approx(9.1) and table.loc[1, "reasons"] == "off axis"

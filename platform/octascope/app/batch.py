@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import copy
-import importlib.util
 
 import pandas as pd
 
@@ -281,8 +280,8 @@ def session_rows(frame: str, outcome: Mapping[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> Path:
-    """``session.csv`` (columns :data:`SESSION_COLUMNS`), written atomically."""
+def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> pd.DataFrame:
+    """``session.csv`` (columns :data:`SESSION_COLUMNS`), written atomically; returns the table."""
 
     df = pd.DataFrame(rows)
     for c in SESSION_COLUMNS:
@@ -290,20 +289,20 @@ def write_session_table(rows: list[dict[str, Any]], session_dir: Path) -> Path:
             df[c] = None
     df = df[SESSION_COLUMNS]
     df["particle"] = pd.array(df["particle"], dtype="Int64") if df["particle"].notna().any() else df["particle"]
-    return write_table(df, session_dir / SESSION_CSV, SESSION_COLUMNS)
+    write_table(df, session_dir / SESSION_CSV, SESSION_COLUMNS)
+    return df
 
 
-def write_session_report(session_dir: Path, rows: list[dict[str, Any]], run_dirs: list[Path]) -> Path | None:
-    """``session.html`` through :func:`octascope.results.report.write_session_report` when that module is
-    installed (None when it is not)."""
-
-    if importlib.util.find_spec("octascope.results.report") is None:
-        return None
-
-    writer = getattr(report, "write_session_report", None)
-    if writer is None:
-        return None
-    return Path(writer(session_dir, pd.read_csv(session_dir / SESSION_CSV), run_dirs))
+def write_session_files(rows: list[dict[str, Any]], outcomes: Sequence[Mapping[str, Any] | None], session_dir: Path,
+                        say: Callable[[str], None]) -> None:
+    """``session.csv`` and ``session.html`` (:func:`octascope.results.report.write_session_report`,
+    linking the run folders of ``outcomes``). The page is a view of the table: when it cannot be
+    written, ``say`` gets a warning and the session goes on."""
+    table = write_session_table(rows, session_dir)
+    try:
+        report.write_session_report(session_dir, table, [Path(o["output_dir"]) for o in outcomes if o and o.get("output_dir")])
+    except Exception as exc:  # the report is a view; the table is the result
+        say(f"octascope: warning: session.html not written ({exc.__class__.__name__}: {_one_line(exc)})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -409,18 +408,13 @@ def run_session(cfg: Mapping[str, Any], frames: Sequence[Path], session_dir: str
         interrupted = exc
     rows = [r for i, f in enumerate(plan.frames)
             for r in session_rows(str(f), outcomes[i] or {"status": "not run", "source": str(f)})]
-    write_session_table(rows, session_dir)
+    write_session_files(rows, outcomes, session_dir, say)
     wall = time.perf_counter() - t0
     counts = {s: sum(1 for o in outcomes if o and o["status"] == s) for s in ("ok", "skipped", "failed")}
     record = {"frames": n, **counts, "not_run": n - sum(counts.values()), "workers": workers, "wall_s": round(wall, 2),
               "frames_per_min": round(counts["ok"] / wall * 60, 2) if counts["ok"] else 0.0,
               "mlflow_parent_run_id": parent, "source_path": str((cfg.get("source") or {}).get("path")),
               "results": [dict(o or {"status": "not run"}, frame=str(f)) for f, o in zip(plan.frames, outcomes)]}
-    try:
-        write_session_report(session_dir, rows, [Path(o["output_dir"]) for o in outcomes if o and o.get("output_dir")])
-    except Exception as exc:  # the report is a view; the table is the result
-        say(f"octascope: warning: session.html not written ({exc.__class__.__name__}: {_one_line(exc)})")
-
     write_json(record, session_dir / SESSION_JSON)
     if parent is not None:
         _end_parent(track, parent, record, session_dir, failed=interrupted is not None)
@@ -522,7 +516,7 @@ def sbatch_preview(launcher: Mapping[str, Any], n_jobs: int, folder: str | Path)
 
 
 def collect_sweep(plan: Session, session_dir: Path, cfg: Mapping[str, Any],
-                  failed: Mapping[int, str], wall_s: float) -> dict[str, Any]:
+                  failed: Mapping[int, str], wall_s: float, *, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """After a launcher's sweep: index the complete job folders and write ``session.csv``,
     ``session.html`` and ``session.json`` over every frame of the session — the frames done before
     (``skipped``, their earlier folders) and the sweep's jobs, numbered in the order of the frames
@@ -546,8 +540,7 @@ def collect_sweep(plan: Session, session_dir: Path, cfg: Mapping[str, Any],
                              "input_sha256": sha})
         job += 1
     rows = [r for f, o in zip(plan.frames, outcomes) for r in session_rows(str(f), o)]
-    write_session_table(rows, session_dir)
-    write_session_report(session_dir, rows, [Path(o["output_dir"]) for o in outcomes if o.get("output_dir")])
+    write_session_files(rows, outcomes, session_dir, say or (lambda msg: print(msg, file=sys.stderr, flush=True)))
     counts = {s: sum(1 for o in outcomes if o["status"] == s) for s in ("ok", "skipped", "failed")}
     summary: dict[str, Any] = {"frames": len(plan.frames), **counts, "wall_s": round(wall_s, 2), "launcher": True,
                                "results": [dict(o, frame=str(f)) for f, o in zip(plan.frames, outcomes)]}
