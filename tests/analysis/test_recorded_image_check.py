@@ -76,15 +76,18 @@ def test_significance_at_measures_the_recorded_image(scene):
     image, truth, ghosts, denoiser = scene
     ps = image.pixel_size_A
     kw = dict(inner_sigma_A=0.25, outer_sigma_A=0.8, radius_A=0.5)
-    z_rec = significance_at(image.data, ps, ghosts[:, 0] / ps, ghosts[:, 1] / ps, **kw)
-    z_den = significance_at(denoiser.denoise(image).data, ps, ghosts[:, 0] / ps, ghosts[:, 1] / ps, **kw)
+    noise = estimate_noise_spectrum(image.data, ps)
+    denoised = denoiser.denoise(image).data
+    z_rec = significance_at(image.data, ps, ghosts[:, 0] / ps, ghosts[:, 1] / ps, noise=noise, **kw)
+    z_den = significance_at(denoised, ps, ghosts[:, 0] / ps, ghosts[:, 1] / ps,
+                            noise=estimate_noise_spectrum(denoised, ps), **kw)
     cols = truth.columns
     pb = cols[cols["species"] == "Pb"][["x_A", "y_A"]].to_numpy(float) / ps
-    z_pb = significance_at(image.data, ps, pb[:, 0], pb[:, 1], **kw)
+    z_pb = significance_at(image.data, ps, pb[:, 0], pb[:, 1], noise=noise, **kw)
     assert np.median(z_rec) < 2.0  # vacuum: noise only
     assert np.median(z_den) > 2.5  # the stub's maxima are at least site-candidate strong
     assert np.median(z_pb) > 5.0  # real columns are significant on the recorded image
-    assert np.all(significance_at(image.data, ps, np.array([-50.0]), np.array([-50.0]), **kw) == -np.inf)
+    assert np.all(significance_at(image.data, ps, np.array([-50.0]), np.array([-50.0]), noise=noise, **kw) == -np.inf)
 
 
 @pytest.mark.slow

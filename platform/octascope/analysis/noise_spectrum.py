@@ -60,19 +60,20 @@ def periodic_component(data: np.ndarray) -> np.ndarray:
 
 
 def _periodic_component(data: np.ndarray) -> np.ndarray:
+    """:func:`periodic_component` of an image or of a stack of images (the last two axes)."""
     u = np.asarray(data, dtype=np.float64)
-    h, w = u.shape
+    h, w = u.shape[-2:]
     v = np.zeros_like(u)
-    v[0, :] += u[-1, :] - u[0, :]
-    v[-1, :] += u[0, :] - u[-1, :]
-    v[:, 0] += u[:, -1] - u[:, 0]
-    v[:, -1] += u[:, 0] - u[:, -1]
+    v[..., 0, :] += u[..., -1, :] - u[..., 0, :]
+    v[..., -1, :] += u[..., 0, :] - u[..., -1, :]
+    v[..., :, 0] += u[..., :, -1] - u[..., :, 0]
+    v[..., :, -1] += u[..., :, 0] - u[..., :, -1]
     cy = np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
     cx = np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :]
     denom = 2 * cx + 2 * cy - 4
     denom[0, 0] = 1.0
     s_hat = np.fft.fft2(v) / denom
-    s_hat[0, 0] = 0.0
+    s_hat[..., 0, 0] = 0.0
     return u - np.real(np.fft.ifft2(s_hat))
 
 
@@ -213,6 +214,15 @@ def _estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, ring_width_s
     return NoiseSpectrum(k_A=k_centre, power=np.exp(logp), pixel_size_A=float(pixel_size_A), shape=(h, w))
 
 
+def tile_grid(shape: tuple[int, int], pixel_size_A: float, tile_A: float) -> tuple[int, int, int, int, int]:
+    """The centred grid of square tiles of ``tile_A`` [Å] on an image of ``shape``: tile side [px],
+    tiles along y and x, offsets of the first tile [px]; no tiles when a side is under 8 px."""
+    h, w = shape
+    t = int(round(tile_A / pixel_size_A))
+    ny, nx = (h // t, w // t) if t >= 8 else (0, 0)
+    return t, ny, nx, (h - ny * t) // 2, (w - nx * t) // 2
+
+
 def noise_spectrum_outside(data: np.ndarray, pixel_size_A: float, exclude: np.ndarray, *, tile_A: float = 24.0,
                            min_tiles: int = 8, whole: NoiseSpectrum | None = None) -> NoiseSpectrum | None:
     """Noise power spectrum of the part of an image that ``exclude`` does not cover.
@@ -246,21 +256,17 @@ def noise_spectrum_outside(data: np.ndarray, pixel_size_A: float, exclude: np.nd
     """
     u = np.asarray(data, dtype=np.float64)
     h, w = u.shape
-    t = int(round(tile_A / pixel_size_A))
-    ny, nx = (h // t, w // t) if t >= 8 else (0, 0)
+    t, ny, nx, oy, ox = tile_grid((h, w), pixel_size_A, tile_A)
     if ny * nx < min_tiles:
         return None
-    oy, ox = (h - ny * t) // 2, (w - nx * t) // 2
     used = np.asarray(exclude, bool)[oy:oy + ny * t, ox:ox + nx * t].reshape(ny, t, nx, t).any(axis=(1, 3))
     free = np.argwhere(~used)
     if len(free) < min_tiles:
         return None
-    tiles = u[oy:oy + ny * t, ox:ox + nx * t].reshape(ny, t, nx, t).transpose(0, 2, 1, 3)[free[:, 0], free[:, 1]]
-    power = np.zeros((t, t))
-    for tile in tiles:
-        p = _periodic_component(tile)
-        power += np.abs(np.fft.fft2(p - p.mean())) ** 2
-    power /= len(tiles) * t * t
+    tiles = _periodic_component(
+        u[oy:oy + ny * t, ox:ox + nx * t].reshape(ny, t, nx, t).transpose(0, 2, 1, 3)[free[:, 0], free[:, 1]])
+    tiles -= tiles.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fft2(tiles)) ** 2).sum(axis=0) / (len(tiles) * t * t)
     order, starts, ends, rings, dk = _ring_order((t, t), pixel_size_A, 1.0)
     ring_mean = np.add.reduceat(power.ravel()[order], starts) / (ends - starts)
     if len(ring_mean) > 1:
@@ -348,7 +354,7 @@ def significance_threshold(noise: NoiseSpectrum, transfer: np.ndarray, *, expect
 
 def significance_at(data: np.ndarray, pixel_size_A: float, x_px: np.ndarray, y_px: np.ndarray, *,
                     inner_sigma_A: float, outer_sigma_A: float, radius_A: float,
-                    noise: NoiseSpectrum | None = None) -> np.ndarray:
+                    noise: NoiseSpectrum) -> np.ndarray:
     """Significance of given places of an image: the highest band-passed value within ``radius_A``
     of each, over the band-passed noise's standard deviation under the image's own noise spectrum.
 
@@ -370,8 +376,9 @@ def significance_at(data: np.ndarray, pixel_size_A: float, x_px: np.ndarray, y_p
         σ of the band-pass's inner and outer Gaussian [Å] (:func:`band_pass`).
     radius_A : float
         Radius searched around each place [Å] (at least the pixel itself).
-    noise : NoiseSpectrum, optional
-        The image's noise spectrum (:func:`estimate_noise_spectrum` when not given).
+    noise : NoiseSpectrum
+        The image's noise spectrum, the one its candidate search used
+        (:func:`octascope.analysis.region.frame_noise_spectrum`).
 
     Returns
     -------
@@ -384,7 +391,6 @@ def significance_at(data: np.ndarray, pixel_size_A: float, x_px: np.ndarray, y_p
     out = np.full(x.shape, -np.inf)
     if x.size == 0:
         return out
-    noise = noise or estimate_noise_spectrum(data, pixel_size_A)
     filtered, transfer = band_pass(data, pixel_size_A, inner_sigma_A=inner_sigma_A, outer_sigma_A=outer_sigma_A)
     scale = max(float(np.abs(data).max()), 1e-30)
     z = filtered / max(noise.filtered_sigma(transfer), 1e-6 * scale)

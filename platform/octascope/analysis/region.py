@@ -19,7 +19,7 @@ import scipy.fft
 from scipy import ndimage
 
 from octascope.analysis.noise_spectrum import (NoiseSpectrum, estimate_noise_spectrum, memo_by_pixels, noise_spectrum_outside,
-                                               periodic_component, radial_frequency_A)
+                                               periodic_component, radial_frequency_A, tile_grid)
 from octascope.core.errors import InputError, PluginParameterError
 from octascope.core.model import BraggPeaks, CrystalRegion, Image
 from octascope.core.params import Options, options_from, param, require
@@ -300,9 +300,9 @@ def background_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, stationa
     """
     def compute() -> NoiseSpectrum:
         whole = estimate_noise_spectrum(data, pixel_size_A)
-        t = int(round(tile_A / pixel_size_A))
+        _, ny, nx, _, _ = tile_grid(np.shape(data), pixel_size_A, tile_A)
         same_everywhere = whole.slope() < -1.0 if stationary is None else stationary
-        if not same_everywhere or t < 8 or (np.shape(data)[0] // t) * (np.shape(data)[1] // t) < min_tiles:
+        if not same_everywhere or ny * nx < min_tiles:  # a particle that fills the image: no crystal region needed
             return whole
         mask = crystal_region(data, pixel_size_A, noise=whole).mask
         if mask.any() and margin_A > 0:
