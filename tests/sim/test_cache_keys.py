@@ -20,8 +20,9 @@ PINNED = {
     "icom": ("990950c5101eeb25", "a7c5c003d1153704", "dc4fcaf1a498a33a"),
     "icom_025": ("990950c5101eeb25", "a7c5c003d1153704", "fd0582c86c113c34"),
     "multislice_crop_icom": ("990950c5101eeb25", "a7c5c003d1153704", "b1273ae17ec4b908"),
-    # not simulated yet (issue 20): the key a first run will store it under
-    "multislice_full": ("990950c5101eeb25", "a7c5c003d1153704", "813f2e87b276335e"),
+    # issue 20: scanned with PRISM (imaging.prism_interpolation: 4) since its first simulation; the
+    # key of the exact scan it had before (813f2e87b276335e) was never filled
+    "multislice_full": ("990950c5101eeb25", "a7c5c003d1153704", "69ec78374656e654"),
 }
 OVERRIDES = {
     "default": [], "mixed_halide": ["+simulation=mixed_halide"], "carbon_support": ["+simulation=carbon_support"],

@@ -160,3 +160,32 @@ def test_depth_resolved_weak_phase(tiny):
     assert far.image.max() < 0.8 * proj.image.max()
     dpc = simulate_image(*tiny, mode="weak_phase", signal="idpc", depth_resolved=True, defocus_A=5.0, **kw)
     assert np.corrcoef(dpc.image.ravel(), proj.image.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("signal", [pytest.param("icom", marks=pytest.mark.slow), "idpc"])  # icom: 5-7 s
+def test_prism_scan_matches_one_multislice_per_position(tiny, signal):
+    """``prism_interpolation``: abTEM's PRISM S-matrix gives the exact scan's image (the probe in
+    half the cell; iDPC with the vacuum offset of the same scan method): on the 8x6 Å window
+    around the Pb column, correlation > 0.999 and the same scale within 3 %."""
+    box = [4.0, 4.0, 12.0, 10.0]
+    kw = dict(KW, mode="multislice", signal=signal, scan_window_A=box, window_padding_A=8.0)
+    exact = simulate_image(*tiny, **kw)
+    prism = simulate_image(*tiny, prism_interpolation=2, **kw)
+    a, b = exact.image - exact.image.mean(), prism.image - prism.image.mean()
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+    assert (a * b).sum() / (a * a).sum() == pytest.approx(1.0, abs=0.03)
+    assert prism.info["prism_interpolation"] == 2
+
+
+def test_prism_options_are_checked(tiny):
+    from octascope.sim.imaging import ImagingOptions
+
+    for bad, match in ((0, "integer >= 1"), (True, "must be an integer"), (2.5, "must be an integer")):
+        with pytest.raises(InputError, match=match):
+            ImagingOptions(mode="multislice", prism_interpolation=bad)
+    with pytest.raises(InputError, match="needs mode=multislice"):
+        ImagingOptions(prism_interpolation=2)
+    # the potential grid of this window is 2 x 64 = 128 points a side... 3 does not divide it
+    with pytest.raises(InputError, match="must divide the potential grid"):
+        simulate_image(*tiny, **dict(KW, mode="multislice", signal="icom", scan_window_A=[4.0, 4.0, 12.0, 10.0],
+                                     window_padding_A=8.0, prism_interpolation=3))
