@@ -182,8 +182,9 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
         return _empty_fit()
     win = _FitWindow.of(options, pixel_size_A)
     rng = np.random.default_rng(options.seed)
-    img, start_x, start_y = (torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64, device=dev)
-                             for a in (data, x_px, y_px))
+    # a read-only array (an Image's data) is copied: torch does not take non-writable memory
+    img, start_x, start_y = (torch.as_tensor(np.require(a, dtype=np.float64, requirements="W"), dtype=torch.float64,
+                                             device=dev) for a in (data, x_px, y_px))
     rnd: _Round | None = None
     shared: _Shared | None = None
     ok = torch.zeros(len(x_px), dtype=torch.bool, device=dev)
