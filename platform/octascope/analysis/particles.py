@@ -36,6 +36,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.spatial import cKDTree
 
+from octascope.analysis.polygon_fill import polygon_pixels
 from octascope.core.model import Particle
 from octascope.core.params import Options, param, require
 
@@ -408,14 +409,11 @@ def segment_particles(xy_A: np.ndarray, amplitude: np.ndarray, significant: np.n
 
 def particle_label_image(particles: list[Particle], shape_px: tuple[int, int], pixel_size_A: float) -> np.ndarray:
     """(H, W) image of particle ids (0: none), each particle's outline filled [px]."""
-    # lazy: scikit-image (a few ms to import), not loaded at start-up
-    from skimage.draw import polygon
-
     labels = np.zeros(shape_px, np.int32)
     for p in particles:
         if len(p.outline_A) < 3:
             continue
-        rr, cc = polygon(p.outline_A[:, 1] / pixel_size_A, p.outline_A[:, 0] / pixel_size_A, shape=shape_px)
+        rr, cc = polygon_pixels(p.outline_A[:, 1] / pixel_size_A, p.outline_A[:, 0] / pixel_size_A, shape_px)
         labels[rr, cc] = np.where(labels[rr, cc] == 0, p.id, labels[rr, cc])
     return labels
 
