@@ -2,8 +2,10 @@
 
 Usage::
 
-    python experiments/benchmarks/denoiser_decision.py results/accuracy-after-doses.csv results/accuracy-absf-field.csv \\
-        --labels default=none,best=absf --out results/denoiser-decision.md
+    python experiments/benchmarks/denoiser_decision.py results/accuracy-decision-single.csv \\
+        results/accuracy-field.csv results/accuracy-decision-field-absf.csv --labels default=none,best=absf \\
+        --calibration none=results/calibration-none.csv --calibration absf=results/calibration-absf.csv \\
+        --out results/denoiser-decision.md
 
 Rule (docs/denoisers.md, "Which denoiser is the default"):
 
@@ -12,11 +14,16 @@ Rule (docs/denoisers.md, "Which denoiser is the default"):
    over its noise seeds. A failed analysis counts as F1 0, coverage 0 and the worst θ error.
 2. Measures: detection F1, octahedra coverage (matched complete octahedra / true) and θ error
    (mean |Δθ1|, |Δθ2|). In every row the candidates are ranked on each measure (1 = best, ties share).
-3. The default is the candidate with the best mean rank over all rows and measures (a tie keeps
-   the simpler ``none``) — provided that it is on no single-particle row worse than the other
-   candidate by more than that row's seed spread (the larger of the two seed standard deviations)
-   on any measure, and that its field frame precision is >= 0.99 at every dose. Otherwise the
-   other candidate stays the default.
+3. Guards: a candidate violates one for each single-particle row and measure on which it is worse
+   than the other candidate by more than that row's seed spread (the larger of the two seed
+   standard deviations), and for each field dose at which its frame precision is below 0.99.
+4. Error bars: with ``--calibration`` (``calibration.py --cases static --csv``, per candidate), a
+   candidate whose statistical z-scores of positions, θ1/θ2 or θ3 have an sd outside 0.85-1.15 or
+   a fraction within 1σ outside 68 ± 6 % at any dose (the targets of docs/uncertainty.md) cannot
+   be the default, whatever its accuracy: a number without an error bar that holds is not one a
+   microscopist can defend.
+5. The default is, among the candidates that pass step 4, the one with the fewest guard
+   violations, then the best mean rank, then the simpler ``none``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,25 @@ import pandas as pd
 MEASURES = (("F1", "detection_f1", +1), ("coverage", "coverage", +1), ("θ err [deg]", "theta12_error_deg", -1))
 FIELD = "field"
 MIN_FIELD_PRECISION = 0.99
+#: calibration targets of the static case (docs/uncertainty.md): sd(z) and the fraction within 1σ
+SD_Z_RANGE = (0.85, 1.15)
+COVER_1SIGMA_RANGE = (0.62, 0.74)
+CALIBRATED_QUANTITIES = ("position", "θ1/θ2", "θ3")
+
+
+def calibration_misses(path: str) -> list[str]:
+    """The calibration targets a candidate's static-case table (``calibration.py --csv``) misses."""
+    table = pd.read_csv(path)
+    table = table[(table["image"] == "static") & table["quantity"].isin(CALIBRATED_QUANTITIES)]
+    if table.empty:
+        raise SystemExit(f"{path}: no static-case rows of {', '.join(CALIBRATED_QUANTITIES)}; run calibration.py "
+                         "--cases static --csv FILE")
+    out = []
+    for _, r in table.iterrows():
+        sd, cov = float(r["stat_sd_z"]), float(r["stat_cov1"])
+        if not (SD_Z_RANGE[0] <= sd <= SD_Z_RANGE[1] and COVER_1SIGMA_RANGE[0] <= cov <= COVER_1SIGMA_RANGE[1]):
+            out.append(f"{r['quantity']} at {float(r['dose']):g} e/Å²: sd(z) {sd:.2f}, {100 * cov:.0f} % within 1σ")
+    return out
 
 
 def load(paths: list[str], labels: dict[str, str]) -> pd.DataFrame:
@@ -59,8 +85,10 @@ def rows(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def decide(table: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[str]], str]:
-    """Ranks per row, mean ranks, guard violations per candidate and the decision."""
+def decide(table: pd.DataFrame, candidates: list[str], uncalibrated: dict[str, list[str]] | None = None
+           ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[str]], str]:
+    """Ranks per row, mean ranks, guard violations per candidate and the decision (among the
+    candidates without a calibration miss in ``uncalibrated``, when any is without one)."""
     ranked = []
     for (image, dose), grp in table.groupby(["image", "dose"], sort=False):
         grp = grp.set_index("candidate").reindex(candidates)
@@ -99,7 +127,8 @@ def decide(table: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, di
                         violations[c].append(f"{r['image']} {r['dose']}: {name} {a:.3f} vs {o} {b:.3f} (spread {spread:.3f})")
     # fewest guard violations first (a candidate worse than another beyond the seed spread on more rows
     # loses even when no candidate is clean), then the mean rank, then the status quo
-    order = sorted(candidates, key=lambda c: (len(violations[c]), mean_rank[c], c != "none"))
+    eligible = [c for c in candidates if not (uncalibrated or {}).get(c)] or candidates
+    order = sorted(eligible, key=lambda c: (len(violations[c]), mean_rank[c], c != "none"))
     choice = order[0]
     return pd.DataFrame(ranked), mean_rank, violations, choice
 
@@ -113,7 +142,7 @@ def fmt(v: float, sd: float, digits: int) -> str:
 
 
 def markdown(ranked: pd.DataFrame, candidates: list[str], mean_rank: dict[str, float],
-             violations: dict[str, list[str]], choice: str) -> str:
+             violations: dict[str, list[str]], choice: str, uncalibrated: dict[str, list[str]] | None = None) -> str:
     head = ["image", "dose"] + [f"{m} {c}" for m, _, _ in MEASURES for c in candidates] + [f"rank {c}" for c in candidates]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in ranked.iterrows():
@@ -130,6 +159,9 @@ def markdown(ranked: pd.DataFrame, candidates: list[str], mean_rank: dict[str, f
         v = violations[c]
         lines.append(f"- {c}: " + ("no row worse than its seed spread; field precision >= 0.99" if not v else
                                      f"{len(v)} guard violation(s): " + "; ".join(v)))
+    for c, misses in (uncalibrated or {}).items():
+        lines.append(f"- {c}, error bars: " + ("calibrated (static case, every dose given)" if not misses else
+                                                 f"{len(misses)} calibration miss(es): " + "; ".join(misses)))
     lines.append(f"\n**Decision: `{choice}`.**")
     return "\n".join(lines)
 
@@ -138,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", nargs="+", help="accuracy-benchmark .csv files (all runs)")
     parser.add_argument("--labels", default="default=none,best=absf", help="config label -> candidate name")
+    parser.add_argument("--calibration", action="append", default=[], metavar="CANDIDATE=CSV",
+                        help="a candidate's calibration table (calibration.py --cases static --csv); repeat per candidate")
     parser.add_argument("--out", default=None, help="markdown file (default: print only)")
     args = parser.parse_args(argv)
     labels = dict(kv.split("=", 1) for kv in args.labels.split(","))
     runs = load(args.csv, labels)
     candidates = list(dict.fromkeys(runs["candidate"]))
-    ranked, mean_rank, violations, choice = decide(rows(runs), candidates)
-    text = markdown(ranked, candidates, mean_rank, violations, choice)
+    uncalibrated = {c: calibration_misses(p) for c, p in (kv.split("=", 1) for kv in args.calibration)}
+    ranked, mean_rank, violations, choice = decide(rows(runs), candidates, uncalibrated)
+    text = markdown(ranked, candidates, mean_rank, violations, choice, uncalibrated)
     print(text)
     if args.out:
         Path(args.out).write_text(f"Command: `python {' '.join(sys.argv)}`\n\n{text}\n")
