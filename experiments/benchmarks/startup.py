@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     lines = [f"## start-up benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              f"command: `python experiments/benchmarks/startup.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-             f"`octascope {' '.join(args.overrides)}` on the bundled example, {args.runs} runs each (after one warm-up), "
+             f"`octascope {' '.join(args.overrides)}`{'' if args.overrides else ' on the bundled example'}, "
+             f"{args.runs} runs each (after one warm-up), "
              f"load average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores", "",
              "| checkout | min wall [s] | median [s] | ratio of min to target 3 s | phases of the fastest run [s] |",
              "|---|---|---|---|---|"]
