@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage
 
 
@@ -69,12 +70,27 @@ def _periodic_component(data: np.ndarray) -> np.ndarray:
     v[..., :, 0] += u[..., :, -1] - u[..., :, 0]
     v[..., :, -1] += u[..., :, 0] - u[..., :, -1]
     cy = np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
-    cx = np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :]
+    cx = np.cos(2 * np.pi * np.fft.rfftfreq(w))[None, :]
     denom = 2 * cx + 2 * cy - 4
     denom[0, 0] = 1.0
-    s_hat = np.fft.fft2(v) / denom
+    # real transforms: the input is real, so half the spectrum holds it all (half the time and memory)
+    s_hat = scipy.fft.rfft2(v) / denom
     s_hat[..., 0, 0] = 0.0
-    return u - np.real(np.fft.ifft2(s_hat))
+    return u - scipy.fft.irfft2(s_hat, s=(h, w))
+
+
+def full_power(half_spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """|F|² on the full FFT grid of ``shape`` from a real input's ``rfft2`` (the last axis holding
+    columns 0 … w // 2): the other columns are the mirror image, |F(-k)| = |F(k)|."""
+    h, w = shape
+    p = np.abs(half_spectrum) ** 2
+    out = np.empty(p.shape[:-1] + (w,), dtype=p.dtype)
+    n = p.shape[-1]
+    out[..., :n] = p
+    cols = np.arange(n, w)
+    rows = (-np.arange(h)) % h
+    out[..., n:] = p[..., rows, :][..., (w - cols)]
+    return out
 
 
 def radial_frequency_A(shape: tuple[int, int], pixel_size_A: float) -> np.ndarray:
@@ -194,7 +210,7 @@ def _estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, ring_width_s
     u = periodic_component(data)
     u = u - u.mean()
     h, w = u.shape
-    power = np.abs(np.fft.fft2(u)) ** 2 / (h * w)
+    power = full_power(scipy.fft.rfft2(u), (h, w)) / (h * w)
     order, starts, ends, rings, dk = _ring_order((h, w), pixel_size_A, ring_width_samples)
     p_sorted = power.ravel()[order]
     # median per ring: the two middle elements of each ring (a partition per ring, not a full sort)
@@ -266,7 +282,7 @@ def noise_spectrum_outside(data: np.ndarray, pixel_size_A: float, exclude: np.nd
     tiles = _periodic_component(
         u[oy:oy + ny * t, ox:ox + nx * t].reshape(ny, t, nx, t).transpose(0, 2, 1, 3)[free[:, 0], free[:, 1]])
     tiles -= tiles.mean(axis=(1, 2), keepdims=True)
-    power = (np.abs(np.fft.fft2(tiles)) ** 2).sum(axis=0) / (len(tiles) * t * t)
+    power = full_power(scipy.fft.rfft2(tiles), (t, t)).sum(axis=0) / (len(tiles) * t * t)
     order, starts, ends, rings, dk = _ring_order((t, t), pixel_size_A, 1.0)
     ring_mean = np.add.reduceat(power.ravel()[order], starts) / (ends - starts)
     if len(ring_mean) > 1:
@@ -304,7 +320,9 @@ def _band_pass(data: np.ndarray, pixel_size_A: float, inner_sigma_A: float,
     u = periodic_component(data)
     shape = u.shape
     transfer = gaussian_transfer(shape, pixel_size_A, inner_sigma_A) - gaussian_transfer(shape, pixel_size_A, outer_sigma_A)
-    return np.real(np.fft.ifft2(np.fft.fft2(u) * transfer)), transfer
+    # the transfer depends on |k| only: its first w // 2 + 1 columns are the real transform's
+    half = transfer[:, :shape[1] // 2 + 1]
+    return scipy.fft.irfft2(scipy.fft.rfft2(u) * half, s=shape), transfer
 
 
 def significance_threshold(noise: NoiseSpectrum, transfer: np.ndarray, *, expected_false: float = 0.5) -> float:
