@@ -3,9 +3,11 @@
 Usage::
 
     python experiments/benchmarks/denoiser_decision.py results/accuracy-decision-single.csv \\
-        results/accuracy-field.csv results/accuracy-decision-field-absf.csv --labels default=none,best=absf \\
-        --calibration none=results/calibration-none.csv --calibration absf=results/calibration-absf.csv \\
-        --out results/denoiser-decision.md
+        results/accuracy-decision-field-none.csv results/accuracy-decision-field-absf.csv \\
+        --labels default=none,best=absf --calibration none=results/calibration-decision-none.csv \\
+        --calibration absf=results/calibration-decision-absf.csv --out results/denoiser-decision.md
+
+(the commands that write those tables: docs/denoisers.md, "Which denoiser is the default").
 
 Rule (docs/denoisers.md, "Which denoiser is the default"):
 
