@@ -1,4 +1,4 @@
-"""Choose the default denoiser from accuracy-benchmark tables (issue 20), by a rule fixed beforehand.
+"""Choose the default denoiser from accuracy-benchmark tables (issue 20), by a written rule (docs/denoisers.md says which steps came when).
 
 Usage::
 
