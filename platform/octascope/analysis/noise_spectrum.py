@@ -34,6 +34,7 @@ only). :func:`octascope.analysis.region.background_noise_spectrum` chooses betwe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -94,10 +95,19 @@ def full_power(half_spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def radial_frequency_A(shape: tuple[int, int], pixel_size_A: float) -> np.ndarray:
-    """|k| of every sample of a 2-D FFT grid of ``shape`` [1/Å]."""
+    """|k| of every sample of a 2-D FFT grid of ``shape`` [1/Å] (read-only: shared between calls)."""
+    return _radial_frequency_A((int(shape[0]), int(shape[1])), float(pixel_size_A))
+
+
+# the noise spectrum, band-pass, significance threshold and ring medians of one frame ask for the
+# same grids ~10 times (0.3 s at 2048²); geometry only, so kept for the last few shapes
+@functools.lru_cache(maxsize=4)
+def _radial_frequency_A(shape: tuple[int, int], pixel_size_A: float) -> np.ndarray:
     ky = np.fft.fftfreq(shape[0], d=pixel_size_A)[:, None]
     kx = np.fft.fftfreq(shape[1], d=pixel_size_A)[None, :]
-    return np.sqrt(kx**2 + ky**2)
+    k = np.sqrt(kx**2 + ky**2)
+    k.setflags(write=False)
+    return k
 
 
 @dataclass(frozen=True)
@@ -191,9 +201,11 @@ def estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, *, ring_width
                  lambda: _estimate_noise_spectrum(data, pixel_size_A, ring_width_samples, smooth_rings))
 
 
+@functools.lru_cache(maxsize=4)
 def _ring_order(shape: tuple[int, int], pixel_size_A: float,
                 ring_width_samples: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Pixel order sorted by frequency ring, ring starts and ends, ring ids (geometry only)."""
+    """Pixel order sorted by frequency ring, ring starts and ends, ring ids (geometry only: kept for
+    the last few shapes, read-only)."""
     h, w = shape
     k = radial_frequency_A((h, w), pixel_size_A)
     dk = ring_width_samples / (min(h, w) * pixel_size_A)
@@ -202,7 +214,10 @@ def _ring_order(shape: tuple[int, int], pixel_size_A: float,
     ring_sorted = ring[order]
     starts = np.flatnonzero(np.r_[True, np.diff(ring_sorted) > 0])
     ends = np.r_[starts[1:], len(ring_sorted)]
-    return order, starts, ends, ring_sorted[starts], dk
+    rings = ring_sorted[starts]
+    for a in (order, starts, ends, rings):
+        a.setflags(write=False)
+    return order, starts, ends, rings, dk
 
 
 def _estimate_noise_spectrum(data: np.ndarray, pixel_size_A: float, ring_width_samples: float,
