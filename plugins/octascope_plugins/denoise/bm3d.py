@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
@@ -12,6 +12,8 @@ from octascope.core.params import Options, Plugin, param, require
 
 from octascope_plugins.denoise._common import bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_sigma, finish
 
+if TYPE_CHECKING:
+    import bm3d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +26,9 @@ class BM3DOptions(Options):
     sigma_scale: float = param(1.0, doc="factor on sigma (given or estimated); > 1 smooths more; "
                                         "with noise_model=fitted the spectrum is scaled by its square")
     profile: Literal["np", "refilter", "vn", "high", "deb"] = param("np", doc="bm3d package parameter profile")
+    threads: int = param(1, doc="threads of the bm3d package; 1: the same output for the same image every time; "
+                                "0: all cores, faster, but its aggregation adds in a varying order, so the output "
+                                "changes from run to run (in the last digits, more where block matching then differs)")
     noise_model: Literal["white", "fitted"] = param(
         "white", doc="noise estimate when sigma is null: white (finest wavelet band; HAADF/ABF) or fitted "
                      "(power spectrum a/k² + b fitted to the image, a correlated-noise PSD; iDPC/iCoM)")
@@ -32,6 +37,18 @@ class BM3DOptions(Options):
         require(self.sigma is None or self.sigma > 0,
                 f"sigma must be > 0 (image units) or null to estimate it, got {self.sigma}")
         require(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
+        require(self.threads >= 0, f"threads must be >= 0 (0: all cores), got {self.threads}")
+
+
+def bm3d_profile(name: str, threads: int) -> "bm3d.BM3DProfile":
+    """The ``bm3d`` package's parameter profile ``name`` with ``threads`` threads."""
+    # lazy: bm3d (~0.3 s to import), only for denoiser=bm3d
+    import bm3d
+
+    profile = {"np": bm3d.BM3DProfile, "refilter": bm3d.BM3DProfileRefilter, "vn": bm3d.BM3DProfileVN,
+               "high": bm3d.BM3DProfileHigh, "deb": bm3d.BM3DProfileDeb}[name]()
+    profile.num_threads = threads
+    return profile
 
 
 class BM3DDenoiser(Plugin):
@@ -76,7 +93,7 @@ class BM3DDenoiser(Plugin):
         if sigma_used <= 0:  # a noise-free (e.g. constant) image: nothing to remove
             out = data
         else:
-            out = bm3d.bm3d(data, sigma_psd=noise, profile=o.profile)
+            out = bm3d.bm3d(data, sigma_psd=noise, profile=bm3d_profile(o.profile, o.threads))
         settings = {
             "name": self.name,
             **o.to_dict(),

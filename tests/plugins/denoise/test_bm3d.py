@@ -67,3 +67,13 @@ def test_bm3d_bad_parameters():
         reg.create("denoiser", "bm3d", sigma=-1.0)
     with pytest.raises(PluginParameterError, match="profile"):
         reg.create("denoiser", "bm3d", profile="fancy")
+    with pytest.raises(PluginParameterError, match="threads"):
+        reg.create("denoiser", "bm3d", threads=-1)
+
+
+def test_bm3d_profile_carries_the_threads():
+    from octascope_plugins.denoise.bm3d import bm3d_profile
+
+    for name in ("np", "refilter", "vn", "high", "deb"):
+        assert bm3d_profile(name, 1).num_threads == 1
+    assert type(bm3d_profile("refilter", 0)).__name__ == "BM3DProfileRefilter"

@@ -31,8 +31,9 @@ def test_chain_equals_the_steps_applied_by_hand(registry, image):
     chain = registry.create("denoiser", "chain", steps=["absf", {"name": "bm3d", "sigma_scale": 1.5}])
     out = chain.denoise(image)
     by_hand = registry.create("denoiser", "bm3d", sigma_scale=1.5).denoise(registry.create("denoiser", "absf").denoise(image))
-    # BM3D's threaded transforms may round differently from one call to the next: a few float32 ulp
-    np.testing.assert_allclose(out.data, by_hand.data, rtol=0, atol=8 * np.spacing(np.abs(by_hand.data).max()))
+    # BM3D runs on one thread by default (threads: 1), so the same steps give the same pixels; with
+    # all cores its aggregation order varies and a loaded machine changed 2.6 % of them by up to 3e-4
+    np.testing.assert_array_equal(out.data, by_hand.data)
     assert out.pixel_size_A == image.pixel_size_A and out.shape == image.shape
     meta = out.metadata["denoiser"]
     assert meta["name"] == "chain"
@@ -47,8 +48,9 @@ def test_absf_then_s2sred_carries_the_s2sred_variance(registry, image):
     out = chain.denoise(image)
     pre = registry.create("denoiser", "absf").denoise(image)
     by_hand = registry.create("denoiser", "s2sred", **TINY_S2S).denoise(pre)
-    # BM3D's threaded transforms may round differently from one call to the next: a few float32 ulp
-    np.testing.assert_allclose(out.data, by_hand.data, rtol=0, atol=8 * np.spacing(np.abs(by_hand.data).max()))
+    # BM3D runs on one thread by default (threads: 1), so the same steps give the same pixels; with
+    # all cores its aggregation order varies and a loaded machine changed 2.6 % of them by up to 3e-4
+    np.testing.assert_array_equal(out.data, by_hand.data)
     assert out.variance is not None
     np.testing.assert_array_equal(out.variance, by_hand.variance)
     assert out.metadata["denoiser"]["variance_from"] == "2:s2sred"
