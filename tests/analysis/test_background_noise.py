@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from octascope.analysis.noise_spectrum import band_pass, estimate_noise_spectrum, noise_spectrum_outside, radial_frequency_A
+from octascope.analysis.noise_spectrum import (NoiseSpectrum, band_pass, estimate_noise_spectrum, false_peak_probability,
+                                               gaussian_transfer, noise_spectrum_outside, peak_roughness,
+                                               radial_frequency_A)
 from octascope.analysis.region import background_noise_spectrum, frame_noise_spectrum
 from octascope.core.model import Image
 
@@ -124,3 +127,58 @@ def test_idpc_images_are_measured_off_the_particles_whatever_their_noise_colour(
     true_sigma, transfer = band_sigma(white)
     assert frame_noise_spectrum(image).filtered_sigma(transfer) == pytest.approx(true_sigma, rel=0.05)
     assert estimate_noise_spectrum(image.data, PIXEL_A).filtered_sigma(transfer) > 1.1 * true_sigma
+
+
+def test_only_a_spectrum_measured_on_empty_area_says_how_rough_the_search_noise_is(field):
+    """The site candidates' test needs significances on the noise's true scale: the lattice-free
+    tiles' estimate gives the candidate search's λ, the whole image's (a particle filling the
+    frame, which overstates the noise near it) gives none."""
+    from octascope_plugins.locate.peaks import CandidateSearch
+
+    data, _ = field
+    search = CandidateSearch()
+    measured = background_noise_spectrum(data, PIXEL_A)
+    assert measured.measured_on == "empty area"
+    _, transfer = band_sigma(data)
+    assert search.roughness(data, PIXEL_A, measured) == pytest.approx(peak_roughness(measured, transfer), rel=1e-12)
+    assert 2.0 < search.roughness(data, PIXEL_A, measured) < 10.0  # between a 0.25 Å blur's 8 and the band's
+
+    rng = np.random.default_rng(3)
+    filled = particles((346, 346), [(29.0, 29.0)], 26.0, rng) + idpc_noise((346, 346), 0.02, rng)
+    assert background_noise_spectrum(filled, PIXEL_A).measured_on == "whole image"
+    assert np.isnan(search.roughness(filled, PIXEL_A))
+
+
+@pytest.mark.parametrize("sigma_A", [0.3, 0.5])
+def test_peak_roughness_of_blurred_white_noise(sigma_A):
+    """White noise blurred by a Gaussian of σ has a Gaussian autocorrelation of variance 2σ²:
+    λ = 1 / (2σ²) exactly."""
+    white = NoiseSpectrum(k_A=np.array([0.0, 10.0]), power=np.ones(2), pixel_size_A=0.1, shape=(512, 512))
+    lam = peak_roughness(white, gaussian_transfer((512, 512), 0.1, sigma_A))
+    assert lam == pytest.approx(1.0 / (2.0 * sigma_A**2), rel=1e-6)
+
+
+def test_false_peak_probability_matches_the_noise_maxima_in_a_disc():
+    """The probability that noise alone puts a maximum of u or more within 1.1 Å of a point (the
+    site tolerance), from the band-passed noise's λ, against 4,624 disjoint discs of simulated
+    band-passed white noise. The Euler-characteristic formula is an upper bound close to the truth
+    at these heights (measured ratios 1.24 at 2.5σ, 1.14 at 3σ): it must not fall below the
+    measured frequency (a site test would then keep more noise than it says) by more than the
+    sampling error (3 sd), nor exceed it by more than 35 % (it would drop real columns needlessly)."""
+    rng = np.random.default_rng(1)
+    shape, ps, radius_A = (1536, 1536), 0.1, 1.1
+    white = NoiseSpectrum(k_A=np.array([0.0, 10.0]), power=np.ones(2), pixel_size_A=ps, shape=shape)
+    filtered, transfer = band_pass(rng.standard_normal(shape), ps, inner_sigma_A=0.25, outer_sigma_A=0.8)
+    z = filtered / white.filtered_sigma(transfer)
+    r = radius_A / ps
+    ri = int(np.ceil(r))
+    yy, xx = np.mgrid[-ri:ri + 1, -ri:ri + 1]
+    disc_max = ndimage.maximum_filter(z, footprint=xx**2 + yy**2 <= r * r)
+    centres = np.arange(20, shape[0] - 20, 22)  # 2.2 Å apart: disjoint discs
+    maxima = disc_max[np.ix_(centres, centres)].ravel()
+    lam = peak_roughness(white, transfer)
+    for u in (2.5, 3.0, 3.5):
+        measured = float((maxima >= u).mean())
+        sd = np.sqrt(measured * (1 - measured) / maxima.size)
+        predicted = float(false_peak_probability(u, lam, radius_A))
+        assert measured - 3 * sd <= predicted <= 1.35 * (measured + 3 * sd), (u, measured, predicted)

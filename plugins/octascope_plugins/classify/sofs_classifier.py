@@ -13,7 +13,7 @@ from octascope.core.errors import InputError
 from octascope.core.model import Classification, Image
 from octascope.core.params import Plugin, param, require
 from octascope_plugins.sites.sofs_search import SofsSearchOptions, cs_sites, search_columns
-from octascope_plugins.sites.site_registry import column_amplitudes, index_columns, significant_mask
+from octascope_plugins.sites.site_registry import SiteTestOptions, column_amplitudes, index_columns, significant_mask
 
 
 def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: str, radius_A: float) -> None:
@@ -28,15 +28,17 @@ def _one_per_site(species: np.ndarray, xy: np.ndarray, amp: np.ndarray, label: s
 
 
 @dataclass(frozen=True, kw_only=True)
-class SofsClassifierOptions(SofsSearchOptions):
+class SofsClassifierOptions(SofsSearchOptions, SiteTestOptions):
     """Parameters of :class:`SofsClassifier`: the search's (inherited from
-    :class:`octascope_plugins.sites.sofs_search.SofsSearchOptions`) and the Pb mixture model's."""
+    :class:`octascope_plugins.sites.sofs_search.SofsSearchOptions`), the site candidates' test
+    (:class:`octascope_plugins.sites.site_registry.SiteTestOptions`) and the Pb mixture model's."""
 
     min_pb_posterior: float = param(0.02, doc="Pb-site columns whose amplitude the mixture model gives a smaller "
                                     "P(Pb) are unknown")
 
     def check(self) -> None:
-        super().check()
+        SofsSearchOptions.check(self)
+        SiteTestOptions.check(self)
         require(0 <= self.min_pb_posterior < 1, f"min_pb_posterior is {self.min_pb_posterior}; give a probability in [0, 1)")
 
 
@@ -90,7 +92,8 @@ class SofsClassifier(Plugin):
         amp = column_amplitudes(columns)
         xy = columns[["x_A", "y_A"]].to_numpy(float)
         significant = significant_mask(columns)
-        reg = index_columns(xy, amp, significant=significant, min_pb_posterior=o.min_pb_posterior)
+        reg = index_columns(xy, amp, significant=significant, min_pb_posterior=o.min_pb_posterior,
+                            site_test=o.site_test(columns))
         if (reg.species == "Pb").sum() < 4:
             raise InputError(f"found {int((reg.species == 'Pb').sum())} Pb columns on the lattice: no Pb sublattice; "
                              "check the image contrast (iDPC/HAADF with bright Pb columns) and the zone axis ([001])")

@@ -14,12 +14,12 @@ from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
 from octascope.core.model import Classification, Image
-from octascope.core.params import Options, Plugin, param, require
-from octascope_plugins.sites.site_registry import column_amplitudes, index_columns, significant_mask
+from octascope.core.params import Plugin, param, require
+from octascope_plugins.sites.site_registry import SiteTestOptions, column_amplitudes, index_columns, significant_mask
 
 
 @dataclass(frozen=True, kw_only=True)
-class LatticeClassifierOptions(Options):
+class LatticeClassifierOptions(SiteTestOptions):
     """Parameters of :class:`LatticeClassifier`."""
 
     site_tolerance_frac: float = param(0.35, unit="fraction of a/2", doc="largest distance from the lattice site "
@@ -28,6 +28,7 @@ class LatticeClassifierOptions(Options):
                                     "amplitude are unknown")
 
     def check(self) -> None:
+        super().check()
         require(0 < self.site_tolerance_frac < 0.5,
                 f"site_tolerance_frac must lie in (0, 0.5), got {self.site_tolerance_frac}")
         require(0 <= self.min_pb_posterior < 1, f"min_pb_posterior must lie in [0, 1), got {self.min_pb_posterior}")
@@ -45,7 +46,8 @@ class LatticeClassifier(Plugin):
     and 1 − P(Pb) for X and Cs, times how well the column sits on its site.
 
     Parameters are those of :class:`LatticeClassifierOptions`: ``site_tolerance_frac`` (largest
-    distance from the site [fraction of the a/2 spacing]) and ``min_pb_posterior`` [1].
+    distance from the site [fraction of the a/2 spacing]), ``min_pb_posterior`` [1] and ``site_fdr``
+    (the site candidates' test, :class:`~octascope_plugins.sites.site_registry.SiteTest`) [1].
     """
 
     name: ClassVar[str] = "lattice"
@@ -74,7 +76,7 @@ class LatticeClassifier(Plugin):
         xy = out[["x_A", "y_A"]].to_numpy(float)
         significant = significant_mask(columns)
         reg = index_columns(xy, amp, significant=significant, site_tolerance_frac=o.site_tolerance_frac,
-                            min_pb_posterior=o.min_pb_posterior)
+                            min_pb_posterior=o.min_pb_posterior, site_test=o.site_test(columns))
         species = reg.species
         is_pb = species == "Pb"
         if is_pb.sum() < 4:

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR
 from octascope.analysis.region import frame_noise_spectrum
 from octascope.core.model import Image, make_columns
 from octascope.core.params import Plugin, param, require
@@ -183,4 +184,6 @@ class AtomapLocator(Plugin):
             table["significance"] = z
             table["significant"] = z >= threshold
             table.attrs["significance_threshold"] = threshold
+            table.attrs[PEAK_ROUGHNESS_ATTR] = self.options.roughness(image.data, image.pixel_size_A,
+                                                                      frame_noise_spectrum(image))
         return table

@@ -25,7 +25,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from octascope.core.errors import InputError
+from octascope.core.params import Options, param, require
 from octascope.analysis.lattice import square_neighbour_vectors
+from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR, false_peak_probability
 
 #: Coset offsets (in steps of the a/2 lattice) relative to the Pb coset.
 _X_COSETS = ((1, 0), (0, 1))
@@ -145,9 +147,11 @@ def _gaussian_mixture_posterior(amp: np.ndarray, init_high: np.ndarray, iteratio
 
 
 def _attach_site_candidates(xy: np.ndarray, index: np.ndarray, resid: np.ndarray, weak: np.ndarray,
-                            basis: np.ndarray, spacing: float, site_tolerance_frac: float) -> None:
+                            basis: np.ndarray, spacing: float, site_tolerance_frac: float,
+                            site_test: "SiteTest | None" = None) -> None:
     """Index site candidates one step from an indexed significant column (in place); they never
-    index others, so a chain of noise peaks cannot walk the lattice out into the vacuum."""
+    index others, so a chain of noise peaks cannot walk the lattice out into the vacuum. With
+    ``site_test``, only those that pass it (:meth:`SiteTest.passed`) are indexed."""
     anchors = np.flatnonzero(np.isfinite(resid) & (resid < site_tolerance_frac) & ~weak)
     cand = np.flatnonzero(weak)
     if anchors.size == 0 or cand.size == 0:
@@ -170,13 +174,96 @@ def _attach_site_candidates(xy: np.ndarray, index: np.ndarray, resid: np.ndarray
         best_err[better] = err[better]
         best_idx[better] = index[src[better]] + rounded[better].astype(np.int64)
     take = best_err < site_tolerance_frac
+    if site_test is not None and take.any():
+        held = index[anchors]
+        open_sites = _empty_sites_next_to(held)
+        open_sites = open_sites[~_enclosed(open_sites, held)]
+        tested = np.flatnonzero(take)[~_enclosed(best_idx[take], held)]
+        passed = site_test.passed(cand[tested], n_sites=len(open_sites), radius_A=site_tolerance_frac * spacing)
+        take[tested[~passed]] = False
     index[cand[take]] = best_idx[take]
     resid[cand[take]] = best_err[take]
 
 
+#: the eight lattice steps from a column to the sites a site candidate may take (1.6 spacings reach the diagonals)
+_SITE_STEPS = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)], np.int64)
+
+
+def _empty_sites_next_to(anchor_index: np.ndarray) -> np.ndarray:
+    """(M, 2) lattice indices one step (diagonals included) from the given indexed columns that
+    none of them holds: the sites a search for site candidates looks at."""
+    held = np.unique(np.asarray(anchor_index, np.int64).reshape(-1, 2), axis=0)
+    around = np.unique((held[:, None, :] + _SITE_STEPS[None, :, :]).reshape(-1, 2), axis=0)
+    return around[~np.isin(_site_keys(around), _site_keys(held))]
+
+
+def _site_keys(index: np.ndarray) -> np.ndarray:
+    """One integer per lattice index (N, 2)."""
+    index = np.asarray(index, np.int64).reshape(-1, 2)
+    return index[:, 0] * 1_000_003 + index[:, 1]
+
+
+def _enclosed(sites: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """(M,) bool: sites (M, 2) whose two neighbours on opposite sides along a lattice row, column
+    or diagonal are both held (``held`` (K, 2) indices): sites inside the indexed lattice."""
+    sites = np.asarray(sites, np.int64).reshape(-1, 2)
+    keys = _site_keys(held)
+    out = np.zeros(len(sites), bool)
+    for step in _SITE_STEPS[:4]:  # (-1,-1), (-1,0), (-1,1), (0,-1): one of each opposite pair
+        out |= np.isin(_site_keys(sites + step), keys) & np.isin(_site_keys(sites - step), keys)
+    return out
+
+
+@dataclass(frozen=True)
+class SiteTest:
+    """The test a site candidate passes to become a column: a false discovery rate over the sites looked at.
+
+    A site candidate is a maximum of at least ``site_significance`` (2.5σ) found within the site
+    tolerance of an empty lattice site next to the particle. Each such site is one test, and a
+    particle's rim has hundreds of them: at 2.5σ a disc of the tolerance's radius holds a noise
+    maximum that high about a quarter of the time
+    (:func:`octascope.analysis.noise_spectrum.false_peak_probability`), so a fixed floor keeps a
+    noise peak on a good share of the empty rim sites. The Benjamini-Hochberg procedure over the
+    empty sites next to the particle keeps the candidates whose p-values are small enough that at
+    most ``fdr`` of the kept ones are expected to be noise: where many weak columns are real (the
+    X and Cs columns of a particle at low dose), the bar is low; where the sites are a bare rim
+    (a large particle at a good dose), it rises.
+
+    ``significance``: (N,) the candidates' significance [noise std] (NaN: no value, never kept),
+    ``roughness_per_A2``: λ of the candidate search's filtered noise [1/Å²]
+    (:func:`octascope.analysis.noise_spectrum.peak_roughness`), ``fdr``: the rate [1].
+    """
+
+    significance: np.ndarray
+    roughness_per_A2: float
+    fdr: float
+
+    def passed(self, rows: np.ndarray, *, n_sites: int, radius_A: float) -> np.ndarray:
+        """(len(rows),) bool: which of the candidates ``rows`` pass, ``n_sites`` empty sites having
+        been looked at within ``radius_A`` [Å] each."""
+        z = np.asarray(self.significance, float)[np.asarray(rows, np.int64)]
+        p = np.where(np.isfinite(z), false_peak_probability(np.nan_to_num(z, nan=-np.inf), self.roughness_per_A2,
+                                                            radius_A), 1.0)
+        n = len(p)
+        m = max(int(n_sites), n)
+        if n == 0:
+            return np.zeros(0, bool)
+        # Storey's share of empty sites: the sites without a candidate are those whose p-value
+        # exceeds every candidate's, and (m - n) of the m sites exceeding p.max() estimates
+        # m0 (1 - p.max()) (Storey 2002); a rim where most sites hold a weak column gets a lower bar
+        lam = float(p.max())
+        pi0 = min(1.0, (m - n) / (m * (1.0 - lam))) if lam < 1 else 1.0
+        order = np.argsort(p, kind="stable")
+        below = np.flatnonzero(p[order] <= self.fdr * np.arange(1, n + 1) / (m * max(pi0, 1.0 / m)))
+        keep = np.zeros(len(p), bool)
+        if below.size:
+            keep[order[:below[-1] + 1]] = True
+        return keep
+
+
 def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.ndarray | None = None,
                   site_tolerance_frac: float = 0.35, min_pb_posterior: float = 0.02,
-                  min_columns: int = 9) -> SiteRegistry:
+                  min_columns: int = 9, site_test: SiteTest | None = None) -> SiteRegistry:
     """Index columns on the a/2 lattice and assign species by coset (see module docstring).
 
     Parameters
@@ -190,6 +277,9 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
         Columns significant on their own (the locator's ``significant``); the others are site
         candidates, indexed only one step from a significant column and kept only there. Default:
         all significant.
+    site_test : SiteTest, optional
+        The test a site candidate must pass as well (default: none, every site candidate on its
+        site is kept).
     site_tolerance_frac : float
         Largest distance from the site predicted by a neighbour, as a fraction of the a/2
         spacing, for a column to continue the lattice [1].
@@ -214,7 +304,7 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
         raise InputError(f"only {int(np.isfinite(amp[usable]).sum())} fitted columns: too few for a lattice (need >= {min_columns}); "
                          "check the pixel size or denoise the image")
     strong = usable if significant is None else usable & np.asarray(significant, bool)
-    index, resid = _index_lattice(xy, usable, strong, site_tolerance_frac)
+    index, resid = _index_lattice(xy, usable, strong, site_tolerance_frac, site_test)
     indexed = resid < site_tolerance_frac
     if indexed.sum() < min_columns:
         raise InputError(f"only {int(indexed.sum())} columns continue a square lattice (need >= {min_columns}); "
@@ -227,15 +317,15 @@ def index_columns(xy_A: np.ndarray, amplitude: np.ndarray, *, significant: np.nd
                         species=species, pb_posterior=post, basis_A=_fitted_basis(xy, index, indexed), pb_coset=pb_coset)
 
 
-def _index_lattice(xy: np.ndarray, usable: np.ndarray, strong: np.ndarray, site_tolerance_frac: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _index_lattice(xy: np.ndarray, usable: np.ndarray, strong: np.ndarray, site_tolerance_frac: float,
+                   site_test: SiteTest | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lattice indices (N, 2) on the a/2 lattice and the residual from the predicted site
     [fraction of the spacing] (inf where not indexed): the significant columns from neighbour to
     neighbour, then the site candidates one step from them."""
     basis = column_basis(xy[usable])
     spacing = float(np.mean(np.linalg.norm(basis, axis=1)))
     index, resid = _propagate(xy, basis, strong, site_tolerance_frac, spacing)
-    _attach_site_candidates(xy, index, resid, usable & ~strong, basis, spacing, site_tolerance_frac)
+    _attach_site_candidates(xy, index, resid, usable & ~strong, basis, spacing, site_tolerance_frac, site_test)
     return index, resid
 
 
@@ -326,3 +416,24 @@ def significant_mask(columns) -> np.ndarray | None:
     if "significant" not in columns:
         return None
     return columns["significant"].fillna(True).to_numpy(bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteTestOptions(Options):
+    """The site-candidate test of the classifiers that index the lattice (:class:`SiteTest`)."""
+
+    site_fdr: float = param(0.05, doc="false discovery rate of the site candidates kept as columns, over the empty "
+                            "lattice sites next to a particle (Benjamini-Hochberg); 0: every site candidate on its "
+                            "site is kept")
+
+    def check(self) -> None:
+        require(0 <= self.site_fdr < 1, f"site_fdr is {self.site_fdr}; give a rate in [0, 1) (0: no test)")
+
+    def site_test(self, columns) -> SiteTest | None:
+        """The test for the site candidates of a column table: ``None`` when it is off (``site_fdr``
+        0) or the table does not say how significant its columns are (``significance``) and how
+        rough the search's noise was (``attrs["peak_roughness_per_A2"]``, set by the locators)."""
+        roughness = float(columns.attrs.get(PEAK_ROUGHNESS_ATTR, np.nan))
+        if self.site_fdr <= 0 or "significance" not in columns or not np.isfinite(roughness):
+            return None
+        return SiteTest(columns["significance"].to_numpy(float), roughness, self.site_fdr)

@@ -233,3 +233,21 @@ def test_fit_reports_progress_per_round():
     fit_gaussians(image.data, x, y, GaussianOptions(sigma_init_A=0.5, neighbour_rounds=2, device="cpu"), pixel_size_A=0.2,
                   progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_table_says_how_rough_the_search_noise_was_when_measured_on_empty_area():
+    """The classifier's site test reads λ of the candidate search's noise from the table: given
+    where the frame's empty area measured the noise (a small particle in a wide frame), NaN where
+    only the whole image's estimate exists (a particle filling it)."""
+    from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR
+    from octascope.analysis.region import frame_noise_spectrum
+
+    loc = GaussianLocator(device="cpu")
+    wide, _ = make_synthetic(SyntheticSpec(n_cells=(3, 3), margin_A=40.0, dose_e_per_A2=1000))
+    noise = frame_noise_spectrum(wide)
+    assert noise.measured_on == "empty area"
+    lam = loc.locate(wide).attrs[PEAK_ROUGHNESS_ATTR]
+    assert lam == pytest.approx(loc.options.roughness(wide.data, wide.pixel_size_A, noise), rel=1e-12)
+    assert np.isfinite(lam) and lam > 0
+    filled, _ = make_synthetic(SyntheticSpec(n_cells=(3, 3), margin_A=2.0, dose_e_per_A2=1000))
+    assert np.isnan(loc.locate(filled).attrs[PEAK_ROUGHNESS_ATTR])

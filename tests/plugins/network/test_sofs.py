@@ -202,7 +202,7 @@ def test_search_options_declared_once():
     assert issubclass(SofsClassifier.Options, SofsSearchOptions) and SofsNetwork.Options is SofsSearchOptions
     search = {p.name for p in describe(SofsNetwork)}
     assert search < {p.name for p in describe(SofsClassifier)}
-    assert {p.name for p in describe(SofsClassifier)} - search == {"min_pb_posterior"}
+    assert {p.name for p in describe(SofsClassifier)} - search == {"min_pb_posterior", "site_fdr"}
 
 
 def _counting(monkeypatch):
