@@ -108,3 +108,48 @@ def test_undenoised_image_is_not_rechecked():
     image, truth = make_synthetic(SPEC)
     result = octascope.analyze(image, truth=truth, progress=None)
     assert result.n_unsupported_by_recorded == 0
+
+
+def test_weak_evidence_on_the_recorded_image_makes_a_site_candidate_on_the_rim():
+    """Where the noise is measured on the frame's empty area (a particle in a wide frame), a column
+    found on a denoised image carries the recorded image's evidence: one the recorded image shows
+    above the 2σ floor but below the threshold is a site candidate, and on the rim the site test
+    (a false discovery rate over the empty rim sites) drops it. The stub lifts the rim places to 8σ
+    on the 'denoised' image while the recorded one shows them at 2.7σ (plus its noise: 1.5-5.3σ at
+    the 13 places; one reaches the recorded image's own threshold and may stay)."""
+    from octascope.analysis.region import frame_noise_spectrum
+
+    spec = SyntheticSpec(n_cells=(6, 6), rotation_deg=8.0, particle_angle_deg=7.0, seed=1, margin_A=40.0)
+    image, truth = make_synthetic(spec)
+    assert frame_noise_spectrum(image).measured_on == "empty area"
+    xy = truth.columns[["x_A", "y_A"]].to_numpy(float)
+    u = np.array([np.cos(np.deg2rad(7.0)), np.sin(np.deg2rad(7.0))])
+    s = xy @ u
+    spacing = float(np.median(np.sort(np.linalg.norm(xy[:, None] - xy[None], axis=-1), axis=1)[:, 1]))
+    ghosts = xy[s >= s.max() - 0.5] + spacing * u
+    data = np.asarray(image.data, float)
+    ps = image.pixel_size_A
+    unit = _bumps(data.shape, ps, ghosts)
+    response = float(band_pass(unit, ps, inner_sigma_A=0.25, outer_sigma_A=0.8)[0].max())
+    _, transfer = band_pass(data, ps, inner_sigma_A=0.25, outer_sigma_A=0.8)
+    sigma = frame_noise_spectrum(image).filtered_sigma(transfer)
+    recorded = image.replace(data=(data + 2.7 * sigma / response * unit).astype(np.float32))
+    lifted = (np.asarray(recorded.data, float) + 5.3 * sigma / response * unit).astype(np.float32)
+
+    class Lifts:
+        name: ClassVar[str] = "lifts"
+
+        def denoise(self, img):
+            return img.replace(data=lifted)
+
+    z = significance_at(recorded.data, ps, ghosts[:, 0] / ps, ghosts[:, 1] / ps, inner_sigma_A=0.25,
+                        outer_sigma_A=0.8, radius_A=0.5, noise=frame_noise_spectrum(recorded))
+    assert (z > 2.0).mean() > 0.8, z  # above the recorded floor: the floor alone keeps them
+    clear = int((z >= 4.5).sum())  # at the threshold on the recorded image itself: evidence enough
+    assert clear <= 2, z
+    with_test = octascope.analyze(recorded, denoiser=Lifts(), truth=truth, progress=None)
+    without = octascope.analyze(recorded, denoiser=Lifts(), truth=truth, progress=None,
+                                classifier=("lattice", {"site_fdr": 0.0}))
+    assert _found_at(without, ghosts) >= 0.4 * len(ghosts)  # those a Pb site does not rule out (too weak for Pb)
+    assert _found_at(with_test, ghosts) <= clear
+    assert with_test.scalars["detection_recall"] >= without.scalars["detection_recall"] - 0.01

@@ -26,7 +26,8 @@ from octascope.analysis.particles import ParticleOptions, Segmentation, segment_
 from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
-from octascope.analysis.noise_spectrum import band_pass, significance_at
+from octascope.analysis.noise_spectrum import (PEAK_ROUGHNESS_ATTR, band_pass, peak_roughness, significance_at,
+                                               significance_threshold)
 from octascope.analysis.region import RegionOptions, find_region, frame_noise_spectrum
 from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
@@ -409,6 +410,16 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     noise on a mean of 0.2 at the ghost places, while ABSF's real gain at 100 e/Å² — weak columns
     it lifts over 2.5 that the recorded image shows at 2-2.5 — stays). Undenoised images are left
     as they are. The count dropped is ``result.n_unsupported_by_recorded``.
+
+    Where the recorded image's noise was measured on the frame's empty area (a wide field: the
+    significances are on the noise's true scale), the columns kept also carry the recorded
+    image's evidence: their ``significance`` is the recorded one and ``significant`` says whether it
+    reaches the recorded image's own threshold, so a column the recorded image shows only weakly is
+    a site candidate, which the classifier keeps inside a lattice and judges by the site test at a
+    particle's rim (:class:`octascope_plugins.sites.site_registry.SiteTest`). On the benchmark field
+    (seed 0) ABSF's precision went 0.952 / 0.972 / 0.983 → 0.981 / 0.995 / 0.993 at 1,000 / 300 /
+    100 e/Å² with it. Where the noise is the whole image's estimate (a particle filling the image),
+    the denoised image's flags stay.
     """
     o: Any = getattr(locator, "options", None)  # a locator without the candidate search's options is not checked
     floor = getattr(o, "recorded_significance", None)
@@ -416,13 +427,27 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
             or not all(hasattr(o, k) for k in ("detection_sigma_A", "background_sigma_A", "com_radius_A"))
             or np.array_equal(np.asarray(denoised.data), np.asarray(image.data))):
         return columns
+    noise = frame_noise_spectrum(image)
     z = significance_at(image.data, image.pixel_size_A, columns["x_px"].to_numpy(float),
                         columns["y_px"].to_numpy(float), inner_sigma_A=o.detection_sigma_A,
-                        outer_sigma_A=o.background_sigma_A, radius_A=o.com_radius_A,
-                        noise=frame_noise_spectrum(image))
+                        outer_sigma_A=o.background_sigma_A, radius_A=o.com_radius_A, noise=noise)
     drop = z < floor
     result.n_unsupported_by_recorded = int(drop.sum())
-    return columns[~drop].reset_index(drop=True) if drop.any() else columns
+    kept = columns[~drop].reset_index(drop=True) if drop.any() else columns
+    if noise.measured_on != "empty area" or "significance" not in kept:
+        return kept
+    # the noise is on its true scale: each column's evidence is the recorded image's, so one the
+    # recorded image shows only weakly is a site candidate, and at a particle's rim the classifier's
+    # site test judges it (a filter's lattice continuation past the edge is no evidence)
+    _, transfer = band_pass(image.data, image.pixel_size_A, inner_sigma_A=o.detection_sigma_A,
+                            outer_sigma_A=o.background_sigma_A)
+    threshold = max(o.min_significance, significance_threshold(noise, transfer, expected_false=o.expected_false))
+    recorded = z[~drop]
+    out = kept.assign(significance=recorded, significant=recorded >= threshold)
+    out.attrs.update(kept.attrs)
+    out.attrs["significance_threshold"] = threshold
+    out.attrs[PEAK_ROUGHNESS_ATTR] = peak_roughness(noise, transfer)
+    return out
 
 
 def _restrict_to_crystal(result: Result, img: Image, columns: "pd.DataFrame", region: RegionOptions,
