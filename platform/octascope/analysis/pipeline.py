@@ -417,8 +417,8 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     reaches the recorded image's own threshold, so a column the recorded image shows only weakly is
     a site candidate, which the classifier keeps inside a lattice and judges by the site test at a
     particle's rim (:class:`octascope_plugins.sites.site_registry.SiteTest`). On the benchmark field
-    (seed 0) ABSF's precision went 0.952 / 0.972 / 0.983 → 0.981 / 0.995 / 0.993 at 1,000 / 300 /
-    100 e/Å² with it. Where the noise is the whole image's estimate (a particle filling the image),
+    (seeds 0-2) ABSF's precision with the site test was 0.958 / 0.982 / 0.985 / 0.994 at 1,000 / 300 /
+    220 / 100 e/Å², with this as well 0.978 / 0.994 / 0.994 / 0.993. Where the noise is the whole image's estimate (a particle filling the image),
     the denoised image's flags stay.
     """
     o: Any = getattr(locator, "options", None)  # a locator without the candidate search's options is not checked
