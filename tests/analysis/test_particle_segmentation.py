@@ -192,3 +192,19 @@ def test_outputs_have_the_particle_table_and_column(two_apart, tmp_path):
     text = format_summary(res, files, tmp_path, None)
     assert "particle 1:" in text and "particle 2:" in text
     assert "core − shell Δθ3: particle 2:" in text and "z " in text
+
+
+def test_a_refused_particle_keeps_only_its_significant_columns():
+    """A site candidate is a column only where a lattice confirms it; a refused particle has no
+    lattice, so its weak maxima are not reported (its significant peaks stay, as ``unknown``)."""
+    from octascope.analysis.frame import _join_columns
+    from octascope.core.model import Particle, make_columns
+
+    significant = np.array([True, False, True, False, True])
+    cols = make_columns(np.arange(5) * 10.0, np.zeros(5), 0.2, amplitude=np.ones(5)).assign(
+        significant=significant, species="X")
+    refused = Particle(id=1, rows=np.arange(5), centroid_A=(4.0, 0.0), orientation_deg=0.0, spacing_A=3.1,
+                       area_A2=10.0, size_A=(8.0, 1.0), touches_edge=False, verdict="refused")
+    out = _join_columns(cols, [refused], {})
+    assert list(out.index) == [0, 2, 4]
+    assert (out.species == "unknown").all() and (out.particle == 1).all()

@@ -304,13 +304,18 @@ def _particle_flags(particles: list[Particle]) -> list[str]:
 
 def _join_columns(columns: pd.DataFrame, particles: list[Particle], classified: dict[int, Classification]) -> pd.DataFrame:
     """Every particle's columns with ``particle``: the classified ones of analysed particles, the
-    refused particles' as located with species ``unknown``."""
+    refused particles' as located with species ``unknown`` — their significant ones: a site
+    candidate is a column only where a lattice confirms it (:func:`drop_unconfirmed_site_candidates`),
+    and a refused particle has none (on the benchmark field the off-axis particle kept 135 noise-level
+    maxima among its 827 columns)."""
     parts = []
     for p in particles:
         if p.analysed:
             parts.append(classified[p.id].columns.assign(particle=p.id))
         else:
             refused = columns.loc[np.sort(p.rows)].copy()
+            if "significant" in refused:
+                refused = refused[refused["significant"].fillna(True).to_numpy(bool)]
             refused["species"] = "unknown"
             refused["species_confidence"] = 0.0
             refused["edge"] = True
