@@ -13,6 +13,7 @@ from octascope.core.params import Plugin, param, require
 
 from octascope_plugins.denoise._common import (TrainingOptions, bm3d_compat, check_finite, estimate_noise_psd, estimate_noise_rms, finish,
                       normalise)
+from octascope_plugins.denoise.bm3d import bm3d_profile
 
 if TYPE_CHECKING:
     import torch
@@ -457,5 +458,8 @@ class S2SREDDenoiser(Plugin):
         import torch
 
         arr = x[0, 0].double().cpu().numpy()
-        out = np.asarray(bm3d.bm3d(arr, sigma_psd=noise), dtype=np.float32).reshape(arr.shape)
+        # one thread: with all cores the package's aggregation order varies and the same image gives
+        # different pixels (as the bm3d denoiser's default, threads: 1)
+        out = np.asarray(bm3d.bm3d(arr, sigma_psd=noise, profile=bm3d_profile("np", 1)),
+                         dtype=np.float32).reshape(arr.shape)
         return torch.as_tensor(out, device=x.device)[None, None]
