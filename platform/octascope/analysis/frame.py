@@ -304,7 +304,7 @@ def _particle_flags(particles: list[Particle]) -> list[str]:
 
 def _join_columns(columns: pd.DataFrame, particles: list[Particle], classified: dict[int, Classification]) -> pd.DataFrame:
     """Every particle's columns with ``particle``: the classified ones of analysed particles, the
-    refused particles' as located with species ``unknown`` — their significant ones: a site
+    refused particles' as located with species ``unknown``, less their site candidates: a site
     candidate is a column only where a lattice confirms it (:func:`drop_unconfirmed_site_candidates`),
     and a refused particle has none (on the benchmark field the off-axis particle kept 135 noise-level
     maxima among its 827 columns)."""
@@ -314,12 +314,10 @@ def _join_columns(columns: pd.DataFrame, particles: list[Particle], classified: 
             parts.append(classified[p.id].columns.assign(particle=p.id))
         else:
             refused = columns.loc[np.sort(p.rows)].copy()
-            if "significant" in refused:
-                refused = refused[refused["significant"].fillna(True).to_numpy(bool)]
             refused["species"] = "unknown"
             refused["species_confidence"] = 0.0
             refused["edge"] = True
-            parts.append(refused.assign(particle=p.id))
+            parts.append(drop_unconfirmed_site_candidates(refused).assign(particle=p.id))
     if not parts:
         return columns.iloc[:0].assign(particle=np.zeros(0, int))
     return pd.concat(parts).sort_index()

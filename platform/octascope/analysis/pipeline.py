@@ -26,8 +26,7 @@ from octascope.analysis.particles import ParticleOptions, Segmentation, segment_
 from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
-from octascope.analysis.noise_spectrum import (PEAK_ROUGHNESS_ATTR, band_pass, peak_roughness, significance_at,
-                                               significance_threshold)
+from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR, band_pass, significance_at
 from octascope.analysis.region import RegionOptions, find_region, frame_noise_spectrum
 from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
@@ -418,13 +417,14 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     a site candidate, which the classifier keeps inside a lattice and judges by the site test at a
     particle's rim (:class:`octascope_plugins.sites.site_registry.SiteTest`). On the benchmark field
     (seeds 0-2) ABSF's precision with the site test was 0.958 / 0.982 / 0.985 / 0.994 at 1,000 / 300 /
-    220 / 100 e/Å², with this as well 0.978 / 0.994 / 0.994 / 0.993. Where the noise is the whole image's estimate (a particle filling the image),
-    the denoised image's flags stay.
+    220 / 100 e/Å², with this as well 0.978 / 0.994 / 0.994 / 0.993. Where the noise is the whole
+    image's estimate (a particle filling the image), the denoised image's flags stay.
     """
     o: Any = getattr(locator, "options", None)  # a locator without the candidate search's options is not checked
     floor = getattr(o, "recorded_significance", None)
     if (floor is None or not len(columns) or denoised.data is image.data
-            or not all(hasattr(o, k) for k in ("detection_sigma_A", "background_sigma_A", "com_radius_A"))
+            or not all(hasattr(o, k) for k in ("detection_sigma_A", "background_sigma_A", "com_radius_A", "threshold",
+                                                "roughness"))
             or np.array_equal(np.asarray(denoised.data), np.asarray(image.data))):
         return columns
     noise = frame_noise_spectrum(image)
@@ -440,13 +440,13 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     # recorded image shows only weakly is a site candidate, and at a particle's rim the classifier's
     # site test judges it (a filter's lattice continuation past the edge is no evidence)
     _, transfer = band_pass(image.data, image.pixel_size_A, inner_sigma_A=o.detection_sigma_A,
-                            outer_sigma_A=o.background_sigma_A)
-    threshold = max(o.min_significance, significance_threshold(noise, transfer, expected_false=o.expected_false))
+                            outer_sigma_A=o.background_sigma_A)  # the search's own, kept from it
+    threshold = o.threshold(noise, transfer)
     recorded = z[~drop]
     out = kept.assign(significance=recorded, significant=recorded >= threshold)
     out.attrs.update(kept.attrs)
     out.attrs["significance_threshold"] = threshold
-    out.attrs[PEAK_ROUGHNESS_ATTR] = peak_roughness(noise, transfer)
+    out.attrs[PEAK_ROUGHNESS_ATTR] = o.roughness(image.data, image.pixel_size_A, noise)
     return out
 
 

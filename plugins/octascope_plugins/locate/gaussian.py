@@ -13,8 +13,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR, NoiseSpectrum
-from octascope.analysis.region import STATIONARY_NOISE_SIGNALS, frame_noise_spectrum
+from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR
+from octascope.analysis.region import frame_noise_spectrum
 from octascope.core.model import Image
 from octascope.core.params import Plugin
 from octascope.core.devices import cpu_threads
@@ -22,7 +22,6 @@ from octascope.core.devices import cpu_threads
 from octascope_plugins.locate.binning import bin_image, to_binned, unbin_fit
 from octascope_plugins.locate.gaussian_fit import fit_gaussians, fit_to_columns, resolve_device
 from octascope_plugins.locate.gaussian_options import GaussianOptions
-from octascope_plugins.locate.residual import fit_residual_noise
 
 __all__ = ["GaussianLocator"]
 
@@ -93,32 +92,14 @@ class GaussianLocator(Plugin):
                               failed_err_A=0.5 * o.com_radius_A)
 
     def locate(self, image: Image) -> pd.DataFrame:
-        """Find and fit all columns of ``image``; see the class docstring.
-
-        The candidates are significant under :func:`~octascope.analysis.region.frame_noise_spectrum`.
-        Where that is the whole image's estimate (no empty area: a particle fills the image) and the
-        noise is the same everywhere (iDPC/iCoM), ``noise_from_fit`` searches and fits once more
-        under the noise of the first fit's residual (:func:`.residual.fit_residual_noise`). The
-        table's ``attrs["peak_roughness_per_A2"]`` says how rough the search's noise was (a
-        classifier's test of the site candidates needs it; NaN under the whole image's estimate).
-        """
-        o, ps = self.options, image.pixel_size_A
-        noise = frame_noise_spectrum(image)
-        x, y, z, threshold = o(image.data, ps, noise)
+        """Find and fit all columns of ``image``; see the class docstring. The table's
+        ``attrs["peak_roughness_per_A2"]`` says how rough the search's noise was (a classifier's
+        test of the site candidates needs it; NaN under the whole image's noise estimate)."""
+        x, y, z, threshold = self.candidates(image)
         table = self.refine(image, x, y, z, threshold)
-        if o.noise_from_fit and noise.measured_on == "whole image" and len(table) and _same_everywhere(image, noise):
-            noise = fit_residual_noise(image.data, table, ps, o.neighbour_radius_A)
-            x, y, z, threshold = o(image.data, ps, noise)
-            table = self.refine(image, x, y, z, threshold)
-        table.attrs[PEAK_ROUGHNESS_ATTR] = o.roughness(image.data, ps, noise)
+        table.attrs[PEAK_ROUGHNESS_ATTR] = self.options.roughness(image.data, image.pixel_size_A,
+                                                                  frame_noise_spectrum(image))
         return table
-
-
-def _same_everywhere(image: Image, noise: NoiseSpectrum) -> bool:
-    """Whether the image's noise is the same everywhere: iDPC/iCoM by their ``signal``, otherwise a
-    spectrum falling faster than 1/k (counting noise grows with the signal, and a residual's
-    average would understate it on the columns)."""
-    return image.signal in STATIONARY_NOISE_SIGNALS or noise.slope() < -1.0
 
 
 #: fits of at least this many columns show a progress bar (on CPU, ~1 ms per column and round)

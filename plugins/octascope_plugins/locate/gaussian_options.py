@@ -61,11 +61,6 @@ class GaussianOptions(CandidateSearch):
                     "the noise power falls faster than 1/k)")
     covariance_radius_A: float = param(4.5, unit="Å", doc="columns closer than this get the covariance of their "
                                        "position errors (pairs table); 0: none")
-    noise_from_fit: bool = param(False, doc="when the particle fills the image (no empty area to measure the noise on) "
-                                 "and the noise is the same everywhere (iDPC/iCoM), search the candidates again under the "
-                                 "noise of what the first fit leaves (the whole image's estimate also counts the particle's "
-                                 "non-periodic signal as noise); off by default: measured, not a better default "
-                                 "(docs/particles.md)")
     seed: int = param(0, doc="seed of the random restart shifts")
     device: str = param("auto", doc="'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:i]'")
     cpu_threads: int = param(1, doc="torch threads of a CPU fit (0 keeps torch's setting)")

@@ -88,7 +88,7 @@ def find_candidates(
     scale = max(float(np.abs(data).max()), 1e-30)
     sigma = max(noise.filtered_sigma(transfer), 1e-6 * scale)
     z = filtered / sigma
-    threshold = max(o.min_significance, significance_threshold(noise, transfer, expected_false=o.expected_false))
+    threshold = o.threshold(noise, transfer)
     r = max(1.0, o.search_radius_A / pixel_size_A)
     ri = int(np.floor(r))
     yy, xx = np.mgrid[-ri:ri + 1, -ri:ri + 1]
@@ -223,6 +223,13 @@ class CandidateSearch(Options):
         x, y = refine_com(data, x, y, radius_px=self.com_radius_A / pixel_size_A)
         return x, y, z, threshold
 
+    def threshold(self, noise: NoiseSpectrum, transfer: np.ndarray) -> float:
+        """The significance above which a maximum counts on its own [noise std]: where noise alone
+        exceeds it ``expected_false`` times in the image after the filter ``transfer``
+        (:func:`~octascope.analysis.noise_spectrum.significance_threshold`), never below
+        ``min_significance``."""
+        return max(self.min_significance, significance_threshold(noise, transfer, expected_false=self.expected_false))
+
     def roughness(self, data: np.ndarray, pixel_size_A: float, noise: NoiseSpectrum | None = None) -> float:
         """λ of the search's band-passed noise [1/Å²] (:func:`~octascope.analysis.noise_spectrum.peak_roughness`):
         what a classifier needs to judge a site candidate (a locator records it in its table's
@@ -233,7 +240,7 @@ class CandidateSearch(Options):
         cube at 100 e/Å², noise maxima in the vacuum reach 2.5σ within 1.1 Å of a point 8 % of the
         time, not the 19 % its spectrum predicts), and the site test would drop the weak columns
         of a small particle that the fixed floor keeps. The noise measured on the frame's empty
-        area, or on a fit's residual, has the true scale."""
+        area has the true scale."""
         data = np.asarray(data, dtype=np.float64)
         noise = noise or background_noise_spectrum(data, pixel_size_A)
         if noise.measured_on == "whole image":

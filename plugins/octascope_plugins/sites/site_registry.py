@@ -242,12 +242,12 @@ class SiteTest:
         """(len(rows),) bool: which of the candidates ``rows`` pass, ``n_sites`` empty sites having
         been looked at within ``radius_A`` [Å] each."""
         z = np.asarray(self.significance, float)[np.asarray(rows, np.int64)]
-        p = np.where(np.isfinite(z), false_peak_probability(np.nan_to_num(z, nan=-np.inf), self.roughness_per_A2,
-                                                            radius_A), 1.0)
-        n = len(p)
-        m = max(int(n_sites), n)
+        n = len(z)
         if n == 0:
             return np.zeros(0, bool)
+        p = np.where(np.isfinite(z), false_peak_probability(np.nan_to_num(z, nan=-np.inf), self.roughness_per_A2,
+                                                            radius_A), 1.0)
+        m = max(int(n_sites), n)
         # Storey's share of empty sites: the sites without a candidate are those whose p-value
         # exceeds every candidate's, and (m - n) of the m sites exceeding p.max() estimates
         # m0 (1 - p.max()) (Storey 2002); a rim where most sites hold a weak column gets a lower bar
@@ -255,7 +255,7 @@ class SiteTest:
         pi0 = min(1.0, (m - n) / (m * (1.0 - lam))) if lam < 1 else 1.0
         order = np.argsort(p, kind="stable")
         below = np.flatnonzero(p[order] <= self.fdr * np.arange(1, n + 1) / (m * max(pi0, 1.0 / m)))
-        keep = np.zeros(len(p), bool)
+        keep = np.zeros(n, bool)
         if below.size:
             keep[order[:below[-1] + 1]] = True
         return keep
