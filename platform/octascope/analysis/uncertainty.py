@@ -393,14 +393,14 @@ def folded_bias(value: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     the tilt raises it on average: by 0.80 σ at φ = 0, 0.17 σ at φ = σ, 0.02 σ at φ = 2 σ and less
     than 0.001 σ beyond 3 σ.
     """
-    # lazy: scipy.stats (~0.3 s to import), only here
-    from scipy.stats import norm
+    # scipy.special, not scipy.stats (~0.4 s to import for this one function)
+    from scipy.special import ndtr
 
     mu = np.abs(np.asarray(value, float))
     s = np.asarray(sigma, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(s > 0, mu / s, np.inf)
-        folded = np.where(s > 0, s * np.sqrt(2 / np.pi) * np.exp(-0.5 * r**2) + mu * (1 - 2 * norm.cdf(-r)), mu)
+        folded = np.where(s > 0, s * np.sqrt(2 / np.pi) * np.exp(-0.5 * r**2) + mu * (1 - 2 * ndtr(-r)), mu)
     return np.where(np.isfinite(folded), folded - mu, np.nan)
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # the library side of a run: building the stages and running them (run.py), the printed summary (summary.py)
 from octascope.app.run import build_stages, run_from_config, PHASES  # noqa: E402
-from octascope.results.summary import format_summary  # noqa: E402
+from octascope.results.summary import format_locations, format_result  # noqa: E402
 from octascope.app.help import HELP, PLUGINS_HELP, version_text
 from octascope.core.registry import get_registry
 
@@ -191,8 +191,11 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
         claimed = True
         # lazy: not loaded by `octascope --help` / `import octascope` (start-up); source.frames: a time series
         from octascope.app.series import run_series_from_config
-        runner = run_series_from_config if (container.get("source") or {}).get("frames") is not None else run_from_config
-        result, files = runner(container, output_dir, job_tag=job_tag, registry=_registry())
+        if (container.get("source") or {}).get("frames") is not None:
+            result, files = run_series_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
+        else:  # the numbers print as soon as the analysis ends; where they are written, once they are
+            result, files = run_from_config(container, output_dir, job_tag=job_tag, registry=_registry(),
+                                            on_result=lambda r: print(format_result(r), flush=True))
     except KeyboardInterrupt:  # SIGINT, or SIGTERM turned into Interrupted: stops a sweep too
         if claimed:
             release_failed_output_dir(output_dir)
@@ -227,7 +230,7 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
     if isinstance(result, SeriesResult):
         print(format_series_summary(result, files, output_dir, uri), flush=True)
         return
-    print(format_summary(result, files, output_dir, uri), flush=True)
+    print(format_locations(files, output_dir, uri), flush=True)
 
     PHASES["job"] = time.perf_counter() - t_job
 

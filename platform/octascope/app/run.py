@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 import time
 
 from octascope.core import interrupts
@@ -63,7 +63,8 @@ def input_stem(image: Any, source: Mapping[str, Any]) -> str:
 
 def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | None = None,
                     registry: Registry | None = None, run_name: str | None = None,
-                    tags: Mapping[str, str] | None = None) -> tuple[Result, dict[str, Path]]:
+                    tags: Mapping[str, str] | None = None,
+                    on_result: Callable[[Result], None] | None = None) -> tuple[Result, dict[str, Path]]:
     """Run one analysis from a resolved configuration dict (no Hydra objects) and write its outputs.
 
     The configuration is checked first (:func:`octascope.app.config.validate_config`), the plugins are
@@ -74,6 +75,9 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     ``run_name``: the MLflow run's name (default ``tracking.run_name``, else the input's stem and the
     non-default settings, :func:`octascope.results.tracking.run_name`); ``tags``: more MLflow tags.
     ``tracking.parent_run_id`` makes the run a child of that run (a session's frame).
+    ``on_result`` is called with the result as soon as the analysis ends, before the outputs are
+    written and the results logged (the command prints its summary there: the numbers do not wait
+    for the figures and the store).
     """
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
     from octascope.app.config import validate_config
@@ -98,6 +102,8 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
             result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
                                   particles=cfg.get("particles"), **stages)
         interrupts.raise_if_stopped()
+        if on_result is not None:
+            on_result(result)
         with _phase("outputs"):
             tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
             extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json

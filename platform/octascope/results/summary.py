@@ -172,7 +172,23 @@ def _nan() -> float:
 
 
 def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, tracking_uri: str | None) -> str:
-    """The short report printed at the end of a run (``tracking_uri``: the resolved store the run was logged to)."""
+    """The short report printed at the end of a run (``tracking_uri``: the resolved store the run was logged to):
+    :func:`format_result` then :func:`format_locations`."""
+    return format_result(result) + "\n" + format_locations(files, output_dir, tracking_uri)
+
+
+def format_locations(files: Mapping[str, Any], output_dir: Path, tracking_uri: str | None) -> str:
+    """The report's last lines: where the outputs are and, for a tracked run, how to open it in MLflow."""
+    lines = [f"  outputs: {output_dir}"]
+    if "mlflow_run_id" in files:
+        lines.append(mlflow_line(files, tracking_uri))
+    return "\n".join(lines)
+
+
+def format_result(result: Result) -> str:
+    """The report's numbers: image, columns, octahedra, particles, tilt, core-shell tests, accuracy,
+    region and flags. The command prints them as soon as the analysis ends, before its figures
+    are drawn and the run is logged to MLflow."""
     sections = result.summaries
     lines = [f"octascope: analysed {result.image.source} ({result.image.shape[1]}x{result.image.shape[0]} px, "
              f"{result.image.pixel_size_A:.4g} Å/px) in {result.timings_s.get('total', _nan()):.1f} s"]
@@ -205,9 +221,6 @@ def format_summary(result: Result, files: Mapping[str, Any], output_dir: Path, t
                      f"{result.n_outside_region} columns outside it dropped")
     for flag in result.flags:
         lines.append(f"  FLAG: {flag}")
-    lines.append(f"  outputs: {output_dir}")
-    if "mlflow_run_id" in files:
-        lines.append(mlflow_line(files, tracking_uri))
     return "\n".join(lines)
 
 
