@@ -336,10 +336,11 @@ def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "to
         fitted[group[sample]] = True
         shared.shapes = torch.where((fitted & _sane_shape(shapes, win.sigma_max))[:, None], shapes, shared.shapes)
     p[:, _L11:] = shared.shapes[group]
-    p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
-                                      max_iterations=o.max_iterations, tolerance=o.tolerance, fixed_shape=True)
+    cx, cy = torch.round(centre_x), torch.round(centre_y)
+    p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight, max_iterations=o.max_iterations,
+                                      tolerance=o.tolerance, fixed_shape=True, bounds=(cx, cy, win.radius))
     iterations += it
-    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), torch.round(centre_x), torch.round(centre_y))
+    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), cx, cy)
     if o.max_restarts > 0:
         iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng, fixed_shape=True)
     ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
@@ -381,7 +382,8 @@ def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianO
     import torch
 
     q, _, it = levenberg_marquardt(rnd.p, rnd.patches.x, rnd.patches.y, rnd.target, rnd.patches.weight,
-                                   max_iterations=o.shape_iterations, tolerance=o.tolerance)
+                                   max_iterations=o.shape_iterations, tolerance=o.tolerance,
+                                   bounds=(rnd.cx, rnd.cy, win.radius))
     good = _ok(q, rnd.cx, rnd.cy, win.radius, win.sigma_max) & ok
     out = rnd.p.clone()
     own = [_A, _B, *range(_L11, N_PARAMS)]
@@ -439,9 +441,11 @@ def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Ten
         # failed fits start again from their start position on the cleaned patch
         if bool((~ok).any()):
             p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
+    cx, cy = torch.round(centre_x), torch.round(centre_y)
     p, cost, iterations = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
-                                              max_iterations=o.max_iterations, tolerance=o.tolerance)
-    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), torch.round(centre_x), torch.round(centre_y))
+                                              max_iterations=o.max_iterations, tolerance=o.tolerance,
+                                              bounds=(cx, cy, win.radius))
+    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), cx, cy)
     if o.max_restarts > 0:
         iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng)
     return rnd, _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max), iterations
@@ -482,7 +486,7 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
         q[:, _L11:] = rnd.p[rep, _L11:]
     q, qcost, iterations = levenberg_marquardt(q, patches.x[rep], patches.y[rep], rnd.target[rep], patches.weight[rep],
                                                max_iterations=o.max_iterations, tolerance=o.tolerance,
-                                               fixed_shape=fixed_shape)
+                                               fixed_shape=fixed_shape, bounds=(rnd.cx[rep], rnd.cy[rep], win.radius))
     q_ok = _ok(q, rnd.cx[rep], rnd.cy[rep], win.radius, win.sigma_max)
     qcost = torch.where(q_ok, qcost, torch.full_like(qcost, float("inf"))).view(o.max_restarts, nb)
     best_cost, best = qcost.min(0)

@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    #: ``(cx, cy, radius)``: (N,) patch centres [px] and the radius [px] a fitted centre must stay within
+    Bounds = tuple[torch.Tensor, torch.Tensor, float]
+
 N_PARAMS = 7  # A, B, x0, y0, l11, l21, l22
 #: indices of the parameters in the last axis of ``p``
 _A, _B, _X, _Y, _L11, _L21, _L22 = range(N_PARAMS)
@@ -167,10 +170,14 @@ class _WorkingSet:
     buf: "torch.Tensor"
     work: "torch.Tensor"
     n_free: int = N_PARAMS
+    #: (k,) patch centres [px] and squared radius [px²] a centre must stay within (None: unbounded)
+    cx: "torch.Tensor | None" = None
+    cy: "torch.Tensor | None" = None
+    r2: float = float("inf")
 
     @classmethod
     def start(cls, p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-              weight: "torch.Tensor", n_free: int = N_PARAMS) -> "_WorkingSet":
+              weight: "torch.Tensor", n_free: int = N_PARAMS, bounds: "Bounds | None" = None) -> "_WorkingSet":
         """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
         # lazy: torch (~1.2 s to import), only when a torch step runs
         import torch
@@ -188,7 +195,8 @@ class _WorkingSet:
         return cls(idx=torch.arange(n, device=p.device), p=p, x=x, y=y, tw=tw, sw=sw,
                    cost=normal[:, n_free, n_free].clone(), lam=torch.full((n,), 1e-3, dtype=p.dtype, device=p.device),
                    normal=normal, active=torch.ones(n, dtype=torch.bool, device=p.device), buf=buf, work=work,
-                   n_free=n_free)
+                   n_free=n_free, **({} if bounds is None else
+                                     {"cx": bounds[0], "cy": bounds[1], "r2": float(bounds[2]) ** 2}))
 
     def iterate(self, tolerance: float) -> None:
         """One damped Gauss-Newton step of every active column: kept where it lowers the cost
@@ -216,6 +224,8 @@ class _WorkingSet:
         self.normal = torch.where(better[:, None, None], normal_new, self.normal)
         self.lam = torch.where(better, self.lam / 10, self.lam * 10).clamp(1e-12, 1e12)
         converged = (better & (rel < tolerance)) | (~better & (self.lam >= 1e12)) | (self.cost <= 0)
+        if self.cx is not None:  # a centre that left its patch is a failed fit (gaussian_fit._ok): stop there
+            converged |= (self.p[:, _X] - self.cx) ** 2 + (self.p[:, _Y] - self.cy) ** 2 > self.r2
         self.cost = torch.where(better, cost_new, self.cost)
         self.active = self.active & ~converged
 
@@ -230,14 +240,16 @@ class _WorkingSet:
                                                               self.lam[keep], self.normal[keep])
         self.x, self.y, self.tw = self.x[keep], self.y[keep], self.tw[keep]
         self.active = self.active[keep]
+        if self.cx is not None and self.cy is not None:
+            self.cx, self.cy = self.cx[keep], self.cy[keep]
         if self.sw is not None:
             self.sw = self.sw[keep]
             self.buf[:keep.numel(), _B] = self.sw
 
 
 def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float, fixed_shape: bool = False
-                        ) -> tuple["torch.Tensor", "torch.Tensor", int]:
+                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float, fixed_shape: bool = False,
+                        bounds: "Bounds | None" = None) -> tuple["torch.Tensor", "torch.Tensor", int]:
     """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
     Each iteration forms J^T W J, J^T W r and the cost at the trial parameters in one batched
@@ -261,6 +273,11 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     fixed_shape : bool
         Hold ``l11, l21, l22`` at their values in ``p`` and fit ``A, B, x0, y0`` only (4 x 4
         normal equations).
+    bounds : tuple, optional
+        ``(cx, cy, radius)``: (N,) patch centres and a radius [px]. A column whose centre moves
+        farther than ``radius`` from its patch centre stops there (a failed fit, which the caller
+        restarts or reports): at low dose a weak candidate can otherwise drift for the whole
+        iteration budget, alone in the working set.
 
     Returns
     -------
@@ -277,7 +294,7 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     p = p.clone()
     if x.shape[0] == 0:
         return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
-    ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS)
+    ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS, bounds)
     cost_out = ws.cost.clone()
     it = 0
     for it in range(1, max_iterations + 1):
