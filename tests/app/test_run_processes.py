@@ -93,26 +93,47 @@ def test_sigterm_and_sigint_mark_the_run_failed(tmp_path, sig):
     assert len([p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]) == 1  # the interrupted run left no folder
 
 
-def test_sigkill_leaves_running_until_fix_stale_marks_it_killed(tmp_path):
+def test_sigkill_during_the_analysis_leaves_no_running_run(tmp_path):
+    # the store exists (a finished run), as for a user's second run
+    assert _start(FAST, tmp_path).wait(timeout=600) == 0
     proc, lines, reader = _start_and_wait_for_locator(LONG, tmp_path)
     proc.kill()
     proc.wait(timeout=60)
-    ((run_id, status, n_params),) = _runs(tmp_path / "mlruns.db")
-    assert status == "RUNNING" and n_params > 20
-    (folder,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    # the run is logged after its analysis (its numbers print first): a killed analysis leaves no RUNNING run
+    assert [r[1] for r in _runs(tmp_path / "mlruns.db")] == ["FINISHED"]
+    folder = max((p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     assert json.loads((folder / ".octascope-run").read_text())["pid"] == proc.pid
     assert not (folder / "summary.json").exists()  # incomplete, and says so
     part = folder / f".columns.csv.{proc.pid}.x1y2z3.part"  # what a kill during a write leaves
     part.write_text("half a ta")
 
+    fix = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs", "--fix-stale"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert fix.returncode == 0, fix.stderr
+    assert not folder.exists() and not part.exists()
+    assert [r[1] for r in _runs(tmp_path / "mlruns.db")] == ["FINISHED"]
+
+
+def test_fix_stale_marks_a_killed_process_run_killed(tmp_path):
+    # a process killed while its MLflow run is open (a kill while a run logs, a time series' run) leaves it RUNNING
+    code = ("import os, signal\n"
+            "from octascope.results.tracking import log_start, tracked_run\n"
+            "with tracked_run(run_name='killed'):\n"
+            "    log_start(params={'locator': {'name': 'gaussian'}})\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ((run_id, status, n_params),) = _runs(tmp_path / "mlruns.db")
+    assert status == "RUNNING" and n_params > 1
+
     listing = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs"], cwd=tmp_path, env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
-    assert run_id[:8] in listing.stdout and "RUNNING" in listing.stdout and "incomplete" in listing.stdout
+    assert run_id[:8] in listing.stdout and "RUNNING" in listing.stdout
 
     fix = subprocess.run([sys.executable, "-m", "octascope.app.cli", "runs", "--fix-stale"], cwd=tmp_path, env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert fix.returncode == 0, fix.stderr
-    assert "marked 1 run(s) KILLED" in fix.stdout and "removed 1 stale .part file(s)" in fix.stdout
+    assert "marked 1 run(s) KILLED" in fix.stdout
     assert _runs(tmp_path / "mlruns.db")[0][1] == "KILLED"
-    assert not part.exists()

@@ -5,6 +5,7 @@ Hydra wrapper around :func:`run_from_config`).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -97,7 +98,7 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.get("progress", True) else None
     track = cfg.get("tracking") or {}
 
-    def body() -> tuple[Result, dict[str, Path]]:
+    def body(before_summary: Callable[[], None] | None = None) -> tuple[Result, dict[str, Path]]:
         with _phase("analysis"):
             result = run_pipeline(image, truth=truth, progress=progress, region=cfg.get("region"), refine=cfg.get("refine"),
                                   particles=cfg.get("particles"), **stages)
@@ -107,26 +108,70 @@ def run_from_config(cfg: dict[str, Any], output_dir: Path, *, job_tag: str | Non
         with _phase("outputs"):
             tables = {"columns": result.columns, **result.tables} if result.columns is not None else dict(result.tables)
             extras = write_extras(result.image, result.columns, output_dir, cfg, tables)  # [h-series] exports, provenance.json
-            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats)  # summary.json last
+            files = write_outputs(result, output_dir, config=cfg, figure_formats=formats,  # summary.json last
+                                  before_summary=before_summary)
         return result, {**extras, **files}
 
     if not track.get("enabled", True):
         return body()
     # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
-    from octascope.results.tracking import DIR_TAG, log_run, log_start, run_name as default_name, tracked_run
+    from octascope.results.tracking import DIR_TAG, check_store, log_run, log_start, run_name as default_name, tracked_run
 
+    check_store(track.get("tracking_uri"))  # a store that cannot be one is refused before the analysis
     all_tags = {"octascope.source": image.source[:250], DIR_TAG: str(Path(output_dir).resolve())[:5000],
                 **({"hydra.job.num": job_tag} if job_tag else {}), **dict(tags or {})}
     name = run_name or track.get("run_name") or default_name(input_stem(image, cfg.get("source") or {}), cfg)
 
-    t0 = time.perf_counter()
-    with tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
-                     run_name=name, tags=all_tags, parent_run_id=track.get("parent_run_id")) as run:
-        log_start(params=cfg, image=image, input_checksum=input_checksum(image))
-        PHASES["tracking"] = PHASES.get("tracking", 0.0) + time.perf_counter() - t0
-        result, files = body()
+    def tracked() -> Any:
+        return tracked_run(tracking_uri=track.get("tracking_uri"), experiment=track.get("experiment", "octascope"),
+                           run_name=name, tags=all_tags, parent_run_id=track.get("parent_run_id"))
+
+    # The store is touched once the numbers are printed and the outputs written, just before
+    # summary.json (a store that fails then leaves an incomplete folder, removed as for any failed
+    # run); a run that fails before, or is stopped, is still logged, FAILED, with what it analysed.
+    with contextlib.ExitStack() as stack:
+        opened: list[Any] = []
+        tried = False
+
+        def open_run() -> None:
+            nonlocal tried
+            tried = True
+            t0 = time.perf_counter()
+            opened.append(stack.enter_context(tracked()))
+            log_start(params=cfg, image=image, input_checksum=input_checksum(image))
+            dt = time.perf_counter() - t0  # inside the outputs phase: counted as tracking
+            PHASES["tracking"] = PHASES.get("tracking", 0.0) + dt
+            PHASES["outputs"] = PHASES.get("outputs", 0.0) - dt
+
+        try:
+            result, files = body(open_run)
+        except BaseException:
+            if not tried:  # the store itself failing is the error; logging to it again would fail twice
+                _log_failed(tracked, cfg, image)
+            raise
         t1 = time.perf_counter()
         log_run(scalars=result.scalars, timings_s=result.timings_s, artifact_dir=output_dir)
-        files["mlflow_run_id"], files["mlflow_experiment_id"] = run.info.run_id, run.info.experiment_id
-    PHASES["tracking"] += time.perf_counter() - t1
+        files["mlflow_run_id"], files["mlflow_experiment_id"] = opened[0].info.run_id, opened[0].info.experiment_id
+    PHASES["tracking"] = PHASES.get("tracking", 0.0) + time.perf_counter() - t1
     return result, files
+
+
+def _log_failed(tracked: Callable[[], Any], cfg: Mapping[str, Any], image: Any) -> None:
+    """Log the run that is failing (its parameters, input checksum and image; ended FAILED) while its
+    error propagates; a store that cannot take it adds one warning line, not a second error."""
+    # lazy: not loaded by `octascope --help` / `import octascope` (start-up)
+    from octascope.input.readers import input_checksum
+    from octascope.results.tracking import log_start
+
+    class _Failed(Exception):
+        pass
+
+    try:
+        with tracked():
+            log_start(params=cfg, image=image, input_checksum=input_checksum(image))
+            raise _Failed
+    except _Failed:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the run's own error is the one to report
+        print(f"octascope: warning: the failed run was not logged to MLflow ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ import os
 import re
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 import shutil
 import signal
 import socket
@@ -232,12 +232,15 @@ def save_figures(figures: Mapping[str, tuple[Any, int]], run_dir: Path, formats:
 
 
 def write_outputs(result: Result, run_dir: str | Path, *, config: Mapping[str, Any] | None = None,
-                  figure_formats: tuple[str, ...] = ("png", "svg")) -> dict[str, Path]:
+                  figure_formats: tuple[str, ...] = ("png", "svg"),
+                  before_summary: Callable[[], None] | None = None) -> dict[str, Path]:
     """Write columns.csv, octahedra.csv, lattice.csv, other metric tables, summary.json,
     figures (PNG and SVG), the resolved config and ``report.html`` (the page to read the run,
     :func:`octascope.results.report.write_run_report`) into ``run_dir``; ``summary.json`` last, so
 its presence marks a complete folder. ``denoised.npy`` is written only when the denoiser changed
-the image (not for ``denoiser=none``).
+the image (not for ``denoiser=none``). ``before_summary`` is called just before ``summary.json``
+is written (a run opens its MLflow run there: a store that fails leaves an incomplete folder,
+which the failed run removes).
 
     Returns
     -------
@@ -273,6 +276,8 @@ the image (not for ``denoiser=none``).
     report = _write_report(run_dir, summary=summary, config=None if config is None else _jsonable(dict(config)))
     if report is not None:
         written["report"] = report
+    if before_summary is not None:
+        before_summary()
     written["summary"] = write_json(summary, run_dir / "summary.json")
     return written
 

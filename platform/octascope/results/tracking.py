@@ -116,6 +116,35 @@ def check_sqlite_file(db: Path) -> None:
                           f"move it away (MLflow makes a new store) or {_STORE_FIX}")
 
 
+def check_store(tracking_uri: str | None) -> str:
+    """The resolved URI, refused as :func:`check_tracking_uri` does and, for an existing SQLite
+    file, when it holds someone else's tables or is damaged (read-only, stdlib ``sqlite3``:
+    milliseconds, no MLflow), so a run refuses such a store before its analysis."""
+    uri = check_tracking_uri(tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and db.is_file():
+        wait_for_store(db, write=False)
+        if _store_kind(db) == "other":
+            raise ConfigError(f"{db} is a SQLite database but not an MLflow store; {_STORE_FIX}")
+    parts = urlparse(uri)
+    if parts.scheme in ("http", "https") and parts.hostname:  # a server: does anything answer on its port?
+        # lazy: socket, only for a tracking server
+        import socket
+
+        try:
+            socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                     timeout=SERVER_PROBE_S).close()
+        except OSError as exc:
+            first = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+            raise ConfigError(f"cannot open the tracking store {uri} ({exc.__class__.__name__}: {first}); check "
+                              "tracking.tracking_uri (or MLFLOW_TRACKING_URI), or run with tracking.enabled=false") from None
+    return uri
+
+
+#: how long :func:`check_store` waits for a tracking server to accept a connection [s]
+SERVER_PROBE_S = 10.0
+
+
 def store_wait_s() -> float:
     """How long to wait for a SQLite store another process holds locked [s]: ``$OCTASCOPE_STORE_WAIT_S``
     or :data:`STORE_WAIT_S`."""
