@@ -23,8 +23,9 @@ device (CUDA context, kernel selection and first-call set-up are excluded):
   per ``red_every`` steps, on the CPU). Fixed iteration counts (no early stop).
 - ``bm3d``: CPU only (the ``bm3d`` package has no GPU path); listed so the table shows the whole chain.
 
-The CPU side uses the plugins' CPU defaults (the locator one thread, the networks the free
-cores). ``--quick``: small images (441 columns, 256² networks, a few steps), for a smoke run;
+The CPU side uses the plugins' CPU defaults (the locator's fit in NumPy, one thread; the networks
+torch on the free cores); the GPU side runs the same locator code on torch tensors
+(:mod:`octascope_plugins.locate.arrays`). ``--quick``: small images (441 columns, 256² networks, a few steps), for a smoke run;
 the default sizes are the paper's (a 2048² frame of ~10,000 columns for the locator, 1024² networks; the
 refinement on a 12 x 12-octahedra particle, ~600 columns, to bound its CPU side).
 The table (markdown, with the command, date, machine, load) is printed and written to ``--out``.

@@ -191,6 +191,7 @@ def _run_job(cfg: Any, output_dir: Path, *, multirun: bool, job_num: str | None,
         claimed = True
         # lazy: not loaded by `octascope --help` / `import octascope` (start-up); source.frames: a time series
         from octascope.app.series import run_series_from_config
+        result: Any
         if (container.get("source") or {}).get("frames") is not None:
             result, files = run_series_from_config(container, output_dir, job_tag=job_tag, registry=_registry())
         else:  # the numbers print as soon as the analysis ends; where they are written, once they are

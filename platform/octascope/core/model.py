@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
 import numpy as np
 import pandas as pd
@@ -428,13 +428,81 @@ class Particle:
         return dataclasses.replace(self, **changes)
 
 
+class LazyFigures(Mapping[str, Any]):
+    """Figures by file stem, built by ``build()`` on first use.
+
+    A metric returns its figures this way so that they are built only when they are written: after
+    the command has printed its numbers, and not at all with ``figure_formats=[]`` (building a
+    run's matplotlib figures, matplotlib's import included, is most of a small image's analysis time).
+    """
+
+    def __init__(self, build: Callable[[], Mapping[str, Any]]):
+        self._build: Callable[[], Mapping[str, Any]] | None = build
+        self._figures: dict[str, Any] = {}
+
+    def _get(self) -> dict[str, Any]:
+        if self._build is not None:
+            build, self._build = self._build, None
+            self._figures = dict(build())
+        return self._figures
+
+    def __getitem__(self, name: str) -> Any:
+        return self._get()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+class Figures(MutableMapping[str, Any]):
+    """A result's figures by file stem; :class:`LazyFigures` added with :meth:`update` stay unbuilt
+    until the figures are read."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+        self._pending: list[LazyFigures] = []
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        if isinstance(other, LazyFigures) and not kwargs:
+            self._pending.append(other)
+        else:
+            self._built.update(other, **kwargs)
+
+    def _get(self) -> dict[str, Any]:
+        while self._pending:
+            self._built.update(self._pending.pop(0))
+        return self._built
+
+    def __getitem__(self, name: str) -> Any:
+        return self._get()[name]
+
+    def __setitem__(self, name: str, fig: Any) -> None:
+        self._get()[name] = fig
+
+    def __delitem__(self, name: str) -> None:
+        del self._get()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._built.clear()
+
+
 @dataclass(frozen=True)
 class MetricOutput:
     """What a metric returns.
 
     ``tables``: named tables (each written as ``<name>.csv``); ``scalars``: flat numbers (logged to
     MLflow, listed under ``scalars`` in summary.json); ``summary``: the metric's own section of
-    summary.json (under ``metrics.<metric name>``); ``figures``: matplotlib figures by file stem.
+    summary.json (under ``metrics.<metric name>``); ``figures``: matplotlib figures by file stem
+    (a :class:`LazyFigures` builds them only when they are written).
     """
 
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
@@ -496,7 +564,7 @@ class Result:
     truth: Truth | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    figures: MutableMapping[str, Any] = field(default_factory=Figures)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     plugins: dict[str, Any] = field(default_factory=dict)

@@ -259,8 +259,9 @@ which the failed run removes).
     denoised = result.denoised
     if denoised is not None and not _same_image(denoised, result.image):
         written["denoised"] = atomic_write(run_dir / "denoised.npy", lambda tmp: np.save(tmp.open("wb"), denoised.data))
-    # the figures are pyplot-free Figure objects (nothing to close); drawn in parallel (save_figures)
-    figures = {name: (fig, 150) for name, fig in result.figures.items()}
+    # the figures are pyplot-free Figure objects (nothing to close), built here (a metric's are built
+    # on first use, core.model.LazyFigures) and drawn in parallel (save_figures)
+    figures = {name: (fig, 150) for name, fig in result.figures.items()} if figure_formats else {}
     if result.region is not None:
         written.update(write_outputs_region(result, run_dir, ()))  # the mask; its figure joins the others
         if figure_formats:

@@ -33,7 +33,7 @@ class GaussianLocator(Plugin):
     :func:`~octascope_plugins.locate.peaks.find_candidates`); each is moved to the centre of mass
     in a circular aperture of ``com_radius_A``, then all columns are fitted together with an
     elliptical 2-D Gaussian plus constant background by batched Levenberg-Marquardt
-    (:mod:`.lm_solver`; torch, GPU when present). Fits whose RMS residual exceeds
+    (:mod:`.lm_solver`; NumPy on the CPU, torch on a GPU when present). Fits whose RMS residual exceeds
     ``max_residual`` of the peak height are restarted from a perturbed centre-of-mass start.
     Neighbouring columns are removed from each patch by iterative neighbour subtraction
     (``neighbour_rounds``) so their tails do not pull a column's centre. On images finer than
@@ -83,9 +83,10 @@ class GaussianLocator(Plugin):
         xs, ys = np.asarray(x_px, float), np.asarray(y_px, float)
         if k > 1:
             data, xs, ys = bin_image(data, k), to_binned(xs, k), to_binned(ys, k)
-        on_cpu = resolve_device(o.device).type == "cpu"
-        with cpu_threads(o.cpu_threads if on_cpu else None), _round_bar(len(xs), o.neighbour_rounds + 1) as bar:
-            fit = fit_gaussians(data, xs, ys, o, pixel_size_A=fps, progress=bar)
+        arrays = resolve_device(o.device)  # NumPy on the CPU (torch is not imported), torch on a GPU
+        threads = o.cpu_threads if arrays.name == "torch" and arrays.device_type == "cpu" else None
+        with cpu_threads(threads), _round_bar(len(xs), o.neighbour_rounds + 1) as bar:
+            fit = fit_gaussians(data, xs, ys, o, pixel_size_A=fps, progress=bar, arrays=arrays)
         if k > 1:
             fit = unbin_fit(fit, k, np.asarray(x_px, float), np.asarray(y_px, float))
         return fit_to_columns(fit, ps, o.min_separation_A, significance=significance, threshold=threshold,

@@ -10,7 +10,7 @@ column is refitted on its patch minus the model of all the other columns. The so
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from scipy.spatial import cKDTree
 from octascope.analysis.noise_covariance import autocovariance, channel_spectra, estimator_covariance, neighbour_pairs
 from octascope.analysis.uncertainty import PAIRS_ATTR, PositionCovariance
 from octascope.core.model import make_columns
-from octascope.core.devices import select_device
 
+from octascope_plugins.locate.arrays import Array, Arrays, arrays_of, fit_arrays
 from octascope_plugins.locate.ellipse import ellipse_from_covariance
 from octascope_plugins.locate.gaussian_options import GaussianOptions
 from octascope_plugins.locate.lm_solver import (_A, _B, _L11, _L22, _X, _Y, N_PARAMS, N_POSITION, covariance,
@@ -30,13 +30,9 @@ from octascope_plugins.locate.patches import Patches, disk_offsets
 from octascope_plugins.locate.profile_covariance import (NOISE_CROP_PX, acov_grid, residual_noise,
                                                          shared_profile_covariance)
 
-if TYPE_CHECKING:
-    import torch
-
-
-def resolve_device(device: str) -> "torch.device":
-    """The torch device of the locator (see :func:`octascope.core.devices.select_device`)."""
-    return select_device(device, "locator 'gaussian'")
+def resolve_device(device: str) -> Arrays:
+    """The arrays the locator's fit runs on (:func:`.arrays.fit_arrays`: NumPy on the CPU, torch on a GPU)."""
+    return fit_arrays(device, "locator 'gaussian'")
 
 
 @dataclass
@@ -75,16 +71,14 @@ class GaussianFit:
 def _initial_params(patches: Patches, x0, y0, sigma_init_px: float, background_radius_px: int):
     """Start parameters: background the 10th percentile within ``background_radius_px`` [px] of the
     patch centre, amplitude the patch maximum above it, width ``sigma_init_px`` [px], round."""
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    vals = torch.where(patches.weight > 0, patches.values, torch.full_like(patches.values, float("nan")))
-    peak = torch.nan_to_num(vals, nan=-float("inf")).amax(dim=1)
+    xp = arrays_of(patches.values)
+    vals = xp.where(patches.weight > 0, patches.values, float("nan"))
+    peak = xp.amax(xp.nan_to_num(vals, nan=-float("inf")), 1)
     if background_radius_px < patches.radius:
-        vals = torch.where(patches.r2[None, :] <= background_radius_px**2, vals, torch.full_like(vals, float("nan")))
-    bg = torch.nanquantile(vals, 0.1, dim=1)
-    p = torch.zeros((x0.shape[0], N_PARAMS), dtype=patches.values.dtype, device=x0.device)
-    p[:, _A] = (peak - bg).clamp_min(1e-12)
+        vals = xp.where(patches.r2[None, :] <= background_radius_px**2, vals, float("nan"))
+    bg = xp.nanquantile(vals, 0.1, 1)
+    p = xp.zeros((x0.shape[0], N_PARAMS))
+    p[:, _A] = xp.clip(peak - bg, 1e-12)
     p[:, _B] = bg
     p[:, _X], p[:, _Y] = x0, y0
     p[:, _L11] = 1.0 / sigma_init_px
@@ -92,16 +86,14 @@ def _initial_params(patches: Patches, x0, y0, sigma_init_px: float, background_r
     return p
 
 
-def _ok(p: "torch.Tensor", centre_x, centre_y, radius_px: int, sigma_max_px: float) -> "torch.Tensor":
+def _ok(p: "Array", centre_x, centre_y, radius_px: int, sigma_max_px: float) -> "Array":
     """A fit is usable when the peak is positive, stays inside its patch and has sane widths."""
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(p)
     inside = (p[:, _X] - centre_x) ** 2 + (p[:, _Y] - centre_y) ** 2 <= radius_px**2
     # widths: the inverse Cholesky diagonal bounds sigma along the axes
-    det = (p[:, _L11] * p[:, _L22]).abs()
-    sane = (det > 1.0 / sigma_max_px**2) & (p[:, _L11].abs() < 10) & (p[:, _L22].abs() < 10)
-    return inside & sane & (p[:, _A] > 0) & torch.isfinite(p).all(1)
+    det = xp.abs(p[:, _L11] * p[:, _L22])
+    sane = (det > 1.0 / sigma_max_px**2) & (xp.abs(p[:, _L11]) < 10) & (xp.abs(p[:, _L22]) < 10)
+    return inside & sane & (p[:, _A] > 0) & xp.isfinite(p).all(1)
 
 
 @dataclass(frozen=True)
@@ -131,17 +123,17 @@ class _Round:
     fitted parameters with their cost (updated in place by the restarts)."""
 
     patches: Patches
-    target: "torch.Tensor"  # (N, M)
-    p: "torch.Tensor"  # (N, 7)
-    cost: "torch.Tensor"  # (N,)
-    n_pix: "torch.Tensor"  # (N,) pixels on the image per patch
-    cx: "torch.Tensor"  # (N,) rounded patch centres [px]
-    cy: "torch.Tensor"
+    target: "Array"  # (N, M)
+    p: "Array"  # (N, 7)
+    cost: "Array"  # (N,)
+    n_pix: "Array"  # (N,) pixels on the image per patch
+    cx: "Array"  # (N,) rounded patch centres [px]
+    cy: "Array"
 
 
 def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options: GaussianOptions, *,
                   pixel_size_A: float, progress: "Callable[[int, int], None] | None" = None,
-                  shape_from: np.ndarray | None = None) -> GaussianFit:
+                  shape_from: np.ndarray | None = None, arrays: Arrays | None = None) -> GaussianFit:
     """Fit an elliptical 2-D Gaussian + constant background to every column, all at once.
 
     With ``options.profile_groups`` >= 1 (the default) the columns are grouped by amplitude and
@@ -168,28 +160,26 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
     shape_from : numpy.ndarray, optional
         (N,) bool, the columns whose patches the shared profiles are fitted on (e.g. the
         significant candidates; default: every column with a positive start amplitude).
+    arrays : Arrays, optional
+        The array library to fit with (default from ``options.device``, :func:`resolve_device`:
+        NumPy on the CPU, torch on a GPU; the tests pass torch on the CPU to check the GPU path's code).
 
     Returns
     -------
     GaussianFit
         Per-column parameters, covariances and uncertainties [px].
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    dev = resolve_device(options.device)
+    xp = arrays if arrays is not None else resolve_device(options.device)
     if len(x_px) == 0:
         return _empty_fit()
     win = _FitWindow.of(options, pixel_size_A)
     rng = np.random.default_rng(options.seed)
-    # a read-only array (an Image's data) is copied: torch does not take non-writable memory
-    img, start_x, start_y = (torch.as_tensor(np.require(a, dtype=np.float64, requirements="W"), dtype=torch.float64,
-                                             device=dev) for a in (data, x_px, y_px))
+    img, start_x, start_y = (xp.asarray(a) for a in (data, x_px, y_px))  # float64 copies
     rnd: _Round | None = None
     shared: _Shared | None = None
-    ok = torch.zeros(len(x_px), dtype=torch.bool, device=dev)
+    ok = xp.falses(len(x_px))
     iterations = 0
-    use = None if shape_from is None else torch.as_tensor(np.asarray(shape_from, bool), device=dev)
+    use = None if shape_from is None else xp.mask(shape_from)
     for k in range(options.neighbour_rounds + 1):
         if options.profile_groups > 0:
             rnd, ok, it, shared = _fit_round_shared(img, start_x, start_y, rnd, ok, shared, use, win, options, rng)
@@ -204,15 +194,15 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
         shape_p, iterations = _own_shapes(rnd, ok, win, options, iterations)
     fit = _gaussian_fit(rnd, ok, data, x_px, y_px, iterations, shape_p)
     residual = img - render_columns(rnd.p, ok, (int(img.shape[0]), int(img.shape[1])), img, win.render_radius)
-    residual_np = residual.detach().cpu().numpy()
+    residual_np = xp.to_numpy(residual)
     if shared is None:
         return _with_covariance(fit, rnd, residual_np, pixel_size_A, options)
     influence, white, _ = _influence(rnd, N_POSITION)
-    centres = np.column_stack([rnd.cx.detach().cpu().numpy(), rnd.cy.detach().cpu().numpy()]).astype(np.int64)
+    centres = np.column_stack([xp.to_numpy(rnd.cx), xp.to_numpy(rnd.cy)]).astype(np.int64)
     return _with(fit, *shared_profile_covariance(
-        ok=fit.ok, x=fit.x, y=fit.y, amplitude=rnd.p[:, _A].detach().cpu().numpy(), group=shared.group.cpu().numpy(),
-        shapes=shared.shapes.cpu().numpy(), radius_px=rnd.patches.radius, centres=centres,
-        edge=rnd.patches.edge.cpu().numpy(), influence=influence, white=white, residual=residual_np,
+        ok=fit.ok, x=fit.x, y=fit.y, amplitude=xp.to_numpy(rnd.p[:, _A]), group=xp.to_numpy(shared.group),
+        shapes=xp.to_numpy(shared.shapes), radius_px=rnd.patches.radius, centres=centres,
+        edge=xp.to_numpy(rnd.patches.edge), influence=influence, white=white, residual=residual_np,
         pixel_size_A=pixel_size_A, noise_model=options.noise_model, covariance_radius_A=options.covariance_radius_A))
 
 
@@ -220,8 +210,8 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
 class _Shared:
     """The profile groups of a shared-profile fit: every column's group and each group's shape."""
 
-    group: "torch.Tensor"  # (N,) long
-    shapes: "torch.Tensor"  # (G, 3) l11, l21, l22 [1/px]
+    group: "Array"  # (N,) long
+    shapes: "Array"  # (G, 3) l11, l21, l22 [1/px]
 
 
 #: members of a group its shared profile is fitted on at most (a random sample; three shape
@@ -281,9 +271,9 @@ def _shape_sample(group: np.ndarray, candidates: np.ndarray, rng: np.random.Gene
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
-def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Tensor", rnd: "_Round | None",
-                      ok: "torch.Tensor", shared: "_Shared | None", use: "torch.Tensor | None", win: _FitWindow,
-                      o: GaussianOptions, rng: np.random.Generator) -> tuple["_Round", "torch.Tensor", int, "_Shared"]:
+def _fit_round_shared(img: "Array", start_x: "Array", start_y: "Array", rnd: "_Round | None",
+                      ok: "Array", shared: "_Shared | None", use: "Array | None", win: _FitWindow,
+                      o: GaussianOptions, rng: np.random.Generator) -> tuple["_Round", "Array", int, "_Shared"]:
     """One round of the shared-profile fit: patches around the current centres (the other columns'
     model subtracted after the first round), the group shapes (:func:`.lm_solver.fit_shared_shapes`
     on a sample of each group), then every column's ``A, B, x0, y0`` with its group's shape
@@ -294,78 +284,74 @@ def _fit_round_shared(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "to
 
     Returns
     -------
-    _Round, torch.Tensor, int, _Shared
+    _Round, array, int, _Shared
         The round, its usable fits (N,), the Levenberg-Marquardt iterations run, and the groups
         with their shapes.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(img)
     first = rnd is None
     p = None if rnd is None else rnd.p
-    centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
-    centre_y = start_y if p is None else torch.where(ok, p[:, _Y], start_y)
+    centre_x = start_x if p is None else xp.where(ok, p[:, _X], start_x)
+    centre_y = start_y if p is None else xp.where(ok, p[:, _Y], start_y)
     patches = Patches(img, centre_x, centre_y, win.radius)
     target = patches.values
     if p is None:
         p = _initial_params(patches, start_x, start_y, win.sigma_init, win.bg_radius)
-        amp = p[:, _A].detach().cpu().numpy()
-        trusted = amp > 0 if use is None else (amp > 0) & use.cpu().numpy()
-        group = torch.as_tensor(amplitude_groups(amp, trusted, o.profile_groups), device=img.device)
+        amp = xp.to_numpy(p[:, _A])
+        trusted = amp > 0 if use is None else (amp > 0) & xp.to_numpy(use)
+        group = xp.index(amplitude_groups(amp, trusted, o.profile_groups))
         n_groups = int(group.max()) + 1
-        shared = _Shared(group, p[0, _L11:].repeat(n_groups, 1))
+        shared = _Shared(group, xp.tile(p[0:1, _L11:], n_groups))
     else:
         assert shared is not None
         target = target - others_on_patches(p, ok, patches, img, win.render_radius) * patches.weight
         if bool((~ok).any()):  # failed fits start again from their start position on the cleaned patch
             p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
     group = shared.group
-    cand = (p[:, _A] > 0) & (ok if not first else torch.ones_like(ok))
+    cand = (p[:, _A] > 0) & (ok if not first else ~xp.falses(ok.shape[0]))
     if use is not None:
         cand &= use
-    sample = torch.as_tensor(_shape_sample(group.cpu().numpy(), cand.cpu().numpy(), rng), device=img.device)
+    sample = xp.index(_shape_sample(xp.to_numpy(group), xp.to_numpy(cand), rng))
     iterations = 0
-    if sample.numel():
-        q = p[sample].clone()
+    if sample.shape[0]:
+        q = xp.copy(p[sample])
         q[:, _L11:] = shared.shapes[group[sample]]
         _, shapes, it = fit_shared_shapes(q, patches.x[sample], patches.y[sample], target[sample], patches.weight[sample],
                                           group[sample], shared.shapes.shape[0], max_iterations=o.profile_iterations,
                                           tolerance=o.tolerance)
         iterations += it
-        fitted = torch.zeros(shared.shapes.shape[0], dtype=torch.bool, device=img.device)
+        fitted = xp.falses(shared.shapes.shape[0])
         fitted[group[sample]] = True
-        shared.shapes = torch.where((fitted & _sane_shape(shapes, win.sigma_max))[:, None], shapes, shared.shapes)
+        shared.shapes = xp.where((fitted & _sane_shape(shapes, win.sigma_max))[:, None], shapes, shared.shapes)
     p[:, _L11:] = shared.shapes[group]
-    cx, cy = torch.round(centre_x), torch.round(centre_y)
+    cx, cy = xp.round(centre_x), xp.round(centre_y)
     p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight, max_iterations=o.max_iterations,
                                       tolerance=o.tolerance, fixed_shape=True, bounds=(cx, cy, win.radius))
     iterations += it
-    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), cx, cy)
+    rnd = _Round(patches, target, p, cost, xp.clip(patches.weight.sum(1), 1), cx, cy)
     if o.max_restarts > 0:
         iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng, fixed_shape=True)
     ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
     if first and o.profile_groups > 1:  # regroup by the fitted amplitudes; each new group starts from its members' mean shape
-        amp = torch.where(ok, rnd.p[:, _A], torch.full_like(rnd.p[:, _A], float("nan"))).cpu().numpy()
-        trusted = ok.cpu().numpy() if use is None else ok.cpu().numpy() & use.cpu().numpy()
-        new = torch.as_tensor(amplitude_groups(amp, trusted, o.profile_groups), device=img.device)
+        amp = xp.to_numpy(xp.where(ok, rnd.p[:, _A], float("nan")))
+        trusted = xp.to_numpy(ok) if use is None else xp.to_numpy(ok) & xp.to_numpy(use)
+        new = xp.index(amplitude_groups(amp, trusted, o.profile_groups))
         n_new = int(new.max()) + 1
-        sums = torch.zeros((n_new, 3), dtype=p.dtype, device=img.device).index_add_(0, new, shared.shapes[group])
-        counts = torch.zeros(n_new, dtype=p.dtype, device=img.device).index_add_(0, new, torch.ones_like(p[:, 0]))
-        shared = _Shared(new, sums / counts.clamp_min(1)[:, None])
+        sums = xp.index_add(xp.zeros((n_new, 3)), new, shared.shapes[group])
+        counts = xp.index_add(xp.zeros(n_new), new, xp.full(p.shape[0], 1.0))
+        shared = _Shared(new, sums / xp.clip(counts, 1)[:, None])
     return rnd, ok, iterations, shared
 
 
-def _sane_shape(shapes: "torch.Tensor", sigma_max_px: float) -> "torch.Tensor":
+def _sane_shape(shapes: "Array", sigma_max_px: float) -> "Array":
     """(G,) bool: shapes ``l11, l21, l22`` (G, 3) that :func:`_ok` accepts."""
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    det = (shapes[:, 0] * shapes[:, 2]).abs()
-    return (det > 1.0 / sigma_max_px**2) & (shapes[:, 0].abs() < 10) & (shapes[:, 2].abs() < 10) & torch.isfinite(shapes).all(1)
+    xp = arrays_of(shapes)
+    det = xp.abs(shapes[:, 0] * shapes[:, 2])
+    return (det > 1.0 / sigma_max_px**2) & (xp.abs(shapes[:, 0]) < 10) & (xp.abs(shapes[:, 2]) < 10) & xp.isfinite(shapes).all(1)
 
 
-def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianOptions,
-                iterations: int) -> tuple["torch.Tensor", int]:
+def _own_shapes(rnd: "_Round", ok: "Array", win: _FitWindow, o: GaussianOptions,
+                iterations: int) -> tuple["Array", int]:
     """Every column's own shape after a shared-profile fit: at most ``shape_iterations``
     Levenberg-Marquardt iterations of all seven parameters on the last round's patch, from the
     shared fit. Its shape, amplitude and background are reported (a column whose profile differs
@@ -375,19 +361,17 @@ def _own_shapes(rnd: "_Round", ok: "torch.Tensor", win: _FitWindow, o: GaussianO
 
     Returns
     -------
-    torch.Tensor, int
+    array, int
         (N, 7) parameters whose ``A, B, l11, l21, l22`` are the columns' own; the iterations so far.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(rnd.p)
     q, _, it = levenberg_marquardt(rnd.p, rnd.patches.x, rnd.patches.y, rnd.target, rnd.patches.weight,
                                    max_iterations=o.shape_iterations, tolerance=o.tolerance,
                                    bounds=(rnd.cx, rnd.cy, win.radius))
     good = _ok(q, rnd.cx, rnd.cy, win.radius, win.sigma_max) & ok
-    out = rnd.p.clone()
-    own = [_A, _B, *range(_L11, N_PARAMS)]
-    out[:, own] = torch.where(good[:, None], q[:, own], rnd.p[:, own])
+    out = xp.copy(rnd.p)
+    own = xp.index([_A, _B, *range(_L11, N_PARAMS)])
+    out[:, own] = xp.where(good[:, None], q[:, own], rnd.p[:, own])
     return out, iterations + it
 
 
@@ -398,22 +382,22 @@ def _empty_fit() -> GaussianFit:
                        np.zeros(0, bool), np.zeros(0, bool), 0, xy_cov=empty)
 
 
-def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Tensor", p: "torch.Tensor | None",
-               ok: "torch.Tensor", win: _FitWindow, o: GaussianOptions, rng: np.random.Generator
-               ) -> tuple[_Round, "torch.Tensor", int]:
+def _fit_round(img: "Array", start_x: "Array", start_y: "Array", p: "Array | None",
+               ok: "Array", win: _FitWindow, o: GaussianOptions, rng: np.random.Generator
+               ) -> tuple[_Round, "Array", int]:
     """One round of the fit: patches around the current centres, the other columns' model
     subtracted (after the first round), Levenberg-Marquardt, restarts of the bad fits.
 
     Parameters
     ----------
-    img : torch.Tensor
+    img : array
         (H, W) image.
-    start_x, start_y : torch.Tensor
+    start_x, start_y : array
         (N,) start positions [px]; patch centres of the first round and of failed fits.
-    p : torch.Tensor or None
+    p : array or None
         (N, 7) parameters of the previous round (``None`` in the first); failed fits restart from
         their start position.
-    ok : torch.Tensor
+    ok : array
         (N,) bool, usable fits of the previous round.
     win : _FitWindow
         The fit's lengths [px].
@@ -424,14 +408,12 @@ def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Ten
 
     Returns
     -------
-    _Round, torch.Tensor, int
+    _Round, array, int
         The round, its usable fits (N,) and the Levenberg-Marquardt iterations run.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    centre_x = start_x if p is None else torch.where(ok, p[:, _X], start_x)
-    centre_y = start_y if p is None else torch.where(ok, p[:, _Y], start_y)
+    xp = arrays_of(img)
+    centre_x = start_x if p is None else xp.where(ok, p[:, _X], start_x)
+    centre_y = start_y if p is None else xp.where(ok, p[:, _Y], start_y)
     patches = Patches(img, centre_x, centre_y, win.radius)
     target = patches.values
     if p is None:
@@ -441,17 +423,17 @@ def _fit_round(img: "torch.Tensor", start_x: "torch.Tensor", start_y: "torch.Ten
         # failed fits start again from their start position on the cleaned patch
         if bool((~ok).any()):
             p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
-    cx, cy = torch.round(centre_x), torch.round(centre_y)
+    cx, cy = xp.round(centre_x), xp.round(centre_y)
     p, cost, iterations = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
                                               max_iterations=o.max_iterations, tolerance=o.tolerance,
                                               bounds=(cx, cy, win.radius))
-    rnd = _Round(patches, target, p, cost, patches.weight.sum(1).clamp_min(1), cx, cy)
+    rnd = _Round(patches, target, p, cost, xp.clip(patches.weight.sum(1), 1), cx, cy)
     if o.max_restarts > 0:
         iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng)
     return rnd, _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max), iterations
 
 
-def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tensor", win: _FitWindow,
+def _restart_bad_fits(rnd: _Round, start_x: "Array", start_y: "Array", win: _FitWindow,
                       o: GaussianOptions, rng: np.random.Generator, fixed_shape: bool = False) -> int:
     """Refit the failed fits and those whose misfit beyond the noise exceeds ``max_residual``
     from ``max_restarts`` randomly shifted starts each; the best usable one replaces the fit in
@@ -464,21 +446,18 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
     All restarts of all bad columns run as one batched fit: a fixed cost per Levenberg-Marquardt
     call dominates when few columns restart.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(rnd.p)
     ok = _ok(rnd.p, rnd.cx, rnd.cy, win.radius, win.sigma_max)
     if fixed_shape:
-        bad = (~ok).nonzero().ravel()
+        bad = xp.nonzero(~ok)
     else:
         rel = _misfit(rnd.p, rnd.patches, rnd.target, rnd.cost, rnd.n_pix)
-        bad = (~ok | (rel > o.max_residual)).nonzero().ravel()
-    if not bad.numel():
+        bad = xp.nonzero(~ok | (rel > o.max_residual))
+    if not bad.shape[0]:
         return 0
-    nb, dev = bad.numel(), start_x.device
-    shift = torch.as_tensor(rng.uniform(-1, 1, size=(o.max_restarts * nb, 2)) * win.restart_shift,
-                            dtype=start_x.dtype, device=dev)
-    rep = bad.repeat(o.max_restarts)
+    nb = bad.shape[0]
+    shift = xp.asarray(rng.uniform(-1, 1, size=(o.max_restarts * nb, 2)) * win.restart_shift)
+    rep = xp.tile(bad, o.max_restarts)
     patches = rnd.patches
     q = _initial_params(patches.subset(rep, rnd.target), start_x[rep] + shift[:, 0], start_y[rep] + shift[:, 1],
                         win.sigma_init, win.bg_radius)
@@ -488,16 +467,17 @@ def _restart_bad_fits(rnd: _Round, start_x: "torch.Tensor", start_y: "torch.Tens
                                                max_iterations=o.max_iterations, tolerance=o.tolerance,
                                                fixed_shape=fixed_shape, bounds=(rnd.cx[rep], rnd.cy[rep], win.radius))
     q_ok = _ok(q, rnd.cx[rep], rnd.cy[rep], win.radius, win.sigma_max)
-    qcost = torch.where(q_ok, qcost, torch.full_like(qcost, float("inf"))).view(o.max_restarts, nb)
-    best_cost, best = qcost.min(0)
-    q_best = q.view(o.max_restarts, nb, N_PARAMS)[best, torch.arange(nb, device=dev)]
-    take = torch.isfinite(best_cost) & (~ok[bad] | (best_cost < rnd.cost[bad]))
+    qcost = xp.where(q_ok, qcost, float("inf")).reshape(o.max_restarts, nb)
+    best = xp.argmin(qcost, 0)
+    best_cost = qcost[best, xp.arange(nb)]
+    q_best = q.reshape(o.max_restarts, nb, N_PARAMS)[best, xp.arange(nb)]
+    take = xp.isfinite(best_cost) & (~ok[bad] | (best_cost < rnd.cost[bad]))
     idx = bad[take]
     rnd.p[idx], rnd.cost[idx] = q_best[take], best_cost[take]
     return iterations
 
 
-def _influence(rnd: _Round, n_free: int = N_PARAMS, rows: "torch.Tensor | None" = None
+def _influence(rnd: _Round, n_free: int = N_PARAMS, rows: "Array | None" = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each fit's linear response to the noise on its patch, and the white-noise sandwich.
 
@@ -517,26 +497,24 @@ def _influence(rnd: _Round, n_free: int = N_PARAMS, rows: "torch.Tensor | None" 
     misfit_var : numpy.ndarray
         (N,) mean squared residual per patch pixel [image units²].
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(rnd.p)
     sel = slice(None) if rows is None else rows
     weight, n_pix = rnd.patches.weight[sel], rnd.n_pix[sel]
     f, jac = model(rnd.p[sel], rnd.patches.x[sel], rnd.patches.y[sel], jacobian=True)
     jac = jac[:, :n_free]
-    jac_t = jac.transpose(1, 2)
+    jac_t = xp.t(jac)
     jtj = (jac * weight[:, None, :]) @ jac_t
-    inv, info = torch.linalg.inv_ex(jtj)
+    inv, inverted = xp.inv(jtj)
     r2 = weight * (rnd.target[sel] - f) ** 2
     meat = (jac * r2[:, None, :]) @ jac_t
-    cov = inv @ meat @ inv * (n_pix / (n_pix - n_free).clamp_min(1))[:, None, None]
-    infl = (inv[:, [_X, _Y], :] @ (jac * weight[:, None, :]))
-    bad = (info != 0).detach().cpu().numpy()
-    white = cov[:, [_X, _Y]][:, :, [_X, _Y]].detach().cpu().numpy().astype(np.float64)
-    influence = infl.detach().cpu().numpy().astype(np.float64)
+    cov = inv @ meat @ inv * (n_pix / xp.clip(n_pix - n_free, 1))[:, None, None]
+    infl = inv[:, _X:_Y + 1, :] @ (jac * weight[:, None, :])
+    bad = ~xp.to_numpy(inverted)
+    white = np.array(xp.to_numpy(cov[:, _X:_Y + 1, _X:_Y + 1]), dtype=np.float64)
+    influence = np.array(xp.to_numpy(infl), dtype=np.float64)
     white[bad] = np.nan
     influence[bad] = np.nan
-    return influence, white, (r2.sum(1) / n_pix).detach().cpu().numpy()
+    return influence, white, xp.to_numpy(r2.sum(1) / n_pix)
 
 
 def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarray, residual: np.ndarray,
@@ -579,7 +557,8 @@ def _position_covariance(rnd: _Round, ok: np.ndarray, x: np.ndarray, y: np.ndarr
         return own, pairs, pair_cov, mode
     ox, oy, _, _ = disk_offsets(rnd.patches.radius)
     offsets = np.column_stack([ox, oy])
-    centres = np.column_stack([rnd.cx.detach().cpu().numpy(), rnd.cy.detach().cpu().numpy()]).astype(np.int64)
+    xp = arrays_of(rnd.p)
+    centres = np.column_stack([xp.to_numpy(rnd.cx), xp.to_numpy(rnd.cy)]).astype(np.int64)
     acov = autocovariance(channel_spectra(noise, acov_grid(np.shape(residual), rnd.patches.radius, radius_px)))
     pos = np.full(len(x), -1)
     pos[idx] = np.arange(len(idx))
@@ -611,21 +590,19 @@ def _with(fit: GaussianFit, own: np.ndarray, pairs: np.ndarray, pair_cov: np.nda
                    xy_cov=own[:, 0, 1], pairs=pairs, pair_cov=pair_cov, noise_model=mode)
 
 
-def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray,
-                  iterations: int, shape_p: "torch.Tensor | None" = None) -> GaussianFit:
+def _gaussian_fit(rnd: _Round, ok: "Array", data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray,
+                  iterations: int, shape_p: "Array | None" = None) -> GaussianFit:
     """The :class:`GaussianFit` of the last round (uncertainties NaN until :func:`_with_covariance`):
     failed fits, and centres a patch cut by the border pulled off the image (no column of this
     image), keep their start and NaN shape. The shape (widths, rotation), amplitude and background
     are read from ``shape_p`` (N, 7) when given (a column's own after a shared-profile fit)."""
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(rnd.p)
     p = rnd.p
     sp = p if shape_p is None else shape_p
     cxx, cxy, cyy = covariance(sp)
 
-    def out(t: "torch.Tensor") -> np.ndarray:
-        return t.detach().cpu().numpy().astype(np.float64)
+    def out(t: Any) -> np.ndarray:
+        return np.array(xp.to_numpy(t), dtype=np.float64)
 
     okn = out(ok).astype(bool)
     h, w = np.shape(data)
@@ -640,7 +617,7 @@ def _gaussian_fit(rnd: _Round, ok: "torch.Tensor", data: np.ndarray, x_px: np.nd
         background=out(sp[:, _B]) * nan,
         cxx=out(cxx) * nan, cxy=out(cxy) * nan, cyy=out(cyy) * nan,
         x_err=nan.copy(), y_err=nan.copy(), xy_cov=nan.copy(),
-        residual=out(torch.sqrt(rnd.cost / rnd.n_pix) / p[:, _A].abs().clamp_min(1e-30)) * nan,
+        residual=out(xp.sqrt(rnd.cost / rnd.n_pix) / xp.clip(xp.abs(p[:, _A]), 1e-30)) * nan,
         edge=out(rnd.patches.edge).astype(bool),
         ok=okn,
         iterations=iterations,
@@ -657,10 +634,11 @@ def _misfit(p, patches: Patches, target, cost, n_pix):
     """
     f, _ = model(p, patches.x, patches.y, jacobian=False)
     r = (target - f) * patches.weight
+    xp = arrays_of(p)
     both = patches.weight[:, patches.pair_a] * patches.weight[:, patches.pair_b]
-    diff2 = (both * (r[:, patches.pair_a] - r[:, patches.pair_b]) ** 2).sum(1) / (2 * both.sum(1).clamp_min(1))
-    excess = (cost / n_pix - diff2).clamp_min(0)
-    return excess.sqrt() / p[:, _A].abs().clamp_min(1e-30)
+    diff2 = (both * (r[:, patches.pair_a] - r[:, patches.pair_b]) ** 2).sum(1) / (2 * xp.clip(both.sum(1), 1))
+    excess = xp.clip(cost / n_pix - diff2, 0)
+    return xp.sqrt(excess) / xp.clip(xp.abs(p[:, _A]), 1e-30)
 
 
 def drop_duplicates(x: np.ndarray, y: np.ndarray, score: np.ndarray, min_separation: float) -> np.ndarray:

@@ -3,8 +3,8 @@
 Every column is fitted on its own patch, but all patches are stacked into tensors of shape
 (N, M) (N columns, M pixels per patch) and the iterations run on the whole stack: batched model
 and Jacobian, batched normal equations (N, 7, 7) solved together. This is the Atomap refinement
-(one SciPy least-squares fit per column) done in a few dozen tensor operations, on the GPU when
-there is one.
+(one SciPy least-squares fit per column) done in a few dozen array operations: NumPy arrays on the
+CPU, torch tensors on a GPU (:mod:`.arrays`; the functions take either and return the same kind).
 
 Model of one column (pixel coordinates, x along axis 1, y along axis 0)::
 
@@ -22,60 +22,68 @@ written into preallocated buffers) both call it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
+from octascope_plugins.locate.arrays import Array, arrays_of
 
-    #: ``(cx, cy, radius)``: (N,) patch centres [px] and the radius [px] a fitted centre must stay within
-    Bounds = tuple[torch.Tensor, torch.Tensor, float]
+#: ``(cx, cy, radius)``: (N,) patch centres [px] and the radius [px] a fitted centre must stay within
+Bounds = tuple[Array, Array, float]
 
 N_PARAMS = 7  # A, B, x0, y0, l11, l21, l22
 #: indices of the parameters in the last axis of ``p``
 _A, _B, _X, _Y, _L11, _L21, _L22 = range(N_PARAMS)
 
 
-def model(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", jacobian: bool):
+def model(p: "Array", x: "Array", y: "Array", jacobian: bool):
     """Model values and, optionally, the analytic Jacobian of every column on its pixels.
 
     Parameters
     ----------
-    p : torch.Tensor
+    p : array
         (N, 7) parameters ``A, B, x0, y0, l11, l21, l22`` [counts, counts, px, px, 1/px, 1/px, 1/px].
-    x, y : torch.Tensor
+    x, y : array
         (N, M) pixel coordinates [px].
     jacobian : bool
         Also return the Jacobian. Without it the values are computed in place (two temporaries).
 
     Returns
     -------
-    f : torch.Tensor
+    f : array
         (N, M) model values.
-    jac : torch.Tensor or None
+    jac : array or None
         (N, 7, M) Jacobian, parameter axis before pixels.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
+    xp = arrays_of(p)
     dx = x - p[:, _X, None]
     dy = y - p[:, _Y, None]
-    if not jacobian:  # in place: two temporaries in all
-        w1 = dx.mul_(p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
-        w2 = dy.mul_(p[:, _L22, None])
-        g = w1.square_().addcmul_(w2, w2).mul_(-0.5).exp_()
-        return g.mul_(p[:, _A, None]).add_(p[:, _B, None]), None
-    w1 = torch.mul(dx, p[:, _L11, None]).addcmul_(dy, p[:, _L21, None])
+    if not jacobian:  # in place: few temporaries
+        dx *= p[:, _L11, None]
+        dx += dy * p[:, _L21, None]
+        dy *= p[:, _L22, None]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        dx *= -0.5
+        g = xp.exp(dx, out=dx)
+        g *= p[:, _A, None]
+        g += p[:, _B, None]
+        return g, None
+    w1 = dx * p[:, _L11, None]
+    w1 += dy * p[:, _L21, None]
     w2 = p[:, _L22, None] * dy
-    g = torch.mul(w1, w1).addcmul_(w2, w2).mul_(-0.5).exp_()
-    f = torch.addcmul(p[:, _B, None], p[:, _A, None], g)
-    jac = torch.empty((p.shape[0], N_PARAMS) + g.shape[1:], dtype=g.dtype, device=g.device)
+    e = w1 * w1
+    e += w2 * w2
+    e *= -0.5
+    g = xp.exp(e, out=e)
+    f = p[:, _B, None] + p[:, _A, None] * g
+    jac = xp.empty((p.shape[0], N_PARAMS) + tuple(g.shape[1:]))
     jac[:, _B] = 1.0
     jac[:, _A] = g
     _jacobian_rows(jac, p, g, dx, dy, w1, w2)
     return f, jac
 
 
-def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None, shape: bool = True) -> "torch.Tensor":
+def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None, shape: bool = True) -> Any:
     """Write the Jacobian rows x0, y0, l11, l21, l22 into ``jac`` (N, >=7, M); the one place the
     Jacobian is written. ``shape=False`` writes only the rows x0, y0 (``jac`` (N, >=4, M)): the
     shape is held fixed.
@@ -86,26 +94,26 @@ def _jacobian_rows(jac, p, g, dx, dy, w1, w2, u_out=None, shape: bool = True) ->
 
     Returns
     -------
-    torch.Tensor
+    array
         ``u = -A g`` (N, M), written into ``u_out`` when given.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    u = torch.mul(g, -p[:, _A, None], out=u_out) if u_out is not None else torch.mul(g, -p[:, _A, None])
-    t1 = w1.mul_(u)  # -A g w1
-    t2 = w2.mul_(u)  # -A g w2
-    torch.mul(t1, -p[:, _L11, None], out=jac[:, _X])
-    torch.mul(t1, -p[:, _L21, None], out=jac[:, _Y]).addcmul_(t2, -p[:, _L22, None])
+    xp = arrays_of(p)
+    u = xp.mul(g, -p[:, _A, None], out=u_out)
+    w1 *= u  # -A g w1
+    w2 *= u  # -A g w2
+    t1, t2 = w1, w2
+    xp.mul(t1, -p[:, _L11, None], out=jac[:, _X])
+    xp.mul(t1, -p[:, _L21, None], out=jac[:, _Y])
+    jac[:, _Y] -= t2 * p[:, _L22, None]
     if not shape:
         return u
-    torch.mul(t1, dx, out=jac[:, _L11])
-    torch.mul(t1, dy, out=jac[:, _L21])
-    torch.mul(t2, dy, out=jac[:, _L22])
+    xp.mul(t1, dx, out=jac[:, _L11])
+    xp.mul(t1, dy, out=jac[:, _L21])
+    xp.mul(t2, dy, out=jac[:, _L22])
     return u
 
 
-def _normal_matrix(p, x, y, tw, sw, buf, work, n_free: int = N_PARAMS) -> "torch.Tensor":
+def _normal_matrix(p, x, y, tw, sw, buf, work, n_free: int = N_PARAMS) -> Any:
     """Augmented normal matrix (N, F+1, F+1) of the weighted problem at ``p`` in its first
     ``n_free`` = F parameters (7: all; 4: ``A, B, x0, y0`` with the shape held fixed).
 
@@ -115,27 +123,31 @@ def _normal_matrix(p, x, y, tw, sw, buf, work, n_free: int = N_PARAMS) -> "torch
     in [F, F], all from one batched matrix product. ``work`` (5, N, M) is scratch space, so the
     iterations allocate no large temporaries. ``sw`` may be None for all-ones weights.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    dx = torch.sub(x, p[:, _X, None], out=work[0])
-    dy = torch.sub(y, p[:, _Y, None], out=work[1])
-    w1 = torch.mul(dx, p[:, _L11, None], out=work[2]).addcmul_(dy, p[:, _L21, None])
-    w2 = torch.mul(dy, p[:, _L22, None], out=work[3])
-    e = torch.mul(w1, w1, out=work[4]).addcmul_(w2, w2).mul_(-0.5)
-    g = torch.exp(e, out=buf[:, _A])
+    xp = arrays_of(p)
+    dx = xp.sub(x, p[:, _X, None], out=work[0])
+    dy = xp.sub(y, p[:, _Y, None], out=work[1])
+    w1 = xp.mul(dx, p[:, _L11, None], out=work[2])
+    w1 += dy * p[:, _L21, None]
+    w2 = xp.mul(dy, p[:, _L22, None], out=work[3])
+    e = xp.mul(w1, w1, out=work[4])
+    e += w2 * w2
+    e *= -0.5
+    g = xp.exp(e, out=buf[:, _A])
     if sw is not None:
-        g.mul_(sw)
+        g *= sw
     u = _jacobian_rows(buf, p, g, dx, dy, w1, w2, u_out=work[4], shape=n_free == N_PARAMS)  # u = -A g
     # weighted residual sqrt(w) * (t - B - A g)
+    r = buf[:, n_free]
     if sw is None:
-        torch.sub(tw, p[:, _B, None], out=buf[:, n_free]).add_(u)
+        xp.sub(tw, p[:, _B, None], out=r)
     else:
-        torch.addcmul(tw, sw, -p[:, _B, None], out=buf[:, n_free]).add_(u)
-    return torch.bmm(buf, buf.transpose(1, 2))
+        xp.mul(sw, -p[:, _B, None], out=r)
+        r += tw
+    r += u
+    return buf @ xp.t(buf)
 
 
-def covariance(p: "torch.Tensor"):
+def covariance(p: "Array"):
     """Covariance entries ``cxx, cxy, cyy`` [px²] of the fitted Gaussians: ``(L L^T)^-1``, the
     closed-form inverse of the 2 x 2 precision with ``L`` lower triangular."""
     l11, l21, l22 = p[:, _L11], p[:, _L21], p[:, _L22]
@@ -157,85 +169,81 @@ class _WorkingSet:
     or 4 when the shape is held fixed.
     """
 
-    idx: "torch.Tensor"  # (k,) working set -> column
-    p: "torch.Tensor"  # (k, 7) current parameters
-    x: "torch.Tensor"  # (k, M) pixel coordinates [px]
-    y: "torch.Tensor"
-    tw: "torch.Tensor"  # (k, M) target times sqrt(weight)
-    sw: "torch.Tensor | None"  # (k, M) sqrt(weight); None for all-ones weights
-    cost: "torch.Tensor"  # (k,) weighted sum of squared residuals at p
-    lam: "torch.Tensor"  # (k,) damping
-    normal: "torch.Tensor"  # (k, F+1, F+1) augmented normal matrix at p
-    active: "torch.Tensor"  # (k,) bool, not yet converged
-    buf: "torch.Tensor"
-    work: "torch.Tensor"
+    idx: "Array"  # (k,) working set -> column
+    p: "Array"  # (k, 7) current parameters
+    x: "Array"  # (k, M) pixel coordinates [px]
+    y: "Array"
+    tw: "Array"  # (k, M) target times sqrt(weight)
+    sw: "Array | None"  # (k, M) sqrt(weight); None for all-ones weights
+    cost: "Array"  # (k,) weighted sum of squared residuals at p
+    lam: "Array"  # (k,) damping
+    normal: "Array"  # (k, F+1, F+1) augmented normal matrix at p
+    active: "Array"  # (k,) bool, not yet converged
+    buf: "Array"
+    work: "Array"
     n_free: int = N_PARAMS
     #: (k,) patch centres [px] and squared radius [px²] a centre must stay within (None: unbounded)
-    cx: "torch.Tensor | None" = None
-    cy: "torch.Tensor | None" = None
+    cx: "Array | None" = None
+    cy: "Array | None" = None
     r2: float = float("inf")
 
     @classmethod
-    def start(cls, p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-              weight: "torch.Tensor", n_free: int = N_PARAMS, bounds: "Bounds | None" = None) -> "_WorkingSet":
+    def start(cls, p: "Array", x: "Array", y: "Array", target: "Array",
+              weight: "Array", n_free: int = N_PARAMS, bounds: "Bounds | None" = None) -> "_WorkingSet":
         """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
-        # lazy: torch (~1.2 s to import), only when a torch step runs
-        import torch
-
+        xp = arrays_of(p)
         n, m = x.shape
-        sqrt_w = weight.sqrt()
+        sqrt_w = xp.sqrt(weight)
         tw = target * sqrt_w
-        buf = torch.empty((n, n_free + 1, m), dtype=p.dtype, device=p.device)
+        buf = xp.empty((n, n_free + 1, m))
         buf[:, _B] = sqrt_w
-        sw: torch.Tensor | None = sqrt_w
+        sw = sqrt_w
         if bool((weight == 1).all()):
             sw = None  # no pixel outside the image: skip the weighting
-        work = torch.empty((5, n, m), dtype=p.dtype, device=p.device)
+        work = xp.empty((5, n, m))
         normal = _normal_matrix(p, x, y, tw, sw, buf, work, n_free)
-        return cls(idx=torch.arange(n, device=p.device), p=p, x=x, y=y, tw=tw, sw=sw,
-                   cost=normal[:, n_free, n_free].clone(), lam=torch.full((n,), 1e-3, dtype=p.dtype, device=p.device),
-                   normal=normal, active=torch.ones(n, dtype=torch.bool, device=p.device), buf=buf, work=work,
-                   n_free=n_free, **({} if bounds is None else
-                                     {"cx": bounds[0], "cy": bounds[1], "r2": float(bounds[2]) ** 2}))
+        return cls(idx=xp.arange(n), p=p, x=x, y=y, tw=tw, sw=sw,
+                   cost=xp.copy(normal[:, n_free, n_free]), lam=xp.full(n, 1e-3),
+                   normal=normal, active=~xp.falses(n), buf=buf, work=work,
+                   n_free=n_free, cx=None if bounds is None else bounds[0], cy=None if bounds is None else bounds[1],
+                   r2=float("inf") if bounds is None else float(bounds[2]) ** 2)
 
     def iterate(self, tolerance: float) -> None:
         """One damped Gauss-Newton step of every active column: kept where it lowers the cost
         (damping / 10), refused otherwise (damping x 10); converged columns become inactive."""
-        # lazy: torch (~1.2 s to import), only when a torch step runs
-        import torch
-
+        xp = arrays_of(self.p)
         nf = self.n_free
         jtj = self.normal[:, :nf, :nf]
         grad = self.normal[:, :nf, nf]
-        diag = jtj.diagonal(dim1=1, dim2=2)
-        floor = 1e-12 * diag.amax(dim=1, keepdim=True) + 1e-30
-        damped = jtj + torch.diag_embed(self.lam[:, None] * (diag + floor))
-        step, info = torch.linalg.solve_ex(damped, grad[..., None])
+        diag = xp.diagonal(jtj)
+        floor = 1e-12 * xp.amax(diag, 1, keepdims=True) + 1e-30
+        damped = jtj + xp.diag_embed(self.lam[:, None] * (diag + floor))
+        step, ok = xp.solve(damped, grad[..., None])
         step = step[..., 0]
-        solved = (info == 0) & torch.isfinite(step).all(1) & self.active
-        p_new = self.p.clone()
-        p_new[:, :nf] += torch.where(solved[:, None], step, torch.zeros_like(step))
+        solved = ok & xp.isfinite(step).all(1) & self.active
+        p_new = xp.copy(self.p)
+        p_new[:, :nf] += xp.where(solved[:, None], step, xp.zeros(tuple(step.shape)))
         k = self.p.shape[0]
         normal_new = _normal_matrix(p_new, self.x, self.y, self.tw, self.sw, self.buf[:k], self.work[:, :k], nf)
         cost_new = normal_new[:, nf, nf]
-        better = solved & torch.isfinite(cost_new) & (cost_new < self.cost)
-        rel = (self.cost - cost_new) / self.cost.clamp_min(1e-300)
-        self.p = torch.where(better[:, None], p_new, self.p)
-        self.normal = torch.where(better[:, None, None], normal_new, self.normal)
-        self.lam = torch.where(better, self.lam / 10, self.lam * 10).clamp(1e-12, 1e12)
+        better = solved & xp.isfinite(cost_new) & (cost_new < self.cost)
+        rel = (self.cost - cost_new) / xp.clip(self.cost, 1e-300)
+        self.p = xp.where(better[:, None], p_new, self.p)
+        self.normal = xp.where(better[:, None, None], normal_new, self.normal)
+        self.lam = xp.clip(xp.where(better, self.lam / 10, self.lam * 10), 1e-12, 1e12)
         converged = (better & (rel < tolerance)) | (~better & (self.lam >= 1e12)) | (self.cost <= 0)
         if self.cx is not None:  # a centre that left its patch is a failed fit (gaussian_fit._ok): stop there
             converged |= (self.p[:, _X] - self.cx) ** 2 + (self.p[:, _Y] - self.cy) ** 2 > self.r2
-        self.cost = torch.where(better, cost_new, self.cost)
+        self.cost = xp.where(better, cost_new, self.cost)
         self.active = self.active & ~converged
 
-    def shrink(self, p_out: "torch.Tensor", cost_out: "torch.Tensor") -> None:
+    def shrink(self, p_out: "Array", cost_out: "Array") -> None:
         """Write the inactive columns into ``p_out`` (N, 7) and ``cost_out`` (N,) and keep only
         the active ones, so later iterations touch only those."""
         done = ~self.active
         p_out[self.idx[done]] = self.p[done]
         cost_out[self.idx[done]] = self.cost[done]
-        keep = self.active.nonzero().ravel()
+        keep = arrays_of(self.p).nonzero(self.active)
         self.idx, self.p, self.cost, self.lam, self.normal = (self.idx[keep], self.p[keep], self.cost[keep],
                                                               self.lam[keep], self.normal[keep])
         self.x, self.y, self.tw = self.x[keep], self.y[keep], self.tw[keep]
@@ -244,12 +252,12 @@ class _WorkingSet:
             self.cx, self.cy = self.cx[keep], self.cy[keep]
         if self.sw is not None:
             self.sw = self.sw[keep]
-            self.buf[:keep.numel(), _B] = self.sw
+            self.buf[:keep.shape[0], _B] = self.sw
 
 
-def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-                        weight: "torch.Tensor", *, max_iterations: int, tolerance: float, fixed_shape: bool = False,
-                        bounds: "Bounds | None" = None) -> tuple["torch.Tensor", "torch.Tensor", int]:
+def levenberg_marquardt(p: "Array", x: "Array", y: "Array", target: "Array",
+                        weight: "Array", *, max_iterations: int, tolerance: float, fixed_shape: bool = False,
+                        bounds: "Bounds | None" = None) -> tuple["Array", "Array", int]:
     """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
     Each iteration forms J^T W J, J^T W r and the cost at the trial parameters in one batched
@@ -258,13 +266,13 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
 
     Parameters
     ----------
-    p : torch.Tensor
+    p : array
         (N, 7) start parameters (see :func:`model`) [px units]; not modified.
-    x, y : torch.Tensor
+    x, y : array
         (N, M) pixel coordinates of the patches [px].
-    target : torch.Tensor
+    target : array
         (N, M) values to fit.
-    weight : torch.Tensor
+    weight : array
         (N, M) pixel weights (0 outside the image).
     max_iterations : int
         Iterations at most.
@@ -281,21 +289,19 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
 
     Returns
     -------
-    p : torch.Tensor
+    p : array
         (N, 7) fitted parameters.
-    cost : torch.Tensor
+    cost : array
         (N,) final weighted sum of squared residuals.
     iterations : int
         Iterations run.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    p = p.clone()
+    xp = arrays_of(p)
+    p = xp.copy(p)
     if x.shape[0] == 0:
-        return p, torch.zeros(0, dtype=p.dtype, device=p.device), 0
+        return p, xp.zeros(0), 0
     ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS, bounds)
-    cost_out = ws.cost.clone()
+    cost_out = xp.copy(ws.cost)
     it = 0
     for it in range(1, max_iterations + 1):
         ws.iterate(tolerance)
@@ -309,48 +315,47 @@ def levenberg_marquardt(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor",
     return p, cost_out, it
 
 
-def _schur_step(normal: "torch.Tensor", lam: "torch.Tensor", group: "torch.Tensor", n_groups: int,
-                active: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+def _schur_step(normal: "Array", lam: "Array", group: "Array", n_groups: int,
+                active: "Array") -> tuple["Array", "Array", "Array"]:
     """One damped Gauss-Newton step of :func:`fit_shared_shapes`, the members' parameters eliminated.
 
     From the (N, 8, 8) augmented normal matrices and the (n_groups,) damping ``lam``: the (N, 4)
     members' steps ``dc`` (zero where a member's block is singular), the (n_groups, 3) shape steps
     ``ds`` and the (n_groups,) bool ``solved`` (``ds`` is zero where False or not ``active``).
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    dt, dev = normal.dtype, normal.device
+    xp = arrays_of(normal)
     c, s = slice(0, N_POSITION), slice(N_POSITION, N_PARAMS)
     lam_i = lam[group]
     h_cc = normal[:, c, c]
     h_cs = normal[:, c, s]
-    d_cc = h_cc.diagonal(dim1=1, dim2=2)
-    damped = h_cc + torch.diag_embed(lam_i[:, None] * (d_cc + 1e-12 * d_cc.amax(1, keepdim=True) + 1e-30))
-    rhs = torch.cat([h_cs, normal[:, c, N_PARAMS, None]], 2)  # (N, 4, 4): [H_cs | g_c]
-    sol, info = torch.linalg.solve_ex(damped, rhs)
+    d_cc = xp.diagonal(h_cc)
+    damped = h_cc + xp.diag_embed(lam_i[:, None] * (d_cc + 1e-12 * xp.amax(d_cc, 1, keepdims=True) + 1e-30))
+    rhs = xp.empty((normal.shape[0], N_POSITION, 4))  # (N, 4, 4): [H_cs | g_c]
+    rhs[:, :, :3] = h_cs
+    rhs[:, :, 3] = normal[:, c, N_PARAMS]
+    sol, ok = xp.solve(damped, rhs)
     x_s, x_g = sol[:, :, :3], sol[:, :, 3]
-    h_sc = h_cs.transpose(1, 2)
-    usable = (info == 0) & torch.isfinite(sol).all((1, 2))
-    schur = torch.where(usable[:, None, None], normal[:, s, s] - h_sc @ x_s, torch.zeros_like(normal[:, s, s]))
-    t = torch.where(usable[:, None], normal[:, s, N_PARAMS] - (h_sc @ x_g[..., None])[..., 0],
-                    torch.zeros_like(x_g[:, :3]))
-    s_g = torch.zeros((n_groups, 3, 3), dtype=dt, device=dev).index_add_(0, group, schur)
-    t_g = torch.zeros((n_groups, 3), dtype=dt, device=dev).index_add_(0, group, t)
-    d_s = s_g.diagonal(dim1=1, dim2=2)
-    floor = 1e-12 * d_s.amax(1, keepdim=True) + 1e-30
-    ds, info_g = torch.linalg.solve_ex(s_g + torch.diag_embed(lam[:, None] * (d_s + floor)), t_g[..., None])
+    h_sc = xp.t(h_cs)
+    usable = ok & xp.isfinite(sol).all(2).all(1)
+    n = normal.shape[0]
+    schur = xp.where(usable[:, None, None], normal[:, s, s] - h_sc @ x_s, xp.zeros((n, 3, 3)))
+    t = xp.where(usable[:, None], normal[:, s, N_PARAMS] - (h_sc @ x_g[..., None])[..., 0], xp.zeros((n, 3)))
+    s_g = xp.index_add(xp.zeros((n_groups, 3, 3)), group, schur)
+    t_g = xp.index_add(xp.zeros((n_groups, 3)), group, t)
+    d_s = xp.diagonal(s_g)
+    floor = 1e-12 * xp.amax(d_s, 1, keepdims=True) + 1e-30
+    ds, ok_g = xp.solve(s_g + xp.diag_embed(lam[:, None] * (d_s + floor)), t_g[..., None])
     ds = ds[..., 0]
-    solved = (info_g == 0) & torch.isfinite(ds).all(1) & active
-    ds = torch.where(solved[:, None], ds, torch.zeros_like(ds))
+    solved = ok_g & xp.isfinite(ds).all(1) & active
+    ds = xp.where(solved[:, None], ds, xp.zeros((n_groups, 3)))
     dc = x_g - (x_s @ ds[group][..., None])[..., 0]
-    dc = torch.where(usable[:, None], dc, torch.zeros_like(dc))
+    dc = xp.where(usable[:, None], dc, xp.zeros((n, N_POSITION)))
     return dc, ds, solved
 
 
-def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", target: "torch.Tensor",
-                      weight: "torch.Tensor", group: "torch.Tensor", n_groups: int, *, max_iterations: int,
-                      tolerance: float) -> tuple["torch.Tensor", "torch.Tensor", int]:
+def fit_shared_shapes(p: "Array", x: "Array", y: "Array", target: "Array",
+                      weight: "Array", group: "Array", n_groups: int, *, max_iterations: int,
+                      tolerance: float) -> tuple["Array", "Array", int]:
     """Levenberg-Marquardt of one shape per group of columns, with every column's ``A, B, x0, y0`` free.
 
     The joint problem of group g has the shared ``l11, l21, l22`` and four parameters per member.
@@ -363,12 +368,12 @@ def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", t
 
     Parameters
     ----------
-    p : torch.Tensor
+    p : array
         (N, 7) start parameters; a member's ``l11, l21, l22`` are read from its group's first
         member (all members of a group must start with the same shape). Not modified.
-    x, y, target, weight : torch.Tensor
+    x, y, target, weight : array
         (N, M) patches, as for :func:`levenberg_marquardt`.
-    group : torch.Tensor
+    group : array
         (N,) long, the group of every column, in ``0 .. n_groups - 1``.
     n_groups : int
         Number of groups.
@@ -379,51 +384,48 @@ def fit_shared_shapes(p: "torch.Tensor", x: "torch.Tensor", y: "torch.Tensor", t
 
     Returns
     -------
-    p : torch.Tensor
+    p : array
         (N, 7) fitted parameters (the members of a group share its shape).
-    shapes : torch.Tensor
+    shapes : array
         (n_groups, 3) ``l11, l21, l22`` of every group [1/px] (a group without members keeps zeros).
     iterations : int
         Iterations run.
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
-    p = p.clone()
-    dt, dev = p.dtype, p.device
-    shapes = torch.zeros((n_groups, 3), dtype=dt, device=dev)
+    xp = arrays_of(p)
+    p = xp.copy(p)
+    shapes = xp.zeros((n_groups, 3))
     if x.shape[0] == 0:
         return p, shapes, 0
-    shapes.index_copy_(0, group, p[:, _L11:])  # every member of a group starts with the same shape
+    shapes[group] = p[:, _L11:]  # every member of a group starts with the same shape
     n, m = x.shape
-    sqrt_w = weight.sqrt()
+    sqrt_w = xp.sqrt(weight)
     tw = target * sqrt_w
-    buf = torch.empty((n, N_PARAMS + 1, m), dtype=dt, device=dev)
+    buf = xp.empty((n, N_PARAMS + 1, m))
     buf[:, _B] = sqrt_w
-    work = torch.empty((5, n, m), dtype=dt, device=dev)
-    normal = _normal_matrix(p, x, y, tw, sqrt_w, buf, work).clone()
-    lam = torch.full((n_groups,), 1e-3, dtype=dt, device=dev)
-    cost = torch.zeros(n_groups, dtype=dt, device=dev).index_add_(0, group, normal[:, N_PARAMS, N_PARAMS])
-    active = torch.ones(n_groups, dtype=torch.bool, device=dev)
+    work = xp.empty((5, n, m))
+    normal = xp.copy(_normal_matrix(p, x, y, tw, sqrt_w, buf, work))
+    lam = xp.full(n_groups, 1e-3)
+    cost = xp.index_add(xp.zeros(n_groups), group, normal[:, N_PARAMS, N_PARAMS])
+    active = ~xp.falses(n_groups)
     c, s = slice(0, N_POSITION), slice(N_POSITION, N_PARAMS)
     it = 0
     for it in range(1, max_iterations + 1):
         dc, ds, solved = _schur_step(normal, lam, group, n_groups, active)
-        p_new = p.clone()
+        p_new = xp.copy(p)
         p_new[:, c] += dc
         p_new[:, s] = (shapes + ds)[group]
         normal_new = _normal_matrix(p_new, x, y, tw, sqrt_w, buf, work)
-        cost_i = torch.nan_to_num(normal_new[:, N_PARAMS, N_PARAMS], nan=float("inf"))
-        cost_new = torch.zeros(n_groups, dtype=dt, device=dev).index_add_(0, group, cost_i)
+        cost_i = xp.nan_to_num(normal_new[:, N_PARAMS, N_PARAMS], nan=float("inf"))
+        cost_new = xp.index_add(xp.zeros(n_groups), group, cost_i)
         better = solved & (cost_new < cost)
-        rel = (cost - cost_new) / cost.clamp_min(1e-300)
+        rel = (cost - cost_new) / xp.clip(cost, 1e-300)
         take = better[group]
-        p = torch.where(take[:, None], p_new, p)
-        normal = torch.where(take[:, None, None], normal_new, normal)
-        shapes = torch.where(better[:, None], shapes + ds, shapes)
-        lam = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
+        p = xp.where(take[:, None], p_new, p)
+        normal = xp.where(take[:, None, None], normal_new, normal)
+        shapes = xp.where(better[:, None], shapes + ds, shapes)
+        lam = xp.clip(xp.where(better, lam / 10, lam * 10), 1e-12, 1e12)
         converged = (better & (rel < tolerance)) | (~better & (lam >= 1e12))
-        cost = torch.where(better, cost_new, cost)
+        cost = xp.where(better, cost_new, cost)
         active = active & ~converged
         if not bool(active.any()):
             break

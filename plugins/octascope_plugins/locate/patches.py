@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from octascope_plugins.locate.arrays import arrays_of
 
 
 def disk_offsets(radius_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -42,61 +41,59 @@ class Patches:
 
     Parameters
     ----------
-    img : torch.Tensor
-        (H, W) image.
-    x0, y0 : torch.Tensor
+    img : array
+        (H, W) image (a NumPy array or a torch tensor, see :mod:`.arrays`; the attributes are of
+        the same kind).
+    x0, y0 : array
         (N,) patch centres [px], rounded to the nearest pixel.
     radius_px : int
         Patch radius [px].
 
     Attributes
     ----------
-    x, y : torch.Tensor
+    x, y : array
         (N, M) pixel coordinates [px].
-    values : torch.Tensor
+    values : array
         (N, M) image values (0 outside the image).
-    weight : torch.Tensor
+    weight : array
         (N, M) 1 inside the image, 0 outside.
-    flat : torch.Tensor
+    flat : array
         (N, M) flat image index of each patch pixel (clamped to the image).
-    edge : torch.Tensor
+    edge : array
         (N,) patches cut by the image border.
-    r2 : torch.Tensor
+    r2 : array
         (M,) squared distance of each patch pixel from the patch centre [px²].
-    pair_a, pair_b : torch.Tensor
+    pair_a, pair_b : array
         Horizontally adjacent pixel pairs (see :func:`disk_offsets`), for a noise estimate.
     """
 
-    def __init__(self, img: "torch.Tensor", x0: "torch.Tensor", y0: "torch.Tensor", radius_px: int):
-        # lazy: torch (~1.2 s to import), only when a torch step runs
-        import torch
-
+    def __init__(self, img: Any, x0: Any, y0: Any, radius_px: int):
+        xp = arrays_of(img)
         h, w = img.shape
         ox, oy, pair_a, pair_b = disk_offsets(radius_px)
         # pairs of horizontally adjacent patch pixels, for a noise estimate from the residual
-        self.pair_a = torch.as_tensor(pair_a, device=img.device)
-        self.pair_b = torch.as_tensor(pair_b, device=img.device)
-        cx, cy = torch.round(x0).long(), torch.round(y0).long()
-        ox_t = torch.as_tensor(ox, device=img.device)
-        oy_t = torch.as_tensor(oy, device=img.device)
-        self.r2 = (ox_t * ox_t + oy_t * oy_t).to(img.dtype)
-        self.x = cx.to(img.dtype)[:, None] + ox_t.to(img.dtype)[None, :]
-        self.y = cy.to(img.dtype)[:, None] + oy_t.to(img.dtype)[None, :]
+        self.pair_a = xp.index(pair_a)
+        self.pair_b = xp.index(pair_b)
+        cx, cy = xp.as_int(xp.round(x0)), xp.as_int(xp.round(y0))
+        ox_t, oy_t = xp.index(ox), xp.index(oy)
+        self.r2 = xp.as_float(ox_t * ox_t + oy_t * oy_t)
+        self.x = xp.as_float(cx)[:, None] + xp.as_float(ox_t)[None, :]
+        self.y = xp.as_float(cy)[:, None] + xp.as_float(oy_t)[None, :]
         # a disk pokes out of the image exactly when its bounding box does
         self.edge = (cx < radius_px) | (cx > w - 1 - radius_px) | (cy < radius_px) | (cy > h - 1 - radius_px)
         self.flat = (cy * w + cx)[:, None] + (oy_t * w + ox_t)[None, :]
-        self.weight = torch.ones(self.x.shape, dtype=img.dtype, device=img.device)
+        self.weight = xp.full(tuple(self.x.shape), 1.0)
         if bool(self.edge.any()):
-            e = self.edge.nonzero().ravel()
+            e = xp.nonzero(self.edge)
             xi, yi = cx[e, None] + ox_t[None, :], cy[e, None] + oy_t[None, :]
             inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            self.flat[e] = yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)
-            self.weight[e] = inside.to(img.dtype)
+            self.flat[e] = xp.clip(yi, 0, h - 1) * w + xp.clip(xi, 0, w - 1)
+            self.weight[e] = xp.as_float(inside)
         self.values = img.reshape(-1)[self.flat] * self.weight
         self.shape = (h, w)
         self.radius = radius_px
 
-    def subset(self, idx, values: "torch.Tensor") -> "Patches":
+    def subset(self, idx, values: Any) -> "Patches":
         """The patches ``idx`` with ``values[idx]`` as their values (weights, offsets kept); enough
         for a start estimate, not for a fit (no coordinates)."""
         sub = object.__new__(Patches)

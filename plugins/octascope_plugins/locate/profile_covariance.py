@@ -79,20 +79,17 @@ def group_templates(shapes: np.ndarray, radius_px: int) -> np.ndarray:
     numpy.ndarray
         (G, 2, M) templates [px per image unit].
     """
-    # lazy: torch (~1.2 s to import), only when a torch step runs
-    import torch
-
     ox, oy, _, _ = disk_offsets(radius_px)
     g = len(shapes)
-    p = torch.zeros((g, 7), dtype=torch.float64)
+    p = np.zeros((g, 7))
     p[:, 0] = 1.0
-    p[:, 4:] = torch.as_tensor(np.asarray(shapes, float))
-    xs = torch.as_tensor(ox, dtype=torch.float64)[None, :].expand(g, -1)
-    ys = torch.as_tensor(oy, dtype=torch.float64)[None, :].expand(g, -1)
+    p[:, 4:] = np.asarray(shapes, float)
+    xs = np.broadcast_to(ox.astype(np.float64)[None, :], (g, len(ox)))
+    ys = np.broadcast_to(oy.astype(np.float64)[None, :], (g, len(oy)))
     _, jac = model(p, xs, ys, jacobian=True)
     jac = jac[:, :N_POSITION]
-    infl = torch.linalg.solve(jac @ jac.transpose(1, 2), jac)
-    return infl[:, [_X, _Y]].numpy()
+    infl = np.linalg.solve(jac @ jac.swapaxes(1, 2), jac)
+    return infl[:, _X:_Y + 1]
 
 
 def _odd_fast_len(n: int) -> int:

@@ -10,7 +10,8 @@ particle-wide basis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from scipy.spatial import cKDTree
 from octascope.core.errors import InputError
 from octascope.analysis.lattice import estimate_square_basis
 from octascope.analysis.octahedral_geometry import metric_input, octahedron_axes
-from octascope.core.model import MetricInput, MetricOutput, Octahedra, Result, Truth
+from octascope.core.model import LazyFigures, MetricInput, MetricOutput, Octahedra, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 from octascope_plugins.metric.lattice_figures import lattice_figures
 
@@ -174,10 +175,10 @@ class LatticeMetric(Plugin):
             scalars[f"{name}_std"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
         scalars.update(ellipticity_scalars(columns, "X"))
         summary = {k: scalars[k] for k in ("C3_A_mean", "P3_A_mean")}
-        figures: dict[str, Any] = {}
+        figures: Mapping[str, Any] = {}
         if self.options.figures and len(use):
             basis = None
             if data.octahedra is not None and np.isfinite(np.asarray(data.octahedra.lattice_vectors_A, float)).all():
                 basis = np.asarray(data.octahedra.lattice_vectors_A, float)
-            figures = lattice_figures(table, basis)
+            figures = LazyFigures(partial(lattice_figures, table, basis))
         return MetricOutput(tables={"lattice": table}, scalars=scalars, figures=figures, summary=summary)

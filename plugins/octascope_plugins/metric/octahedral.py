@@ -11,7 +11,8 @@ means and the test of each particle's core − shell difference (``particles`` t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from octascope.core.errors import InputError
 from octascope.analysis.octahedral_geometry import metric_input
 from octascope.analysis.particle_table import core_shell_masks, particle_tilts
 from octascope.analysis.uncertainty import GeometryCovariance, region_weights
-from octascope.core.model import TILT_NAMES, MetricInput, MetricOutput, Result, Truth
+from octascope.core.model import LazyFigures, TILT_NAMES, MetricInput, MetricOutput, Result, Truth
 from octascope.core.params import Options, Plugin, param, require
 from octascope_plugins.metric.octahedral_figures import octahedral_figures
 
@@ -137,8 +138,9 @@ class OctahedralMetric(Plugin):
         tilt.update(all_octahedra_tilt(table, depth, covariance))
         summary = {"tilt": tilt, "shell_depth_cells": depth,
                    "n_octahedra_complete": int(table["complete"].sum()), "n_octahedra_edge": int(table["edge"].sum())}
-        figures: dict[str, Any] = {}
+        figures: Mapping[str, Any] = {}
         if self.options.figures and len(table):
-            figures = octahedral_figures(data.denoised, data.columns, data.octahedra, table, depth, data.particles)
+            figures = LazyFigures(partial(octahedral_figures, data.denoised, data.columns, data.octahedra, table, depth,
+                                          data.particles))
         return MetricOutput(tables={"octahedra": table, "particles": particle_tilts(table, depth, covariance)}, scalars=scalars,
                             figures=figures, summary=summary)
