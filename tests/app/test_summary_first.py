@@ -81,3 +81,18 @@ def test_numbers_print_before_figures_and_store(tmp_path):
     finally:
         con.close()
     assert status == "FINISHED" and files["mlflow_run_id"]
+
+
+def test_common_figure_formats_are_checked_without_matplotlib():
+    import subprocess
+    import sys
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from octascope.results.outputs import ALWAYS_WRITABLE
+
+    assert ALWAYS_WRITABLE <= set(FigureCanvasBase.get_supported_filetypes())  # never accepts what it cannot write
+    code = ("import sys\nfrom octascope.results.outputs import check_figure_formats\n"
+            "assert check_figure_formats(['png', '.SVG']) == ('png', 'svg')\nprint('matplotlib' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

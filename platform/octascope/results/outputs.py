@@ -82,6 +82,11 @@ def _same_image(a: Any, b: Any) -> bool:
     return da.shape == db.shape and (np.shares_memory(da, db) or bool(np.array_equal(da, db)))
 
 
+#: formats every matplotlib writes (its own Agg, SVG, PDF and PostScript backends; JPEG and TIFF through
+#: Pillow, which matplotlib requires); others are checked against the installed matplotlib
+ALWAYS_WRITABLE = frozenset({"png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff"})
+
+
 def check_figure_formats(formats: Any) -> tuple[str, ...]:
     """The figure formats as a tuple, or a :class:`ConfigError` naming the ones matplotlib cannot write."""
     if formats is None:
@@ -89,7 +94,9 @@ def check_figure_formats(formats: Any) -> tuple[str, ...]:
     if isinstance(formats, str):
         formats = [formats]
     formats = tuple(str(f).lower().lstrip(".") for f in formats)
-    # lazy: matplotlib (0.1-0.25 s to import), only when figures are drawn
+    if set(formats) <= ALWAYS_WRITABLE:  # no matplotlib import before the analysis for these
+        return formats
+    # lazy: matplotlib (0.1-0.25 s to import), only for a format outside ALWAYS_WRITABLE
     from matplotlib.backend_bases import FigureCanvasBase
 
     supported = FigureCanvasBase.get_supported_filetypes()
