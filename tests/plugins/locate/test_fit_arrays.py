@@ -96,3 +96,22 @@ def test_a_fit_that_leaves_its_patch_stops_there():
     np.testing.assert_allclose(free[0, [_X, _Y]], [25.0, 20.0], atol=0.05)  # it found the column outside
     assert 4 < np.hypot(held[0, _X] - 20, held[0, _Y] - 20) < 4.5  # stopped just past the patch's edge
     assert it_held <= it_free / 4
+
+
+@pytest.mark.parametrize("xp", ["numpy", "torch"])
+def test_nanquantile_of_rows_with_missing_pixels(xp):
+    import warnings
+
+    arrays = NUMPY if xp == "numpy" else TorchArrays("cpu")
+    rng = np.random.default_rng(0)
+    a = rng.random((200, 37))
+    a[rng.random(a.shape) < 0.3] = np.nan  # pixels off the image or outside the background window
+    a[5] = np.nan
+    a[7, 1:] = np.nan
+    a[7, 0] = 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanquantile(a, 0.1, axis=1)
+    got = arrays.to_numpy(arrays.nanquantile(arrays.asarray(a), 0.1, 1))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
+    assert np.isnan(got[5]) and got[7] == 0.25
