@@ -326,7 +326,7 @@ def _fit_round_shared(img: "Array", start_x: "Array", start_y: "Array", rnd: "_R
     p[:, _L11:] = shared.shapes[group]
     cx, cy = xp.round(centre_x), xp.round(centre_y)
     p, cost, it = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight, max_iterations=o.max_iterations,
-                                      tolerance=o.tolerance, fixed_shape=True, bounds=(cx, cy, win.radius))
+                                      tolerance=o.tolerance, fixed_shape=True)
     iterations += it
     rnd = _Round(patches, target, p, cost, xp.clip(patches.weight.sum(1), 1), cx, cy)
     if o.max_restarts > 0:
@@ -366,8 +366,7 @@ def _own_shapes(rnd: "_Round", ok: "Array", win: _FitWindow, o: GaussianOptions,
     """
     xp = arrays_of(rnd.p)
     q, _, it = levenberg_marquardt(rnd.p, rnd.patches.x, rnd.patches.y, rnd.target, rnd.patches.weight,
-                                   max_iterations=o.shape_iterations, tolerance=o.tolerance,
-                                   bounds=(rnd.cx, rnd.cy, win.radius))
+                                   max_iterations=o.shape_iterations, tolerance=o.tolerance)
     good = _ok(q, rnd.cx, rnd.cy, win.radius, win.sigma_max) & ok
     out = xp.copy(rnd.p)
     own = xp.index([_A, _B, *range(_L11, N_PARAMS)])
@@ -425,8 +424,7 @@ def _fit_round(img: "Array", start_x: "Array", start_y: "Array", p: "Array | Non
             p[~ok] = _initial_params(patches.subset(~ok, target), start_x[~ok], start_y[~ok], win.sigma_init, win.bg_radius)
     cx, cy = xp.round(centre_x), xp.round(centre_y)
     p, cost, iterations = levenberg_marquardt(p, patches.x, patches.y, target, patches.weight,
-                                              max_iterations=o.max_iterations, tolerance=o.tolerance,
-                                              bounds=(cx, cy, win.radius))
+                                              max_iterations=o.max_iterations, tolerance=o.tolerance)
     rnd = _Round(patches, target, p, cost, xp.clip(patches.weight.sum(1), 1), cx, cy)
     if o.max_restarts > 0:
         iterations += _restart_bad_fits(rnd, start_x, start_y, win, o, rng)
@@ -465,7 +463,7 @@ def _restart_bad_fits(rnd: _Round, start_x: "Array", start_y: "Array", win: _Fit
         q[:, _L11:] = rnd.p[rep, _L11:]
     q, qcost, iterations = levenberg_marquardt(q, patches.x[rep], patches.y[rep], rnd.target[rep], patches.weight[rep],
                                                max_iterations=o.max_iterations, tolerance=o.tolerance,
-                                               fixed_shape=fixed_shape, bounds=(rnd.cx[rep], rnd.cy[rep], win.radius))
+                                               fixed_shape=fixed_shape)
     q_ok = _ok(q, rnd.cx[rep], rnd.cy[rep], win.radius, win.sigma_max)
     qcost = xp.where(q_ok, qcost, float("inf")).reshape(o.max_restarts, nb)
     best = xp.argmin(qcost, 0)

@@ -26,8 +26,6 @@ from typing import Any
 
 from octascope_plugins.locate.arrays import Array, arrays_of
 
-#: ``(cx, cy, radius)``: (N,) patch centres [px] and the radius [px] a fitted centre must stay within
-Bounds = tuple[Array, Array, float]
 
 N_PARAMS = 7  # A, B, x0, y0, l11, l21, l22
 #: indices of the parameters in the last axis of ``p``
@@ -182,14 +180,10 @@ class _WorkingSet:
     buf: "Array"
     work: "Array"
     n_free: int = N_PARAMS
-    #: (k,) patch centres [px] and squared radius [px²] a centre must stay within (None: unbounded)
-    cx: "Array | None" = None
-    cy: "Array | None" = None
-    r2: float = float("inf")
 
     @classmethod
     def start(cls, p: "Array", x: "Array", y: "Array", target: "Array",
-              weight: "Array", n_free: int = N_PARAMS, bounds: "Bounds | None" = None) -> "_WorkingSet":
+              weight: "Array", n_free: int = N_PARAMS) -> "_WorkingSet":
         """All columns, at their start parameters ``p`` (N, 7), with the damping at 1e-3."""
         xp = arrays_of(p)
         n, m = x.shape
@@ -205,8 +199,7 @@ class _WorkingSet:
         return cls(idx=xp.arange(n), p=p, x=x, y=y, tw=tw, sw=sw,
                    cost=xp.copy(normal[:, n_free, n_free]), lam=xp.full(n, 1e-3),
                    normal=normal, active=~xp.falses(n), buf=buf, work=work,
-                   n_free=n_free, cx=None if bounds is None else bounds[0], cy=None if bounds is None else bounds[1],
-                   r2=float("inf") if bounds is None else float(bounds[2]) ** 2)
+                   n_free=n_free)
 
     def iterate(self, tolerance: float) -> None:
         """One damped Gauss-Newton step of every active column: kept where it lowers the cost
@@ -232,8 +225,6 @@ class _WorkingSet:
         self.normal = xp.where(better[:, None, None], normal_new, self.normal)
         self.lam = xp.clip(xp.where(better, self.lam / 10, self.lam * 10), 1e-12, 1e12)
         converged = (better & (rel < tolerance)) | (~better & (self.lam >= 1e12)) | (self.cost <= 0)
-        if self.cx is not None:  # a centre that left its patch is a failed fit (gaussian_fit._ok): stop there
-            converged |= (self.p[:, _X] - self.cx) ** 2 + (self.p[:, _Y] - self.cy) ** 2 > self.r2
         self.cost = xp.where(better, cost_new, self.cost)
         self.active = self.active & ~converged
 
@@ -248,16 +239,14 @@ class _WorkingSet:
                                                               self.lam[keep], self.normal[keep])
         self.x, self.y, self.tw = self.x[keep], self.y[keep], self.tw[keep]
         self.active = self.active[keep]
-        if self.cx is not None and self.cy is not None:
-            self.cx, self.cy = self.cx[keep], self.cy[keep]
         if self.sw is not None:
             self.sw = self.sw[keep]
             self.buf[:keep.shape[0], _B] = self.sw
 
 
 def levenberg_marquardt(p: "Array", x: "Array", y: "Array", target: "Array",
-                        weight: "Array", *, max_iterations: int, tolerance: float, fixed_shape: bool = False,
-                        bounds: "Bounds | None" = None) -> tuple["Array", "Array", int]:
+                        weight: "Array", *, max_iterations: int, tolerance: float, fixed_shape: bool = False
+                        ) -> tuple["Array", "Array", int]:
     """Batched Levenberg-Marquardt: minimise ``sum(weight * (target - model(p))**2)`` for every row of ``p``.
 
     Each iteration forms J^T W J, J^T W r and the cost at the trial parameters in one batched
@@ -281,11 +270,6 @@ def levenberg_marquardt(p: "Array", x: "Array", y: "Array", target: "Array",
     fixed_shape : bool
         Hold ``l11, l21, l22`` at their values in ``p`` and fit ``A, B, x0, y0`` only (4 x 4
         normal equations).
-    bounds : tuple, optional
-        ``(cx, cy, radius)``: (N,) patch centres and a radius [px]. A column whose centre moves
-        farther than ``radius`` from its patch centre stops there (a failed fit, which the caller
-        restarts or reports): at low dose a weak candidate can otherwise drift for the whole
-        iteration budget, alone in the working set.
 
     Returns
     -------
@@ -300,7 +284,7 @@ def levenberg_marquardt(p: "Array", x: "Array", y: "Array", target: "Array",
     p = xp.copy(p)
     if x.shape[0] == 0:
         return p, xp.zeros(0), 0
-    ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS, bounds)
+    ws = _WorkingSet.start(p, x, y, target, weight, N_POSITION if fixed_shape else N_PARAMS)
     cost_out = xp.copy(ws.cost)
     it = 0
     for it in range(1, max_iterations + 1):
