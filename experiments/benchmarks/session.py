@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to compare (same frames)")
     ap.add_argument("--figures", default="[png,svg]", help="figure_formats of the runs (the default command: png, svg)")
     ap.add_argument("--out", default=None, help="append the result as markdown to this file")
+    ap.add_argument("overrides", nargs="*", help="more overrides of the command (e.g. tracking.enabled=false)")
     args = ap.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
@@ -134,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         for w in [int(x) for x in args.workers.split(",")]:
             work = Path(tmp) / f"w{w}"
             work.mkdir()
-            results[w] = run_session(frames, w, work, pixel, [f"figure_formats={args.figures}"])
-            results[w]["rerun"] = run_session(frames, w, work, pixel, [f"figure_formats={args.figures}"])
+            extra = [f"figure_formats={args.figures}", *args.overrides]
+            results[w] = run_session(frames, w, work, pixel, extra)
+            results[w]["rerun"] = run_session(frames, w, work, pixel, extra)
     load1 = os.getloadavg()
     lines = [f"## session benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              "", f"command: `python experiments/benchmarks/session.py {' '.join(argv or sys.argv[1:])}`",
