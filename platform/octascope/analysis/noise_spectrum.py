@@ -336,11 +336,18 @@ def band_pass(data: np.ndarray, pixel_size_A: float, *, inner_sigma_A: float,
                  lambda: _band_pass(data, pixel_size_A, inner_sigma_A, outer_sigma_A))
 
 
+def band_pass_transfer(shape: tuple[int, int], pixel_size_A: float, *, inner_sigma_A: float,
+                       outer_sigma_A: float) -> np.ndarray:
+    """Transfer function of :func:`band_pass` on the FFT grid of ``shape`` (no image needed)."""
+    shape = (int(shape[0]), int(shape[1]))
+    return gaussian_transfer(shape, pixel_size_A, inner_sigma_A) - gaussian_transfer(shape, pixel_size_A, outer_sigma_A)
+
+
 def _band_pass(data: np.ndarray, pixel_size_A: float, inner_sigma_A: float,
                outer_sigma_A: float) -> tuple[np.ndarray, np.ndarray]:
     u = periodic_component(data)
     shape = u.shape
-    transfer = gaussian_transfer(shape, pixel_size_A, inner_sigma_A) - gaussian_transfer(shape, pixel_size_A, outer_sigma_A)
+    transfer = band_pass_transfer(shape, pixel_size_A, inner_sigma_A=inner_sigma_A, outer_sigma_A=outer_sigma_A)
     # the transfer depends on |k| only: its first w // 2 + 1 columns are the real transform's
     half = transfer[:, :shape[1] // 2 + 1]
     return scipy.fft.irfft2(scipy.fft.rfft2(u) * half, s=shape), transfer

@@ -26,7 +26,7 @@ from octascope.analysis.particles import ParticleOptions, Segmentation, segment_
 from octascope.core import interrupts
 from octascope.core.errors import InputError, PluginError
 from octascope.analysis.refine import RefineOptions, refine_columns
-from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR, band_pass, significance_at
+from octascope.analysis.noise_spectrum import PEAK_ROUGHNESS_ATTR, band_pass, band_pass_transfer, significance_at
 from octascope.analysis.region import RegionOptions, find_region, frame_noise_spectrum
 from octascope.analysis.uncertainty import PositionCovariance, pop_position_covariance
 from octascope.core.model import CrystalRegion, Image, MetricInput, MetricOutput, Result, Truth, validate_columns
@@ -439,9 +439,8 @@ def _supported_by_recorded(result: Result, image: Image, denoised: Image, column
     # the noise is on its true scale: each column's evidence is the recorded image's, so one the
     # recorded image shows only weakly is a site candidate, and at a particle's rim the classifier's
     # site test judges it (a filter's lattice continuation past the edge is no evidence)
-    _, transfer = band_pass(image.data, image.pixel_size_A, inner_sigma_A=o.detection_sigma_A,
-                            outer_sigma_A=o.background_sigma_A)  # the search's own, kept from it
-    threshold = o.threshold(noise, transfer)
+    threshold = o.threshold(noise, band_pass_transfer(image.shape, image.pixel_size_A, inner_sigma_A=o.detection_sigma_A,
+                                                      outer_sigma_A=o.background_sigma_A))
     recorded = z[~drop]
     out = kept.assign(significance=recorded, significant=recorded >= threshold)
     out.attrs.update(kept.attrs)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from octascope.core.devices import check_device_name
+from octascope.core.devices import check_device_name, select_device
 
 
 #: a NumPy array or a torch tensor (the fit's functions take either and return the same kind)
@@ -321,8 +321,5 @@ def fit_arrays(device: str, who: str = "locator 'gaussian'") -> Arrays:
     check_device_name(device, who)
     if device == "cpu" or (device == "auto" and not nvidia_driver_present()):
         return NUMPY
-    # lazy: torch (~1.2 s to import), only where a GPU may be
-    from octascope.core.devices import select_device
-
-    dev = select_device(device, who)
+    dev = select_device(device, who)  # imports torch: only where a GPU may be
     return NUMPY if dev.type == "cpu" else TorchArrays(dev)

@@ -20,7 +20,8 @@ from octascope.core.params import Plugin
 from octascope.core.devices import cpu_threads
 
 from octascope_plugins.locate.binning import bin_image, to_binned, unbin_fit
-from octascope_plugins.locate.gaussian_fit import fit_gaussians, fit_to_columns, resolve_device
+from octascope_plugins.locate.arrays import fit_arrays
+from octascope_plugins.locate.gaussian_fit import fit_gaussians, fit_to_columns
 from octascope_plugins.locate.gaussian_options import GaussianOptions
 
 __all__ = ["GaussianLocator"]
@@ -83,7 +84,7 @@ class GaussianLocator(Plugin):
         xs, ys = np.asarray(x_px, float), np.asarray(y_px, float)
         if k > 1:
             data, xs, ys = bin_image(data, k), to_binned(xs, k), to_binned(ys, k)
-        arrays = resolve_device(o.device)  # NumPy on the CPU (torch is not imported), torch on a GPU
+        arrays = fit_arrays(o.device)  # NumPy on the CPU (torch is not imported), torch on a GPU
         threads = o.cpu_threads if arrays.name == "torch" and arrays.device_type == "cpu" else None
         with cpu_threads(threads), _round_bar(len(xs), o.neighbour_rounds + 1) as bar:
             fit = fit_gaussians(data, xs, ys, o, pixel_size_A=fps, progress=bar, arrays=arrays)

@@ -30,11 +30,6 @@ from octascope_plugins.locate.patches import Patches, disk_offsets
 from octascope_plugins.locate.profile_covariance import (NOISE_CROP_PX, acov_grid, residual_noise,
                                                          shared_profile_covariance)
 
-def resolve_device(device: str) -> Arrays:
-    """The arrays the locator's fit runs on (:func:`.arrays.fit_arrays`: NumPy on the CPU, torch on a GPU)."""
-    return fit_arrays(device, "locator 'gaussian'")
-
-
 @dataclass
 class GaussianFit:
     """Per-column results of :func:`fit_gaussians` (numpy arrays, pixel units).
@@ -161,7 +156,7 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
         (N,) bool, the columns whose patches the shared profiles are fitted on (e.g. the
         significant candidates; default: every column with a positive start amplitude).
     arrays : Arrays, optional
-        The array library to fit with (default from ``options.device``, :func:`resolve_device`:
+        The array library to fit with (default from ``options.device``, :func:`.arrays.fit_arrays`:
         NumPy on the CPU, torch on a GPU; the tests pass torch on the CPU to check the GPU path's code).
 
     Returns
@@ -169,7 +164,7 @@ def fit_gaussians(data: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, options:
     GaussianFit
         Per-column parameters, covariances and uncertainties [px].
     """
-    xp = arrays if arrays is not None else resolve_device(options.device)
+    xp = arrays if arrays is not None else fit_arrays(options.device)
     if len(x_px) == 0:
         return _empty_fit()
     win = _FitWindow.of(options, pixel_size_A)

@@ -19,7 +19,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from octascope.core.params import Options, param, require
-from octascope.analysis.noise_spectrum import NoiseSpectrum, band_pass, peak_roughness, significance_threshold
+from octascope.analysis.noise_spectrum import (NoiseSpectrum, band_pass, band_pass_transfer, peak_roughness,
+                                               significance_threshold)
 from octascope.analysis.region import background_noise_spectrum
 
 
@@ -233,7 +234,7 @@ class CandidateSearch(Options):
     def roughness(self, data: np.ndarray, pixel_size_A: float, noise: NoiseSpectrum | None = None) -> float:
         """λ of the search's band-passed noise [1/Å²] (:func:`~octascope.analysis.noise_spectrum.peak_roughness`):
         what a classifier needs to judge a site candidate (a locator records it in its table's
-        ``attrs["peak_roughness_per_A2"]``). The band-pass is the search's own (kept from it).
+        ``attrs["peak_roughness_per_A2"]``). The band-pass is the search's (its transfer function only).
 
         NaN for the whole image's estimate (``noise.measured_on``): it overstates the noise near a
         particle that fills the image (the significances are understated; on the simulated 3.8 nm
@@ -241,13 +242,11 @@ class CandidateSearch(Options):
         time, not the 19 % its spectrum predicts), and the site test would drop the weak columns
         of a small particle that the fixed floor keeps. The noise measured on the frame's empty
         area has the true scale."""
-        data = np.asarray(data, dtype=np.float64)
-        noise = noise or background_noise_spectrum(data, pixel_size_A)
+        noise = noise or background_noise_spectrum(np.asarray(data, dtype=np.float64), pixel_size_A)
         if noise.measured_on == "whole image":
             return float("nan")
-        _, transfer = band_pass(data, pixel_size_A, inner_sigma_A=self.detection_sigma_A,
-                                outer_sigma_A=self.background_sigma_A)
-        return peak_roughness(noise, transfer)
+        return peak_roughness(noise, band_pass_transfer(np.shape(data), pixel_size_A, inner_sigma_A=self.detection_sigma_A,
+                                                        outer_sigma_A=self.background_sigma_A))
 
     def find(self, data: np.ndarray, pixel_size_A: float,
              noise: NoiseSpectrum | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -58,10 +58,19 @@ def test_cpu_fit_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_auto_device_stays_on_numpy_without_an_nvidia_driver(monkeypatch):
+def test_auto_device_asks_torch_only_where_an_nvidia_driver_is(monkeypatch):
+    def torch_import(*_args, **_kwargs):
+        raise AssertionError("select_device (which imports torch) was called")
+
+    monkeypatch.setattr(arrays_mod, "select_device", torch_import)
     monkeypatch.setattr(arrays_mod, "nvidia_driver_present", lambda: False)
     assert fit_arrays("auto") is NUMPY
     assert fit_arrays("cpu") is NUMPY
+    monkeypatch.setattr(arrays_mod, "nvidia_driver_present", lambda: True)
+    with pytest.raises(AssertionError, match="imports torch"):
+        fit_arrays("auto")  # with a driver, torch is asked whether CUDA is there
+    with pytest.raises(AssertionError, match="imports torch"):
+        fit_arrays("cuda")
 
 
 @pytest.mark.parametrize("xp", ["numpy", "torch"])
