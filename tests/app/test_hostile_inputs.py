@@ -985,11 +985,15 @@ def test_signal_in_a_run_keeps_the_users_folders(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_before_tracking_leaves_a_folder_fix_stale_removes(tmp_path):
-    proc = _start([*SYN, "progress=false", "figure_formats=[]"], tmp_path)
-    t0 = time.time()
-    while not list(tmp_path.glob("outputs/*/*/.octascope-run")):
-        assert proc.poll() is None and time.time() - t0 < 300
-        time.sleep(0.01)
+    # killed in its locator: the folder is claimed, nothing is written yet (outputs and tracking come after
+    # the analysis), so the kill must land inside the analysis, not right after the claim (a small image's
+    # whole analysis can finish in the time a poll takes to see the claim)
+    proc = _start(["source=synthetic", "source.spec.n_cells=[14,14]", "progress=true", "figure_formats=[]"], tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    _wait_for(proc, lines, "[2/")
+    assert list(tmp_path.glob("outputs/*/*/.octascope-run"))
     proc.kill()
     proc.wait()
     (folder,) = [p for p in tmp_path.glob("outputs/*/*") if p.is_dir()]
